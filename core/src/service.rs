@@ -1,0 +1,126 @@
+//! The object-safe `Service` trait the App stores.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::params::{Id, Method, Params};
+
+/// A Feathers service: JSON in, JSON out.
+///
+/// Every method has a default body that answers `MethodNotAllowed`, so a service implements only
+/// what it offers. Most users write services with [`#[service]`](crate::service), which implements
+/// this trait from typed methods; implementing it by hand is for adapters and proxies.
+///
+/// ```
+/// use plume::{async_trait, Params, Result, Service};
+/// use serde_json::{json, Value};
+///
+/// struct Hello;
+///
+/// #[async_trait]
+/// impl Service for Hello {
+///     async fn find(&self, _params: Params) -> Result<Value> {
+///         Ok(json!(["hello"]))
+///     }
+///     fn methods(&self) -> Vec<plume::Method> {
+///         vec![plume::Method::Find]
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// `find(params)`: records matching `params.query`.
+    async fn find(&self, params: Params) -> Result<Value> {
+        let _ = params;
+        Err(not_offered(&Method::Find))
+    }
+
+    /// `get(id, params)`: one record.
+    async fn get(&self, id: Id, params: Params) -> Result<Value> {
+        let _ = (id, params);
+        Err(not_offered(&Method::Get))
+    }
+
+    /// `create(data, params)`: a new record (or several, for an array).
+    async fn create(&self, data: Value, params: Params) -> Result<Value> {
+        let _ = (data, params);
+        Err(not_offered(&Method::Create))
+    }
+
+    /// `update(id, data, params)`: replace one record.
+    async fn update(&self, id: Id, data: Value, params: Params) -> Result<Value> {
+        let _ = (id, data, params);
+        Err(not_offered(&Method::Update))
+    }
+
+    /// `patch(id, data, params)`: merge into one record, or into every record matching the
+    /// query when `id` is `None`.
+    async fn patch(&self, id: Option<Id>, data: Value, params: Params) -> Result<Value> {
+        let _ = (id, data, params);
+        Err(not_offered(&Method::Patch))
+    }
+
+    /// `remove(id, params)`: remove one record, or every record matching the query when `id` is
+    /// `None`.
+    async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
+        let _ = (id, params);
+        Err(not_offered(&Method::Remove))
+    }
+
+    /// A custom method `name(data, params)`.
+    async fn call(&self, method: &str, data: Value, params: Params) -> Result<Value> {
+        let _ = (data, params);
+        Err(not_offered(&Method::Custom(method.to_owned())))
+    }
+
+    /// The methods this service offers (standard and custom). The default is the six standard
+    /// ones; the App exposes only these to clients.
+    fn methods(&self) -> Vec<Method> {
+        Method::STANDARD.to_vec()
+    }
+
+    /// The custom events this service emits, besides the standard four.
+    fn events(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Options that describe this service (for example `{"id": "id", "paginate": ...}`); the
+    /// distribution plugin can send chosen keys along with a remote service's descriptor.
+    fn options(&self) -> Value {
+        Value::Null
+    }
+}
+
+/// The error of a default method body. The App rewrites it with the service path when it knows
+/// the path.
+fn not_offered(method: &Method) -> Error {
+    Error::method_not_allowed(format!("Method '{method}' not allowed"))
+}
+
+/// Call a method of a service by [`Method`], with the arguments each method takes.
+///
+/// `id` is required for get and update; `data` for create, update, patch and custom methods.
+pub async fn dispatch(
+    service: &dyn Service,
+    method: &Method,
+    id: Option<Id>,
+    data: Option<Value>,
+    params: Params,
+) -> Result<Value> {
+    let id_required = |id: Option<Id>| {
+        id.ok_or_else(|| Error::bad_request(format!("An id must be provided to the '{method}' method")))
+    };
+    match method {
+        Method::Find => service.find(params).await,
+        Method::Get => service.get(id_required(id)?, params).await,
+        Method::Create => service.create(data.unwrap_or(Value::Null), params).await,
+        Method::Update => {
+            let id = id_required(id)?;
+            service.update(id, data.unwrap_or(Value::Null), params).await
+        }
+        Method::Patch => service.patch(id, data.unwrap_or(Value::Null), params).await,
+        Method::Remove => service.remove(id, params).await,
+        Method::Custom(name) => service.call(name, data.unwrap_or(Value::Null), params).await,
+    }
+}

@@ -1,0 +1,2 @@
+//! The Plume gateway demo.
+fn main() {}

@@ -1,0 +1,1 @@
+//! The `#[service]` attribute for Plume. Use it through `plume::service`.

@@ -1,0 +1,1 @@
+//! Test harness for Plume: child processes with RAII guards, free ports and readiness waits.

@@ -1,0 +1,3 @@
+//! The Plume mesh: discovery, peer links, requests and events.
+//!
+//! This crate is being built; see `docs/protocol.md`.
