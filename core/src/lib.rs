@@ -15,10 +15,11 @@ mod handle;
 mod params;
 mod service;
 
+pub mod auth;
 pub mod hooks;
 pub mod registry;
 
-pub use app::{App, Lookup, Plugin, ServiceOptions, normalize_path};
+pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};
 pub use async_trait::async_trait;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{ListenerId, ServiceEvent};
