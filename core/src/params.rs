@@ -25,7 +25,7 @@ impl Id {
         match (self, other) {
             (Id::Int(a), Id::Int(b)) => a == b,
             (Id::Str(a), Id::Str(b)) => a == b,
-            (Id::Int(a), Id::Str(b)) | (Id::Str(b), Id::Int(a)) => b.parse::<i64>() == Ok(*a),
+            (Id::Int(a), Id::Str(b)) | (Id::Str(b), Id::Int(a)) => *b == a.to_string(),
         }
     }
 
@@ -122,8 +122,14 @@ pub enum Method {
 
 impl Method {
     /// The six standard methods.
-    pub const STANDARD: [Method; 6] =
-        [Method::Find, Method::Get, Method::Create, Method::Update, Method::Patch, Method::Remove];
+    pub const STANDARD: [Method; 6] = [
+        Method::Find,
+        Method::Get,
+        Method::Create,
+        Method::Update,
+        Method::Patch,
+        Method::Remove,
+    ];
 
     /// The method's name.
     pub fn as_str(&self) -> &str {
