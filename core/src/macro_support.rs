@@ -68,22 +68,27 @@ pub fn to_data<D: Serialize>(data: D) -> Result<Value> {
 
 /// Turn a client's typed id into an [`Id`]: it must serialize to an integer or a string.
 pub fn to_id<T: Serialize>(id: T) -> Result<Id> {
-    let value = serde_json::to_value(id)
-        .map_err(|err| Error::bad_request(format!("Invalid id: {err}")))?;
-    Id::from_value(&value)
-        .ok_or_else(|| Error::bad_request(format!("Invalid id {value}: expected an integer or a string")))
+    let value =
+        serde_json::to_value(id).map_err(|err| Error::bad_request(format!("Invalid id: {err}")))?;
+    Id::from_value(&value).ok_or_else(|| {
+        Error::bad_request(format!(
+            "Invalid id {value}: expected an integer or a string"
+        ))
+    })
 }
 
 /// Turn a client's typed optional id into an `Option<Id>`: `null` gives `None`.
 pub fn to_opt_id<T: Serialize>(id: T) -> Result<Option<Id>> {
-    let value = serde_json::to_value(id)
-        .map_err(|err| Error::bad_request(format!("Invalid id: {err}")))?;
+    let value =
+        serde_json::to_value(id).map_err(|err| Error::bad_request(format!("Invalid id: {err}")))?;
     if value.is_null() {
         return Ok(None);
     }
-    Id::from_value(&value)
-        .map(Some)
-        .ok_or_else(|| Error::bad_request(format!("Invalid id {value}: expected an integer or a string")))
+    Id::from_value(&value).map(Some).ok_or_else(|| {
+        Error::bad_request(format!(
+            "Invalid id {value}: expected an integer or a string"
+        ))
+    })
 }
 
 /// Deserialize a result a client received into `R`. A mismatch is a GeneralError that names the
@@ -91,7 +96,10 @@ pub fn to_opt_id<T: Serialize>(id: T) -> Result<Option<Id>> {
 pub fn from_result<R: DeserializeOwned>(value: Value) -> Result<R> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        Error::general_error(format!("Unexpected result at '{path}': {}", err.into_inner()))
+        Error::general_error(format!(
+            "Unexpected result at '{path}': {}",
+            err.into_inner()
+        ))
     })
 }
 
@@ -140,7 +148,13 @@ mod tests {
         let err = from_data::<Item>(json!({"tags": []})).unwrap_err();
         assert!(err.message().contains("`title`"), "{}", err.message());
         let ok = from_data::<Item>(json!({"title": "a", "tags": ["b"]})).unwrap();
-        assert_eq!(ok, Item { title: "a".into(), tags: vec!["b".into()] });
+        assert_eq!(
+            ok,
+            Item {
+                title: "a".into(),
+                tags: vec!["b".into()]
+            }
+        );
     }
 
     #[test]
@@ -148,12 +162,21 @@ mod tests {
         assert_eq!(from_id::<i64>(Id::Str("5".into())).unwrap(), 5);
         assert_eq!(from_id::<i64>(Id::Int(5)).unwrap(), 5);
         assert_eq!(from_id::<String>(Id::Int(5)).unwrap(), "5");
-        assert_eq!(from_id::<Id>(Id::Str("a".into())).unwrap(), Id::Str("a".into()));
-        assert_eq!(from_id::<Option<u32>>(Id::Str("7".into())).unwrap(), Some(7));
+        assert_eq!(
+            from_id::<Id>(Id::Str("a".into())).unwrap(),
+            Id::Str("a".into())
+        );
+        assert_eq!(
+            from_id::<Option<u32>>(Id::Str("7".into())).unwrap(),
+            Some(7)
+        );
         let err = from_id::<i64>(Id::Str("abc".into())).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest);
         assert_eq!(from_opt_id::<Option<i64>>(None, "patch").unwrap(), None);
-        assert_eq!(from_opt_id::<Option<i64>>(Some(Id::Str("3".into())), "patch").unwrap(), Some(3));
+        assert_eq!(
+            from_opt_id::<Option<i64>>(Some(Id::Str("3".into())), "patch").unwrap(),
+            Some(3)
+        );
         let err = from_opt_id::<i64>(None, "remove").unwrap_err();
         assert!(err.message().contains("'remove'"));
     }

@@ -13,7 +13,11 @@ impl Errors {
     }
 
     /// Record an error spanned at `tokens`.
-    pub(crate) fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+    pub(crate) fn spanned(
+        &mut self,
+        tokens: impl quote::ToTokens,
+        message: impl std::fmt::Display,
+    ) {
         self.errors.push(syn::Error::new_spanned(tokens, message));
     }
 

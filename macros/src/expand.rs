@@ -16,13 +16,21 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(item) => item,
         Err(err) => {
             errors.push(err);
-            return errors.combined().map(|e| e.to_compile_error()).unwrap_or_default();
+            return errors
+                .combined()
+                .map(|e| e.to_compile_error())
+                .unwrap_or_default();
         }
     };
     let fallback = item.clone();
     let parsed = Service::parse(item, &mut errors);
     let output = match (errors.combined(), parsed) {
-        (None, Some(svc)) => Expand { krate: krate(&args), args: &args, svc: &svc }.into_token_stream(),
+        (None, Some(svc)) => Expand {
+            krate: krate(&args),
+            args: &args,
+            svc: &svc,
+        }
+        .into_token_stream(),
         (Some(err), Some(svc)) => {
             let mut out = svc.item.into_token_stream();
             out.extend(err.to_compile_error());
@@ -110,9 +118,10 @@ impl Expand<'_> {
             let (trait_args, conversions) = match m.kind {
                 Kind::Find => (quote!(), quote!()),
                 Kind::Get => (quote!(id: #id_ty,), self.convert_id(m, false)),
-                Kind::Remove => {
-                    (quote!(id: ::core::option::Option<#id_ty>,), self.convert_id(m, true))
-                }
+                Kind::Remove => (
+                    quote!(id: ::core::option::Option<#id_ty>,),
+                    self.convert_id(m, true),
+                ),
                 Kind::Create => (quote!(data: #value,), self.convert_data(m)),
                 Kind::Update => {
                     let (id, data) = (self.convert_id(m, false), self.convert_data(m));
@@ -120,7 +129,10 @@ impl Expand<'_> {
                 }
                 Kind::Patch => {
                     let (id, data) = (self.convert_id(m, true), self.convert_data(m));
-                    (quote!(id: ::core::option::Option<#id_ty>, data: #value,), quote!(#id #data))
+                    (
+                        quote!(id: ::core::option::Option<#id_ty>, data: #value,),
+                        quote!(#id #data),
+                    )
                 }
                 Kind::Custom { .. } => {
                     customs.push(m);
@@ -254,7 +266,9 @@ impl Expand<'_> {
     /// `let __data: D = from_data(data)?;`
     fn convert_data(&self, m: &Method) -> TokenStream {
         let krate = &self.krate;
-        let Some(ty) = &m.data_ty else { return quote!() };
+        let Some(ty) = &m.data_ty else {
+            return quote!();
+        };
         let span = span_of(ty);
         quote_spanned! {span=>
             let __data = #krate::__private::from_data::<#ty>(data)?;
@@ -268,8 +282,11 @@ impl Expand<'_> {
         let name = &m.ident;
         let id = m.id_ty.as_ref().map(|_| quote!(__id,));
         let data = m.data_ty.as_ref().map(|_| quote!(__data,));
-        let (drop_params, params) =
-            if m.has_params { (quote!(), quote!(params)) } else { (quote!(let _ = params;), quote!()) };
+        let (drop_params, params) = if m.has_params {
+            (quote!(), quote!(params))
+        } else {
+            (quote!(let _ = params;), quote!())
+        };
         quote! {
             #drop_params
             let __out = <#self_ty>::#name(self, #id #data #params).await?;
@@ -279,7 +296,9 @@ impl Expand<'_> {
 
     /// The linkme registration, when `path = ".."` is given.
     fn registration(&self) -> TokenStream {
-        let Some(path) = &self.args.path else { return quote!() };
+        let Some(path) = &self.args.path else {
+            return quote!();
+        };
         let krate = &self.krate;
         let self_ty = &self.svc.item.self_ty;
         let type_name = self_ty.to_token_stream().to_string();
@@ -356,7 +375,10 @@ impl Expand<'_> {
         let (params_arg, params) = if m.has_params {
             (quote!(params: #krate::Params), quote!(params))
         } else {
-            (quote!(), quote!(<#krate::Params as ::core::default::Default>::default()))
+            (
+                quote!(),
+                quote!(<#krate::Params as ::core::default::Default>::default()),
+            )
         };
         let to_id = quote!(#krate::__private::to_id(id)?);
         let to_opt_id = quote!(#krate::__private::to_opt_id(id)?);
@@ -370,7 +392,9 @@ impl Expand<'_> {
             Kind::Remove => quote!(remove(#to_opt_id, #params)),
             Kind::Custom { .. } => quote!(call(#wire, #to_data, #params)),
         };
-        let doc = format!("Calls `{wire}` on the service and reads the result as the service returns it.");
+        let doc = format!(
+            "Calls `{wire}` on the service and reads the result as the service returns it."
+        );
         quote! {
             #[doc = #doc]
             #vis async fn #name(&self, #id_arg #data_arg #params_arg) -> #krate::Result<#ok_ty> {
@@ -383,5 +407,8 @@ impl Expand<'_> {
 
 /// The span of a type's first token, so trait-bound errors point at the user's type.
 fn span_of(ty: &Type) -> Span {
-    ty.to_token_stream().into_iter().next().map_or_else(Span::call_site, |t| t.span())
+    ty.to_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
 }

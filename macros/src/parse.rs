@@ -73,7 +73,10 @@ impl Args {
             input.parse::<Token![=]>()?;
             let lit: LitStr = input.parse()?;
             if lit.value().trim_matches('/').is_empty() {
-                return Err(syn::Error::new(lit.span(), "the service path must not be empty"));
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "the service path must not be empty",
+                ));
             }
             set_once(&mut self.path, lit, key.span, "path")
         } else if look.peek(kw::events) {
@@ -105,7 +108,10 @@ impl Args {
             set_once(&mut self.vis, vis, key.span, "vis")
         } else if input.peek(syn::Ident::peek_any) {
             let key = input.call(Ident::parse_any)?;
-            Err(syn::Error::new(key.span(), format!("unknown key `{key}`; expected {KEYS}")))
+            Err(syn::Error::new(
+                key.span(),
+                format!("unknown key `{key}`; expected {KEYS}"),
+            ))
         } else {
             Err(look.error())
         }
@@ -215,17 +221,26 @@ impl Service {
     /// errors, so the block can be re-emitted as it was written.
     pub(crate) fn parse(mut item: ItemImpl, errors: &mut Errors) -> Option<Service> {
         if let Some((_, path, _)) = &item.trait_ {
-            errors.spanned(path, "`#[service]` goes on an inherent `impl` block, not a trait impl");
+            errors.spanned(
+                path,
+                "`#[service]` goes on an inherent `impl` block, not a trait impl",
+            );
         }
         if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-            errors.spanned(&item.generics, "`#[service]` does not support generic services");
+            errors.spanned(
+                &item.generics,
+                "`#[service]` does not support generic services",
+            );
         }
         let ident = match &*item.self_ty {
             Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.clone()),
             _ => None,
         };
         if ident.is_none() {
-            errors.spanned(&item.self_ty, "`#[service]` needs a named type, like `impl Todos`");
+            errors.spanned(
+                &item.self_ty,
+                "`#[service]` needs a named type, like `impl Todos`",
+            );
         }
 
         let mut methods = Vec::new();
@@ -252,13 +267,19 @@ impl Service {
                 methods.push(method);
             }
         }
-        Some(Service { item, ident: ident?, methods })
+        Some(Service {
+            item,
+            ident: ident?,
+            methods,
+        })
     }
 }
 
 /// Remove and return the `#[method]` / `#[method(..)]` attributes.
 fn take_method_attrs(attrs: &mut Vec<Attribute>) -> Vec<Attribute> {
-    let (ours, rest) = std::mem::take(attrs).into_iter().partition(|a| a.path().is_ident("method"));
+    let (ours, rest) = std::mem::take(attrs)
+        .into_iter()
+        .partition(|a| a.path().is_ident("method"));
     *attrs = rest;
     ours
 }
@@ -302,12 +323,17 @@ fn parse_method(
                     format!("`{name}` clashes with the generated client's `{name}`; rename it"),
                 );
             }
-            Kind::Custom { idempotent: parse_mark(mark, errors) }
+            Kind::Custom {
+                idempotent: parse_mark(mark, errors),
+            }
         }
     };
 
     if sig.asyncness.is_none() {
-        errors.spanned(sig.fn_token, format!("service method `{name}` must be `async`"));
+        errors.spanned(
+            sig.fn_token,
+            format!("service method `{name}` must be `async`"),
+        );
     }
     if let Some(unsafety) = &sig.unsafety {
         errors.spanned(unsafety, "service methods cannot be `unsafe`");
@@ -362,7 +388,10 @@ fn parse_method(
                 "{what} takes `{}` (`params: Params` may be left out); found {} argument{} \
                  besides `&self`",
                 kind.usage(),
-                sig.inputs.iter().filter(|a| matches!(a, FnArg::Typed(_))).count(),
+                sig.inputs
+                    .iter()
+                    .filter(|a| matches!(a, FnArg::Typed(_)))
+                    .count(),
                 if sig.inputs.len() == 2 { "" } else { "s" },
             ),
         );
@@ -381,7 +410,15 @@ fn parse_method(
     if errors.len() > before {
         return None;
     }
-    Some(Method { ident: sig.ident.clone(), name, kind, id_ty, data_ty, has_params, ok_ty: ok_ty? })
+    Some(Method {
+        ident: sig.ident.clone(),
+        name,
+        kind,
+        id_ty,
+        data_ty,
+        has_params,
+        ok_ty: ok_ty?,
+    })
 }
 
 /// Read `#[method]` or `#[method(idempotent)]`; returns the idempotent flag.
@@ -426,13 +463,17 @@ fn is_params(ty: &Type) -> bool {
 
 /// `T` of a return type `Result<T>` or `Result<T, E>` (any path ending in `Result`).
 fn result_ok_type(output: &ReturnType) -> Option<Type> {
-    let ReturnType::Type(_, ty) = output else { return None };
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
     let Type::Path(p) = &**ty else { return None };
     let last = p.path.segments.last()?;
     if last.ident != "Result" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         GenericArgument::Type(t) => Some(t.clone()),
         _ => None,
