@@ -203,7 +203,7 @@ impl Expand<'_> {
                 Kind::Remove => quote!(Remove),
                 Kind::Custom { .. } => {
                     let name = &m.name;
-                    quote!(Custom(::std::string::String::from(#name)))
+                    quote!(Custom(<::std::string::String as ::core::convert::From<&str>>::from(#name)))
                 }
             };
             quote!(#krate::Method::#variant)
@@ -218,7 +218,7 @@ impl Expand<'_> {
             let events = &self.args.events;
             fns.extend(quote! {
                 fn events(&self) -> ::std::vec::Vec<::std::string::String> {
-                    ::std::vec![#(::std::string::String::from(#events)),*]
+                    ::std::vec![#(<::std::string::String as ::core::convert::From<&str>>::from(#events)),*]
                 }
             });
         }

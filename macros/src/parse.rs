@@ -346,8 +346,7 @@ fn parse_method(
     }
 
     // The receiver must be `&self`.
-    let mut inputs = sig.inputs.iter();
-    match inputs.next() {
+    match sig.inputs.first() {
         Some(FnArg::Receiver(r))
             if r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none() => {}
         Some(FnArg::Receiver(r)) => {
@@ -360,12 +359,15 @@ fn parse_method(
     }
 
     // The typed arguments: id and/or data by kind, then optionally params.
-    let mut typed: Vec<&Type> = inputs
+    let mut typed: Vec<&Type> = sig
+        .inputs
+        .iter()
         .filter_map(|arg| match arg {
             FnArg::Typed(t) => Some(&*t.ty),
             FnArg::Receiver(_) => None,
         })
         .collect();
+    let found = typed.len();
     let has_params = typed.last().is_some_and(|ty| is_params(ty));
     if has_params {
         typed.pop();
@@ -388,11 +390,8 @@ fn parse_method(
                 "{what} takes `{}` (`params: Params` may be left out); found {} argument{} \
                  besides `&self`",
                 kind.usage(),
-                sig.inputs
-                    .iter()
-                    .filter(|a| matches!(a, FnArg::Typed(_)))
-                    .count(),
-                if sig.inputs.len() == 2 { "" } else { "s" },
+                found,
+                if found == 1 { "" } else { "s" },
             ),
         );
     }
