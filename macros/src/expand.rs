@@ -412,3 +412,111 @@ fn span_of(ty: &Type) -> Span {
         .next()
         .map_or_else(Span::call_site, |t| t.span())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        service(args, item).to_string()
+    }
+
+    fn todos() -> TokenStream {
+        quote! {
+            impl Todos {
+                async fn find(&self, params: Params) -> Result<Vec<Todo>> { todo!() }
+                async fn get(&self, id: i64) -> Result<Todo> { todo!() }
+                #[method(idempotent)]
+                async fn archive(&self, data: Archive, params: Params) -> Result<u32> { todo!() }
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_crate_is_used_everywhere() {
+        let out = expand(quote!(crate = ::renamed, path = "todos"), todos());
+        assert!(out.contains(":: renamed :: Service for Todos"), "{out}");
+        assert!(out.contains(":: renamed :: __private :: SERVICES"), "{out}");
+        assert!(!out.contains("plume"), "{out}");
+    }
+
+    #[test]
+    fn default_expansion_is_absolute_and_complete() {
+        let out = expand(quote!(path = "todos", events = ["archived"]), todos());
+        // The user's block comes back without our attribute.
+        assert!(!out.contains("# [method"), "{out}");
+        assert!(out.contains("impl :: plume :: Service for Todos"), "{out}");
+        assert!(out.contains("const _ : () ="), "{out}");
+        assert!(out.contains("distributed_slice"), "{out}");
+        assert!(out.contains("pub struct TodosClient"), "{out}");
+        assert!(out.contains("\"archive\" =>"), "{out}");
+        assert!(out.contains("\"idempotentMethods\""), "{out}");
+        assert!(out.contains("fn events"), "{out}");
+        // Standard methods it does not define keep the trait default.
+        assert!(!out.contains("fn update"), "{out}");
+        // No unqualified std names.
+        for name in [
+            "Box", "Vec", "String", "Ok", "Err", "Some", "None", "Default", "From",
+        ] {
+            let qualified = out.replace(&format!(":: {name}"), "");
+            for bare in [format!(" {name} ::"), format!(" {name} (")] {
+                assert!(!qualified.contains(&bare), "`{bare}` in {out}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_path_nothing_is_registered_and_vis_applies() {
+        let out = expand(quote!(vis = pub(crate)), todos());
+        assert!(!out.contains("distributed_slice"), "{out}");
+        assert!(!out.contains("fn events"), "{out}");
+        assert!(out.contains("pub (crate) struct TodosClient"), "{out}");
+    }
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let item = quote! {
+            impl Todos {
+                fn find(&self) -> Result<()> { todo!() }
+                async fn get(self, id: Id) -> Result<()> { todo!() }
+                async fn helper(&self) -> Result<()> { todo!() }
+                #[method] async fn create(&self, data: D) -> Result<()> { todo!() }
+                async fn update(&self) -> Result<()> { todo!() }
+                #[method] async fn new(&self, data: D) -> Result<()> { todo!() }
+                #[method(fast)] async fn go(&self, data: D) -> Result<()> { todo!() }
+                async fn remove(&self, id: Option<Id>) -> () {}
+            }
+        };
+        let out = expand(quote!(nope = 1, crate = a, crate = b), item);
+        let errors = out.matches("compile_error").count();
+        assert_eq!(errors, 10, "{out}");
+        // The user's block is still emitted (to limit follow-on errors), without a Service impl.
+        assert!(out.contains("impl Todos"), "{out}");
+        assert!(!out.contains("Service for"), "{out}");
+    }
+
+    #[test]
+    fn impl_level_problems_are_reported() {
+        let out = expand(
+            quote!(),
+            quote!(
+                impl<T> Trait for Wrapper<T> {}
+            ),
+        );
+        assert_eq!(out.matches("compile_error").count(), 2, "{out}");
+        let out = expand(
+            quote!(),
+            quote!(
+                impl (A, B) {}
+            ),
+        );
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+        let out = expand(
+            quote!(),
+            quote!(
+                struct NotAnImpl;
+            ),
+        );
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+    }
+}
