@@ -1,7 +1,7 @@
 //! The `#[service]` attribute for Plume. Use it through `plume::service`, which documents it.
 //!
-//! The macro works in three steps: [`parse`] reads the attribute and the `impl` block into an
-//! IR, collecting every problem with its span; [`expand`] turns the validated IR into the
+//! The macro works in three steps: `parse` reads the attribute and the `impl` block into an
+//! IR, collecting every problem with its span; `expand` turns the validated IR into the
 //! `plume::Service` impl, the typed client and the registration. Generated code names only
 //! absolute paths (`::core`, `::std` and the `plume` crate, `::plume` unless `crate = ..` says
 //! otherwise).
