@@ -17,6 +17,8 @@ mod params;
 mod service;
 
 pub mod hooks;
+#[doc = include_str!("../../docs/guide.md")]
+pub mod guide {}
 pub mod registry;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, normalize_path};
