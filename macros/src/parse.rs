@@ -296,12 +296,12 @@ fn parse_method(
     // What kind of method: standard by name, or custom by `#[method]`.
     let kind = match (Kind::standard(&name), marks) {
         (Some(kind), []) => kind,
-        (Some(_), [mark, ..]) => {
+        (Some(kind), [mark, ..]) => {
             errors.spanned(
                 mark,
                 format!("`{name}` is a standard service method; remove `#[method]`"),
             );
-            Kind::standard(&name)?
+            kind
         }
         (None, []) => {
             errors.spanned(
