@@ -1,4 +1,62 @@
 //! An in-memory service that speaks the Feathers query syntax, like `@feathersjs/memory`.
+//!
+//! See [`MemoryService`] for the behaviour and [`crate::query`] for the query syntax. The example
+//! of the guide's "The memory adapter" section:
+//!
+//! ```
+//! use plume::memory::Multi;
+//! use plume::query::{FieldType, Schema};
+//! use plume::{Id, MemoryOptions, MemoryService, Params, Provider};
+//! use serde_json::json;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> plume::Result<()> {
+//!     let options = MemoryOptions::new()
+//!         .paginate(10, 50) // find returns {total, limit, skip, data}
+//!         .multi(Multi::All) // array create, patch/remove without an id
+//!         .schema(
+//!             // REST query values arrive as strings: coerce them to these types.
+//!             Schema::new()
+//!                 .field("id", FieldType::Integer)
+//!                 .field("priority", FieldType::Number)
+//!                 .field("done", FieldType::Boolean),
+//!         );
+//!     let todos: MemoryService = MemoryService::with_options(options);
+//!
+//!     todos
+//!         .create(
+//!             json!([
+//!                 {"text": "write docs", "done": false, "priority": 2},
+//!                 {"text": "ship it", "done": true, "priority": 3},
+//!                 {"text": "rest", "done": false, "priority": 1}
+//!             ]),
+//!             Params::new(),
+//!         )
+//!         .await?;
+//!
+//!     // What `GET /todos?done=false&priority[$gte]=2&$select[0]=text` hands the service.
+//!     let rest = Params::new()
+//!         .with_provider(Provider::Rest)
+//!         .with_query(json!({"done": "false", "priority": {"$gte": "2"}, "$select": {"0": "text"}}));
+//!     let page = todos.find(rest).await?;
+//!     assert_eq!(page, json!({"total": 1, "limit": 10, "skip": 0,
+//!                             "data": [{"text": "write docs", "id": 0}]}));
+//!
+//!     // get/update/patch/remove also apply the query; "1" finds the record with id 1.
+//!     let err = todos
+//!         .get(Id::from("1"), Params::new().with_query(json!({"done": false})))
+//!         .await
+//!         .unwrap_err();
+//!     assert_eq!(err.message(), "No record found for id '1'");
+//!
+//!     // Multi patch: every record matching the query.
+//!     let patched = todos
+//!         .patch(None, json!({"done": true}), Params::new().with_query(json!({"done": false})))
+//!         .await?;
+//!     assert_eq!(patched.as_array().map(Vec::len), Some(2));
+//!     Ok(())
+//! }
+//! ```
 
 use std::fmt;
 use std::marker::PhantomData;
