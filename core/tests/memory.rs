@@ -81,6 +81,15 @@ async fn every_operator_and_combination() {
             vec![1, 2, 3, 5],
         ),
         (json!({"$or": []}), vec![]),
+        // qs-style index objects are lists too.
+        (
+            json!({"priority": {"$in": {"0": 1, "1": 3}}}),
+            vec![0, 2, 3],
+        ),
+        (
+            json!({"$or": {"0": {"text": "a"}, "1": {"text": "f"}}}),
+            vec![0, 5],
+        ),
         (
             json!({"$and": [{"priority": {"$gte": 1}}, {"priority": {"$lte": 2}}]}),
             vec![0, 1, 3],

@@ -3,7 +3,7 @@
 //! A query is a JSON object such as
 //! `{"done": false, "priority": {"$gte": 2}, "$sort": {"priority": -1}, "$limit": 10}`.
 //! [`Query::parse`] validates it and splits it into a [`Filter`] and the `$limit`, `$skip`,
-//! `$sort` and `$select` filters; [`matches`] tests a record against a filter.
+//! `$sort` and `$select` filters; [`matches()`] tests a record against a filter.
 //!
 //! * Equality: `{"field": value}`. A missing field counts as `null`. Numbers compare
 //!   numerically (`1` equals `1.0`), objects with the same entries in any order are equal.
@@ -11,6 +11,8 @@
 //!   number only compares with a number, a string with a string, a boolean with a boolean; a
 //!   missing field never matches), `$ne`. Several operators on one field must all hold.
 //! * `$or` and `$and`: a list of queries, at the top level and inside each other.
+//! * Lists (`$in`, `$nin`, `$or`, `$and`, `$select`) may also be qs-style objects whose keys are
+//!   array indices (`{"0": 1, "1": 3}`), which is what `qs` makes of long arrays.
 //! * Any other `$` key is a `BadRequest`: `Invalid filter value $x` at the top level,
 //!   `Invalid query parameter $x` inside a property or an `$or`/`$and` branch (the Feathers
 //!   messages).
@@ -275,23 +277,29 @@ fn parse_property(field: &str, value: &Value, out: &mut Vec<Clause>) -> Result<(
     Ok(())
 }
 
-fn operand_list(name: &str, operand: &Value) -> Result<Vec<Value>> {
-    match operand {
-        Value::Array(items) => Ok(items.clone()),
-        _ => Err(Error::bad_request(format!(
-            "Invalid query parameter {name}: expected an array"
-        ))),
+/// The items of an array, or of a qs-style object whose keys are all array indices (`qs` turns
+/// arrays of more than 20 items into such objects).
+fn list_items(value: &Value) -> Option<Vec<&Value>> {
+    match value {
+        Value::Array(items) => Some(items.iter().collect()),
+        Value::Object(obj) => coerce::indexed_values(obj),
+        _ => None,
     }
 }
 
+fn expected_array(name: &str) -> Error {
+    Error::bad_request(format!("Invalid query parameter {name}: expected an array"))
+}
+
+fn operand_list(name: &str, operand: &Value) -> Result<Vec<Value>> {
+    let items = list_items(operand).ok_or_else(|| expected_array(name))?;
+    Ok(items.into_iter().cloned().collect())
+}
+
 fn parse_branches(name: &str, value: &Value) -> Result<Vec<Filter>> {
-    let Value::Array(items) = value else {
-        return Err(Error::bad_request(format!(
-            "Invalid query parameter {name}: expected an array"
-        )));
-    };
+    let items = list_items(value).ok_or_else(|| expected_array(name))?;
     items
-        .iter()
+        .into_iter()
         .map(|item| match item {
             Value::Object(obj) => Filter::parse(obj),
             _ => Err(Error::bad_request(format!(
