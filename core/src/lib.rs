@@ -18,6 +18,8 @@ mod service;
 
 pub mod auth;
 pub mod hooks;
+pub mod memory;
+pub mod query;
 #[doc = include_str!("../../docs/guide.md")]
 pub mod guide {}
 pub mod registry;
@@ -28,6 +30,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{ListenerId, ServiceEvent};
 pub use handle::{STANDARD_EVENTS, ServiceHandle};
 pub use hooks::{HookContext, HookType};
+pub use memory::{MemoryOptions, MemoryService, Paginate};
 pub use params::{ConnectionId, Id, Method, Params, Provider};
 pub use service::{Service, dispatch};
 
