@@ -270,8 +270,12 @@ impl AuthenticationService {
     }
 
     /// The authentication information of a call: `params.authentication`, else the
-    /// `Authorization` header.
+    /// `Authorization` header. A socket.io call never uses the header: its handshake header was
+    /// checked once when it connected, and a logout must not be undone by it.
     pub fn params_authentication(params: &Params) -> Option<Value> {
+        if params.provider == Some(crate::params::Provider::Socketio) {
+            return params.authentication.clone();
+        }
         params.authentication.clone().or_else(|| {
             params
                 .headers
@@ -317,6 +321,21 @@ pub fn parse_authorization(header: &str) -> Option<Value> {
     Some(json!({ "strategy": "jwt", "accessToken": token }))
 }
 
+/// `accessToken`, `authentication`, then the other keys, as Feathers sends them.
+fn in_feathers_order(result: Value) -> Value {
+    let Value::Object(mut map) = result else {
+        return result;
+    };
+    let mut ordered = Map::new();
+    for key in ["accessToken", "authentication"] {
+        if let Some(v) = map.remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.extend(map);
+    Value::Object(ordered)
+}
+
 #[async_trait]
 impl Service for AuthenticationService {
     async fn create(&self, data: Value, params: Params) -> Result<Value> {
@@ -354,7 +373,7 @@ impl Service for AuthenticationService {
             }
         }
         self.strip_entity(&mut result);
-        Ok(result)
+        Ok(in_feathers_order(result))
     }
 
     async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
@@ -377,7 +396,7 @@ impl Service for AuthenticationService {
             .collect();
         let mut result = self.authenticate(&auth, &params, &jwt_only).await?;
         self.strip_entity(&mut result);
-        Ok(result)
+        Ok(in_feathers_order(result))
     }
 
     fn methods(&self) -> Vec<Method> {

@@ -412,6 +412,13 @@ async fn params_authentication_is_used_and_internal_calls_pass() {
     params.authentication = Some(json!({"strategy": "jwt", "accessToken": token}));
     let out = ok(whoami.find(params).await);
     assert_eq!(out["user"]["id"], 1);
+    // A socket call relies on the connection's authentication, not its handshake header.
+    let mut socket = bearer(&format!("Bearer {token}"));
+    socket.provider = Some(Provider::Socketio);
+    assert_eq!(
+        err(whoami.find(socket).await).message(),
+        "Not authenticated"
+    );
     // Internal call without authentication passes, with no user.
     let out = ok(whoami.find(Params::new()).await);
     assert_eq!(out["user"], Value::Null);
