@@ -15,11 +15,14 @@ mod handle;
 mod params;
 mod service;
 
+pub mod channels;
 pub mod hooks;
+pub mod realtime;
 pub mod registry;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, normalize_path};
 pub use async_trait::async_trait;
+pub use channels::Channel;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{ListenerId, ServiceEvent};
 pub use handle::{STANDARD_EVENTS, ServiceHandle};
