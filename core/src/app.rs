@@ -412,7 +412,8 @@ impl App {
     }
 
     /// The typed extension of type `T`, inserting `make()` first when there is none. The check
-    /// and the insert happen under one lock, so concurrent callers share one value.
+    /// and the insert happen under one lock, so concurrent callers share one value; `make` must
+    /// not use the App's extensions (that lock is held while it runs).
     pub fn extension_or_insert_with<T: Any + Send + Sync>(
         &self,
         make: impl FnOnce() -> T,

@@ -19,6 +19,7 @@ pub mod channels;
 pub mod hooks;
 pub mod realtime;
 pub mod registry;
+pub mod server;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, normalize_path};
 pub use async_trait::async_trait;
@@ -28,6 +29,7 @@ pub use events::{ListenerId, ServiceEvent};
 pub use handle::{STANDARD_EVENTS, ServiceHandle};
 pub use hooks::{HookContext, HookType};
 pub use params::{ConnectionId, Id, Method, Params, Provider};
+pub use server::{Listening, ServerOptions};
 pub use service::{Service, dispatch};
 
 #[doc(hidden)]

@@ -196,7 +196,13 @@ impl App {
     /// The socket.io tower layer of this App (created on first use; every router of the App
     /// shares it). It serves `/socket.io/` and passes every other request on.
     pub fn socketio_layer(&self) -> SocketIoLayer {
-        self.extension_or_insert_with(|| build_server(self))
+        if let Some(server) = self.extension::<RealtimeServer>() {
+            return server.layer.clone();
+        }
+        // Read everything build_server needs first: the extension lock is held while it runs.
+        let options = self.realtime_options();
+        let conns = Connections::of(self);
+        self.extension_or_insert_with(|| build_server(self, options, conns))
             .layer
             .clone()
     }
@@ -207,8 +213,7 @@ impl App {
     }
 }
 
-fn build_server(app: &App) -> RealtimeServer {
-    let options = app.realtime_options();
+fn build_server(app: &App, options: RealtimeOptions, conns: Arc<Connections>) -> RealtimeServer {
     let (layer, io) = SocketIo::builder()
         .max_payload(options.max_payload)
         .build_layer();
@@ -226,7 +231,6 @@ fn build_server(app: &App) -> RealtimeServer {
     let listener = {
         let app = app.clone();
         let auth_path = options.auth_path.clone();
-        let conns = Connections::of(&app);
         app.clone().on_event(move |ev| {
             if ev.path == auth_path {
                 return;
