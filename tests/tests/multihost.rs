@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -48,7 +49,9 @@ fn can_run() -> Result<(), String> {
 
 /// Returns false (skip) when the tests cannot run; panics under CI.
 fn prerequisites() -> bool {
-    match can_run() {
+    // Probed once per process (the tests run in parallel).
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    match PROBE.get_or_init(can_run).clone() {
         Ok(()) => true,
         Err(why) if std::env::var_os("CI").is_some() => {
             panic!("multi-host tests must run under CI, but cannot: {why}")
