@@ -52,7 +52,8 @@ pub(crate) struct Channels {
 
 impl Channels {
     fn of(app: &App) -> Arc<Channels> {
-        app.extension_or_insert_with(Channels::default)
+        app.extension::<Channels>()
+            .unwrap_or_else(|| app.extension_or_insert_with(Channels::default))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ChannelsInner> {

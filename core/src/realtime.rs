@@ -107,7 +107,8 @@ struct Connections {
 
 impl Connections {
     fn of(app: &App) -> Arc<Connections> {
-        app.extension_or_insert_with(Connections::default)
+        app.extension::<Connections>()
+            .unwrap_or_else(|| app.extension_or_insert_with(Connections::default))
     }
 }
 
