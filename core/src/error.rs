@@ -139,7 +139,12 @@ pub struct Error {
 impl Error {
     /// An error of this class with this message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), data: None, errors: None }
+        Self {
+            kind,
+            message: message.into(),
+            data: None,
+            errors: None,
+        }
     }
 
     /// Attach `data`.
@@ -313,7 +318,10 @@ mod tests {
             assert_eq!(obj["className"], class);
             assert_eq!(Error::from_json(json), err);
 
-            let full = err.clone().with_data(json!({"a": 1})).with_errors(json!([{"f": "x"}]));
+            let full = err
+                .clone()
+                .with_data(json!({"a": 1}))
+                .with_errors(json!([{"f": "x"}]));
             let json = full.to_json();
             assert_eq!(json.as_object().map(|o| o.len()), Some(6));
             assert_eq!(json["data"], json!({"a": 1}));

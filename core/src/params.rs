@@ -122,8 +122,14 @@ pub enum Method {
 
 impl Method {
     /// The six standard methods.
-    pub const STANDARD: [Method; 6] =
-        [Method::Find, Method::Get, Method::Create, Method::Update, Method::Patch, Method::Remove];
+    pub const STANDARD: [Method; 6] = [
+        Method::Find,
+        Method::Get,
+        Method::Create,
+        Method::Update,
+        Method::Patch,
+        Method::Remove,
+    ];
 
     /// The method's name.
     pub fn as_str(&self) -> &str {

@@ -109,7 +109,9 @@ pub async fn dispatch(
     params: Params,
 ) -> Result<Value> {
     let id_required = |id: Option<Id>| {
-        id.ok_or_else(|| Error::bad_request(format!("An id must be provided to the '{method}' method")))
+        id.ok_or_else(|| {
+            Error::bad_request(format!("An id must be provided to the '{method}' method"))
+        })
     };
     match method {
         Method::Find => service.find(params).await,
@@ -117,10 +119,16 @@ pub async fn dispatch(
         Method::Create => service.create(data.unwrap_or(Value::Null), params).await,
         Method::Update => {
             let id = id_required(id)?;
-            service.update(id, data.unwrap_or(Value::Null), params).await
+            service
+                .update(id, data.unwrap_or(Value::Null), params)
+                .await
         }
         Method::Patch => service.patch(id, data.unwrap_or(Value::Null), params).await,
         Method::Remove => service.remove(id, params).await,
-        Method::Custom(name) => service.call(name, data.unwrap_or(Value::Null), params).await,
+        Method::Custom(name) => {
+            service
+                .call(name, data.unwrap_or(Value::Null), params)
+                .await
+        }
     }
 }
