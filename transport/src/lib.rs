@@ -22,12 +22,13 @@
 //! ```
 
 pub mod codec;
-#[path = "discovery_stub.rs"]
 pub mod discovery;
 mod link;
 mod mesh;
 
-pub use discovery::NodeId;
+pub use discovery::{
+    ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
+};
 pub use mesh::{
     Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, Request,
     Subscription, TableEvent, TableWatch,
