@@ -1,0 +1,3 @@
+//! Mesh benchmarks (being written).
+
+fn main() {}
