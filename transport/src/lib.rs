@@ -2,7 +2,8 @@
 //!
 //! A [`Mesh`] is one node. Nodes find each other through [`discovery`], keep one TCP link per
 //! pair of nodes, and route calls by endpoint name to the live providers. See
-//! `docs/protocol.md` for the wire format.
+//! `docs/protocol.md` for the wire format. The [`distribution`] plugin publishes an App's
+//! services on the mesh and mounts proxies for remote ones (`docs/distribution.md`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +24,7 @@
 
 pub mod codec;
 pub mod discovery;
+pub mod distribution;
 mod link;
 mod mesh;
 
