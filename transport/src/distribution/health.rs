@@ -70,7 +70,11 @@ impl Health {
                 });
                 let replicas = futures::future::join_all(pings).await;
                 let ok = !replicas.is_empty() && replicas.iter().all(|(ok, _)| *ok);
-                (t.remote_path, ok, replicas.into_iter().map(|(_, d)| d).collect::<Vec<_>>())
+                (
+                    t.remote_path,
+                    ok,
+                    replicas.into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
+                )
             }
         });
         let results = futures::future::join_all(checks).await;

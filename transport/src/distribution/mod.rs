@@ -41,9 +41,9 @@ use std::time::Duration;
 
 use plume::hooks::HookRegistry;
 use plume::{App, Plugin};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::discovery::{ConfigError, DiscoveryConfig};
+use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, LocalNode};
 use crate::mesh::{Mesh, MeshBuilder, MeshError, ProviderInfo};
 
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
@@ -57,6 +57,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The default healthcheck path.
 pub const DEFAULT_HEALTHCHECK_PATH: &str = "distribution/healthcheck";
+/// Peer events buffered between discovery and the mesh.
+const PEER_EVENTS: usize = 256;
 /// The default key.
 pub const DEFAULT_KEY: &str = "default";
 /// The default environment.
@@ -72,6 +74,9 @@ pub enum DistributionError {
     /// The mesh could not start.
     #[error("the mesh could not start: {0}")]
     Mesh(Arc<MeshError>),
+    /// Discovery could not start.
+    #[error("discovery could not start: {0}")]
+    Discovery(Arc<std::io::Error>),
     /// `configure` ran outside a tokio runtime, so the plugin could not start.
     #[error("Distribution was configured outside a tokio runtime; use Distribution::start")]
     NoRuntime,
@@ -400,8 +405,8 @@ impl Distribution {
         self
     }
 
-    /// The address peers should dial, when it differs from the listen address. Recorded; the
-    /// mesh advertises its bound address until it offers a separate advertise address.
+    /// The address peers should dial, when it differs from the listen address (behind NAT or in
+    /// a container). Default: the bound listen address.
     #[must_use]
     pub fn advertise(mut self, addr: SocketAddr) -> Self {
         self.advertise = Some(addr);
@@ -433,16 +438,16 @@ impl Distribution {
             discovery.secret.clone_from(secret);
         }
         discovery.validate()?;
-        if let Some(addr) = self.advertise {
-            tracing::info!(target: "plume::distribution", %addr, "advertise address recorded; the mesh advertises its bound address");
-        }
+        // The plugin runs discovery itself and feeds the mesh through its peer channel, so that
+        // the table watcher exists before any peer can learn of this node: nothing is missed.
+        let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENTS);
         let mut builder = Mesh::builder()
             .environment(self.environment.clone())
             .key(self.key.clone())
             .listen(self.listen)
             .timeout(self.timeout)
             .secret(discovery.secret.clone())
-            .discovery(discovery);
+            .peers(peer_rx);
         if let Some(f) = self.customize.take() {
             builder = f(builder);
         }
@@ -450,7 +455,29 @@ impl Distribution {
             .start()
             .await
             .map_err(|e| DistributionError::Mesh(Arc::new(e)))?;
+        let info = mesh.peer_info();
+        let local = LocalNode {
+            node: info.node,
+            environment: self.environment.clone(),
+            key: self.key.clone(),
+            addr: self.advertise.unwrap_or(info.addr),
+        };
         let shared = Shared::start(app.clone(), mesh, self);
+        let (agent, mut events) = match Discovery::start(discovery, local).await {
+            Ok(started) => started,
+            Err(e) => {
+                shared.shutdown().await;
+                return Err(DistributionError::Discovery(Arc::new(e)));
+            }
+        };
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if peer_tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        });
+        shared.set_discovery(agent);
         let handle = DistributionHandle { shared };
         app.insert_extension(handle.clone());
         let on_stop = handle.clone();

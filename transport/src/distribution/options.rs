@@ -60,7 +60,7 @@ impl ServiceFilter {
         match self {
             Self::All => true,
             Self::None => false,
-            Self::List(list) => list.iter().any(|p| *p == descriptor.path),
+            Self::List(list) => list.contains(&descriptor.path),
             Self::Predicate(f) => f(descriptor),
         }
     }

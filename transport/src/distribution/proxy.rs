@@ -17,6 +17,8 @@ pub(crate) struct ProxyState {
     pub(crate) ready: AtomicBool,
     /// At least one provider is live (false during the grace period).
     pub(crate) available: AtomicBool,
+    /// The providers known at mount time have registered the event subscriptions.
+    pub(crate) events_ready: AtomicBool,
 }
 
 /// A remote service, mounted locally.
@@ -56,7 +58,8 @@ impl Proxy {
         data: Option<Value>,
         params: Params,
     ) -> Result<Value> {
-        if !self.state.ready.load(Ordering::Acquire) || !self.state.available.load(Ordering::Acquire)
+        if !self.state.ready.load(Ordering::Acquire)
+            || !self.state.available.load(Ordering::Acquire)
         {
             return Err(Error::unavailable(format!(
                 "No provider of '{}' is available",
@@ -132,6 +135,9 @@ impl Service for Proxy {
 
     /// The remote options the provider sent (`remote_service_options`), or null.
     fn options(&self) -> Value {
-        self.descriptor.remote_options.clone().unwrap_or(Value::Null)
+        self.descriptor
+            .remote_options
+            .clone()
+            .unwrap_or(Value::Null)
     }
 }

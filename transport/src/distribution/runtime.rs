@@ -18,7 +18,7 @@ use super::wire::{
     CallBody, DESCRIPTOR_VERSION, EventContext, EventEnvelope, HEALTH_METHOD, ServiceDescriptor,
     WITHDRAWN_TOPIC, Withdrawn, endpoint, path_of, topic,
 };
-use crate::discovery::NodeId;
+use crate::discovery::{Discovery, NodeId};
 use crate::mesh::{Mesh, ProviderInfo, Request, TableEvent};
 
 const LOG: &str = "plume::distribution";
@@ -101,6 +101,7 @@ pub(crate) struct Shared {
     changed: watch::Sender<u64>,
     recheck: mpsc::Sender<String>,
     tasks: Mutex<Vec<AbortHandle>>,
+    discovery: Mutex<Option<Discovery>>,
 }
 
 impl Shared {
@@ -120,6 +121,7 @@ impl Shared {
             changed: watch::Sender::new(0),
             recheck,
             tasks: Mutex::new(Vec::new()),
+            discovery: Mutex::new(None),
         });
 
         // The healthcheck service (never published: it is marked remote and filtered).
@@ -162,6 +164,10 @@ impl Shared {
         ));
         lock(&shared.tasks).push(task.abort_handle());
         shared
+    }
+
+    pub(crate) fn set_discovery(&self, agent: Discovery) {
+        *lock(&self.discovery) = Some(agent);
     }
 
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
@@ -215,10 +221,10 @@ impl Shared {
 
     pub(crate) fn is_available(&self, local: &str) -> bool {
         lock(&self.state).remotes.get(local).is_some_and(|r| {
-            r.mounted
-                .as_ref()
-                .is_some_and(|m| m.state.available.load(Ordering::Acquire))
-                && !r.providers.is_empty()
+            r.mounted.as_ref().is_some_and(|m| {
+                m.state.available.load(Ordering::Acquire)
+                    && m.state.events_ready.load(Ordering::Acquire)
+            }) && !r.providers.is_empty()
         })
     }
 
@@ -367,7 +373,9 @@ impl Shared {
         };
         let descriptor = {
             let st = lock(&self.state);
-            st.published.get(path).map(|(svc, d)| (svc.clone(), d.clone()))
+            st.published
+                .get(path)
+                .map(|(svc, d)| (svc.clone(), d.clone()))
         };
         let handle = self.app.service(path);
         let (handle, descriptor) = match (handle, descriptor) {
@@ -399,7 +407,7 @@ impl Shared {
         let travels = lock(&self.state)
             .published
             .get(&ev.path)
-            .is_some_and(|(_, d)| d.events.iter().any(|e| *e == ev.event));
+            .is_some_and(|(_, d)| d.events.contains(&ev.event));
         if !travels {
             return;
         }
@@ -727,7 +735,14 @@ impl Shared {
             add(handle.hooks());
         }
         state.ready.store(true, Ordering::Release);
-        let events_task = self.spawn_relay(local, &descriptor, &service);
+        let nodes: Vec<NodeId> = {
+            let st = lock(&self.state);
+            st.remotes
+                .get(local)
+                .map(|r| r.providers.keys().copied().collect())
+                .unwrap_or_default()
+        };
+        let events_task = self.spawn_relay(local, &descriptor, &service, &state, nodes);
         let mut st = lock(&self.state);
         match st.remotes.get_mut(local) {
             Some(r) => {
@@ -768,6 +783,8 @@ impl Shared {
         local: &str,
         d: &ServiceDescriptor,
         service: &Arc<dyn Service>,
+        state: &Arc<ProxyState>,
+        nodes: Vec<NodeId>,
     ) -> Option<AbortHandle> {
         let subs: Vec<_> = d
             .events
@@ -776,14 +793,24 @@ impl Shared {
             .map(|e| self.mesh.subscribe(&topic(&d.path, e)))
             .collect();
         if subs.is_empty() {
+            state.events_ready.store(true, Ordering::Release);
             return None;
         }
         let mut stream = futures::stream::select_all(subs);
+        let (mesh, state, weak) = (self.mesh.clone(), state.clone(), Arc::downgrade(self));
         let app = self.app.clone();
         let local = local.to_owned();
         let remote_path = d.path.clone();
         let service = service.clone();
         let task = tokio::spawn(async move {
+            // A ping is answered after every frame queued before it on the link, the
+            // subscriptions included: once it returns, the provider sends our events.
+            futures::future::join_all(nodes.into_iter().map(|n| mesh.ping(n))).await;
+            state.events_ready.store(true, Ordering::Release);
+            if let Some(s) = weak.upgrade() {
+                s.bump();
+            }
+            drop(weak);
             while let Some(v) = stream.next().await {
                 let Ok(env) = serde_json::from_value::<EventEnvelope>(v) else {
                     continue;
@@ -805,7 +832,8 @@ impl Shared {
                     let method = c
                         .method
                         .unwrap_or_else(|| Method::Custom(env.event.clone()));
-                    let mut ctx = HookContext::new(app.clone(), local.clone(), method, c.id, None, params);
+                    let mut ctx =
+                        HookContext::new(app.clone(), local.clone(), method, c.id, None, params);
                     ctx.hook_type = HookType::Around;
                     ctx.result = Some(env.data.clone());
                     ctx.event = Some(env.event.clone());
@@ -868,6 +896,10 @@ impl Shared {
         };
         for p in published {
             self.mesh.withdraw(&endpoint(&p));
+        }
+        let agent = lock(&self.discovery).take();
+        if let Some(agent) = agent {
+            agent.leave().await;
         }
         self.mesh.shutdown().await;
         self.bump();
