@@ -55,6 +55,7 @@ pub(crate) struct Link {
     pub(crate) ready: AtomicBool,
     /// The peer sent goaway: route nothing new to it.
     pub(crate) draining: AtomicBool,
+    gate: Mutex<()>,
     /// The peer acknowledged our goaway.
     pub(crate) goaway_acked: AtomicBool,
     serving: Mutex<HashMap<u64, AbortHandle>>,
@@ -90,8 +91,8 @@ impl Link {
             id,
             payload,
         };
-        match timeout_at(deadline, self.tx.send(frame)).await {
-            Ok(Ok(())) => {}
+        let slot = match timeout_at(deadline, self.tx.reserve()).await {
+            Ok(Ok(slot)) => slot,
             Ok(Err(_)) => {
                 lock(&self.pending).remove(&id);
                 return Ok(Outcome::LinkLost { sent: false });
@@ -100,6 +101,16 @@ impl Link {
                 lock(&self.pending).remove(&id);
                 return Ok(Outcome::Timeout);
             }
+        };
+        {
+            // The gate orders this request against a goaway acknowledgement: a request queued
+            // after the ack could reach a peer that already stopped, so it is not sent.
+            let _gate = lock(&self.gate);
+            if self.draining.load(Ordering::Acquire) {
+                lock(&self.pending).remove(&id);
+                return Ok(Outcome::LinkLost { sent: false });
+            }
+            slot.send(frame);
         }
         let out = match timeout_at(deadline, rx).await {
             Ok(Ok(result)) => Outcome::Reply(result),
@@ -335,6 +346,7 @@ async fn handshake(
         closed,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        gate: Mutex::new(()),
         goaway_acked: AtomicBool::new(false),
         serving: Mutex::new(HashMap::new()),
         serving_count: AtomicUsize::new(0),
@@ -523,16 +535,19 @@ fn handle(
                 inner.link_changed();
             } else {
                 tracing::debug!(target: LOG, node = %inner.node, peer = %link.peer, reason = %g.reason, "peer drains");
-                link.draining.store(true, Ordering::Release);
+                {
+                    let _gate = lock(&link.gate);
+                    link.draining.store(true, Ordering::Release);
+                    link.send_control(Frame::with(
+                        Kind::Goaway,
+                        0,
+                        &Goaway {
+                            reason: "ack".into(),
+                            ack: true,
+                        },
+                    ));
+                }
                 inner.remove_remote_entries(link, None);
-                link.send_control(Frame::with(
-                    Kind::Goaway,
-                    0,
-                    &Goaway {
-                        reason: "ack".into(),
-                        ack: true,
-                    },
-                ));
             }
         }
     }

@@ -371,7 +371,8 @@ impl MeshBuilder {
             Some(rx) => (None, rx),
             None => {
                 let mut config = self.discovery;
-                if config.secret.is_none() {
+                // One secret for beacons and links.
+                if self.secret.is_some() {
                     config.secret = self.secret.clone();
                 }
                 let local = LocalNode {
@@ -478,7 +479,8 @@ async fn peer_loop(inner: Arc<Inner>, mut events: mpsc::Receiver<PeerEvent>) {
                     a.token.cancel();
                 }
                 let link = lock(&inner.links).get(&node).cloned();
-                if let Some(l) = link {
+                // A draining peer closes its own link once its calls are done.
+                if let Some(l) = link.filter(|l| !l.draining.load(Ordering::Acquire)) {
                     tracing::debug!(target: LOG, node = %inner.node, peer = %node, "peer removed by discovery; closing its link");
                     l.closed.cancel();
                 }
@@ -547,7 +549,10 @@ async fn dial_loop(inner: Arc<Inner>, node: NodeId, token: CancellationToken) {
                 tokio::select! {
                     () = link.closed.cancelled() => {}
                     () = token.cancelled() => {
-                        link.closed.cancel();
+                        // A draining peer closes its own link once its calls are done.
+                        if !link.draining.load(Ordering::Acquire) {
+                            link.closed.cancel();
+                        }
                         return;
                     }
                 }
@@ -699,6 +704,25 @@ impl Inner {
         let local = lock(&self.local);
         if let Some(t) = local.topics.get(topic) {
             let _ = t.tx.send(data);
+        }
+    }
+
+    /// Wait until `cond` holds (re-checked on every drain-relevant change, and every 20 ms as a
+    /// safety net) or the deadline passes; true when it holds.
+    async fn wait_until(&self, deadline: Instant, cond: impl Fn() -> bool) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let _ = timeout_at(
+                deadline.min(Instant::now() + Duration::from_millis(20)),
+                notified,
+            )
+            .await;
         }
     }
 
@@ -1186,9 +1210,8 @@ impl Mesh {
             inner.shutdown.cancelled().await;
             return;
         }
-        if let Some(d) = &inner.discovery {
-            d.leave().await;
-        }
+        // Goaway first: once a peer acknowledges it, the peer routes nothing new here, and
+        // every call it sent before is already read. Then the leaving beacon.
         inner.send_to_ready_links(&Frame::with(
             Kind::Goaway,
             0,
@@ -1198,26 +1221,22 @@ impl Mesh {
             },
         ));
         inner.accept_stop.cancel();
-        let drained = timeout(inner.cfg.drain_timeout, async {
-            loop {
-                let notified = inner.idle.notified();
-                let links: Vec<Arc<Link>> = lock(&inner.links).values().cloned().collect();
-                let acked = links
-                    .iter()
-                    .all(|l| l.closed.is_cancelled() || l.goaway_acked.load(Ordering::Acquire));
-                let serving = inner.serving.load(Ordering::Acquire);
-                let outgoing = inner.outgoing.load(Ordering::Acquire);
-                if acked && serving == 0 && outgoing == 0 {
-                    break;
-                }
-                tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
+        let drain_deadline = Instant::now() + inner.cfg.drain_timeout;
+        let all_acked = || {
+            lock(&inner.links)
+                .values()
+                .all(|l| l.closed.is_cancelled() || l.goaway_acked.load(Ordering::Acquire))
+        };
+        let idle = || {
+            inner.serving.load(Ordering::Acquire) == 0
+                && inner.outgoing.load(Ordering::Acquire) == 0
+        };
+        let mut drained = inner.wait_until(drain_deadline, all_acked).await;
+        if let Some(d) = &inner.discovery {
+            d.leave().await;
+        }
+        drained = drained && inner.wait_until(drain_deadline, idle).await;
+        if !drained {
             tracing::warn!(target: LOG, node = %inner.node, serving = inner.serving.load(Ordering::Acquire), "drain timeout passed; closing with calls in flight");
         }
         let links: Vec<Arc<Link>> = lock(&inner.links).values().cloned().collect();
