@@ -25,6 +25,7 @@ pub mod codec;
 pub mod discovery;
 mod link;
 mod mesh;
+mod outbox;
 
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,

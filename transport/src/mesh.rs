@@ -170,7 +170,7 @@ pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) balance: Balance,
     pub(crate) max_frame: usize,
-    pub(crate) write_queue: usize,
+    pub(crate) write_buffer: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) max_waiting: usize,
     pub(crate) ping_interval: Duration,
@@ -255,7 +255,7 @@ impl Default for MeshBuilder {
                 timeout: Duration::from_secs(10),
                 balance: Balance::RoundRobin,
                 max_frame: DEFAULT_MAX_FRAME,
-                write_queue: 8192,
+                write_buffer: 4 * 1024 * 1024,
                 max_in_flight: 4096,
                 max_waiting: 10_000,
                 ping_interval: Duration::from_secs(5),
@@ -332,10 +332,11 @@ impl MeshBuilder {
         self
     }
 
-    /// Frames queued per link before writers wait (8192); events beyond it are dropped.
+    /// Bytes queued per link before callers wait (4 MiB); events beyond it are dropped for
+    /// that peer. A single frame always fits in an empty buffer.
     #[must_use]
-    pub fn write_queue(mut self, frames: usize) -> Self {
-        self.cfg.write_queue = frames.max(16);
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.cfg.write_buffer = bytes.max(1024);
         self
     }
 
@@ -1141,7 +1142,7 @@ impl Mesh {
                         )
                     })
                     .clone();
-                if let Err(mpsc::error::TrySendError::Full(_)) = l.tx.try_send(f) {
+                if let Err(crate::outbox::QueueError::Full) = l.out.try_send_batched(&f) {
                     tracing::warn!(target: LOG, peer = %l.peer, %topic, "write queue full; event dropped for this peer");
                 }
             }
