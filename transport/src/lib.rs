@@ -27,6 +27,7 @@ pub mod discovery;
 pub mod distribution;
 mod link;
 mod mesh;
+mod outbox;
 
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,

@@ -11,8 +11,8 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,7 @@ use crate::codec::{
 };
 use crate::discovery::NodeId;
 use crate::mesh::{Inner, Request, lock};
+use crate::outbox::{Outbox, QueueError};
 use plume::Error;
 
 const LOG: &str = "plume::mesh";
@@ -43,7 +44,7 @@ pub(crate) enum Outcome {
 pub(crate) struct Link {
     pub(crate) peer: NodeId,
     pub(crate) key: String,
-    pub(crate) tx: mpsc::Sender<Frame>,
+    pub(crate) out: Arc<Outbox>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, Error>>>>,
     pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_id: AtomicU64,
@@ -55,6 +56,7 @@ pub(crate) struct Link {
     pub(crate) ready: AtomicBool,
     /// The peer sent goaway: route nothing new to it.
     pub(crate) draining: AtomicBool,
+    gate: Mutex<()>,
     /// The peer acknowledged our goaway.
     pub(crate) goaway_acked: AtomicBool,
     serving: Mutex<HashMap<u64, AbortHandle>>,
@@ -70,7 +72,11 @@ impl Link {
         deadline: Instant,
         max_wait_for_permit: Instant,
     ) -> Result<Outcome, Error> {
-        let permit = match timeout_at(max_wait_for_permit, self.permits.acquire()).await {
+        let permit = match self.permits.try_acquire() {
+            Ok(p) => Ok(Ok(p)),
+            Err(_) => timeout_at(max_wait_for_permit, self.permits.acquire()).await,
+        };
+        let permit = match permit {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => return Ok(Outcome::LinkLost { sent: false }),
             Err(_) => {
@@ -90,15 +96,32 @@ impl Link {
             id,
             payload,
         };
-        match timeout_at(deadline, self.tx.send(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                lock(&self.pending).remove(&id);
-                return Ok(Outcome::LinkLost { sent: false });
-            }
-            Err(_) => {
-                lock(&self.pending).remove(&id);
-                return Ok(Outcome::Timeout);
+        loop {
+            let sent = {
+                // The gate orders this request against a goaway acknowledgement: a request
+                // queued after the ack could reach a peer that already stopped, so it is not sent.
+                let _gate = lock(&self.gate);
+                if self.draining.load(Ordering::Acquire) {
+                    Err(QueueError::Closed)
+                } else {
+                    self.out.try_send(&frame)
+                }
+            };
+            match sent {
+                Ok(()) => break,
+                Err(QueueError::Closed) => {
+                    lock(&self.pending).remove(&id);
+                    return Ok(Outcome::LinkLost { sent: false });
+                }
+                Err(QueueError::Full) => {
+                    if timeout_at(deadline, self.out.wait_for_space())
+                        .await
+                        .is_err()
+                    {
+                        lock(&self.pending).remove(&id);
+                        return Ok(Outcome::Timeout);
+                    }
+                }
             }
         }
         let out = match timeout_at(deadline, rx).await {
@@ -106,7 +129,7 @@ impl Link {
             Ok(Err(_)) => Outcome::LinkLost { sent: true },
             Err(_) => {
                 lock(&self.pending).remove(&id);
-                let _ = self.tx.try_send(Frame::empty(Kind::Cancel, id));
+                let _ = self.out.try_send(&Frame::empty(Kind::Cancel, id));
                 Outcome::Timeout
             }
         };
@@ -120,7 +143,7 @@ impl Link {
         let (tx, rx) = oneshot::channel();
         lock(&self.pings).insert(id, tx);
         let start = Instant::now();
-        let sent = timeout_at(deadline, self.tx.send(Frame::empty(Kind::Ping, id))).await;
+        let sent = timeout_at(deadline, self.out.send(&Frame::empty(Kind::Ping, id))).await;
         let res = match sent {
             Ok(Ok(())) => match timeout_at(deadline, rx).await {
                 Ok(Ok(())) => Ok(start.elapsed()),
@@ -149,8 +172,8 @@ impl Link {
     /// Queue a control frame without waiting. A full queue means the peer is hopelessly behind:
     /// the link closes (it is redialled and resynchronised by a fresh snapshot).
     pub(crate) fn send_control(&self, frame: Frame) {
-        if let Err(e) = self.tx.try_send(frame) {
-            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+        if let Err(e) = self.out.try_send(&frame) {
+            if e == QueueError::Full {
                 tracing::warn!(target: LOG, peer = %self.peer, "write queue full for a control frame; closing the link");
             }
             self.closed.cancel();
@@ -320,12 +343,12 @@ async fn handshake(
         .map_err(|_| "the peer does not know the mesh secret".to_string())?;
     }
 
-    let (tx, rx) = mpsc::channel(inner.cfg.write_queue);
     let closed = inner.shutdown.child_token();
+    let out = Outbox::new(wr, inner.cfg.write_buffer, closed.clone());
     let link = Arc::new(Link {
         peer,
         key: theirs.key,
-        tx,
+        out,
         pending: Mutex::new(HashMap::new()),
         pings: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
@@ -335,57 +358,18 @@ async fn handshake(
         closed,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        gate: Mutex::new(()),
         goaway_acked: AtomicBool::new(false),
         serving: Mutex::new(HashMap::new()),
         serving_count: AtomicUsize::new(0),
         writer: Mutex::new(None),
     });
-    let writer = tokio::spawn(write_loop(rx, wr, link.closed.clone()));
+    let writer = tokio::spawn(link.out.clone().run_writer());
     *lock(&link.writer) = Some(writer);
     inner.register_link(&link);
     tokio::spawn(read_loop(inner.clone(), link.clone(), rd, buf));
     tracing::debug!(target: LOG, node = %inner.node, peer = %peer, "link up");
     Ok(link)
-}
-
-async fn write_loop(
-    mut rx: mpsc::Receiver<Frame>,
-    mut wr: OwnedWriteHalf,
-    closed: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(128);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        tokio::select! {
-            biased;
-            n = rx.recv_many(&mut batch, 128) => {
-                if n == 0 {
-                    break;
-                }
-                for f in batch.drain(..) {
-                    f.encode_into(&mut buf);
-                }
-                if let Err(e) = wr.write_all(&buf).await {
-                    tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
-                    closed.cancel();
-                    return;
-                }
-                buf.clear();
-                if buf.capacity() > 4 * 1024 * 1024 {
-                    buf = BytesMut::with_capacity(64 * 1024);
-                }
-            }
-            () = closed.cancelled() => break,
-        }
-    }
-    // Flush what was queued before the close (responses of a drain), bounded in time.
-    while let Ok(f) = rx.try_recv() {
-        f.encode_into(&mut buf);
-    }
-    if !buf.is_empty() {
-        let _ = timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
-    }
-    let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
 }
 
 async fn read_loop(inner: Arc<Inner>, link: Arc<Link>, mut rd: OwnedReadHalf, mut buf: BytesMut) {
@@ -412,6 +396,8 @@ async fn run_reader(
     let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_rx = Instant::now();
     let max = inner.cfg.max_frame;
+    let closed = link.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         loop {
             match Frame::decode(buf, max) {
@@ -433,12 +419,12 @@ async fn run_reader(
                 Ok(_) => last_rx = Instant::now(),
                 Err(e) => return format!("read failed: {e}"),
             },
-            () = link.closed.cancelled() => return "closed by this node".into(),
+            () = &mut closed => return "closed by this node".into(),
             _ = tick.tick() => {
                 if last_rx.elapsed() > interval * 3 {
                     return format!("peer silent for {:?}", last_rx.elapsed());
                 }
-                let _ = link.tx.try_send(Frame::empty(Kind::Ping, 0));
+                let _ = link.out.try_send(&Frame::empty(Kind::Ping, 0));
             }
         }
     }
@@ -509,7 +495,7 @@ fn handle(
             inner.deliver_local(&ev.topic, ev.data);
         }
         Kind::Ping => {
-            let _ = link.tx.try_send(Frame::empty(Kind::Pong, frame.id));
+            let _ = link.out.try_send(&Frame::empty(Kind::Pong, frame.id));
         }
         Kind::Pong => {
             if let Some(tx) = lock(&link.pings).remove(&frame.id) {
@@ -523,16 +509,19 @@ fn handle(
                 inner.link_changed();
             } else {
                 tracing::debug!(target: LOG, node = %inner.node, peer = %link.peer, reason = %g.reason, "peer drains");
-                link.draining.store(true, Ordering::Release);
+                {
+                    let _gate = lock(&link.gate);
+                    link.draining.store(true, Ordering::Release);
+                    link.send_control(Frame::with(
+                        Kind::Goaway,
+                        0,
+                        &Goaway {
+                            reason: "ack".into(),
+                            ack: true,
+                        },
+                    ));
+                }
                 inner.remove_remote_entries(link, None);
-                link.send_control(Frame::with(
-                    Kind::Goaway,
-                    0,
-                    &Goaway {
-                        reason: "ack".into(),
-                        ack: true,
-                    },
-                ));
             }
         }
     }
@@ -571,10 +560,10 @@ fn respond(id: u64, result: Result<Value, Error>) -> Frame {
 fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
     let immediate = |result: Result<Value, Error>| {
         let frame = respond(id, result);
-        if let Err(mpsc::error::TrySendError::Full(frame)) = link.tx.try_send(frame) {
-            let tx = link.tx.clone();
+        if let Err(QueueError::Full) = link.out.try_send(&frame) {
+            let out = link.out.clone();
             tokio::spawn(async move {
-                let _ = tx.send(frame).await;
+                let _ = out.send(&frame).await;
             });
         }
     };
@@ -592,8 +581,6 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
         ))));
         return;
     }
-    link.serving_count.fetch_add(1, Ordering::AcqRel);
-    inner.serving_started();
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
     let request = Request {
         name: req.name,
@@ -602,6 +589,17 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
         deadline: deadline.into_std(),
         from: link.peer,
     };
+    let name = request.name.clone();
+    let mut fut = handler.call(request);
+    // Quick handlers answer on their first poll: reply from here, without a task. A handler
+    // that is not ready gets a task (it re-registers its wakers on the next poll).
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    if let std::task::Poll::Ready(result) = fut.as_mut().poll(&mut cx) {
+        immediate(result);
+        return;
+    }
+    link.serving_count.fetch_add(1, Ordering::AcqRel);
+    inner.serving_started();
     let guard = ServingGuard {
         inner: inner.clone(),
         link: link.clone(),
@@ -609,15 +607,14 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
     };
     let mut serving = lock(&link.serving);
     let task = tokio::spawn(async move {
-        let name = request.name.clone();
-        let result = match timeout_at(deadline, handler.call(request)).await {
+        let result = match timeout_at(deadline, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::timeout(format!(
                 "'{name}' did not finish before its deadline"
             ))),
         };
         let frame = respond(id, result);
-        let _ = guard.link.tx.send(frame).await;
+        let _ = guard.link.out.send(&frame).await;
         drop(guard);
     });
     serving.insert(id, task.abort_handle());

@@ -170,7 +170,7 @@ pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) balance: Balance,
     pub(crate) max_frame: usize,
-    pub(crate) write_queue: usize,
+    pub(crate) write_buffer: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) max_waiting: usize,
     pub(crate) ping_interval: Duration,
@@ -255,7 +255,7 @@ impl Default for MeshBuilder {
                 timeout: Duration::from_secs(10),
                 balance: Balance::RoundRobin,
                 max_frame: DEFAULT_MAX_FRAME,
-                write_queue: 8192,
+                write_buffer: 4 * 1024 * 1024,
                 max_in_flight: 4096,
                 max_waiting: 10_000,
                 ping_interval: Duration::from_secs(5),
@@ -332,10 +332,11 @@ impl MeshBuilder {
         self
     }
 
-    /// Frames queued per link before writers wait (8192); events beyond it are dropped.
+    /// Bytes queued per link before callers wait (4 MiB); events beyond it are dropped for
+    /// that peer. A single frame always fits in an empty buffer.
     #[must_use]
-    pub fn write_queue(mut self, frames: usize) -> Self {
-        self.cfg.write_queue = frames.max(16);
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.cfg.write_buffer = bytes.max(1024);
         self
     }
 
@@ -371,7 +372,8 @@ impl MeshBuilder {
             Some(rx) => (None, rx),
             None => {
                 let mut config = self.discovery;
-                if config.secret.is_none() {
+                // One secret for beacons and links.
+                if self.secret.is_some() {
                     config.secret = self.secret.clone();
                 }
                 let local = LocalNode {
@@ -478,7 +480,8 @@ async fn peer_loop(inner: Arc<Inner>, mut events: mpsc::Receiver<PeerEvent>) {
                     a.token.cancel();
                 }
                 let link = lock(&inner.links).get(&node).cloned();
-                if let Some(l) = link {
+                // A draining peer closes its own link once its calls are done.
+                if let Some(l) = link.filter(|l| !l.draining.load(Ordering::Acquire)) {
                     tracing::debug!(target: LOG, node = %inner.node, peer = %node, "peer removed by discovery; closing its link");
                     l.closed.cancel();
                 }
@@ -547,7 +550,10 @@ async fn dial_loop(inner: Arc<Inner>, node: NodeId, token: CancellationToken) {
                 tokio::select! {
                     () = link.closed.cancelled() => {}
                     () = token.cancelled() => {
-                        link.closed.cancel();
+                        // A draining peer closes its own link once its calls are done.
+                        if !link.draining.load(Ordering::Acquire) {
+                            link.closed.cancel();
+                        }
                         return;
                     }
                 }
@@ -699,6 +705,25 @@ impl Inner {
         let local = lock(&self.local);
         if let Some(t) = local.topics.get(topic) {
             let _ = t.tx.send(data);
+        }
+    }
+
+    /// Wait until `cond` holds (re-checked on every drain-relevant change, and every 20 ms as a
+    /// safety net) or the deadline passes; true when it holds.
+    async fn wait_until(&self, deadline: Instant, cond: impl Fn() -> bool) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let _ = timeout_at(
+                deadline.min(Instant::now() + Duration::from_millis(20)),
+                notified,
+            )
+            .await;
         }
     }
 
@@ -1117,7 +1142,7 @@ impl Mesh {
                         )
                     })
                     .clone();
-                if let Err(mpsc::error::TrySendError::Full(_)) = l.tx.try_send(f) {
+                if let Err(crate::outbox::QueueError::Full) = l.out.try_send_batched(&f) {
                     tracing::warn!(target: LOG, peer = %l.peer, %topic, "write queue full; event dropped for this peer");
                 }
             }
@@ -1186,9 +1211,8 @@ impl Mesh {
             inner.shutdown.cancelled().await;
             return;
         }
-        if let Some(d) = &inner.discovery {
-            d.leave().await;
-        }
+        // Goaway first: once a peer acknowledges it, the peer routes nothing new here, and
+        // every call it sent before is already read. Then the leaving beacon.
         inner.send_to_ready_links(&Frame::with(
             Kind::Goaway,
             0,
@@ -1198,26 +1222,22 @@ impl Mesh {
             },
         ));
         inner.accept_stop.cancel();
-        let drained = timeout(inner.cfg.drain_timeout, async {
-            loop {
-                let notified = inner.idle.notified();
-                let links: Vec<Arc<Link>> = lock(&inner.links).values().cloned().collect();
-                let acked = links
-                    .iter()
-                    .all(|l| l.closed.is_cancelled() || l.goaway_acked.load(Ordering::Acquire));
-                let serving = inner.serving.load(Ordering::Acquire);
-                let outgoing = inner.outgoing.load(Ordering::Acquire);
-                if acked && serving == 0 && outgoing == 0 {
-                    break;
-                }
-                tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
+        let drain_deadline = Instant::now() + inner.cfg.drain_timeout;
+        let all_acked = || {
+            lock(&inner.links)
+                .values()
+                .all(|l| l.closed.is_cancelled() || l.goaway_acked.load(Ordering::Acquire))
+        };
+        let idle = || {
+            inner.serving.load(Ordering::Acquire) == 0
+                && inner.outgoing.load(Ordering::Acquire) == 0
+        };
+        let mut drained = inner.wait_until(drain_deadline, all_acked).await;
+        if let Some(d) = &inner.discovery {
+            d.leave().await;
+        }
+        drained = drained && inner.wait_until(drain_deadline, idle).await;
+        if !drained {
             tracing::warn!(target: LOG, node = %inner.node, serving = inner.serving.load(Ordering::Acquire), "drain timeout passed; closing with calls in flight");
         }
         let links: Vec<Arc<Link>> = lock(&inner.links).values().cloned().collect();
