@@ -321,6 +321,8 @@ impl Shared {
             // One of our proxies went away (replaced, unused by the user, or by us).
             let mut st = lock(&self.state);
             let Some(r) = st.remotes.get_mut(&path) else {
+                drop(st);
+                let _ = self.recheck.try_send(path);
                 return;
             };
             let ours = r
@@ -337,6 +339,8 @@ impl Shared {
                 drop(st);
                 self.bump();
             }
+            // The path is free: providers that arrived meanwhile get their proxy.
+            let _ = self.recheck.try_send(path);
             return;
         }
         let was_published = {
