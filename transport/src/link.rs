@@ -589,7 +589,6 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
         deadline: deadline.into_std(),
         from: link.peer,
     };
-    let name = request.name.clone();
     let mut fut = handler.call(request);
     // Quick handlers answer on their first poll: reply from here, without a task. A handler
     // that is not ready gets a task (it re-registers its wakers on the next poll).
@@ -609,9 +608,9 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
     let task = tokio::spawn(async move {
         let result = match timeout_at(deadline, fut).await {
             Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!(
-                "'{name}' did not finish before its deadline"
-            ))),
+            Err(_) => Err(Error::timeout(
+                "the call did not finish before its deadline",
+            )),
         };
         let frame = respond(id, result);
         let _ = guard.link.out.send(&frame).await;
