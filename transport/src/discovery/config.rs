@@ -141,7 +141,14 @@ impl DiscoveryConfig {
     /// `docs/configuration.md`, "Discovery"). Unset variables take their
     /// defaults; any invalid value is an error naming its variable.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+        for var in VARS {
+            if let Some(v) = std::env::var_os(var)
+                && v.to_str().is_none()
+            {
+                return Err(invalid(var, &v.to_string_lossy(), "not valid UTF-8"));
+            }
+        }
+        Self::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Like [`from_env`](Self::from_env), reading variables through `get`.
