@@ -132,8 +132,9 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    data: Option<Value>,
-    errors: Option<Value>,
+    // Boxed: errors travel in every `Result`, so the type stays small.
+    data: Option<Box<Value>>,
+    errors: Option<Box<Value>>,
 }
 
 impl Error {
@@ -150,14 +151,14 @@ impl Error {
     /// Attach `data`.
     #[must_use]
     pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
+        self.data = Some(Box::new(data));
         self
     }
 
     /// Attach `errors` (for example per-field validation errors).
     #[must_use]
     pub fn with_errors(mut self, errors: Value) -> Self {
-        self.errors = Some(errors);
+        self.errors = Some(Box::new(errors));
         self
     }
 
@@ -194,12 +195,12 @@ impl Error {
 
     /// The `data` member, if any.
     pub fn data(&self) -> Option<&Value> {
-        self.data.as_ref()
+        self.data.as_deref()
     }
 
     /// The `errors` member, if any.
     pub fn errors(&self) -> Option<&Value> {
-        self.errors.as_ref()
+        self.errors.as_deref()
     }
 
     /// The Feathers JSON shape of this error.
@@ -274,8 +275,8 @@ impl<'de> Deserialize<'de> for Error {
         Ok(Self {
             kind,
             message: wire.message.unwrap_or_default(),
-            data: wire.data.filter(|d| !d.is_null()),
-            errors: wire.errors.filter(|e| !e.is_null()),
+            data: wire.data.filter(|d| !d.is_null()).map(Box::new),
+            errors: wire.errors.filter(|e| !e.is_null()).map(Box::new),
         })
     }
 }

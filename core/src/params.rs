@@ -25,7 +25,7 @@ impl Id {
         match (self, other) {
             (Id::Int(a), Id::Int(b)) => a == b,
             (Id::Str(a), Id::Str(b)) => a == b,
-            (Id::Int(a), Id::Str(b)) | (Id::Str(b), Id::Int(a)) => b.parse::<i64>() == Ok(*a),
+            (Id::Int(a), Id::Str(b)) | (Id::Str(b), Id::Int(a)) => *b == a.to_string(),
         }
     }
 

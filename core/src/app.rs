@@ -1,0 +1,461 @@
+//! The `App`: services by path, hooks, events, settings and plugins.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::events::{ListenerId, Listeners, ServiceEvent};
+use crate::handle::{ServiceEntry, ServiceHandle};
+use crate::hooks::{BoxFuture, HookRegistry};
+use crate::params::Method;
+use crate::registry;
+use crate::service::Service;
+
+/// Options for mounting a service, as Feathers' `app.use(path, service, options)`.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// The methods clients may call. `None` means every method the service offers.
+    pub methods: Option<Vec<Method>>,
+    /// Custom events, besides those the service declares.
+    pub events: Vec<String>,
+    /// True for a proxy of a remote service: the distribution plugin never republishes it.
+    pub remote: bool,
+}
+
+impl ServiceOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Expose only these methods to clients.
+    #[must_use]
+    pub fn methods<I, S>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.methods = Some(
+            methods
+                .into_iter()
+                .map(|m| Method::from_name(m.as_ref()))
+                .collect(),
+        );
+        self
+    }
+
+    /// Declare extra custom events.
+    #[must_use]
+    pub fn events<I, S>(mut self, events: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.events.extend(events.into_iter().map(Into::into));
+        self
+    }
+
+    /// Mark the service as a proxy of a remote service.
+    #[must_use]
+    pub fn remote(mut self, remote: bool) -> Self {
+        self.remote = remote;
+        self
+    }
+}
+
+/// A plugin: anything that configures an App. Closures `FnOnce(&App)` are plugins.
+pub trait Plugin {
+    /// Configure the app.
+    fn configure(self, app: &App);
+}
+
+impl<F: FnOnce(&App)> Plugin for F {
+    fn configure(self, app: &App) {
+        self(app)
+    }
+}
+
+type ServiceCallback = Arc<dyn Fn(&ServiceHandle) + Send + Sync>;
+type ShutdownTask = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+struct AppInner {
+    services: RwLock<BTreeMap<String, Arc<ServiceEntry>>>,
+    hooks: HookRegistry,
+    listeners: Listeners,
+    settings: RwLock<Map<String, Value>>,
+    extensions: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    on_added: RwLock<Vec<ServiceCallback>>,
+    on_removed: RwLock<Vec<ServiceCallback>>,
+    on_shutdown: Mutex<Vec<ShutdownTask>>,
+}
+
+/// An application: services by path, hooks, events, settings and plugins.
+///
+/// `App` is a cheap handle (an `Arc` inside): clone it freely.
+///
+/// ```
+/// use plume::{async_trait, App, Params, Result, Service};
+/// use serde_json::{json, Value};
+///
+/// struct Greeter;
+///
+/// #[async_trait]
+/// impl Service for Greeter {
+///     async fn get(&self, id: plume::Id, _params: Params) -> Result<Value> {
+///         Ok(json!({ "id": id, "text": format!("hello {id}") }))
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let app = App::new();
+/// app.use_service("/greetings/", Greeter);
+/// let hello = app.service("greetings").unwrap().get("world", Params::new()).await?;
+/// assert_eq!(hello["text"], "hello world");
+/// # Ok::<_, plume::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("services", &self.services())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Normalize a service path: no leading, trailing or doubled slashes.
+///
+/// ```
+/// assert_eq!(plume::normalize_path("/users//:id/messages/"), "users/:id/messages");
+/// ```
+pub fn normalize_path(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The result of resolving a request path against the live service table.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The service.
+    pub handle: ServiceHandle,
+    /// Values of the route placeholders.
+    pub route: Map<String, Value>,
+    /// The id segment after the service path, if any (still percent-decoded text).
+    pub id: Option<String>,
+}
+
+impl App {
+    /// An empty App.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(AppInner {
+                services: RwLock::new(BTreeMap::new()),
+                hooks: HookRegistry::default(),
+                listeners: Listeners::default(),
+                settings: RwLock::new(Map::new()),
+                extensions: RwLock::new(HashMap::new()),
+                on_added: RwLock::new(Vec::new()),
+                on_removed: RwLock::new(Vec::new()),
+                on_shutdown: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// An App with every `#[service(path = ...)]` of this binary mounted.
+    pub fn with_registered() -> Self {
+        let app = Self::new();
+        app.use_registered();
+        app
+    }
+
+    /// Mount a service at `path` with default options. A service already at that path is
+    /// replaced (and `on_service_removed` fires for it first).
+    pub fn use_service(&self, path: &str, service: impl Service) -> ServiceHandle {
+        self.use_service_with(path, service, ServiceOptions::default())
+    }
+
+    /// Mount a service at `path` with options.
+    pub fn use_service_with(
+        &self,
+        path: &str,
+        service: impl Service,
+        options: ServiceOptions,
+    ) -> ServiceHandle {
+        self.use_arc(path, Arc::new(service), options)
+    }
+
+    /// Mount a boxed or shared service.
+    pub fn use_arc(
+        &self,
+        path: &str,
+        service: Arc<dyn Service>,
+        options: ServiceOptions,
+    ) -> ServiceHandle {
+        let path = normalize_path(path);
+        let entry = Arc::new(ServiceEntry::new(path.clone(), service, options));
+        let previous = self.write_services().insert(path.clone(), entry.clone());
+        if let Some(previous) = previous {
+            self.fire(
+                &self.inner.on_removed,
+                &ServiceHandle::new(self.clone(), previous),
+            );
+        }
+        let handle = ServiceHandle::new(self.clone(), entry);
+        tracing::debug!(target: "plume::app", path = %path, "service mounted");
+        self.fire(&self.inner.on_added, &handle);
+        handle
+    }
+
+    /// Mount every `#[service(path = ...)]` linked into this binary; returns their paths.
+    /// A path that already has a service keeps it.
+    pub fn use_registered(&self) -> Vec<String> {
+        let mut mounted = Vec::new();
+        for reg in registry::registered() {
+            let path = normalize_path(reg.path);
+            if self.service(&path).is_some() {
+                continue;
+            }
+            self.use_arc(&path, Arc::from((reg.make)()), ServiceOptions::default());
+            mounted.push(path);
+        }
+        mounted
+    }
+
+    /// Unmount the service at `path`. Returns its handle, or `None` if there was none.
+    pub fn unuse(&self, path: &str) -> Option<ServiceHandle> {
+        let path = normalize_path(path);
+        let entry = self.write_services().remove(&path)?;
+        let handle = ServiceHandle::new(self.clone(), entry);
+        tracing::debug!(target: "plume::app", path = %path, "service unmounted");
+        self.fire(&self.inner.on_removed, &handle);
+        Some(handle)
+    }
+
+    /// The service at `path` (normalized; placeholders as registered).
+    pub fn service(&self, path: &str) -> Option<ServiceHandle> {
+        let path = normalize_path(path);
+        let entry = self.read_services().get(&path).cloned()?;
+        Some(ServiceHandle::new(self.clone(), entry))
+    }
+
+    /// The service at `path`, or a NotFound error `Service '<path>' not found`.
+    pub fn require(&self, path: &str) -> Result<ServiceHandle> {
+        self.service(path).ok_or_else(|| {
+            Error::not_found(format!("Service '{}' not found", normalize_path(path)))
+        })
+    }
+
+    /// The paths of every mounted service, sorted.
+    pub fn services(&self) -> Vec<String> {
+        self.read_services().keys().cloned().collect()
+    }
+
+    /// Resolve a concrete request path (`users/5/messages/7`) to a service, its route
+    /// placeholders and the trailing id. The longest matching service path wins, and a literal
+    /// segment beats a placeholder.
+    pub fn lookup(&self, path: &str) -> Option<Lookup> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let services = self.read_services();
+        let mut best: Option<(usize, usize, &Arc<ServiceEntry>, Map<String, Value>)> = None;
+        for entry in services.values() {
+            let pattern = entry.segments();
+            if pattern.len() > segments.len() || pattern.len() + 1 < segments.len() {
+                continue;
+            }
+            let mut route = Map::new();
+            let mut literals = 0;
+            let matched = pattern
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| match p.strip_prefix(':') {
+                    Some(name) => {
+                        route.insert(name.to_owned(), Value::String((*s).to_owned()));
+                        true
+                    }
+                    None => {
+                        literals += 1;
+                        p == s
+                    }
+                });
+            if !matched {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((len, lit, _, _)) => (pattern.len(), literals) > (*len, *lit),
+            };
+            if better {
+                best = Some((pattern.len(), literals, entry, route));
+            }
+        }
+        let (len, _, entry, route) = best?;
+        let id = segments.get(len).map(|s| (*s).to_owned());
+        Some(Lookup {
+            handle: ServiceHandle::new(self.clone(), entry.clone()),
+            route,
+            id,
+        })
+    }
+
+    /// The app-level hooks, which run for every service.
+    pub fn hooks(&self) -> &HookRegistry {
+        &self.inner.hooks
+    }
+
+    /// Listen to every event of every service (the app-wide event stream).
+    pub fn on_event(&self, f: impl Fn(&ServiceEvent) + Send + Sync + 'static) -> ListenerId {
+        self.inner.listeners.add(None, f)
+    }
+
+    /// Remove an app-wide listener.
+    pub fn off_event(&self, id: ListenerId) -> bool {
+        self.inner.listeners.remove(id)
+    }
+
+    pub(crate) fn emit_app_event(&self, event: &ServiceEvent) {
+        self.inner.listeners.emit(event);
+    }
+
+    /// Call `f` whenever a service is mounted (proxies included).
+    pub fn on_service_added(&self, f: impl Fn(&ServiceHandle) + Send + Sync + 'static) {
+        self.inner
+            .on_added
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(f));
+    }
+
+    /// Call `f` whenever a service is unmounted (proxies included).
+    pub fn on_service_removed(&self, f: impl Fn(&ServiceHandle) + Send + Sync + 'static) {
+        self.inner
+            .on_removed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(f));
+    }
+
+    fn fire(&self, list: &RwLock<Vec<ServiceCallback>>, handle: &ServiceHandle) {
+        let callbacks: Vec<ServiceCallback> = list
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for cb in callbacks {
+            cb(handle);
+        }
+    }
+
+    /// Apply a plugin.
+    pub fn configure(&self, plugin: impl Plugin) -> &Self {
+        plugin.configure(self);
+        self
+    }
+
+    /// Set a setting.
+    pub fn set(&self, key: &str, value: impl Into<Value>) -> &Self {
+        self.inner
+            .settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// A setting.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.inner
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Store a typed extension (one per type), for plugins to share state through the App.
+    pub fn insert_extension<T: Any + Send + Sync>(&self, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        self.inner
+            .extensions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(TypeId::of::<T>(), value.clone());
+        value
+    }
+
+    /// A typed extension stored with [`App::insert_extension`].
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let ext = self
+            .inner
+            .extensions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&TypeId::of::<T>())?
+            .clone();
+        ext.downcast::<T>().ok()
+    }
+
+    /// Run `task` when the app shuts down (tasks run in reverse order of registration).
+    pub fn on_shutdown<F>(&self, task: F)
+    where
+        F: FnOnce() -> BoxFuture<'static, ()> + Send + 'static,
+    {
+        self.inner
+            .on_shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(task));
+    }
+
+    /// Shut the app down: run the shutdown tasks of servers and plugins, last registered first.
+    /// Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<ShutdownTask> = std::mem::take(
+            &mut *self
+                .inner
+                .on_shutdown
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for task in tasks.into_iter().rev() {
+            task().await;
+        }
+    }
+
+    /// True when both handles point at the same App.
+    pub fn ptr_eq(&self, other: &App) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ServiceEntry>>> {
+        self.inner
+            .services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_services(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<ServiceEntry>>> {
+        self.inner
+            .services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}

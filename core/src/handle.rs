@@ -1,0 +1,357 @@
+//! `ServiceHandle`: calls one service through the full hook chain.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::app::{App, ServiceOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{ListenerId, Listeners, ServiceEvent};
+use crate::hooks::{BoxFuture, Chain, HookContext, HookRegistry, Invoke};
+use crate::params::{Id, Method, Params};
+use crate::service::{Service, dispatch};
+
+/// The standard events every service emits.
+pub const STANDARD_EVENTS: [&str; 4] = ["created", "updated", "patched", "removed"];
+
+/// One mounted service and what belongs to it.
+pub(crate) struct ServiceEntry {
+    path: String,
+    segments: Vec<String>,
+    service: Arc<dyn Service>,
+    options: ServiceOptions,
+    offered: Vec<Method>,
+    events: Vec<String>,
+    hooks: HookRegistry,
+    listeners: Listeners,
+}
+
+impl ServiceEntry {
+    pub(crate) fn new(path: String, service: Arc<dyn Service>, options: ServiceOptions) -> Self {
+        let offered = service.methods();
+        let mut events: Vec<String> = STANDARD_EVENTS.iter().map(|e| (*e).to_owned()).collect();
+        for e in service
+            .events()
+            .into_iter()
+            .chain(options.events.iter().cloned())
+        {
+            if !events.contains(&e) {
+                events.push(e);
+            }
+        }
+        Self {
+            segments: path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            path,
+            service,
+            options,
+            offered,
+            events,
+            hooks: HookRegistry::default(),
+            listeners: Listeners::default(),
+        }
+    }
+
+    pub(crate) fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    fn exposes(&self, method: &Method) -> bool {
+        self.offered.contains(method)
+            && self
+                .options
+                .methods
+                .as_ref()
+                .is_none_or(|list| list.contains(method))
+    }
+}
+
+/// A handle on one mounted service: calls go through the full hook chain and emit events.
+///
+/// It works the same for a local service and for a remote proxy. Clone it freely.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    app: App,
+    entry: Arc<ServiceEntry>,
+}
+
+impl fmt::Debug for ServiceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceHandle")
+            .field("path", &self.entry.path)
+            .field("methods", &self.entry.offered)
+            .finish_non_exhaustive()
+    }
+}
+
+struct ServiceInvoke<'s> {
+    service: &'s dyn Service,
+    path: &'s str,
+}
+
+impl Invoke for ServiceInvoke<'_> {
+    fn invoke<'a>(&'a self, ctx: &'a HookContext) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            let outcome = dispatch(
+                self.service,
+                &ctx.method,
+                ctx.id.clone(),
+                ctx.data.clone(),
+                ctx.params.clone(),
+            )
+            .await;
+            outcome.map_err(|err| {
+                // The trait's default bodies do not know the path; say it here.
+                if err.kind() == ErrorKind::MethodNotAllowed
+                    && err.message() == format!("Method '{}' not allowed", ctx.method)
+                {
+                    Error::method_not_allowed_on(ctx.method.as_str(), self.path)
+                } else {
+                    err
+                }
+            })
+        })
+    }
+}
+
+impl ServiceHandle {
+    pub(crate) fn new(app: App, entry: Arc<ServiceEntry>) -> Self {
+        Self { app, entry }
+    }
+
+    /// The service path.
+    pub fn path(&self) -> &str {
+        &self.entry.path
+    }
+
+    /// The App the service is mounted in.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The service itself.
+    pub fn service(&self) -> &Arc<dyn Service> {
+        &self.entry.service
+    }
+
+    /// The options it was mounted with.
+    pub fn options(&self) -> &ServiceOptions {
+        &self.entry.options
+    }
+
+    /// The methods the service offers.
+    pub fn methods(&self) -> &[Method] {
+        &self.entry.offered
+    }
+
+    /// True when clients (REST, socket.io, remote peers) may call `method`.
+    pub fn exposes(&self, method: &Method) -> bool {
+        self.entry.exposes(method)
+    }
+
+    /// The events the service emits: the standard four and its custom ones.
+    pub fn events(&self) -> &[String] {
+        &self.entry.events
+    }
+
+    /// The service's own hooks.
+    pub fn hooks(&self) -> &HookRegistry {
+        &self.entry.hooks
+    }
+
+    /// Call `method` through the full hook chain. When `params.provider` is set (a call from a
+    /// client), only exposed methods may be called.
+    ///
+    /// This future is not cancel-safe in the sense that a dropped call may have run partially.
+    pub async fn dispatch(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
+        params: Params,
+    ) -> Result<Value> {
+        let ctx = self.dispatch_context(method, id, data, params).await?;
+        Ok(ctx.result.unwrap_or(Value::Null))
+    }
+
+    /// Like [`dispatch`](Self::dispatch), but returns the whole hook context of a successful
+    /// call (the result is in `result`).
+    pub async fn dispatch_context(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
+        params: Params,
+    ) -> Result<HookContext> {
+        let entry = &self.entry;
+        let allowed = if params.provider.is_some() || params.from_remote {
+            entry.exposes(&method)
+        } else {
+            entry.offered.contains(&method)
+        };
+        if !allowed {
+            return Err(Error::method_not_allowed_on(method.as_str(), &entry.path));
+        }
+        let chain = Chain::collect(self.app.hooks(), &entry.hooks, &method);
+        let mut ctx = HookContext::new(
+            self.app.clone(),
+            entry.path.clone(),
+            method,
+            id,
+            data,
+            params,
+        );
+        let invoke = ServiceInvoke {
+            service: entry.service.as_ref(),
+            path: &entry.path,
+        };
+        chain.run(&mut ctx, &invoke).await?;
+        if ctx.result.is_none() {
+            ctx.result = Some(Value::Null);
+        }
+        self.emit_call_events(&ctx);
+        Ok(ctx)
+    }
+
+    fn emit_call_events(&self, ctx: &HookContext) {
+        let Some(event) = ctx.event.clone() else {
+            return;
+        };
+        if ctx.method.event().is_none() && !self.entry.events.contains(&event) {
+            return;
+        }
+        let context = Arc::new(ctx.clone());
+        let records: Vec<Value> = match &ctx.result {
+            Some(Value::Array(items)) => items.clone(),
+            Some(other) => vec![other.clone()],
+            None => return,
+        };
+        for data in records {
+            let ev = ServiceEvent {
+                path: self.entry.path.clone(),
+                event: event.clone(),
+                data,
+                context: Some(context.clone()),
+            };
+            self.entry.listeners.emit(&ev);
+            self.app.emit_app_event(&ev);
+        }
+    }
+
+    /// `find(params)`.
+    pub async fn find(&self, params: Params) -> Result<Value> {
+        self.dispatch(Method::Find, None, None, params).await
+    }
+
+    /// `get(id, params)`.
+    pub async fn get(&self, id: impl Into<Id>, params: Params) -> Result<Value> {
+        self.dispatch(Method::Get, Some(id.into()), None, params)
+            .await
+    }
+
+    /// `create(data, params)`.
+    pub async fn create(&self, data: Value, params: Params) -> Result<Value> {
+        self.dispatch(Method::Create, None, Some(data), params)
+            .await
+    }
+
+    /// `update(id, data, params)`.
+    pub async fn update(&self, id: impl Into<Id>, data: Value, params: Params) -> Result<Value> {
+        self.dispatch(Method::Update, Some(id.into()), Some(data), params)
+            .await
+    }
+
+    /// `patch(id, data, params)`; `None` patches every record matching the query.
+    pub async fn patch(&self, id: Option<Id>, data: Value, params: Params) -> Result<Value> {
+        self.dispatch(Method::Patch, id, Some(data), params).await
+    }
+
+    /// `remove(id, params)`; `None` removes every record matching the query.
+    pub async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
+        self.dispatch(Method::Remove, id, None, params).await
+    }
+
+    /// A custom method.
+    pub async fn call(&self, method: &str, data: Value, params: Params) -> Result<Value> {
+        self.dispatch(Method::from_name(method), None, Some(data), params)
+            .await
+    }
+
+    /// Call `method` with typed data and a typed result.
+    pub async fn call_typed<D: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<&D>,
+        params: Params,
+    ) -> Result<R> {
+        let data = data
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(Error::internal)?;
+        let value = self.dispatch(method, id, data, params).await?;
+        serde_json::from_value(value)
+            .map_err(|e| Error::general_error(format!("unexpected result shape: {e}")))
+    }
+
+    /// `find` with a typed result (e.g. `Vec<Todo>` or a page type).
+    pub async fn find_as<R: DeserializeOwned>(&self, params: Params) -> Result<R> {
+        self.call_typed::<(), R>(Method::Find, None, None, params)
+            .await
+    }
+
+    /// `get` with a typed result.
+    pub async fn get_as<R: DeserializeOwned>(
+        &self,
+        id: impl Into<Id>,
+        params: Params,
+    ) -> Result<R> {
+        self.call_typed::<(), R>(Method::Get, Some(id.into()), None, params)
+            .await
+    }
+
+    /// `create` with typed data and result.
+    pub async fn create_as<D: Serialize, R: DeserializeOwned>(
+        &self,
+        data: &D,
+        params: Params,
+    ) -> Result<R> {
+        self.call_typed(Method::Create, None, Some(data), params)
+            .await
+    }
+
+    /// Listen to one event of this service.
+    pub fn on(&self, event: &str, f: impl Fn(&ServiceEvent) + Send + Sync + 'static) -> ListenerId {
+        self.entry.listeners.add(Some(event.to_owned()), f)
+    }
+
+    /// Remove a listener added with [`on`](Self::on).
+    pub fn off(&self, id: ListenerId) -> bool {
+        self.entry.listeners.remove(id)
+    }
+
+    /// Emit an event (custom or standard) with this data, to this service's listeners and the
+    /// app-wide stream.
+    pub fn emit(&self, event: &str, data: Value) {
+        self.emit_with_context(event, data, None);
+    }
+
+    /// Emit an event with a hook context (the distribution plugin uses this to re-emit remote
+    /// events with their context).
+    pub fn emit_with_context(&self, event: &str, data: Value, context: Option<Arc<HookContext>>) {
+        let ev = ServiceEvent {
+            path: self.entry.path.clone(),
+            event: event.to_owned(),
+            data,
+            context,
+        };
+        self.entry.listeners.emit(&ev);
+        self.app.emit_app_event(&ev);
+    }
+}

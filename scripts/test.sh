@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole Plume test suite: formatting, lints, Rust tests (unit, component, multi-process,
+# multi-host), and the official Feathers JS conformance suite. Installs what the tests need when it
+# is missing. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- what the tests need -----------------------------------------------------------------------
+need_apt=()
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- Rust ----------------------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+# --- Feathers JS clients -------------------------------------------------------------------------
+if [ -x scripts/conformance.sh ]; then
+  step "Feathers conformance suite"
+  scripts/conformance.sh
+fi
+
+step "all test steps passed"
