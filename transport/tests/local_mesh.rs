@@ -649,3 +649,34 @@ async fn a_cut_link_is_redialled_while_the_peer_is_advertised() {
     wait_until(&dialer.mesh, |m| m.providers("here").is_empty()).await;
     assert!(!dialer.mesh.linked_peers().contains(&target_id));
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_general_error_and_the_link_survives() {
+    let nodes = cluster(vec![env("panic"), env("panic")]).await;
+    let (a, b) = (&nodes[0].mesh, &nodes[1].mesh);
+    a.respond("boom-now", |_req: Request| async move {
+        if true {
+            panic!("at once");
+        }
+        Ok(Value::Null)
+    });
+    a.respond("boom-later", |_req: Request| async move {
+        tokio::task::yield_now().await;
+        if true {
+            panic!("after a yield");
+        }
+        Ok(Value::Null)
+    });
+    a.respond("fine", whoami(a));
+    wait_providers(b, "boom-now", 1).await;
+    wait_providers(b, "boom-later", 1).await;
+    wait_providers(b, "fine", 1).await;
+    for name in ["boom-now", "boom-later"] {
+        let err = b.request(name, json!(null)).await.expect_err("panicked");
+        assert_eq!(err.kind(), ErrorKind::GeneralError, "{name}");
+    }
+    assert_eq!(
+        b.request("fine", json!(null)).await.expect("link alive"),
+        json!(a.node_id().to_string())
+    );
+}
