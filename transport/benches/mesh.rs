@@ -21,9 +21,17 @@ const SERVER_VAR: &str = "PLUME_BENCH_SERVER_ENV";
 const MSG: usize = 100;
 const WINDOW: u64 = 2000;
 
+/// Worker threads per process (`PLUME_BENCH_WORKERS`, default 1: two processes on two cores).
+fn workers() -> usize {
+    std::env::var("PLUME_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers())
         .enable_all()
         .build()
         .expect("runtime")
@@ -155,6 +163,41 @@ fn payload() -> Value {
     json!({"id": 42, "text": "the quick brown fox jumps over the lazy dog", "tags": ["a", "b"]})
 }
 
+/// p50 of single round trips, raw and mesh alternating so that both see the same machine load.
+async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
+    const N: usize = 20_000;
+    let msg = raw_message();
+    let mut back = [0u8; 4 + MSG];
+    let body = payload();
+    let mut raw_ns = Vec::with_capacity(N);
+    let mut mesh_ns = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        raw.write_all(&msg).await.expect("write");
+        raw.read_exact(&mut back).await.expect("read");
+        raw_ns.push(t.elapsed().as_nanos());
+        let t = Instant::now();
+        mesh.request("echo", body.clone()).await.expect("echo");
+        mesh_ns.push(t.elapsed().as_nanos());
+    }
+    raw_ns.sort_unstable();
+    mesh_ns.sort_unstable();
+    let (r, m) = (
+        raw_ns[N / 2] as f64 / 1000.0,
+        mesh_ns[N / 2] as f64 / 1000.0,
+    );
+    let (r99, m99) = (
+        raw_ns[N * 99 / 100] as f64 / 1000.0,
+        mesh_ns[N * 99 / 100] as f64 / 1000.0,
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "interleaved 1-in-flight ({N} each): p50 raw {r:.1} us, mesh {m:.1} us, ratio {:.2}; p99 raw {r99:.1} us, mesh {m99:.1} us",
+        m / r
+    );
+    raw
+}
+
 fn benches(c: &mut Criterion) {
     let server = start_server();
     let rt = runtime();
@@ -163,35 +206,48 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("round_trip_1_in_flight");
     g.throughput(Throughput::Elements(1));
-    let mut raw = rt.block_on(async {
+    let mut raw = Some(rt.block_on(async {
         let s = TcpStream::connect(&raw_addr).await.expect("connect");
         s.set_nodelay(true).expect("nodelay");
         s
-    });
+    }));
+    let stream = raw.take().expect("raw stream");
+    raw = Some(
+        rt.block_on(rt.spawn(interleaved_p50(mesh.clone(), stream)))
+            .expect("joined"),
+    );
+    // Both loops run in a runtime task (on a worker thread), as a server's calls would.
     g.bench_function("raw_tcp_floor", |b| {
-        let msg = raw_message();
-        let mut back = [0u8; 4 + MSG];
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    raw.write_all(&msg).await.expect("write");
-                    raw.read_exact(&mut back).await.expect("read");
-                }
-                start.elapsed()
-            })
+            let mut stream = raw.take().expect("raw stream");
+            let (stream, elapsed) = rt
+                .block_on(rt.spawn(async move {
+                    let msg = raw_message();
+                    let mut back = [0u8; 4 + MSG];
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        stream.write_all(&msg).await.expect("write");
+                        stream.read_exact(&mut back).await.expect("read");
+                    }
+                    (stream, start.elapsed())
+                }))
+                .expect("joined");
+            raw = Some(stream);
+            elapsed
         });
     });
     g.bench_function("mesh_request", |b| {
-        let body = payload();
         b.iter_custom(|iters| {
-            rt.block_on(async {
+            let mesh = mesh.clone();
+            rt.block_on(rt.spawn(async move {
+                let body = payload();
                 let start = Instant::now();
                 for _ in 0..iters {
                     mesh.request("echo", body.clone()).await.expect("echo");
                 }
                 start.elapsed()
-            })
+            }))
+            .expect("joined")
         });
     });
     g.finish();
@@ -201,6 +257,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("raw_tcp_floor", |b| {
         let msg = raw_message();
         b.iter_custom(|iters| {
+            let raw = raw.as_mut().expect("raw stream");
             rt.block_on(async {
                 let mut back = [0u8; 4 + MSG];
                 let start = Instant::now();

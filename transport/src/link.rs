@@ -1,11 +1,14 @@
 //! One TCP link to one peer: handshake, reader, writer, pending calls.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -589,14 +592,25 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
         deadline: deadline.into_std(),
         from: link.peer,
     };
-    let name = request.name.clone();
-    let mut fut = handler.call(request);
+    // A panicking handler answers GeneralError; it never takes the link's reader down.
+    let panicked = || Err(Error::general_error("the handler panicked"));
+    let Ok(mut fut) = catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
+        immediate(panicked());
+        return;
+    };
     // Quick handlers answer on their first poll: reply from here, without a task. A handler
     // that is not ready gets a task (it re-registers its wakers on the next poll).
     let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    if let std::task::Poll::Ready(result) = fut.as_mut().poll(&mut cx) {
-        immediate(result);
-        return;
+    match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        Ok(Poll::Ready(result)) => {
+            immediate(result);
+            return;
+        }
+        Ok(Poll::Pending) => {}
+        Err(_) => {
+            immediate(panicked());
+            return;
+        }
     }
     link.serving_count.fetch_add(1, Ordering::AcqRel);
     inner.serving_started();
@@ -607,11 +621,12 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
     };
     let mut serving = lock(&link.serving);
     let task = tokio::spawn(async move {
-        let result = match timeout_at(deadline, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!(
-                "'{name}' did not finish before its deadline"
-            ))),
+        let result = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::general_error("the handler panicked")),
+            Err(_) => Err(Error::timeout(
+                "the call did not finish before its deadline",
+            )),
         };
         let frame = respond(id, result);
         let _ = guard.link.out.send(&frame).await;

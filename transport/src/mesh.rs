@@ -85,6 +85,10 @@ pub struct Request {
 }
 
 /// Serves calls to an endpoint.
+///
+/// The first poll of a handler's future runs on the link's reader (so quick handlers answer
+/// without a task switch); a handler must not block. One that is not ready at once continues in
+/// its own task. A handler that panics answers `GeneralError`.
 pub trait Handler: Send + Sync + 'static {
     /// Answer one call.
     fn call(&self, request: Request) -> BoxFuture<'static, Result<Value, Error>>;

@@ -570,3 +570,113 @@ async fn malformed_and_oversized_frames_close_the_connection() {
         json!(true)
     );
 }
+
+/// A TCP forwarder whose connections the test can cut.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    conns: mpsc::Receiver<tokio::task::JoinHandle<()>>,
+}
+
+async fn proxy(target: std::net::SocketAddr) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, conns) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let task = tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+            if tx.send(task).await.is_err() {
+                break;
+            }
+        }
+    });
+    Proxy { addr, conns }
+}
+
+#[tokio::test]
+async fn a_cut_link_is_redialled_while_the_peer_is_advertised() {
+    let a = start(env("redial")).await;
+    let b = start(env("redial")).await;
+    let (dialer, target) = if a.mesh.node_id() < b.mesh.node_id() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    target.mesh.respond("here", whoami(&target.mesh));
+    let mut proxy = proxy(target.mesh.local_addr()).await;
+    let mut info = target.mesh.peer_info();
+    info.addr = proxy.addr;
+    dialer
+        .peers
+        .send(PeerEvent::Up(info))
+        .await
+        .expect("announce");
+    wait_providers(&dialer.mesh, "here", 1).await;
+    let first = timeout(WAIT, proxy.conns.recv())
+        .await
+        .expect("in time")
+        .expect("a connection");
+
+    // Cut the connection: the link dies, the peer is still advertised, so it is redialled.
+    first.abort();
+    let target_id = target.mesh.node_id();
+    wait_until(&dialer.mesh, |m| m.providers("here").is_empty()).await;
+    let second = timeout(WAIT, proxy.conns.recv())
+        .await
+        .expect("redialled in time");
+    assert!(second.is_some());
+    wait_providers(&dialer.mesh, "here", 1).await;
+    assert_eq!(
+        dialer
+            .mesh
+            .request("here", json!(null))
+            .await
+            .expect("answers again"),
+        json!(target_id.to_string())
+    );
+
+    // Once discovery removes the peer, the link closes and nothing is redialled.
+    dialer
+        .peers
+        .send(PeerEvent::Down { node: target_id })
+        .await
+        .expect("down");
+    wait_until(&dialer.mesh, |m| m.providers("here").is_empty()).await;
+    assert!(!dialer.mesh.linked_peers().contains(&target_id));
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_general_error_and_the_link_survives() {
+    let nodes = cluster(vec![env("panic"), env("panic")]).await;
+    let (a, b) = (&nodes[0].mesh, &nodes[1].mesh);
+    a.respond("boom-now", |_req: Request| async move {
+        if true {
+            panic!("at once");
+        }
+        Ok(Value::Null)
+    });
+    a.respond("boom-later", |_req: Request| async move {
+        tokio::task::yield_now().await;
+        if true {
+            panic!("after a yield");
+        }
+        Ok(Value::Null)
+    });
+    a.respond("fine", whoami(a));
+    wait_providers(b, "boom-now", 1).await;
+    wait_providers(b, "boom-later", 1).await;
+    wait_providers(b, "fine", 1).await;
+    for name in ["boom-now", "boom-later"] {
+        let err = b.request(name, json!(null)).await.expect_err("panicked");
+        assert_eq!(err.kind(), ErrorKind::GeneralError, "{name}");
+    }
+    assert_eq!(
+        b.request("fine", json!(null)).await.expect("link alive"),
+        json!(a.node_id().to_string())
+    );
+}
