@@ -411,6 +411,28 @@ impl App {
         ext.downcast::<T>().ok()
     }
 
+    /// The typed extension of type `T`, inserting `make()` first when there is none. The check
+    /// and the insert happen under one lock, so concurrent callers share one value; `make` must
+    /// not use the App's extensions (that lock is held while it runs).
+    pub fn extension_or_insert_with<T: Any + Send + Sync>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut map = self
+            .inner
+            .extensions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(ext) = map.get(&TypeId::of::<T>()).cloned()
+            && let Ok(value) = ext.downcast::<T>()
+        {
+            return value;
+        }
+        let value = Arc::new(make());
+        map.insert(TypeId::of::<T>(), value.clone());
+        value
+    }
+
     /// Run `task` when the app shuts down (tasks run in reverse order of registration).
     pub fn on_shutdown<F>(&self, task: F)
     where

@@ -17,21 +17,26 @@ mod params;
 mod service;
 
 pub mod auth;
+pub mod channels;
 pub mod hooks;
 pub mod memory;
 pub mod query;
+pub mod realtime;
 #[doc = include_str!("../../docs/guide.md")]
 pub mod guide {}
 pub mod registry;
+pub mod server;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};
 pub use async_trait::async_trait;
+pub use channels::Channel;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{ListenerId, ServiceEvent};
 pub use handle::{STANDARD_EVENTS, ServiceHandle};
 pub use hooks::{HookContext, HookType};
 pub use memory::{MemoryOptions, MemoryService, Paginate};
 pub use params::{ConnectionId, Id, Method, Params, Provider};
+pub use server::{Listening, ServerOptions};
 pub use service::{Service, dispatch};
 
 #[doc = include_str!("../docs/service-macro.md")]

@@ -1,3 +1,38 @@
 //! The Plume mesh: discovery, peer links, requests and events.
 //!
-//! This crate is being built; see `docs/protocol.md`.
+//! A [`Mesh`] is one node. Nodes find each other through [`discovery`], keep one TCP link per
+//! pair of nodes, and route calls by endpoint name to the live providers. See
+//! `docs/protocol.md` for the wire format. The [`distribution`] plugin publishes an App's
+//! services on the mesh and mounts proxies for remote ones (`docs/distribution.md`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use plume_transport::Mesh;
+//! use serde_json::json;
+//!
+//! let mesh = Mesh::builder().environment("dev").key("adder").start().await?;
+//! mesh.respond("add", |req: plume_transport::Request| async move {
+//!     let a = req.body["a"].as_i64().unwrap_or(0);
+//!     let b = req.body["b"].as_i64().unwrap_or(0);
+//!     Ok(json!(a + b))
+//! });
+//! let sum = mesh.request("add", json!({"a": 1, "b": 2})).await?;
+//! assert_eq!(sum, json!(3));
+//! mesh.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod codec;
+pub mod discovery;
+pub mod distribution;
+mod link;
+mod mesh;
+mod outbox;
+
+pub use discovery::{
+    ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
+};
+pub use mesh::{
+    Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, Request,
+    Subscription, TableEvent, TableWatch,
+};

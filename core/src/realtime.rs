@@ -1,0 +1,484 @@
+//! The socket.io server (socketioxide) in the Feathers socket protocol.
+//!
+//! - A client calls a method by emitting the method name with the path and the positional
+//!   arguments, and an acknowledgement: `socket.emit("get", "todos", 1, {}, ack)`. The ack gets
+//!   `[null, result]` on success and `[error]` on failure.
+//! - Service events reach the connections that the publish function selects (see
+//!   [`channels`](crate::channels)) as the socket.io event `"<path> <event>"` with one argument.
+//! - A successful `create` on the authentication service logs the connection in: it stores the
+//!   authentication and the user, leaves `anonymous` and joins `authenticated`. A successful
+//!   `remove` there logs it out: it clears both and leaves every channel (the socket stays open).
+//! - A handshake `Authorization` header is checked by the [`ConnectionAuthenticator`] the auth
+//!   plugin registers; an invalid one refuses the connection (socket.io `connect_error`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+
+use crate::app::App;
+use crate::channels::{ANONYMOUS, AUTHENTICATED};
+use crate::error::{Error, Result};
+use crate::params::{ConnectionId, Id, Method, Params, Provider};
+
+/// The default path of the authentication service.
+pub const DEFAULT_AUTH_PATH: &str = "authentication";
+
+/// Verifies the `Authorization` header of a socket.io handshake. The authentication plugin
+/// implements it and registers it as an App extension:
+///
+/// ```
+/// use std::sync::Arc;
+/// use plume::realtime::ConnectionAuthenticator;
+/// use plume::{async_trait, App, Result};
+/// use serde_json::{json, Value};
+///
+/// struct Fixed;
+/// #[async_trait]
+/// impl ConnectionAuthenticator for Fixed {
+///     async fn authenticate_header(&self, _app: &App, header: &str) -> Result<Option<(Value, Value)>> {
+///         Ok((header == "Bearer good").then(|| (json!({"strategy": "jwt", "accessToken": "good"}), json!({"id": 1}))))
+///     }
+/// }
+/// let app = App::new();
+/// app.insert_extension::<Arc<dyn ConnectionAuthenticator>>(Arc::new(Fixed));
+/// ```
+#[async_trait]
+pub trait ConnectionAuthenticator: Send + Sync + 'static {
+    /// Verify a handshake `Authorization` header value (any of `Bearer t`, `bearer t`, `JWT t`
+    /// or a bare `t`; an unknown scheme such as `Basic` means "no authentication").
+    ///
+    /// Returns `Ok(Some((authentication, user)))` when valid, `Ok(None)` when absent or ignored,
+    /// and `Err` when invalid: the connection is then refused with a `connect_error` carrying
+    /// the error's message.
+    async fn authenticate_header(&self, app: &App, header: &str) -> Result<Option<(Value, Value)>>;
+}
+
+/// Options of the real-time server.
+#[derive(Debug, Clone)]
+pub struct RealtimeOptions {
+    /// The path of the authentication service (default `authentication`). Its `create` and
+    /// `remove` log a connection in and out, and its events are never published.
+    pub auth_path: String,
+    /// The largest socket.io message accepted, in bytes (default 1 MB).
+    pub max_payload: u64,
+}
+
+impl Default for RealtimeOptions {
+    fn default() -> Self {
+        Self {
+            auth_path: DEFAULT_AUTH_PATH.to_owned(),
+            max_payload: 1_000_000,
+        }
+    }
+}
+
+/// What the server knows about one real-time connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    /// The connection's authentication (for a login through the authentication service:
+    /// `{strategy: "jwt", accessToken}`), passed as `params.authentication` of its calls.
+    pub authentication: Option<Value>,
+    /// The logged-in user, passed as `params.user` of its calls.
+    pub user: Option<Value>,
+    /// The handshake headers, passed as `params.headers`.
+    pub headers: http::HeaderMap,
+}
+
+struct Conn {
+    info: ConnectionInfo,
+    socket: Option<SocketRef>,
+}
+
+/// The live connections of an App (an App extension).
+#[derive(Default)]
+struct Connections {
+    map: RwLock<HashMap<ConnectionId, Conn>>,
+}
+
+impl Connections {
+    fn of(app: &App) -> Arc<Connections> {
+        app.extension::<Connections>()
+            .unwrap_or_else(|| app.extension_or_insert_with(Connections::default))
+    }
+}
+
+/// The socket.io server of an App, created once by [`App::socketio_layer`].
+pub(crate) struct RealtimeServer {
+    layer: SocketIoLayer,
+    io: SocketIo,
+}
+
+impl fmt::Debug for RealtimeServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RealtimeServer").finish_non_exhaustive()
+    }
+}
+
+/// Real-time connections on the App.
+impl App {
+    /// Set the options of the real-time server (before the first [`App::into_router`]).
+    pub fn set_realtime_options(&self, options: RealtimeOptions) {
+        self.insert_extension(options);
+    }
+
+    /// The options of the real-time server.
+    pub fn realtime_options(&self) -> RealtimeOptions {
+        self.extension::<RealtimeOptions>()
+            .map(|o| (*o).clone())
+            .unwrap_or_default()
+    }
+
+    /// Register the handshake authenticator (the authentication plugin does this).
+    pub fn set_connection_authenticator(&self, authenticator: impl ConnectionAuthenticator) {
+        self.insert_extension::<Arc<dyn ConnectionAuthenticator>>(Arc::new(authenticator));
+    }
+
+    /// The ids of the open real-time connections.
+    pub fn connections(&self) -> Vec<ConnectionId> {
+        let conns = Connections::of(self);
+        let map = conns.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<_> = map.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// What the server knows about a connection.
+    pub fn connection(&self, conn: &ConnectionId) -> Option<ConnectionInfo> {
+        let conns = Connections::of(self);
+        let map = conns.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(conn).map(|c| c.info.clone())
+    }
+
+    /// Log a connection in: store its authentication and user, leave `anonymous`, join
+    /// `authenticated`. Does nothing for an unknown connection.
+    pub fn login_connection(&self, conn: &ConnectionId, authentication: Value, user: Value) {
+        let known = {
+            let conns = Connections::of(self);
+            let mut map = conns.map.write().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(conn) {
+                Some(c) => {
+                    c.info.authentication = Some(authentication);
+                    c.info.user = Some(user);
+                    true
+                }
+                None => false,
+            }
+        };
+        if known {
+            self.channel(ANONYMOUS).leave(conn);
+            self.channel(AUTHENTICATED).join(conn);
+        }
+    }
+
+    /// Log a connection out: clear its authentication and user and remove it from every
+    /// channel. The connection stays open.
+    pub fn logout_connection(&self, conn: &ConnectionId) {
+        {
+            let conns = Connections::of(self);
+            let mut map = conns.map.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get_mut(conn) {
+                c.info.authentication = None;
+                c.info.user = None;
+            }
+        }
+        self.leave_all(conn);
+    }
+
+    /// The socket.io tower layer of this App (created on first use; every router of the App
+    /// shares it). It serves `/socket.io/` and passes every other request on.
+    pub fn socketio_layer(&self) -> SocketIoLayer {
+        if let Some(server) = self.extension::<RealtimeServer>() {
+            return server.layer.clone();
+        }
+        // Read everything build_server needs first: the extension lock is held while it runs.
+        let options = self.realtime_options();
+        let conns = Connections::of(self);
+        self.extension_or_insert_with(|| build_server(self, options, conns))
+            .layer
+            .clone()
+    }
+
+    /// The socketioxide handle of this App's socket.io server, if one was created.
+    pub fn socketio(&self) -> Option<SocketIo> {
+        self.extension::<RealtimeServer>().map(|s| s.io.clone())
+    }
+}
+
+fn build_server(app: &App, options: RealtimeOptions, conns: Arc<Connections>) -> RealtimeServer {
+    let (layer, io) = SocketIo::builder()
+        .max_payload(options.max_payload)
+        .build_layer();
+
+    let on_connect = {
+        let app = app.clone();
+        move |socket: SocketRef| on_connect(app, socket)
+    };
+    let middleware = {
+        let app = app.clone();
+        move |socket: SocketRef| handshake(app, socket)
+    };
+    io.ns("/", on_connect.with(middleware));
+
+    let listener = {
+        let app = app.clone();
+        let auth_path = options.auth_path.clone();
+        app.clone().on_event(move |ev| {
+            if ev.path == auth_path {
+                return;
+            }
+            let recipients = app.event_recipients(ev);
+            if recipients.is_empty() {
+                return;
+            }
+            let name = format!("{} {}", ev.path, ev.event);
+            let map = conns.map.read().unwrap_or_else(|e| e.into_inner());
+            for conn in recipients {
+                if let Some(socket) = map.get(&conn).and_then(|c| c.socket.as_ref())
+                    && let Err(err) = socket.emit(name.as_str(), &ev.data)
+                {
+                    tracing::warn!(target: "plume::realtime", %conn, event = %name, %err, "event not delivered");
+                }
+            }
+        })
+    };
+    {
+        let app_for_shutdown = app.clone();
+        let io = io.clone();
+        app.on_shutdown(move || {
+            Box::pin(async move {
+                app_for_shutdown.off_event(listener);
+                io.close().await;
+            })
+        });
+    }
+    RealtimeServer { layer, io }
+}
+
+fn conn_id(socket: &SocketRef) -> ConnectionId {
+    ConnectionId(socket.id.to_string())
+}
+
+/// The handshake middleware: authenticates an `Authorization` header, registers the connection.
+async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error> {
+    let headers = socket.req_parts().headers.clone();
+    let mut info = ConnectionInfo {
+        headers,
+        ..ConnectionInfo::default()
+    };
+    let header = info
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let (Some(header), Some(auth)) =
+        (header, app.extension::<Arc<dyn ConnectionAuthenticator>>())
+        && let Some((authentication, user)) = auth.authenticate_header(&app, &header).await?
+    {
+        info.authentication = Some(authentication);
+        info.user = Some(user);
+    }
+    let conns = Connections::of(&app);
+    conns.map.write().unwrap_or_else(|e| e.into_inner()).insert(
+        conn_id(&socket),
+        Conn {
+            info,
+            socket: Some(socket.clone()),
+        },
+    );
+    Ok(())
+}
+
+async fn on_connect(app: App, socket: SocketRef) {
+    let id = conn_id(&socket);
+    let authenticated = app
+        .connection(&id)
+        .is_some_and(|c| c.authentication.is_some());
+    app.channel(if authenticated {
+        AUTHENTICATED
+    } else {
+        ANONYMOUS
+    })
+    .join(&id);
+    tracing::debug!(target: "plume::realtime", conn = %id, authenticated, "connected");
+
+    let on_message = {
+        let app = app.clone();
+        move |socket: SocketRef,
+              Event(event): Event,
+              TryData(args): TryData<Args>,
+              ack: AckSender| { on_message(app, socket, event, args.map(|a| a.0), ack) }
+    };
+    socket.on_fallback(on_message);
+    let on_disconnect = {
+        let app = app.clone();
+        move |socket: SocketRef| {
+            let id = conn_id(&socket);
+            app.leave_all(&id);
+            Connections::of(&app)
+                .map
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            tracing::debug!(target: "plume::realtime", conn = %id, "disconnected");
+            async {}
+        }
+    };
+    socket.on_disconnect(on_disconnect);
+}
+
+/// Every argument of an event after its name (socketioxide decodes a tuple-like type from all
+/// of them).
+struct Args(Vec<Value>);
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Args;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("event arguments")
+            }
+            fn visit_seq<S: SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> std::result::Result<Args, S::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    out.push(v);
+                }
+                Ok(Args(out))
+            }
+        }
+        d.deserialize_tuple(usize::MAX, V)
+    }
+}
+
+async fn on_message<E: fmt::Display>(
+    app: App,
+    socket: SocketRef,
+    event: String,
+    args: std::result::Result<Vec<Value>, E>,
+    ack: AckSender,
+) {
+    let id = conn_id(&socket);
+    let outcome = match args {
+        Ok(args) => AssertUnwindSafe(run_method(&app, &id, &event, args))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked")))),
+        Err(err) => Err(Error::bad_request(format!("Invalid arguments: {err}"))),
+    };
+    let sent = match outcome {
+        Ok(result) => ack.send(&(Value::Null, result)),
+        Err(err) => {
+            if err.code() >= 500 {
+                tracing::error!(target: "plume::realtime", conn = %id, %event, %err, "call failed");
+            }
+            ack.send(&err.to_json())
+        }
+    };
+    if let Err(err) = sent {
+        tracing::debug!(target: "plume::realtime", conn = %id, %err, "acknowledgement not sent");
+    }
+}
+
+/// The position of `params.query` among a method's arguments (after the path).
+fn query_position(method: &Method) -> usize {
+    match method {
+        Method::Find => 0,
+        Method::Update | Method::Patch => 2,
+        _ => 1,
+    }
+}
+
+fn parse_id(value: Option<&Value>) -> Result<Option<Id>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => Id::from_value(v).map(Some).ok_or_else(|| {
+            Error::bad_request(format!("Invalid id {v}: expected a string or an integer"))
+        }),
+    }
+}
+
+/// Run one Feathers socket call: `args` are the event's arguments (path first).
+async fn run_method(
+    app: &App,
+    conn: &ConnectionId,
+    event: &str,
+    args: Vec<Value>,
+) -> Result<Value> {
+    let mut args = args.into_iter();
+    let path = match args.next() {
+        Some(Value::String(p)) => p,
+        Some(other) => other.to_string(),
+        None => "undefined".to_owned(),
+    };
+    let lookup = app
+        .lookup(&path)
+        .filter(|l| l.id.is_none())
+        .ok_or_else(|| Error::not_found(format!("Service '{path}' not found")))?;
+    let method = Method::from_name(event);
+    if !lookup.handle.exposes(&method) {
+        return Err(Error::method_not_allowed_on(event, &path));
+    }
+    let rest: Vec<Value> = args.collect();
+    let position = query_position(&method);
+    if rest.len() > position + 1 {
+        return Err(Error::bad_request(format!(
+            "Too many arguments for '{event}' method"
+        )));
+    }
+    let query = match rest.get(position) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map.clone(),
+        Some(_) => return Err(Error::bad_request("Invalid query: expected an object")),
+    };
+    let (id, data) = match method {
+        Method::Find => (None, None),
+        Method::Get | Method::Remove => (parse_id(rest.first())?, None),
+        Method::Update | Method::Patch => (parse_id(rest.first())?, rest.get(1).cloned()),
+        Method::Create | Method::Custom(_) => (None, rest.first().cloned()),
+    };
+    let info = app.connection(conn).unwrap_or_default();
+    let params = Params {
+        query,
+        route: lookup.route,
+        provider: Some(Provider::Socketio),
+        user: info.user,
+        authentication: info.authentication,
+        headers: info.headers,
+        connection: Some(conn.clone()),
+        ..Params::default()
+    };
+    let auth_path = app.realtime_options().auth_path;
+    let is_auth = lookup.handle.path() == auth_path;
+    let result = lookup
+        .handle
+        .dispatch(method.clone(), id, data, params)
+        .await?;
+    if is_auth {
+        match method {
+            Method::Create => {
+                let authentication = match result.get("accessToken") {
+                    Some(token) => serde_json::json!({"strategy": "jwt", "accessToken": token}),
+                    None => result.get("authentication").cloned().unwrap_or(Value::Null),
+                };
+                let user = result.get("user").cloned().unwrap_or(Value::Null);
+                app.login_connection(conn, authentication, user);
+            }
+            Method::Remove => app.logout_connection(conn),
+            _ => {}
+        }
+    }
+    Ok(result)
+}

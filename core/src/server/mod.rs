@@ -1,0 +1,218 @@
+//! Serving an App: REST (axum) and socket.io (socketioxide) on one router.
+//!
+//! [`App::into_router`] gives an axum [`Router`] whose **fallback** is Plume's REST handler: it
+//! resolves every request path against the App's live service table, so a service mounted after
+//! the server started is routable at once. Routes you add yourself (with `.route(..)`, `.merge(..)`
+//! or `.nest_service(..)`, or through [`App::add_routes`] so that [`App::listen`] includes them)
+//! are tried first; do not set another fallback. `/socket.io/` is answered by the socket.io layer.
+//!
+//! ```no_run
+//! # async fn run() -> plume::Result<()> {
+//! let app = plume::App::new();
+//! let server = app.listen("127.0.0.1:3030").await?;
+//! println!("listening on {}", server.local_addr());
+//! app.shutdown().await; // stops the server gracefully
+//! # Ok(()) }
+//! ```
+
+mod query;
+mod rest;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::ToSocketAddrs;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::cors::CorsLayer;
+
+use crate::app::App;
+use crate::error::{Error, Result};
+
+pub use query::parse_query;
+pub use rest::{SERVICE_METHOD_HEADER, error_response};
+
+/// Options of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The largest request body accepted, in bytes (default 1 MiB). A larger one is answered
+    /// with a BadRequest (400) whose `data` is `{limit}`.
+    pub body_limit: usize,
+    /// A CORS layer for every route, or `None` (the default) for no CORS headers.
+    pub cors: Option<CorsLayer>,
+    /// Serve socket.io on `/socket.io/` (default true).
+    pub socketio: bool,
+    /// How long a graceful shutdown waits for open requests before it aborts them (default 10 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            cors: None,
+            socketio: true,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type RouteFn = Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
+#[derive(Default)]
+struct ExtraRoutes {
+    list: RwLock<Vec<RouteFn>>,
+}
+
+/// A running server started by [`App::listen`].
+pub struct Listening {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listening")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listening {
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting connections and wait (up to the shutdown timeout) for open requests.
+    pub async fn shutdown(&self) {
+        stop_server(&self.stop, &self.task, self.timeout).await;
+    }
+}
+
+async fn stop_server(
+    stop: &watch::Sender<bool>,
+    task: &Mutex<Option<JoinHandle<()>>>,
+    timeout: Duration,
+) {
+    let _ = stop.send(true);
+    let handle = task.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(mut handle) = handle
+        && tokio::time::timeout(timeout, &mut handle).await.is_err()
+    {
+        tracing::warn!(target: "plume::server", "graceful shutdown timed out; aborting");
+        handle.abort();
+    }
+}
+
+/// Serving the App over HTTP.
+impl App {
+    /// Set the HTTP server options (read by [`into_router`](App::into_router) and
+    /// [`listen`](App::listen)).
+    pub fn set_server_options(&self, options: ServerOptions) {
+        self.insert_extension(options);
+    }
+
+    /// The HTTP server options.
+    pub fn server_options(&self) -> ServerOptions {
+        self.extension::<ServerOptions>()
+            .map(|o| (*o).clone())
+            .unwrap_or_default()
+    }
+
+    /// Add routes to every router this App builds (for plugins: a healthcheck, static files).
+    /// They are tried before Plume's fallback.
+    pub fn add_routes(&self, f: impl Fn(Router) -> Router + Send + Sync + 'static) {
+        self.extension_or_insert_with(ExtraRoutes::default)
+            .list
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(f));
+    }
+
+    /// The REST router alone: only the fallback handler, no socket.io, no extra routes and no
+    /// CORS.
+    pub fn rest_router(&self) -> Router {
+        let options = self.server_options();
+        Router::new()
+            .fallback(rest::fallback)
+            .with_state(rest::RestState {
+                app: self.clone(),
+                body_limit: options.body_limit,
+            })
+    }
+
+    /// The App as an axum router: the routes added with [`add_routes`](App::add_routes), REST as
+    /// the fallback, socket.io on `/socket.io/` and the CORS layer, per
+    /// [`ServerOptions`]. Merge your own routes into it as you like; the fallback is Plume's.
+    pub fn into_router(&self) -> Router {
+        let options = self.server_options();
+        let mut router = self.rest_router();
+        if let Some(extra) = self.extension::<ExtraRoutes>() {
+            let list = extra.list.read().unwrap_or_else(|e| e.into_inner()).clone();
+            for f in list {
+                router = f(router);
+            }
+        }
+        if options.socketio {
+            router = router.layer(self.socketio_layer());
+        }
+        if let Some(cors) = options.cors {
+            router = router.layer(cors);
+        }
+        router
+    }
+
+    /// Bind `addr` and serve [`into_router`](App::into_router) until the App shuts down (or the
+    /// returned handle's [`shutdown`](Listening::shutdown) is called).
+    pub async fn listen(&self, addr: impl ToSocketAddrs) -> Result<Listening> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))?;
+        let options = self.server_options();
+        let router = self.into_router();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(err) = axum::serve(listener, router)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(target: "plume::server", %err, "server failed");
+            }
+        });
+        let task = Arc::new(Mutex::new(Some(task)));
+        tracing::info!(target: "plume::server", addr = %local, "listening");
+        {
+            let stop = stop.clone();
+            let task = task.clone();
+            let app = self.clone();
+            let timeout = options.shutdown_timeout;
+            self.on_shutdown(move || {
+                Box::pin(async move {
+                    // Close socket.io first: long-polling requests would hold the server open.
+                    if let Some(io) = app.socketio() {
+                        io.close().await;
+                    }
+                    stop_server(&stop, &task, timeout).await;
+                })
+            });
+        }
+        Ok(Listening {
+            addr: local,
+            stop,
+            task,
+            timeout: options.shutdown_timeout,
+        })
+    }
+}

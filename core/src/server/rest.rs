@@ -1,0 +1,256 @@
+//! The REST handler: one fallback that resolves every request against the live service table.
+
+use std::panic::AssertUnwindSafe;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use futures::{FutureExt, StreamExt};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use percent_encoding::percent_decode_str;
+use serde_json::{Map, Value};
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::params::{Id, Method, Params, Provider};
+use crate::server::query::parse_query;
+
+/// The header that names a custom method on `POST /<path>`.
+pub const SERVICE_METHOD_HEADER: &str = "x-service-method";
+
+#[derive(Clone)]
+pub(crate) struct RestState {
+    pub(crate) app: App,
+    pub(crate) body_limit: usize,
+}
+
+/// The axum fallback: every request that no other route took.
+pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let outcome = AssertUnwindSafe(handle(&state, req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Error::internal(format!("{method} {path} panicked"))));
+    match outcome {
+        Ok(response) => response,
+        Err(err) => {
+            if err.code() >= 500 {
+                tracing::error!(target: "plume::rest", %method, %path, %err, "request failed");
+            } else {
+                tracing::debug!(target: "plume::rest", %method, %path, %err, "request failed");
+            }
+            error_response(&err)
+        }
+    }
+}
+
+/// A JSON response with this status and body.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The Feathers error body with the status of its code.
+pub fn error_response(err: &Error) -> Response {
+    let status = StatusCode::from_u16(err.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &err.to_json())
+}
+
+fn decode(segment: &str) -> Result<String> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::bad_request(format!("Invalid percent-encoding in '{segment}'")))
+}
+
+/// The HTTP methods a service answers at a path with or without an id (for `Allow`).
+fn allowed(handle: &crate::ServiceHandle, with_id: bool) -> String {
+    let mut verbs = Vec::new();
+    let has = |m: Method| handle.exposes(&m);
+    if has(if with_id { Method::Get } else { Method::Find }) {
+        verbs.extend(["GET", "HEAD"]);
+    }
+    if has(Method::Create) || handle.methods().iter().any(|m| !m.is_standard()) {
+        verbs.push("POST");
+    }
+    if with_id && has(Method::Update) {
+        verbs.push("PUT");
+    }
+    if has(Method::Patch) {
+        verbs.push("PATCH");
+    }
+    if has(Method::Remove) {
+        verbs.push("DELETE");
+    }
+    verbs.push("OPTIONS");
+    verbs.join(", ")
+}
+
+async fn handle(state: &RestState, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let lookup = state
+        .app
+        .lookup(path)
+        .ok_or_else(|| Error::not_found(format!("Path {path} not found")))?;
+    let id = lookup
+        .id
+        .as_deref()
+        .map(decode)
+        .transpose()?
+        .map(|s| Id::parse_segment(&s));
+    let mut route = Map::new();
+    for (k, v) in lookup.route {
+        let v = match v {
+            Value::String(s) => Value::String(decode(&s)?),
+            other => other,
+        };
+        route.insert(k, v);
+    }
+    let handle = lookup.handle;
+
+    let (method, id, has_body) = match parts.method {
+        http::Method::GET | http::Method::HEAD => match id {
+            Some(id) => (Method::Get, Some(id), false),
+            None => (Method::Find, None, false),
+        },
+        http::Method::POST => match parts.headers.get(SERVICE_METHOD_HEADER) {
+            Some(name) => {
+                let name = name.to_str().unwrap_or("").trim();
+                let method = Method::from_name(name);
+                if method.is_standard() || !handle.exposes(&method) {
+                    return Err(Error::method_not_allowed(format!(
+                        "Method `{name}` is not supported by this endpoint."
+                    )));
+                }
+                (method, None, true)
+            }
+            None => (Method::Create, None, true),
+        },
+        http::Method::PUT => (Method::Update, id, true),
+        http::Method::PATCH => (Method::Patch, id, true),
+        http::Method::DELETE => (Method::Remove, id, false),
+        http::Method::OPTIONS => {
+            let allow = allowed(&handle, id.is_some());
+            return Ok((
+                StatusCode::NO_CONTENT,
+                [(
+                    header::ALLOW,
+                    HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("OPTIONS")),
+                )],
+            )
+                .into_response());
+        }
+        other => {
+            return Err(Error::method_not_allowed(format!(
+                "Method {other} not allowed"
+            )));
+        }
+    };
+    if !handle.exposes(&method) {
+        return Err(Error::method_not_allowed_on(method.as_str(), handle.path()));
+    }
+    let query = parse_query(parts.uri.query().unwrap_or(""))?;
+    let data = if has_body {
+        Some(read_json(&parts.headers, body, state.body_limit).await?)
+    } else {
+        None
+    };
+    let params = Params {
+        query,
+        route,
+        provider: Some(Provider::Rest),
+        headers: parts.headers,
+        ..Params::default()
+    };
+    let is_create = method == Method::Create;
+    let result = handle.dispatch(method, id, data, params).await?;
+    if result.is_null() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let status = if is_create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, &result))
+}
+
+/// True for `application/json` and `application/<x>+json`, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Read a JSON body of at most `limit` bytes. An empty body is `{}` (as Koa's body parser
+/// gives). A body of another content type, malformed JSON or an oversized body is a
+/// BadRequest.
+async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value> {
+    let too_large = || {
+        Error::bad_request(format!(
+            "Request body too large (the limit is {limit} bytes)"
+        ))
+        .with_data(serde_json::json!({ "limit": limit }))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk
+            .map_err(|e| Error::bad_request(format!("Could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json(content_type) {
+        return Err(Error::bad_request(format!(
+            "Unsupported Content-Type '{content_type}': the body must be application/json"
+        )));
+    }
+    serde_json::from_slice(&buf).map_err(|e| Error::bad_request(format!("Invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/JSON"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json(""));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+    }
+}

@@ -1,0 +1,449 @@
+//! Peer-link frames and their payloads.
+//!
+//! A frame is `u32 length (big-endian) | u8 version | u8 kind | u64 request id (big-endian) |
+//! payload`, where `length` counts every byte after itself. Payloads are MessagePack maps (see
+//! `docs/protocol.md` for the benchmark that chose MessagePack over JSON).
+
+use std::fmt;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The frame format version this crate speaks.
+pub const FRAME_VERSION: u8 = 1;
+/// The handshake protocol version carried in `hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Bytes before the payload: length, version, kind, request id.
+pub const HEADER_LEN: usize = 4 + 1 + 1 + 8;
+/// The default maximum frame length (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// First frame of each side: [`Hello`].
+    Hello = 1,
+    /// Challenge response when a mesh secret is set: [`Auth`].
+    Auth = 2,
+    /// The sender's full service table and topic subscriptions: [`TableSnapshot`].
+    TableSnapshot = 3,
+    /// Services added or removed since the snapshot: [`TableDelta`].
+    TableDelta = 4,
+    /// Start receiving a topic: [`Topic`].
+    Subscribe = 5,
+    /// Stop receiving a topic: [`Topic`].
+    Unsubscribe = 6,
+    /// A call: [`RequestMsg`]; the request id names it.
+    Request = 7,
+    /// The answer to a call: [`ResponseMsg`].
+    Response = 8,
+    /// The caller gave up on a call; empty payload.
+    Cancel = 9,
+    /// A published event: [`EventMsg`].
+    Event = 10,
+    /// Liveness probe; empty payload.
+    Ping = 11,
+    /// Answer to a ping, same request id; empty payload.
+    Pong = 12,
+    /// The sender is draining: [`Goaway`].
+    Goaway = 13,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 13] = [
+        Kind::Hello,
+        Kind::Auth,
+        Kind::TableSnapshot,
+        Kind::TableDelta,
+        Kind::Subscribe,
+        Kind::Unsubscribe,
+        Kind::Request,
+        Kind::Response,
+        Kind::Cancel,
+        Kind::Event,
+        Kind::Ping,
+        Kind::Pong,
+        Kind::Goaway,
+    ];
+
+    /// The kind with this wire byte.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| *k as u8 == b)
+    }
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What it carries.
+    pub kind: Kind,
+    /// The request id (0 when the kind has none).
+    pub id: u64,
+    /// The encoded payload.
+    pub payload: Bytes,
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length is above the maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    Oversized {
+        /// Announced length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The length cannot hold the header.
+    #[error("frame length {0} is shorter than the header")]
+    TooShort(usize),
+    /// Unknown frame version.
+    #[error("unsupported frame version {0}")]
+    Version(u8),
+    /// Unknown kind byte.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// The payload does not decode.
+    #[error("malformed {kind:?} payload: {reason}")]
+    Payload {
+        /// The frame kind.
+        kind: Kind,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Frame {
+    /// A frame with an empty payload.
+    pub fn empty(kind: Kind, id: u64) -> Frame {
+        Frame {
+            kind,
+            id,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// A frame whose payload is `msg`, encoded.
+    pub fn with<T: Serialize>(kind: Kind, id: u64, msg: &T) -> Frame {
+        Frame {
+            kind,
+            id,
+            payload: encode_payload(msg),
+        }
+    }
+
+    /// Append the wire bytes of this frame to `dst`.
+    pub fn encode_into(&self, dst: &mut BytesMut) {
+        dst.reserve(HEADER_LEN + self.payload.len());
+        // invariant: payloads are bounded by the frame maximum (far below u32::MAX) by the sender;
+        // saturate rather than wrap for anything larger so the peer refuses it as oversized.
+        let len = u32::try_from(HEADER_LEN - 4 + self.payload.len()).unwrap_or(u32::MAX);
+        dst.put_u32(len);
+        dst.put_u8(FRAME_VERSION);
+        dst.put_u8(self.kind as u8);
+        dst.put_u64(self.id);
+        dst.put_slice(&self.payload);
+    }
+
+    /// The wire bytes of this frame.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        self.encode_into(&mut b);
+        b.freeze()
+    }
+
+    /// Take one complete frame from the front of `src`, if there is one. Errors mean the stream
+    /// is unusable and the link must close.
+    pub fn decode(src: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > max {
+            return Err(FrameError::Oversized { len, max });
+        }
+        if len < HEADER_LEN - 4 {
+            return Err(FrameError::TooShort(len));
+        }
+        if src.len() < 5 {
+            return Ok(None);
+        }
+        if src[4] != FRAME_VERSION {
+            return Err(FrameError::Version(src[4]));
+        }
+        if src.len() < 6 {
+            return Ok(None);
+        }
+        let kind = Kind::from_u8(src[5]).ok_or(FrameError::Kind(src[5]))?;
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(6);
+        let id = src.get_u64();
+        let payload = src.split_to(len - (HEADER_LEN - 4)).freeze();
+        Ok(Some(Frame { kind, id, payload }))
+    }
+
+    /// Decode the payload as `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, FrameError> {
+        decode_payload(&self.payload).map_err(|reason| FrameError::Payload {
+            kind: self.kind,
+            reason,
+        })
+    }
+}
+
+/// Encode a payload (MessagePack, maps with field names).
+pub fn encode_payload<T: Serialize>(msg: &T) -> Bytes {
+    match rmp_serde::to_vec_named(msg) {
+        Ok(v) => Bytes::from(v),
+        Err(e) => {
+            // invariant: our payload types and serde_json::Value always serialize to MessagePack;
+            // if that ever fails, send an empty payload, which the peer rejects with a reason.
+            tracing::error!(target: "plume::mesh", error = %e, "payload failed to encode");
+            Bytes::new()
+        }
+    }
+}
+
+/// Decode a payload.
+pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// `hello`: who the sender is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Handshake protocol version.
+    pub protocol: u16,
+    /// Node id as 32 hex digits.
+    pub node: String,
+    /// Environment; must equal the receiver's.
+    pub environment: String,
+    /// Replica-group key.
+    pub key: String,
+    /// Whether the sender has a mesh secret; must equal the receiver's.
+    pub auth: bool,
+    /// 32 random bytes: the challenge the other side signs.
+    pub nonce: Vec<u8>,
+}
+
+/// `auth`: the sender's proof that it knows the mesh secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// HMAC-SHA256, see `docs/protocol.md`.
+    pub mac: Vec<u8>,
+}
+
+/// One provided endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Endpoint name.
+    pub name: String,
+    /// Its JSON descriptor.
+    pub descriptor: Value,
+}
+
+/// `table snapshot`: everything the sender provides and every topic it subscribes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSnapshot {
+    /// Service-table version.
+    pub version: u64,
+    /// Provided endpoints.
+    pub entries: Vec<Entry>,
+    /// Subscribed topics.
+    pub topics: Vec<String>,
+}
+
+/// `table delta`: endpoints added (or re-described) and removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDelta {
+    /// Service-table version after the change.
+    pub version: u64,
+    /// Added or changed endpoints.
+    pub added: Vec<Entry>,
+    /// Removed endpoint names.
+    pub removed: Vec<String>,
+}
+
+/// `subscribe` / `unsubscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// The topic.
+    pub topic: String,
+}
+
+/// `request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestMsg<B = Value> {
+    /// Endpoint name.
+    pub name: String,
+    /// Optional method.
+    pub method: Option<String>,
+    /// Call body.
+    pub body: B,
+    /// Milliseconds left before the caller's deadline.
+    pub timeout_ms: u64,
+}
+
+/// `response`: exactly one of `ok` and `err` is meaningful; `err` is a Feathers error object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseMsg {
+    /// The result, when the call succeeded.
+    pub ok: Option<Value>,
+    /// The Feathers error, when it failed.
+    pub err: Option<Value>,
+}
+
+/// `event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMsg<D = Value> {
+    /// Topic.
+    pub topic: String,
+    /// Data.
+    pub data: D,
+}
+
+/// `goaway`: the sender drains. `ack` is set on the answer to a goaway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goaway {
+    /// Why.
+    pub reason: String,
+    /// True when this acknowledges the other side's goaway.
+    pub ack: bool,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn arb_kind() -> impl Strategy<Value = Kind> {
+        (0usize..Kind::ALL.len()).prop_map(|i| Kind::ALL[i])
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            "[a-z0-9 ]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256), max in 0usize..512) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = Frame::decode(&mut buf, max) {
+                let _ = frame.parse::<Hello>();
+                let _ = frame.parse::<RequestMsg>();
+                let _ = frame.parse::<ResponseMsg>();
+                let _ = frame.parse::<TableSnapshot>();
+                let _ = frame.parse::<TableDelta>();
+                let _ = frame.parse::<EventMsg>();
+            }
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_payload::<Hello>(&bytes);
+            let _ = decode_payload::<RequestMsg>(&bytes);
+            let _ = decode_payload::<ResponseMsg>(&bytes);
+            let _ = decode_payload::<TableSnapshot>(&bytes);
+            let _ = decode_payload::<Value>(&bytes);
+        }
+
+        #[test]
+        fn frames_round_trip(frames in prop::collection::vec((arb_kind(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)), 1..8)) {
+            let mut buf = BytesMut::new();
+            let frames: Vec<Frame> = frames.into_iter().map(|(kind, id, p)| Frame { kind, id, payload: Bytes::from(p) }).collect();
+            for f in &frames { f.encode_into(&mut buf); }
+            // Feed the stream one byte at a time to exercise partial reads.
+            let wire = buf.freeze();
+            let mut rx = BytesMut::new();
+            let mut out = Vec::new();
+            for b in wire.iter() {
+                rx.put_u8(*b);
+                while let Some(f) = Frame::decode(&mut rx, DEFAULT_MAX_FRAME).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                    out.push(f);
+                }
+            }
+            prop_assert_eq!(out, frames);
+            prop_assert!(rx.is_empty());
+        }
+
+        #[test]
+        fn payloads_round_trip(name in "[a-z./]{0,16}", method in proptest::option::of("[a-z]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
+            let msg = RequestMsg { name, method, body, timeout_ms };
+            let frame = Frame::with(Kind::Request, 9, &msg);
+            prop_assert_eq!(frame.parse::<RequestMsg>().map_err(|e| TestCaseError::fail(e.to_string()))?, msg);
+        }
+
+        #[test]
+        fn table_payloads_round_trip(names in prop::collection::vec("[a-z]{1,8}", 0..5), body in arb_json(), version in any::<u64>()) {
+            let entries: Vec<Entry> = names.iter().map(|n| Entry { name: n.clone(), descriptor: body.clone() }).collect();
+            let snap = TableSnapshot { version, entries: entries.clone(), topics: names.clone() };
+            prop_assert_eq!(decode_payload::<TableSnapshot>(&encode_payload(&snap)), Ok(snap));
+            let delta = TableDelta { version, added: entries, removed: names };
+            prop_assert_eq!(decode_payload::<TableDelta>(&encode_payload(&delta)), Ok(delta));
+        }
+    }
+
+    #[test]
+    fn oversized_short_bad_version_and_bad_kind_are_refused() {
+        let big = Frame {
+            kind: Kind::Event,
+            id: 1,
+            payload: Bytes::from(vec![0u8; 100]),
+        };
+        let mut buf = BytesMut::new();
+        big.encode_into(&mut buf);
+        assert!(matches!(
+            Frame::decode(&mut buf.clone(), 50),
+            Err(FrameError::Oversized { .. })
+        ));
+        assert_eq!(Frame::decode(&mut buf, 200).ok().flatten(), Some(big));
+
+        let mut short = BytesMut::from(&[0u8, 0, 0, 3, 1, 1][..]);
+        assert_eq!(Frame::decode(&mut short, 100), Err(FrameError::TooShort(3)));
+        let mut version = BytesMut::from(&[0u8, 0, 0, 10, 9][..]);
+        assert_eq!(
+            Frame::decode(&mut version, 100),
+            Err(FrameError::Version(9))
+        );
+        let mut kind = BytesMut::from(&[0u8, 0, 0, 10, 1, 200][..]);
+        assert_eq!(Frame::decode(&mut kind, 100), Err(FrameError::Kind(200)));
+    }
+
+    #[test]
+    fn errors_keep_their_class_in_a_response() {
+        let err = plume::Error::conflict("taken").with_data(json!({"id": 3}));
+        let msg = ResponseMsg {
+            ok: None,
+            err: Some(err.to_json()),
+        };
+        let back: ResponseMsg = decode_payload(&encode_payload(&msg)).expect("decodes");
+        assert_eq!(plume::Error::from_json(back.err.expect("err")), err);
+    }
+}

@@ -1,0 +1,143 @@
+//! The proxy: a `plume::Service` that forwards every call over the mesh.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use plume::{Error, Id, Method, Params, Result, Service, async_trait};
+use serde_json::Value;
+
+use super::wire::{CallBody, ServiceDescriptor, WireParams, endpoint};
+use crate::mesh::{CallOptions, Mesh};
+
+/// State shared between a proxy and the plugin.
+#[derive(Debug, Default)]
+pub(crate) struct ProxyState {
+    /// Hooks are in place: calls may go through.
+    pub(crate) ready: AtomicBool,
+    /// At least one provider is live (false during the grace period).
+    pub(crate) available: AtomicBool,
+    /// The providers known at mount time have registered the event subscriptions.
+    pub(crate) events_ready: AtomicBool,
+}
+
+/// A remote service, mounted locally.
+pub(crate) struct Proxy {
+    pub(crate) mesh: Mesh,
+    pub(crate) local_path: String,
+    pub(crate) name: String,
+    pub(crate) descriptor: ServiceDescriptor,
+    pub(crate) timeout: Duration,
+    pub(crate) extras: Arc<[String]>,
+    pub(crate) state: Arc<ProxyState>,
+}
+
+impl Proxy {
+    pub(crate) fn new(
+        mesh: Mesh,
+        local_path: String,
+        descriptor: ServiceDescriptor,
+        timeout: Duration,
+        extras: Arc<[String]>,
+    ) -> Self {
+        Self {
+            mesh,
+            local_path,
+            name: endpoint(&descriptor.path),
+            descriptor,
+            timeout,
+            extras,
+            state: Arc::new(ProxyState::default()),
+        }
+    }
+
+    async fn forward(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
+        params: Params,
+    ) -> Result<Value> {
+        if !self.state.ready.load(Ordering::Acquire)
+            || !self.state.available.load(Ordering::Acquire)
+        {
+            return Err(Error::unavailable(format!(
+                "No provider of '{}' is available",
+                self.local_path
+            )));
+        }
+        let timeout = match params.extra.get("timeout") {
+            None => self.timeout,
+            Some(v) => match v.as_u64() {
+                Some(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Error::bad_request(
+                        "params.extra.timeout must be a positive number of milliseconds",
+                    ));
+                }
+            },
+        };
+        let body = CallBody {
+            id,
+            data,
+            params: WireParams::from_params(&params, &self.extras),
+        };
+        let body = serde_json::to_value(body).map_err(Error::internal)?;
+        let options = CallOptions {
+            timeout: Some(timeout),
+            idempotent: self.descriptor.is_idempotent(&method),
+        };
+        self.mesh
+            .call(&self.name, Some(method.as_str()), body, options)
+            .await
+    }
+}
+
+#[async_trait]
+impl Service for Proxy {
+    async fn find(&self, params: Params) -> Result<Value> {
+        self.forward(Method::Find, None, None, params).await
+    }
+
+    async fn get(&self, id: Id, params: Params) -> Result<Value> {
+        self.forward(Method::Get, Some(id), None, params).await
+    }
+
+    async fn create(&self, data: Value, params: Params) -> Result<Value> {
+        self.forward(Method::Create, None, Some(data), params).await
+    }
+
+    async fn update(&self, id: Id, data: Value, params: Params) -> Result<Value> {
+        self.forward(Method::Update, Some(id), Some(data), params)
+            .await
+    }
+
+    async fn patch(&self, id: Option<Id>, data: Value, params: Params) -> Result<Value> {
+        self.forward(Method::Patch, id, Some(data), params).await
+    }
+
+    async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
+        self.forward(Method::Remove, id, None, params).await
+    }
+
+    async fn call(&self, method: &str, data: Value, params: Params) -> Result<Value> {
+        self.forward(Method::Custom(method.to_owned()), None, Some(data), params)
+            .await
+    }
+
+    fn methods(&self) -> Vec<Method> {
+        self.descriptor.method_list()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.descriptor.custom_events()
+    }
+
+    /// The remote options the provider sent (`remote_service_options`), or null.
+    fn options(&self) -> Value {
+        self.descriptor
+            .remote_options
+            .clone()
+            .unwrap_or(Value::Null)
+    }
+}

@@ -1,0 +1,190 @@
+//! What crosses the mesh for the distribution plugin: service descriptors, call bodies with the
+//! explicit params schema, and event envelopes.
+
+use plume::{HookContext, Id, Method, Params, Provider};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The version of the descriptor format; a descriptor without it is not a Plume service.
+pub(crate) const DESCRIPTOR_VERSION: u32 = 1;
+
+/// The mesh endpoint name of a service path.
+pub(crate) fn endpoint(path: &str) -> String {
+    format!("svc:{path}")
+}
+
+/// The service path of a mesh endpoint name, when it names a Plume service.
+pub(crate) fn path_of(name: &str) -> Option<&str> {
+    name.strip_prefix("svc:")
+}
+
+/// The mesh topic of one event of one path.
+pub(crate) fn topic(path: &str, event: &str) -> String {
+    format!("evt:{event}@{path}")
+}
+
+/// The mesh topic on which a node announces that it stopped publishing a path (`unuse`).
+pub(crate) const WITHDRAWN_TOPIC: &str = "plume.distribution.withdrawn";
+
+/// The method name of a healthcheck call.
+pub(crate) const HEALTH_METHOD: &str = "$healthcheck";
+
+/// What a provider publishes for one service path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDescriptor {
+    /// Format version.
+    pub plume: u32,
+    /// The path on the provider.
+    pub path: String,
+    /// The provider's key.
+    pub key: String,
+    /// The methods that may be called over the mesh (standard and custom).
+    pub methods: Vec<String>,
+    /// The custom methods that may be retried on another provider when a link dies.
+    #[serde(default)]
+    pub idempotent: Vec<String>,
+    /// The events the provider relays (standard and custom).
+    pub events: Vec<String>,
+    /// The chosen service options (`remote_service_options`), shown on the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_options: Option<Value>,
+}
+
+impl ServiceDescriptor {
+    /// Parse a descriptor from the mesh table; `None` for anything that is not one.
+    pub(crate) fn parse(value: &Value) -> Option<Self> {
+        let d: Self = serde_json::from_value(value.clone()).ok()?;
+        (d.plume == DESCRIPTOR_VERSION).then_some(d)
+    }
+
+    /// The methods, parsed.
+    pub fn method_list(&self) -> Vec<Method> {
+        self.methods.iter().map(|m| Method::from_name(m)).collect()
+    }
+
+    /// The custom events (everything but the standard four).
+    pub fn custom_events(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| !plume::STANDARD_EVENTS.contains(&e.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// True when a call of `method` may be retried on another provider.
+    pub fn is_idempotent(&self, method: &Method) -> bool {
+        method.is_idempotent() || self.idempotent.iter().any(|m| m == method.as_str())
+    }
+}
+
+/// The params that cross the mesh. Connections, sockets, headers and raw tokens never do.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct WireParams {
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub(crate) query: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub(crate) route: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) provider: Option<Provider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<Value>,
+    /// `authentication` without its `accessToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) authentication: Option<Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub(crate) extra: Map<String, Value>,
+}
+
+impl WireParams {
+    /// The wire form of `params`, keeping only the `extra` keys in `extras`.
+    pub(crate) fn from_params(params: &Params, extras: &[String]) -> Self {
+        let authentication = params.authentication.as_ref().map(|a| match a {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(k, _)| k.as_str() != "accessToken")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            _ => Value::Null,
+        });
+        Self {
+            query: params.query.clone(),
+            route: params.route.clone(),
+            provider: params.provider,
+            user: params.user.clone(),
+            authentication,
+            extra: params
+                .extra
+                .iter()
+                .filter(|(k, _)| extras.iter().any(|e| e == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// The params a provider runs the call with (`from_remote = true`).
+    pub(crate) fn into_params(self) -> Params {
+        let mut params = Params::new();
+        params.query = self.query;
+        params.route = self.route;
+        params.provider = self.provider;
+        params.user = self.user;
+        params.authentication = self.authentication;
+        params.extra = self.extra;
+        params.from_remote = true;
+        params
+    }
+}
+
+/// The body of a remote call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct CallBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<Value>,
+    #[serde(default)]
+    pub(crate) params: WireParams,
+}
+
+/// The small context that travels with an event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct EventContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) method: Option<Method>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub(crate) query: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<Value>,
+}
+
+impl EventContext {
+    pub(crate) fn from_hook(ctx: &HookContext) -> Self {
+        Self {
+            method: Some(ctx.method.clone()),
+            id: ctx.id.clone(),
+            query: ctx.params.query.clone(),
+            user: ctx.params.user.clone(),
+        }
+    }
+}
+
+/// One relayed event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct EventEnvelope {
+    pub(crate) key: String,
+    pub(crate) path: String,
+    pub(crate) event: String,
+    pub(crate) data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ctx: Option<EventContext>,
+}
+
+/// The message on [`WITHDRAWN_TOPIC`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Withdrawn {
+    pub(crate) node: String,
+    pub(crate) path: String,
+}

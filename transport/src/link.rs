@@ -1,0 +1,636 @@
+//! One TCP link to one peer: handshake, reader, writer, pending calls.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::FutureExt;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{
+    Auth, EventMsg, Frame, Goaway, Hello, Kind, PROTOCOL_VERSION, RequestMsg, ResponseMsg,
+    TableDelta, TableSnapshot, Topic,
+};
+use crate::discovery::NodeId;
+use crate::mesh::{Inner, Request, lock};
+use crate::outbox::{Outbox, QueueError};
+use plume::Error;
+
+const LOG: &str = "plume::mesh";
+
+/// What happened to a call sent on a link.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The provider answered.
+    Reply(Result<Value, Error>),
+    /// The provider did not answer before the deadline.
+    Timeout,
+    /// The link died. `sent` is false when the request never left this node.
+    LinkLost { sent: bool },
+}
+
+/// A live link to a peer.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) peer: NodeId,
+    pub(crate) key: String,
+    pub(crate) out: Arc<Outbox>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, Error>>>>,
+    pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_id: AtomicU64,
+    pub(crate) pending_count: AtomicUsize,
+    permits: Semaphore,
+    pub(crate) remote_topics: Mutex<HashSet<String>>,
+    pub(crate) closed: CancellationToken,
+    /// Our snapshot is queued: deltas and topic changes may follow.
+    pub(crate) ready: AtomicBool,
+    /// The peer sent goaway: route nothing new to it.
+    pub(crate) draining: AtomicBool,
+    gate: Mutex<()>,
+    /// The peer acknowledged our goaway.
+    pub(crate) goaway_acked: AtomicBool,
+    serving: Mutex<HashMap<u64, AbortHandle>>,
+    serving_count: AtomicUsize,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Link {
+    /// Send a call and wait for its outcome. `payload` is an encoded [`RequestMsg`].
+    pub(crate) async fn request(
+        &self,
+        payload: bytes::Bytes,
+        deadline: Instant,
+        max_wait_for_permit: Instant,
+    ) -> Result<Outcome, Error> {
+        let permit = match self.permits.try_acquire() {
+            Ok(p) => Ok(Ok(p)),
+            Err(_) => timeout_at(max_wait_for_permit, self.permits.acquire()).await,
+        };
+        let permit = match permit {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Ok(Outcome::LinkLost { sent: false }),
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "too many calls in flight to node {}",
+                    self.peer
+                )));
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        self.pending_count.fetch_add(1, Ordering::Relaxed);
+        let _guard = PendingGuard(&self.pending_count);
+        let frame = Frame {
+            kind: Kind::Request,
+            id,
+            payload,
+        };
+        loop {
+            let sent = {
+                // The gate orders this request against a goaway acknowledgement: a request
+                // queued after the ack could reach a peer that already stopped, so it is not sent.
+                let _gate = lock(&self.gate);
+                if self.draining.load(Ordering::Acquire) {
+                    Err(QueueError::Closed)
+                } else {
+                    self.out.try_send(&frame)
+                }
+            };
+            match sent {
+                Ok(()) => break,
+                Err(QueueError::Closed) => {
+                    lock(&self.pending).remove(&id);
+                    return Ok(Outcome::LinkLost { sent: false });
+                }
+                Err(QueueError::Full) => {
+                    if timeout_at(deadline, self.out.wait_for_space())
+                        .await
+                        .is_err()
+                    {
+                        lock(&self.pending).remove(&id);
+                        return Ok(Outcome::Timeout);
+                    }
+                }
+            }
+        }
+        let out = match timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => Outcome::Reply(result),
+            Ok(Err(_)) => Outcome::LinkLost { sent: true },
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                let _ = self.out.try_send(&Frame::empty(Kind::Cancel, id));
+                Outcome::Timeout
+            }
+        };
+        drop(permit);
+        Ok(out)
+    }
+
+    /// Round-trip a ping.
+    pub(crate) async fn ping(&self, deadline: Instant) -> Result<Duration, Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pings).insert(id, tx);
+        let start = Instant::now();
+        let sent = timeout_at(deadline, self.out.send(&Frame::empty(Kind::Ping, id))).await;
+        let res = match sent {
+            Ok(Ok(())) => match timeout_at(deadline, rx).await {
+                Ok(Ok(())) => Ok(start.elapsed()),
+                Ok(Err(_)) => Err(Error::unavailable(format!(
+                    "link to node {} lost",
+                    self.peer
+                ))),
+                Err(_) => Err(Error::timeout(format!(
+                    "node {} did not answer the ping",
+                    self.peer
+                ))),
+            },
+            Ok(Err(_)) => Err(Error::unavailable(format!(
+                "link to node {} lost",
+                self.peer
+            ))),
+            Err(_) => Err(Error::timeout(format!(
+                "node {} did not take the ping",
+                self.peer
+            ))),
+        };
+        lock(&self.pings).remove(&id);
+        res
+    }
+
+    /// Queue a control frame without waiting. A full queue means the peer is hopelessly behind:
+    /// the link closes (it is redialled and resynchronised by a fresh snapshot).
+    pub(crate) fn send_control(&self, frame: Frame) {
+        if let Err(e) = self.out.try_send(&frame) {
+            if e == QueueError::Full {
+                tracing::warn!(target: LOG, peer = %self.peer, "write queue full for a control frame; closing the link");
+            }
+            self.closed.cancel();
+        }
+    }
+
+    /// Wait for the writer to flush and finish (bounded).
+    pub(crate) async fn join_writer(&self, limit: Duration) {
+        let handle = lock(&self.writer).take();
+        if let Some(h) = handle {
+            let _ = timeout(limit, h).await;
+        }
+    }
+}
+
+struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The HMAC a prover sends: it binds the role, both node ids, both nonces and the environment.
+fn auth_mac(
+    secret: &[u8],
+    role: &[u8],
+    prover: NodeId,
+    verifier: NodeId,
+    verifier_nonce: &[u8],
+    prover_nonce: &[u8],
+    environment: &str,
+) -> Result<HmacSha256, String> {
+    let mut mac = HmacSha256::new_from_slice(secret).map_err(|e| e.to_string())?;
+    mac.update(b"plume-mesh-auth-v1\0");
+    mac.update(role);
+    mac.update(&prover.0.to_be_bytes());
+    mac.update(&verifier.0.to_be_bytes());
+    mac.update(verifier_nonce);
+    mac.update(prover_nonce);
+    mac.update(environment.as_bytes());
+    Ok(mac)
+}
+
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Frame, String> {
+    loop {
+        if let Some(f) = Frame::decode(buf, max).map_err(|e| e.to_string())? {
+            return Ok(f);
+        }
+        buf.reserve(4096);
+        let n = rd
+            .read_buf(buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if n == 0 {
+            return Err("connection closed during the handshake".into());
+        }
+    }
+}
+
+/// Run the handshake on a fresh connection and start the link. `expect` is the node the dialer
+/// meant to reach (None on the accepting side).
+pub(crate) async fn establish(
+    inner: &Arc<Inner>,
+    stream: TcpStream,
+    expect: Option<NodeId>,
+) -> Result<Arc<Link>, String> {
+    let limit = inner.cfg.handshake_timeout;
+    match timeout(limit, handshake(inner, stream, expect)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("handshake took longer than {limit:?}")),
+    }
+}
+
+async fn handshake(
+    inner: &Arc<Inner>,
+    stream: TcpStream,
+    expect: Option<NodeId>,
+) -> Result<Arc<Link>, String> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let nonce: [u8; 32] = rand::random();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        node: inner.node.to_string(),
+        environment: inner.environment.clone(),
+        key: inner.key.clone(),
+        auth: inner.secret.is_some(),
+        nonce: nonce.to_vec(),
+    };
+    let io = |e: std::io::Error| format!("write failed: {e}");
+    wr.write_all(&Frame::with(Kind::Hello, 0, &hello).to_bytes())
+        .await
+        .map_err(io)?;
+    let max = inner.cfg.max_frame.min(64 * 1024);
+    let first = read_frame(&mut rd, &mut buf, max).await?;
+    if first.kind != Kind::Hello {
+        return Err(format!("expected hello, got {}", first.kind));
+    }
+    let theirs: Hello = first.parse().map_err(|e| e.to_string())?;
+    if theirs.protocol != PROTOCOL_VERSION {
+        return Err(format!("unsupported protocol version {}", theirs.protocol));
+    }
+    if theirs.environment != inner.environment {
+        return Err(format!("peer is in environment '{}'", theirs.environment));
+    }
+    let peer = u128::from_str_radix(&theirs.node, 16)
+        .map(NodeId)
+        .map_err(|_| format!("bad node id '{}'", theirs.node))?;
+    if peer == inner.node {
+        return Err("connected to itself".into());
+    }
+    if let Some(want) = expect
+        && want != peer
+    {
+        return Err(format!("dialled node {want} but reached {peer}"));
+    }
+    if theirs.auth != inner.secret.is_some() {
+        return Err("one side has a mesh secret and the other does not".into());
+    }
+    if let Some(secret) = &inner.secret {
+        if theirs.nonce.len() != 32 {
+            return Err("bad challenge length".into());
+        }
+        let (mine, other): (&[u8], &[u8]) = if expect.is_some() {
+            (b"dial", b"accept")
+        } else {
+            (b"accept", b"dial")
+        };
+        let proof = auth_mac(
+            secret,
+            mine,
+            inner.node,
+            peer,
+            &theirs.nonce,
+            &nonce,
+            &inner.environment,
+        )?
+        .finalize()
+        .into_bytes()
+        .to_vec();
+        wr.write_all(&Frame::with(Kind::Auth, 0, &Auth { mac: proof }).to_bytes())
+            .await
+            .map_err(io)?;
+        let f = read_frame(&mut rd, &mut buf, max).await?;
+        if f.kind != Kind::Auth {
+            return Err(format!("expected auth, got {}", f.kind));
+        }
+        let auth: Auth = f.parse().map_err(|e| e.to_string())?;
+        auth_mac(
+            secret,
+            other,
+            peer,
+            inner.node,
+            &nonce,
+            &theirs.nonce,
+            &inner.environment,
+        )?
+        .verify_slice(&auth.mac)
+        .map_err(|_| "the peer does not know the mesh secret".to_string())?;
+    }
+
+    let closed = inner.shutdown.child_token();
+    let out = Outbox::new(wr, inner.cfg.write_buffer, closed.clone());
+    let link = Arc::new(Link {
+        peer,
+        key: theirs.key,
+        out,
+        pending: Mutex::new(HashMap::new()),
+        pings: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        pending_count: AtomicUsize::new(0),
+        permits: Semaphore::new(inner.cfg.max_in_flight),
+        remote_topics: Mutex::new(HashSet::new()),
+        closed,
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        gate: Mutex::new(()),
+        goaway_acked: AtomicBool::new(false),
+        serving: Mutex::new(HashMap::new()),
+        serving_count: AtomicUsize::new(0),
+        writer: Mutex::new(None),
+    });
+    let writer = tokio::spawn(link.out.clone().run_writer());
+    *lock(&link.writer) = Some(writer);
+    inner.register_link(&link);
+    tokio::spawn(read_loop(inner.clone(), link.clone(), rd, buf));
+    tracing::debug!(target: LOG, node = %inner.node, peer = %peer, "link up");
+    Ok(link)
+}
+
+async fn read_loop(inner: Arc<Inner>, link: Arc<Link>, mut rd: OwnedReadHalf, mut buf: BytesMut) {
+    let reason = run_reader(&inner, &link, &mut rd, &mut buf).await;
+    if link.closed.is_cancelled() || reason.starts_with("peer closed") {
+        tracing::debug!(target: LOG, node = %inner.node, peer = %link.peer, %reason, "link closed");
+    } else {
+        tracing::warn!(target: LOG, node = %inner.node, peer = %link.peer, %reason, "link closed");
+    }
+    link.closed.cancel();
+    lock(&link.pending).clear();
+    lock(&link.pings).clear();
+    inner.link_closed(&link);
+}
+
+async fn run_reader(
+    inner: &Arc<Inner>,
+    link: &Arc<Link>,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> String {
+    let mut got_snapshot = false;
+    let interval = inner.cfg.ping_interval;
+    let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
+    let mut last_rx = Instant::now();
+    let max = inner.cfg.max_frame;
+    let closed = link.closed.cancelled();
+    tokio::pin!(closed);
+    loop {
+        loop {
+            match Frame::decode(buf, max) {
+                Ok(Some(frame)) => {
+                    if let Err(reason) = handle(inner, link, frame, &mut got_snapshot) {
+                        return reason;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return format!("bad frame: {e}"),
+            }
+        }
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            r = rd.read_buf(buf) => match r {
+                Ok(0) => return "peer closed the connection".into(),
+                Ok(_) => last_rx = Instant::now(),
+                Err(e) => return format!("read failed: {e}"),
+            },
+            () = &mut closed => return "closed by this node".into(),
+            _ = tick.tick() => {
+                if last_rx.elapsed() > interval * 3 {
+                    return format!("peer silent for {:?}", last_rx.elapsed());
+                }
+                let _ = link.out.try_send(&Frame::empty(Kind::Ping, 0));
+            }
+        }
+    }
+}
+
+fn handle(
+    inner: &Arc<Inner>,
+    link: &Arc<Link>,
+    frame: Frame,
+    got_snapshot: &mut bool,
+) -> Result<(), String> {
+    let bad = |e: crate::codec::FrameError| e.to_string();
+    if !*got_snapshot && !matches!(frame.kind, Kind::TableSnapshot | Kind::Ping | Kind::Pong) {
+        return Err(format!(
+            "unexpected {} before the table snapshot",
+            frame.kind
+        ));
+    }
+    match frame.kind {
+        Kind::Hello | Kind::Auth => {
+            return Err(format!("unexpected {} after the handshake", frame.kind));
+        }
+        Kind::TableSnapshot => {
+            if *got_snapshot {
+                return Err("a second table snapshot".into());
+            }
+            let snap: TableSnapshot = frame.parse().map_err(bad)?;
+            *lock(&link.remote_topics) = snap.topics.into_iter().collect();
+            inner.add_remote_entries(link, snap.entries);
+            *got_snapshot = true;
+        }
+        Kind::TableDelta => {
+            let delta: TableDelta = frame.parse().map_err(bad)?;
+            inner.remove_remote_entries(link, Some(&delta.removed));
+            inner.add_remote_entries(link, delta.added);
+        }
+        Kind::Subscribe => {
+            let t: Topic = frame.parse().map_err(bad)?;
+            lock(&link.remote_topics).insert(t.topic);
+        }
+        Kind::Unsubscribe => {
+            let t: Topic = frame.parse().map_err(bad)?;
+            lock(&link.remote_topics).remove(&t.topic);
+        }
+        Kind::Request => {
+            let req: RequestMsg = frame.parse().map_err(bad)?;
+            serve(inner, link, frame.id, req);
+        }
+        Kind::Response => {
+            let resp: ResponseMsg = frame.parse().map_err(bad)?;
+            let result = match (resp.ok, resp.err) {
+                (_, Some(err)) => Err(Error::from_json(err)),
+                (Some(ok), None) => Ok(ok),
+                (None, None) => Ok(Value::Null),
+            };
+            if let Some(tx) = lock(&link.pending).remove(&frame.id) {
+                let _ = tx.send(result);
+            }
+        }
+        Kind::Cancel => {
+            let handle = lock(&link.serving).remove(&frame.id);
+            if let Some(h) = handle {
+                h.abort();
+            }
+        }
+        Kind::Event => {
+            let ev: EventMsg = frame.parse().map_err(bad)?;
+            inner.deliver_local(&ev.topic, ev.data);
+        }
+        Kind::Ping => {
+            let _ = link.out.try_send(&Frame::empty(Kind::Pong, frame.id));
+        }
+        Kind::Pong => {
+            if let Some(tx) = lock(&link.pings).remove(&frame.id) {
+                let _ = tx.send(());
+            }
+        }
+        Kind::Goaway => {
+            let g: Goaway = frame.parse().map_err(bad)?;
+            if g.ack {
+                link.goaway_acked.store(true, Ordering::Release);
+                inner.link_changed();
+            } else {
+                tracing::debug!(target: LOG, node = %inner.node, peer = %link.peer, reason = %g.reason, "peer drains");
+                {
+                    let _gate = lock(&link.gate);
+                    link.draining.store(true, Ordering::Release);
+                    link.send_control(Frame::with(
+                        Kind::Goaway,
+                        0,
+                        &Goaway {
+                            reason: "ack".into(),
+                            ack: true,
+                        },
+                    ));
+                }
+                inner.remove_remote_entries(link, None);
+            }
+        }
+    }
+    Ok(())
+}
+
+struct ServingGuard {
+    inner: Arc<Inner>,
+    link: Arc<Link>,
+    id: u64,
+}
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        lock(&self.link.serving).remove(&self.id);
+        self.link.serving_count.fetch_sub(1, Ordering::AcqRel);
+        self.inner.serving_done();
+    }
+}
+
+fn respond(id: u64, result: Result<Value, Error>) -> Frame {
+    let msg = match result {
+        Ok(v) => ResponseMsg {
+            ok: Some(v),
+            err: None,
+        },
+        Err(e) => ResponseMsg {
+            ok: None,
+            err: Some(e.to_json()),
+        },
+    };
+    Frame::with(Kind::Response, id, &msg)
+}
+
+/// Start serving a request from the peer.
+fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
+    let immediate = |result: Result<Value, Error>| {
+        let frame = respond(id, result);
+        if let Err(QueueError::Full) = link.out.try_send(&frame) {
+            let out = link.out.clone();
+            tokio::spawn(async move {
+                let _ = out.send(&frame).await;
+            });
+        }
+    };
+    let Some(handler) = inner.local_handler(&req.name) else {
+        immediate(Err(Error::not_found(format!(
+            "node {} does not provide '{}'",
+            inner.node, req.name
+        ))));
+        return;
+    };
+    if link.serving_count.load(Ordering::Acquire) >= inner.cfg.max_in_flight {
+        immediate(Err(Error::too_many_requests(format!(
+            "node {} is serving too many calls from this peer",
+            inner.node
+        ))));
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
+    let request = Request {
+        name: req.name,
+        method: req.method,
+        body: req.body,
+        deadline: deadline.into_std(),
+        from: link.peer,
+    };
+    // A panicking handler answers GeneralError; it never takes the link's reader down.
+    let panicked = || Err(Error::general_error("the handler panicked"));
+    let Ok(mut fut) = catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
+        immediate(panicked());
+        return;
+    };
+    // Quick handlers answer on their first poll: reply from here, without a task. A handler
+    // that is not ready gets a task (it re-registers its wakers on the next poll).
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        Ok(Poll::Ready(result)) => {
+            immediate(result);
+            return;
+        }
+        Ok(Poll::Pending) => {}
+        Err(_) => {
+            immediate(panicked());
+            return;
+        }
+    }
+    link.serving_count.fetch_add(1, Ordering::AcqRel);
+    inner.serving_started();
+    let guard = ServingGuard {
+        inner: inner.clone(),
+        link: link.clone(),
+        id,
+    };
+    let mut serving = lock(&link.serving);
+    let task = tokio::spawn(async move {
+        let result = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::general_error("the handler panicked")),
+            Err(_) => Err(Error::timeout(
+                "the call did not finish before its deadline",
+            )),
+        };
+        let frame = respond(id, result);
+        let _ = guard.link.out.send(&frame).await;
+        drop(guard);
+    });
+    serving.insert(id, task.abort_handle());
+}

@@ -1,0 +1,206 @@
+//! The bounded write side of a link.
+//!
+//! A sender appends its frame to the link's buffer. When no write is in progress, the sender
+//! writes the buffer to the socket itself with one non-blocking `write`; only what the socket
+//! does not take at once is left to the link's writer task. Under load, frames queue behind the
+//! write in progress and go out in batches.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Frame, HEADER_LEN};
+use crate::mesh::lock;
+
+const LOG: &str = "plume::mesh";
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// The buffer is at its limit.
+    Full,
+    /// The link is closed.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    buf: BytesMut,
+    /// The writer task owns the socket's write side until the buffer is empty.
+    flushing: bool,
+    closed: bool,
+}
+
+/// A link's write buffer and socket write half.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    wr: OwnedWriteHalf,
+    limit: usize,
+    wake_writer: Notify,
+    space: Notify,
+    closed: CancellationToken,
+}
+
+impl Outbox {
+    pub(crate) fn new(wr: OwnedWriteHalf, limit: usize, closed: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                buf: BytesMut::with_capacity(64 * 1024),
+                flushing: false,
+                closed: false,
+            }),
+            wr,
+            limit,
+            wake_writer: Notify::new(),
+            space: Notify::new(),
+            closed,
+        })
+    }
+
+    /// Queue a frame without waiting. A frame always fits in an empty buffer.
+    pub(crate) fn try_send(&self, frame: &Frame) -> Result<(), QueueError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(QueueError::Closed);
+        }
+        let need = HEADER_LEN + frame.payload.len();
+        if !st.buf.is_empty() && st.buf.len() + need > self.limit {
+            return Err(QueueError::Full);
+        }
+        frame.encode_into(&mut st.buf);
+        if st.flushing {
+            return Ok(());
+        }
+        match self.wr.try_write(&st.buf) {
+            Ok(n) => {
+                st.buf.advance(n);
+                if st.buf.is_empty() {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
+                st.closed = true;
+                st.buf.clear();
+                drop(st);
+                self.closed.cancel();
+                return Ok(());
+            }
+        }
+        st.flushing = true;
+        drop(st);
+        self.wake_writer.notify_one();
+        Ok(())
+    }
+
+    /// Queue a frame for the writer task without writing it here: for events, which then go
+    /// out in batches.
+    pub(crate) fn try_send_batched(&self, frame: &Frame) -> Result<(), QueueError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(QueueError::Closed);
+        }
+        let need = HEADER_LEN + frame.payload.len();
+        if !st.buf.is_empty() && st.buf.len() + need > self.limit {
+            return Err(QueueError::Full);
+        }
+        frame.encode_into(&mut st.buf);
+        if !st.flushing {
+            st.flushing = true;
+            drop(st);
+            self.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queue a frame, waiting for room while the buffer is full.
+    pub(crate) async fn send(&self, frame: &Frame) -> Result<(), QueueError> {
+        loop {
+            let space = self.space.notified();
+            match self.try_send(frame) {
+                Err(QueueError::Full) => {}
+                other => return other,
+            }
+            tokio::select! {
+                () = space => {}
+                () = self.closed.cancelled() => return Err(QueueError::Closed),
+            }
+        }
+    }
+
+    /// Wait until the buffer may have room (or the link closed).
+    pub(crate) async fn wait_for_space(&self) {
+        let space = self.space.notified();
+        if !self.is_full() {
+            return;
+        }
+        tokio::select! {
+            () = space => {}
+            () = self.closed.cancelled() => {}
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        let st = lock(&self.state);
+        !st.buf.is_empty() && st.buf.len() >= self.limit
+    }
+
+    async fn write_all(&self, mut chunk: &[u8]) -> io::Result<()> {
+        while !chunk.is_empty() {
+            self.wr.writable().await?;
+            match self.wr.try_write(chunk) {
+                Ok(n) => chunk = &chunk[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The link's writer task: finishes writes the socket did not take at once; on close,
+    /// flushes what is queued (bounded) and shuts the write side down.
+    pub(crate) async fn run_writer(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.wake_writer.notified() => {}
+                () = self.closed.cancelled() => break,
+            }
+            loop {
+                let chunk = {
+                    let mut st = lock(&self.state);
+                    if st.buf.is_empty() {
+                        st.flushing = false;
+                        break;
+                    }
+                    st.buf.split()
+                };
+                self.space.notify_waiters();
+                if let Err(e) = self.write_all(&chunk).await {
+                    tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
+                    self.closed.cancel();
+                    lock(&self.state).closed = true;
+                    return;
+                }
+            }
+        }
+        let rest = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.buf.split()
+        };
+        self.space.notify_waiters();
+        if !rest.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.write_all(&rest)).await;
+        }
+        let stream: &tokio::net::TcpStream = self.wr.as_ref();
+        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    }
+}
