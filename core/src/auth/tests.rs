@@ -634,3 +634,21 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_hook_can_add_claims_but_not_replace_the_standard_ones() {
+    let f = fixture().await;
+    let auth = ok(f.app.require("authentication"));
+    auth.hooks().before(crate::hooks::hook_sync(|ctx| {
+        ctx.params
+            .extra
+            .insert("payload".into(), json!({"role": "admin", "sub": "999"}));
+        Ok(())
+    }));
+    let token = token_of(&login(&f).await);
+    let payload = ok(f.auth.verify_access_token(&token));
+    assert_eq!(payload.get("role"), Some(&json!("admin")));
+    assert_eq!(payload.get("sub"), Some(&json!("1")));
+    let keys: Vec<&String> = payload.keys().collect();
+    assert_eq!(keys, ["role", "iat", "exp", "aud", "iss", "sub", "jti"]);
+}
