@@ -11,6 +11,9 @@ step() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The NATS and Redis backend tests start real servers on free loopback ports.
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -43,7 +43,7 @@ use plume::hooks::HookRegistry;
 use plume::{App, Plugin};
 use tokio::sync::{mpsc, watch};
 
-use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, LocalNode};
+use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode};
 use crate::mesh::{Mesh, MeshBuilder, MeshError, ProviderInfo};
 
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
@@ -441,13 +441,19 @@ impl Distribution {
         // The plugin runs discovery itself and feeds the mesh through its peer channel, so that
         // the table watcher exists before any peer can learn of this node: nothing is missed.
         let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENTS);
+        let on_nats = matches!(discovery.mode, DiscoveryMode::Nats { .. });
         let mut builder = Mesh::builder()
             .environment(self.environment.clone())
             .key(self.key.clone())
             .listen(self.listen)
             .timeout(self.timeout)
-            .secret(discovery.secret.clone())
-            .peers(peer_rx);
+            .secret(discovery.secret.clone());
+        builder = if on_nats {
+            // On NATS the mesh runs discovery itself; it starts once the watcher exists.
+            builder.discovery(discovery.clone()).defer_discovery()
+        } else {
+            builder.peers(peer_rx)
+        };
         if let Some(f) = self.customize.take() {
             builder = f(builder);
         }
@@ -455,6 +461,15 @@ impl Distribution {
             .start()
             .await
             .map_err(|e| DistributionError::Mesh(Arc::new(e)))?;
+        if on_nats {
+            let shared = Shared::start(app.clone(), mesh.clone(), self);
+            mesh.start_discovery();
+            let handle = DistributionHandle { shared };
+            app.insert_extension(handle.clone());
+            let on_stop = handle.clone();
+            app.on_shutdown(move || Box::pin(async move { on_stop.shutdown().await }));
+            return Ok(handle);
+        }
         let info = mesh.peer_info();
         let local = LocalNode {
             node: info.node,
