@@ -33,15 +33,17 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::any::Any;
+use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use plume::hooks::HookRegistry;
+use plume::server::{RestLayer, RestService};
 use plume::{App, Plugin};
 use tokio::sync::{mpsc, watch};
+use tower::Layer;
 
 use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode};
 use crate::mesh::{Mesh, MeshBuilder, MeshError, ProviderInfo};
@@ -92,7 +94,7 @@ pub struct Distribution {
     pub(crate) remote_service_path: Option<PathRename>,
     pub(crate) remote_service_options: Option<OptionKeys>,
     pub(crate) hooks: Vec<ProxyHooks>,
-    pub(crate) middlewares: Vec<Arc<dyn Any + Send + Sync>>,
+    pub(crate) middlewares: Vec<RestLayer>,
     pub(crate) timeout: Duration,
     pub(crate) grace: Duration,
     pub(crate) distributed_events: NameFilter,
@@ -277,11 +279,23 @@ impl Distribution {
         self
     }
 
-    /// A tower layer for every proxy's REST routes. Stored; applied once the REST server offers
-    /// a per-path layer API (see `docs/distribution.md`).
+    /// A tower layer around every proxy's REST routes (the first added is the outermost). Any
+    /// layer [`RestLayer::new`] accepts fits, e.g. `axum::middleware::from_fn(..)`.
     #[must_use]
-    pub fn middleware<L: Send + Sync + 'static>(mut self, layer: L) -> Self {
-        self.middlewares.push(Arc::new(layer));
+    pub fn middleware<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<RestService> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                axum::extract::Request,
+                Response = axum::response::Response,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<axum::extract::Request>>::Future: Send + 'static,
+    {
+        self.middlewares.push(RestLayer::new(layer));
         self
     }
 
@@ -591,9 +605,9 @@ impl DistributionHandle {
         self.shared.providers_of(&plume::normalize_path(local_path))
     }
 
-    /// The middlewares given with [`Distribution::middleware`], for a REST server to apply
-    /// around proxy routes.
-    pub fn middlewares(&self) -> &[Arc<dyn Any + Send + Sync>] {
+    /// The middlewares given with [`Distribution::middleware`]; every proxy's REST routes run
+    /// through them.
+    pub fn middlewares(&self) -> &[RestLayer] {
         &self.shared.opts.middlewares
     }
 
