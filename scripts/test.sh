@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole Plume test suite: formatting, lints, Rust tests (unit, component, multi-process,
 # multi-host), the official Feathers JS conformance suite, and the gateway demo in headless
-# Chromium. Installs what the tests need when it
-# is missing. Usage: scripts/test.sh
+# Chromium. Installs what the tests need when it is missing. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
