@@ -4,9 +4,12 @@
 # tests/browser/demo.test.mjs, which starts the demo on free loopback ports and drives headless
 # Chromium against its page. Installs Debian's chromium when it is missing.
 #
+# It runs the demo on each mesh backend: loopback (the default), NATS and Redis.
+#
 # Usage: scripts/browser-test.sh
 # Env:   PLUME_CHROMIUM   the browser binary (default /usr/bin/chromium)
 #        PLUME_ARTIFACTS  where screenshots go (default target/artifacts/browser)
+#        PLUME_BROWSER_BACKENDS  the backends to run (default "loopback nats redis")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,12 +35,68 @@ rm -rf "$artifacts"
 mkdir -p "$artifacts"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/plume-browser.XXXXXX")
-cleanup() { rm -rf "$work"; }
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 cp tests/browser/package.json tests/browser/package-lock.json tests/browser/*.mjs "$work/"
 echo "==> npm ci in $work"
 (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
 
-echo "==> browser test against $bin (screenshots in $artifacts)"
+free_port() {
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# Wait (10 s at most) until 127.0.0.1:$1 accepts connections.
+wait_port() {
+  local deadline=$((SECONDS + 10))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "browser-test.sh: nothing listens on 127.0.0.1:$1" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# The same demo scenario on each mesh backend: the embedded loopback mesh, then NATS and Redis
+# discovery (a real nats-server / redis-server on a free loopback port, stopped by PID).
+backends=${PLUME_BROWSER_BACKENDS:-"loopback nats redis"}
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}
+cleanup() { stop_server; rm -rf "$work"; }
+trap cleanup EXIT
+
 cd "$work"
-node demo.test.mjs --bin "$bin" --artifacts "$artifacts"
+for backend in $backends; do
+  backend_env=()
+  case "$backend" in
+    loopback) ;;
+    nats)
+      port=$(free_port)
+      nats-server -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
+      server_pid=$!
+      wait_port "$port"
+      backend_env=(PLUME_DISCOVERY=nats "PLUME_NATS_URL=nats://127.0.0.1:$port")
+      ;;
+    redis)
+      port=$(free_port)
+      redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        >"$work/redis.log" 2>&1 &
+      server_pid=$!
+      wait_port "$port"
+      backend_env=(PLUME_DISCOVERY=redis "PLUME_REDIS_URL=redis://127.0.0.1:$port")
+      ;;
+    *)
+      echo "browser-test.sh: unknown backend $backend" >&2
+      exit 1
+      ;;
+  esac
+  echo "==> browser test on the $backend backend against $bin (screenshots in $artifacts/$backend)"
+  mkdir -p "$artifacts/$backend"
+  env "${backend_env[@]}" node demo.test.mjs --bin "$bin" --artifacts "$artifacts/$backend"
+  stop_server
+done
