@@ -502,6 +502,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_todos_provider_needs_the_forwarded_user() {
+        let app = build_todos_provider();
+        let todos = app.require("todos").unwrap_or_else(|e| panic!("{e}"));
+        let mut anonymous = Params::new();
+        anonymous.from_remote = true;
+        let e = todos.find(anonymous).await.err();
+        assert_eq!(e.map(|e| e.code()), Some(401));
+        let user = Params::new().with_user(json!({"id": 3}));
+        let t = todos
+            .create(
+                json!({"text": "a", "done": true, "priority": 1, "tag": "t"}),
+                user,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t["userId"], 3);
+        assert!(app.service("users").is_none() && app.service("authentication").is_none());
+        let front = build_front("s".into());
+        assert!(front.service("todos").is_none() && front.service("users").is_some());
+    }
+
+    #[tokio::test]
     async fn users_and_authentication_follow_the_contract() {
         let app = build_app("s".into());
         let rest = || Params::new().with_provider(plume::Provider::Rest);
