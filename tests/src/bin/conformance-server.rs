@@ -6,12 +6,23 @@
 //! `plume conformance server listening on http://127.0.0.1:PORT` once it accepts connections.
 //! The JWT secret is `PLUME_JWT_SECRET`, or a random one for this process (like the Node
 //! reference server).
+//!
+//! `conformance-server --distributed --port PORT` serves the same contract with `todos` in a
+//! separate process reached only through the mesh: the front process keeps `users` and
+//! `authentication`, starts `conformance-server --todos-only` as a child (same binary), consumes
+//! `todos` through a `Distribution` proxy guarded by `authenticate("jwt")` (the `hooks` option),
+//! and prints its readiness line only once that proxy is usable. Both processes share one mesh
+//! environment: `PLUME_ENV` if set, else a random one (so parallel runs never see each other).
+//! The discovery backend is the `PLUME_DISCOVERY` family of variables (`Distribution::from_env`).
+//! The child exits when its stdin reaches EOF (the parent holds the pipe), so it never outlives
+//! the parent, even one killed with SIGKILL; the parent also kills it by PID when it exits.
 
 use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
 use plume::hooks::hook_sync;
 use plume::memory::Multi;
 use plume::query::{FieldType, Schema};
 use plume::{App, Error, Id, MemoryOptions, MemoryService, Params, Result, ServiceOptions};
+use plume_transport::distribution::{Distribution, DistributionHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value, json};
 
@@ -194,6 +205,30 @@ fn check_user_data(data: &Value, partial: bool) -> Result<()> {
 
 /// Build the App of the contract.
 fn build_app(secret: String) -> App {
+    let app = build_front(secret);
+    let todos = app.use_service("todos", Todos::new());
+    todos.hooks().before(authenticate(["jwt"]));
+    app
+}
+
+/// The todos provider of the distributed mode: the front process authenticated the caller (its
+/// proxy runs `authenticate("jwt")`), and `params.user` crossed the mesh with the call (tokens do
+/// not). A call without a user is refused here too.
+fn build_todos_provider() -> App {
+    let app = App::new();
+    let todos = app.use_service("todos", Todos::new());
+    todos.hooks().before(hook_sync(|ctx| {
+        if ctx.params.user.is_some() {
+            Ok(())
+        } else {
+            Err(Error::not_authenticated("Not authenticated"))
+        }
+    }));
+    app
+}
+
+/// `users` and `authentication`: everything but `todos`.
+fn build_front(secret: String) -> App {
     let app = App::new();
 
     let users_store: MemoryService = MemoryService::with_options(
@@ -222,29 +257,118 @@ fn build_app(secret: String) -> App {
         .before_for(&["create", "patch"], hash_password("password"))
         .after(protect(["password"]));
 
-    let todos = app.use_service("todos", Todos::new());
-    todos.hooks().before(authenticate(["jwt"]));
-
     AuthenticationService::setup(&app, AuthConfig::new(secret));
     app
 }
 
+/// How this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Everything in this process.
+    Local,
+    /// `users` and `authentication` here, `todos` in a child process, through the mesh.
+    Distributed,
+    /// The child of `Distributed` (hidden): only `todos`, published on the mesh.
+    TodosOnly,
+}
+
 struct Args {
     port: u16,
+    mode: Mode,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut port = std::env::var("PORT").ok();
+    let mut mode = Mode::Local;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = Some(args.next().ok_or("--port needs a value")?),
+            "--distributed" => mode = Mode::Distributed,
+            "--todos-only" => mode = Mode::TodosOnly,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     let port = port.unwrap_or_else(|| "3030".into());
     let port = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
-    Ok(Args { port })
+    Ok(Args { port, mode })
+}
+
+/// How long the front process waits for the todos provider to be usable through the mesh.
+const TODOS_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The mesh environment shared by the front process and its child.
+fn mesh_environment() -> String {
+    std::env::var("PLUME_ENV")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| format!("conformance-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// The child process: publish `todos` and serve until stdin reaches EOF (the parent is gone)
+/// or a signal arrives.
+async fn run_todos_only() -> anyhow::Result<()> {
+    let app = build_todos_provider();
+    let dist = Distribution::from_env()?
+        .environment(mesh_environment())
+        .key("todos")
+        .remote_services(false)
+        .start(&app)
+        .await?;
+    // The handle stays registered on the App; `app.shutdown()` stops it.
+    drop(dist);
+    let parent_gone = async {
+        use tokio::io::AsyncReadExt as _;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        // EOF (0) or an error: the parent closed its end, or died.
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = parent_gone => {}
+        () = shutdown_signal() => {}
+    }
+    app.shutdown().await;
+    Ok(())
+}
+
+/// The front process of `--distributed`: start the child, mount the todos proxy.
+async fn start_distributed(
+    app: &App,
+) -> anyhow::Result<(tokio::process::Child, DistributionHandle)> {
+    let environment = mesh_environment();
+    let exe = std::env::current_exe()?;
+    let child = tokio::process::Command::new(exe)
+        .arg("--todos-only")
+        .env("PLUME_ENV", &environment)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let dist = Distribution::from_env()?
+        .environment(environment)
+        .key("front")
+        .services(false)
+        .remote_services(["todos"])
+        .hooks(|h| {
+            h.before(authenticate(["jwt"]));
+        })
+        .start(app)
+        .await?;
+    tokio::time::timeout(TODOS_READY_WITHIN, dist.remote_ready("todos"))
+        .await
+        .map_err(|_| anyhow::anyhow!("the todos provider did not appear on the mesh in time"))?;
+    Ok((child, dist))
+}
+
+/// Kill the child by PID and reap it.
+async fn stop_child(mut child: tokio::process::Child) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }
 
 #[tokio::main]
@@ -273,8 +397,30 @@ async fn main() -> anyhow::Result<()> {
                 uuid::Uuid::new_v4().simple()
             )
         });
-    let app = build_app(secret);
-    let listening = app.listen(("127.0.0.1", args.port)).await?;
+    if args.mode == Mode::TodosOnly {
+        return run_todos_only().await;
+    }
+    let (app, child) = if args.mode == Mode::Distributed {
+        let app = build_front(secret);
+        match start_distributed(&app).await {
+            Ok((child, _dist)) => (app, Some(child)),
+            Err(e) => {
+                app.shutdown().await;
+                return Err(e);
+            }
+        }
+    } else {
+        (build_app(secret), None)
+    };
+    let listening = match app.listen(("127.0.0.1", args.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(child) = child {
+                stop_child(child).await;
+            }
+            return Err(e.into());
+        }
+    };
     let addr = listening.local_addr();
     {
         use std::io::Write as _;
@@ -285,6 +431,9 @@ async fn main() -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     app.shutdown().await;
+    if let Some(child) = child {
+        stop_child(child).await;
+    }
     Ok(())
 }
 
@@ -350,6 +499,28 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stats, json!({"tag": "t", "total": 1, "done": 0, "open": 1}));
+    }
+
+    #[tokio::test]
+    async fn the_todos_provider_needs_the_forwarded_user() {
+        let app = build_todos_provider();
+        let todos = app.require("todos").unwrap_or_else(|e| panic!("{e}"));
+        let mut anonymous = Params::new();
+        anonymous.from_remote = true;
+        let e = todos.find(anonymous).await.err();
+        assert_eq!(e.map(|e| e.code()), Some(401));
+        let user = Params::new().with_user(json!({"id": 3}));
+        let t = todos
+            .create(
+                json!({"text": "a", "done": true, "priority": 1, "tag": "t"}),
+                user,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t["userId"], 3);
+        assert!(app.service("users").is_none() && app.service("authentication").is_none());
+        let front = build_front("s".into());
+        assert!(front.service("todos").is_none() && front.service("users").is_some());
     }
 
     #[tokio::test]

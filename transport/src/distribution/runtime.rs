@@ -832,7 +832,9 @@ impl Shared {
                 if !same_service(handle.service(), &service) {
                     continue;
                 }
-                let context = env.ctx.map(|c| {
+                // Every relayed event gets a context on this App and the proxy's path, also
+                // one emitted without a call on the provider (feathers-distributed #141).
+                let context = Some(env.ctx.unwrap_or_default()).map(|c| {
                     let mut params = Params::new();
                     params.query = c.query;
                     params.user = c.user;

@@ -1,0 +1,301 @@
+//! Helpers of the feathers-distributed ports (`fd_*.rs`): child processes, a minimal HTTP/1.1
+//! client for loopback REST calls, and the Node socket.io driver (`driver.mjs`, run with the
+//! official `socket.io-client` installed by `npm ci` from `core/tests/socketio-client`).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::time::timeout;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match timeout(WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// A mesh environment no other run uses.
+pub fn unique_env(test: &str) -> String {
+    format!("fd-{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A child process (`fd-node`, `dist-node`), killed (SIGKILL, by PID) when dropped; its stdin
+/// is a pipe we hold, so it also exits if this process dies.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub lines: Lines<BufReader<ChildStdout>>,
+    /// The words of its `READY` line after `READY`.
+    pub ready: Vec<String>,
+}
+
+impl Proc {
+    pub async fn start(bin: &str, args: &[&str], vars: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_remove("PLUME_MESH_SECRET")
+            .env_remove("PLUME_ENV")
+            .env_remove("PLUME_KEY")
+            .env_remove("PLUME_DISCOVERY")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("child starts");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = within(&format!("READY of {bin}"), lines.next_line())
+            .await
+            .expect("stdout readable")
+            .unwrap_or_else(|| panic!("{bin} exited before READY"));
+        let ready = line
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        Proc {
+            child,
+            stdin,
+            lines,
+            ready,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGKILL by PID, then reap.
+    pub async fn kill(mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let _ = within("exit", self.child.wait()).await;
+    }
+}
+
+/// An HTTP response: status and JSON body (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (`Connection: close`), JSON in and out.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Response {
+    within(&format!("{method} {path}"), async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        stream.write_all(req.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").expect("a header block");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let payload = if chunked { dechunk(rest) } else { rest.to_owned() };
+        Response {
+            status,
+            body: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        }
+    })
+    .await
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn node_available() -> bool {
+    std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Install the socket.io client once per lockfile content (the directory `core/tests/socket.rs`
+/// uses too) and put the driver script in it; returns the directory.
+pub fn install_client() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = root.join("core/tests/socketio-client");
+    let lock = std::fs::read(src.join("package-lock.json")).expect("lockfile");
+    let hash = lock.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    });
+    let dir = std::env::temp_dir().join(format!("plume-socketio-client-{hash:016x}"));
+    if !dir.join("node_modules/socket.io-client").exists() {
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(src.join(file), dir.join(file)).expect("copy");
+        }
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fd/driver.mjs");
+    let name = format!("fd-driver-{}.mjs", std::process::id());
+    std::fs::copy(script, dir.join(&name)).expect("driver script");
+    dir.join(name)
+}
+
+/// The Node socket.io driver: named sockets, calls with acknowledgements, recorded events.
+pub struct Sockets {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    next: u64,
+}
+
+impl Sockets {
+    pub fn start() -> Sockets {
+        let script = install_client();
+        let mut child = Command::new("node")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Sockets {
+            child,
+            stdin,
+            lines,
+            next: 0,
+        }
+    }
+
+    async fn request(&mut self, mut cmd: Value) -> Value {
+        self.next += 1;
+        cmd["id"] = json!(self.next);
+        let line = format!("{cmd}\n");
+        self.stdin.write_all(line.as_bytes()).await.expect("driver");
+        let answer = within(&format!("driver answer to {cmd}"), self.lines.next_line())
+            .await
+            .expect("driver stdout")
+            .expect("driver alive");
+        let answer: Value = serde_json::from_str(&answer).expect("JSON answer");
+        assert_eq!(answer["id"], json!(self.next));
+        if let Some(e) = answer.get("error") {
+            panic!("driver error on {cmd}: {e}");
+        }
+        answer["value"].clone()
+    }
+
+    pub async fn connect(&mut self, name: &str, port: u16) {
+        self.request(
+            json!({"op": "connect", "name": name, "url": format!("http://127.0.0.1:{port}")}),
+        )
+        .await;
+    }
+
+    /// `emit(args..., ack)`: the acknowledgement's arguments (`[error]` or `[null, result]`).
+    pub async fn call(&mut self, name: &str, args: Value) -> Value {
+        let ack = self
+            .request(json!({"op": "call", "name": name, "args": args}))
+            .await;
+        assert!(ack.get("timeout").is_none(), "no ack for {args}");
+        ack
+    }
+
+    /// The result of a call that must succeed.
+    pub async fn ok(&mut self, name: &str, args: Value) -> Value {
+        let ack = self.call(name, args.clone()).await;
+        assert!(ack[0].is_null(), "{args} failed: {ack}");
+        ack[1].clone()
+    }
+
+    /// The error of a call that must fail.
+    pub async fn err(&mut self, name: &str, args: Value) -> Value {
+        let ack = self.call(name, args.clone()).await;
+        assert!(!ack[0].is_null(), "{args} succeeded: {ack}");
+        ack[0].clone()
+    }
+
+    /// Waits (bounded) until `count` events named `event` arrived; returns each one's arguments.
+    pub async fn wait(&mut self, name: &str, event: &str, count: usize) -> Vec<Value> {
+        let got = self
+            .request(
+                json!({"op": "wait", "name": name, "event": event, "count": count, "ms": 10000}),
+            )
+            .await;
+        let got = got.as_array().cloned().unwrap_or_default();
+        assert!(
+            got.len() >= count,
+            "{count} `{event}` events on {name}, got {got:?}"
+        );
+        got
+    }
+
+    /// Every event seen so far on `name` (`[event, args...]`).
+    pub async fn seen(&mut self, name: &str) -> Vec<Value> {
+        self.request(json!({"op": "seen", "name": name}))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn clear(&mut self, name: &str) {
+        self.request(json!({"op": "clear", "name": name})).await;
+    }
+
+    pub async fn close(mut self) {
+        drop(self.stdin);
+        let _ = timeout(WAIT, self.child.wait()).await;
+    }
+}
