@@ -1,3 +1,4 @@
 //! Test harness for Plume: child processes with RAII guards, free ports and readiness waits.
 
+pub mod child;
 pub mod servers;

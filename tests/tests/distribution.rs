@@ -1,86 +1,26 @@
 //! Multi-process distribution tests: `dist-node` child processes publish services; the test
 //! process runs the gateway App and consumes them through the mesh (loopback discovery).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plume::{App, ErrorKind, Params};
+use plume_tests::child::ChildNode as Node;
 use plume_transport::distribution::{Distribution, DistributionHandle};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A `dist-node` child, killed (SIGKILL, by PID) when dropped.
-struct Node {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    id: String,
-    seed: i64,
+/// A `dist-node` child publishing `messages` under `key`.
+async fn start_node(env: &str, key: &str) -> Node {
+    let args = ["--env", env, "--key", key];
+    Node::start(env!("CARGO_BIN_EXE_dist-node"), &args, &[], WAIT).await
 }
 
-impl Node {
-    async fn start(env: &str, key: &str) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dist-node"))
-            .args(["--env", env, "--key", key])
-            .env_remove("PLUME_MESH_SECRET")
-            .env_remove("PLUME_ENV")
-            .env_remove("PLUME_KEY")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("dist-node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("ready in time")
-            .expect("stdout readable")
-            .expect("a ready line");
-        let mut parts = line
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .split_whitespace();
-        let id = parts.next().expect("node id").to_owned();
-        let seed = parts.next().and_then(|s| s.parse().ok()).expect("seed id");
-        Node {
-            child,
-            lines,
-            id,
-            seed,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running");
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    async fn kill(mut self) {
-        self.signal("-KILL");
-        let _ = timeout(WAIT, self.child.wait()).await.expect("dies");
-    }
-
-    async fn terminate(mut self) {
-        self.signal("-TERM");
-        let line = timeout(WAIT, self.lines.next_line())
-            .await
-            .expect("stops in time");
-        assert_eq!(line.expect("stdout").as_deref(), Some("STOPPED"));
-        let status = timeout(WAIT, self.child.wait())
-            .await
-            .expect("exits")
-            .expect("status");
-        assert!(status.success(), "{status:?}");
-    }
+/// The id of the record every `dist-node` seeds (the second word of its READY line).
+fn seed(node: &Node) -> i64 {
+    node.ready[1].parse().expect("seed id")
 }
 
 fn unique_env(test: &str) -> String {
@@ -116,13 +56,13 @@ async fn wait_providers(d: &DistributionHandle, path: &str, n: usize) {
 async fn a_new_provider_process_answers_through_the_gateway_and_leaves_cleanly() {
     let env = unique_env("join");
     let (app, d) = gateway(&env).await;
-    let node = Node::start(&env, "messages").await;
+    let node = start_node(&env, "messages").await;
     timeout(WAIT, d.remote_ready("messages"))
         .await
         .expect("proxy in time");
-    assert_eq!(d.providers("messages")[0].node.to_string(), node.id);
+    assert_eq!(d.providers("messages")[0].node.to_string(), node.id());
     let proxy = app.service("messages").expect("proxy");
-    let seed = proxy.get(node.seed, Params::new()).await.expect("get");
+    let seed = proxy.get(seed(&node), Params::new()).await.expect("get");
     assert_eq!(seed["text"], "seed of messages");
     let err = proxy
         .get(987_654, Params::new())
@@ -154,12 +94,12 @@ async fn a_new_provider_process_answers_through_the_gateway_and_leaves_cleanly()
 async fn sigkill_of_one_replica_under_load_fails_no_find_or_get() {
     let env = unique_env("sigkill");
     let (app, d) = gateway(&env).await;
-    let first = Node::start(&env, "messages").await;
-    let second = Node::start(&env, "messages").await;
+    let first = start_node(&env, "messages").await;
+    let second = start_node(&env, "messages").await;
     wait_providers(&d, "messages", 2).await;
     let proxy = app.service("messages").expect("proxy");
-    let seed = first.seed;
-    assert_eq!(seed, second.seed, "both replicas seed the same id");
+    let seed = seed(&first);
+    assert_eq!(seed, self::seed(&second), "both replicas seed the same id");
 
     // Bounded load: 4 workers alternating find and get until told to stop (at most 50 000
     // calls each); the kill lands in the middle of it.
@@ -222,7 +162,7 @@ async fn sigkill_of_one_replica_under_load_fails_no_find_or_get() {
         before_kill < 50_000 * 4 && total > after_removal + 400,
         "{before_kill} {after_removal} {total}"
     );
-    assert_eq!(d.providers("messages")[0].node.to_string(), second.id);
+    assert_eq!(d.providers("messages")[0].node.to_string(), second.id());
 
     // All replicas gone: 503 Unavailable, not a timeout.
     second.kill().await;

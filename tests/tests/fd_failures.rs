@@ -9,7 +9,7 @@ mod fd;
 
 use std::time::Duration;
 
-use fd::{Proc, unique_env, within};
+use fd::{start_proc, unique_env, within};
 use plume::{App, ErrorKind, Params};
 use plume_transport::distribution::{Distribution, DistributionHandle};
 use serde_json::json;
@@ -43,9 +43,9 @@ async fn feathers_distributed_network_failures() {
     let replica = ["--env", &env, "--key", "messages"];
     let other = ["--env", &env, "--key", "other", "--path", "other"];
     let (a, b, o) = tokio::join!(
-        Proc::start(DIST_NODE, &replica, &[]),
-        Proc::start(DIST_NODE, &replica, &[]),
-        Proc::start(DIST_NODE, &other, &[]),
+        start_proc(DIST_NODE, &replica, &[]),
+        start_proc(DIST_NODE, &replica, &[]),
+        start_proc(DIST_NODE, &other, &[]),
     );
     wait_providers(&d, "messages", 2).await;
     within("other proxy", d.remote_ready("other")).await;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fd::{Proc, Response, Sockets, http, unique_env, within};
+use fd::{Proc, Response, Sockets, http, start_proc, unique_env, within};
 use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password};
 use plume::hooks::{Hook, HookContext, hook_sync};
 use plume::{
@@ -272,9 +272,9 @@ async fn feathers_distributed_main_suite() {
     let args2 = ["--role", "consumer", "--env", &env, "--key", "2"];
     let args3 = ["--role", "noevents", "--env", &env, "--key", "3"];
     let (app1, app2, app3) = tokio::join!(
-        Proc::start(FD_NODE, &args1, &vars),
-        Proc::start(FD_NODE, &args2, &vars),
-        Proc::start(FD_NODE, &args3, &[]),
+        start_proc(FD_NODE, &args1, &vars),
+        start_proc(FD_NODE, &args2, &vars),
+        start_proc(FD_NODE, &args3, &[]),
     );
     let port = |p: &Proc| p.ready[0].parse::<u16>().expect("port");
     let (p1, p2) = (port(&app1), port(&app2));

@@ -1,78 +1,23 @@
 //! Multi-process mesh tests: real `mesh-node` child processes on loopback discovery.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plume::ErrorKind;
+use plume_tests::child::ChildNode as Node;
 use plume_transport::{CallOptions, Mesh};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::{Instant, timeout};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A `mesh-node` child, killed (SIGKILL, by PID) when dropped.
-struct Node {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    id: String,
-}
-
-impl Node {
-    async fn start(env: &str, args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-node"))
-            .args(["--env", env, "--key", "echoer"])
-            .args(args)
-            .env_remove("PLUME_MESH_SECRET")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mesh-node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("ready in time")
-            .expect("stdout readable")
-            .expect("a ready line");
-        let id = line
-            .strip_prefix("READY ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_string();
-        Node { child, lines, id }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().expect("running")
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then wait for `STOPPED` and a zero exit.
-    async fn terminate(mut self) {
-        self.signal("-TERM");
-        let line = timeout(WAIT, self.lines.next_line())
-            .await
-            .expect("stops in time");
-        assert_eq!(line.expect("stdout").as_deref(), Some("STOPPED"));
-        let status = timeout(WAIT, self.child.wait())
-            .await
-            .expect("exits")
-            .expect("status");
-        assert!(status.success(), "{status:?}");
-    }
+/// A `mesh-node` child on the echoer key of `env`.
+async fn start_node(env: &str, args: &[&str]) -> Node {
+    let mut all = vec!["--env", env, "--key", "echoer"];
+    all.extend_from_slice(args);
+    Node::start(env!("CARGO_BIN_EXE_mesh-node"), &all, &[], WAIT).await
 }
 
 fn unique_env(test: &str) -> String {
@@ -101,7 +46,7 @@ fn provider_ids(mesh: &Mesh, name: &str) -> Vec<String> {
 
 /// Wait (bounded, driven by table events) until the providers of `name` are exactly `nodes`.
 async fn wait_providers(mesh: &Mesh, name: &str, nodes: &[&Node]) {
-    let mut want: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let mut want: Vec<String> = nodes.iter().map(|n| n.id().to_owned()).collect();
     want.sort();
     let mut watch = mesh.watch();
     let deadline = Instant::now() + WAIT;
@@ -128,13 +73,13 @@ async fn whoami(mesh: &Mesh) -> String {
 async fn a_new_node_is_discovered_and_called() {
     let env = unique_env("discover");
     let mesh = caller(&env, None).await;
-    let a = Node::start(&env, &[]).await;
+    let a = start_node(&env, &[]).await;
     wait_providers(&mesh, "echo", &[&a]).await;
     assert_eq!(
         mesh.request("echo", json!({"hi": 1})).await.expect("echo"),
         json!({"hi": 1})
     );
-    let b = Node::start(&env, &[]).await;
+    let b = start_node(&env, &[]).await;
     wait_providers(&mesh, "echo", &[&a, &b]).await;
     assert_eq!(mesh.providers("whoami").len(), 2);
     mesh.shutdown().await;
@@ -145,9 +90,9 @@ async fn round_robin_spreads_over_processes() {
     let env = unique_env("rr");
     let mesh = caller(&env, None).await;
     let nodes = [
-        Node::start(&env, &[]).await,
-        Node::start(&env, &[]).await,
-        Node::start(&env, &[]).await,
+        start_node(&env, &[]).await,
+        start_node(&env, &[]).await,
+        start_node(&env, &[]).await,
     ];
     wait_providers(&mesh, "whoami", &[&nodes[0], &nodes[1], &nodes[2]]).await;
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -155,7 +100,7 @@ async fn round_robin_spreads_over_processes() {
         *counts.entry(whoami(&mesh).await).or_default() += 1;
     }
     for n in &nodes {
-        assert_eq!(counts.get(&n.id), Some(&10), "{counts:?}");
+        assert_eq!(counts.get(n.id()), Some(&10), "{counts:?}");
     }
     mesh.shutdown().await;
 }
@@ -214,9 +159,9 @@ async fn sigkill_of_a_responder_loses_no_idempotent_call() {
     let env = unique_env("kill");
     let mesh = caller(&env, None).await;
     let nodes = [
-        Node::start(&env, &["--delay-ms", "2"]).await,
-        Node::start(&env, &["--delay-ms", "2"]).await,
-        Node::start(&env, &["--delay-ms", "2"]).await,
+        start_node(&env, &["--delay-ms", "2"]).await,
+        start_node(&env, &["--delay-ms", "2"]).await,
+        start_node(&env, &["--delay-ms", "2"]).await,
     ];
     wait_providers(&mesh, "echo", &[&nodes[0], &nodes[1], &nodes[2]]).await;
     let failures = load(&mesh, 3000, 16, true, || nodes[0].signal("-KILL")).await;
@@ -235,8 +180,8 @@ async fn sigkill_of_a_responder_loses_no_idempotent_call() {
 async fn graceful_shutdown_fails_no_call() {
     let env = unique_env("drain");
     let mesh = caller(&env, None).await;
-    let a = Node::start(&env, &["--delay-ms", "5"]).await;
-    let b = Node::start(&env, &["--delay-ms", "5"]).await;
+    let a = start_node(&env, &["--delay-ms", "5"]).await;
+    let b = start_node(&env, &["--delay-ms", "5"]).await;
     wait_providers(&mesh, "echo", &[&a, &b]).await;
     let pid = a.pid();
     // Non-idempotent calls: none may fail while `a` drains.
@@ -255,14 +200,8 @@ async fn graceful_shutdown_fails_no_call() {
         failures.first()
     );
     let mut a = a;
-    let line = timeout(WAIT, a.lines.next_line())
-        .await
-        .expect("stops in time");
-    assert_eq!(line.expect("stdout").as_deref(), Some("STOPPED"));
-    let status = timeout(WAIT, a.child.wait())
-        .await
-        .expect("exits")
-        .expect("status");
+    assert_eq!(a.next_line().await.as_deref(), Some("STOPPED"));
+    let status = a.exit_status().await;
     assert!(status.success(), "{status:?}");
     wait_providers(&mesh, "echo", &[&b]).await;
     b.terminate().await;
@@ -273,18 +212,18 @@ async fn graceful_shutdown_fails_no_call() {
 async fn a_wrong_mesh_secret_allows_no_calls() {
     let env = unique_env("secret");
     let mesh = caller(&env, Some("right-secret")).await;
-    let wrong = Node::start(&env, &["--secret", "wrong-secret"]).await;
-    let right = Node::start(&env, &["--secret", "right-secret"]).await;
+    let wrong = start_node(&env, &["--secret", "wrong-secret"]).await;
+    let right = start_node(&env, &["--secret", "right-secret"]).await;
     wait_providers(&mesh, "whoami", &[&right]).await;
     for _ in 0..20 {
-        assert_eq!(whoami(&mesh).await, right.id);
+        assert_eq!(whoami(&mesh).await, right.id());
     }
-    assert_eq!(provider_ids(&mesh, "whoami"), vec![right.id.clone()]);
+    assert_eq!(provider_ids(&mesh, "whoami"), vec![right.id().to_owned()]);
     assert!(
         !mesh
             .linked_peers()
             .iter()
-            .any(|n| n.to_string() == wrong.id)
+            .any(|n| n.to_string() == wrong.id())
     );
     right.terminate().await;
     let err = mesh
@@ -307,17 +246,17 @@ async fn a_wrong_mesh_secret_allows_no_calls() {
 async fn other_environments_are_invisible() {
     let env = unique_env("env");
     let mesh = caller(&env, None).await;
-    let other = Node::start(&format!("{env}-other"), &[]).await;
-    let mine = Node::start(&env, &[]).await;
+    let other = start_node(&format!("{env}-other"), &[]).await;
+    let mine = start_node(&env, &[]).await;
     wait_providers(&mesh, "whoami", &[&mine]).await;
     for _ in 0..20 {
-        assert_eq!(whoami(&mesh).await, mine.id);
+        assert_eq!(whoami(&mesh).await, mine.id());
     }
     assert!(
         !mesh
             .linked_peers()
             .iter()
-            .any(|n| n.to_string() == other.id)
+            .any(|n| n.to_string() == other.id())
     );
     mine.terminate().await;
     let err = mesh

@@ -3,17 +3,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plume::{App, ErrorKind, Id, MemoryService, Params};
+use plume_tests::child::ChildNode as Node;
 use plume_transport::DiscoveryConfig;
 use plume_transport::distribution::{Distribution, DistributionHandle};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -186,62 +184,23 @@ pub async fn proxies_calls_and_events(backend: &Backend, env: &str) {
     dg.shutdown().await;
 }
 
-/// A `dist-node` child, killed (SIGKILL, by PID) when dropped.
-pub struct Node {
-    pub child: Child,
-    pub lines: Lines<BufReader<ChildStdout>>,
-    pub id: String,
-}
-
-impl Node {
-    pub async fn start(backend: &Backend, env: &str, key: &str) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dist-node"));
-        cmd.args(["--env", env, "--key", key])
-            .env_remove("PLUME_MESH_SECRET")
-            .env_remove("PLUME_ENV")
-            .env_remove("PLUME_KEY")
-            .env_remove("PLUME_NATS_URL")
-            .env_remove("PLUME_REDIS_URL")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        for (k, v) in &backend.vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("dist-node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within("READY", lines.next_line())
-            .await
-            .expect("stdout readable")
-            .expect("a ready line");
-        let id = line
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .split_whitespace()
-            .next()
-            .expect("node id")
-            .to_owned();
-        Node { child, lines, id }
-    }
-
-    pub async fn kill(mut self) {
-        let pid = self.child.id().expect("running");
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let _ = within("exit", self.child.wait()).await;
-    }
+/// A `dist-node` child publishing `messages` under `key`, on `backend`.
+pub async fn start_node(backend: &Backend, env: &str, key: &str) -> Node {
+    let vars: Vec<(&str, &str)> = backend
+        .vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let args = ["--env", env, "--key", key];
+    Node::start(env!("CARGO_BIN_EXE_dist-node"), &args, &vars, WAIT).await
 }
 
 /// Two provider processes; one is killed (SIGKILL): calls keep working on the survivor and the
 /// dead replica leaves the table.
 pub async fn replica_loss(backend: &Backend, env: &str) {
     let (g, dg) = gateway(backend, env).await;
-    let a = Node::start(backend, env, "messages").await;
-    let b = Node::start(backend, env, "messages").await;
+    let a = start_node(backend, env, "messages").await;
+    let b = start_node(backend, env, "messages").await;
     wait_providers(&dg, "messages", 2).await;
     let proxy = g.service("messages").expect("proxy mounted");
     for _ in 0..4 {
@@ -250,7 +209,7 @@ pub async fn replica_loss(backend: &Backend, env: &str) {
             .await
             .expect("find on either replica");
     }
-    let survivor = b.id.clone();
+    let survivor = b.id().to_owned();
     a.kill().await;
     // Calls go on while the table catches up (find is idempotent: retried on the survivor).
     for _ in 0..10 {

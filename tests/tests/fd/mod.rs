@@ -30,63 +30,11 @@ pub fn unique_env(test: &str) -> String {
 
 /// A child process (`fd-node`, `dist-node`), killed (SIGKILL, by PID) when dropped; its stdin
 /// is a pipe we hold, so it also exits if this process dies.
-pub struct Proc {
-    pub child: Child,
-    pub stdin: Option<ChildStdin>,
-    pub lines: Lines<BufReader<ChildStdout>>,
-    /// The words of its `READY` line after `READY`.
-    pub ready: Vec<String>,
-}
+pub type Proc = plume_tests::child::ChildNode;
 
-impl Proc {
-    pub async fn start(bin: &str, args: &[&str], vars: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .env_remove("PLUME_MESH_SECRET")
-            .env_remove("PLUME_ENV")
-            .env_remove("PLUME_KEY")
-            .env_remove("PLUME_DISCOVERY")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("child starts");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within(&format!("READY of {bin}"), lines.next_line())
-            .await
-            .expect("stdout readable")
-            .unwrap_or_else(|| panic!("{bin} exited before READY"));
-        let ready = line
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        Proc {
-            child,
-            stdin,
-            lines,
-            ready,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
-    }
-
-    /// SIGKILL by PID, then reap.
-    pub async fn kill(mut self) {
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let _ = within("exit", self.child.wait()).await;
-    }
+/// Start a child and wait for its `READY` line.
+pub async fn start_proc(bin: &str, args: &[&str], vars: &[(&str, &str)]) -> Proc {
+    Proc::start(bin, args, vars, WAIT).await
 }
 
 /// An HTTP response: status and JSON body (`Null` when empty or not JSON).
