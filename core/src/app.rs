@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use serde_json::{Map, Value};
 
@@ -460,6 +460,14 @@ impl App {
         }
     }
 
+    /// A weak handle on this App, for values the App itself holds (a service or an extension
+    /// that needs the App would otherwise keep it alive forever).
+    pub fn downgrade(&self) -> WeakApp {
+        WeakApp {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// True when both handles point at the same App.
     pub fn ptr_eq(&self, other: &App) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -479,5 +487,26 @@ impl App {
             .services
             .write()
             .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A weak handle on an [`App`], made by [`App::downgrade`].
+#[derive(Clone)]
+pub struct WeakApp {
+    inner: Weak<AppInner>,
+}
+
+impl WeakApp {
+    /// The App, if it still exists.
+    pub fn upgrade(&self) -> Option<App> {
+        self.inner.upgrade().map(|inner| App { inner })
+    }
+}
+
+impl fmt::Debug for WeakApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakApp")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
     }
 }

@@ -474,3 +474,6 @@ impl<'a> Next<'a> {
         }
     }
 }
+
+/// The authentication hooks, also reachable here as in Feathers' `hooks` helpers.
+pub use crate::auth::{authenticate, hash_password, protect};

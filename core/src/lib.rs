@@ -16,6 +16,7 @@ mod macro_support;
 mod params;
 mod service;
 
+pub mod auth;
 pub mod channels;
 pub mod hooks;
 pub mod memory;
@@ -26,7 +27,7 @@ pub mod guide {}
 pub mod registry;
 pub mod server;
 
-pub use app::{App, Lookup, Plugin, ServiceOptions, normalize_path};
+pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};
 pub use async_trait::async_trait;
 pub use channels::Channel;
 pub use error::{Error, ErrorKind, Result};

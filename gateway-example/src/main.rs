@@ -1,55 +1,224 @@
-//! The Plume gateway demo.
+//! The Plume gateway demo: a gateway and two todos replicas on the loopback mesh, and a web page.
 //!
-//! For now this runs a small in-process example that prints what it does: a todos service written
-//! with `#[service]`, a hook, an event listener and a few calls through the hook chain.
+//! ```text
+//! gateway-example [demo] [--port 3030] [--todos-ports 3031,3032]
+//! gateway-example gateway [--host 127.0.0.1] [--port 3030]
+//! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
+//! ```
+//!
+//! See docs/guide.md (the gateway section) and docs/configuration.md.
 
-// A command-line program whose job is to print what it does.
+// A command-line program: it tells its user what it does on stdout.
 #![allow(clippy::print_stdout)]
 
+mod demo;
+mod gateway;
+mod http;
 mod todos;
 
-use plume::hooks::hook_sync;
-use plume::{App, Params};
-use serde_json::json;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let app = App::new();
-    let todos = app.use_service("todos", todos::Todos::new("todos-a")?);
-    println!("mounted services: {:?}", app.services());
+use clap::{Args, Parser, Subcommand};
 
-    todos.hooks().before_for(
-        &["create"],
-        hook_sync(|ctx| {
-            println!(
-                "  before hook: {} {} with {}",
-                ctx.method,
-                ctx.path,
-                json!(ctx.data)
-            );
-            Ok(())
-        }),
-    );
-    todos.on("created", |ev| {
-        println!("  event: {} {} {}", ev.path, ev.event, ev.data)
-    });
+/// The Plume gateway demo.
+#[derive(Debug, Parser)]
+#[command(name = "gateway-example", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
 
-    println!("create:");
-    let created = todos
-        .create(json!({"text": "try Plume"}), Params::new())
-        .await?;
-    println!("  -> {created}");
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the gateway and two todos replicas as child processes (the default).
+    Demo(DemoArgs),
+    /// Run the gateway: users, authentication, the remote services behind a JWT, the web page.
+    Gateway(GatewayArgs),
+    /// Run a todos replica (REST and socket.io without authentication, distribution key `todos`).
+    Todos(TodosArgs),
+}
 
-    println!("find (done=false, sorted by id descending):");
-    let page = todos
-        .find(Params::new().with_query(json!({"done": "false", "$sort": {"id": "-1"}})))
-        .await?;
-    println!("  -> {page}");
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The gateway's HTTP port on 127.0.0.1.
+    #[arg(long, env = "PLUME_GATEWAY_PORT", default_value_t = 3030)]
+    port: u16,
+    /// The HTTP ports of the replicas todos-a and todos-b on 127.0.0.1.
+    #[arg(
+        long,
+        env = "PLUME_TODOS_PORTS",
+        value_delimiter = ',',
+        default_values_t = [3031, 3032]
+    )]
+    todos_ports: Vec<u16>,
+}
 
-    println!("get 99:");
-    match todos.get(99, Params::new()).await {
-        Ok(todo) => println!("  -> {todo}"),
-        Err(err) => println!("  -> {} {}", err.code(), err.to_json()),
+impl Default for DemoArgs {
+    fn default() -> Self {
+        Self {
+            port: 3030,
+            todos_ports: vec![3031, 3032],
+        }
     }
-    Ok(())
+}
+
+#[derive(Debug, Args)]
+struct GatewayArgs {
+    /// The address to serve HTTP and socket.io on.
+    #[arg(long, env = "PLUME_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    /// The HTTP port.
+    #[arg(long, env = "PLUME_PORT", default_value_t = 3030)]
+    port: u16,
+    /// Stop when standard input reaches EOF (set by the demo for its children).
+    #[arg(long, hide = true)]
+    watchdog: bool,
+}
+
+#[derive(Debug, Args)]
+struct TodosArgs {
+    /// The replica's name: stamped on every todo it stores.
+    #[arg(long, env = "PLUME_REPLICA", default_value = "todos-a")]
+    name: String,
+    /// The address to serve HTTP and socket.io on.
+    #[arg(long, env = "PLUME_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    /// The HTTP port.
+    #[arg(long, env = "PLUME_PORT", default_value_t = 3031)]
+    port: u16,
+    /// Stop when standard input reaches EOF (set by the demo for its children).
+    #[arg(long, hide = true)]
+    watchdog: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Cmd::Demo(DemoArgs::default())) {
+        Cmd::Demo(args) => {
+            let [a, b] = <[u16; 2]>::try_from(args.todos_ports)
+                .map_err(|ports| anyhow::anyhow!("--todos-ports takes two ports, got {ports:?}"))?;
+            demo::run(args.port, [a, b]).await
+        }
+        Cmd::Gateway(args) => {
+            gateway::run(
+                SocketAddr::new(args.host, args.port),
+                stop_signal(args.watchdog),
+            )
+            .await
+        }
+        Cmd::Todos(args) => {
+            todos::run(
+                &args.name,
+                SocketAddr::new(args.host, args.port),
+                stop_signal(args.watchdog),
+            )
+            .await
+        }
+    }
+}
+
+/// Print one line on stdout at once (the demo and the tests read these lines).
+pub(crate) fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the reader went away) must not stop the program.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Resolves on SIGTERM; on Ctrl-C (SIGINT) too unless `watchdog`; and, with `watchdog`, when
+/// standard input reaches EOF (the demo closed it, or died). A child of the demo ignores Ctrl-C:
+/// the demo stops it.
+pub(crate) async fn stop_signal(watchdog: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let interrupt = async {
+        if watchdog || tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let eof = async {
+        if !watchdog {
+            std::future::pending::<()>().await;
+        }
+        stdin_eof().await;
+    };
+    tokio::select! {
+        () = term => {}
+        () = interrupt => {}
+        () = eof => {}
+    }
+}
+
+/// Resolves when standard input reaches EOF (or fails). The blocking read runs on a plain
+/// thread, which does not hold up the runtime's shutdown as a tokio blocking task would.
+async fn stdin_eof() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-watchdog".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send(());
+        });
+    if spawned.is_err() {
+        tracing::warn!("cannot start the stdin watchdog");
+        std::future::pending::<()>().await;
+    }
+    // A dropped sender (the thread ended) also counts as EOF.
+    let _ = rx.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_parses_as_documented() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["gateway-example"]).expect("no subcommand");
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["gateway-example", "demo", "--todos-ports", "4001,4002"])
+            .expect("demo");
+        match cli.command {
+            Some(Cmd::Demo(args)) => assert_eq!(args.todos_ports, [4001, 4002]),
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "gateway-example",
+            "todos",
+            "--name",
+            "todos-b",
+            "--port",
+            "9",
+        ])
+        .expect("todos");
+        match cli.command {
+            Some(Cmd::Todos(args)) => {
+                assert_eq!((args.name.as_str(), args.port), ("todos-b", 9));
+                assert!(!args.watchdog);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -1,0 +1,196 @@
+//! The `authenticate`, `hash_password` and `protect` hooks.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{AuthenticationService, password};
+use crate::error::{Error, Result};
+use crate::hooks::{Hook, HookContext};
+use crate::params::{Method, Params};
+
+/// True for a call from a client or from another node (not an internal call).
+fn is_external(params: &Params) -> bool {
+    params.provider.is_some() || params.from_remote
+}
+
+/// The hook made by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Authenticate {
+    strategies: Vec<String>,
+}
+
+/// A before hook that requires an authenticated caller (Feathers' `authenticate('jwt')`).
+///
+/// It reads `params.authentication`, or else the `Authorization` header (`Bearer <t>`,
+/// `bearer <t>`, `JWT <t>` or a bare `<t>`; other schemes are ignored), and verifies it with
+/// one of `strategies` through the App's [`AuthenticationService`]. On success it sets
+/// `params.user` (the full entity) and `params.authentication` (`{strategy, accessToken,
+/// payload}`).
+///
+/// Without authentication information, an external call (REST, socket.io or a mesh peer)
+/// fails with NotAuthenticated `Not authenticated`; an internal call passes unchanged. A
+/// malformed, expired or foreign-signed token is NotAuthenticated too.
+///
+/// ```
+/// use plume::auth::authenticate;
+/// # let app = plume::App::new();
+/// # struct S; #[plume::async_trait] impl plume::Service for S {}
+/// let todos = app.use_service("todos", S);
+/// todos.hooks().before(authenticate(["jwt"]));
+/// ```
+pub fn authenticate<I, S>(strategies: I) -> Authenticate
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    Authenticate {
+        strategies: strategies.into_iter().map(Into::into).collect(),
+    }
+}
+
+#[async_trait]
+impl Hook for Authenticate {
+    async fn run(&self, ctx: &mut HookContext) -> Result<()> {
+        let Some(auth) = AuthenticationService::params_authentication(&ctx.params) else {
+            if is_external(&ctx.params) {
+                return Err(Error::not_authenticated("Not authenticated"));
+            }
+            return Ok(());
+        };
+        let service = ctx
+            .app
+            .extension::<AuthenticationService>()
+            .ok_or_else(|| {
+                Error::internal("authenticate hook used without an AuthenticationService")
+            })?;
+        let result = service
+            .authenticate(&auth, &ctx.params, &self.strategies)
+            .await?;
+        let entity = &service.config().entity;
+        if let Some(user) = result.get(entity) {
+            ctx.params.user = Some(user.clone());
+        }
+        if let Some(authentication) = result.get("authentication") {
+            ctx.params.authentication = Some(authentication.clone());
+        }
+        ctx.params
+            .extra
+            .insert("authenticated".into(), Value::Bool(true));
+        Ok(())
+    }
+}
+
+/// The hook made by [`hash_password`].
+#[derive(Debug, Clone)]
+pub struct HashPassword {
+    field: String,
+}
+
+/// A before hook for `create`, `update` and `patch` that replaces the string in `field` of the
+/// data (of each record, for an array) with its argon2 hash. Other methods, and data without
+/// the field, pass unchanged. Hashing runs on the blocking pool.
+///
+/// ```
+/// use plume::auth::hash_password;
+/// # let app = plume::App::new();
+/// # struct S; #[plume::async_trait] impl plume::Service for S {}
+/// let users = app.use_service("users", S);
+/// users.hooks().before_for(&["create", "patch"], hash_password("password"));
+/// ```
+pub fn hash_password(field: impl Into<String>) -> HashPassword {
+    HashPassword {
+        field: field.into(),
+    }
+}
+
+#[async_trait]
+impl Hook for HashPassword {
+    async fn run(&self, ctx: &mut HookContext) -> Result<()> {
+        if !matches!(ctx.method, Method::Create | Method::Update | Method::Patch) {
+            return Ok(());
+        }
+        match &mut ctx.data {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    hash_field(item, &self.field).await?;
+                }
+            }
+            Some(item) => hash_field(item, &self.field).await?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+async fn hash_field(record: &mut Value, field: &str) -> Result<()> {
+    if let Some(slot) = record.get_mut(field)
+        && let Some(plain) = slot.as_str()
+    {
+        *slot = Value::String(password::hash(plain).await?);
+    }
+    Ok(())
+}
+
+/// The hook made by [`protect`].
+#[derive(Debug, Clone)]
+pub struct Protect {
+    fields: Vec<String>,
+}
+
+/// An after hook that removes `fields` from the result of an external call: from a record,
+/// from each record of an array, and from each record of a page's `data`. Internal calls keep
+/// them (the `local` strategy needs the hash).
+///
+/// ```
+/// use plume::auth::protect;
+/// # let app = plume::App::new();
+/// # struct S; #[plume::async_trait] impl plume::Service for S {}
+/// let users = app.use_service("users", S);
+/// users.hooks().after(protect(["password"]));
+/// ```
+pub fn protect<I, S>(fields: I) -> Protect
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    Protect {
+        fields: fields.into_iter().map(Into::into).collect(),
+    }
+}
+
+impl Protect {
+    /// Remove the protected fields from a result (record, array or page).
+    pub fn strip(&self, result: &mut Value) {
+        let strip_record = |record: &mut Value| {
+            if let Value::Object(map) = record {
+                for field in &self.fields {
+                    map.remove(field);
+                }
+            }
+        };
+        match result {
+            Value::Array(items) => items.iter_mut().for_each(strip_record),
+            Value::Object(map)
+                if map.contains_key("total") && map.get("data").is_some_and(Value::is_array) =>
+            {
+                if let Some(Value::Array(items)) = map.get_mut("data") {
+                    items.iter_mut().for_each(strip_record);
+                }
+            }
+            record => strip_record(record),
+        }
+    }
+}
+
+#[async_trait]
+impl Hook for Protect {
+    async fn run(&self, ctx: &mut HookContext) -> Result<()> {
+        if !is_external(&ctx.params) {
+            return Ok(());
+        }
+        if let Some(result) = &mut ctx.result {
+            self.strip(result);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,405 @@
+//! Authentication: the `authentication` service, the `jwt` and `local` strategies, and the
+//! `authenticate`, `hash_password` and `protect` hooks, as in Feathers.
+//!
+//! ```
+//! use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
+//! use plume::App;
+//!
+//! # fn users() -> impl plume::Service { struct U; #[plume::async_trait] impl plume::Service for U {} U }
+//! let app = App::new();
+//! let users = app.use_service("users", users());
+//! users.hooks().before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]));
+//! users.hooks().before_for(&["create", "patch"], hash_password("password"));
+//! users.hooks().after(protect(["password"]));
+//! let auth = AuthenticationService::setup(&app, AuthConfig::new("a long random secret"));
+//! assert_eq!(auth.config().strategies, ["jwt", "local"]);
+//! ```
+//!
+//! Wire behaviour (verbatim messages, token shape) follows `PROTOCOL-FEATHERS.md` §6.
+
+mod config;
+mod hooks;
+mod jwt;
+pub mod password;
+mod strategies;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+
+use crate::app::{App, ServiceOptions, WeakApp};
+use crate::error::{Error, Result};
+use crate::handle::ServiceHandle;
+use crate::hooks::hook_sync;
+use crate::params::{Id, Method, Params};
+use crate::service::Service;
+
+pub use config::{AuthConfig, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV, SETTINGS_KEY};
+pub use hooks::{Authenticate, HashPassword, Protect, authenticate, hash_password, protect};
+pub use jwt::decode_unverified;
+pub use strategies::{JwtStrategy, LocalStrategy};
+
+/// The default path of the authentication service.
+pub const DEFAULT_PATH: &str = "authentication";
+
+/// Message when the authentication data has no `strategy`.
+pub const NO_STRATEGY: &str = "Invalid authentication information (no `strategy` set)";
+/// Message when the strategy is not allowed.
+pub const STRATEGY_NOT_ALLOWED: &str =
+    "Invalid authentication information (strategy not allowed in authStrategies)";
+
+/// An authentication strategy: turns authentication data into an authentication result.
+#[async_trait]
+pub trait AuthStrategy: Send + Sync + 'static {
+    /// Authenticate `data` (the request body, with `strategy`). The result is an object with
+    /// `authentication` (`{strategy, ...}`), usually the entity under the entity name (`user`)
+    /// and, when the strategy already has one, `accessToken`.
+    async fn authenticate(
+        &self,
+        service: &AuthenticationService,
+        data: &Map<String, Value>,
+        params: &Params,
+    ) -> Result<Value>;
+}
+
+struct Inner {
+    app: WeakApp,
+    config: AuthConfig,
+    strategies: RwLock<BTreeMap<String, Arc<dyn AuthStrategy>>>,
+}
+
+/// The authentication service (Feathers' `AuthenticationService`), mounted at
+/// `authentication`.
+///
+/// * `create({strategy, ...})` authenticates with a strategy and returns
+///   `{accessToken, authentication: {strategy, payload}, user}`; a `jwt` login returns the
+///   token it was given, with `authentication.accessToken`.
+/// * `remove(id, params)` is the logout: it re-authenticates the caller's token and returns the
+///   jwt result; a non-null `id` must be that token. Tokens are stateless and stay valid.
+///
+/// It is a cheap handle (an `Arc` inside). [`setup`](Self::setup) mounts it and stores it as an
+/// App extension, where the [`authenticate`] hook finds it.
+#[derive(Clone)]
+pub struct AuthenticationService {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AuthenticationService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthenticationService")
+            .field("config", &self.inner.config)
+            .field("strategies", &self.strategy_names())
+            .finish()
+    }
+}
+
+impl AuthenticationService {
+    /// A service for `app` with the `jwt` and `local` strategies registered (only those listed
+    /// in `config.strategies` are accepted by `create`). It is not mounted yet.
+    pub fn new(app: &App, config: AuthConfig) -> Self {
+        let service = Self {
+            inner: Arc::new(Inner {
+                app: app.downgrade(),
+                config,
+                strategies: RwLock::new(BTreeMap::new()),
+            }),
+        };
+        service.register("jwt", JwtStrategy);
+        service.register("local", LocalStrategy);
+        service
+    }
+
+    /// Build the service from the App's configuration ([`AuthConfig::from_app`]) and mount it at
+    /// `authentication`.
+    pub fn from_app(app: &App) -> Result<Self> {
+        let config = AuthConfig::from_app(app)?;
+        Ok(Self::setup(app, config))
+    }
+
+    /// Build the service with this configuration and mount it at `authentication`.
+    pub fn setup(app: &App, config: AuthConfig) -> Self {
+        let service = Self::new(app, config);
+        service.mount(app, DEFAULT_PATH);
+        service
+    }
+
+    /// Mount the service at `path` (methods `create` and `remove`; its calls emit no events)
+    /// and store it as the App's authentication extension.
+    pub fn mount(&self, app: &App, path: &str) -> ServiceHandle {
+        app.insert_extension(self.clone());
+        let handle = app.use_service_with(
+            path,
+            self.clone(),
+            ServiceOptions::new().methods(["create", "remove"]),
+        );
+        // The authentication service never publishes its results (they hold tokens).
+        handle.hooks().before(hook_sync(|ctx| {
+            ctx.event = None;
+            Ok(())
+        }));
+        handle
+    }
+
+    /// Register (or replace) a strategy under `name`. `create` accepts it when `name` is in
+    /// the configured strategies.
+    pub fn register(&self, name: &str, strategy: impl AuthStrategy) -> &Self {
+        self.inner
+            .strategies
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), Arc::new(strategy));
+        self
+    }
+
+    /// The names of the registered strategies.
+    pub fn strategy_names(&self) -> Vec<String> {
+        self.inner
+            .strategies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    /// The App this service belongs to.
+    pub fn app(&self) -> Result<App> {
+        self.inner
+            .app
+            .upgrade()
+            .ok_or_else(|| Error::unavailable("the application is shutting down"))
+    }
+
+    /// The entity service (`users`).
+    pub fn entity_service(&self) -> Result<ServiceHandle> {
+        self.app()?.require(&self.inner.config.service)
+    }
+
+    /// Load an entity by id with an internal call (hooks run; `provider` is `None`).
+    pub async fn get_entity(&self, id: Id) -> Result<Value> {
+        self.entity_service()?.get(id, Params::new()).await
+    }
+
+    /// The id of an entity record (`id`, else `_id`).
+    pub fn entity_id(&self, entity: &Value) -> Option<Id> {
+        ["id", "_id"]
+            .iter()
+            .find_map(|key| entity.get(key).and_then(Id::from_value))
+    }
+
+    /// Sign a new access token with the configured options: `payload` plus `iat`, `exp`,
+    /// `aud`, `iss`, `sub` (when given) and a fresh `jti`.
+    pub fn create_access_token(
+        &self,
+        payload: Map<String, Value>,
+        subject: Option<String>,
+    ) -> Result<String> {
+        let config = &self.inner.config;
+        jwt::sign(&config.secret, &config.jwt, payload, subject, jwt::now())
+    }
+
+    /// Verify an access token (signature, algorithm, `exp`, `aud`, `iss`) and return its
+    /// payload. Every failure is NotAuthenticated (401).
+    pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>> {
+        let config = &self.inner.config;
+        jwt::verify(&config.secret, &config.jwt, token)
+    }
+
+    /// Authenticate `data` with its `strategy`, which must be one of `allowed` and registered.
+    /// Returns the strategy's result (no new token is made here).
+    pub async fn authenticate(
+        &self,
+        data: &Value,
+        params: &Params,
+        allowed: &[String],
+    ) -> Result<Value> {
+        let Some(map) = data.as_object() else {
+            return Err(Error::not_authenticated(NO_STRATEGY));
+        };
+        let Some(name) = map.get("strategy").and_then(Value::as_str) else {
+            return Err(Error::not_authenticated(NO_STRATEGY));
+        };
+        let strategy = if allowed.iter().any(|a| a == name) {
+            self.inner
+                .strategies
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .cloned()
+        } else {
+            None
+        };
+        let Some(strategy) = strategy else {
+            return Err(Error::not_authenticated(STRATEGY_NOT_ALLOWED));
+        };
+        strategy.authenticate(self, map, params).await
+    }
+
+    /// Authenticate an `Authorization` header value (as sent on a REST request or a socket.io
+    /// handshake) with the configured strategies. `Ok(None)` when the header carries no usable
+    /// token (an unknown scheme such as `Basic`); an invalid token is an error. The result is
+    /// the full authentication result (`accessToken`, `authentication`, `user`), with the
+    /// entity's password field removed.
+    pub async fn authenticate_header(&self, header: &str) -> Result<Option<Value>> {
+        let Some(auth) = parse_authorization(header) else {
+            return Ok(None);
+        };
+        let mut result = self
+            .authenticate(&auth, &Params::new(), &self.inner.config.strategies)
+            .await?;
+        self.strip_entity(&mut result);
+        Ok(Some(result))
+    }
+
+    /// Remove the password field from the entity of an authentication result.
+    fn strip_entity(&self, result: &mut Value) {
+        let config = &self.inner.config;
+        if let Some(Value::Object(entity)) = result.get_mut(&config.entity) {
+            entity.remove(&config.local.password_field);
+        }
+    }
+
+    /// The authentication information of a call: `params.authentication`, else the
+    /// `Authorization` header. A socket.io call never uses the header: its handshake header was
+    /// checked once when it connected, and a logout must not be undone by it.
+    pub fn params_authentication(params: &Params) -> Option<Value> {
+        if params.provider == Some(crate::params::Provider::Socketio) {
+            return params.authentication.clone();
+        }
+        params.authentication.clone().or_else(|| {
+            params
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_authorization)
+        })
+    }
+}
+
+/// Parse an `Authorization` header the way Feathers' JWT strategy does: `Bearer <t>` or
+/// `JWT <t>` (any case) and a bare `<t>` give `{strategy: "jwt", accessToken: t}`; any other
+/// scheme (`Basic ...`) or an empty value gives `None`.
+///
+/// ```
+/// use plume::auth::parse_authorization;
+/// use serde_json::json;
+///
+/// let jwt = |t: &str| Some(json!({"strategy": "jwt", "accessToken": t}));
+/// assert_eq!(parse_authorization("Bearer abc"), jwt("abc"));
+/// assert_eq!(parse_authorization("bearer abc"), jwt("abc"));
+/// assert_eq!(parse_authorization("JWT abc"), jwt("abc"));
+/// assert_eq!(parse_authorization("abc"), jwt("abc"));
+/// assert_eq!(parse_authorization("Basic dXNlcjpwdw=="), None);
+/// ```
+pub fn parse_authorization(header: &str) -> Option<Value> {
+    let header = header.trim();
+    if header.is_empty() {
+        return None;
+    }
+    let mut words = header.split_whitespace();
+    let first = words.next()?;
+    let token = match words.next() {
+        None => first,
+        Some(token) => {
+            let scheme = first.to_ascii_lowercase();
+            if scheme != "bearer" && scheme != "jwt" {
+                return None;
+            }
+            token
+        }
+    };
+    Some(json!({ "strategy": "jwt", "accessToken": token }))
+}
+
+/// `accessToken`, `authentication`, then the other keys, as Feathers sends them.
+fn in_feathers_order(result: Value) -> Value {
+    let Value::Object(mut map) = result else {
+        return result;
+    };
+    let mut ordered = Map::new();
+    for key in ["accessToken", "authentication"] {
+        if let Some(v) = map.remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.extend(map);
+    Value::Object(ordered)
+}
+
+#[async_trait]
+impl Service for AuthenticationService {
+    async fn create(&self, data: Value, params: Params) -> Result<Value> {
+        let config = &self.inner.config;
+        let mut result = self
+            .authenticate(&data, &params, &config.strategies)
+            .await?;
+        if result.get("accessToken").is_none_or(|t| !t.is_string()) {
+            let subject = result
+                .get(&config.entity)
+                .and_then(|e| self.entity_id(e))
+                .map(|id| id.to_string());
+            let payload = match params.extra.get("payload") {
+                Some(Value::Object(p)) => p.clone(),
+                _ => Map::new(),
+            };
+            let token = self.create_access_token(payload, subject)?;
+            let decoded = self.verify_access_token(&token)?;
+            let Value::Object(map) = &mut result else {
+                return Err(Error::internal(
+                    "authentication strategy returned a non-object",
+                ));
+            };
+            map.insert("accessToken".into(), token.into());
+            match map.get_mut("authentication") {
+                Some(Value::Object(auth)) => {
+                    auth.insert("payload".into(), Value::Object(decoded));
+                }
+                _ => {
+                    map.insert(
+                        "authentication".into(),
+                        json!({ "strategy": data.get("strategy"), "payload": decoded }),
+                    );
+                }
+            }
+        }
+        self.strip_entity(&mut result);
+        Ok(in_feathers_order(result))
+    }
+
+    async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
+        let Some(auth) = Self::params_authentication(&params) else {
+            return Err(Error::not_authenticated(NO_STRATEGY));
+        };
+        if let Some(id) = id {
+            let token = auth.get("accessToken").and_then(Value::as_str);
+            if token != Some(id.to_string().as_str()) {
+                return Err(Error::not_authenticated("Invalid access token"));
+            }
+        }
+        let jwt_only: Vec<String> = self
+            .inner
+            .config
+            .strategies
+            .iter()
+            .filter(|s| *s == "jwt")
+            .cloned()
+            .collect();
+        let mut result = self.authenticate(&auth, &params, &jwt_only).await?;
+        self.strip_entity(&mut result);
+        Ok(in_feathers_order(result))
+    }
+
+    fn methods(&self) -> Vec<Method> {
+        vec![Method::Create, Method::Remove]
+    }
+}

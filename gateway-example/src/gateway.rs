@@ -1,0 +1,155 @@
+//! The gateway: local `users` and `authentication`, every remote service consumed through the
+//! mesh behind `authenticate("jwt")`, the distribution healthcheck, and the web page at `/`.
+
+use std::net::SocketAddr;
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use plume::auth::{AuthenticationService, authenticate, hash_password, protect};
+use plume::{App, MemoryOptions, MemoryService, Params, Result, ServiceOptions};
+use plume_transport::distribution::Distribution;
+use serde_json::json;
+
+/// The demo user's e-mail.
+pub(crate) const DEMO_EMAIL: &str = "demo@plume.local";
+/// The demo user's password.
+pub(crate) const DEMO_PASSWORD: &str = "plume-demo";
+/// The distribution key of the gateway.
+pub(crate) const KEY: &str = "gateway";
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const FEATHERS_JS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/web/node_modules/@feathersjs/client/dist/feathers.min.js"
+));
+const SOCKET_IO_JS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/web/node_modules/socket.io-client/dist/socket.io.min.js"
+));
+
+/// The App of the gateway, without the mesh: `users` (seeded with the demo user), the
+/// `authentication` service (local + jwt; the secret comes from `PLUME_JWT_SECRET`) and the web
+/// page routes. Remote events reach authenticated sockets through the default channels.
+pub(crate) async fn gateway_app() -> Result<App> {
+    let app = App::new();
+    let store: MemoryService = MemoryService::with_options(MemoryOptions::new().start_id(1));
+    // Clients may only read users (the demo has no sign-up); the login reads them internally.
+    let users = app.use_service_with(
+        "users",
+        store,
+        ServiceOptions::new().methods(["find", "get"]),
+    );
+    users
+        .hooks()
+        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
+        .before_for(&["create", "patch"], hash_password("password"))
+        .after(protect(["password"]));
+    AuthenticationService::from_app(&app)?;
+    users
+        .create(
+            json!({"email": DEMO_EMAIL, "password": DEMO_PASSWORD}),
+            Params::new(),
+        )
+        .await?;
+    app.add_routes(web_routes);
+    Ok(app)
+}
+
+/// The web page and the Feathers browser client it loads (embedded at build time).
+fn web_routes(router: axum::Router) -> axum::Router {
+    router
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML.as_bytes()) }),
+        )
+        .route(
+            "/vendor/feathers.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", FEATHERS_JS) }),
+        )
+        .route(
+            "/vendor/socket.io.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SOCKET_IO_JS) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static [u8]) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
+    )
+}
+
+/// Run the gateway until `stop` resolves: serve on `addr`, consume every remote service with
+/// `authenticate("jwt")` on each proxy (publishing nothing), and print
+/// `gateway listening on http://<addr>` once both are up.
+pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let app = gateway_app().await?;
+    let server = app.listen(addr).await?;
+    Distribution::from_env()?
+        .key(KEY)
+        .services(false)
+        .hooks(|hooks| {
+            hooks.before(authenticate(["jwt"]));
+        })
+        .start(&app)
+        .await?;
+    crate::say(&format!(
+        "gateway listening on http://{}",
+        server.local_addr()
+    ));
+    stop.await;
+    tracing::info!("stopping the gateway");
+    app.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plume::{ErrorKind, Provider};
+
+    #[tokio::test]
+    async fn the_gateway_mounts_users_and_authentication_and_logs_the_demo_user_in() -> Result<()> {
+        let app = gateway_app().await?;
+        let mut services = app.services();
+        services.sort();
+        assert_eq!(services, ["authentication", "users"]);
+
+        let rest = || Params::new().with_provider(Provider::Rest);
+        let login = app
+            .require("authentication")?
+            .create(
+                json!({"strategy": "local", "email": DEMO_EMAIL, "password": DEMO_PASSWORD}),
+                rest(),
+            )
+            .await?;
+        assert!(login["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
+        assert_eq!(login["user"], json!({"email": DEMO_EMAIL, "id": 1}));
+
+        let err = app
+            .require("authentication")?
+            .create(
+                json!({"strategy": "local", "email": DEMO_EMAIL, "password": "wrong"}),
+                rest(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotAuthenticated);
+
+        // No sign-up through the gateway, and no reading users without a token.
+        let users = app.require("users")?;
+        let err = users.find(rest()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotAuthenticated);
+        Ok(())
+    }
+
+    #[test]
+    fn the_page_and_the_feathers_client_are_embedded() {
+        assert!(INDEX_HTML.contains("/vendor/feathers.min.js"));
+        assert!(INDEX_HTML.contains("/vendor/socket.io.min.js"));
+        // The official bundles, not stubs.
+        assert!(FEATHERS_JS.len() > 50_000);
+        assert!(SOCKET_IO_JS.len() > 20_000);
+    }
+}
