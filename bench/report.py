@@ -93,6 +93,7 @@ def main():
     ff = row("failover: failed GETs after SIGKILL of one replica", "failover_failed", "", load_key="failover")
     fstop = row("failover: kill → errors stop", "failover_errors_stop_ms", "ms", load_key="failover")
     f503 = row("failover: last replica killed → clean 503", "failover_clean503_ms", "ms", load_key="failover")
+    lost = row("failover: requests in flight at the last kill answered neither 200 nor 503", "failover_lost_inflight", "", load_key="failover")
     frs = row("failover: restart → first 200", "failover_restart_ms", "ms", load_key="failover")
     rp50 = row("event relay p50 (replica create → gateway socket)", "relay_p50ms", "ms")
     rp90 = row("event relay p90", "relay_p90ms", "ms")

@@ -6,6 +6,7 @@
 # Starts, on 127.0.0.1 only: a plain-axum floor, a raw TCP echo server, and the demo topology
 # (gateway + todos-a + todos-b on a private loopback mesh: unique PLUME_ENV and discovery port).
 # Every wrk figure is the median of BENCH_RUNS (default 3) runs of BENCH_SECONDS (default 5) s.
+# BENCH_GATEWAY_BIN runs another gateway-example binary (to compare builds).
 # Exits non-zero when any figure could not be measured. Kills only the processes it started.
 set -euo pipefail
 
@@ -68,7 +69,7 @@ log "building release binaries"
 cargo build --release -q -p gateway-example -p plume-bench
 TARGET=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-GX="$TARGET/release/gateway-example"
+GX=${BENCH_GATEWAY_BIN:-$TARGET/release/gateway-example}
 PROBE="$TARGET/release/probe"
 FLOOR="$TARGET/release/floor"
 
@@ -147,28 +148,28 @@ sleep 1
 for p in gateway todos-a todos-b; do put "rss_idle_$p" "$(rss_kib "${PID_OF[$p]}")"; done
 
 # --- wrk -------------------------------------------------------------------------------------
-wrk_run() { # KEY URL CONNS [LUA]: one wrk run; appends KEY_rps, KEY_p50us, KEY_failed, KEY_load
-  local key=$1 url=$2 conns=$3 lua=${4:-} threads=2 out
+wrk_run() { # KEY RUN URL CONNS [LUA]: one wrk run; appends KEY_{rps,p50us,failed,load}_rRUN
+  local key=$1 run=$2 url=$3 conns=$4 lua=${5:-} threads=2 out
   [[ $conns -lt 2 ]] && threads=1
   local args=(-t "$threads" -c "$conns" -d "${SECS}s" --latency)
   [[ -n "$lua" ]] && args+=(-s "$lua")
   [[ -n "${WRK_HEADER:-}" ]] && args+=(-H "$WRK_HEADER")
-  put "${key}_load" "$(loadavg)"
+  put "${key}_load_r$run" "$(loadavg)"
   out=$(wrk "${args[@]}" "$url" 2>&1) || { log "wrk failed for $key"; return 0; }
   printf '%s\n' "$out" >>"$WORK/wrk.log"
   printf '%s\n' "$out" | python3 -c '
 import re, sys
-text = sys.stdin.read(); key = sys.argv[1]
+text = sys.stdin.read(); key, run = sys.argv[1], sys.argv[2]
 unit = {"us": 1, "ms": 1000, "s": 1000000}
 rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
 p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
-if rps: print(f"{key}_rps {rps.group(1)}")
-if p50: print(f"{key}_p50us {float(p50.group(1)) * unit[p50.group(2)]:.1f}")
-print(f"{key}_failed {failed}")
-' "$key" >>"$RESULTS"
+if rps: print(f"{key}_rps_r{run} {rps.group(1)}")
+if p50: print(f"{key}_p50us_r{run} {float(p50.group(1)) * unit[p50.group(2)]:.1f}")
+print(f"{key}_failed_r{run} {failed}")
+' "$key" "$run" >>"$RESULTS"
 }
 
 sample_rss() { # RUN: sample RSS of the topology every 0.25 s for SECS s, keep the max
@@ -185,8 +186,8 @@ sample_rss() { # RUN: sample RSS of the topology every 0.25 s for SECS s, keep t
 }
 
 export BENCH_TOKEN=$TOKEN
-wrk_get_gw() { # KEY CONNS: GET /todos through the gateway with the JWT
-  WRK_HEADER="Authorization: Bearer $TOKEN" wrk_run "$1" "$GW/todos" "$2"
+wrk_get_gw() { # KEY RUN CONNS: GET /todos through the gateway with the JWT
+  WRK_HEADER="Authorization: Bearer $TOKEN" wrk_run "$1" "$2" "$GW/todos" "$3"
 }
 
 log "raw TCP ping-pong floor"
@@ -199,13 +200,13 @@ log "GET /todos: gateway, direct replica and plain-axum floor, interleaved ($RUN
 for r in $(seq 1 "$RUNS"); do
   sample_rss "$r" &
   sampler=$!
-  wrk_get_gw "get_gw_c64_r$r" 64
+  wrk_get_gw get_gw_c64 "$r" 64
   wait "$sampler" || true
-  wrk_run "get_direct_c64_r$r" "$RA/todos" 64
-  wrk_run "get_floor_c64_r$r" "$FL/todos" 64
-  wrk_get_gw "get_gw_c1_r$r" 1
-  wrk_run "get_direct_c1_r$r" "$RA/todos" 1
-  wrk_run "get_floor_c1_r$r" "$FL/todos" 1
+  wrk_run get_direct_c64 "$r" "$RA/todos" 64
+  wrk_run get_floor_c64 "$r" "$FL/todos" 64
+  wrk_get_gw get_gw_c1 "$r" 1
+  wrk_run get_direct_c1 "$r" "$RA/todos" 1
+  wrk_run get_floor_c1 "$r" "$FL/todos" 1
 done
 
 # --- event relay -----------------------------------------------------------------------------
@@ -220,7 +221,10 @@ r = sys.argv[1]
 try: d = json.loads(sys.stdin.read().strip().splitlines()[-1])
 except Exception: sys.exit(0)
 if "p50_ms" in d and d.get("missing", 1) == 0:
-    print(f"relay_p50ms_r{r} {d[\"p50_ms\"]:.3f}\nrelay_p90ms_r{r} {d[\"p90_ms\"]:.3f}\nrelay_dupes_r{r} {d[\"duplicates\"]}")
+    p50, p90, dupes = d["p50_ms"], d["p90_ms"], d["duplicates"]
+    print(f"relay_p50ms_r{r} {p50:.3f}")
+    print(f"relay_p90ms_r{r} {p90:.3f}")
+    print(f"relay_dupes_r{r} {dupes}")
 ' "$r" >>"$RESULTS"
 done
 
@@ -244,7 +248,7 @@ log "failover ($RUNS runs of ~16 s)"
 for r in $(seq 1 "$RUNS"); do
   put "failover_load_r$r" "$(loadavg)"
   lf="$WORK/failover-$r.log"
-  PROBE_TOKEN=$TOKEN "$PROBE" load "$GW/todos" 16 16000 3000000 "$lf" >/dev/null &
+  PROBE_TOKEN=$TOKEN "$PROBE" load "$GW/todos" 16 17000 3000000 "$lf" >/dev/null &
   loader=$!
   STARTED+=("$loader")
   sleep 2
@@ -253,7 +257,7 @@ for r in $(seq 1 "$RUNS"); do
   sleep 5
   tk2=$(now_us)
   kill -KILL "${PID_OF[todos-b]}"
-  sleep 5
+  sleep 6
   tr=$(now_us)
   start_replica todos-a "$PA"
   wait "$loader" || log "load client failed"
@@ -261,22 +265,30 @@ for r in $(seq 1 "$RUNS"); do
 import sys
 path, tk1, tk2, tr, r = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5]
 rows = [tuple(map(int, l.split())) for l in open(path) if l.strip()]
+# Phase 1 (one replica killed): requests that ended before the second kill.
 p1 = [x for x in rows if tk1 <= x[1] < tk2]
-p2 = [x for x in rows if tk2 <= x[1] < tr]
-p3 = [x for x in rows if x[1] >= tr]
 failed = [x for x in p1 if x[2] != 200]
 print(f"failover_failed_r{r} {len(failed)}")
 print(f"failover_phase1_requests_r{r} {len(p1)}")
 print(f"failover_errors_stop_ms_r{r} {(max(x[1] for x in failed) - tk1) / 1000 if failed else 0:.1f}")
+# Phase 2 (no replica): requests started after the last kill and before the restart. Clean 503:
+# from the kill to the answer of the first request after which every request answers 503.
+p2 = sorted(x for x in rows if tk2 <= x[0] < tr)
 not503 = [x for x in p2 if x[2] != 503]
-after = [x for x in p2 if x[2] == 503 and (not not503 or x[1] > max(y[1] for y in not503))]
-if after:
-    print(f"failover_clean503_ms_r{r} {(min(x[1] for x in after) - tk2) / 1000:.1f}")
-ok = [x for x in p3 if x[2] == 200]
+tail = [x for x in p2 if not not503 or x[0] > max(y[0] for y in not503)]
+if tail:
+    print(f"failover_clean503_ms_r{r} {(min(x[1] for x in tail) - tk2) / 1000:.1f}")
+# Requests in flight at the last kill that got neither a 200 nor a 503 (timeouts, resets).
+inflight = [x for x in rows if x[0] < tk2 <= x[1] and x[2] not in (200, 503)]
+print(f"failover_lost_inflight_r{r} {len(inflight)}")
+if inflight:
+    print(f"failover_lost_inflight_max_ms_r{r} {max(x[1] - x[0] for x in inflight) / 1000:.1f}")
+# Phase 3: the first 200 after the restart.
+ok = [x for x in rows if x[1] >= tr and x[2] == 200]
 if ok:
     print(f"failover_restart_ms_r{r} {(min(x[1] for x in ok) - tr) / 1000:.1f}")
 EOF
-  tail -n 5 "$RESULTS" | sed 's/^/  /' >&2
+  tail -n 8 "$RESULTS" | sed 's/^/  /' >&2
   # Restore the topology for the next run (and for POST).
   start_replica todos-b "$PB"
   topology_ready
@@ -285,10 +297,10 @@ done
 # --- POST ------------------------------------------------------------------------------------
 log "POST /todos: gateway and direct replica, interleaved"
 for r in $(seq 1 "$RUNS"); do
-  wrk_run "post_gw_c64_r$r" "$GW/todos" 64 bench/post.lua
-  BENCH_TOKEN="" wrk_run "post_direct_c64_r$r" "$RA/todos" 64 bench/post.lua
-  wrk_run "post_gw_c1_r$r" "$GW/todos" 1 bench/post.lua
-  BENCH_TOKEN="" wrk_run "post_direct_c1_r$r" "$RA/todos" 1 bench/post.lua
+  wrk_run post_gw_c64 "$r" "$GW/todos" 64 bench/post.lua
+  BENCH_TOKEN="" wrk_run post_direct_c64 "$r" "$RA/todos" 64 bench/post.lua
+  wrk_run post_gw_c1 "$r" "$GW/todos" 1 bench/post.lua
+  BENCH_TOKEN="" wrk_run post_direct_c1 "$r" "$RA/todos" 1 bench/post.lua
 done
 for p in gateway todos-a todos-b; do put "rss_after_post_$p" "$(rss_kib "${PID_OF[$p]}")"; done
 

@@ -5,7 +5,8 @@
 //!   now). Exits 1 at the deadline.
 //! * `probe load URL CONNS DURATION_MS MAX_REQUESTS OUT`: GET `URL` on `CONNS` connections for
 //!   `DURATION_MS` (at most `MAX_REQUESTS` in all) and write one line per request to `OUT`:
-//!   `start_us end_us status` (Unix time in µs; status 0 = connection error, 1 = timeout).
+//!   `start_us end_us status` (Unix time in µs; status 0 = connection error, 1 = timeout
+//!   after 10 s).
 //!
 //! * `probe echo PORT`: a raw TCP echo server (length-prefixed messages), for the floor below.
 //! * `probe pingpong ADDR COUNT`: COUNT round trips of a 100-byte length-prefixed message with
@@ -25,7 +26,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn now_us() -> u128 {
     SystemTime::now()
@@ -54,9 +55,10 @@ impl Target {
             Ok(t) if !t.is_empty() => format!("Authorization: Bearer {t}\r\n"),
             _ => String::new(),
         };
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{auth}\r\n")
-                .into_bytes();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{auth}\r\n"
+        )
+        .into_bytes();
         Ok(Self { addr, request })
     }
 }
@@ -97,7 +99,8 @@ impl Conn {
 
     /// Send one request; answer (status, body, keep the connection).
     async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>, bool)> {
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
         self.stream.write_all(request).await?;
         let head_end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -122,8 +125,9 @@ impl Conn {
             loop {
                 let end = self.line_end(pos).await?;
                 let size_text = String::from_utf8_lossy(&self.buf[pos..end - 2]).to_string();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| bad("bad chunk size"))?;
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| bad("bad chunk size"))?;
                 pos = end;
                 if size == 0 {
                     pos = self.line_end(pos).await?;
