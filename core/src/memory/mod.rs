@@ -221,38 +221,6 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod key_tests {
-    use super::{Id, IndexMap, Store, Value};
-    use proptest::prelude::*;
-
-    fn id_strategy() -> impl Strategy<Value = Id> {
-        prop_oneof![
-            (-20i64..20).prop_map(Id::Int),
-            (-20i64..20).prop_map(|n| Id::Str(n.to_string())),
-            "-?0?[0-9]{1,2}|[a-z]{1,2}|\\+[0-9]".prop_map(Id::Str),
-        ]
-    }
-
-    proptest! {
-        /// `key_of` finds exactly the key a scan with `Id::matches` finds.
-        #[test]
-        fn key_of_agrees_with_a_scan(keys in proptest::collection::vec(id_strategy(), 0..30),
-                                     probe in id_strategy()) {
-            let mut records = IndexMap::new();
-            for key in keys {
-                // A store never holds two keys that match each other.
-                if !records.keys().any(|k: &Id| k.matches(&key)) {
-                    records.insert(key, Value::Null);
-                }
-            }
-            let store = Store { records, next_id: 0 };
-            let scanned = store.records.keys().find(|k| k.matches(&probe)).cloned();
-            prop_assert_eq!(store.key_of(&probe), scanned);
-        }
-    }
-}
-
 /// An in-memory service storing JSON records, with the Feathers common query syntax.
 ///
 /// * Records keep their insertion order; `find` returns them in that order unless `$sort` says
@@ -770,5 +738,37 @@ impl<T: DeserializeOwned + 'static> Service for MemoryService<T> {
             "paginate": self.options.paginate.map_or(Value::Bool(false), |p| json!(p)),
             "multi": self.options.multi.to_json(),
         })
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::{Id, IndexMap, Store, Value};
+    use proptest::prelude::*;
+
+    fn id_strategy() -> impl Strategy<Value = Id> {
+        prop_oneof![
+            (-20i64..20).prop_map(Id::Int),
+            (-20i64..20).prop_map(|n| Id::Str(n.to_string())),
+            "-?0?[0-9]{1,2}|[a-z]{1,2}|\\+[0-9]".prop_map(Id::Str),
+        ]
+    }
+
+    proptest! {
+        /// `key_of` finds exactly the key a scan with `Id::matches` finds.
+        #[test]
+        fn key_of_agrees_with_a_scan(keys in proptest::collection::vec(id_strategy(), 0..30),
+                                     probe in id_strategy()) {
+            let mut records = IndexMap::new();
+            for key in keys {
+                // A store never holds two keys that match each other.
+                if !records.keys().any(|k: &Id| k.matches(&key)) {
+                    records.insert(key, Value::Null);
+                }
+            }
+            let store = Store { records, next_id: 0 };
+            let scanned = store.records.keys().find(|k| k.matches(&probe)).cloned();
+            prop_assert_eq!(store.key_of(&probe), scanned);
+        }
     }
 }
