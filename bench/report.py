@@ -94,6 +94,7 @@ def main():
     fstop = row("failover: kill → errors stop", "failover_errors_stop_ms", "ms", load_key="failover")
     f503 = row("failover: last replica killed → clean 503", "failover_clean503_ms", "ms", load_key="failover")
     lost = row("failover: requests in flight at the last kill answered neither 200 nor 503", "failover_lost_inflight", "", load_key="failover")
+    row("failover: longest wait of a request in flight at the last kill", "failover_inflight_max_ms", "ms", load_key="failover")
     frs = row("failover: restart → first 200", "failover_restart_ms", "ms", load_key="failover")
     rp50 = row("event relay p50 (replica create → gateway socket)", "relay_p50ms", "ms")
     rp90 = row("event relay p90", "relay_p90ms", "ms")
@@ -106,9 +107,11 @@ def main():
             missing.append(f"rss_idle_{name}")
         loaded = med(f"rss_load_{name}")
         after = single.get(f"rss_after_post_{name}")
+        quiet = single.get(f"rss_idle_after_get_{name}")
         rows.append(
-            f"| RSS {name}: idle / under GET load (max) / after POST runs | "
-            f"{fmt(mib(idle))} / {fmt(mib(loaded))} / {fmt(mib(float(after)) if after else None)} MiB | | | |"
+            f"| RSS {name}: idle after login / under GET load (max) / idle again after the GET runs / after POST runs | "
+            f"{fmt(mib(idle))} / {fmt(mib(loaded))} / {fmt(mib(float(quiet)) if quiet else None)} / "
+            f"{fmt(mib(float(after)) if after else None)} MiB | | | |"
         )
     gw_idle = float(single["rss_idle_gateway"]) / 1024 if single.get("rss_idle_gateway") else None
     gw_load = mib(med("rss_load_gateway"))

@@ -6,7 +6,8 @@
 # Starts, on 127.0.0.1 only: a plain-axum floor, a raw TCP echo server, and the demo topology
 # (gateway + todos-a + todos-b on a private loopback mesh: unique PLUME_ENV and discovery port).
 # Every wrk figure is the median of BENCH_RUNS (default 3) runs of BENCH_SECONDS (default 5) s.
-# BENCH_GATEWAY_BIN runs another gateway-example binary (to compare builds).
+# BENCH_GATEWAY_BIN runs another gateway-example binary (to compare builds); BENCH_DOC writes
+# another file than docs/benchmarks.md; BENCH_KEEP=1 keeps the logs.
 # Exits non-zero when any figure could not be measured. Kills only the processes it started.
 set -euo pipefail
 
@@ -209,6 +210,9 @@ for r in $(seq 1 "$RUNS"); do
   wrk_run get_floor_c1 "$r" "$FL/todos" 1
 done
 
+sleep 2
+for p in gateway todos-a todos-b; do put "rss_idle_after_get_$p" "$(rss_kib "${PID_OF[$p]}")"; done
+
 # --- event relay -----------------------------------------------------------------------------
 log "event relay ($RUNS x 100 events)"
 for r in $(seq 1 "$RUNS"); do
@@ -278,11 +282,12 @@ not503 = [x for x in p2 if x[2] != 503]
 tail = [x for x in p2 if not not503 or x[0] > max(y[0] for y in not503)]
 if tail:
     print(f"failover_clean503_ms_r{r} {(min(x[1] for x in tail) - tk2) / 1000:.1f}")
-# Requests in flight at the last kill that got neither a 200 nor a 503 (timeouts, resets).
-inflight = [x for x in rows if x[0] < tk2 <= x[1] and x[2] not in (200, 503)]
-print(f"failover_lost_inflight_r{r} {len(inflight)}")
-if inflight:
-    print(f"failover_lost_inflight_max_ms_r{r} {max(x[1] - x[0] for x in inflight) / 1000:.1f}")
+# Requests in flight at the last kill: those answered neither 200 nor 503 (timeouts, resets),
+# and the longest wait of any of them (a call that waits for a provider to come back).
+inflight = [x for x in rows if x[0] < tk2 <= x[1]]
+lost = [x for x in inflight if x[2] not in (200, 503)]
+print(f"failover_lost_inflight_r{r} {len(lost)}")
+print(f"failover_inflight_max_ms_r{r} {max((x[1] - x[0] for x in inflight), default=0) / 1000:.1f}")
 # Phase 3: the first 200 after the restart.
 ok = [x for x in rows if x[1] >= tr and x[2] == 200]
 if ok:
@@ -306,4 +311,4 @@ for p in gateway todos-a todos-b; do put "rss_after_post_$p" "$(rss_kib "${PID_O
 
 # --- report ----------------------------------------------------------------------------------
 log "writing docs/benchmarks.md"
-python3 bench/report.py "$RESULTS" docs/benchmarks.md
+python3 bench/report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}"
