@@ -13,6 +13,13 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 suite=${PLUME_CONFORMANCE_DIR:-"$root/../shared/conformance"}
+if [ -z "${PLUME_CONFORMANCE_DIR:-}" ] && [ ! -d "$suite" ]; then
+  # A git worktree elsewhere: look beside the main checkout.
+  common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+  if [ -n "$common" ] && [ -d "$common/../../shared/conformance" ]; then
+    suite="$common/../../shared/conformance"
+  fi
+fi
 expect=${PLUME_CONFORMANCE_EXPECT:-"conformance: 125 passed, 0 failed"}
 
 if [ ! -f "$suite/conformance.mjs" ] || [ ! -f "$suite/package-lock.json" ]; then

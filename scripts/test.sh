@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole Plume test suite: formatting, lints, Rust tests (unit, component, multi-process,
-# multi-host), and the official Feathers JS conformance suite. Installs what the tests need when it
-# is missing. Usage: scripts/test.sh
+# multi-host), the official Feathers JS conformance suite, and the gateway demo in headless
+# Chromium. Installs what the tests need when it is missing. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,10 @@ step() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The NATS and Redis backend tests start real servers on free loopback ports.
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -38,5 +42,9 @@ if [ -x scripts/conformance.sh ]; then
   step "Feathers conformance suite"
   scripts/conformance.sh
 fi
+
+# --- the gateway demo in a browser ----------------------------------------------------------------
+step "browser test (gateway demo in headless Chromium)"
+scripts/browser-test.sh
 
 step "all test steps passed"

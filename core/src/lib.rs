@@ -25,6 +25,10 @@ pub mod realtime;
 #[doc = include_str!("../../docs/guide.md")]
 pub mod guide {}
 pub mod registry;
+// The README's examples are compiled as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
 pub mod server;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};

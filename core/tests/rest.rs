@@ -631,6 +631,58 @@ async fn extra_routes_come_before_the_fallback() {
     );
 }
 
+#[tokio::test]
+async fn per_service_layers_wrap_only_their_service_and_go_with_it() {
+    use axum::middleware::{Next, from_fn};
+    use plume::server::RestLayer;
+
+    let app = app();
+    let router = app.into_router();
+    // A layer that tags responses, and one that refuses requests without a header: the first
+    // registered is the outermost.
+    let tag = from_fn(|req: axum::extract::Request, next: Next| async move {
+        let mut res = next.run(req).await;
+        res.headers_mut()
+            .insert("x-layer", "todos".parse().expect("header value"));
+        res
+    });
+    let gate = from_fn(|req: axum::extract::Request, next: Next| async move {
+        if req.headers().contains_key("x-pass") {
+            next.run(req).await
+        } else {
+            plume::server::error_response(&plume::Error::forbidden("no pass"))
+        }
+    });
+    app.set_rest_layers("/todos/", vec![RestLayer::new(tag), RestLayer::new(gate)]);
+
+    let refused = send(&router, "GET", "/todos", &[], None).await;
+    assert_error(&refused, 403, "Forbidden");
+    let allowed = send(&router, "GET", "/todos/1", &[("x-pass", "1")], None).await;
+    assert_ne!(allowed.status.as_u16(), 403);
+    let req = Request::builder()
+        .uri("/todos")
+        .header("x-pass", "1")
+        .body(Body::empty())
+        .expect("req");
+    let res = router.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get("x-layer").map(|v| v.as_bytes()),
+        Some(&b"todos"[..])
+    );
+
+    // Other services are untouched.
+    let other = send(&router, "GET", "/echo", &[], None).await;
+    assert_eq!(other.status, StatusCode::OK);
+
+    // The layers go with the service: a new service at the same path has none.
+    app.unuse("todos");
+    assert!(app.rest_layers("todos").is_empty());
+    app.use_service("todos", Todos::default());
+    let fresh = send(&router, "GET", "/todos", &[], None).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+}
+
 /// One HTTP/1.1 request over a real TCP connection; returns the status and the body.
 async fn http(
     addr: std::net::SocketAddr,

@@ -50,12 +50,27 @@ pub(crate) async fn run(port: u16, todos_ports: [u16; 2]) -> anyhow::Result<()> 
     let mut stop = std::pin::pin!(crate::stop_signal(false));
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let jwt_secret = random_hex();
-    // Sign the demo's mesh traffic with a secret of its own (unless one is given), so that two
-    // demos, or a demo and other Plume apps on this host, never mix.
-    let mesh_secret = std::env::var("PLUME_MESH_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(random_hex);
+    // Keep the demo's mesh to itself (unless told otherwise), so that two demos, or a demo and
+    // other Plume apps on this host, never mix: sign the mesh with a secret of its own, or, on
+    // NATS (where the server, not a mesh secret, secures the traffic), use an environment of its
+    // own.
+    let on_nats = matches!(
+        plume_transport::discovery::DiscoveryConfig::from_env().map(|c| c.mode),
+        Ok(plume_transport::discovery::DiscoveryMode::Nats { .. })
+    );
+    let isolation = if on_nats {
+        let env = std::env::var("PLUME_ENV")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("demo-{}", &random_hex()[..12]));
+        ("PLUME_ENV", env)
+    } else {
+        let secret = std::env::var("PLUME_MESH_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(random_hex);
+        ("PLUME_MESH_SECRET", secret)
+    };
     let gateway_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
     let mut procs: Vec<Proc> = Vec::new();
@@ -66,7 +81,7 @@ pub(crate) async fn run(port: u16, todos_ports: [u16; 2]) -> anyhow::Result<()> 
                     &exe,
                     name,
                     &["todos", "--name", name, "--port", &port.to_string()],
-                    &[("PLUME_MESH_SECRET", &mesh_secret)],
+                    &[(isolation.0, &isolation.1)],
                 )?;
                 procs.push(proc);
             }
@@ -75,7 +90,7 @@ pub(crate) async fn run(port: u16, todos_ports: [u16; 2]) -> anyhow::Result<()> 
                 "gateway",
                 &["gateway", "--port", &port.to_string()],
                 &[
-                    ("PLUME_MESH_SECRET", &mesh_secret),
+                    (isolation.0, &isolation.1),
                     ("PLUME_JWT_SECRET", &jwt_secret),
                 ],
             )?;

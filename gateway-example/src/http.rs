@@ -84,7 +84,7 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
         if size == 0 {
             return Ok(out);
         }
-        if data.len() < size + 2 {
+        if size.checked_add(2).is_none_or(|need| data.len() < need) {
             bail!("truncated chunk");
         }
         out.extend_from_slice(&data[..size]);
@@ -109,10 +109,38 @@ mod tests {
             (204, Value::Null)
         );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
+        assert!(parse_response(huge).is_err());
         assert!(
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab")
                 .is_err()
         );
         Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_response(&raw);
+            let mut chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            chunked.extend_from_slice(&raw);
+            let _ = parse_response(&chunked);
+        }
+
+        #[test]
+        fn any_json_body_round_trips(text in ".{0,64}", n in proptest::num::i64::ANY, chunk in 1usize..16) {
+            let value = json!({"text": text, "n": n});
+            let body = value.to_string();
+            let plain = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            proptest::prop_assert_eq!(parse_response(plain.as_bytes()).ok(), Some((200, value.clone())));
+            let mut chunked = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for piece in body.as_bytes().chunks(chunk) {
+                chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                chunked.extend_from_slice(piece);
+                chunked.extend_from_slice(b"\r\n");
+            }
+            chunked.extend_from_slice(b"0\r\n\r\n");
+            proptest::prop_assert_eq!(parse_response(&chunked).ok(), Some((201, value)));
+        }
     }
 }

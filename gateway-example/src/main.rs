@@ -156,7 +156,12 @@ pub(crate) async fn stop_signal(watchdog: bool) {
         }
     };
     let interrupt = async {
-        if watchdog || tokio::signal::ctrl_c().await.is_err() {
+        if watchdog {
+            // Ctrl-C reaches the whole process group: handle it (by ignoring it), so that the
+            // children stop gracefully when the demo closes their stdin, not by SIGINT.
+            while tokio::signal::ctrl_c().await.is_ok() {}
+            std::future::pending::<()>().await;
+        } else if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
     };

@@ -27,6 +27,7 @@ pub mod discovery;
 pub mod distribution;
 mod link;
 mod mesh;
+mod nats;
 mod outbox;
 
 pub use discovery::{

@@ -23,8 +23,11 @@ use crate::codec::{
     DEFAULT_MAX_FRAME, Entry, EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, RequestMsg,
     TableDelta, TableSnapshot, Topic, encode_payload,
 };
-use crate::discovery::{Discovery, DiscoveryConfig, LocalNode, NodeId, PeerEvent, PeerInfo};
+use crate::discovery::{
+    Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
+};
 use crate::link::{self, Link, Outcome};
+use crate::nats::{NatsEngine, NatsOutcome};
 use plume::Error;
 
 const LOG: &str = "plume::mesh";
@@ -142,6 +145,8 @@ pub enum TableEvent {
 enum Target {
     Local(Arc<dyn Handler>),
     Remote(Arc<Link>),
+    /// A provider reached through NATS (the queue group of the endpoint).
+    Nats,
 }
 
 #[derive(Clone)]
@@ -210,6 +215,7 @@ pub(crate) struct Inner {
     local_pending: AtomicUsize,
     waiting: AtomicUsize,
     discovery: Option<Discovery>,
+    nats: Option<Arc<NatsEngine>>,
 }
 
 impl fmt::Debug for Inner {
@@ -241,6 +247,7 @@ pub struct MeshBuilder {
     listen: SocketAddr,
     peers: Option<mpsc::Receiver<PeerEvent>>,
     cfg: Settings,
+    defer_discovery: bool,
 }
 
 impl Default for MeshBuilder {
@@ -255,6 +262,7 @@ impl Default for MeshBuilder {
                 .map(|s| Arc::from(s.into_bytes().into_boxed_slice())),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: None,
+            defer_discovery: false,
             cfg: Settings {
                 timeout: Duration::from_secs(10),
                 balance: Balance::RoundRobin,
@@ -365,8 +373,25 @@ impl MeshBuilder {
         self
     }
 
+    /// With NATS discovery: connect, but learn of no peer until
+    /// [`Mesh::start_discovery`] (so a table watcher created in between misses nothing).
+    pub(crate) fn defer_discovery(mut self) -> Self {
+        self.defer_discovery = true;
+        self
+    }
+
     /// Bind, start discovery (unless [`peers`](Self::peers) was given) and start the node.
+    ///
+    /// With [`DiscoveryMode::Nats`] (and no `peers` channel), the node runs on NATS instead of
+    /// peer links: it binds no listener and connects in the background (a node starts while the
+    /// server is away, and reconnects for ever).
     pub async fn start(self) -> Result<Mesh, MeshError> {
+        if self.peers.is_none()
+            && let DiscoveryMode::Nats { url } = &self.discovery.mode
+        {
+            let url = url.clone();
+            return self.start_nats(&url).await;
+        }
         let listener = TcpListener::bind(self.listen)
             .await
             .map_err(MeshError::Listen)?;
@@ -415,10 +440,64 @@ impl MeshBuilder {
             local_pending: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             discovery,
+            nats: None,
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
         tokio::spawn(peer_loop(inner.clone(), events));
         tracing::debug!(target: LOG, node = %node, addr = %local_addr, "mesh node started");
+        Ok(Mesh { inner })
+    }
+}
+
+impl MeshBuilder {
+    async fn start_nats(self, url: &str) -> Result<Mesh, MeshError> {
+        self.discovery.validate().map_err(|e| {
+            MeshError::Discovery(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        if self.secret.is_some() {
+            tracing::warn!(target: LOG, "PLUME_MESH_SECRET is not used on NATS: secure the NATS server itself (credentials, TLS)");
+        }
+        let node = NodeId(rand::random());
+        let engine = NatsEngine::connect(
+            url,
+            node,
+            &self.environment,
+            &self.key,
+            self.discovery.heartbeat,
+            self.discovery.node_timeout,
+            self.cfg.max_in_flight,
+        )
+        .await
+        .map_err(MeshError::Discovery)?;
+        let inner = Arc::new(Inner {
+            node,
+            environment: self.environment,
+            key: self.key,
+            secret: self.secret,
+            cfg: self.cfg,
+            shutdown: CancellationToken::new(),
+            local_addr: self.listen,
+            local: Mutex::new(LocalState::default()),
+            links: Mutex::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
+            table_changed: watch::Sender::new(0),
+            table_events: broadcast::Sender::new(WATCH_CAPACITY),
+            adverts: Mutex::new(HashMap::new()),
+            accept_stop: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            serving: AtomicUsize::new(0),
+            outgoing: AtomicUsize::new(0),
+            idle: Notify::new(),
+            rr: AtomicUsize::new(0),
+            local_pending: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            discovery: None,
+            nats: Some(engine.clone()),
+        });
+        if !self.defer_discovery {
+            engine.start(&inner);
+        }
+        tracing::debug!(target: LOG, node = %node, %url, "mesh node started on NATS");
         Ok(Mesh { inner })
     }
 }
@@ -698,6 +777,105 @@ impl Inner {
         self.table_bumped();
     }
 
+    pub(crate) fn table_events_rx(&self) -> broadcast::Receiver<TableEvent> {
+        self.table_events.subscribe()
+    }
+
+    /// NATS: `node` now provides `added` (or re-described them) and no longer `removed`.
+    pub(crate) fn nats_apply(
+        &self,
+        node: NodeId,
+        key: &str,
+        added: Vec<Entry>,
+        removed: &[String],
+    ) {
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        let mut routes = self.routes_write();
+        let mut events = Vec::new();
+        for name in removed {
+            if let Some(list) = routes.get_mut(name) {
+                let before = list.len();
+                list.retain(|r| r.node != node);
+                if list.len() != before {
+                    events.push(TableEvent::Removed {
+                        name: name.clone(),
+                        node,
+                    });
+                }
+            }
+        }
+        for e in added {
+            let list = routes.entry(e.name.clone()).or_default();
+            list.retain(|r| r.node != node);
+            list.push(Route {
+                node,
+                key: key.to_owned(),
+                descriptor: e.descriptor.clone(),
+                target: Target::Nats,
+            });
+            events.push(TableEvent::Added {
+                name: e.name,
+                node,
+                key: key.to_owned(),
+                descriptor: e.descriptor,
+            });
+        }
+        routes.retain(|_, l| !l.is_empty());
+        drop(routes);
+        for ev in events {
+            let _ = self.table_events.send(ev);
+        }
+        self.table_bumped();
+    }
+
+    /// NATS: `node` left or went silent.
+    pub(crate) fn nats_remove_node(&self, node: NodeId) {
+        let mut routes = self.routes_write();
+        let mut removed = Vec::new();
+        for (name, list) in routes.iter_mut() {
+            let before = list.len();
+            list.retain(|r| r.node != node);
+            if list.len() != before {
+                removed.push(name.clone());
+            }
+        }
+        routes.retain(|_, l| !l.is_empty());
+        drop(routes);
+        if removed.is_empty() {
+            return;
+        }
+        for name in removed {
+            let _ = self.table_events.send(TableEvent::Removed { name, node });
+        }
+        self.table_bumped();
+    }
+
+    /// This node's service table.
+    pub(crate) fn local_snapshot(&self) -> TableSnapshot {
+        let local = lock(&self.local);
+        TableSnapshot {
+            version: local.version,
+            entries: local
+                .endpoints
+                .iter()
+                .map(|(name, ep)| Entry {
+                    name: name.clone(),
+                    descriptor: ep.descriptor.clone(),
+                })
+                .collect(),
+            topics: local.topics.keys().cloned().collect(),
+        }
+    }
+
+    /// The names this node provides, sorted.
+    pub(crate) fn local_endpoint_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.local).endpoints.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     pub(crate) fn local_handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
         lock(&self.local)
             .endpoints
@@ -760,7 +938,7 @@ impl Inner {
         let routes = self.routes_read();
         let list = routes.get(name)?;
         let live = |r: &&Route| match &r.target {
-            Target::Local(_) => true,
+            Target::Local(_) | Target::Nats => true,
             Target::Remote(l) => !l.closed.is_cancelled() && !l.draining.load(Ordering::Acquire),
         };
         let chosen = match self.cfg.balance {
@@ -773,7 +951,7 @@ impl Inner {
                 list.iter().filter(live).nth(n)?
             }
             Balance::LeastPending => list.iter().filter(live).min_by_key(|r| match &r.target {
-                Target::Local(_) => self.local_pending.load(Ordering::Relaxed),
+                Target::Local(_) | Target::Nats => self.local_pending.load(Ordering::Relaxed),
                 Target::Remote(l) => l.pending_count.load(Ordering::Relaxed),
             })?,
         };
@@ -869,6 +1047,9 @@ impl Mesh {
             removed: Vec::new(),
         };
         inner.send_to_ready_links(&Frame::with(Kind::TableDelta, 0, &delta));
+        if let Some(n) = &inner.nats {
+            n.provide(name, delta);
+        }
         drop(local);
         let _ = inner.table_events.send(TableEvent::Added {
             name: name.to_string(),
@@ -906,6 +1087,9 @@ impl Mesh {
             removed: vec![name.to_string()],
         };
         inner.send_to_ready_links(&Frame::with(Kind::TableDelta, 0, &delta));
+        if let Some(n) = &inner.nats {
+            n.withdraw(name, delta);
+        }
         drop(local);
         let _ = inner.table_events.send(TableEvent::Removed {
             name: name.to_string(),
@@ -1028,6 +1212,49 @@ impl Mesh {
                         Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
                     };
                 }
+                Target::Nats => {
+                    let Some(engine) = &inner.nats else {
+                        return Err(Error::unavailable("no NATS connection"));
+                    };
+                    match engine
+                        .request(
+                            inner,
+                            name,
+                            None,
+                            method,
+                            &body,
+                            deadline,
+                            options.idempotent,
+                        )
+                        .await
+                    {
+                        NatsOutcome::Reply(r) => return r,
+                        NatsOutcome::Timeout => {
+                            return Err(Error::timeout(format!("'{name}' did not answer in time")));
+                        }
+                        NatsOutcome::NoResponders => {
+                            // The table still lists a provider that NATS no longer has (or
+                            // not yet): ask again shortly, within the deadline.
+                            let at = deadline.min(Instant::now() + NatsEngine::retry_delay());
+                            tokio::time::sleep_until(at).await;
+                            if Instant::now() >= deadline {
+                                return Err(Error::unavailable(format!(
+                                    "no provider for '{name}'"
+                                )));
+                            }
+                        }
+                        NatsOutcome::Lost => {
+                            if options.idempotent && Instant::now() < deadline {
+                                tracing::debug!(target: LOG, %name, "provider lost; retrying an idempotent call");
+                                continue;
+                            }
+                            return Err(Error::unavailable(format!(
+                                "the NATS connection failed during a call to '{name}'; the outcome is unknown"
+                            ))
+                            .with_data(serde_json::json!({ "outcome": "unknown" })));
+                        }
+                    }
+                }
                 Target::Remote(link) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let msg = RequestMsg {
@@ -1097,6 +1324,23 @@ impl Mesh {
                 Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
             };
         }
+        if let Some(engine) = &inner.nats {
+            return match engine
+                .request(inner, name, Some(node), method, &body, deadline, false)
+                .await
+            {
+                NatsOutcome::Reply(r) => r,
+                NatsOutcome::Timeout => Err(Error::timeout(format!(
+                    "'{name}' on node {node} did not answer in time"
+                ))),
+                NatsOutcome::NoResponders => {
+                    Err(Error::unavailable(format!("node {node} is not on NATS")))
+                }
+                NatsOutcome::Lost => Err(Error::unavailable(format!(
+                    "the NATS connection failed during a call to '{name}' on node {node}; the outcome is unknown"
+                ))),
+            };
+        }
         let link = lock(&inner.links).get(&node).cloned();
         let Some(link) = link else {
             return Err(Error::unavailable(format!("no link to node {node}")));
@@ -1124,6 +1368,11 @@ impl Mesh {
 
     /// Round-trip time to `node` over its link.
     pub async fn ping(&self, node: NodeId) -> Result<Duration, Error> {
+        if let Some(engine) = &self.inner.nats {
+            return engine
+                .ping(node, Instant::now() + self.inner.cfg.timeout)
+                .await;
+        }
         let link = lock(&self.inner.links).get(&node).cloned();
         match link {
             Some(l) => l.ping(Instant::now() + self.inner.cfg.timeout).await,
@@ -1131,7 +1380,19 @@ impl Mesh {
         }
     }
 
-    /// The nodes this node has a link with.
+    /// With NATS discovery and a deferred start: begin discovery now (once).
+    pub(crate) fn start_discovery(&self) {
+        if let Some(engine) = &self.inner.nats {
+            engine.start(&self.inner);
+        }
+    }
+
+    /// Whether this node runs on NATS rather than peer links.
+    pub fn on_nats(&self) -> bool {
+        self.inner.nats.is_some()
+    }
+
+    /// The nodes this node has a link with (none on NATS).
     pub fn linked_peers(&self) -> Vec<NodeId> {
         lock(&self.inner.links).keys().copied().collect()
     }
@@ -1165,6 +1426,9 @@ impl Mesh {
                 }
             }
         }
+        if let Some(n) = &inner.nats {
+            n.publish(topic, &data);
+        }
         inner.deliver_local(topic, data);
     }
 
@@ -1189,6 +1453,9 @@ impl Mesh {
                         topic: topic.to_string(),
                     },
                 ));
+                if let Some(n) = &inner.nats {
+                    n.subscribe(topic);
+                }
                 rx
             }
         };
@@ -1227,6 +1494,21 @@ impl Mesh {
         let inner = &self.inner;
         if inner.draining.swap(true, Ordering::AcqRel) {
             inner.shutdown.cancelled().await;
+            return;
+        }
+        if let Some(engine) = &inner.nats {
+            engine.leave().await;
+            let drain_deadline = Instant::now() + inner.cfg.drain_timeout;
+            let idle = || {
+                inner.serving.load(Ordering::Acquire) == 0
+                    && inner.outgoing.load(Ordering::Acquire) == 0
+            };
+            if !inner.wait_until(drain_deadline, idle).await {
+                tracing::warn!(target: LOG, node = %inner.node, serving = inner.serving.load(Ordering::Acquire), "drain timeout passed; closing with calls in flight");
+            }
+            engine.close().await;
+            inner.shutdown.cancel();
+            tracing::debug!(target: LOG, node = %inner.node, "mesh node stopped");
             return;
         }
         // Goaway first: once a peer acknowledges it, the peer routes nothing new here, and
@@ -1342,6 +1624,9 @@ impl Drop for Subscription {
         };
         if last {
             local.topics.remove(&self.topic);
+            if let Some(n) = &inner.nats {
+                n.unsubscribe(&self.topic);
+            }
             inner.send_to_ready_links(&Frame::with(
                 Kind::Unsubscribe,
                 0,

@@ -1015,3 +1015,52 @@ fn from_env_is_strict_and_names_the_variable() {
         assert!(err.to_string().contains(var), "{err} should name {var}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middlewares_wrap_every_proxys_rest_routes() {
+    use axum::middleware::{Next, from_fn};
+    use tower::ServiceExt;
+
+    let e = env("middleware");
+    let provider = App::new();
+    provider.use_service("todos", todos());
+    let _p = start(&provider, Distribution::new().environment(&e).key("p")).await;
+
+    let consumer = App::new();
+    consumer.use_service("local", todos());
+    let tag = from_fn(|req: axum::extract::Request, next: Next| async move {
+        let mut res = next.run(req).await;
+        res.headers_mut()
+            .insert("x-proxy", http::HeaderValue::from_static("yes"));
+        res
+    });
+    let c = start(
+        &consumer,
+        Distribution::new().environment(&e).key("c").middleware(tag),
+    )
+    .await;
+    within("todos", c.remote_ready("todos")).await;
+    assert_eq!(c.middlewares().len(), 1);
+
+    let router = consumer.into_router();
+    let get = |uri: &'static str| {
+        let router = router.clone();
+        async move {
+            let req = http::Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            router.oneshot(req).await.expect("infallible")
+        }
+    };
+    let proxied = get("/todos").await;
+    assert_eq!(proxied.status(), http::StatusCode::OK);
+    assert_eq!(
+        proxied.headers().get("x-proxy").map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
+    // Local services are not wrapped.
+    let local = get("/local").await;
+    assert_eq!(local.status(), http::StatusCode::OK);
+    assert!(local.headers().get("x-proxy").is_none());
+}

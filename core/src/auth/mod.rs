@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::handle::ServiceHandle;
 use crate::hooks::hook_sync;
 use crate::params::{Id, Method, Params};
+use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
 
 pub use config::{AuthConfig, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV, SETTINGS_KEY};
@@ -128,10 +129,12 @@ impl AuthenticationService {
         service
     }
 
-    /// Mount the service at `path` (methods `create` and `remove`; its calls emit no events)
-    /// and store it as the App's authentication extension.
+    /// Mount the service at `path` (methods `create` and `remove`; its calls emit no events),
+    /// store it as the App's authentication extension, and register it as the real-time
+    /// server's handshake authenticator.
     pub fn mount(&self, app: &App, path: &str) -> ServiceHandle {
         app.insert_extension(self.clone());
+        app.set_connection_authenticator(self.clone());
         let handle = app.use_service_with(
             path,
             self.clone(),
@@ -250,7 +253,7 @@ impl AuthenticationService {
     /// token (an unknown scheme such as `Basic`); an invalid token is an error. The result is
     /// the full authentication result (`accessToken`, `authentication`, `user`), with the
     /// entity's password field removed.
-    pub async fn authenticate_header(&self, header: &str) -> Result<Option<Value>> {
+    pub async fn authenticate_authorization(&self, header: &str) -> Result<Option<Value>> {
         let Some(auth) = parse_authorization(header) else {
             return Ok(None);
         };
@@ -319,6 +322,28 @@ pub fn parse_authorization(header: &str) -> Option<Value> {
         }
     };
     Some(json!({ "strategy": "jwt", "accessToken": token }))
+}
+
+/// The socket.io handshake check: a valid `Authorization` header logs the connection in with
+/// `{strategy: "jwt", accessToken}` and the user (without its password); an invalid one refuses
+/// the connection; another scheme is no authentication.
+#[async_trait]
+impl ConnectionAuthenticator for AuthenticationService {
+    async fn authenticate_header(
+        &self,
+        _app: &App,
+        header: &str,
+    ) -> Result<Option<(Value, Value)>> {
+        let Some(result) = self.authenticate_authorization(header).await? else {
+            return Ok(None);
+        };
+        let authentication = json!({ "strategy": "jwt", "accessToken": result.get("accessToken") });
+        let user = result
+            .get(&self.inner.config.entity)
+            .cloned()
+            .unwrap_or(Value::Null);
+        Ok(Some((authentication, user)))
+    }
 }
 
 /// `accessToken`, `authentication`, then the other keys, as Feathers sends them.

@@ -26,6 +26,16 @@ pub async fn verify(password: &str, hash: &str) -> Result<bool> {
         .map_err(Error::internal)?
 }
 
+/// A hash of a fixed password, computed once: checking against it costs what a real check
+/// costs (the `local` strategy uses it for unknown users).
+pub(crate) async fn dummy_hash() -> Result<&'static str> {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DUMMY
+        .get_or_try_init(|| hash("plume: no such user"))
+        .await
+        .map(String::as_str)
+}
+
 /// [`hash`] on the current thread.
 pub fn hash_blocking(password: &str) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);

@@ -77,21 +77,28 @@ impl AuthStrategy for LocalStrategy {
             .find(Params::new().with_query(query))
             .await?;
         let entity = match found {
-            Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+            Value::Array(mut items) if !items.is_empty() => Some(items.swap_remove(0)),
             Value::Object(mut page) => match page.remove("data") {
-                Some(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
-                _ => return Err(invalid_login()),
+                Some(Value::Array(mut items)) if !items.is_empty() => Some(items.swap_remove(0)),
+                _ => None,
             },
-            _ => return Err(invalid_login()),
+            _ => None,
         };
         // Equality on the user name must hold even if the entity service ignores the query.
-        if entity.get(&options.username_field).and_then(Value::as_str) != Some(username) {
-            return Err(invalid_login());
-        }
-        let Some(hash) = entity.get(&options.password_field).and_then(Value::as_str) else {
+        let entity = entity
+            .filter(|e| e.get(&options.username_field).and_then(Value::as_str) == Some(username));
+        let hash = entity
+            .as_ref()
+            .and_then(|e| e.get(&options.password_field))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let (Some(entity), Some(hash)) = (entity, hash) else {
+            // Spend the time a real check takes, so a response time does not tell whether the
+            // user exists.
+            let _ = password::verify(plain, password::dummy_hash().await?).await;
             return Err(invalid_login());
         };
-        match password::verify(plain, hash).await {
+        match password::verify(plain, &hash).await {
             Ok(true) => {}
             Ok(false) => return Err(invalid_login()),
             Err(err) if err.kind() == ErrorKind::BadRequest => {

@@ -514,14 +514,20 @@ async fn the_authentication_service_emits_no_events() {
 async fn authenticate_header_serves_socket_handshakes() {
     let f = fixture().await;
     let token = token_of(&login(&f).await);
-    assert_eq!(ok(f.auth.authenticate_header("Basic abc").await), None);
-    assert_eq!(ok(f.auth.authenticate_header("").await), None);
-    let out = ok(f.auth.authenticate_header(&format!("Bearer {token}")).await);
+    assert_eq!(
+        ok(f.auth.authenticate_authorization("Basic abc").await),
+        None
+    );
+    assert_eq!(ok(f.auth.authenticate_authorization("").await), None);
+    let out = ok(f
+        .auth
+        .authenticate_authorization(&format!("Bearer {token}"))
+        .await);
     let out = out.unwrap_or_default();
     assert_eq!(out["accessToken"], token.as_str());
     assert_eq!(out["user"], json!({"email": "a@example.com", "id": 1}));
     assert_eq!(
-        err(f.auth.authenticate_header("Bearer not.a.jwt").await).code(),
+        err(f.auth.authenticate_authorization("Bearer not.a.jwt").await).code(),
         401
     );
 }
@@ -627,4 +633,22 @@ proptest! {
             prop_assert!(v["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
         }
     }
+}
+
+#[tokio::test]
+async fn a_hook_can_add_claims_but_not_replace_the_standard_ones() {
+    let f = fixture().await;
+    let auth = ok(f.app.require("authentication"));
+    auth.hooks().before(crate::hooks::hook_sync(|ctx| {
+        ctx.params
+            .extra
+            .insert("payload".into(), json!({"role": "admin", "sub": "999"}));
+        Ok(())
+    }));
+    let token = token_of(&login(&f).await);
+    let payload = ok(f.auth.verify_access_token(&token));
+    assert_eq!(payload.get("role"), Some(&json!("admin")));
+    assert_eq!(payload.get("sub"), Some(&json!("1")));
+    let keys: Vec<&String> = payload.keys().collect();
+    assert_eq!(keys, ["role", "iat", "exp", "aud", "iss", "sub", "jti"]);
 }

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod layers;
 mod query;
 mod rest;
 
@@ -32,6 +33,7 @@ use tower_http::cors::CorsLayer;
 use crate::app::App;
 use crate::error::{Error, Result};
 
+pub use layers::{RestLayer, RestService};
 pub use query::parse_query;
 pub use rest::{SERVICE_METHOD_HEADER, error_response};
 

@@ -1,5 +1,6 @@
 //! The REST handler: one fallback that resolves every request against the live service table.
 
+use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 
 use axum::body::{Body, Bytes};
@@ -13,7 +14,10 @@ use serde_json::{Map, Value};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::params::{Id, Method, Params, Provider};
+use crate::server::RestService;
 use crate::server::query::parse_query;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 /// The header that names a custom method on `POST /<path>`.
 pub const SERVICE_METHOD_HEADER: &str = "x-service-method";
@@ -24,8 +28,28 @@ pub(crate) struct RestState {
     pub(crate) body_limit: usize,
 }
 
-/// The axum fallback: every request that no other route took.
+/// The axum fallback: every request that no other route took. A service with REST layers
+/// (see [`App::set_rest_layers`]) gets the request through them.
 pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Response {
+    let Some(layers) = state.app.rest_layers_for_request(req.uri().path()) else {
+        return respond(state, req).await;
+    };
+    let inner: RestService = BoxCloneSyncService::new(tower::service_fn(move |req: Request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(respond(state, req).await) }
+    }));
+    let service = layers
+        .iter()
+        .rev()
+        .fold(inner, |svc, layer| layer.apply(svc));
+    match service.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Handle one request, turning every failure (a panic included) into a Feathers error response.
+async fn respond(state: RestState, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let outcome = AssertUnwindSafe(handle(&state, req))

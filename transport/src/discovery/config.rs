@@ -44,7 +44,26 @@ pub enum DiscoveryMode {
         /// The addresses to beacon to from the start.
         seeds: Vec<SocketAddr>,
     },
+    /// A NATS server carries discovery, the service tables, requests (a queue group per
+    /// endpoint) and events; the mesh runs on NATS instead of peer links (`docs/protocol.md`,
+    /// "NATS backend").
+    Nats {
+        /// The server URL, e.g. `nats://127.0.0.1:4222` (several, comma-separated, for a cluster).
+        url: String,
+    },
+    /// A Redis registry of TTL keys plus pub/sub join/leave notifications; the nodes still
+    /// talk over peer links. If Redis goes away, the node keeps its last-known peers and
+    /// registers again when it returns.
+    Redis {
+        /// The server URL, e.g. `redis://127.0.0.1:6379`.
+        url: String,
+    },
 }
+
+/// The default `PLUME_NATS_URL`.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The default `PLUME_REDIS_URL`.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// Configuration of the discovery agent.
 #[derive(Clone)]
@@ -116,8 +135,10 @@ pub enum ConfigError {
     Inconsistent(String),
 }
 
-const VARS: [&str; 9] = [
+const VARS: [&str; 11] = [
     "PLUME_DISCOVERY",
+    "PLUME_NATS_URL",
+    "PLUME_REDIS_URL",
     "PLUME_DISCOVERY_PORT",
     "PLUME_MULTICAST_ADDR",
     "PLUME_MULTICAST_IFACE",
@@ -164,31 +185,46 @@ impl DiscoveryConfig {
         let iface = val("PLUME_MULTICAST_IFACE");
         let group = val("PLUME_MULTICAST_ADDR");
         let seeds = val("PLUME_SEEDS");
+        let nats_url = val("PLUME_NATS_URL");
+        let redis_url = val("PLUME_REDIS_URL");
         let mode = match val("PLUME_DISCOVERY") {
             Some(m) => match m.as_str() {
                 "loopback" => "loopback",
                 "multicast" => "multicast",
                 "seeds" => "seeds",
+                "nats" => "nats",
+                "redis" => "redis",
                 _ => {
                     return Err(invalid(
                         "PLUME_DISCOVERY",
                         &m,
-                        "expected loopback, multicast or seeds",
+                        "expected loopback, multicast, seeds, nats or redis",
                     ));
                 }
             },
-            // Naming an interface or a group opts into multicast, listing seeds into seeds.
-            None => match (iface.is_some() || group.is_some(), seeds.is_some()) {
-                (true, true) => {
-                    return Err(ConfigError::Inconsistent(
-                        "both multicast (PLUME_MULTICAST_*) and PLUME_SEEDS are set; set PLUME_DISCOVERY to choose"
-                            .into(),
-                    ));
+            // Naming an interface or a group opts into multicast, listing seeds into seeds,
+            // a server URL into that server's backend.
+            None => {
+                let chosen: Vec<&'static str> = [
+                    (iface.is_some() || group.is_some(), "multicast"),
+                    (seeds.is_some(), "seeds"),
+                    (nats_url.is_some(), "nats"),
+                    (redis_url.is_some(), "redis"),
+                ]
+                .into_iter()
+                .filter_map(|(set, m)| set.then_some(m))
+                .collect();
+                match chosen.as_slice() {
+                    [] => "loopback",
+                    [one] => one,
+                    _ => {
+                        return Err(ConfigError::Inconsistent(format!(
+                            "variables of several discovery backends are set ({}); set PLUME_DISCOVERY to choose",
+                            chosen.join(", ")
+                        )));
+                    }
                 }
-                (true, false) => "multicast",
-                (false, true) => "seeds",
-                (false, false) => "loopback",
-            },
+            }
         };
         let unused = |var: &'static str| -> Result<(), ConfigError> {
             if val(var).is_some() {
@@ -204,6 +240,8 @@ impl DiscoveryConfig {
                     "PLUME_MULTICAST_IFACE",
                     "PLUME_SEEDS",
                     "PLUME_DISCOVERY_LISTEN",
+                    "PLUME_NATS_URL",
+                    "PLUME_REDIS_URL",
                 ] {
                     unused(v)?;
                 }
@@ -218,6 +256,8 @@ impl DiscoveryConfig {
                     "PLUME_SEEDS",
                     "PLUME_DISCOVERY_LISTEN",
                     "PLUME_DISCOVERY_PORT",
+                    "PLUME_NATS_URL",
+                    "PLUME_REDIS_URL",
                 ] {
                     unused(v)?;
                 }
@@ -258,11 +298,38 @@ impl DiscoveryConfig {
                 }
                 DiscoveryMode::Multicast { group, port, iface }
             }
+            "nats" | "redis" => {
+                for v in [
+                    "PLUME_MULTICAST_ADDR",
+                    "PLUME_MULTICAST_IFACE",
+                    "PLUME_DISCOVERY_PORT",
+                    "PLUME_SEEDS",
+                    "PLUME_DISCOVERY_LISTEN",
+                    if mode == "nats" {
+                        "PLUME_REDIS_URL"
+                    } else {
+                        "PLUME_NATS_URL"
+                    },
+                ] {
+                    unused(v)?;
+                }
+                if mode == "nats" {
+                    let url = nats_url.unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+                    check_url("PLUME_NATS_URL", &url, &["nats", "tls", "ws", "wss"])?;
+                    DiscoveryMode::Nats { url }
+                } else {
+                    let url = redis_url.unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+                    check_url("PLUME_REDIS_URL", &url, &["redis", "rediss"])?;
+                    DiscoveryMode::Redis { url }
+                }
+            }
             _ => {
                 for v in [
                     "PLUME_MULTICAST_ADDR",
                     "PLUME_MULTICAST_IFACE",
                     "PLUME_DISCOVERY_PORT",
+                    "PLUME_NATS_URL",
+                    "PLUME_REDIS_URL",
                 ] {
                     unused(v)?;
                 }
@@ -325,6 +392,32 @@ impl DiscoveryConfig {
             _ => Ok(()),
         }
     }
+}
+
+/// A URL must name one of `schemes` and a host.
+fn check_url(var: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    for one in url.split(',') {
+        let one = one.trim();
+        let Some((scheme, rest)) = one.split_once("://") else {
+            return Err(invalid(
+                var,
+                url,
+                format!("expected {}://host:port", schemes[0]),
+            ));
+        };
+        if !schemes.contains(&scheme) {
+            return Err(invalid(
+                var,
+                url,
+                format!("the scheme must be one of {}", schemes.join(", ")),
+            ));
+        }
+        let host = rest.rsplit('@').next().unwrap_or(rest);
+        if host.is_empty() || host.starts_with(':') || host.starts_with('/') {
+            return Err(invalid(var, url, "no host"));
+        }
+    }
+    Ok(())
 }
 
 fn check_group(group: Ipv4Addr) -> Result<(), &'static str> {
@@ -569,5 +662,63 @@ mod tests {
     fn debug_hides_the_secret() {
         let c = cfg(&[("PLUME_MESH_SECRET", "hunter2")]).expect("ok");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn nats_and_redis_urls_default_and_imply_their_backend() {
+        let c = cfg(&[("PLUME_DISCOVERY", "nats")]).expect("ok");
+        assert_eq!(
+            c.mode,
+            DiscoveryMode::Nats {
+                url: DEFAULT_NATS_URL.into()
+            }
+        );
+        let c = cfg(&[("PLUME_DISCOVERY", "redis")]).expect("ok");
+        assert_eq!(
+            c.mode,
+            DiscoveryMode::Redis {
+                url: DEFAULT_REDIS_URL.into()
+            }
+        );
+        let c = cfg(&[("PLUME_NATS_URL", "nats://10.0.0.1:4222")]).expect("implied");
+        assert_eq!(
+            c.mode,
+            DiscoveryMode::Nats {
+                url: "nats://10.0.0.1:4222".into()
+            }
+        );
+        let c = cfg(&[("PLUME_REDIS_URL", "redis://h:1")]).expect("implied");
+        assert_eq!(
+            c.mode,
+            DiscoveryMode::Redis {
+                url: "redis://h:1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_or_conflicting_server_urls_name_their_variable() {
+        let e = cfg(&[("PLUME_DISCOVERY", "nats"), ("PLUME_NATS_URL", "http://x")]);
+        assert_eq!(var_of(e.expect_err("scheme")), "PLUME_NATS_URL");
+        let e = cfg(&[
+            ("PLUME_DISCOVERY", "redis"),
+            ("PLUME_REDIS_URL", "redis://"),
+        ]);
+        assert_eq!(var_of(e.expect_err("no host")), "PLUME_REDIS_URL");
+        let e = cfg(&[
+            ("PLUME_DISCOVERY", "nats"),
+            ("PLUME_REDIS_URL", "redis://h:1"),
+        ]);
+        assert_eq!(var_of(e.expect_err("unused")), "PLUME_REDIS_URL");
+        let e = cfg(&[
+            ("PLUME_DISCOVERY", "loopback"),
+            ("PLUME_NATS_URL", "nats://h:1"),
+        ]);
+        assert_eq!(var_of(e.expect_err("unused")), "PLUME_NATS_URL");
+        let e = cfg(&[
+            ("PLUME_NATS_URL", "nats://h:1"),
+            ("PLUME_SEEDS", "127.0.0.1:9"),
+        ]);
+        assert!(matches!(e, Err(ConfigError::Inconsistent(_))));
     }
 }

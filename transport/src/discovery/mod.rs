@@ -30,6 +30,7 @@ mod agent;
 mod codec;
 mod config;
 mod net;
+mod redis;
 mod state;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -43,8 +44,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use config::{
-    ConfigError, DEFAULT_GROUP, DEFAULT_HEARTBEAT, DEFAULT_NODE_TIMEOUT, DEFAULT_PORT,
-    DEFAULT_SEEDS_LISTEN, DiscoveryConfig, DiscoveryMode,
+    ConfigError, DEFAULT_GROUP, DEFAULT_HEARTBEAT, DEFAULT_NATS_URL, DEFAULT_NODE_TIMEOUT,
+    DEFAULT_PORT, DEFAULT_REDIS_URL, DEFAULT_SEEDS_LISTEN, DiscoveryConfig, DiscoveryMode,
 };
 
 /// The mesh protocol version this build advertises in its beacons.
@@ -167,6 +168,16 @@ impl Discovery {
         config: DiscoveryConfig,
         local: LocalNode,
     ) -> io::Result<(Discovery, mpsc::Receiver<PeerEvent>)> {
+        match &config.mode {
+            DiscoveryMode::Redis { url } => return Self::start_redis(&config, url, local),
+            DiscoveryMode::Nats { .. } => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "NATS discovery is part of the NATS mesh engine: start a Mesh with this configuration",
+                ));
+            }
+            _ => {}
+        }
         let opened = net::open(&config.mode)?;
         Self::start_with(
             config,
@@ -176,6 +187,42 @@ impl Discovery {
             opened.loopback_only,
             opened.local_addr,
         )
+    }
+
+    fn start_redis(
+        config: &DiscoveryConfig,
+        url: &str,
+        local: LocalNode,
+    ) -> io::Result<(Discovery, mpsc::Receiver<PeerEvent>)> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let shared = Arc::new(Shared::default());
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL);
+        let node = local.node;
+        let local_addr = local.addr;
+        let agent = redis::RedisAgent::new(
+            url,
+            local,
+            config.heartbeat,
+            config.node_timeout,
+            shared.clone(),
+        )?;
+        tracing::debug!(%node, "redis discovery starting");
+        tokio::spawn(agent.run(cmd_rx, event_tx));
+        let handle = Handle {
+            shared,
+            commands: cmd_tx,
+            local_addr,
+            node,
+        };
+        Ok((
+            Discovery {
+                inner: Arc::new(handle),
+            },
+            event_rx,
+        ))
     }
 
     fn start_with<T: net::Transport>(
@@ -270,7 +317,7 @@ impl Discovery {
     }
 
     /// The local UDP address this agent sends from (in `seeds` mode, the
-    /// address others can list as a seed).
+    /// address others can list as a seed; in `redis` mode, the advertised mesh address).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
     }

@@ -79,6 +79,10 @@ pub(crate) fn open(mode: &DiscoveryMode) -> io::Result<Opened> {
                 local_addr,
             })
         }
+        DiscoveryMode::Nats { .. } | DiscoveryMode::Redis { .. } => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the nats and redis backends use no discovery sockets",
+        )),
     }
 }
 

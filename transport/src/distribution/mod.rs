@@ -33,17 +33,19 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::any::Any;
+use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use plume::hooks::HookRegistry;
+use plume::server::{RestLayer, RestService};
 use plume::{App, Plugin};
 use tokio::sync::{mpsc, watch};
+use tower::Layer;
 
-use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, LocalNode};
+use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode};
 use crate::mesh::{Mesh, MeshBuilder, MeshError, ProviderInfo};
 
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
@@ -92,7 +94,7 @@ pub struct Distribution {
     pub(crate) remote_service_path: Option<PathRename>,
     pub(crate) remote_service_options: Option<OptionKeys>,
     pub(crate) hooks: Vec<ProxyHooks>,
-    pub(crate) middlewares: Vec<Arc<dyn Any + Send + Sync>>,
+    pub(crate) middlewares: Vec<RestLayer>,
     pub(crate) timeout: Duration,
     pub(crate) grace: Duration,
     pub(crate) distributed_events: NameFilter,
@@ -277,11 +279,23 @@ impl Distribution {
         self
     }
 
-    /// A tower layer for every proxy's REST routes. Stored; applied once the REST server offers
-    /// a per-path layer API (see `docs/distribution.md`).
+    /// A tower layer around every proxy's REST routes (the first added is the outermost). Any
+    /// layer [`RestLayer::new`] accepts fits, e.g. `axum::middleware::from_fn(..)`.
     #[must_use]
-    pub fn middleware<L: Send + Sync + 'static>(mut self, layer: L) -> Self {
-        self.middlewares.push(Arc::new(layer));
+    pub fn middleware<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<RestService> + Send + Sync + 'static,
+        L::Service: tower::Service<
+                axum::extract::Request,
+                Response = axum::response::Response,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<axum::extract::Request>>::Future: Send + 'static,
+    {
+        self.middlewares.push(RestLayer::new(layer));
         self
     }
 
@@ -441,13 +455,19 @@ impl Distribution {
         // The plugin runs discovery itself and feeds the mesh through its peer channel, so that
         // the table watcher exists before any peer can learn of this node: nothing is missed.
         let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENTS);
+        let on_nats = matches!(discovery.mode, DiscoveryMode::Nats { .. });
         let mut builder = Mesh::builder()
             .environment(self.environment.clone())
             .key(self.key.clone())
             .listen(self.listen)
             .timeout(self.timeout)
-            .secret(discovery.secret.clone())
-            .peers(peer_rx);
+            .secret(discovery.secret.clone());
+        builder = if on_nats {
+            // On NATS the mesh runs discovery itself; it starts once the watcher exists.
+            builder.discovery(discovery.clone()).defer_discovery()
+        } else {
+            builder.peers(peer_rx)
+        };
         if let Some(f) = self.customize.take() {
             builder = f(builder);
         }
@@ -455,6 +475,15 @@ impl Distribution {
             .start()
             .await
             .map_err(|e| DistributionError::Mesh(Arc::new(e)))?;
+        if on_nats {
+            let shared = Shared::start(app.clone(), mesh.clone(), self);
+            mesh.start_discovery();
+            let handle = DistributionHandle { shared };
+            app.insert_extension(handle.clone());
+            let on_stop = handle.clone();
+            app.on_shutdown(move || Box::pin(async move { on_stop.shutdown().await }));
+            return Ok(handle);
+        }
         let info = mesh.peer_info();
         let local = LocalNode {
             node: info.node,
@@ -576,9 +605,9 @@ impl DistributionHandle {
         self.shared.providers_of(&plume::normalize_path(local_path))
     }
 
-    /// The middlewares given with [`Distribution::middleware`], for a REST server to apply
-    /// around proxy routes.
-    pub fn middlewares(&self) -> &[Arc<dyn Any + Send + Sync>] {
+    /// The middlewares given with [`Distribution::middleware`]; every proxy's REST routes run
+    /// through them.
+    pub fn middlewares(&self) -> &[RestLayer] {
         &self.shared.opts.middlewares
     }
 

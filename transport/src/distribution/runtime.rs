@@ -738,6 +738,10 @@ impl Shared {
         for add in &self.opts.hooks {
             add(handle.hooks());
         }
+        if !self.opts.middlewares.is_empty() {
+            self.app
+                .set_rest_layers(local, self.opts.middlewares.clone());
+        }
         state.ready.store(true, Ordering::Release);
         let nodes: Vec<NodeId> = {
             let st = lock(&self.state);

@@ -1,0 +1,1067 @@
+//! The NATS engine: the mesh on a NATS server instead of peer links.
+//!
+//! Subjects (every Plume subject starts with `plume.{env}`, the environment as one escaped
+//! token, so environments never see each other):
+//! - `plume.{env}.disc.{key}.{node}`: hellos (heartbeats, and `leaving`);
+//! - `plume.{env}.table.{node}`: service-table deltas;
+//! - `plume.{env}.node.{node}.{table|call|ping}`: a node's own request subjects;
+//! - `plume.{env}.svc.{endpoint}`: calls, one queue group per endpoint (NATS balances replicas);
+//! - `plume.{env}.evt.{topic}`: events;
+//! - `$SRV.{PING|INFO|STATS}[.{name}[.{id}]]`: the NATS service API, for standard tooling.
+//!
+//! See `docs/protocol.md`, "NATS backend".
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use async_nats::{HeaderMap, Message, ServerAddr, Subscriber};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{
+    PROTOCOL_VERSION, RequestMsg, ResponseMsg, TableDelta, TableSnapshot, decode_payload,
+    encode_payload,
+};
+use crate::discovery::NodeId;
+use crate::mesh::{Inner, Request, TableEvent, lock};
+use plume::Error;
+
+const LOG: &str = "plume::nats";
+/// The header naming the sending node.
+const NODE_HEADER: &str = "Plume-Node";
+/// Events queued for the NATS connection before new ones are dropped.
+const EVENT_QUEUE: usize = 4096;
+/// Snapshot answers queued for the engine loop.
+const RESULT_QUEUE: usize = 256;
+/// How long a call waits before asking again when NATS says nobody listens yet.
+const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
+
+/// Escape `s` into one NATS subject token: `[A-Za-z0-9_-]` stay, every other byte is `~XX`.
+pub(crate) fn token(s: &str) -> String {
+    if s.is_empty() {
+        return "~".to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("~{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The NATS service name of a key: `[A-Za-z0-9_-]`, others become `_` (`plume` when empty).
+fn service_name(key: &str) -> String {
+    if key.is_empty() {
+        return "plume".to_owned();
+    }
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A hello: a node's heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Hello {
+    node: String,
+    key: String,
+    version: u64,
+    protocol: u16,
+    leaving: bool,
+}
+
+/// A table delta with its sender.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Delta {
+    node: String,
+    key: String,
+    #[serde(flatten)]
+    delta: TableDelta,
+}
+
+/// What a NATS call came to.
+#[derive(Debug)]
+pub(crate) enum NatsOutcome {
+    /// A provider answered.
+    Reply(Result<Value, Error>),
+    /// Nobody listens on the subject (yet, or any more).
+    NoResponders,
+    /// No answer before the deadline.
+    Timeout,
+    /// The call may have reached a provider that is now gone (connection loss, or a provider of
+    /// the endpoint left during an idempotent call).
+    Lost,
+}
+
+/// Commands to the engine loop, in order.
+#[derive(Debug)]
+enum Ctl {
+    Provide(String, TableDelta),
+    Withdraw(String, TableDelta),
+    Subscribe(String),
+    Unsubscribe(String),
+    Hello,
+}
+
+#[derive(Debug, Default)]
+struct EndpointStats {
+    requests: u64,
+    errors: u64,
+    nanos: u128,
+    last_error: String,
+}
+
+/// The NATS side of a mesh node.
+pub(crate) struct NatsEngine {
+    client: async_nats::Client,
+    prefix: String,
+    node: NodeId,
+    key: String,
+    environment: String,
+    heartbeat: Duration,
+    node_timeout: Duration,
+    /// Control commands: rare and issued from synchronous API calls that cannot wait, and the
+    /// loop must see every one of them in order, so this channel is unbounded.
+    ctl: mpsc::UnboundedSender<Ctl>,
+    ctl_rx: Mutex<Option<mpsc::UnboundedReceiver<Ctl>>>,
+    events: mpsc::Sender<(String, Value)>,
+    events_rx: Mutex<Option<mpsc::Receiver<(String, Value)>>>,
+    started: SystemTime,
+    stats: Mutex<HashMap<String, EndpointStats>>,
+    endpoints: Mutex<HashMap<String, CancellationToken>>,
+    permits: Arc<Semaphore>,
+    served: AtomicU64,
+    stop: CancellationToken,
+    version: AtomicU64,
+    peers_seen: AtomicUsize,
+}
+
+impl std::fmt::Debug for NatsEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEngine")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parse a comma-separated list of server URLs.
+fn servers(url: &str) -> std::io::Result<Vec<ServerAddr>> {
+    url.split(',')
+        .map(|u| {
+            u.trim().parse::<ServerAddr>().map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("PLUME_NATS_URL: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+impl NatsEngine {
+    /// Connect (in the background: a node starts even while NATS is away, and every
+    /// disconnection is retried for ever).
+    pub(crate) async fn connect(
+        url: &str,
+        node: NodeId,
+        environment: &str,
+        key: &str,
+        heartbeat: Duration,
+        node_timeout: Duration,
+        max_in_flight: usize,
+    ) -> std::io::Result<Arc<Self>> {
+        let addrs = servers(url)?;
+        let (conn_tx, mut conn_rx) = mpsc::channel::<async_nats::Event>(16);
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("plume {key} {node}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(node_timeout)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((50u64 << attempts.min(5)).min(1000))
+            })
+            .event_callback(move |event| {
+                let tx = conn_tx.clone();
+                async move {
+                    let _ = tx.try_send(event);
+                }
+            })
+            .connect(addrs)
+            .await
+            .map_err(|e| std::io::Error::other(format!("NATS: {e}")))?;
+        // Unbounded on purpose: see the `ctl` field.
+        #[allow(clippy::disallowed_methods)]
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let engine = Arc::new(Self {
+            client,
+            prefix: format!("plume.{}", token(environment)),
+            node,
+            key: key.to_owned(),
+            environment: environment.to_owned(),
+            heartbeat,
+            node_timeout,
+            ctl,
+            ctl_rx: Mutex::new(Some(ctl_rx)),
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
+            started: SystemTime::now(),
+            stats: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            served: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+            version: AtomicU64::new(0),
+            peers_seen: AtomicUsize::new(0),
+        });
+        // Connection events: log outages once, and say hello again on every reconnection.
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            while let Some(event) = conn_rx.recv().await {
+                let Some(engine) = weak.upgrade() else { return };
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!(target: LOG, node = %engine.node, "connected to NATS");
+                        let _ = engine.ctl.send(Ctl::Hello);
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(target: LOG, node = %engine.node, "NATS connection lost; reconnecting");
+                    }
+                    other => tracing::debug!(target: LOG, event = %other, "NATS event"),
+                }
+            }
+        });
+        Ok(engine)
+    }
+
+    fn subject(&self, parts: &[&str]) -> String {
+        let mut s = self.prefix.clone();
+        for p in parts {
+            s.push('.');
+            s.push_str(p);
+        }
+        s
+    }
+
+    fn svc_subject(&self, name: &str) -> String {
+        self.subject(&["svc", &token(name)])
+    }
+
+    fn node_subject(&self, node: NodeId, what: &str) -> String {
+        self.subject(&["node", &node.to_string(), what])
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(NODE_HEADER, self.node.to_string().as_str());
+        h
+    }
+
+    fn hello(&self, leaving: bool) -> (String, Bytes) {
+        let hello = Hello {
+            node: self.node.to_string(),
+            key: self.key.clone(),
+            version: self.version.load(Ordering::Acquire),
+            protocol: PROTOCOL_VERSION,
+            leaving,
+        };
+        (
+            self.subject(&["disc", &token(&self.key), &self.node.to_string()]),
+            Bytes::from(serde_json::to_vec(&hello).unwrap_or_default()),
+        )
+    }
+
+    async fn say_hello(&self, leaving: bool) {
+        let (subject, body) = self.hello(leaving);
+        if let Err(e) = self.client.publish(subject, body).await {
+            tracing::debug!(target: LOG, error = %e, "hello not sent");
+        }
+    }
+
+    // --- the API the mesh calls --------------------------------------------------------------
+
+    pub(crate) fn provide(&self, name: &str, delta: TableDelta) {
+        self.version.store(delta.version, Ordering::Release);
+        let _ = self.ctl.send(Ctl::Provide(name.to_owned(), delta));
+    }
+
+    pub(crate) fn withdraw(&self, name: &str, delta: TableDelta) {
+        self.version.store(delta.version, Ordering::Release);
+        let _ = self.ctl.send(Ctl::Withdraw(name.to_owned(), delta));
+    }
+
+    pub(crate) fn subscribe(&self, topic: &str) {
+        let _ = self.ctl.send(Ctl::Subscribe(topic.to_owned()));
+    }
+
+    pub(crate) fn unsubscribe(&self, topic: &str) {
+        let _ = self.ctl.send(Ctl::Unsubscribe(topic.to_owned()));
+    }
+
+    pub(crate) fn publish(&self, topic: &str, data: &Value) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.events.try_send((topic.to_owned(), data.clone()))
+        {
+            tracing::warn!(target: LOG, %topic, "NATS event queue full; event dropped");
+        }
+    }
+
+    /// Call `name` through its queue group, or `node`'s own subject when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn request(
+        &self,
+        inner: &Inner,
+        name: &str,
+        node: Option<NodeId>,
+        method: Option<&str>,
+        body: &Value,
+        deadline: Instant,
+        idempotent: bool,
+    ) -> NatsOutcome {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return NatsOutcome::Timeout;
+        }
+        let msg = RequestMsg {
+            name: name.to_string(),
+            method: method.map(str::to_string),
+            body,
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+        };
+        let subject = match node {
+            Some(n) => self.node_subject(n, "call"),
+            None => self.svc_subject(name),
+        };
+        let request = async_nats::Request::new()
+            .payload(encode_payload(&msg))
+            .headers(self.headers())
+            .timeout(Some(left));
+        // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
+        // may have been the one holding the call.
+        let mut removals = inner.table_events_rx();
+        let removed = async {
+            if !idempotent || node.is_some() {
+                return std::future::pending().await;
+            }
+            loop {
+                match removals.recv().await {
+                    Ok(TableEvent::Removed { name: n, .. }) if n == name => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        };
+        let sent = tokio::select! {
+            r = self.client.send_request(subject, request) => r,
+            () = removed => return NatsOutcome::Lost,
+        };
+        match sent {
+            Ok(reply) => NatsOutcome::Reply(decode_reply(&reply.payload)),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => NatsOutcome::NoResponders,
+                async_nats::RequestErrorKind::TimedOut => NatsOutcome::Timeout,
+                async_nats::RequestErrorKind::MaxPayloadExceeded
+                | async_nats::RequestErrorKind::InvalidSubject => NatsOutcome::Reply(Err(
+                    Error::bad_request(format!("NATS refused the call to '{name}': {e}")),
+                )),
+                async_nats::RequestErrorKind::Other => {
+                    tracing::debug!(target: LOG, error = %e, %name, "NATS request failed");
+                    NatsOutcome::Lost
+                }
+            },
+        }
+    }
+
+    /// Round trip to `node`.
+    pub(crate) async fn ping(&self, node: NodeId, deadline: Instant) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        let request = async_nats::Request::new()
+            .payload(Bytes::new())
+            .timeout(Some(left));
+        match self
+            .client
+            .send_request(self.node_subject(node, "ping"), request)
+            .await
+        {
+            Ok(_) => Ok(started.elapsed()),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => {
+                    Err(Error::timeout(format!("node {node} did not answer a ping")))
+                }
+                _ => Err(Error::unavailable(format!("no route to node {node}: {e}"))),
+            },
+        }
+    }
+
+    /// The wait before asking again after `NoResponders`.
+    pub(crate) fn retry_delay() -> Duration {
+        NO_RESPONDERS_RETRY
+    }
+
+    /// Start the loop and the serving tasks.
+    pub(crate) fn start(self: &Arc<Self>, inner: &Arc<Inner>) {
+        let Some(ctl_rx) = lock(&self.ctl_rx).take() else {
+            return;
+        };
+        let events_rx = lock(&self.events_rx).take();
+        let weak = Arc::downgrade(inner);
+        tokio::spawn(self.clone().run(weak.clone(), ctl_rx));
+        if let Some(rx) = events_rx {
+            tokio::spawn(self.clone().publisher(rx));
+        }
+    }
+
+    async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Value)>) {
+        loop {
+            let next = tokio::select! {
+                () = self.stop.cancelled() => return,
+                n = rx.recv() => n,
+            };
+            let Some((topic, data)) = next else { return };
+            let subject = self.subject(&["evt", &token(&topic)]);
+            let body = Bytes::from(serde_json::to_vec(&data).unwrap_or_default());
+            if let Err(e) = self
+                .client
+                .publish_with_headers(subject, self.headers(), body)
+                .await
+            {
+                tracing::debug!(target: LOG, error = %e, %topic, "event not published");
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, inner: Weak<Inner>, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
+        let subscribed = async {
+            let disc = self.client.subscribe(self.subject(&["disc", ">"])).await?;
+            let table = self.client.subscribe(self.subject(&["table", "*"])).await?;
+            let own = self
+                .client
+                .subscribe(self.subject(&["node", &self.node.to_string(), "*"]))
+                .await?;
+            let name = service_name(&self.key);
+            let id = self.node.to_string();
+            let mut srv = Vec::new();
+            for verb in ["PING", "INFO", "STATS"] {
+                for s in [
+                    format!("$SRV.{verb}"),
+                    format!("$SRV.{verb}.{name}"),
+                    format!("$SRV.{verb}.{name}.{id}"),
+                ] {
+                    srv.push(self.client.subscribe(s).await?);
+                }
+            }
+            Ok::<_, async_nats::SubscribeError>((disc, table, own, srv))
+        };
+        let (mut disc, mut table, own, srv) = match subscribed.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: LOG, error = %e, "cannot subscribe on NATS; this node stays alone");
+                return;
+            }
+        };
+        tokio::spawn(self.clone().serve_own(inner.clone(), own));
+        tokio::spawn(
+            self.clone()
+                .serve_srv(inner.clone(), futures::stream::select_all(srv)),
+        );
+        let mut peers: HashMap<NodeId, Peer> = HashMap::new();
+        let (results_tx, mut results) = mpsc::channel::<(NodeId, TableSnapshot)>(RESULT_QUEUE);
+        let mut topics: HashMap<String, CancellationToken> = HashMap::new();
+        let _ = self.client.flush().await;
+        self.say_hello(false).await;
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = tick.tick() => {
+                    self.say_hello(false).await;
+                    let now = Instant::now();
+                    let dead: Vec<NodeId> = peers
+                        .iter()
+                        .filter(|(_, p)| now.duration_since(p.seen) > self.node_timeout)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    for node in dead {
+                        tracing::debug!(target: LOG, node = %self.node, peer = %node, "peer silent for the node timeout");
+                        peers.remove(&node);
+                        inner.nats_remove_node(node);
+                    }
+                }
+                Some(c) = ctl.recv() => self.on_ctl(&inner, c, &mut topics).await,
+                Some(m) = disc.next() => {
+                    let Ok(h) = serde_json::from_slice::<Hello>(&m.payload) else { continue };
+                    let Ok(node) = h.node.parse::<NodeId>() else { continue };
+                    if node == self.node || h.protocol != PROTOCOL_VERSION {
+                        continue;
+                    }
+                    if h.leaving {
+                        if peers.remove(&node).is_some() {
+                            inner.nats_remove_node(node);
+                        }
+                        continue;
+                    }
+                    let fresh = !peers.contains_key(&node);
+                    let peer = peers.entry(node).or_insert_with(|| Peer::new(h.key.clone()));
+                    peer.seen = Instant::now();
+                    peer.key = h.key;
+                    if fresh {
+                        // Answer a newcomer at once, so it need not wait for our heartbeat.
+                        self.say_hello(false).await;
+                    }
+                    if peer.version != h.version {
+                        self.fetch(node, peer, &results_tx);
+                    }
+                }
+                Some(m) = table.next() => {
+                    let Ok(d) = decode_payload::<Delta>(&m.payload) else { continue };
+                    let Ok(node) = d.node.parse::<NodeId>() else { continue };
+                    if node == self.node {
+                        continue;
+                    }
+                    let peer = peers.entry(node).or_insert_with(|| Peer::new(d.key.clone()));
+                    peer.seen = Instant::now();
+                    if !peer.fetching && d.delta.version == peer.version + 1 {
+                        peer.version = d.delta.version;
+                        for n in &d.delta.removed {
+                            peer.names.remove(n);
+                        }
+                        for e in &d.delta.added {
+                            peer.names.insert(e.name.clone());
+                        }
+                        inner.nats_apply(node, &peer.key, d.delta.added, &d.delta.removed);
+                    } else if d.delta.version > peer.version {
+                        self.fetch(node, peer, &results_tx);
+                    }
+                }
+                Some((node, snap)) = results.recv() => {
+                    let Some(peer) = peers.get_mut(&node) else { continue };
+                    peer.fetching = false;
+                    if snap.version < peer.version {
+                        continue;
+                    }
+                    peer.version = snap.version;
+                    let names: HashSet<String> = snap.entries.iter().map(|e| e.name.clone()).collect();
+                    let removed: Vec<String> = peer.names.difference(&names).cloned().collect();
+                    peer.names = names;
+                    inner.nats_apply(node, &peer.key, snap.entries, &removed);
+                }
+            }
+            self.peers_seen.store(peers.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn fetch(
+        self: &Arc<Self>,
+        node: NodeId,
+        peer: &mut Peer,
+        results: &mpsc::Sender<(NodeId, TableSnapshot)>,
+    ) {
+        if peer.fetching {
+            return;
+        }
+        peer.fetching = true;
+        let this = self.clone();
+        let results = results.clone();
+        tokio::spawn(async move {
+            let request = async_nats::Request::new()
+                .payload(Bytes::new())
+                .timeout(Some(this.node_timeout));
+            let snap = match this
+                .client
+                .send_request(this.node_subject(node, "table"), request)
+                .await
+            {
+                Ok(m) => decode_payload::<TableSnapshot>(&m.payload).ok(),
+                Err(e) => {
+                    tracing::debug!(target: LOG, peer = %node, error = %e, "table snapshot request failed");
+                    None
+                }
+            };
+            // On failure, an impossible version clears `fetching`; the next hello asks again.
+            let snap = snap.unwrap_or(TableSnapshot {
+                version: 0,
+                entries: Vec::new(),
+                topics: Vec::new(),
+            });
+            let _ = results.send((node, snap)).await;
+        });
+    }
+
+    async fn on_ctl(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        ctl: Ctl,
+        topics: &mut HashMap<String, CancellationToken>,
+    ) {
+        match ctl {
+            Ctl::Hello => self.say_hello(false).await,
+            Ctl::Provide(name, delta) => {
+                if !lock(&self.endpoints).contains_key(&name) {
+                    let subject = self.svc_subject(&name);
+                    match self
+                        .client
+                        .queue_subscribe(subject.clone(), token(&name))
+                        .await
+                    {
+                        Ok(sub) => {
+                            let stop = CancellationToken::new();
+                            lock(&self.endpoints).insert(name.clone(), stop.clone());
+                            tokio::spawn(self.clone().serve_endpoint(
+                                Arc::downgrade(inner),
+                                name.clone(),
+                                sub,
+                                stop,
+                            ));
+                            // The subscription reaches the server before peers learn of it.
+                            let _ = self.client.flush().await;
+                        }
+                        Err(e) => {
+                            tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint")
+                        }
+                    }
+                }
+                self.send_delta(delta).await;
+            }
+            Ctl::Withdraw(name, delta) => {
+                if let Some(stop) = lock(&self.endpoints).remove(&name) {
+                    stop.cancel();
+                }
+                self.send_delta(delta).await;
+            }
+            Ctl::Subscribe(topic) => {
+                if topics.contains_key(&topic) {
+                    return;
+                }
+                let subject = self.subject(&["evt", &token(&topic)]);
+                match self.client.subscribe(subject).await {
+                    Ok(sub) => {
+                        let stop = CancellationToken::new();
+                        topics.insert(topic.clone(), stop.clone());
+                        tokio::spawn(
+                            self.clone()
+                                .deliver(Arc::downgrade(inner), topic, sub, stop),
+                        );
+                        let _ = self.client.flush().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(target: LOG, error = %e, %topic, "cannot subscribe a topic")
+                    }
+                }
+            }
+            Ctl::Unsubscribe(topic) => {
+                // A later subscribe of the same topic may already be queued; the mesh only
+                // sends Unsubscribe for the last local subscriber.
+                if let Some(stop) = topics.remove(&topic) {
+                    stop.cancel();
+                }
+            }
+        }
+    }
+
+    async fn send_delta(&self, delta: TableDelta) {
+        let d = Delta {
+            node: self.node.to_string(),
+            key: self.key.clone(),
+            delta,
+        };
+        if let Err(e) = self
+            .client
+            .publish(
+                self.subject(&["table", &self.node.to_string()]),
+                encode_payload(&d),
+            )
+            .await
+        {
+            tracing::debug!(target: LOG, error = %e, "table delta not sent");
+        }
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        inner: Weak<Inner>,
+        topic: String,
+        mut sub: Subscriber,
+        stop: CancellationToken,
+    ) {
+        let own = self.node.to_string();
+        loop {
+            let m = tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.stop.cancelled() => break,
+                m = sub.next() => m,
+            };
+            let Some(m) = m else { break };
+            let from_self = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(NODE_HEADER))
+                .is_some_and(|v| v.as_str() == own);
+            if from_self {
+                continue; // Delivered locally when published.
+            }
+            let Ok(data) = serde_json::from_slice::<Value>(&m.payload) else {
+                tracing::debug!(target: LOG, %topic, "ignoring a malformed event");
+                continue;
+            };
+            let Some(inner) = inner.upgrade() else { break };
+            inner.deliver_local(&topic, data);
+        }
+        let _ = sub.unsubscribe().await;
+    }
+
+    async fn serve_endpoint(
+        self: Arc<Self>,
+        inner: Weak<Inner>,
+        name: String,
+        mut sub: Subscriber,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let m = tokio::select! {
+                () = stop.cancelled() => break,
+                m = sub.next() => m,
+            };
+            let Some(m) = m else { return };
+            self.clone()
+                .serve_call(inner.clone(), m, Some(name.clone()));
+        }
+        // Stop taking calls, but answer those NATS already handed to us.
+        if sub.drain().await.is_ok() {
+            let _ = timeout(self.node_timeout, async {
+                while let Some(m) = sub.next().await {
+                    self.clone()
+                        .serve_call(inner.clone(), m, Some(name.clone()));
+                }
+            })
+            .await;
+        }
+    }
+
+    async fn serve_own(self: Arc<Self>, inner: Weak<Inner>, mut sub: Subscriber) {
+        loop {
+            let m = tokio::select! {
+                () = self.stop.cancelled() => return,
+                m = sub.next() => m,
+            };
+            let Some(m) = m else { return };
+            let what = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
+            match what.as_str() {
+                "call" => self.clone().serve_call(inner.clone(), m, None),
+                "ping" => {
+                    if let Some(reply) = m.reply {
+                        let _ = self.client.publish(reply, Bytes::new()).await;
+                    }
+                }
+                "table" => {
+                    let Some(reply) = m.reply else { continue };
+                    let Some(inner) = inner.upgrade() else { return };
+                    let snap = inner.local_snapshot();
+                    let _ = self.client.publish(reply, encode_payload(&snap)).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Serve one call in its own task, bounded by the in-flight cap.
+    fn serve_call(self: Arc<Self>, inner: Weak<Inner>, m: Message, endpoint: Option<String>) {
+        let Some(reply) = m.reply.clone() else { return };
+        let Some(inner) = inner.upgrade() else { return };
+        let permit = self.permits.clone().try_acquire_owned();
+        inner.serving_started();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = match (permit, decode_payload::<RequestMsg>(&m.payload)) {
+                (Err(_), _) => Err(Error::too_many_requests(format!(
+                    "node {} is serving too many calls",
+                    self.node
+                ))),
+                (_, Err(e)) => Err(Error::bad_request(format!("malformed call: {e}"))),
+                (Ok(_permit), Ok(req)) => {
+                    if endpoint.as_ref().is_some_and(|e| *e != req.name) {
+                        Err(Error::bad_request("the call names another endpoint"))
+                    } else {
+                        run_handler(&inner, &m, req).await
+                    }
+                }
+            };
+            self.served.fetch_add(1, Ordering::Relaxed);
+            if let Some(name) = &endpoint {
+                let mut stats = lock(&self.stats);
+                let s = stats.entry(name.clone()).or_default();
+                s.requests += 1;
+                s.nanos += started.elapsed().as_nanos();
+                if let Err(e) = &result {
+                    s.errors += 1;
+                    s.last_error = e.to_string();
+                }
+            }
+            let msg = match result {
+                Ok(v) => ResponseMsg {
+                    ok: Some(v),
+                    err: None,
+                },
+                Err(e) => ResponseMsg {
+                    ok: None,
+                    err: Some(e.to_json()),
+                },
+            };
+            if let Err(e) = self.client.publish(reply, encode_payload(&msg)).await {
+                tracing::debug!(target: LOG, error = %e, "reply not sent");
+            }
+            inner.serving_done();
+        });
+    }
+
+    async fn serve_srv(
+        self: Arc<Self>,
+        inner: Weak<Inner>,
+        mut subs: futures::stream::SelectAll<Subscriber>,
+    ) {
+        loop {
+            let m = tokio::select! {
+                () = self.stop.cancelled() => return,
+                m = subs.next() => m,
+            };
+            let Some(m) = m else { return };
+            let Some(reply) = m.reply.clone() else {
+                continue;
+            };
+            let Some(inner) = inner.upgrade() else { return };
+            let verb = m.subject.split('.').nth(1).unwrap_or_default().to_owned();
+            let body = self.srv_answer(&inner, &verb);
+            let _ = self
+                .client
+                .publish(
+                    reply,
+                    Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                )
+                .await;
+        }
+    }
+
+    fn srv_answer(&self, inner: &Inner, verb: &str) -> Value {
+        let name = service_name(&self.key);
+        let id = self.node.to_string();
+        let version = env!("CARGO_PKG_VERSION");
+        let metadata = json!({
+            "plume.environment": self.environment,
+            "plume.key": self.key,
+        });
+        let names = inner.local_endpoint_names();
+        match verb {
+            "PING" => json!({
+                "type": "io.nats.micro.v1.ping_response",
+                "name": name, "id": id, "version": version, "metadata": metadata,
+            }),
+            "INFO" => {
+                let endpoints: Vec<Value> = names
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "name": token(n),
+                            "subject": self.svc_subject(n),
+                            "queue_group": token(n),
+                            "metadata": {"plume.path": n},
+                        })
+                    })
+                    .collect();
+                json!({
+                    "type": "io.nats.micro.v1.info_response",
+                    "name": name, "id": id, "version": version, "metadata": metadata,
+                    "description": format!("Plume services of key '{}' in environment '{}'", self.key, self.environment),
+                    "endpoints": endpoints,
+                })
+            }
+            _ => {
+                let stats = lock(&self.stats);
+                let endpoints: Vec<Value> = names
+                    .iter()
+                    .map(|n| {
+                        let s = stats.get(n);
+                        let requests = s.map_or(0, |s| s.requests);
+                        let nanos = s.map_or(0, |s| s.nanos);
+                        json!({
+                            "name": token(n),
+                            "subject": self.svc_subject(n),
+                            "queue_group": token(n),
+                            "num_requests": requests,
+                            "num_errors": s.map_or(0, |s| s.errors),
+                            "last_error": s.map_or("", |s| s.last_error.as_str()),
+                            "processing_time": u64::try_from(nanos).unwrap_or(u64::MAX),
+                            "average_processing_time": u64::try_from(nanos.checked_div(u128::from(requests)).unwrap_or(0)).unwrap_or(u64::MAX),
+                            "data": null,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "type": "io.nats.micro.v1.stats_response",
+                    "name": name, "id": id, "version": version, "metadata": metadata,
+                    "started": rfc3339(self.started),
+                    "endpoints": endpoints,
+                })
+            }
+        }
+    }
+
+    /// Drain: say we leave, stop taking calls (other replicas get them), and return; the mesh
+    /// then waits for the calls in flight and calls [`close`](Self::close).
+    pub(crate) async fn leave(&self) {
+        self.say_hello(true).await;
+        let stops: Vec<CancellationToken> = lock(&self.endpoints).drain().map(|(_, t)| t).collect();
+        for s in stops {
+            s.cancel();
+        }
+        let _ = timeout(self.heartbeat, self.client.flush()).await;
+    }
+
+    /// Close the connection after flushing what is queued.
+    pub(crate) async fn close(&self) {
+        self.stop.cancel();
+        let _ = timeout(Duration::from_secs(1), self.client.flush()).await;
+        if let Err(e) = timeout(Duration::from_secs(1), self.client.drain()).await {
+            tracing::debug!(target: LOG, error = %e, "NATS drain timed out");
+        }
+    }
+}
+
+struct Peer {
+    key: String,
+    version: u64,
+    seen: Instant,
+    names: HashSet<String>,
+    fetching: bool,
+}
+
+impl Peer {
+    fn new(key: String) -> Self {
+        Self {
+            key,
+            version: 0,
+            seen: Instant::now(),
+            names: HashSet::new(),
+            fetching: false,
+        }
+    }
+}
+
+fn decode_reply(payload: &[u8]) -> Result<Value, Error> {
+    match decode_payload::<ResponseMsg>(payload) {
+        Ok(ResponseMsg { err: Some(e), .. }) => Err(Error::from_json(e)),
+        Ok(ResponseMsg { ok, .. }) => Ok(ok.unwrap_or(Value::Null)),
+        Err(e) => Err(Error::general_error(format!("malformed reply: {e}"))),
+    }
+}
+
+async fn run_handler(inner: &Inner, m: &Message, req: RequestMsg) -> Result<Value, Error> {
+    let Some(handler) = inner.local_handler(&req.name) else {
+        return Err(Error::not_found(format!(
+            "node {} does not provide '{}'",
+            inner.node, req.name
+        )));
+    };
+    let from = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(NODE_HEADER))
+        .and_then(|v| v.as_str().parse::<NodeId>().ok())
+        .unwrap_or(NodeId(0));
+    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
+    let request = Request {
+        name: req.name,
+        method: req.method,
+        body: req.body,
+        deadline: deadline.into_std(),
+        from,
+    };
+    let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
+        return Err(Error::general_error("the handler panicked"));
+    };
+    match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(Error::general_error("the handler panicked")),
+        Err(_) => Err(Error::timeout(
+            "the call did not finish before its deadline",
+        )),
+    }
+}
+
+/// `t` as RFC 3339 in UTC, e.g. `2024-01-02T03:04:05.678Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_single_safe_subject_tokens() {
+        for s in ["", "todos", "api/v1.todos", "a b*c>d~", "ünï"] {
+            let t = token(s);
+            assert!(!t.is_empty());
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'~'),
+                "{t}"
+            );
+        }
+        assert_eq!(token("todos"), "todos");
+        assert_eq!(token("api/todos"), "api~2Ftodos");
+        assert_ne!(token("a.b"), token("a~2Eb"));
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn service_names_are_nats_safe() {
+        assert_eq!(service_name(""), "plume");
+        assert_eq!(service_name("my app.v2"), "my_app_v2");
+    }
+}
