@@ -21,6 +21,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the request path allocates a lot (JSON values,
+/// frames, headers), and glibc keeps the 19 MiB argon2 working area of every login in the
+/// process after it is freed (see docs/benchmarks.md, profiling notes).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Plume gateway demo.
 #[derive(Debug, Parser)]
 #[command(name = "gateway-example", version, about, long_about = None)]

@@ -2,15 +2,17 @@
 //!
 //! Each run measures its own floor, a raw-TCP ping-pong of 100-byte length-prefixed messages
 //! without any framework, beside the mesh: one request at a time, 64 in flight, and pub/sub
-//! throughput. It also compares JSON and MessagePack payload encoding.
+//! throughput. It also compares JSON and MessagePack payload encoding, and times the whole frame
+//! codec (encode and decode of a request frame).
 
 use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use plume_transport::codec::RequestMsg;
+use plume_transport::codec::{Frame, Kind, RequestMsg};
 use plume_transport::{Mesh, Request};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -348,6 +350,21 @@ fn benches(c: &mut Criterion) {
             let bytes = rmp_serde::to_vec_named(&msg).expect("encode");
             let back: RequestMsg = rmp_serde::from_slice(&bytes).expect("decode");
             back
+        });
+    });
+    g.finish();
+
+    // The whole frame path of one request: payload encode, header, wire bytes, then the
+    // receiver's frame decode and payload parse.
+    let mut g = c.benchmark_group("frame_codec");
+    g.bench_function("request_frame_encode_decode", |b| {
+        let mut wire = BytesMut::with_capacity(4096);
+        b.iter(|| {
+            Frame::with(Kind::Request, 7, &msg).encode_into(&mut wire);
+            Frame::decode(&mut wire, 1 << 20)
+                .ok()
+                .flatten()
+                .and_then(|frame| frame.parse::<RequestMsg>().ok())
         });
     });
     g.finish();

@@ -1142,7 +1142,8 @@ impl Mesh {
     /// Call endpoint `name` on one of its live providers.
     ///
     /// Errors: `Unavailable` when no provider appeared before the deadline, when the mesh is
-    /// shutting down, or when a non-idempotent call's link died (its outcome is unknown);
+    /// shutting down, when a non-idempotent call's link died (its outcome is unknown), or at
+    /// once when the link of the provider died under the call and no other provider is left;
     /// `Timeout` when a provider took the call but did not answer in time; otherwise the
     /// provider's own error, with its class.
     pub async fn call(
@@ -1163,8 +1164,17 @@ impl Mesh {
         };
         let deadline = Instant::now() + options.timeout.unwrap_or(inner.cfg.timeout);
         let mut changes: Option<watch::Receiver<u64>> = None;
+        // Set once the link of a provider died under this call: if no provider is left then, the
+        // call fails at once, as a new call to an endpoint without providers does at the proxy,
+        // instead of holding the caller until a provider comes back or the deadline.
+        let mut lost_provider = false;
         loop {
             let Some((node, target)) = inner.pick(name) else {
+                if lost_provider {
+                    return Err(Error::unavailable(format!(
+                        "no provider for '{name}' is left"
+                    )));
+                }
                 // No provider: wait (bounded) for the table to change.
                 let Some(rx) = changes.as_mut() else {
                     changes = Some(inner.table_changed.subscribe());
@@ -1263,10 +1273,14 @@ impl Mesh {
                                 "'{name}' on node {node} did not answer in time"
                             )));
                         }
-                        Outcome::LinkLost { sent: false } => continue,
+                        Outcome::LinkLost { sent: false } => {
+                            lost_provider = true;
+                            continue;
+                        }
                         Outcome::LinkLost { sent: true } => {
                             if options.idempotent && Instant::now() < deadline {
                                 tracing::debug!(target: LOG, %name, peer = %node, "link lost; retrying an idempotent call");
+                                lost_provider = true;
                                 continue;
                             }
                             return Err(Error::unavailable(format!(

@@ -364,6 +364,53 @@ async fn a_dead_link_retries_idempotent_calls_and_fails_others_as_unknown() {
 }
 
 #[tokio::test]
+async fn a_call_whose_last_provider_dies_fails_at_once_instead_of_waiting() {
+    let nodes = cluster(vec![env("last"), env("last")]).await;
+    let (a, c) = (&nodes[0].mesh, nodes[1].mesh.clone());
+    let (entered_tx, mut entered_rx) = mpsc::channel::<()>(16);
+    a.respond("op", move |_req: Request| {
+        let entered = entered_tx.clone();
+        async move {
+            let _ = entered.send(()).await;
+            futures::future::pending::<()>().await;
+            Ok(json!("a"))
+        }
+    });
+    wait_providers(&c, "op", 1).await;
+    let call = tokio::spawn({
+        let c = c.clone();
+        async move {
+            // A deadline far beyond the wait below: only failing at once passes.
+            let options = CallOptions {
+                timeout: Some(WAIT * 20),
+                idempotent: true,
+            };
+            c.call("op", None, json!(null), options).await
+        }
+    });
+    timeout(WAIT, entered_rx.recv())
+        .await
+        .expect("a took the call");
+    nodes[1]
+        .peers
+        .send(PeerEvent::Down { node: a.node_id() })
+        .await
+        .expect("down");
+    nodes[0]
+        .peers
+        .send(PeerEvent::Down { node: c.node_id() })
+        .await
+        .expect("down");
+    let err = timeout(WAIT, call)
+        .await
+        .expect("failed before the call's deadline")
+        .expect("joined")
+        .expect_err("no provider is left");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("is left"), "{err}");
+}
+
+#[tokio::test]
 async fn a_wrong_secret_means_no_link_and_no_calls() {
     let nodes = cluster(vec![
         env("secret").secret(Some("right")),
