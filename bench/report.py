@@ -78,6 +78,9 @@ def main():
     mib = lambda kib: None if kib is None else kib / 1024
 
     g64 = row("GET /todos via gateway, 64 conns", "get_gw_c64_rps", "req/s")
+    row("GET /todos via gateway on NATS, 64 conns", "get_nats_c64_rps", "req/s",
+        "same topology, `PLUME_DISCOVERY=nats`, same run")
+    row("p50 via gateway on NATS, 1 conn", "get_nats_c1_p50us", "µs")
     d64 = row("GET /todos direct to replica, 64 conns", "get_direct_c64_rps", "req/s")
     f64 = row("GET plain-axum floor, 64 conns", "get_floor_c64_rps", "req/s")
     g64p = row("p50 via gateway, 64 conns", "get_gw_c64_p50us", "µs")

@@ -309,6 +309,34 @@ for r in $(seq 1 "$RUNS"); do
 done
 for p in gateway todos-a todos-b; do put "rss_after_post_$p" "$(rss_kib "${PID_OF[$p]}")"; done
 
+# --- GET on NATS (issue 6): the same topology with PLUME_DISCOVERY=nats, same run -----------
+if ! command -v nats-server >/dev/null 2>&1; then
+  log "installing nats-server"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
+log "GET /todos through a gateway on NATS (the loopback topology is stopped first)"
+for p in gateway todos-a todos-b; do
+  [[ -n "${PID_OF[$p]:-}" ]] && stop_pid "${PID_OF[$p]}"
+done
+PN=$(free_port tcp)
+PGN=$(free_port tcp)
+PAN=$(free_port tcp)
+PBN=$(free_port tcp)
+start nats nats-server -a 127.0.0.1 -p "$PN"
+nats_env=(env -u PLUME_DISCOVERY_PORT PLUME_DISCOVERY=nats "PLUME_NATS_URL=nats://127.0.0.1:$PN")
+start gateway-nats "${nats_env[@]}" "$GX" gateway --port "$PGN"
+start todos-a-nats "${nats_env[@]}" "$GX" todos --name todos-a --port "$PAN"
+start todos-b-nats "${nats_env[@]}" "$GX" todos --name todos-b --port "$PBN"
+GW="http://127.0.0.1:$PGN"
+wait_for "http://127.0.0.1:$PAN/todos" "Hello from todos-a" 30000
+wait_for "http://127.0.0.1:$PBN/todos" "Hello from todos-b" 30000
+login
+topology_ready
+for r in $(seq 1 "$RUNS"); do
+  wrk_get_gw get_nats_c64 "$r" 64
+  wrk_get_gw get_nats_c1 "$r" 1
+done
+
 # --- report ----------------------------------------------------------------------------------
 log "writing docs/benchmarks.md"
 python3 bench/report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}"
