@@ -4,6 +4,9 @@
 //! a directory under the system temp dir (reused while the lockfile is unchanged). Set
 //! `PLUME_SKIP_NODE_TESTS=1` to skip the Node-driven test on a machine without Node.
 
+#[path = "support/npm.rs"]
+mod npm;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -176,24 +179,8 @@ fn node_available() -> bool {
 /// Install the client's packages once per lockfile content; returns the directory.
 fn install_client() -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/socketio-client");
-    let lock = std::fs::read(src.join("package-lock.json")).expect("lockfile");
     let script = std::fs::read(src.join("client.mjs")).expect("client script");
-    let hash = lock.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    });
-    let dir = std::env::temp_dir().join(format!("plume-socketio-client-{hash:016x}"));
-    if !dir.join("node_modules/socket.io-client").exists() {
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(src.join(file), dir.join(file)).expect("copy");
-        }
-        let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed in {}", dir.display());
-    }
+    let dir = npm::install_locked(&src, "socketio-client");
     std::fs::write(dir.join("client.mjs"), script).expect("client script");
     dir
 }

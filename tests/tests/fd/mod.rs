@@ -4,6 +4,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../../core/tests/support/npm.rs"]
+mod npm;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -112,27 +115,10 @@ pub fn node_available() -> bool {
 }
 
 /// Install the socket.io client once per lockfile content (the directory `core/tests/socket.rs`
-/// uses too) and put the driver script in it; returns the directory.
+/// uses too) and put the driver script in it; returns the script's path.
 pub fn install_client() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let src = root.join("core/tests/socketio-client");
-    let lock = std::fs::read(src.join("package-lock.json")).expect("lockfile");
-    let hash = lock.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    });
-    let dir = std::env::temp_dir().join(format!("plume-socketio-client-{hash:016x}"));
-    if !dir.join("node_modules/socket.io-client").exists() {
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(src.join(file), dir.join(file)).expect("copy");
-        }
-        let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed in {}", dir.display());
-    }
+    let dir = npm::install_locked(&root.join("core/tests/socketio-client"), "socketio-client");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fd/driver.mjs");
     let name = format!("fd-driver-{}.mjs", std::process::id());
     std::fs::copy(script, dir.join(&name)).expect("driver script");
