@@ -106,6 +106,9 @@ impl Link {
                 let _gate = lock(&self.gate);
                 if self.draining.load(Ordering::Acquire) {
                     Err(QueueError::Closed)
+                } else if self.pending_count.load(Ordering::Relaxed) > 1 {
+                    // Other calls are in flight: this one leaves with the next batch.
+                    self.out.try_send_batched(&frame)
                 } else {
                     self.out.try_send(&frame)
                 }
@@ -402,15 +405,19 @@ async fn run_reader(
     let closed = link.closed.cancelled();
     tokio::pin!(closed);
     loop {
-        loop {
-            match Frame::decode(buf, max) {
-                Ok(Some(frame)) => {
-                    if let Err(reason) = handle(inner, link, frame, &mut got_snapshot) {
-                        return reason;
+        {
+            // The replies to the requests of this read leave in one write.
+            let _cork = link.out.cork();
+            loop {
+                match Frame::decode(buf, max) {
+                    Ok(Some(frame)) => {
+                        if let Err(reason) = handle(inner, link, frame, &mut got_snapshot) {
+                            return reason;
+                        }
                     }
+                    Ok(None) => break,
+                    Err(e) => return format!("bad frame: {e}"),
                 }
-                Ok(None) => break,
-                Err(e) => return format!("bad frame: {e}"),
             }
         }
         if buf.capacity() - buf.len() < 8 * 1024 {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::Stream;
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use serde::Serialize;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -1153,6 +1154,19 @@ impl Mesh {
         body: Value,
         options: CallOptions,
     ) -> Result<Value, Error> {
+        self.call_with(name, method, &body, options).await
+    }
+
+    /// [`call`](Self::call) with any serializable body, encoded straight into the request frame
+    /// (no `serde_json::Value` is built on the way). The provider's handler sees it as a
+    /// [`Value`], as if it had been sent with `call`.
+    pub async fn call_with<B: Serialize + ?Sized + Sync>(
+        &self,
+        name: &str,
+        method: Option<&str>,
+        body: &B,
+        options: CallOptions,
+    ) -> Result<Value, Error> {
         let inner = &self.inner;
         if inner.draining.load(Ordering::Acquire) {
             return Err(Error::unavailable("the mesh node is shutting down"));
@@ -1203,7 +1217,9 @@ impl Mesh {
                     let request = Request {
                         name: name.to_string(),
                         method: method.map(str::to_string),
-                        body: body.clone(),
+                        body: serde_json::to_value(body).map_err(|e| {
+                            Error::bad_request(format!("the call body is not valid JSON: {e}"))
+                        })?,
                         deadline: deadline.into_std(),
                         from: inner.node,
                     };
@@ -1222,7 +1238,7 @@ impl Mesh {
                             name,
                             None,
                             method,
-                            &body,
+                            body,
                             deadline,
                             options.idempotent,
                         )
@@ -1260,7 +1276,7 @@ impl Mesh {
                     let msg = RequestMsg {
                         name: name.to_string(),
                         method: method.map(str::to_string),
-                        body: &body,
+                        body,
                         timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
                     };
                     match link

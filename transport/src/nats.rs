@@ -324,13 +324,13 @@ impl NatsEngine {
 
     /// Call `name` through its queue group, or `node`'s own subject when given.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn request(
+    pub(crate) async fn request<B: Serialize + ?Sized>(
         &self,
         inner: &Inner,
         name: &str,
         node: Option<NodeId>,
         method: Option<&str>,
-        body: &Value,
+        body: &B,
         deadline: Instant,
         idempotent: bool,
     ) -> NatsOutcome {

@@ -4,9 +4,17 @@
 //! writes the buffer to the socket itself with one non-blocking `write`; only what the socket
 //! does not take at once is left to the link's writer task. Under load, frames queue behind the
 //! write in progress and go out in batches.
+//!
+//! Two ways to batch on purpose, since every `write` on loopback also runs the receiver's
+//! network stack and wakes its reader:
+//! - [`Outbox::try_send_batched`] leaves the frame to the writer task, which first lets the
+//!   other ready tasks of its worker run (and queue their frames) and then writes them all;
+//! - [`Outbox::cork`] holds inline writes back until the guard drops (the link's reader corks
+//!   while it handles the frames of one read, so the replies to a batch of requests leave in
+//!   one write).
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -34,6 +42,8 @@ struct State {
     /// The writer task owns the socket's write side until the buffer is empty.
     flushing: bool,
     closed: bool,
+    /// Live [`Cork`]s: inline writes wait for the last one to drop.
+    corked: u32,
 }
 
 /// A link's write buffer and socket write half.
@@ -54,6 +64,7 @@ impl Outbox {
                 buf: BytesMut::with_capacity(64 * 1024),
                 flushing: false,
                 closed: false,
+                corked: 0,
             }),
             wr,
             limit,
@@ -74,14 +85,20 @@ impl Outbox {
             return Err(QueueError::Full);
         }
         frame.encode_into(&mut st.buf);
-        if st.flushing {
+        if st.flushing || st.corked > 0 {
             return Ok(());
         }
+        self.write_inline(st);
+        Ok(())
+    }
+
+    /// Write the buffer with one non-blocking write; leave the rest to the writer task.
+    fn write_inline(&self, mut st: MutexGuard<'_, State>) {
         match self.wr.try_write(&st.buf) {
             Ok(n) => {
                 st.buf.advance(n);
                 if st.buf.is_empty() {
-                    return Ok(());
+                    return;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -91,13 +108,28 @@ impl Outbox {
                 st.buf.clear();
                 drop(st);
                 self.closed.cancel();
-                return Ok(());
+                return;
             }
         }
         st.flushing = true;
         drop(st);
         self.wake_writer.notify_one();
-        Ok(())
+    }
+
+    /// Hold inline writes back until the returned guard drops; then what was queued goes out
+    /// in one write.
+    pub(crate) fn cork(&self) -> Cork<'_> {
+        lock(&self.state).corked += 1;
+        Cork(self)
+    }
+
+    fn uncork(&self) {
+        let mut st = lock(&self.state);
+        st.corked = st.corked.saturating_sub(1);
+        if st.corked > 0 || st.flushing || st.closed || st.buf.is_empty() {
+            return;
+        }
+        self.write_inline(st);
     }
 
     /// Queue a frame for the writer task without writing it here: for events, which then go
@@ -173,6 +205,9 @@ impl Outbox {
                 () = self.wake_writer.notified() => {}
                 () = self.closed.cancelled() => break,
             }
+            // Let the other ready tasks of this worker queue their frames first: they leave
+            // in the same write.
+            tokio::task::yield_now().await;
             loop {
                 let chunk = {
                     let mut st = lock(&self.state);
@@ -202,5 +237,14 @@ impl Outbox {
         }
         let stream: &tokio::net::TcpStream = self.wr.as_ref();
         let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Holds an [`Outbox`]'s inline writes back while it lives (see [`Outbox::cork`]).
+pub(crate) struct Cork<'a>(&'a Outbox);
+
+impl Drop for Cork<'_> {
+    fn drop(&mut self) {
+        self.0.uncork();
     }
 }

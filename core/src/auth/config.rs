@@ -1,6 +1,7 @@
 //! Authentication configuration.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -12,6 +13,9 @@ pub const SECRET_ENV: &str = "PLUME_JWT_SECRET";
 
 /// The app setting that holds the authentication configuration (Feathers' `authentication`).
 pub const SETTINGS_KEY: &str = "authentication";
+
+/// The default of [`AuthConfig::entity_cache`].
+pub const DEFAULT_ENTITY_CACHE: Duration = Duration::from_secs(5);
 
 /// The signing algorithm of access tokens. Only the HMAC family is supported: the key is the
 /// configured secret.
@@ -122,6 +126,12 @@ pub struct AuthConfig {
     pub jwt: JwtOptions,
     /// Options of the `local` strategy.
     pub local: LocalOptions,
+    /// How long the `jwt` strategy may reuse an entity it loaded for a token's `sub` (default
+    /// 5 s; `None` loads it on every request, as Feathers does). An `updated`, `patched` or
+    /// `removed` event of the entity service drops the cached copy at once; the time bounds
+    /// changes made behind the service's back (another process writing the same database).
+    /// Setting key `entityCache`: milliseconds, `0` or `false` to turn it off.
+    pub entity_cache: Option<Duration>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -133,6 +143,7 @@ impl fmt::Debug for AuthConfig {
             .field("strategies", &self.strategies)
             .field("jwt", &self.jwt)
             .field("local", &self.local)
+            .field("entity_cache", &self.entity_cache)
             .finish()
     }
 }
@@ -150,7 +161,15 @@ impl AuthConfig {
             strategies: vec!["jwt".into(), "local".into()],
             jwt: JwtOptions::default(),
             local: LocalOptions::default(),
+            entity_cache: Some(DEFAULT_ENTITY_CACHE),
         }
+    }
+
+    /// Set how long an entity loaded for a token may be reused (`None`: never).
+    #[must_use]
+    pub fn with_entity_cache(mut self, ttl: Option<Duration>) -> Self {
+        self.entity_cache = ttl;
+        self
     }
 
     /// Set the entity service path.
@@ -231,6 +250,19 @@ impl AuthConfig {
         }
         if let Some(jwt) = map.get("jwtOptions") {
             config.jwt = parse_jwt_options(jwt)?;
+        }
+        match map.get("entityCache") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(false)) => config.entity_cache = None,
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => config.entity_cache = None,
+            Some(Value::Number(n)) if n.as_u64().is_some() => {
+                config.entity_cache = n.as_u64().map(Duration::from_millis);
+            }
+            Some(_) => {
+                return Err(config_error(
+                    "`entityCache` must be milliseconds (0 or false to turn it off)",
+                ));
+            }
         }
         if let Some(Value::Object(local)) = map.get("local") {
             if let Some(field) = str_field(local, "usernameField") {

@@ -66,12 +66,13 @@ impl Hook for Authenticate {
         let result = service
             .authenticate(&auth, &ctx.params, &self.strategies)
             .await?;
-        let entity = &service.config().entity;
-        if let Some(user) = result.get(entity) {
-            ctx.params.user = Some(user.clone());
-        }
-        if let Some(authentication) = result.get("authentication") {
-            ctx.params.authentication = Some(authentication.clone());
+        if let Value::Object(mut result) = result {
+            if let Some(user) = result.remove(&service.config().entity) {
+                ctx.params.user = Some(user);
+            }
+            if let Some(authentication) = result.remove("authentication") {
+                ctx.params.authentication = Some(authentication);
+            }
         }
         ctx.params
             .extra

@@ -17,6 +17,7 @@
 //!
 //! Wire behaviour (verbatim messages, token shape) follows `PROTOCOL-FEATHERS.md` §6.
 
+mod cache;
 mod config;
 mod hooks;
 mod jwt;
@@ -40,7 +41,10 @@ use crate::params::{Id, Method, Params};
 use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
 
-pub use config::{AuthConfig, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV, SETTINGS_KEY};
+pub use config::{
+    AuthConfig, DEFAULT_ENTITY_CACHE, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV,
+    SETTINGS_KEY,
+};
 pub use hooks::{Authenticate, HashPassword, Protect, authenticate, hash_password, protect};
 pub use jwt::decode_unverified;
 pub use strategies::{JwtStrategy, LocalStrategy};
@@ -72,6 +76,7 @@ struct Inner {
     app: WeakApp,
     config: AuthConfig,
     strategies: RwLock<BTreeMap<String, Arc<dyn AuthStrategy>>>,
+    cache: cache::AuthCache,
 }
 
 /// The authentication service (Feathers' `AuthenticationService`), mounted at
@@ -108,8 +113,25 @@ impl AuthenticationService {
                 app: app.downgrade(),
                 config,
                 strategies: RwLock::new(BTreeMap::new()),
+                cache: cache::AuthCache::default(),
             }),
         };
+        // A change to an entity through its service drops the cached copy at once.
+        let weak = Arc::downgrade(&service.inner);
+        let entity_path = crate::app::normalize_path(&service.inner.config.service);
+        app.on_event(move |event| {
+            if event.path != entity_path
+                || !matches!(event.event.as_str(), "updated" | "patched" | "removed")
+            {
+                return;
+            }
+            if let Some(inner) = weak.upgrade() {
+                let id = ["id", "_id"]
+                    .iter()
+                    .find_map(|key| event.data.get(key).and_then(Id::from_value));
+                inner.cache.invalidate(id.as_ref());
+            }
+        });
         service.register("jwt", JwtStrategy);
         service.register("local", LocalStrategy);
         service
@@ -189,8 +211,26 @@ impl AuthenticationService {
     }
 
     /// Load an entity by id with an internal call (hooks run; `provider` is `None`).
+    ///
+    /// With [`AuthConfig::entity_cache`] set (the default), an entity loaded less than that
+    /// long ago is served from memory; an `updated`, `patched` or `removed` event of the
+    /// entity service drops it at once.
     pub async fn get_entity(&self, id: Id) -> Result<Value> {
-        self.entity_service()?.get(id, Params::new()).await
+        let Some(ttl) = self.inner.config.entity_cache else {
+            return self.entity_service()?.get(id, Params::new()).await;
+        };
+        let cache = &self.inner.cache;
+        let now = tokio::time::Instant::now();
+        if let Some(entity) = cache.entity(&id, ttl, now) {
+            return Ok(entity);
+        }
+        let generation = cache.generation();
+        let entity = self
+            .entity_service()?
+            .get(id.clone(), Params::new())
+            .await?;
+        cache.put_entity(&id, &entity, generation, ttl, now);
+        Ok(entity)
     }
 
     /// The id of an entity record (`id`, else `_id`).
@@ -213,9 +253,23 @@ impl AuthenticationService {
 
     /// Verify an access token (signature, algorithm, `exp`, `aud`, `iss`) and return its
     /// payload. Every failure is NotAuthenticated (401).
+    ///
+    /// A token that verified is remembered until it expires, so a token seen again costs a
+    /// map lookup instead of a signature check.
     pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>> {
         let config = &self.inner.config;
-        jwt::verify(&config.secret, &config.jwt, token)
+        let now = jwt::now();
+        if let Some(payload) = self.inner.cache.token(token, now) {
+            return Ok(payload);
+        }
+        let payload = jwt::verify(&config.secret, &config.jwt, token)?;
+        if let Some(exp) = payload.get("exp").and_then(Value::as_u64) {
+            let valid_until = exp.saturating_add(config.jwt.leeway);
+            self.inner
+                .cache
+                .put_token(token, &payload, valid_until, now);
+        }
+        Ok(payload)
     }
 
     /// Authenticate `data` with its `strategy`, which must be one of `allowed` and registered.

@@ -31,14 +31,19 @@ impl AuthStrategy for JwtStrategy {
             return Err(Error::not_authenticated("No access token"));
         };
         let payload = service.verify_access_token(token)?;
+        let sub = payload
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(Id::parse_segment);
+        let mut authentication = Map::new();
+        authentication.insert("strategy".into(), Value::String("jwt".into()));
+        authentication.insert("accessToken".into(), Value::String(token.into()));
+        authentication.insert("payload".into(), Value::Object(payload));
         let mut result = Map::new();
-        result.insert("accessToken".into(), token.into());
-        result.insert(
-            "authentication".into(),
-            json!({ "strategy": "jwt", "accessToken": token, "payload": payload }),
-        );
-        if let Some(sub) = payload.get("sub").and_then(Value::as_str) {
-            let entity = service.get_entity(Id::parse_segment(sub)).await?;
+        result.insert("accessToken".into(), Value::String(token.into()));
+        result.insert("authentication".into(), Value::Object(authentication));
+        if let Some(sub) = sub {
+            let entity = service.get_entity(sub).await?;
             result.insert(service.config().entity.clone(), entity);
         }
         Ok(Value::Object(result))

@@ -53,6 +53,19 @@ impl Service for Users {
         Ok(record)
     }
 
+    async fn patch(&self, id: Option<Id>, data: Value, _params: Params) -> Result<Value> {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let id = id.ok_or_else(|| Error::bad_request("id required"))?;
+        let record = records
+            .iter_mut()
+            .find(|r| id.matches_value(&r["id"]))
+            .ok_or_else(|| Error::no_record(&id))?;
+        if let (Value::Object(record), Value::Object(data)) = (&mut *record, data) {
+            record.extend(data);
+        }
+        Ok(record.clone())
+    }
+
     async fn remove(&self, id: Option<Id>, _params: Params) -> Result<Value> {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         let id = id.ok_or_else(|| Error::bad_request("id required"))?;
@@ -651,4 +664,106 @@ async fn a_hook_can_add_claims_but_not_replace_the_standard_ones() {
     assert_eq!(payload.get("sub"), Some(&json!("1")));
     let keys: Vec<&String> = payload.keys().collect();
     assert_eq!(keys, ["role", "iat", "exp", "aud", "iss", "sub", "jti"]);
+}
+
+/// Count the entity loads (`get` on users) from now on.
+fn count_gets(f: &Fixture) -> Arc<std::sync::atomic::AtomicUsize> {
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&gets);
+    ok(f.app.require("users")).hooks().before_for(
+        &["get"],
+        crate::hooks::hook_sync(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }),
+    );
+    gets
+}
+
+fn loads(gets: &std::sync::atomic::AtomicUsize) -> usize {
+    gets.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn the_jwt_strategy_reuses_the_entity_until_the_service_changes_it() {
+    let f = fixture().await;
+    let token = token_of(&login(&f).await);
+    let gets = count_gets(&f);
+    for _ in 0..3 {
+        let r = ok(find_with_token(&f, &token).await);
+        assert_eq!(r["user"]["email"], "a@example.com");
+    }
+    assert_eq!(loads(&gets), 1, "one load for three requests");
+
+    // A patch through the service (an internal call) is seen by the next request.
+    ok(ok(f.app.require("users"))
+        .patch(Some(Id::Int(1)), json!({"name": "Ada"}), Params::new())
+        .await);
+    let r = ok(find_with_token(&f, &token).await);
+    assert_eq!(r["user"]["name"], "Ada");
+    assert_eq!(loads(&gets), 2);
+
+    // So is a removal: the token now names a user that is gone.
+    ok(ok(f.app.require("users"))
+        .remove(Some(Id::Int(1)), Params::new())
+        .await);
+    let e = err(find_with_token(&f, &token).await);
+    assert_eq!((e.code(), e.message()), (404, "No record found for id '1'"));
+}
+
+#[tokio::test]
+async fn an_entity_is_reloaded_once_the_cache_time_is_over() {
+    let f = fixture().await;
+    let token = token_of(&login(&f).await);
+    let gets = count_gets(&f);
+    tokio::time::pause();
+    ok(find_with_token(&f, &token).await);
+    tokio::time::advance(DEFAULT_ENTITY_CACHE - std::time::Duration::from_millis(1)).await;
+    ok(find_with_token(&f, &token).await);
+    assert_eq!(loads(&gets), 1);
+    tokio::time::advance(std::time::Duration::from_millis(1)).await;
+    ok(find_with_token(&f, &token).await);
+    assert_eq!(loads(&gets), 2);
+}
+
+#[tokio::test]
+async fn without_the_entity_cache_every_request_loads_the_entity() {
+    let app = App::new();
+    let users = app.use_service("users", Users::default());
+    users
+        .hooks()
+        .before_for(&["create"], hash_password("password"));
+    let whoami = app.use_service("whoami", Whoami);
+    whoami.hooks().before(authenticate(["jwt"]));
+    let auth = AuthenticationService::setup(&app, AuthConfig::new(SECRET).with_entity_cache(None));
+    let user = ok(users
+        .create(
+            json!({"email": "a@example.com", "password": "pw-1"}),
+            rest(),
+        )
+        .await);
+    let f = Fixture { app, auth, user };
+    let token = token_of(&login(&f).await);
+    let gets = count_gets(&f);
+    for _ in 0..3 {
+        ok(find_with_token(&f, &token).await);
+    }
+    assert_eq!(loads(&gets), 3);
+}
+
+#[test]
+fn the_entity_cache_setting_is_milliseconds_or_off() {
+    let parse = |v: Value| AuthConfig::from_settings(&v, Some(SECRET.into()));
+    assert_eq!(
+        ok(parse(json!({}))).entity_cache,
+        Some(DEFAULT_ENTITY_CACHE)
+    );
+    assert_eq!(
+        ok(parse(json!({"entityCache": 250}))).entity_cache,
+        Some(std::time::Duration::from_millis(250))
+    );
+    assert_eq!(ok(parse(json!({"entityCache": 0}))).entity_cache, None);
+    assert_eq!(ok(parse(json!({"entityCache": false}))).entity_cache, None);
+    let e = err(parse(json!({"entityCache": "soon"})));
+    assert!(e.message().contains("entityCache"), "{e}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use plume::{Error, Id, Method, Params, Result, Service, async_trait};
 use serde_json::Value;
 
-use super::wire::{CallBody, ServiceDescriptor, WireParams, endpoint};
+use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
 use crate::mesh::{CallOptions, Mesh};
 
 /// State shared between a proxy and the plugin.
@@ -77,18 +77,17 @@ impl Proxy {
                 }
             },
         };
-        let body = CallBody {
-            id,
-            data,
-            params: WireParams::from_params(&params, &self.extras),
+        let body = CallBodyRef {
+            id: id.as_ref(),
+            data: data.as_ref(),
+            params: WireParamsRef::new(&params, &self.extras),
         };
-        let body = serde_json::to_value(body).map_err(Error::internal)?;
         let options = CallOptions {
             timeout: Some(timeout),
             idempotent: self.descriptor.is_idempotent(&method),
         };
         self.mesh
-            .call(&self.name, Some(method.as_str()), body, options)
+            .call_with(&self.name, Some(method.as_str()), &body, options)
             .await
     }
 }

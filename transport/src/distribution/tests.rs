@@ -3,7 +3,10 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::wire::{CallBody, EventEnvelope, ServiceDescriptor, WireParams, endpoint, path_of};
+use super::wire::{
+    CallBody, CallBodyRef, EventEnvelope, ServiceDescriptor, WireParams, WireParamsRef, endpoint,
+    path_of,
+};
 
 fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -68,6 +71,54 @@ proptest! {
         params.authentication = Some(json!({"strategy": strategy, "accessToken": token}));
         let wire = serde_json::to_string(&WireParams::from_params(&params, &[])).expect("json");
         prop_assert!(!wire.contains("accessToken"));
+        let wire = serde_json::to_string(&WireParamsRef::new(&params, &[])).expect("json");
+        prop_assert!(!wire.contains("accessToken"));
+    }
+
+    /// The proxy's borrowed body encodes (JSON and MessagePack) exactly as the owned one.
+    #[test]
+    fn the_borrowed_call_body_encodes_as_the_owned_one(
+        query in arb_json(),
+        route in arb_json(),
+        user in prop::option::of(arb_json()),
+        authentication in prop::option::of(arb_json()),
+        extra in arb_json(),
+        data in prop::option::of(arb_json()),
+        id in prop::option::of(prop_oneof![
+            any::<i64>().prop_map(plume::Id::Int),
+            "[a-z0-9]{0,6}".prop_map(plume::Id::Str),
+        ]),
+        rest in any::<bool>(),
+    ) {
+        let as_map = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let mut params = plume::Params::new();
+        params.query = as_map(query);
+        params.route = as_map(route);
+        params.user = user;
+        params.authentication = authentication;
+        params.extra = as_map(extra);
+        params.provider = rest.then_some(plume::Provider::Rest);
+        let extras = vec!["plume".to_owned(), "path".to_owned()];
+        let owned = CallBody {
+            id: id.clone(),
+            data: data.clone(),
+            params: WireParams::from_params(&params, &extras),
+        };
+        let borrowed = CallBodyRef {
+            id: id.as_ref(),
+            data: data.as_ref(),
+            params: WireParamsRef::new(&params, &extras),
+        };
+        let owned_json = serde_json::to_value(&owned).expect("json");
+        prop_assert_eq!(&serde_json::to_value(&borrowed).expect("json"), &owned_json);
+        let packed: Value = crate::codec::decode_payload(&crate::codec::encode_payload(&borrowed))
+            .expect("msgpack");
+        prop_assert_eq!(&packed, &owned_json);
+        let back: CallBody = serde_json::from_value(packed).expect("a call body");
+        prop_assert_eq!(back.params.extra, owned.params.extra);
     }
 }
 

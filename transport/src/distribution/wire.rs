@@ -96,7 +96,9 @@ pub(crate) struct WireParams {
 }
 
 impl WireParams {
-    /// The wire form of `params`, keeping only the `extra` keys in `extras`.
+    /// The wire form of `params`, keeping only the `extra` keys in `extras` (the reference
+    /// for [`WireParamsRef`], which the proxies send).
+    #[cfg(test)]
     pub(crate) fn from_params(params: &Params, extras: &[String]) -> Self {
         let authentication = params.authentication.as_ref().map(|a| match a {
             Value::Object(map) => Value::Object(
@@ -145,6 +147,106 @@ pub(crate) struct CallBody {
     pub(crate) data: Option<Value>,
     #[serde(default)]
     pub(crate) params: WireParams,
+}
+
+/// The borrowed form of a [`CallBody`] that a proxy sends: serialized straight into the request
+/// frame, it encodes exactly as `CallBody { id, data, params: WireParams::from_params(..) }`
+/// does, without copying the params first.
+#[derive(Debug, Serialize)]
+pub(crate) struct CallBodyRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<&'a Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<&'a Value>,
+    pub(crate) params: WireParamsRef<'a>,
+}
+
+/// The borrowed form of [`WireParams`] (same fields, same filtering).
+#[derive(Debug, Serialize)]
+pub(crate) struct WireParamsRef<'a> {
+    #[serde(skip_serializing_if = "is_empty_map")]
+    query: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "is_empty_map")]
+    route: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<Provider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authentication: Option<WithoutToken<'a>>,
+    #[serde(skip_serializing_if = "Selected::is_empty")]
+    extra: Selected<'a>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_empty_map(map: &&Map<String, Value>) -> bool {
+    map.is_empty()
+}
+
+impl<'a> WireParamsRef<'a> {
+    /// The wire form of `params`, keeping only the `extra` keys in `extras`.
+    pub(crate) fn new(params: &'a Params, extras: &'a [String]) -> Self {
+        Self {
+            query: &params.query,
+            route: &params.route,
+            provider: params.provider,
+            user: params.user.as_ref(),
+            authentication: params.authentication.as_ref().map(WithoutToken),
+            extra: Selected {
+                map: &params.extra,
+                keys: extras,
+            },
+        }
+    }
+}
+
+/// `authentication` without its `accessToken` (null when it is not an object).
+#[derive(Debug)]
+struct WithoutToken<'a>(&'a Value);
+
+impl Serialize for WithoutToken<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return serializer.serialize_unit();
+        };
+        let kept = map.iter().filter(|(k, _)| k.as_str() != "accessToken");
+        let mut out = serializer.serialize_map(Some(kept.clone().count()))?;
+        for (k, v) in kept {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
+}
+
+/// The entries of `map` whose key is in `keys`.
+#[derive(Debug)]
+struct Selected<'a> {
+    map: &'a Map<String, Value>,
+    keys: &'a [String],
+}
+
+impl Selected<'_> {
+    fn entries(&self) -> impl Iterator<Item = (&String, &Value)> + Clone {
+        self.map
+            .iter()
+            .filter(|(k, _)| self.keys.iter().any(|e| e == *k))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries().next().is_none()
+    }
+}
+
+impl Serialize for Selected<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = serializer.serialize_map(Some(self.entries().count()))?;
+        for (k, v) in self.entries() {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
 }
 
 /// The small context that travels with an event.
