@@ -165,7 +165,8 @@ fn payload() -> Value {
     json!({"id": 42, "text": "the quick brown fox jumps over the lazy dog", "tags": ["a", "b"]})
 }
 
-/// p50 of single round trips, raw and mesh alternating so that both see the same machine load.
+/// p50 of single round trips, raw, mesh ping and mesh call in turn, so that all three see the
+/// same machine load.
 async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
     const N: usize = 20_000;
     let msg = raw_message();
@@ -173,7 +174,12 @@ async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
     let body = payload();
     let mut raw_ns = Vec::with_capacity(N);
     let mut mesh_ns = Vec::with_capacity(N);
+    let mut ping_ns = Vec::with_capacity(N);
+    let peer = mesh.linked_peers()[0];
     for _ in 0..N {
+        let t = Instant::now();
+        mesh.ping(peer).await.expect("ping");
+        ping_ns.push(t.elapsed().as_nanos());
         let t = Instant::now();
         raw.write_all(&msg).await.expect("write");
         raw.read_exact(&mut back).await.expect("read");
@@ -183,6 +189,12 @@ async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
         mesh_ns.push(t.elapsed().as_nanos());
     }
     raw_ns.sort_unstable();
+    ping_ns.sort_unstable();
+    let _ = writeln!(
+        std::io::stderr(),
+        "interleaved mesh ping (a ping frame and its pong: no payload, no handler): p50 {:.1} us",
+        ping_ns[N / 2] as f64 / 1000.0
+    );
     mesh_ns.sort_unstable();
     let (r, m) = (
         raw_ns[N / 2] as f64 / 1000.0,

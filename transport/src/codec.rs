@@ -199,9 +199,12 @@ impl Frame {
 }
 
 /// Encode a payload (MessagePack, maps with field names).
-pub fn encode_payload<T: Serialize>(msg: &T) -> Bytes {
-    match rmp_serde::to_vec_named(msg) {
-        Ok(v) => Bytes::from(v),
+pub fn encode_payload<T: Serialize + ?Sized>(msg: &T) -> Bytes {
+    // Most payloads are small: one allocation of this size avoids the reallocations of growing
+    // from empty.
+    let mut buf = Vec::with_capacity(256);
+    match rmp_serde::encode::write_named(&mut buf, msg) {
+        Ok(()) => Bytes::from(buf),
         Err(e) => {
             // invariant: our payload types and serde_json::Value always serialize to MessagePack;
             // if that ever fails, send an empty payload, which the peer rejects with a reason.

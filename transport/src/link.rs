@@ -424,6 +424,8 @@ async fn run_reader(
             buf.reserve(64 * 1024);
         }
         tokio::select! {
+            // Fixed order: no random start per wake-up, and data first.
+            biased;
             r = rd.read_buf(buf) => match r {
                 Ok(0) => return "peer closed the connection".into(),
                 Ok(_) => last_rx = Instant::now(),
