@@ -51,6 +51,25 @@ where
 #[async_trait]
 impl Hook for Authenticate {
     async fn run(&self, ctx: &mut HookContext) -> Result<()> {
+        if let Some(token) = self.header_token(ctx) {
+            // The usual REST case, without building and matching the generic authentication
+            // object: a bearer token for the built-in `jwt` strategy.
+            let service = ctx
+                .app
+                .extension::<AuthenticationService>()
+                .filter(|service| service.builtin_jwt());
+            if let Some(service) = service {
+                let (user, authentication) = service.jwt_parts(&token).await?;
+                if user.is_some() {
+                    ctx.params.user = user;
+                }
+                ctx.params.authentication = Some(authentication);
+                ctx.params
+                    .extra
+                    .insert("authenticated".into(), Value::Bool(true));
+                return Ok(());
+            }
+        }
         let Some(auth) = AuthenticationService::params_authentication(&ctx.params) else {
             if is_external(&ctx.params) {
                 return Err(Error::not_authenticated("Not authenticated"));
@@ -78,6 +97,21 @@ impl Hook for Authenticate {
             .extra
             .insert("authenticated".into(), Value::Bool(true));
         Ok(())
+    }
+}
+
+impl Authenticate {
+    /// The `Authorization` header's token, when the call has no `params.authentication`, is
+    /// not a socket.io call, and `jwt` is one of this hook's strategies.
+    fn header_token(&self, ctx: &HookContext) -> Option<String> {
+        if ctx.params.authentication.is_some()
+            || ctx.params.provider == Some(crate::params::Provider::Socketio)
+            || !self.strategies.iter().any(|s| s == "jwt")
+        {
+            return None;
+        }
+        let header = ctx.params.headers.get(http::header::AUTHORIZATION)?;
+        super::authorization_token(header.to_str().ok()?).map(str::to_owned)
     }
 }
 

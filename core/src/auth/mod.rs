@@ -28,6 +28,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -77,6 +78,8 @@ struct Inner {
     config: AuthConfig,
     strategies: RwLock<BTreeMap<String, Arc<dyn AuthStrategy>>>,
     cache: cache::AuthCache,
+    /// `jwt` is the built-in [`JwtStrategy`]: the `authenticate` hook may take its fast path.
+    builtin_jwt: AtomicBool,
 }
 
 /// The authentication service (Feathers' `AuthenticationService`), mounted at
@@ -114,6 +117,7 @@ impl AuthenticationService {
                 config,
                 strategies: RwLock::new(BTreeMap::new()),
                 cache: cache::AuthCache::default(),
+                builtin_jwt: AtomicBool::new(false),
             }),
         };
         // A change to an entity through its service drops the cached copy at once.
@@ -134,6 +138,7 @@ impl AuthenticationService {
         });
         service.register("jwt", JwtStrategy);
         service.register("local", LocalStrategy);
+        service.inner.builtin_jwt.store(true, Ordering::Release);
         service
     }
 
@@ -173,6 +178,9 @@ impl AuthenticationService {
     /// Register (or replace) a strategy under `name`. `create` accepts it when `name` is in
     /// the configured strategies.
     pub fn register(&self, name: &str, strategy: impl AuthStrategy) -> &Self {
+        if name == "jwt" {
+            self.inner.builtin_jwt.store(false, Ordering::Release);
+        }
         self.inner
             .strategies
             .write()
@@ -272,6 +280,33 @@ impl AuthenticationService {
         Ok(payload)
     }
 
+    /// True while `jwt` is the built-in strategy (nothing replaced it).
+    pub(crate) fn builtin_jwt(&self) -> bool {
+        self.inner.builtin_jwt.load(Ordering::Acquire)
+    }
+
+    /// What the built-in `jwt` strategy gives for `token`: the entity (when the token has a
+    /// `sub`) and `authentication` (`{strategy: "jwt", accessToken, payload}`).
+    pub(crate) async fn jwt_parts(&self, token: &str) -> Result<(Option<Value>, Value)> {
+        if token.is_empty() {
+            return Err(Error::not_authenticated("No access token"));
+        }
+        let payload = self.verify_access_token(token)?;
+        let sub = payload
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(Id::parse_segment);
+        let mut authentication = Map::new();
+        authentication.insert("strategy".into(), Value::String("jwt".into()));
+        authentication.insert("accessToken".into(), Value::String(token.into()));
+        authentication.insert("payload".into(), Value::Object(payload));
+        let entity = match sub {
+            Some(sub) => Some(self.get_entity(sub).await?),
+            None => None,
+        };
+        Ok((entity, Value::Object(authentication)))
+    }
+
     /// Authenticate `data` with its `strategy`, which must be one of `allowed` and registered.
     /// Returns the strategy's result (no new token is made here).
     pub async fn authenticate(
@@ -359,23 +394,24 @@ impl AuthenticationService {
 /// assert_eq!(parse_authorization("Basic dXNlcjpwdw=="), None);
 /// ```
 pub fn parse_authorization(header: &str) -> Option<Value> {
+    authorization_token(header).map(|token| json!({ "strategy": "jwt", "accessToken": token }))
+}
+
+/// The token of an `Authorization` header, as [`parse_authorization`] reads it.
+pub(crate) fn authorization_token(header: &str) -> Option<&str> {
     let header = header.trim();
     if header.is_empty() {
         return None;
     }
     let mut words = header.split_whitespace();
     let first = words.next()?;
-    let token = match words.next() {
-        None => first,
+    match words.next() {
+        None => Some(first),
         Some(token) => {
             let scheme = first.to_ascii_lowercase();
-            if scheme != "bearer" && scheme != "jwt" {
-                return None;
-            }
-            token
+            (scheme == "bearer" || scheme == "jwt").then_some(token)
         }
-    };
-    Some(json!({ "strategy": "jwt", "accessToken": token }))
+    }
 }
 
 /// The socket.io handshake check: a valid `Authorization` header logs the connection in with

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AuthStrategy, AuthenticationService, password};
 use crate::error::{Error, ErrorKind, Result};
-use crate::params::{Id, Params};
+use crate::params::Params;
 
 /// The `jwt` strategy: `{strategy: "jwt", accessToken}`.
 ///
@@ -23,27 +23,14 @@ impl AuthStrategy for JwtStrategy {
         data: &Map<String, Value>,
         _params: &Params,
     ) -> Result<Value> {
-        let Some(token) = data
-            .get("accessToken")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        else {
+        let Some(token) = data.get("accessToken").and_then(Value::as_str) else {
             return Err(Error::not_authenticated("No access token"));
         };
-        let payload = service.verify_access_token(token)?;
-        let sub = payload
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(Id::parse_segment);
-        let mut authentication = Map::new();
-        authentication.insert("strategy".into(), Value::String("jwt".into()));
-        authentication.insert("accessToken".into(), Value::String(token.into()));
-        authentication.insert("payload".into(), Value::Object(payload));
+        let (entity, authentication) = service.jwt_parts(token).await?;
         let mut result = Map::new();
         result.insert("accessToken".into(), Value::String(token.into()));
-        result.insert("authentication".into(), Value::Object(authentication));
-        if let Some(sub) = sub {
-            let entity = service.get_entity(sub).await?;
+        result.insert("authentication".into(), authentication);
+        if let Some(entity) = entity {
             result.insert(service.config().entity.clone(), entity);
         }
         Ok(Value::Object(result))
