@@ -6,10 +6,11 @@
 //! The working memory of one hash (19 MiB with the default parameters) is an anonymous memory
 //! mapping of its own, unmapped as soon as the hash is computed, instead of an allocation from
 //! the global allocator: allocators keep freed memory of that size resident (glibc raises its
-//! mmap threshold after the first free, mimalloc purges freed arena memory only when a later
-//! allocation gets around to it), so a single login used to leave the process 19 MiB larger for
-//! as long as it stayed idle. The PHC strings and the verification are those of the `argon2`
-//! crate's `PasswordHasher` and `PasswordVerifier` (the tests check both ways).
+//! mmap threshold after the first free; mimalloc returns freed pages after a delay, and only
+//! when a later allocation gets around to it), so a single login could leave the process 19 MiB
+//! larger (38 MiB under glibc) for as long as it stayed idle. The PHC strings and the
+//! verification are those of the `argon2` crate's `PasswordHasher` and `PasswordVerifier` (the
+//! tests check both ways).
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Decimal, Output, ParamsString, PasswordHash, Salt, SaltString};
