@@ -21,11 +21,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::{Args, Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: the request path allocates a lot (JSON values,
-/// frames, headers), and glibc keeps the 19 MiB argon2 working area of every login in the
-/// process after it is freed (see docs/benchmarks.md, profiling notes).
+/// jemalloc instead of the system allocator: the request path allocates a lot (JSON values,
+/// frames, headers), and glibc's malloc costs a third of the gateway's throughput. mimalloc is
+/// as fast but asks for transparent huge pages on its arena, which made the idle gateway 15 MiB
+/// larger (see docs/benchmarks.md, "Gateway idle RSS").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The Plume gateway demo.
 #[derive(Debug, Parser)]
