@@ -98,14 +98,19 @@ struct ServiceInvoke<'s> {
 impl Invoke for ServiceInvoke<'_> {
     fn invoke<'a>(&'a self, ctx: &'a HookContext) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
-            let outcome = dispatch(
-                self.service,
-                &ctx.method,
-                ctx.id.clone(),
-                ctx.data.clone(),
-                ctx.params.clone(),
-            )
-            .await;
+            let outcome = match self.service.dispatch_borrowed(ctx) {
+                Some(call) => call.await,
+                None => {
+                    dispatch(
+                        self.service,
+                        &ctx.method,
+                        ctx.id.clone(),
+                        ctx.data.clone(),
+                        ctx.params.clone(),
+                    )
+                    .await
+                }
+            };
             outcome.map_err(|err| {
                 // The trait's default bodies do not know the path; say it here.
                 if err.kind() == ErrorKind::MethodNotAllowed

@@ -90,6 +90,21 @@ pub trait Service: Send + Sync + 'static {
     fn options(&self) -> Value {
         Value::Null
     }
+
+    /// Serve a call from the hook context's own `id`, `data` and `params`, without the App
+    /// copying them first. A service that only reads its arguments (the distribution plugin's
+    /// proxies, which serialize them onto the mesh) returns `Some`; the default, `None`, has the
+    /// App call the method with owned copies, which every other service needs.
+    ///
+    /// It must behave as the method named by `ctx.method` would with those arguments,
+    /// including the errors of [`dispatch`] (an id is required for `get` and `update`).
+    fn dispatch_borrowed<'a>(
+        &'a self,
+        ctx: &'a crate::hooks::HookContext,
+    ) -> Option<futures::future::BoxFuture<'a, Result<Value>>> {
+        let _ = ctx;
+        None
+    }
 }
 
 /// The error of a default method body. The App rewrites it with the service path when it knows

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use plume::{Error, Id, Method, Params, Result, Service, async_trait};
+use futures::future::BoxFuture;
+use plume::{Error, HookContext, Id, Method, Params, Result, Service, async_trait};
 use serde_json::Value;
 
 use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
@@ -53,10 +54,10 @@ impl Proxy {
 
     async fn forward(
         &self,
-        method: Method,
-        id: Option<Id>,
-        data: Option<Value>,
-        params: Params,
+        method: &Method,
+        id: Option<&Id>,
+        data: Option<&Value>,
+        params: &Params,
     ) -> Result<Value> {
         if !self.state.ready.load(Ordering::Acquire)
             || !self.state.available.load(Ordering::Acquire)
@@ -78,13 +79,13 @@ impl Proxy {
             },
         };
         let body = CallBodyRef {
-            id: id.as_ref(),
-            data: data.as_ref(),
-            params: WireParamsRef::new(&params, &self.extras),
+            id,
+            data,
+            params: WireParamsRef::new(params, &self.extras),
         };
         let options = CallOptions {
             timeout: Some(timeout),
-            idempotent: self.descriptor.is_idempotent(&method),
+            idempotent: self.descriptor.is_idempotent(method),
         };
         self.mesh
             .call_with(&self.name, Some(method.as_str()), &body, options)
@@ -92,36 +93,71 @@ impl Proxy {
     }
 }
 
+/// `null`, the data of a create, update, patch or custom call made without any (as
+/// `plume::dispatch` passes it).
+static NULL: Value = Value::Null;
+
 #[async_trait]
 impl Service for Proxy {
     async fn find(&self, params: Params) -> Result<Value> {
-        self.forward(Method::Find, None, None, params).await
+        self.forward(&Method::Find, None, None, &params).await
     }
 
     async fn get(&self, id: Id, params: Params) -> Result<Value> {
-        self.forward(Method::Get, Some(id), None, params).await
+        self.forward(&Method::Get, Some(&id), None, &params).await
     }
 
     async fn create(&self, data: Value, params: Params) -> Result<Value> {
-        self.forward(Method::Create, None, Some(data), params).await
+        self.forward(&Method::Create, None, Some(&data), &params)
+            .await
     }
 
     async fn update(&self, id: Id, data: Value, params: Params) -> Result<Value> {
-        self.forward(Method::Update, Some(id), Some(data), params)
+        self.forward(&Method::Update, Some(&id), Some(&data), &params)
             .await
     }
 
     async fn patch(&self, id: Option<Id>, data: Value, params: Params) -> Result<Value> {
-        self.forward(Method::Patch, id, Some(data), params).await
+        self.forward(&Method::Patch, id.as_ref(), Some(&data), &params)
+            .await
     }
 
     async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
-        self.forward(Method::Remove, id, None, params).await
+        self.forward(&Method::Remove, id.as_ref(), None, &params)
+            .await
     }
 
     async fn call(&self, method: &str, data: Value, params: Params) -> Result<Value> {
-        self.forward(Method::Custom(method.to_owned()), None, Some(data), params)
-            .await
+        self.forward(
+            &Method::Custom(method.to_owned()),
+            None,
+            Some(&data),
+            &params,
+        )
+        .await
+    }
+
+    /// A proxy only serializes its arguments: it sends them from the hook context as they are.
+    fn dispatch_borrowed<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+    ) -> Option<BoxFuture<'a, Result<Value>>> {
+        let method = &ctx.method;
+        let (id, data) = match method {
+            Method::Find => (None, None),
+            Method::Get | Method::Update if ctx.id.is_none() => {
+                let e =
+                    Error::bad_request(format!("An id must be provided to the '{method}' method"));
+                return Some(Box::pin(async move { Err(e) }));
+            }
+            Method::Get => (ctx.id.as_ref(), None),
+            Method::Remove => (ctx.id.as_ref(), None),
+            Method::Create | Method::Custom(_) => (None, Some(ctx.data.as_ref().unwrap_or(&NULL))),
+            Method::Update | Method::Patch => {
+                (ctx.id.as_ref(), Some(ctx.data.as_ref().unwrap_or(&NULL)))
+            }
+        };
+        Some(Box::pin(self.forward(method, id, data, &ctx.params)))
     }
 
     fn methods(&self) -> Vec<Method> {
