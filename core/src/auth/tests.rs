@@ -109,6 +109,10 @@ fn err<T: fmt::Debug>(r: Result<T>) -> Error {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(AuthConfig::new(SECRET)).await
+}
+
+async fn fixture_with(config: AuthConfig) -> Fixture {
     let app = App::new();
     let users = app.use_service("users", Users::default());
     users
@@ -120,7 +124,7 @@ async fn fixture() -> Fixture {
     users.hooks().after(protect(["password"]));
     let whoami = app.use_service("whoami", Whoami);
     whoami.hooks().before(authenticate(["jwt"]));
-    let auth = AuthenticationService::setup(&app, AuthConfig::new(SECRET));
+    let auth = AuthenticationService::setup(&app, config);
     let user = ok(users
         .create(
             json!({"email": "a@example.com", "password": "pw-1"}),
@@ -728,21 +732,7 @@ async fn an_entity_is_reloaded_once_the_cache_time_is_over() {
 
 #[tokio::test]
 async fn without_the_entity_cache_every_request_loads_the_entity() {
-    let app = App::new();
-    let users = app.use_service("users", Users::default());
-    users
-        .hooks()
-        .before_for(&["create"], hash_password("password"));
-    let whoami = app.use_service("whoami", Whoami);
-    whoami.hooks().before(authenticate(["jwt"]));
-    let auth = AuthenticationService::setup(&app, AuthConfig::new(SECRET).with_entity_cache(None));
-    let user = ok(users
-        .create(
-            json!({"email": "a@example.com", "password": "pw-1"}),
-            rest(),
-        )
-        .await);
-    let f = Fixture { app, auth, user };
+    let f = fixture_with(AuthConfig::new(SECRET).with_entity_cache(None)).await;
     let token = token_of(&login(&f).await);
     let gets = count_gets(&f);
     for _ in 0..3 {
