@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{ListenerId, Listeners, ServiceEvent};
 use crate::hooks::{BoxFuture, Chain, HookContext, HookRegistry, Invoke};
 use crate::params::{Id, Method, Params};
-use crate::service::{Service, dispatch};
+use crate::service::{Service, dispatch, method_args};
 
 /// The standard events every service emits.
 pub const STANDARD_EVENTS: [&str; 4] = ["created", "updated", "patched", "removed"];
@@ -98,9 +98,15 @@ struct ServiceInvoke<'s> {
 impl Invoke for ServiceInvoke<'_> {
     fn invoke<'a>(&'a self, ctx: &'a HookContext) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
-            let outcome = match self.service.dispatch_borrowed(ctx) {
-                Some(call) => call.await,
-                None => {
+            let borrowed =
+                method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref()).map(|(id, data)| {
+                    self.service
+                        .dispatch_borrowed(&ctx.method, id, data, &ctx.params)
+                });
+            let outcome = match borrowed {
+                Err(e) => Err(e),
+                Ok(Some(call)) => call.await,
+                Ok(None) => {
                     dispatch(
                         self.service,
                         &ctx.method,

@@ -91,18 +91,25 @@ pub trait Service: Send + Sync + 'static {
         Value::Null
     }
 
-    /// Serve a call from the hook context's own `id`, `data` and `params`, without the App
-    /// copying them first. A service that only reads its arguments (the distribution plugin's
-    /// proxies, which serialize them onto the mesh) returns `Some`; the default, `None`, has the
-    /// App call the method with owned copies, which every other service needs.
+    /// Serve a call from borrowed arguments, without the App copying the hook context's `data`
+    /// and `params` (headers and user included) first. A service that only reads its
+    /// arguments (the distribution plugin's proxies, which serialize them onto the mesh)
+    /// returns `Some`; the default, `None`, has the App call the method with owned copies,
+    /// which every other service needs.
     ///
-    /// It must behave as the method named by `ctx.method` would with those arguments,
-    /// including the errors of [`dispatch`] (an id is required for `get` and `update`).
+    /// The arguments are those the method named by `method` takes, as [`dispatch`] passes
+    /// them: `id` is present for `get` and `update` (the App answers a call without one), may
+    /// be present for `patch` and `remove`, and is `None` otherwise; `data` is present (`null`
+    /// when the call had none) for `create`, `update`, `patch` and custom methods, and `None`
+    /// otherwise.
     fn dispatch_borrowed<'a>(
         &'a self,
-        ctx: &'a crate::hooks::HookContext,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
     ) -> Option<futures::future::BoxFuture<'a, Result<Value>>> {
-        let _ = ctx;
+        let _ = (method, id, data, params);
         None
     }
 }
@@ -123,11 +130,7 @@ pub async fn dispatch(
     data: Option<Value>,
     params: Params,
 ) -> Result<Value> {
-    let id_required = |id: Option<Id>| {
-        id.ok_or_else(|| {
-            Error::bad_request(format!("An id must be provided to the '{method}' method"))
-        })
-    };
+    let id_required = |id: Option<Id>| id.ok_or_else(|| id_missing(method));
     match method {
         Method::Find => service.find(params).await,
         Method::Get => service.get(id_required(id)?, params).await,
@@ -144,6 +147,87 @@ pub async fn dispatch(
             service
                 .call(name, data.unwrap_or(Value::Null), params)
                 .await
+        }
+    }
+}
+
+/// The error of a `get` or `update` call without an id.
+fn id_missing(method: &Method) -> Error {
+    Error::bad_request(format!("An id must be provided to the '{method}' method"))
+}
+
+/// `null`, the data of a call that needs data and came without any.
+static NULL: Value = Value::Null;
+
+/// The arguments `method` takes, from those of a call, as [`dispatch`] passes them (see
+/// [`Service::dispatch_borrowed`]).
+pub(crate) fn method_args<'a>(
+    method: &Method,
+    id: Option<&'a Id>,
+    data: Option<&'a Value>,
+) -> Result<(Option<&'a Id>, Option<&'a Value>)> {
+    let data = || Some(data.unwrap_or(&NULL));
+    match method {
+        Method::Find => Ok((None, None)),
+        Method::Get => id
+            .map(|id| (Some(id), None))
+            .ok_or_else(|| id_missing(method)),
+        Method::Update => id
+            .map(|id| (Some(id), data()))
+            .ok_or_else(|| id_missing(method)),
+        Method::Remove => Ok((id, None)),
+        Method::Patch => Ok((id, data())),
+        Method::Create | Method::Custom(_) => Ok((None, data())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn method_args_are_what_dispatch_passes() {
+        let id = Id::Int(1);
+        let data = json!({"a": 1});
+        let (some_id, some_data) = (Some(&id), Some(&data));
+        let custom = Method::Custom("run".into());
+        assert_eq!(
+            method_args(&Method::Find, some_id, some_data).ok(),
+            Some((None, None))
+        );
+        assert_eq!(
+            method_args(&Method::Get, some_id, some_data).ok(),
+            Some((some_id, None))
+        );
+        assert_eq!(
+            method_args(&Method::Remove, None, some_data).ok(),
+            Some((None, None))
+        );
+        assert_eq!(
+            method_args(&Method::Patch, None, None).ok(),
+            Some((None, Some(&NULL)))
+        );
+        assert_eq!(
+            method_args(&Method::Update, some_id, some_data).ok(),
+            Some((some_id, some_data))
+        );
+        assert_eq!(
+            method_args(&Method::Create, some_id, None).ok(),
+            Some((None, Some(&NULL)))
+        );
+        assert_eq!(
+            method_args(&custom, some_id, some_data).ok(),
+            Some((None, some_data))
+        );
+        for method in [Method::Get, Method::Update] {
+            let e = method_args(&method, None, some_data)
+                .err()
+                .map(|e| e.message().to_owned());
+            assert_eq!(
+                e,
+                Some(format!("An id must be provided to the '{method}' method"))
+            );
         }
     }
 }

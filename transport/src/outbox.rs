@@ -76,6 +76,17 @@ impl Outbox {
 
     /// Queue a frame without waiting. A frame always fits in an empty buffer.
     pub(crate) fn try_send(&self, frame: &Frame) -> Result<(), QueueError> {
+        let st = self.queue(frame)?;
+        if st.flushing || st.corked > 0 {
+            return Ok(());
+        }
+        self.write_inline(st);
+        Ok(())
+    }
+
+    /// Append a frame to the buffer (a frame always fits in an empty one); the state stays
+    /// locked for the caller to decide how it leaves.
+    fn queue(&self, frame: &Frame) -> Result<MutexGuard<'_, State>, QueueError> {
         let mut st = lock(&self.state);
         if st.closed {
             return Err(QueueError::Closed);
@@ -85,11 +96,7 @@ impl Outbox {
             return Err(QueueError::Full);
         }
         frame.encode_into(&mut st.buf);
-        if st.flushing || st.corked > 0 {
-            return Ok(());
-        }
-        self.write_inline(st);
-        Ok(())
+        Ok(st)
     }
 
     /// Write the buffer with one non-blocking write; leave the rest to the writer task.
@@ -135,15 +142,7 @@ impl Outbox {
     /// Queue a frame for the writer task without writing it here: for events, which then go
     /// out in batches.
     pub(crate) fn try_send_batched(&self, frame: &Frame) -> Result<(), QueueError> {
-        let mut st = lock(&self.state);
-        if st.closed {
-            return Err(QueueError::Closed);
-        }
-        let need = HEADER_LEN + frame.payload.len();
-        if !st.buf.is_empty() && st.buf.len() + need > self.limit {
-            return Err(QueueError::Full);
-        }
-        frame.encode_into(&mut st.buf);
+        let mut st = self.queue(frame)?;
         if !st.flushing {
             st.flushing = true;
             drop(st);

@@ -51,47 +51,44 @@ where
 #[async_trait]
 impl Hook for Authenticate {
     async fn run(&self, ctx: &mut HookContext) -> Result<()> {
-        if let Some(token) = self.header_token(ctx) {
-            // The usual REST case, without building and matching the generic authentication
-            // object: a bearer token for the built-in `jwt` strategy.
-            let service = ctx
-                .app
-                .extension::<AuthenticationService>()
-                .filter(|service| service.builtin_jwt());
-            if let Some(service) = service {
+        let service = ctx.app.extension::<AuthenticationService>();
+        // The usual REST case: a bearer token for the built-in `jwt` strategy, checked without
+        // building and matching the generic authentication object.
+        let token = self
+            .header_token(ctx)
+            .filter(|_| service.as_ref().is_some_and(|s| s.builtin_jwt()));
+        let (user, authentication) = match (token, service) {
+            (Some(token), Some(service)) => {
                 let (user, authentication) = service.jwt_parts(&token).await?;
-                if user.is_some() {
-                    ctx.params.user = user;
+                (user, Some(authentication))
+            }
+            (_, service) => {
+                let Some(auth) = AuthenticationService::params_authentication(&ctx.params) else {
+                    if is_external(&ctx.params) {
+                        return Err(Error::not_authenticated("Not authenticated"));
+                    }
+                    return Ok(());
+                };
+                let service = service.ok_or_else(|| {
+                    Error::internal("authenticate hook used without an AuthenticationService")
+                })?;
+                let result = service
+                    .authenticate(&auth, &ctx.params, &self.strategies)
+                    .await?;
+                match result {
+                    Value::Object(mut result) => (
+                        result.remove(&service.config().entity),
+                        result.remove("authentication"),
+                    ),
+                    _ => (None, None),
                 }
-                ctx.params.authentication = Some(authentication);
-                ctx.params
-                    .extra
-                    .insert("authenticated".into(), Value::Bool(true));
-                return Ok(());
             }
-        }
-        let Some(auth) = AuthenticationService::params_authentication(&ctx.params) else {
-            if is_external(&ctx.params) {
-                return Err(Error::not_authenticated("Not authenticated"));
-            }
-            return Ok(());
         };
-        let service = ctx
-            .app
-            .extension::<AuthenticationService>()
-            .ok_or_else(|| {
-                Error::internal("authenticate hook used without an AuthenticationService")
-            })?;
-        let result = service
-            .authenticate(&auth, &ctx.params, &self.strategies)
-            .await?;
-        if let Value::Object(mut result) = result {
-            if let Some(user) = result.remove(&service.config().entity) {
-                ctx.params.user = Some(user);
-            }
-            if let Some(authentication) = result.remove("authentication") {
-                ctx.params.authentication = Some(authentication);
-            }
+        if user.is_some() {
+            ctx.params.user = user;
+        }
+        if authentication.is_some() {
+            ctx.params.authentication = authentication;
         }
         ctx.params
             .extra

@@ -459,10 +459,15 @@ async fn params_authentication_is_used_and_internal_calls_pass() {
 async fn a_valid_token_of_a_deleted_user_is_not_found() {
     let f = fixture().await;
     let token = token_of(&login(&f).await);
+    remove_user_then_expect_404(&f, &token).await;
+}
+
+/// Remove user 1; a request with its token is then the users service's 404.
+async fn remove_user_then_expect_404(f: &Fixture, token: &str) {
     ok(ok(f.app.require("users"))
         .remove(Some(Id::Int(1)), Params::new())
         .await);
-    let e = err(find_with_token(&f, &token).await);
+    let e = err(find_with_token(f, token).await);
     assert_eq!((e.code(), e.message()), (404, "No record found for id '1'"));
 }
 
@@ -708,11 +713,7 @@ async fn the_jwt_strategy_reuses_the_entity_until_the_service_changes_it() {
     assert_eq!(loads(&gets), 2);
 
     // So is a removal: the token now names a user that is gone.
-    ok(ok(f.app.require("users"))
-        .remove(Some(Id::Int(1)), Params::new())
-        .await);
-    let e = err(find_with_token(&f, &token).await);
-    assert_eq!((e.code(), e.message()), (404, "No record found for id '1'"));
+    remove_user_then_expect_404(&f, &token).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use plume::{Error, HookContext, Id, Method, Params, Result, Service, async_trait};
+use plume::{Error, Id, Method, Params, Result, Service, async_trait};
 use serde_json::Value;
 
 use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
@@ -93,10 +93,6 @@ impl Proxy {
     }
 }
 
-/// `null`, the data of a create, update, patch or custom call made without any (as
-/// `plume::dispatch` passes it).
-static NULL: Value = Value::Null;
-
 #[async_trait]
 impl Service for Proxy {
     async fn find(&self, params: Params) -> Result<Value> {
@@ -137,27 +133,15 @@ impl Service for Proxy {
         .await
     }
 
-    /// A proxy only serializes its arguments: it sends them from the hook context as they are.
+    /// A proxy only serializes its arguments: it sends them as they are.
     fn dispatch_borrowed<'a>(
         &'a self,
-        ctx: &'a HookContext,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
     ) -> Option<BoxFuture<'a, Result<Value>>> {
-        let method = &ctx.method;
-        let (id, data) = match method {
-            Method::Find => (None, None),
-            Method::Get | Method::Update if ctx.id.is_none() => {
-                let e =
-                    Error::bad_request(format!("An id must be provided to the '{method}' method"));
-                return Some(Box::pin(async move { Err(e) }));
-            }
-            Method::Get => (ctx.id.as_ref(), None),
-            Method::Remove => (ctx.id.as_ref(), None),
-            Method::Create | Method::Custom(_) => (None, Some(ctx.data.as_ref().unwrap_or(&NULL))),
-            Method::Update | Method::Patch => {
-                (ctx.id.as_ref(), Some(ctx.data.as_ref().unwrap_or(&NULL)))
-            }
-        };
-        Some(Box::pin(self.forward(method, id, data, &ctx.params)))
+        Some(Box::pin(self.forward(method, id, data, params)))
     }
 
     fn methods(&self) -> Vec<Method> {
