@@ -10,9 +10,9 @@ use serde_json::Value;
 use crate::app::{App, ServiceOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{ListenerId, Listeners, ServiceEvent};
-use crate::hooks::{BoxFuture, Chain, HookContext, HookRegistry, Invoke};
+use crate::hooks::{BoxFuture, Chain, HookContext, HookRegistry, HookType, Invoke};
 use crate::params::{Id, Method, Params};
-use crate::service::{Service, dispatch, method_args};
+use crate::service::{RawJson, Service, dispatch, method_args};
 
 /// The standard events every service emits.
 pub const STANDARD_EVENTS: [&str; 4] = ["created", "updated", "patched", "removed"];
@@ -117,18 +117,27 @@ impl Invoke for ServiceInvoke<'_> {
                     .await
                 }
             };
-            outcome.map_err(|err| {
-                // The trait's default bodies do not know the path; say it here.
-                if err.kind() == ErrorKind::MethodNotAllowed
-                    && err.message() == format!("Method '{}' not allowed", ctx.method)
-                {
-                    Error::method_not_allowed_on(ctx.method.as_str(), self.path)
-                } else {
-                    err
-                }
-            })
+            outcome.map_err(|err| on_path(err, &ctx.method, self.path))
         })
     }
+}
+
+/// The trait's default bodies do not know the path: say it in their error.
+fn on_path(err: Error, method: &Method, path: &str) -> Error {
+    if err.kind() == ErrorKind::MethodNotAllowed
+        && err.message() == format!("Method '{method}' not allowed")
+    {
+        Error::method_not_allowed_on(method.as_str(), path)
+    } else {
+        err
+    }
+}
+
+/// What a call gives the REST server: a value, or JSON text it sends as is.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Value(Value),
+    Json(RawJson),
 }
 
 impl ServiceHandle {
@@ -187,8 +196,22 @@ impl ServiceHandle {
         data: Option<Value>,
         params: Params,
     ) -> Result<Value> {
-        let ctx = self.dispatch_context(method, id, data, params).await?;
-        Ok(ctx.result.unwrap_or(Value::Null))
+        match self.run(method, id, data, params, false).await? {
+            Reply::Value(value) => Ok(value),
+            Reply::Json(raw) => raw.to_value(),
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) for the REST server: a result the service hands over as
+    /// JSON text (see [`Service::dispatch_json`]) stays text when no hook needs it decoded.
+    pub(crate) async fn dispatch_reply(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
+        params: Params,
+    ) -> Result<Reply> {
+        self.run(method, id, data, params, true).await
     }
 
     /// Like [`dispatch`](Self::dispatch), but returns the whole hook context of a successful
@@ -200,6 +223,28 @@ impl ServiceHandle {
         data: Option<Value>,
         params: Params,
     ) -> Result<HookContext> {
+        let (chain, mut ctx) = self.prepare(method, id, data, params)?;
+        let invoke = self.invoker();
+        chain.run(&mut ctx, &invoke).await?;
+        self.finish(&mut ctx);
+        Ok(ctx)
+    }
+
+    fn invoker(&self) -> ServiceInvoke<'_> {
+        ServiceInvoke {
+            service: self.entry.service.as_ref(),
+            path: &self.entry.path,
+        }
+    }
+
+    /// Check that the call is allowed; collect its hooks and make its context.
+    fn prepare(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
+        params: Params,
+    ) -> Result<(Chain, HookContext)> {
         let entry = &self.entry;
         let allowed = if params.provider.is_some() || params.from_remote {
             entry.exposes(&method)
@@ -210,7 +255,7 @@ impl ServiceHandle {
             return Err(Error::method_not_allowed_on(method.as_str(), &entry.path));
         }
         let chain = Chain::collect(self.app.hooks(), &entry.hooks, &method);
-        let mut ctx = HookContext::new(
+        let ctx = HookContext::new(
             self.app.clone(),
             entry.path.clone(),
             method,
@@ -218,16 +263,87 @@ impl ServiceHandle {
             data,
             params,
         );
-        let invoke = ServiceInvoke {
-            service: entry.service.as_ref(),
-            path: &entry.path,
-        };
-        chain.run(&mut ctx, &invoke).await?;
+        Ok((chain, ctx))
+    }
+
+    /// A successful call: a missing result is null, and the call's event goes out.
+    fn finish(&self, ctx: &mut HookContext) {
         if ctx.result.is_none() {
             ctx.result = Some(Value::Null);
         }
-        self.emit_call_events(&ctx);
-        Ok(ctx)
+        self.emit_call_events(ctx);
+    }
+
+    async fn run(
+        &self,
+        method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
+        params: Params,
+        want_json: bool,
+    ) -> Result<Reply> {
+        let (chain, mut ctx) = self.prepare(method, id, data, params)?;
+        if !chain.is_plain() {
+            let invoke = self.invoker();
+            chain.run(&mut ctx, &invoke).await?;
+        } else {
+            let outcome = match self.run_plain(&chain, &mut ctx, want_json).await {
+                Err(err) => chain.run_error_hooks(&mut ctx, err).await.map(|()| None),
+                ok => ok,
+            };
+            if let Some(raw) = outcome? {
+                return Ok(Reply::Json(raw));
+            }
+        }
+        self.finish(&mut ctx);
+        Ok(Reply::Value(ctx.result.take().unwrap_or(Value::Null)))
+    }
+
+    /// A chain without around and after hooks: nothing reads the result or the arguments once
+    /// the method returns, unless an error hook or the call's event does. So the method gets
+    /// them without copies when it can, and a result that arrives as JSON text is handed over
+    /// as it is (`Some`) when `want_json` and no event needs it.
+    async fn run_plain(
+        &self,
+        chain: &Chain,
+        ctx: &mut HookContext,
+        want_json: bool,
+    ) -> Result<Option<RawJson>> {
+        chain.run_before(ctx).await?;
+        ctx.hook_type = HookType::After;
+        if ctx.result.is_some() {
+            return Ok(None);
+        }
+        let service = self.entry.service.as_ref();
+        let path = self.entry.path.as_str();
+        let (id, data) = method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref())?;
+        if want_json
+            && ctx.event.is_none()
+            && let Some(call) = service.dispatch_json(&ctx.method, id, data, &ctx.params)
+        {
+            return call
+                .await
+                .map(Some)
+                .map_err(|e| on_path(e, &ctx.method, path));
+        }
+        let result =
+            if let Some(call) = service.dispatch_borrowed(&ctx.method, id, data, &ctx.params) {
+                call.await
+            } else if !chain.has_error_hooks() && ctx.event.is_none() {
+                let params = std::mem::take(&mut ctx.params);
+                dispatch(service, &ctx.method, ctx.id.take(), ctx.data.take(), params).await
+            } else {
+                dispatch(
+                    service,
+                    &ctx.method,
+                    ctx.id.clone(),
+                    ctx.data.clone(),
+                    ctx.params.clone(),
+                )
+                .await
+            };
+        ctx.result = Some(result.map_err(|e| on_path(e, &ctx.method, path))?);
+        Ok(None)
     }
 
     fn emit_call_events(&self, ctx: &HookContext) {

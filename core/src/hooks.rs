@@ -378,6 +378,26 @@ impl Chain {
         chain
     }
 
+    /// True when the chain has no around and no after hook: nothing reads the result before
+    /// the caller gets it.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.around.is_empty() && self.after.is_empty()
+    }
+
+    /// True when error hooks would see the context of a failed call.
+    pub(crate) fn has_error_hooks(&self) -> bool {
+        !self.error.is_empty()
+    }
+
+    /// Run the before hooks (of a plain chain, whose caller then calls the method itself).
+    pub(crate) async fn run_before(&self, ctx: &mut HookContext) -> Result<()> {
+        ctx.hook_type = HookType::Before;
+        for hook in &self.before {
+            hook.run(ctx).await?;
+        }
+        Ok(())
+    }
+
     /// Run the whole chain around `method`, which calls the service.
     pub(crate) async fn run(&self, ctx: &mut HookContext, method: &dyn Invoke) -> Result<()> {
         Next {
@@ -397,10 +417,7 @@ impl Chain {
     }
 
     async fn run_regular(&self, ctx: &mut HookContext, invoke: &dyn Invoke) -> Result<()> {
-        ctx.hook_type = HookType::Before;
-        for hook in &self.before {
-            hook.run(ctx).await?;
-        }
+        self.run_before(ctx).await?;
         if ctx.result.is_none() {
             let result = invoke.invoke(ctx).await?;
             ctx.result = Some(result);
@@ -412,7 +429,8 @@ impl Chain {
         Ok(())
     }
 
-    async fn run_error_hooks(&self, ctx: &mut HookContext, err: Error) -> Result<()> {
+    /// Run the error hooks for `err`: `Ok` when one of them recovered with a result.
+    pub(crate) async fn run_error_hooks(&self, ctx: &mut HookContext, err: Error) -> Result<()> {
         ctx.hook_type = HookType::Error;
         ctx.error = Some(err);
         ctx.result = None;

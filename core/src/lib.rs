@@ -41,7 +41,7 @@ pub use hooks::{HookContext, HookType};
 pub use memory::{MemoryOptions, MemoryService, Paginate};
 pub use params::{ConnectionId, Id, Method, Params, Provider};
 pub use server::{Listening, ServerOptions};
-pub use service::{Service, dispatch};
+pub use service::{RawJson, Service, dispatch};
 
 #[doc = include_str!("../docs/service-macro.md")]
 pub use plume_macros::service;

@@ -112,6 +112,86 @@ pub trait Service: Send + Sync + 'static {
         let _ = (method, id, data, params);
         None
     }
+
+    /// Like [`dispatch_borrowed`](Self::dispatch_borrowed), for a service whose results arrive
+    /// already encoded as JSON text (the distribution plugin's proxies receive them from the
+    /// mesh). When no hook of the call needs the result as a [`Value`] (no around or after
+    /// hook, no event), the REST server sends these bytes as the response body without
+    /// decoding them; otherwise the App calls [`dispatch_borrowed`](Self::dispatch_borrowed)
+    /// or the method instead. The default, `None`, means the service has no such path.
+    ///
+    /// The arguments are those of [`dispatch_borrowed`](Self::dispatch_borrowed).
+    fn dispatch_json<'a>(
+        &'a self,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
+    ) -> Option<futures::future::BoxFuture<'a, Result<RawJson>>> {
+        let _ = (method, id, data, params);
+        None
+    }
+}
+
+/// One JSON value, already encoded as text: the result of [`Service::dispatch_json`].
+///
+/// ```
+/// use plume::RawJson;
+///
+/// let raw = RawJson::from_encoded(r#"{"id":1}"#.into());
+/// assert_eq!(raw.to_value()?, serde_json::json!({"id": 1}));
+/// assert!(!raw.is_null());
+/// # Ok::<(), plume::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(bytes::Bytes);
+
+impl RawJson {
+    /// Wrap bytes that hold exactly one JSON value. They are not checked here: whoever makes a
+    /// `RawJson` vouches for them, since the REST server sends them as they are
+    /// ([`to_value`](Self::to_value) still fails cleanly on bad text).
+    pub fn from_encoded(bytes: bytes::Bytes) -> Self {
+        Self(bytes)
+    }
+
+    /// Encode a value.
+    pub fn from_value(value: &Value) -> Self {
+        // invariant: a serde_json::Value always serializes (its map keys are strings).
+        Self(
+            serde_json::to_vec(value)
+                .unwrap_or_else(|_| b"null".to_vec())
+                .into(),
+        )
+    }
+
+    /// The JSON text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The JSON text, without a copy.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.0
+    }
+
+    /// True for `null` (a REST response without a body).
+    pub fn is_null(&self) -> bool {
+        self.0.trim_ascii() == b"null"
+    }
+
+    /// Decode the value.
+    pub fn to_value(&self) -> Result<Value> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| Error::general_error(format!("a result is not valid JSON: {e}")))
+    }
+}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RawJson")
+            .field(&String::from_utf8_lossy(&self.0))
+            .finish()
+    }
 }
 
 /// The error of a default method body. The App rewrites it with the service path when it knows

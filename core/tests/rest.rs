@@ -748,3 +748,209 @@ async fn real_server_routes_a_late_service_and_shuts_down() {
         "the listener is closed"
     );
 }
+
+/// A service whose results arrive as JSON text (as a proxy's do). The text has spaces, which a
+/// re-encoding would drop, so a test can tell whether it was passed through.
+struct Prejsoned {
+    /// Counts the calls that took the JSON path.
+    json_calls: std::sync::atomic::AtomicUsize,
+}
+
+const PREJSONED: &str = r#"{"b": 2, "a": [1, "x"]}"#;
+
+impl Prejsoned {
+    fn value(method: &Method, id: Option<&Id>) -> Result<Value> {
+        match (method, id) {
+            (Method::Get, Some(Id::Int(404))) => Err(Error::not_found("no 404")),
+            (Method::Get, Some(Id::Int(0))) => Ok(Value::Null),
+            _ => Ok(serde_json::from_str(PREJSONED).expect("valid")),
+        }
+    }
+}
+
+#[async_trait]
+impl Service for Prejsoned {
+    async fn find(&self, _params: Params) -> Result<Value> {
+        Self::value(&Method::Find, None)
+    }
+    async fn get(&self, id: Id, _params: Params) -> Result<Value> {
+        Self::value(&Method::Get, Some(&id))
+    }
+    async fn create(&self, _data: Value, _params: Params) -> Result<Value> {
+        Self::value(&Method::Create, None)
+    }
+    fn methods(&self) -> Vec<Method> {
+        vec![Method::Find, Method::Get, Method::Create]
+    }
+    fn dispatch_json<'a>(
+        &'a self,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        _data: Option<&'a Value>,
+        _params: &'a Params,
+    ) -> Option<futures::future::BoxFuture<'a, Result<plume::RawJson>>> {
+        self.json_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Box::pin(async move {
+            Self::value(method, id).map(|v| match v {
+                Value::Null => plume::RawJson::from_encoded("null".into()),
+                _ => plume::RawJson::from_encoded(PREJSONED.into()),
+            })
+        }))
+    }
+}
+
+fn prejsoned_app() -> (App, std::sync::Arc<Prejsoned>) {
+    let app = App::new();
+    let service = std::sync::Arc::new(Prejsoned {
+        json_calls: Default::default(),
+    });
+    app.use_arc("pre", service.clone(), ServiceOptions::default());
+    (app, service)
+}
+
+#[tokio::test]
+async fn json_text_results_pass_through_when_no_hook_reads_them() {
+    let (app, service) = prejsoned_app();
+    let calls = || service.json_calls.load(std::sync::atomic::Ordering::SeqCst);
+    // A before hook does not need the result: the text goes out as it came.
+    app.service("pre")
+        .expect("mounted")
+        .hooks()
+        .before(plume::hooks::hook_sync(|ctx| {
+            ctx.params.extra.insert("seen".into(), true.into());
+            Ok(())
+        }));
+    let router = app.clone().into_router();
+    let r = send(&router, "GET", "/pre", &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_json(&r);
+    assert_eq!(r.raw, PREJSONED.as_bytes());
+    assert_eq!(calls(), 1);
+
+    // null is 204; an error is the Feathers error.
+    let r = send(&router, "GET", "/pre/0", &[], None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.raw.is_empty());
+    let r = send(&router, "GET", "/pre/404", &[], None).await;
+    assert_error(&r, 404, "NotFound");
+    assert_eq!(calls(), 3);
+
+    // A create emits `created` with the value: it takes the ordinary path.
+    let created = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let seen = created.clone();
+    app.service("pre")
+        .expect("mounted")
+        .on("created", move |ev| {
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ev.data.clone());
+        });
+    let r = send(&router, "POST", "/pre", &[], Some("{}")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.raw, br#"{"b":2,"a":[1,"x"]}"#);
+    assert_eq!(
+        *created.lock().unwrap_or_else(|e| e.into_inner()),
+        [json!({"b": 2, "a": [1, "x"]})]
+    );
+    assert_eq!(calls(), 3);
+
+    // A call from code gets a value.
+    let value = app
+        .service("pre")
+        .expect("mounted")
+        .find(Params::new())
+        .await
+        .expect("find");
+    assert_eq!(value, json!({"b": 2, "a": [1, "x"]}));
+}
+
+#[tokio::test]
+async fn hooks_that_read_the_result_get_it_decoded() {
+    // An after hook.
+    let (app, service) = prejsoned_app();
+    app.service("pre")
+        .expect("mounted")
+        .hooks()
+        .after(plume::hooks::hook_sync(|ctx| {
+            if let Some(Value::Object(m)) = ctx.result.as_mut() {
+                m.insert("after".into(), true.into());
+            }
+            Ok(())
+        }));
+    let r = send(&app.clone().into_router(), "GET", "/pre", &[], None).await;
+    assert_eq!(r.body, json!({"b": 2, "a": [1, "x"], "after": true}));
+
+    // An around hook, on the app.
+    let (app2, service2) = prejsoned_app();
+    app2.hooks().around(plume::hooks::around(|ctx, next| {
+        Box::pin(async move {
+            next.run(ctx).await?;
+            ctx.result = Some(json!({"wrapped": ctx.result.take()}));
+            Ok(())
+        })
+    }));
+    let r = send(&app2.into_router(), "GET", "/pre", &[], None).await;
+    assert_eq!(r.body, json!({"wrapped": {"b": 2, "a": [1, "x"]}}));
+
+    // A before hook that answers skips the service.
+    let (app3, service3) = prejsoned_app();
+    app3.service("pre")
+        .expect("mounted")
+        .hooks()
+        .before(plume::hooks::hook_sync(|ctx| {
+            ctx.result = Some(json!("cached"));
+            Ok(())
+        }));
+    let r = send(&app3.into_router(), "GET", "/pre", &[], None).await;
+    assert_eq!(r.body, json!("cached"));
+
+    let calls = |s: &Prejsoned| s.json_calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (calls(&service), calls(&service2), calls(&service3)),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn error_hooks_see_the_params_and_can_recover_a_json_call() {
+    let (app, _service) = prejsoned_app();
+    app.service("pre")
+        .expect("mounted")
+        .hooks()
+        .error(plume::hooks::hook_sync(|ctx| {
+            let asked = ctx.params.query.get("fallback").cloned();
+            if let Some(fallback) = asked {
+                ctx.error = None;
+                ctx.result = Some(json!({ "fallback": fallback }));
+            }
+            Ok(())
+        }));
+    let router = app.into_router();
+    let r = send(&router, "GET", "/pre/404?fallback=yes", &[], None).await;
+    assert_eq!(
+        (r.status, r.body),
+        (StatusCode::OK, json!({"fallback": "yes"}))
+    );
+    let r = send(&router, "GET", "/pre/404", &[], None).await;
+    assert_error(&r, 404, "NotFound");
+}
+
+#[tokio::test]
+async fn error_hooks_see_the_params_of_an_ordinary_service() {
+    // Todos fails `get` of a missing id; the error hook reads the query, which the App must
+    // not have moved into the failed call.
+    let app = app();
+    app.service("todos")
+        .expect("mounted")
+        .hooks()
+        .error(plume::hooks::hook_sync(|ctx| {
+            if ctx.params.query.get("soft").is_some() {
+                ctx.error = None;
+                ctx.result = Some(json!({"soft": ctx.id.as_ref().map(|i| i.to_string())}));
+            }
+            Ok(())
+        }));
+    let r = send(&app.into_router(), "GET", "/todos/77?soft=1", &[], None).await;
+    assert_eq!((r.status, r.body), (StatusCode::OK, json!({"soft": "77"})));
+}

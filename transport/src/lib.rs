@@ -29,6 +29,7 @@ mod link;
 mod mesh;
 mod nats;
 mod outbox;
+mod reply;
 
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,

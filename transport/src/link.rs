@@ -34,8 +34,9 @@ const LOG: &str = "plume::mesh";
 /// What happened to a call sent on a link.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// The provider answered.
-    Reply(Result<Value, Error>),
+    /// The provider answered: an encoded [`ResponseMsg`], which the caller decodes into the
+    /// form it wants (see `ReplyForm`).
+    Reply(bytes::Bytes),
     /// The provider did not answer before the deadline.
     Timeout,
     /// The link died. `sent` is false when the request never left this node.
@@ -48,7 +49,7 @@ pub(crate) struct Link {
     pub(crate) peer: NodeId,
     pub(crate) key: String,
     pub(crate) out: Arc<Outbox>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, Error>>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<bytes::Bytes>>>,
     pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_id: AtomicU64,
     pub(crate) pending_count: AtomicUsize,
@@ -131,7 +132,7 @@ impl Link {
             }
         }
         let out = match timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => Outcome::Reply(result),
+            Ok(Ok(payload)) => Outcome::Reply(payload),
             Ok(Err(_)) => Outcome::LinkLost { sent: true },
             Err(_) => {
                 lock(&self.pending).remove(&id);
@@ -486,14 +487,10 @@ fn handle(
             serve(inner, link, frame.id, req);
         }
         Kind::Response => {
-            let resp: ResponseMsg = frame.parse().map_err(bad)?;
-            let result = match (resp.ok, resp.err) {
-                (_, Some(err)) => Err(Error::from_json(err)),
-                (Some(ok), None) => Ok(ok),
-                (None, None) => Ok(Value::Null),
-            };
+            // The caller decodes the reply, in its own task and into the form it wants; a
+            // reply it cannot decode fails that call only.
             if let Some(tx) = lock(&link.pending).remove(&frame.id) {
-                let _ = tx.send(result);
+                let _ = tx.send(frame.payload);
             }
         }
         Kind::Cancel => {

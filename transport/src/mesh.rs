@@ -29,7 +29,9 @@ use crate::discovery::{
 };
 use crate::link::{self, Link, Outcome};
 use crate::nats::{NatsEngine, NatsOutcome};
-use plume::Error;
+use plume::{Error, RawJson};
+
+use crate::reply::ReplyForm;
 
 const LOG: &str = "plume::mesh";
 /// Capacity of each watcher's and each topic's broadcast buffer.
@@ -1167,6 +1169,30 @@ impl Mesh {
         body: &B,
         options: CallOptions,
     ) -> Result<Value, Error> {
+        self.call_as(name, method, body, options).await
+    }
+
+    /// [`call_with`](Self::call_with), with the result as JSON text: a provider's MessagePack
+    /// reply is written out as JSON directly, without a [`Value`] on the way (what a gateway
+    /// wants for an HTTP response body). The text is what serializing the `Value` that
+    /// [`call_with`](Self::call_with) returns would give.
+    pub async fn call_json_with<B: Serialize + ?Sized + Sync>(
+        &self,
+        name: &str,
+        method: Option<&str>,
+        body: &B,
+        options: CallOptions,
+    ) -> Result<RawJson, Error> {
+        self.call_as(name, method, body, options).await
+    }
+
+    async fn call_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
+        &self,
+        name: &str,
+        method: Option<&str>,
+        body: &B,
+        options: CallOptions,
+    ) -> Result<R, Error> {
         let inner = &self.inner;
         if inner.draining.load(Ordering::Acquire) {
             return Err(Error::unavailable("the mesh node is shutting down"));
@@ -1224,7 +1250,7 @@ impl Mesh {
                         from: inner.node,
                     };
                     return match timeout_at(deadline, handler.call(request)).await {
-                        Ok(r) => r,
+                        Ok(r) => r.map(R::from_value),
                         Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
                     };
                 }
@@ -1244,7 +1270,8 @@ impl Mesh {
                         )
                         .await
                     {
-                        NatsOutcome::Reply(r) => return r,
+                        NatsOutcome::Reply(payload) => return R::from_payload(&payload),
+                        NatsOutcome::Refused(e) => return Err(e),
                         NatsOutcome::Timeout => {
                             return Err(Error::timeout(format!("'{name}' did not answer in time")));
                         }
@@ -1283,7 +1310,7 @@ impl Mesh {
                         .request(encode_payload(&msg), deadline, deadline)
                         .await?
                     {
-                        Outcome::Reply(r) => return r,
+                        Outcome::Reply(payload) => return R::from_payload(&payload),
                         Outcome::Timeout => {
                             return Err(Error::timeout(format!(
                                 "'{name}' on node {node} did not answer in time"
@@ -1345,7 +1372,8 @@ impl Mesh {
                 .request(inner, name, Some(node), method, &body, deadline, false)
                 .await
             {
-                NatsOutcome::Reply(r) => r,
+                NatsOutcome::Reply(payload) => Value::from_payload(&payload),
+                NatsOutcome::Refused(e) => Err(e),
                 NatsOutcome::Timeout => Err(Error::timeout(format!(
                     "'{name}' on node {node} did not answer in time"
                 ))),
@@ -1372,7 +1400,7 @@ impl Mesh {
             .request(encode_payload(&msg), deadline, deadline)
             .await?
         {
-            Outcome::Reply(r) => r,
+            Outcome::Reply(payload) => Value::from_payload(&payload),
             Outcome::Timeout => Err(Error::timeout(format!(
                 "'{name}' on node {node} did not answer in time"
             ))),

@@ -98,8 +98,10 @@ struct Delta {
 /// What a NATS call came to.
 #[derive(Debug)]
 pub(crate) enum NatsOutcome {
-    /// A provider answered.
-    Reply(Result<Value, Error>),
+    /// A provider answered: an encoded [`ResponseMsg`].
+    Reply(bytes::Bytes),
+    /// NATS refused to carry the call.
+    Refused(Error),
     /// Nobody listens on the subject (yet, or any more).
     NoResponders,
     /// No answer before the deadline.
@@ -374,14 +376,14 @@ impl NatsEngine {
             () = removed => return NatsOutcome::Lost,
         };
         match sent {
-            Ok(reply) => NatsOutcome::Reply(decode_reply(&reply.payload)),
+            Ok(reply) => NatsOutcome::Reply(reply.payload),
             Err(e) => match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => NatsOutcome::NoResponders,
                 async_nats::RequestErrorKind::TimedOut => NatsOutcome::Timeout,
                 async_nats::RequestErrorKind::MaxPayloadExceeded
-                | async_nats::RequestErrorKind::InvalidSubject => NatsOutcome::Reply(Err(
+                | async_nats::RequestErrorKind::InvalidSubject => NatsOutcome::Refused(
                     Error::bad_request(format!("NATS refused the call to '{name}': {e}")),
-                )),
+                ),
                 async_nats::RequestErrorKind::Other => {
                     tracing::debug!(target: LOG, error = %e, %name, "NATS request failed");
                     NatsOutcome::Lost
@@ -963,14 +965,6 @@ impl Peer {
             names: HashSet::new(),
             fetching: false,
         }
-    }
-}
-
-fn decode_reply(payload: &[u8]) -> Result<Value, Error> {
-    match decode_payload::<ResponseMsg>(payload) {
-        Ok(ResponseMsg { err: Some(e), .. }) => Err(Error::from_json(e)),
-        Ok(ResponseMsg { ok, .. }) => Ok(ok.unwrap_or(Value::Null)),
-        Err(e) => Err(Error::general_error(format!("malformed reply: {e}"))),
     }
 }
 

@@ -139,6 +139,52 @@ async fn calls_cross_the_link_and_errors_keep_their_class() {
 }
 
 #[tokio::test]
+async fn a_result_comes_as_json_text_from_a_peer_and_from_this_node() {
+    let nodes = cluster(vec![env("json"), env("json")]).await;
+    let (a, b) = (&nodes[0].mesh, &nodes[1].mesh);
+    let answer = json!({"z": 1, "a": [true, null, -2.5, "é\"\n"], "m": {"k": {}}});
+    let handler = |answer: Value| {
+        move |req: Request| {
+            let answer = answer.clone();
+            async move {
+                match req.body {
+                    Value::Null => Ok(Value::Null),
+                    Value::Bool(true) => Err(plume::Error::conflict("taken")),
+                    _ => Ok(answer),
+                }
+            }
+        }
+    };
+    // "remote" lives on a only (b calls it over the link); "local" on b only.
+    a.respond("remote", handler(answer.clone()));
+    b.respond("local", handler(answer.clone()));
+    wait_providers(b, "remote", 1).await;
+    let expected = serde_json::to_vec(&answer).expect("encodes");
+    for name in ["remote", "local"] {
+        let raw = b
+            .call_json_with(name, None, &json!(1), CallOptions::default())
+            .await
+            .expect("answers");
+        assert_eq!(raw.as_bytes(), expected.as_slice(), "{name}");
+        let value = b
+            .call_with(name, None, &json!(1), CallOptions::default())
+            .await
+            .expect("answers");
+        assert_eq!(value, answer, "{name}");
+        let null = b
+            .call_json_with(name, None, &Value::Null, CallOptions::default())
+            .await
+            .expect("answers");
+        assert!(null.is_null(), "{name}");
+        let err = b
+            .call_json_with(name, None, &true, CallOptions::default())
+            .await
+            .expect_err("fails");
+        assert_eq!((err.kind(), err.message()), (ErrorKind::Conflict, "taken"));
+    }
+}
+
+#[tokio::test]
 async fn watch_sees_remote_provide_and_withdraw() {
     let nodes = cluster(vec![env("watch"), env("watch")]).await;
     let (a, b) = (&nodes[0].mesh, &nodes[1].mesh);

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::handle::Reply;
 use crate::params::{Id, Method, Params, Provider};
 use crate::server::RestService;
 use crate::server::query::parse_query;
@@ -72,13 +73,18 @@ async fn respond(state: RestState, req: Request) -> Response {
 /// A JSON response with this status and body.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+    json_bytes_response(status, bytes.into())
+}
+
+/// A response with this status and JSON text.
+fn json_bytes_response(status: StatusCode, json: Bytes) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        bytes,
+        json,
     )
         .into_response()
 }
@@ -197,16 +203,18 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
         ..Params::default()
     };
     let is_create = method == Method::Create;
-    let result = handle.dispatch(method, id, data, params).await?;
-    if result.is_null() {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
+    let reply = handle.dispatch_reply(method, id, data, params).await?;
     let status = if is_create {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, &result))
+    Ok(match reply {
+        Reply::Value(Value::Null) => StatusCode::NO_CONTENT.into_response(),
+        Reply::Value(result) => json_response(status, &result),
+        Reply::Json(raw) if raw.is_null() => StatusCode::NO_CONTENT.into_response(),
+        Reply::Json(raw) => json_bytes_response(status, raw.into_bytes()),
+    })
 }
 
 /// True for `application/json` and `application/<x>+json`, with any parameters.

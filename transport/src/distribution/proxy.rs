@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use plume::{Error, Id, Method, Params, Result, Service, async_trait};
+use plume::{Error, Id, Method, Params, RawJson, Result, Service, async_trait};
 use serde_json::Value;
 
 use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
@@ -59,6 +59,34 @@ impl Proxy {
         data: Option<&Value>,
         params: &Params,
     ) -> Result<Value> {
+        let (body, options) = self.prepare(method, id, data, params)?;
+        self.mesh
+            .call_with(&self.name, Some(method.as_str()), &body, options)
+            .await
+    }
+
+    /// [`forward`](Self::forward), with the result as JSON text.
+    async fn forward_json(
+        &self,
+        method: &Method,
+        id: Option<&Id>,
+        data: Option<&Value>,
+        params: &Params,
+    ) -> Result<RawJson> {
+        let (body, options) = self.prepare(method, id, data, params)?;
+        self.mesh
+            .call_json_with(&self.name, Some(method.as_str()), &body, options)
+            .await
+    }
+
+    /// The body and options of a call, or why it cannot be sent.
+    fn prepare<'a>(
+        &'a self,
+        method: &Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
+    ) -> Result<(CallBodyRef<'a>, CallOptions)> {
         if !self.state.ready.load(Ordering::Acquire)
             || !self.state.available.load(Ordering::Acquire)
         {
@@ -87,9 +115,7 @@ impl Proxy {
             timeout: Some(timeout),
             idempotent: self.descriptor.is_idempotent(method),
         };
-        self.mesh
-            .call_with(&self.name, Some(method.as_str()), &body, options)
-            .await
+        Ok((body, options))
     }
 }
 
@@ -142,6 +168,17 @@ impl Service for Proxy {
         params: &'a Params,
     ) -> Option<BoxFuture<'a, Result<Value>>> {
         Some(Box::pin(self.forward(method, id, data, params)))
+    }
+
+    /// The provider's reply becomes JSON text without a `Value` on the way.
+    fn dispatch_json<'a>(
+        &'a self,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
+    ) -> Option<BoxFuture<'a, Result<RawJson>>> {
+        Some(Box::pin(self.forward_json(method, id, data, params)))
     }
 
     fn methods(&self) -> Vec<Method> {

@@ -1,0 +1,321 @@
+//! The result of a call, in the form the caller wants it: a [`Value`], or JSON text made
+//! straight from the MessagePack reply (no `Value` built on the way), which a gateway sends on as
+//! an HTTP body.
+
+use std::fmt;
+
+use plume::{Error, RawJson};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::codec::{ResponseMsg, decode_payload};
+
+/// A form of call result: how it is made from a reply payload (an encoded [`ResponseMsg`]) and
+/// from the value a handler on this node returned.
+pub(crate) trait ReplyForm: Sized + Send {
+    /// Decode a reply payload: the result, or the provider's error.
+    fn from_payload(payload: &[u8]) -> Result<Self, Error>;
+    /// A result that never crossed a wire.
+    fn from_value(value: Value) -> Self;
+}
+
+impl ReplyForm for Value {
+    fn from_payload(payload: &[u8]) -> Result<Self, Error> {
+        match decode_payload::<ResponseMsg>(payload) {
+            Ok(ResponseMsg { err: Some(e), .. }) => Err(Error::from_json(e)),
+            Ok(ResponseMsg { ok, .. }) => Ok(ok.unwrap_or(Value::Null)),
+            Err(e) => Err(malformed(e)),
+        }
+    }
+
+    fn from_value(value: Value) -> Self {
+        value
+    }
+}
+
+impl ReplyForm for RawJson {
+    fn from_payload(payload: &[u8]) -> Result<Self, Error> {
+        match decode_payload::<JsonResponse>(payload) {
+            Ok(JsonResponse { err: Some(e), .. }) => Err(Error::from_json(e)),
+            Ok(JsonResponse { ok: Some(text), .. }) => Ok(RawJson::from_encoded(text.0.into())),
+            Ok(JsonResponse { ok: None, .. }) => Ok(RawJson::from_encoded("null".into())),
+            Err(e) => Err(malformed(e)),
+        }
+    }
+
+    fn from_value(value: Value) -> Self {
+        RawJson::from_value(&value)
+    }
+}
+
+fn malformed(reason: String) -> Error {
+    Error::general_error(format!("malformed reply: {reason}"))
+}
+
+/// [`ResponseMsg`] with the result kept as JSON text.
+#[derive(Deserialize)]
+struct JsonResponse {
+    ok: Option<JsonText>,
+    err: Option<Value>,
+}
+
+/// One value of a self-describing format (MessagePack here), written as JSON text.
+///
+/// It accepts exactly what `serde_json::Value` accepts (so a reply that decodes one way decodes
+/// the other), and writes what serializing that `Value` writes: maps keep their order, a
+/// non-finite float is `null`. Map keys must be strings.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct JsonText(pub(crate) Vec<u8>);
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut out = Vec::with_capacity(256);
+        deserializer.deserialize_any(Writer(&mut out))?;
+        Ok(JsonText(out))
+    }
+}
+
+/// Writes the value it visits as JSON.
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn scalar<T: Serialize + ?Sized, E: de::Error>(self, v: &T) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.0, v).map_err(E::custom)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Writer<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Writer<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(&v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(&v)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // serde_json writes a non-finite float as null, as a Value holding it would be.
+        self.scalar(&v)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(v)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.visit_none()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if seq.next_element_seed(Writer(&mut *out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'{');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if map.next_key_seed(KeyWriter(&mut *out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            out.push(b':');
+            map.next_value_seed(Writer(&mut *out))?;
+            first = false;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Writes a map key, which must be a string (as for `serde_json::Value`).
+struct KeyWriter<'a>(&'a mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for KeyWriter<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyWriter<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.0, v).map_err(E::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_payload;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((".{0,8}", inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn reply(ok: Option<&Value>, err: Option<&Value>) -> bytes::Bytes {
+        #[derive(Serialize)]
+        struct Msg<'a> {
+            ok: Option<&'a Value>,
+            err: Option<&'a Value>,
+        }
+        encode_payload(&Msg { ok, err })
+    }
+
+    #[test]
+    fn a_result_becomes_the_json_its_value_would() {
+        let v =
+            json!({"total": 1, "data": [{"id": "a-1", "text": "é \"q\"\n", "n": -2.5}], "z": null});
+        let payload = reply(Some(&v), None);
+        let raw = RawJson::from_payload(&payload).expect("decodes");
+        assert_eq!(
+            raw.as_bytes(),
+            serde_json::to_vec(&v).expect("encodes").as_slice()
+        );
+        assert_eq!(Value::from_payload(&payload).expect("decodes"), v);
+    }
+
+    #[test]
+    fn no_result_is_null_and_an_error_stays_an_error() {
+        let raw = RawJson::from_payload(&reply(None, None)).expect("decodes");
+        assert!(raw.is_null());
+        let err = plume::Error::not_found("gone").to_json();
+        let e = RawJson::from_payload(&reply(Some(&json!(1)), Some(&err))).expect_err("an error");
+        assert_eq!(e.code(), 404);
+        assert_eq!(e.message(), "gone");
+    }
+
+    #[test]
+    fn non_string_keys_and_binary_are_refused_as_by_value() {
+        // {1: 2} and a bin value: serde_json::Value cannot hold either.
+        let int_key = encode_payload(&std::collections::BTreeMap::from([(
+            "ok",
+            std::collections::BTreeMap::from([(1u8, 2u8)]),
+        )]));
+        assert!(Value::from_payload(&int_key).is_err());
+        assert!(RawJson::from_payload(&int_key).is_err());
+        let bin = encode_payload(&std::collections::BTreeMap::from([(
+            "ok",
+            Bin(vec![1, 2, 3]),
+        )]));
+        assert!(Value::from_payload(&bin).is_err());
+        assert!(RawJson::from_payload(&bin).is_err());
+    }
+
+    /// Serializes as a MessagePack `bin`.
+    struct Bin(Vec<u8>);
+
+    impl Serialize for Bin {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn json_text_equals_the_encoded_value(v in json_value()) {
+            let payload = reply(Some(&v), None);
+            let by_value = Value::from_payload(&payload).expect("decodes");
+            let raw = RawJson::from_payload(&payload).expect("decodes");
+            let text = serde_json::to_vec(&by_value).expect("encodes");
+            prop_assert_eq!(raw.as_bytes(), text.as_slice());
+        }
+
+        #[test]
+        fn any_bytes_decode_the_same_both_ways(
+            tail in prop::collection::vec(any::<u8>(), 0..120),
+            wrapped in any::<bool>(),
+        ) {
+            // Mostly `{"ok": <arbitrary bytes>}`, so the bytes reach the transcoder.
+            let mut bytes = if wrapped { vec![0x81, 0xa2, b'o', b'k'] } else { Vec::new() };
+            bytes.extend_from_slice(&tail);
+            let by_value = Value::from_payload(&bytes);
+            let raw = RawJson::from_payload(&bytes);
+            match (by_value, raw) {
+                (Ok(v), Ok(raw)) => {
+                    // Duplicate keys are written twice, and a JSON reader keeps the last, as
+                    // Value does: compare the texts as read back by one reader (whose float
+                    // parsing is not exact, hence not against `v` itself). Under 120 bytes,
+                    // nesting stays below serde_json's recursion limit.
+                    let reread: Value = serde_json::from_slice(raw.as_bytes()).expect("valid JSON");
+                    let text = serde_json::to_vec(&v).expect("encodes");
+                    let expected: Value = serde_json::from_slice(&text).expect("valid JSON");
+                    prop_assert_eq!(reread, expected);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.code(), b.code()),
+                (a, b) => prop_assert!(false, "they disagree: {:?} vs {:?}", a, b),
+            }
+        }
+    }
+}
