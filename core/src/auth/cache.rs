@@ -8,9 +8,10 @@
 //!
 //! Both maps are bounded: when one is full, expired entries go first, then everything.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,28 +28,70 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The cache key of an id: `5` and `"5"` are the same record.
-fn key(id: &Id) -> String {
+fn key(id: &Id) -> Cow<'_, str> {
     match id {
-        Id::Int(i) => i.to_string(),
-        Id::Str(s) => s.clone(),
+        Id::Int(i) => Cow::Owned(i.to_string()),
+        Id::Str(s) => Cow::Borrowed(s),
+    }
+}
+
+/// A verified token, with what the `jwt` strategy makes of it on every request.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Verified {
+    /// `{strategy: "jwt", accessToken, payload}`: `params.authentication`.
+    pub(crate) authentication: Value,
+    /// The payload's `sub`.
+    pub(crate) sub: Option<Id>,
+    /// The last second it is valid in, leeway included; `None` without `exp`.
+    valid_until: Option<u64>,
+}
+
+impl Verified {
+    pub(crate) fn new(token: &str, payload: Map<String, Value>, leeway: u64) -> Self {
+        let sub = payload
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(Id::parse_segment);
+        let valid_until = payload
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| exp.saturating_add(leeway));
+        let mut authentication = Map::new();
+        authentication.insert("strategy".into(), Value::String("jwt".into()));
+        authentication.insert("accessToken".into(), Value::String(token.into()));
+        authentication.insert("payload".into(), Value::Object(payload));
+        Self {
+            authentication: Value::Object(authentication),
+            sub,
+            valid_until,
+        }
+    }
+
+    /// The token's payload.
+    pub(crate) fn payload(&self) -> Map<String, Value> {
+        match self.authentication.get("payload") {
+            Some(Value::Object(payload)) => payload.clone(),
+            // invariant: `new` always stores the payload object.
+            _ => Map::new(),
+        }
     }
 }
 
 #[derive(Default)]
 pub(crate) struct AuthCache {
-    /// token → (payload, last second it is valid in, leeway included).
-    tokens: Mutex<HashMap<Box<str>, (Map<String, Value>, u64)>>,
+    /// token → what it verified to.
+    tokens: Mutex<HashMap<Box<str>, Arc<Verified>>>,
     entities: Mutex<HashMap<String, (Value, Instant)>>,
     /// Bumped by every invalidation: an entity loaded while it changed is not stored.
     generation: AtomicU64,
 }
 
 impl AuthCache {
-    /// The payload of a token that verified before and is still valid at `now` (seconds).
-    pub(crate) fn token(&self, token: &str, now: u64) -> Option<Map<String, Value>> {
+    /// A token that verified before and is still valid at `now` (seconds).
+    pub(crate) fn token(&self, token: &str, now: u64) -> Option<Arc<Verified>> {
         let mut tokens = lock(&self.tokens);
         match tokens.get(token) {
-            Some((payload, valid_until)) if now <= *valid_until => Some(payload.clone()),
+            Some(v) if v.valid_until.is_some_and(|until| now <= until) => Some(v.clone()),
             Some(_) => {
                 tokens.remove(token);
                 None
@@ -57,22 +100,19 @@ impl AuthCache {
         }
     }
 
-    /// Remember a verified token's payload until `valid_until` (seconds, leeway included).
-    pub(crate) fn put_token(
-        &self,
-        token: &str,
-        payload: &Map<String, Value>,
-        valid_until: u64,
-        now: u64,
-    ) {
+    /// Remember a verified token until it expires; one without `exp` is not kept.
+    pub(crate) fn put_token(&self, token: &str, verified: &Arc<Verified>, now: u64) {
+        if verified.valid_until.is_none() {
+            return;
+        }
         let mut tokens = lock(&self.tokens);
         if tokens.len() >= MAX_ENTRIES {
-            tokens.retain(|_, (_, until)| now <= *until);
+            tokens.retain(|_, v| v.valid_until.is_some_and(|until| now <= until));
             if tokens.len() >= MAX_ENTRIES {
                 tokens.clear();
             }
         }
-        tokens.insert(token.into(), (payload.clone(), valid_until));
+        tokens.insert(token.into(), verified.clone());
     }
 
     /// The generation to pass to [`put_entity`](Self::put_entity) for a load starting now.
@@ -84,10 +124,10 @@ impl AuthCache {
     pub(crate) fn entity(&self, id: &Id, ttl: Duration, now: Instant) -> Option<Value> {
         let mut entities = lock(&self.entities);
         let k = key(id);
-        match entities.get(&k) {
+        match entities.get(k.as_ref()) {
             Some((entity, at)) if now.saturating_duration_since(*at) < ttl => Some(entity.clone()),
             Some(_) => {
-                entities.remove(&k);
+                entities.remove(k.as_ref());
                 None
             }
             None => None,
@@ -114,7 +154,7 @@ impl AuthCache {
                 entities.clear();
             }
         }
-        entities.insert(key(id), (entity.clone(), at));
+        entities.insert(key(id).into_owned(), (entity.clone(), at));
     }
 
     /// Drop the entity `id`, or every entity when the id is unknown.
@@ -123,7 +163,7 @@ impl AuthCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         match id {
             Some(id) => {
-                entities.remove(&key(id));
+                entities.remove(key(id).as_ref());
             }
             None => entities.clear(),
         }
@@ -147,27 +187,63 @@ mod tests {
         map
     }
 
+    /// A verified token `t` of user `n`, valid until `until`.
+    fn verified(t: &str, n: u64, until: u64) -> Arc<Verified> {
+        let mut p = payload(n);
+        p.insert("exp".into(), until.into());
+        Arc::new(Verified::new(t, p, 0))
+    }
+
+    fn sub(v: Option<Arc<Verified>>) -> Option<Id> {
+        v.and_then(|v| v.sub.clone())
+    }
+
+    #[test]
+    fn a_verified_token_carries_what_the_jwt_strategy_needs() {
+        let v = Verified::new("tok", payload(5), 30);
+        assert_eq!(v.sub, Some(Id::Int(5)));
+        assert_eq!(v.valid_until, Some(130));
+        assert_eq!(
+            v.authentication,
+            json!({"strategy": "jwt", "accessToken": "tok", "payload": {"sub": "5", "exp": 100}})
+        );
+        assert_eq!(v.payload(), payload(5));
+        let no_exp = Verified::new("tok", Map::new(), 30);
+        assert_eq!((no_exp.sub, no_exp.valid_until), (None, None));
+    }
+
     #[test]
     fn a_token_is_served_until_its_last_valid_second() {
         let cache = AuthCache::default();
-        cache.put_token("t", &payload(1), 100, 50);
-        assert_eq!(cache.token("t", 100), Some(payload(1)));
+        cache.put_token("t", &verified("t", 1, 100), 50);
+        assert_eq!(sub(cache.token("t", 100)), Some(Id::Int(1)));
         assert_eq!(cache.token("t", 101), None);
         // The expired entry is gone, not just hidden.
         assert_eq!(cache.len().0, 0);
         assert_eq!(cache.token("other", 50), None);
+        // A token without `exp` is not kept.
+        cache.put_token(
+            "forever",
+            &Arc::new(Verified::new("forever", Map::new(), 0)),
+            50,
+        );
+        assert_eq!(cache.len().0, 0);
     }
 
     #[test]
     fn the_token_map_stays_bounded() {
         let cache = AuthCache::default();
         for i in 0..(MAX_ENTRIES as u64 + 10) {
-            cache.put_token(&format!("t{i}"), &payload(i), 1_000, 0);
+            let t = format!("t{i}");
+            cache.put_token(&t, &verified(&t, i, 1_000), 0);
         }
         assert!(cache.len().0 <= MAX_ENTRIES);
         // The newest one is always there.
         let last = MAX_ENTRIES as u64 + 9;
-        assert_eq!(cache.token(&format!("t{last}"), 0), Some(payload(last)));
+        assert_eq!(
+            sub(cache.token(&format!("t{last}"), 0)),
+            Some(Id::Int(last as i64))
+        );
     }
 
     #[test]
@@ -176,11 +252,12 @@ mod tests {
         for i in 0..MAX_ENTRIES as u64 {
             // Half of them are valid until 10, half until 1000.
             let until = if i % 2 == 0 { 10 } else { 1_000 };
-            cache.put_token(&format!("t{i}"), &payload(i), until, 0);
+            let t = format!("t{i}");
+            cache.put_token(&t, &verified(&t, i, until), 0);
         }
-        cache.put_token("new", &payload(0), 1_000, 20);
+        cache.put_token("new", &verified("new", 0, 1_000), 20);
         assert_eq!(cache.len().0, MAX_ENTRIES / 2 + 1);
-        assert_eq!(cache.token("t1", 20), Some(payload(1)));
+        assert_eq!(sub(cache.token("t1", 20)), Some(Id::Int(1)));
     }
 
     #[test]

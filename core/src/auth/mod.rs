@@ -265,19 +265,20 @@ impl AuthenticationService {
     /// A token that verified is remembered until it expires, so a token seen again costs a
     /// map lookup instead of a signature check.
     pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>> {
+        Ok(self.verified(token)?.payload())
+    }
+
+    /// A verified token, from the cache or checked now (and then cached until it expires).
+    fn verified(&self, token: &str) -> Result<Arc<cache::Verified>> {
         let config = &self.inner.config;
         let now = jwt::now();
-        if let Some(payload) = self.inner.cache.token(token, now) {
-            return Ok(payload);
+        if let Some(verified) = self.inner.cache.token(token, now) {
+            return Ok(verified);
         }
         let payload = jwt::verify(&config.secret, &config.jwt, token)?;
-        if let Some(exp) = payload.get("exp").and_then(Value::as_u64) {
-            let valid_until = exp.saturating_add(config.jwt.leeway);
-            self.inner
-                .cache
-                .put_token(token, &payload, valid_until, now);
-        }
-        Ok(payload)
+        let verified = Arc::new(cache::Verified::new(token, payload, config.jwt.leeway));
+        self.inner.cache.put_token(token, &verified, now);
+        Ok(verified)
     }
 
     /// True while `jwt` is the built-in strategy (nothing replaced it).
@@ -291,20 +292,12 @@ impl AuthenticationService {
         if token.is_empty() {
             return Err(Error::not_authenticated("No access token"));
         }
-        let payload = self.verify_access_token(token)?;
-        let sub = payload
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(Id::parse_segment);
-        let mut authentication = Map::new();
-        authentication.insert("strategy".into(), Value::String("jwt".into()));
-        authentication.insert("accessToken".into(), Value::String(token.into()));
-        authentication.insert("payload".into(), Value::Object(payload));
-        let entity = match sub {
-            Some(sub) => Some(self.get_entity(sub).await?),
+        let verified = self.verified(token)?;
+        let entity = match &verified.sub {
+            Some(sub) => Some(self.get_entity(sub.clone()).await?),
             None => None,
         };
-        Ok((entity, Value::Object(authentication)))
+        Ok((entity, verified.authentication.clone()))
     }
 
     /// Authenticate `data` with its `strategy`, which must be one of `allowed` and registered.
