@@ -176,6 +176,30 @@ async fn proxies_mount_forward_every_method_and_keep_error_classes() {
         proxy.get(id.clone(), Params::new()).await.expect("get")["title"],
         "a"
     );
+    // Nothing on a proxy reads a result (the plugin's own hook is a before hook), so REST sends
+    // a reply's JSON text as it came (`Service::dispatch_json`); it is what the value encodes to.
+    let hooks = format!("{:?}", proxy.hooks());
+    assert!(
+        hooks.contains("around: 0") && hooks.contains("after: 0"),
+        "{hooks}"
+    );
+    let uri = format!("/todos/{id}");
+    let response = tower::ServiceExt::oneshot(
+        gateway.clone().into_router(),
+        http::Request::get(uri.as_str())
+            .body(axum::body::Body::empty())
+            .expect("request"),
+    )
+    .await
+    .expect("infallible");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    assert_eq!(
+        body.as_ref(),
+        serde_json::to_vec(&created).expect("encodes").as_slice()
+    );
     let found = proxy
         .find(Params::new().with_query(json!({"title": "a"})))
         .await
@@ -197,7 +221,11 @@ async fn proxies_mount_forward_every_method_and_keep_error_classes() {
         .expect("remove");
     assert_eq!(removed["id"], created["id"]);
     assert!(from_remote.lock().unwrap().iter().all(|f| *f));
-    assert_eq!(from_remote.lock().unwrap().len(), 6);
+    assert_eq!(
+        from_remote.lock().unwrap().len(),
+        7,
+        "six calls and the REST get"
+    );
     // The record is gone on the provider itself.
     let err = provider
         .service("todos")

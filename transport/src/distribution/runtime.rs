@@ -730,8 +730,10 @@ impl Shared {
             remote: true,
         };
         let handle = self.app.use_arc(local, service.clone(), options);
-        // Events come only through the relay: the proxy's own call never emits one.
-        handle.hooks().after(hook_sync(|ctx: &mut HookContext| {
+        // Events come only through the relay: the proxy's own call never emits one. (A before
+        // hook, not an after hook, so a call without after hooks of its own keeps the JSON
+        // text of its reply: see `Service::dispatch_json`.)
+        handle.hooks().before(hook_sync(|ctx: &mut HookContext| {
             ctx.event = None;
             Ok(())
         }));
