@@ -7,7 +7,7 @@
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -294,6 +294,26 @@ pub struct RequestMsg<B = Value> {
     pub timeout_ms: u64,
 }
 
+/// The body of an encoded [`RequestMsg`] alone: the other fields are skipped, not built (and may
+/// be absent: the reader decoded the head, `RequestMsg<IgnoredAny>`, first). Same field names
+/// and order as `RequestMsg`, so both its map and its array encodings read.
+#[derive(Deserialize)]
+struct BodyOf<B> {
+    #[serde(rename = "name", default)]
+    _name: IgnoredAny,
+    #[serde(rename = "method", default)]
+    _method: IgnoredAny,
+    body: B,
+    #[serde(rename = "timeout_ms", default)]
+    _timeout_ms: IgnoredAny,
+}
+
+/// Decode the body of an encoded [`RequestMsg`] payload straight into `B` (a handler's own type),
+/// with no `serde_json::Value` on the way.
+pub(crate) fn decode_request_body<B: DeserializeOwned>(payload: &[u8]) -> Result<B, String> {
+    decode_payload::<BodyOf<B>>(payload).map(|m| m.body)
+}
+
 /// `response`: exactly one of `ok` and `err` is meaningful; `err` is a Feathers error object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMsg {
@@ -378,6 +398,40 @@ mod tests {
         }
 
         #[test]
+        fn arbitrary_payloads_never_panic_the_head_and_body_decoders(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_payload::<RequestMsg<IgnoredAny>>(&bytes);
+            let _ = decode_request_body::<Value>(&bytes);
+            let _ = decode_request_body::<IgnoredAny>(&bytes);
+        }
+
+        #[test]
+        fn damaged_requests_never_panic_the_head_and_body_decoders(body in arb_json(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+            let msg = RequestMsg { name: "svc:todos".to_owned(), method: Some("find".to_owned()), body, timeout_ms: 9 };
+            let mut bytes = encode_payload(&msg).to_vec();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            for payload in [&bytes[..], &bytes[..cut.index(bytes.len())]] {
+                let _ = decode_payload::<RequestMsg<IgnoredAny>>(payload);
+                let _ = decode_request_body::<Value>(payload);
+            }
+        }
+
+        /// The head and the body, decoded apart, are the message decoded whole, from both the
+        /// map encoding (what nodes send) and the array one.
+        #[test]
+        fn head_and_body_decode_as_the_whole_request(name in "[a-z./:]{0,16}", method in proptest::option::of("[a-z$]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
+            let msg = RequestMsg { name, method, body, timeout_ms };
+            let compact = rmp_serde::to_vec(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for payload in [encode_payload(&msg), Bytes::from(compact)] {
+                let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(&head.name, &msg.name);
+                prop_assert_eq!(&head.method, &msg.method);
+                prop_assert_eq!(head.timeout_ms, msg.timeout_ms);
+                prop_assert_eq!(decode_request_body::<Value>(&payload), Ok(msg.body.clone()));
+            }
+        }
+
+        #[test]
         fn frames_round_trip(frames in prop::collection::vec((arb_kind(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)), 1..8)) {
             let mut buf = BytesMut::new();
             let frames: Vec<Frame> = frames.into_iter().map(|(kind, id, p)| Frame { kind, id, payload: Bytes::from(p) }).collect();
@@ -437,6 +491,24 @@ mod tests {
         );
         let mut kind = BytesMut::from(&[0u8, 0, 0, 10, 1, 200][..]);
         assert_eq!(Frame::decode(&mut kind, 100), Err(FrameError::Kind(200)));
+    }
+
+    #[test]
+    fn a_request_without_a_body_has_no_head() {
+        #[derive(Serialize)]
+        struct NoBody {
+            name: &'static str,
+            method: Option<&'static str>,
+            timeout_ms: u64,
+        }
+        let payload = encode_payload(&NoBody {
+            name: "x",
+            method: None,
+            timeout_ms: 5,
+        });
+        assert!(decode_payload::<RequestMsg<IgnoredAny>>(&payload).is_err());
+        assert!(decode_payload::<RequestMsg>(&payload).is_err());
+        assert!(decode_request_body::<Value>(&payload).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::FutureExt;
 use hmac::{Hmac, Mac};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +26,7 @@ use crate::codec::{
     TableDelta, TableSnapshot, Topic,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Inner, Request, lock};
+use crate::mesh::{Body, Inner, RawRequest, lock};
 use crate::outbox::{Outbox, QueueError};
 use plume::Error;
 
@@ -482,8 +483,9 @@ fn handle(
             lock(&link.remote_topics).remove(&t.topic);
         }
         Kind::Request => {
-            let req: RequestMsg = frame.parse().map_err(bad)?;
-            serve(inner, link, frame.id, req);
+            // Only the head here (the body is skipped): the handler decodes the body itself, once.
+            let head: RequestMsg<IgnoredAny> = frame.parse().map_err(bad)?;
+            serve(inner, link, frame.id, head, frame.payload);
         }
         Kind::Response => {
             let resp: ResponseMsg = frame.parse().map_err(bad)?;
@@ -568,8 +570,14 @@ fn respond(id: u64, result: Result<Value, Error>) -> Frame {
     Frame::with(Kind::Response, id, &msg)
 }
 
-/// Start serving a request from the peer.
-fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
+/// Start serving a request from the peer; `payload` is the whole encoded request.
+fn serve(
+    inner: &Arc<Inner>,
+    link: &Arc<Link>,
+    id: u64,
+    req: RequestMsg<IgnoredAny>,
+    payload: bytes::Bytes,
+) {
     let immediate = |result: Result<Value, Error>| {
         let frame = respond(id, result);
         if let Err(QueueError::Full) = link.out.try_send(&frame) {
@@ -594,10 +602,10 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
         return;
     }
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let request = Request {
+    let request = RawRequest {
         name: req.name,
         method: req.method,
-        body: req.body,
+        body: Body::Msgpack(payload),
         deadline: deadline.into_std(),
         from: link.peer,
     };

@@ -14,6 +14,7 @@ use futures::Stream;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
     DEFAULT_MAX_FRAME, Entry, EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, RequestMsg,
-    TableDelta, TableSnapshot, Topic, encode_payload,
+    TableDelta, TableSnapshot, Topic, decode_request_body, encode_payload,
 };
 use crate::discovery::{
     Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
@@ -108,6 +109,95 @@ where
     }
 }
 
+/// The body of a call to a raw endpoint ([`RawHandler`]), not yet decoded.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    /// A call made on this node: the body as a value.
+    Value(Value),
+    /// A call from a peer (link or NATS): the whole encoded [`RequestMsg`] payload.
+    Msgpack(bytes::Bytes),
+}
+
+impl Body {
+    /// Decode the body as `T`, from MessagePack straight into `T` for a call from a peer (no
+    /// `serde_json::Value` on the way). A body that does not decode is a BadRequest.
+    ///
+    /// Consuming the body releases its bytes (a piece of the link's read buffer).
+    pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T, Error> {
+        match self {
+            Body::Value(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
+            Body::Msgpack(payload) => decode_request_body(&payload),
+        }
+        .map_err(|e| Error::bad_request(format!("malformed call body: {e}")))
+    }
+
+    /// The body as a value (what a [`Handler`] receives).
+    fn into_value(self) -> Result<Value, Error> {
+        match self {
+            Body::Value(v) => Ok(v),
+            body @ Body::Msgpack(_) => body.decode(),
+        }
+    }
+}
+
+/// A call as a [`RawHandler`] sees it: a [`Request`] whose body is not decoded yet.
+#[derive(Debug)]
+pub(crate) struct RawRequest {
+    pub(crate) name: String,
+    pub(crate) method: Option<String>,
+    pub(crate) body: Body,
+    pub(crate) deadline: std::time::Instant,
+    pub(crate) from: NodeId,
+}
+
+/// Serves calls to an endpoint and decodes their bodies itself ([`Body::decode`]), into its own
+/// type: a call from a peer is decoded once, from MessagePack. Same rules as [`Handler`]; it
+/// should decode the body before its first await (until then the body holds a piece of the
+/// link's read buffer).
+pub(crate) trait RawHandler: Send + Sync + 'static {
+    /// Answer one call.
+    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>>;
+}
+
+impl<F, Fut> RawHandler for F
+where
+    F: Fn(RawRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+{
+    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>> {
+        Box::pin(self(request))
+    }
+}
+
+/// The handler of one endpoint of this node.
+#[derive(Clone)]
+pub(crate) enum EndpointHandler {
+    /// Given the body as a value ([`Mesh::provide`]).
+    Plain(Arc<dyn Handler>),
+    /// Given the body undecoded ([`Mesh::provide_raw`]).
+    Raw(Arc<dyn RawHandler>),
+}
+
+impl EndpointHandler {
+    /// The future answering `request` (a plain handler's body is decoded first: a body that
+    /// does not decode answers BadRequest).
+    pub(crate) fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>> {
+        match self {
+            EndpointHandler::Raw(h) => h.call(request),
+            EndpointHandler::Plain(h) => match request.body.into_value() {
+                Ok(body) => h.call(Request {
+                    name: request.name,
+                    method: request.method,
+                    body,
+                    deadline: request.deadline,
+                    from: request.from,
+                }),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            },
+        }
+    }
+}
+
 /// One provider of a name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderInfo {
@@ -144,7 +234,7 @@ pub enum TableEvent {
 
 #[derive(Clone)]
 enum Target {
-    Local(Arc<dyn Handler>),
+    Local(EndpointHandler),
     Remote(Arc<Link>),
     /// A provider reached through NATS (the queue group of the endpoint).
     Nats,
@@ -160,7 +250,7 @@ struct Route {
 
 struct LocalEndpoint {
     descriptor: Value,
-    handler: Arc<dyn Handler>,
+    handler: EndpointHandler,
 }
 
 struct TopicState {
@@ -877,7 +967,7 @@ impl Inner {
         v
     }
 
-    pub(crate) fn local_handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
+    pub(crate) fn local_handler(&self, name: &str) -> Option<EndpointHandler> {
         lock(&self.local)
             .endpoints
             .get(name)
@@ -1016,8 +1106,16 @@ impl Mesh {
 
     /// Provide (or re-describe) endpoint `name`, served by `handler`.
     pub fn provide(&self, name: &str, descriptor: Value, handler: impl Handler) {
+        self.provide_endpoint(name, descriptor, EndpointHandler::Plain(Arc::new(handler)));
+    }
+
+    /// [`provide`](Self::provide) with a handler that decodes the call body itself.
+    pub(crate) fn provide_raw(&self, name: &str, descriptor: Value, handler: impl RawHandler) {
+        self.provide_endpoint(name, descriptor, EndpointHandler::Raw(Arc::new(handler)));
+    }
+
+    fn provide_endpoint(&self, name: &str, descriptor: Value, handler: EndpointHandler) {
         let inner = &self.inner;
-        let handler: Arc<dyn Handler> = Arc::new(handler);
         let mut local = lock(&inner.local);
         local.endpoints.insert(
             name.to_string(),
@@ -1214,12 +1312,12 @@ impl Mesh {
                         count: &inner.local_pending,
                         idle: None,
                     };
-                    let request = Request {
+                    let request = RawRequest {
                         name: name.to_string(),
                         method: method.map(str::to_string),
-                        body: serde_json::to_value(body).map_err(|e| {
+                        body: Body::Value(serde_json::to_value(body).map_err(|e| {
                             Error::bad_request(format!("the call body is not valid JSON: {e}"))
-                        })?,
+                        })?),
                         deadline: deadline.into_std(),
                         from: inner.node,
                     };
@@ -1328,10 +1426,10 @@ impl Mesh {
                     "node {node} does not provide '{name}'"
                 )));
             };
-            let request = Request {
+            let request = RawRequest {
                 name: name.to_string(),
                 method: method.map(str::to_string),
-                body,
+                body: Body::Value(body),
                 deadline: deadline.into_std(),
                 from: inner.node,
             };
@@ -1749,6 +1847,42 @@ mod tests {
         );
         let err = mesh.request("job", Value::Null).await.expect_err("refused");
         assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
+    }
+
+    /// A request whose body is MessagePack but not JSON (a binary string): its head decodes, so
+    /// the link reader serves it (the link stays up), and the call answers BadRequest.
+    #[tokio::test]
+    async fn a_body_that_is_not_json_answers_bad_request() {
+        let mut payload = vec![0x84];
+        for (key, value) in [
+            ("name", &[0xa1, b'x'][..]),
+            ("method", &[0xc0][..]),
+            ("body", &[0xc4, 2, 1, 2][..]),
+            ("timeout_ms", &[5][..]),
+        ] {
+            payload.push(0xa0 | u8::try_from(key.len()).expect("short key"));
+            payload.extend_from_slice(key.as_bytes());
+            payload.extend_from_slice(value);
+        }
+        let head: RequestMsg<serde::de::IgnoredAny> =
+            crate::codec::decode_payload(&payload).expect("the head decodes");
+        assert_eq!((head.name.as_str(), head.timeout_ms), ("x", 5));
+        let plain = EndpointHandler::Plain(Arc::new(|r: Request| async move { Ok(r.body) }));
+        let raw =
+            EndpointHandler::Raw(Arc::new(
+                |r: RawRequest| async move { r.body.decode::<Value>() },
+            ));
+        for handler in [plain, raw] {
+            let request = RawRequest {
+                name: head.name.clone(),
+                method: None,
+                body: Body::Msgpack(bytes::Bytes::from(payload.clone())),
+                deadline: std::time::Instant::now(),
+                from: NodeId(1),
+            };
+            let err = handler.call(request).await.expect_err("not JSON");
+            assert_eq!(err.kind(), plume::ErrorKind::BadRequest);
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::{HeaderMap, Message, ServerAddr, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -31,7 +32,7 @@ use crate::codec::{
     encode_payload,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Inner, Request, TableEvent, lock};
+use crate::mesh::{Body, Inner, RawRequest, TableEvent, lock};
 use plume::Error;
 
 const LOG: &str = "plume::nats";
@@ -792,7 +793,9 @@ impl NatsEngine {
         inner.serving_started();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = match (permit, decode_payload::<RequestMsg>(&m.payload)) {
+            // Only the head here (the body is skipped): the handler decodes the body itself.
+            let head = decode_payload::<RequestMsg<IgnoredAny>>(&m.payload);
+            let result = match (permit, head) {
                 (Err(_), _) => Err(Error::too_many_requests(format!(
                     "node {} is serving too many calls",
                     self.node
@@ -974,7 +977,11 @@ fn decode_reply(payload: &[u8]) -> Result<Value, Error> {
     }
 }
 
-async fn run_handler(inner: &Inner, m: &Message, req: RequestMsg) -> Result<Value, Error> {
+async fn run_handler(
+    inner: &Inner,
+    m: &Message,
+    req: RequestMsg<IgnoredAny>,
+) -> Result<Value, Error> {
     let Some(handler) = inner.local_handler(&req.name) else {
         return Err(Error::not_found(format!(
             "node {} does not provide '{}'",
@@ -988,10 +995,10 @@ async fn run_handler(inner: &Inner, m: &Message, req: RequestMsg) -> Result<Valu
         .and_then(|v| v.as_str().parse::<NodeId>().ok())
         .unwrap_or(NodeId(0));
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let request = Request {
+    let request = RawRequest {
         name: req.name,
         method: req.method,
-        body: req.body,
+        body: Body::Msgpack(m.payload.clone()),
         deadline: deadline.into_std(),
         from,
     };
