@@ -314,6 +314,44 @@ pub(crate) fn decode_request_body<B: DeserializeOwned>(payload: &[u8]) -> Result
     decode_payload::<BodyOf<B>>(payload).map(|m| m.body)
 }
 
+/// The endpoint name of an encoded [`RequestMsg`], read without decoding anything else, when the
+/// payload starts as this crate encodes one: a map whose first entry is `name`. `None` otherwise
+/// (the caller then decodes the head).
+pub(crate) fn peek_request_name(payload: &[u8]) -> Option<&str> {
+    let (&marker, rest) = payload.split_first()?;
+    let rest = match marker {
+        0x81..=0x8f => rest,
+        0xde => rest.get(2..)?,
+        0xdf => rest.get(4..)?,
+        _ => return None,
+    };
+    let (key, rest) = msgpack_str(rest)?;
+    if key != "name" {
+        return None;
+    }
+    msgpack_str(rest).map(|(name, _)| name)
+}
+
+/// A MessagePack string at the front of `b`, and what follows it.
+fn msgpack_str(b: &[u8]) -> Option<(&str, &[u8])> {
+    let (&marker, rest) = b.split_first()?;
+    let (len, rest) = match marker {
+        0xa0..=0xbf => (usize::from(marker & 0x1f), rest),
+        0xd9 => (usize::from(*rest.first()?), rest.get(1..)?),
+        0xda => (
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+            rest.get(2..)?,
+        ),
+        0xdb => (
+            usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?,
+            rest.get(4..)?,
+        ),
+        _ => return None,
+    };
+    let s = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((s, rest.get(len..)?))
+}
+
 /// `response`: exactly one of `ok` and `err` is meaningful; `err` is a Feathers error object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMsg {
@@ -401,6 +439,7 @@ mod tests {
         fn arbitrary_payloads_never_panic_the_head_and_body_decoders(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_payload::<RequestMsg<IgnoredAny>>(&bytes);
             let _ = decode_request_body::<Value>(&bytes);
+            let _ = peek_request_name(&bytes);
             let _ = decode_request_body::<IgnoredAny>(&bytes);
         }
 
@@ -411,8 +450,12 @@ mod tests {
             let i = at.index(bytes.len());
             bytes[i] = byte;
             for payload in [&bytes[..], &bytes[..cut.index(bytes.len())]] {
-                let _ = decode_payload::<RequestMsg<IgnoredAny>>(payload);
+                let head = decode_payload::<RequestMsg<IgnoredAny>>(payload);
                 let _ = decode_request_body::<Value>(payload);
+                // A peeked name is the name, whenever the head decodes.
+                if let (Some(name), Ok(head)) = (peek_request_name(payload), head) {
+                    prop_assert_eq!(name, head.name);
+                }
             }
         }
 
@@ -422,6 +465,9 @@ mod tests {
         fn head_and_body_decode_as_the_whole_request(name in "[a-z./:]{0,16}", method in proptest::option::of("[a-z$]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
             let msg = RequestMsg { name, method, body, timeout_ms };
             let compact = rmp_serde::to_vec(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let named = encode_payload(&msg);
+            prop_assert_eq!(peek_request_name(&named), Some(msg.name.as_str()));
+            prop_assert_eq!(peek_request_name(&compact), None);
             for payload in [encode_payload(&msg), Bytes::from(compact)] {
                 let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload).map_err(TestCaseError::fail)?;
                 prop_assert_eq!(&head.name, &msg.name);
@@ -491,6 +537,36 @@ mod tests {
         );
         let mut kind = BytesMut::from(&[0u8, 0, 0, 10, 1, 200][..]);
         assert_eq!(Frame::decode(&mut kind, 100), Err(FrameError::Kind(200)));
+    }
+
+    #[test]
+    fn names_of_every_string_width_are_peeked() {
+        for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536] {
+            let name = "n".repeat(len);
+            let msg = RequestMsg {
+                name: name.clone(),
+                method: None,
+                body: Value::Null,
+                timeout_ms: 1,
+            };
+            let payload = encode_payload(&msg);
+            assert_eq!(peek_request_name(&payload), Some(name.as_str()), "{len}");
+            // Map marker, the key `name`, the string header, the name: that much is enough.
+            let header = match len {
+                0..32 => 1,
+                32..256 => 2,
+                256..65_536 => 3,
+                _ => 5,
+            };
+            let end = 1 + 5 + header + len;
+            assert_eq!(peek_request_name(&payload[..end]), Some(name.as_str()));
+            assert_eq!(peek_request_name(&payload[..end - 1]), None, "{len} cut");
+        }
+        assert_eq!(peek_request_name(&[0x80]), None);
+        assert_eq!(
+            peek_request_name(&[0x81, 0xa4, b'n', b'a', b'm', b'x', 0xa1, b'x']),
+            None
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::FutureExt;
 use hmac::{Hmac, Mac};
-use serde::de::IgnoredAny;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +25,7 @@ use crate::codec::{
     TableDelta, TableSnapshot, Topic,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Body, Inner, RawRequest, lock};
+use crate::mesh::{Body, EndpointHandler, Inner, RawRequest, lock};
 use crate::outbox::{Outbox, QueueError};
 use plume::Error;
 
@@ -483,9 +482,13 @@ fn handle(
             lock(&link.remote_topics).remove(&t.topic);
         }
         Kind::Request => {
-            // Only the head here (the body is skipped): the handler decodes the body itself, once.
-            let head: RequestMsg<IgnoredAny> = frame.parse().map_err(bad)?;
-            serve(inner, link, frame.id, head, frame.payload);
+            let (req, handler) = inner.decode_request(frame.payload).map_err(|reason| {
+                bad(crate::codec::FrameError::Payload {
+                    kind: Kind::Request,
+                    reason,
+                })
+            })?;
+            serve(inner, link, frame.id, req, handler);
         }
         Kind::Response => {
             let resp: ResponseMsg = frame.parse().map_err(bad)?;
@@ -570,13 +573,13 @@ fn respond(id: u64, result: Result<Value, Error>) -> Frame {
     Frame::with(Kind::Response, id, &msg)
 }
 
-/// Start serving a request from the peer; `payload` is the whole encoded request.
+/// Start serving a request from the peer with the handler of the endpoint it names.
 fn serve(
     inner: &Arc<Inner>,
     link: &Arc<Link>,
     id: u64,
-    req: RequestMsg<IgnoredAny>,
-    payload: bytes::Bytes,
+    req: RequestMsg<Body>,
+    handler: Option<EndpointHandler>,
 ) {
     let immediate = |result: Result<Value, Error>| {
         let frame = respond(id, result);
@@ -587,7 +590,7 @@ fn serve(
             });
         }
     };
-    let Some(handler) = inner.local_handler(&req.name) else {
+    let Some(handler) = handler else {
         immediate(Err(Error::not_found(format!(
             "node {} does not provide '{}'",
             inner.node, req.name
@@ -605,7 +608,7 @@ fn serve(
     let request = RawRequest {
         name: req.name,
         method: req.method,
-        body: Body::Msgpack(payload),
+        body: req.body,
         deadline: deadline.into_std(),
         from: link.peer,
     };

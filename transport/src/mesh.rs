@@ -14,7 +14,7 @@ use futures::Stream;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
     DEFAULT_MAX_FRAME, Entry, EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, RequestMsg,
-    TableDelta, TableSnapshot, Topic, decode_request_body, encode_payload,
+    TableDelta, TableSnapshot, Topic, decode_payload, decode_request_body, encode_payload,
+    peek_request_name,
 };
 use crate::discovery::{
     Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
@@ -974,6 +975,43 @@ impl Inner {
             .map(|e| e.handler.clone())
     }
 
+    /// Decode a request from a peer for the endpoint of this node that it names (`None` when
+    /// there is none). A plain handler's body is decoded to a `Value` in one pass with the head;
+    /// for a raw handler only the head is (its body is skipped), and the handler decodes the body
+    /// itself. Err: the payload is not a request.
+    pub(crate) fn decode_request(
+        &self,
+        payload: bytes::Bytes,
+    ) -> Result<(RequestMsg<Body>, Option<EndpointHandler>), String> {
+        let peeked = peek_request_name(&payload).map(|name| (name, self.local_handler(name)));
+        if let Some((name, Some(handler @ EndpointHandler::Plain(_)))) = &peeked
+            && let Ok(m) = decode_payload::<RequestMsg>(&payload)
+            && m.name == *name
+        {
+            let req = RequestMsg {
+                name: m.name,
+                method: m.method,
+                body: Body::Value(m.body),
+                timeout_ms: m.timeout_ms,
+            };
+            return Ok((req, Some(handler.clone())));
+        }
+        // A raw handler, no handler, or a body that is not JSON (a plain handler then answers
+        // BadRequest): the head only.
+        let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload)?;
+        let handler = match peeked {
+            Some((name, handler)) if name == head.name => handler,
+            _ => self.local_handler(&head.name),
+        };
+        let req = RequestMsg {
+            name: head.name,
+            method: head.method,
+            body: Body::Msgpack(payload),
+            timeout_ms: head.timeout_ms,
+        };
+        Ok((req, handler))
+    }
+
     pub(crate) fn deliver_local(&self, topic: &str, data: Value) {
         let local = lock(&self.local);
         if let Some(t) = local.topics.get(topic) {
@@ -1849,40 +1887,77 @@ mod tests {
         assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
     }
 
-    /// A request whose body is MessagePack but not JSON (a binary string): its head decodes, so
-    /// the link reader serves it (the link stays up), and the call answers BadRequest.
-    #[tokio::test]
-    async fn a_body_that_is_not_json_answers_bad_request() {
+    /// A request payload with a body of raw MessagePack bytes.
+    fn request_payload(name: &str, body: &[u8]) -> bytes::Bytes {
         let mut payload = vec![0x84];
+        let name = [
+            &[0xa0 | u8::try_from(name.len()).expect("short name")][..],
+            name.as_bytes(),
+        ]
+        .concat();
         for (key, value) in [
-            ("name", &[0xa1, b'x'][..]),
+            ("name", &name[..]),
             ("method", &[0xc0][..]),
-            ("body", &[0xc4, 2, 1, 2][..]),
+            ("body", body),
             ("timeout_ms", &[5][..]),
         ] {
             payload.push(0xa0 | u8::try_from(key.len()).expect("short key"));
             payload.extend_from_slice(key.as_bytes());
             payload.extend_from_slice(value);
         }
-        let head: RequestMsg<serde::de::IgnoredAny> =
-            crate::codec::decode_payload(&payload).expect("the head decodes");
-        assert_eq!((head.name.as_str(), head.timeout_ms), ("x", 5));
-        let plain = EndpointHandler::Plain(Arc::new(|r: Request| async move { Ok(r.body) }));
-        let raw =
-            EndpointHandler::Raw(Arc::new(
-                |r: RawRequest| async move { r.body.decode::<Value>() },
-            ));
-        for handler in [plain, raw] {
-            let request = RawRequest {
-                name: head.name.clone(),
+        bytes::Bytes::from(payload)
+    }
+
+    /// A plain handler's body is decoded with the head, a raw handler's is left to it; a body
+    /// that is MessagePack but not JSON (a binary string) still has a head, so the link reader
+    /// serves it (the link stays up), and the call answers BadRequest.
+    #[tokio::test]
+    async fn requests_decode_for_the_kind_of_their_handler() {
+        let (mesh, _peers) = lone_node().await;
+        mesh.respond("plain", |r: Request| async move { Ok(r.body) });
+        mesh.provide_raw("raw", Value::Null, |r: RawRequest| async move {
+            assert!(matches!(r.body, Body::Msgpack(_)), "{:?}", r.body);
+            r.body.decode::<Value>()
+        });
+        let inner = &mesh.inner;
+        let seven = [7u8];
+        let binary = [0xc4, 2, 1, 2];
+        for name in ["plain", "raw"] {
+            let (req, handler) = inner
+                .decode_request(request_payload(name, &seven))
+                .expect("a request");
+            assert_eq!(
+                (req.name.as_str(), req.method.as_deref(), req.timeout_ms),
+                (name, None, 5)
+            );
+            assert_eq!(matches!(req.body, Body::Value(_)), name == "plain");
+            let handler = handler.expect("provided");
+            let call = |body| RawRequest {
+                name: name.to_owned(),
                 method: None,
-                body: Body::Msgpack(bytes::Bytes::from(payload.clone())),
+                body,
                 deadline: std::time::Instant::now(),
                 from: NodeId(1),
             };
-            let err = handler.call(request).await.expect_err("not JSON");
+            assert_eq!(handler.call(call(req.body)).await, Ok(Value::from(7)));
+
+            let (req, _) = inner
+                .decode_request(request_payload(name, &binary))
+                .expect("the head decodes");
+            assert!(matches!(req.body, Body::Msgpack(_)));
+            let err = handler.call(call(req.body)).await.expect_err("not JSON");
             assert_eq!(err.kind(), plume::ErrorKind::BadRequest);
         }
+        let (req, handler) = inner
+            .decode_request(request_payload("nobody", &seven))
+            .expect("a request");
+        assert_eq!(req.name, "nobody");
+        assert!(handler.is_none());
+        assert!(
+            inner
+                .decode_request(bytes::Bytes::from_static(b"\x84junk"))
+                .is_err()
+        );
     }
 
     #[test]

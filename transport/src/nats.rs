@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 use async_nats::{HeaderMap, Message, ServerAddr, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -32,7 +31,7 @@ use crate::codec::{
     encode_payload,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Body, Inner, RawRequest, TableEvent, lock};
+use crate::mesh::{Body, EndpointHandler, Inner, RawRequest, TableEvent, lock};
 use plume::Error;
 
 const LOG: &str = "plume::nats";
@@ -793,19 +792,17 @@ impl NatsEngine {
         inner.serving_started();
         tokio::spawn(async move {
             let started = Instant::now();
-            // Only the head here (the body is skipped): the handler decodes the body itself.
-            let head = decode_payload::<RequestMsg<IgnoredAny>>(&m.payload);
-            let result = match (permit, head) {
+            let result = match (permit, inner.decode_request(m.payload.clone())) {
                 (Err(_), _) => Err(Error::too_many_requests(format!(
                     "node {} is serving too many calls",
                     self.node
                 ))),
                 (_, Err(e)) => Err(Error::bad_request(format!("malformed call: {e}"))),
-                (Ok(_permit), Ok(req)) => {
+                (Ok(_permit), Ok((req, handler))) => {
                     if endpoint.as_ref().is_some_and(|e| *e != req.name) {
                         Err(Error::bad_request("the call names another endpoint"))
                     } else {
-                        run_handler(&inner, &m, req).await
+                        run_handler(&inner, &m, req, handler).await
                     }
                 }
             };
@@ -980,9 +977,10 @@ fn decode_reply(payload: &[u8]) -> Result<Value, Error> {
 async fn run_handler(
     inner: &Inner,
     m: &Message,
-    req: RequestMsg<IgnoredAny>,
+    req: RequestMsg<Body>,
+    handler: Option<EndpointHandler>,
 ) -> Result<Value, Error> {
-    let Some(handler) = inner.local_handler(&req.name) else {
+    let Some(handler) = handler else {
         return Err(Error::not_found(format!(
             "node {} does not provide '{}'",
             inner.node, req.name
@@ -998,7 +996,7 @@ async fn run_handler(
     let request = RawRequest {
         name: req.name,
         method: req.method,
-        body: Body::Msgpack(m.payload.clone()),
+        body: req.body,
         deadline: deadline.into_std(),
         from,
     };
