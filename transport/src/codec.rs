@@ -7,7 +7,7 @@
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -294,6 +294,64 @@ pub struct RequestMsg<B = Value> {
     pub timeout_ms: u64,
 }
 
+/// The body of an encoded [`RequestMsg`] alone: the other fields are skipped, not built (and may
+/// be absent: the reader decoded the head, `RequestMsg<IgnoredAny>`, first). Same field names
+/// and order as `RequestMsg`, so both its map and its array encodings read.
+#[derive(Deserialize)]
+struct BodyOf<B> {
+    #[serde(rename = "name", default)]
+    _name: IgnoredAny,
+    #[serde(rename = "method", default)]
+    _method: IgnoredAny,
+    body: B,
+    #[serde(rename = "timeout_ms", default)]
+    _timeout_ms: IgnoredAny,
+}
+
+/// Decode the body of an encoded [`RequestMsg`] payload straight into `B` (a handler's own type),
+/// with no `serde_json::Value` on the way.
+pub(crate) fn decode_request_body<B: DeserializeOwned>(payload: &[u8]) -> Result<B, String> {
+    decode_payload::<BodyOf<B>>(payload).map(|m| m.body)
+}
+
+/// The endpoint name of an encoded [`RequestMsg`], read without decoding anything else, when the
+/// payload starts as this crate encodes one: a map whose first entry is `name`. `None` otherwise
+/// (the caller then decodes the head).
+pub(crate) fn peek_request_name(payload: &[u8]) -> Option<&str> {
+    let (&marker, rest) = payload.split_first()?;
+    let rest = match marker {
+        0x81..=0x8f => rest,
+        0xde => rest.get(2..)?,
+        0xdf => rest.get(4..)?,
+        _ => return None,
+    };
+    let (key, rest) = msgpack_str(rest)?;
+    if key != "name" {
+        return None;
+    }
+    msgpack_str(rest).map(|(name, _)| name)
+}
+
+/// A MessagePack string at the front of `b`, and what follows it.
+fn msgpack_str(b: &[u8]) -> Option<(&str, &[u8])> {
+    let (&marker, rest) = b.split_first()?;
+    let (len, rest) = match marker {
+        0xa0..=0xbf => (usize::from(marker & 0x1f), rest),
+        0xd9 => (usize::from(*rest.first()?), rest.get(1..)?),
+        0xda => (
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+            rest.get(2..)?,
+        ),
+        0xdb => (
+            usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?,
+            rest.get(4..)?,
+        ),
+        _ => return None,
+    };
+    let s = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((s, rest.get(len..)?))
+}
+
 /// `response`: exactly one of `ok` and `err` is meaningful; `err` is a Feathers error object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMsg {
@@ -378,6 +436,48 @@ mod tests {
         }
 
         #[test]
+        fn arbitrary_payloads_never_panic_the_head_and_body_decoders(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_payload::<RequestMsg<IgnoredAny>>(&bytes);
+            let _ = decode_request_body::<Value>(&bytes);
+            let _ = peek_request_name(&bytes);
+            let _ = decode_request_body::<IgnoredAny>(&bytes);
+        }
+
+        #[test]
+        fn damaged_requests_never_panic_the_head_and_body_decoders(body in arb_json(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+            let msg = RequestMsg { name: "svc:todos".to_owned(), method: Some("find".to_owned()), body, timeout_ms: 9 };
+            let mut bytes = encode_payload(&msg).to_vec();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            for payload in [&bytes[..], &bytes[..cut.index(bytes.len())]] {
+                let head = decode_payload::<RequestMsg<IgnoredAny>>(payload);
+                let _ = decode_request_body::<Value>(payload);
+                // A peeked name is the name, whenever the head decodes.
+                if let (Some(name), Ok(head)) = (peek_request_name(payload), head) {
+                    prop_assert_eq!(name, head.name);
+                }
+            }
+        }
+
+        /// The head and the body, decoded apart, are the message decoded whole, from both the
+        /// map encoding (what nodes send) and the array one.
+        #[test]
+        fn head_and_body_decode_as_the_whole_request(name in "[a-z./:]{0,16}", method in proptest::option::of("[a-z$]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
+            let msg = RequestMsg { name, method, body, timeout_ms };
+            let compact = rmp_serde::to_vec(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let named = encode_payload(&msg);
+            prop_assert_eq!(peek_request_name(&named), Some(msg.name.as_str()));
+            prop_assert_eq!(peek_request_name(&compact), None);
+            for payload in [encode_payload(&msg), Bytes::from(compact)] {
+                let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(&head.name, &msg.name);
+                prop_assert_eq!(&head.method, &msg.method);
+                prop_assert_eq!(head.timeout_ms, msg.timeout_ms);
+                prop_assert_eq!(decode_request_body::<Value>(&payload), Ok(msg.body.clone()));
+            }
+        }
+
+        #[test]
         fn frames_round_trip(frames in prop::collection::vec((arb_kind(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)), 1..8)) {
             let mut buf = BytesMut::new();
             let frames: Vec<Frame> = frames.into_iter().map(|(kind, id, p)| Frame { kind, id, payload: Bytes::from(p) }).collect();
@@ -437,6 +537,54 @@ mod tests {
         );
         let mut kind = BytesMut::from(&[0u8, 0, 0, 10, 1, 200][..]);
         assert_eq!(Frame::decode(&mut kind, 100), Err(FrameError::Kind(200)));
+    }
+
+    #[test]
+    fn names_of_every_string_width_are_peeked() {
+        for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536] {
+            let name = "n".repeat(len);
+            let msg = RequestMsg {
+                name: name.clone(),
+                method: None,
+                body: Value::Null,
+                timeout_ms: 1,
+            };
+            let payload = encode_payload(&msg);
+            assert_eq!(peek_request_name(&payload), Some(name.as_str()), "{len}");
+            // Map marker, the key `name`, the string header, the name: that much is enough.
+            let header = match len {
+                0..32 => 1,
+                32..256 => 2,
+                256..65_536 => 3,
+                _ => 5,
+            };
+            let end = 1 + 5 + header + len;
+            assert_eq!(peek_request_name(&payload[..end]), Some(name.as_str()));
+            assert_eq!(peek_request_name(&payload[..end - 1]), None, "{len} cut");
+        }
+        assert_eq!(peek_request_name(&[0x80]), None);
+        assert_eq!(
+            peek_request_name(&[0x81, 0xa4, b'n', b'a', b'm', b'x', 0xa1, b'x']),
+            None
+        );
+    }
+
+    #[test]
+    fn a_request_without_a_body_has_no_head() {
+        #[derive(Serialize)]
+        struct NoBody {
+            name: &'static str,
+            method: Option<&'static str>,
+            timeout_ms: u64,
+        }
+        let payload = encode_payload(&NoBody {
+            name: "x",
+            method: None,
+            timeout_ms: 5,
+        });
+        assert!(decode_payload::<RequestMsg<IgnoredAny>>(&payload).is_err());
+        assert!(decode_payload::<RequestMsg>(&payload).is_err());
+        assert!(decode_request_body::<Value>(&payload).is_err());
     }
 
     #[test]

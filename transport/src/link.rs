@@ -25,7 +25,7 @@ use crate::codec::{
     TableDelta, TableSnapshot, Topic,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Inner, Request, lock};
+use crate::mesh::{Body, EndpointHandler, Inner, RawRequest, lock};
 use crate::outbox::{Outbox, QueueError};
 use plume::Error;
 
@@ -483,8 +483,13 @@ fn handle(
             lock(&link.remote_topics).remove(&t.topic);
         }
         Kind::Request => {
-            let req: RequestMsg = frame.parse().map_err(bad)?;
-            serve(inner, link, frame.id, req);
+            let (req, handler) = inner.decode_request(frame.payload).map_err(|reason| {
+                bad(crate::codec::FrameError::Payload {
+                    kind: Kind::Request,
+                    reason,
+                })
+            })?;
+            serve(inner, link, frame.id, req, handler);
         }
         Kind::Response => {
             // The caller decodes the reply, in its own task and into the form it wants; a
@@ -565,8 +570,14 @@ fn respond(id: u64, result: Result<Value, Error>) -> Frame {
     Frame::with(Kind::Response, id, &msg)
 }
 
-/// Start serving a request from the peer.
-fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
+/// Start serving a request from the peer with the handler of the endpoint it names.
+fn serve(
+    inner: &Arc<Inner>,
+    link: &Arc<Link>,
+    id: u64,
+    req: RequestMsg<Body>,
+    handler: Option<EndpointHandler>,
+) {
     let immediate = |result: Result<Value, Error>| {
         let frame = respond(id, result);
         if let Err(QueueError::Full) = link.out.try_send(&frame) {
@@ -576,7 +587,7 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
             });
         }
     };
-    let Some(handler) = inner.local_handler(&req.name) else {
+    let Some(handler) = handler else {
         immediate(Err(Error::not_found(format!(
             "node {} does not provide '{}'",
             inner.node, req.name
@@ -591,7 +602,7 @@ fn serve(inner: &Arc<Inner>, link: &Arc<Link>, id: u64, req: RequestMsg) {
         return;
     }
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let request = Request {
+    let request = RawRequest {
         name: req.name,
         method: req.method,
         body: req.body,

@@ -14,6 +14,7 @@ use futures::Stream;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -22,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
     DEFAULT_MAX_FRAME, Entry, EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, RequestMsg,
-    TableDelta, TableSnapshot, Topic, encode_payload,
+    TableDelta, TableSnapshot, Topic, decode_payload, decode_request_body, encode_payload,
+    peek_request_name,
 };
 use crate::discovery::{
     Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
@@ -110,6 +112,95 @@ where
     }
 }
 
+/// The body of a call to a raw endpoint ([`RawHandler`]), not yet decoded.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    /// A call made on this node: the body as a value.
+    Value(Value),
+    /// A call from a peer (link or NATS): the whole encoded [`RequestMsg`] payload.
+    Msgpack(bytes::Bytes),
+}
+
+impl Body {
+    /// Decode the body as `T`, from MessagePack straight into `T` for a call from a peer (no
+    /// `serde_json::Value` on the way). A body that does not decode is a BadRequest.
+    ///
+    /// Consuming the body releases its bytes (a piece of the link's read buffer).
+    pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T, Error> {
+        match self {
+            Body::Value(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
+            Body::Msgpack(payload) => decode_request_body(&payload),
+        }
+        .map_err(|e| Error::bad_request(format!("malformed call body: {e}")))
+    }
+
+    /// The body as a value (what a [`Handler`] receives).
+    fn into_value(self) -> Result<Value, Error> {
+        match self {
+            Body::Value(v) => Ok(v),
+            body @ Body::Msgpack(_) => body.decode(),
+        }
+    }
+}
+
+/// A call as a [`RawHandler`] sees it: a [`Request`] whose body is not decoded yet.
+#[derive(Debug)]
+pub(crate) struct RawRequest {
+    pub(crate) name: String,
+    pub(crate) method: Option<String>,
+    pub(crate) body: Body,
+    pub(crate) deadline: std::time::Instant,
+    pub(crate) from: NodeId,
+}
+
+/// Serves calls to an endpoint and decodes their bodies itself ([`Body::decode`]), into its own
+/// type: a call from a peer is decoded once, from MessagePack. Same rules as [`Handler`]; it
+/// should decode the body before its first await (until then the body holds a piece of the
+/// link's read buffer).
+pub(crate) trait RawHandler: Send + Sync + 'static {
+    /// Answer one call.
+    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>>;
+}
+
+impl<F, Fut> RawHandler for F
+where
+    F: Fn(RawRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+{
+    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>> {
+        Box::pin(self(request))
+    }
+}
+
+/// The handler of one endpoint of this node.
+#[derive(Clone)]
+pub(crate) enum EndpointHandler {
+    /// Given the body as a value ([`Mesh::provide`]).
+    Plain(Arc<dyn Handler>),
+    /// Given the body undecoded ([`Mesh::provide_raw`]).
+    Raw(Arc<dyn RawHandler>),
+}
+
+impl EndpointHandler {
+    /// The future answering `request` (a plain handler's body is decoded first: a body that
+    /// does not decode answers BadRequest).
+    pub(crate) fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>> {
+        match self {
+            EndpointHandler::Raw(h) => h.call(request),
+            EndpointHandler::Plain(h) => match request.body.into_value() {
+                Ok(body) => h.call(Request {
+                    name: request.name,
+                    method: request.method,
+                    body,
+                    deadline: request.deadline,
+                    from: request.from,
+                }),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            },
+        }
+    }
+}
+
 /// One provider of a name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderInfo {
@@ -146,7 +237,7 @@ pub enum TableEvent {
 
 #[derive(Clone)]
 enum Target {
-    Local(Arc<dyn Handler>),
+    Local(EndpointHandler),
     Remote(Arc<Link>),
     /// A provider reached through NATS (the queue group of the endpoint).
     Nats,
@@ -162,7 +253,7 @@ struct Route {
 
 struct LocalEndpoint {
     descriptor: Value,
-    handler: Arc<dyn Handler>,
+    handler: EndpointHandler,
 }
 
 struct TopicState {
@@ -879,11 +970,48 @@ impl Inner {
         v
     }
 
-    pub(crate) fn local_handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
+    pub(crate) fn local_handler(&self, name: &str) -> Option<EndpointHandler> {
         lock(&self.local)
             .endpoints
             .get(name)
             .map(|e| e.handler.clone())
+    }
+
+    /// Decode a request from a peer for the endpoint of this node that it names (`None` when
+    /// there is none). A plain handler's body is decoded to a `Value` in one pass with the head;
+    /// for a raw handler only the head is (its body is skipped), and the handler decodes the body
+    /// itself. Err: the payload is not a request.
+    pub(crate) fn decode_request(
+        &self,
+        payload: bytes::Bytes,
+    ) -> Result<(RequestMsg<Body>, Option<EndpointHandler>), String> {
+        let peeked = peek_request_name(&payload).map(|name| (name, self.local_handler(name)));
+        if let Some((name, Some(handler @ EndpointHandler::Plain(_)))) = &peeked
+            && let Ok(m) = decode_payload::<RequestMsg>(&payload)
+            && m.name == *name
+        {
+            let req = RequestMsg {
+                name: m.name,
+                method: m.method,
+                body: Body::Value(m.body),
+                timeout_ms: m.timeout_ms,
+            };
+            return Ok((req, Some(handler.clone())));
+        }
+        // A raw handler, no handler, or a body that is not JSON (a plain handler then answers
+        // BadRequest): the head only.
+        let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload)?;
+        let handler = match peeked {
+            Some((name, handler)) if name == head.name => handler,
+            _ => self.local_handler(&head.name),
+        };
+        let req = RequestMsg {
+            name: head.name,
+            method: head.method,
+            body: Body::Msgpack(payload),
+            timeout_ms: head.timeout_ms,
+        };
+        Ok((req, handler))
     }
 
     pub(crate) fn deliver_local(&self, topic: &str, data: Value) {
@@ -1018,8 +1146,16 @@ impl Mesh {
 
     /// Provide (or re-describe) endpoint `name`, served by `handler`.
     pub fn provide(&self, name: &str, descriptor: Value, handler: impl Handler) {
+        self.provide_endpoint(name, descriptor, EndpointHandler::Plain(Arc::new(handler)));
+    }
+
+    /// [`provide`](Self::provide) with a handler that decodes the call body itself.
+    pub(crate) fn provide_raw(&self, name: &str, descriptor: Value, handler: impl RawHandler) {
+        self.provide_endpoint(name, descriptor, EndpointHandler::Raw(Arc::new(handler)));
+    }
+
+    fn provide_endpoint(&self, name: &str, descriptor: Value, handler: EndpointHandler) {
         let inner = &self.inner;
-        let handler: Arc<dyn Handler> = Arc::new(handler);
         let mut local = lock(&inner.local);
         local.endpoints.insert(
             name.to_string(),
@@ -1240,12 +1376,12 @@ impl Mesh {
                         count: &inner.local_pending,
                         idle: None,
                     };
-                    let request = Request {
+                    let request = RawRequest {
                         name: name.to_string(),
                         method: method.map(str::to_string),
-                        body: serde_json::to_value(body).map_err(|e| {
+                        body: Body::Value(serde_json::to_value(body).map_err(|e| {
                             Error::bad_request(format!("the call body is not valid JSON: {e}"))
-                        })?,
+                        })?),
                         deadline: deadline.into_std(),
                         from: inner.node,
                     };
@@ -1355,10 +1491,10 @@ impl Mesh {
                     "node {node} does not provide '{name}'"
                 )));
             };
-            let request = Request {
+            let request = RawRequest {
                 name: name.to_string(),
                 method: method.map(str::to_string),
-                body,
+                body: Body::Value(body),
                 deadline: deadline.into_std(),
                 from: inner.node,
             };
@@ -1777,6 +1913,79 @@ mod tests {
         );
         let err = mesh.request("job", Value::Null).await.expect_err("refused");
         assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
+    }
+
+    /// A request payload with a body of raw MessagePack bytes.
+    fn request_payload(name: &str, body: &[u8]) -> bytes::Bytes {
+        let mut payload = vec![0x84];
+        let name = [
+            &[0xa0 | u8::try_from(name.len()).expect("short name")][..],
+            name.as_bytes(),
+        ]
+        .concat();
+        for (key, value) in [
+            ("name", &name[..]),
+            ("method", &[0xc0][..]),
+            ("body", body),
+            ("timeout_ms", &[5][..]),
+        ] {
+            payload.push(0xa0 | u8::try_from(key.len()).expect("short key"));
+            payload.extend_from_slice(key.as_bytes());
+            payload.extend_from_slice(value);
+        }
+        bytes::Bytes::from(payload)
+    }
+
+    /// A plain handler's body is decoded with the head, a raw handler's is left to it; a body
+    /// that is MessagePack but not JSON (a binary string) still has a head, so the link reader
+    /// serves it (the link stays up), and the call answers BadRequest.
+    #[tokio::test]
+    async fn requests_decode_for_the_kind_of_their_handler() {
+        let (mesh, _peers) = lone_node().await;
+        mesh.respond("plain", |r: Request| async move { Ok(r.body) });
+        mesh.provide_raw("raw", Value::Null, |r: RawRequest| async move {
+            assert!(matches!(r.body, Body::Msgpack(_)), "{:?}", r.body);
+            r.body.decode::<Value>()
+        });
+        let inner = &mesh.inner;
+        let seven = [7u8];
+        let binary = [0xc4, 2, 1, 2];
+        for name in ["plain", "raw"] {
+            let (req, handler) = inner
+                .decode_request(request_payload(name, &seven))
+                .expect("a request");
+            assert_eq!(
+                (req.name.as_str(), req.method.as_deref(), req.timeout_ms),
+                (name, None, 5)
+            );
+            assert_eq!(matches!(req.body, Body::Value(_)), name == "plain");
+            let handler = handler.expect("provided");
+            let call = |body| RawRequest {
+                name: name.to_owned(),
+                method: None,
+                body,
+                deadline: std::time::Instant::now(),
+                from: NodeId(1),
+            };
+            assert_eq!(handler.call(call(req.body)).await, Ok(Value::from(7)));
+
+            let (req, _) = inner
+                .decode_request(request_payload(name, &binary))
+                .expect("the head decodes");
+            assert!(matches!(req.body, Body::Msgpack(_)));
+            let err = handler.call(call(req.body)).await.expect_err("not JSON");
+            assert_eq!(err.kind(), plume::ErrorKind::BadRequest);
+        }
+        let (req, handler) = inner
+            .decode_request(request_payload("nobody", &seven))
+            .expect("a request");
+        assert_eq!(req.name, "nobody");
+        assert!(handler.is_none());
+        assert!(
+            inner
+                .decode_request(bytes::Bytes::from_static(b"\x84junk"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::codec::{
     encode_payload,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Inner, Request, TableEvent, lock};
+use crate::mesh::{Body, EndpointHandler, Inner, RawRequest, TableEvent, lock};
 use plume::Error;
 
 const LOG: &str = "plume::nats";
@@ -794,17 +794,17 @@ impl NatsEngine {
         inner.serving_started();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = match (permit, decode_payload::<RequestMsg>(&m.payload)) {
+            let result = match (permit, inner.decode_request(m.payload.clone())) {
                 (Err(_), _) => Err(Error::too_many_requests(format!(
                     "node {} is serving too many calls",
                     self.node
                 ))),
                 (_, Err(e)) => Err(Error::bad_request(format!("malformed call: {e}"))),
-                (Ok(_permit), Ok(req)) => {
+                (Ok(_permit), Ok((req, handler))) => {
                     if endpoint.as_ref().is_some_and(|e| *e != req.name) {
                         Err(Error::bad_request("the call names another endpoint"))
                     } else {
-                        run_handler(&inner, &m, req).await
+                        run_handler(&inner, &m, req, handler).await
                     }
                 }
             };
@@ -968,8 +968,13 @@ impl Peer {
     }
 }
 
-async fn run_handler(inner: &Inner, m: &Message, req: RequestMsg) -> Result<Value, Error> {
-    let Some(handler) = inner.local_handler(&req.name) else {
+async fn run_handler(
+    inner: &Inner,
+    m: &Message,
+    req: RequestMsg<Body>,
+    handler: Option<EndpointHandler>,
+) -> Result<Value, Error> {
+    let Some(handler) = handler else {
         return Err(Error::not_found(format!(
             "node {} does not provide '{}'",
             inner.node, req.name
@@ -982,7 +987,7 @@ async fn run_handler(inner: &Inner, m: &Message, req: RequestMsg) -> Result<Valu
         .and_then(|v| v.as_str().parse::<NodeId>().ok())
         .unwrap_or(NodeId(0));
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let request = Request {
+    let request = RawRequest {
         name: req.name,
         method: req.method,
         body: req.body,

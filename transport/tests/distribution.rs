@@ -311,7 +311,7 @@ async fn unexposed_paths_and_methods_are_refused_by_the_provider() {
         Recorder::default(),
         ServiceOptions::new().methods(["find", "get"]),
     );
-    let _p = start(
+    let p = start(
         &provider,
         Distribution::new()
             .environment(&e)
@@ -354,6 +354,26 @@ async fn unexposed_paths_and_methods_are_refused_by_the_provider() {
         .await
         .expect_err("secret refused");
     assert_eq!(err.kind(), ErrorKind::MethodNotAllowed);
+    // A body that is not a call body: BadRequest from the provider (the link stays up: the calls
+    // below go through it), and the same for a call the provider makes to itself.
+    for bad in [
+        json!({"id": true, "params": {}}),
+        json!({"params": "none"}),
+        json!(7),
+    ] {
+        let err = mesh
+            .call_on(node, "svc:public", Some("get"), bad.clone(), opts)
+            .await
+            .expect_err("malformed body");
+        assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
+        assert!(err.message().contains("malformed call body"), "{err:?}");
+        let own = p.mesh();
+        let err = own
+            .call_on(own.node_id(), "svc:public", Some("get"), bad, opts)
+            .await
+            .expect_err("malformed body, local");
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+    }
     // ... and from the proxy, never a timeout.
     let public = consumer.service("public").unwrap();
     assert!(!public.methods().contains(&Method::Custom("secret".into())));

@@ -156,6 +156,18 @@ pub async fn proxies_calls_and_events(backend: &Backend, env: &str) {
         .await
         .expect_err("no such record");
     assert_eq!(err.kind(), ErrorKind::NotFound);
+    // A forged call whose body is not a call body: the replica answers BadRequest.
+    let err = dg
+        .mesh()
+        .call(
+            "svc:messages",
+            Some("get"),
+            json!({"id": true, "params": {}}),
+            plume_transport::CallOptions::default(),
+        )
+        .await
+        .expect_err("malformed body");
+    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err:?}");
     // Events: the creates, plus one made on a provider directly, each exactly once.
     p1.service("messages")
         .unwrap()

@@ -19,7 +19,7 @@ use super::wire::{
     WITHDRAWN_TOPIC, Withdrawn, endpoint, path_of, topic,
 };
 use crate::discovery::{Discovery, NodeId};
-use crate::mesh::{Mesh, ProviderInfo, Request, TableEvent};
+use crate::mesh::{Mesh, ProviderInfo, RawRequest, TableEvent};
 
 const LOG: &str = "plume::distribution";
 
@@ -301,8 +301,10 @@ impl Shared {
             .insert(path.clone(), (handle.service().clone(), descriptor));
         let weak = Arc::downgrade(self);
         let served = path.clone();
+        // A raw endpoint: the call body is decoded once, from the frame, straight into a
+        // `CallBody` (no `serde_json::Value` of it on the way).
         self.mesh
-            .provide(&endpoint(&path), json, move |req: Request| {
+            .provide_raw(&endpoint(&path), json, move |req: RawRequest| {
                 let weak = weak.clone();
                 let path = served.clone();
                 async move {
@@ -371,7 +373,7 @@ impl Shared {
     }
 
     /// Answer a call from a peer, after checking that the path and method are published.
-    async fn serve(&self, path: &str, req: Request) -> Result<Value> {
+    async fn serve(&self, path: &str, req: RawRequest) -> Result<Value> {
         let Some(method) = req.method.as_deref() else {
             return Err(Error::bad_request("a service call needs a method"));
         };
@@ -397,8 +399,7 @@ impl Shared {
         if !descriptor.methods.iter().any(|m| m == method.as_str()) {
             return Err(Error::method_not_allowed_on(method.as_str(), path));
         }
-        let body: CallBody = serde_json::from_value(req.body)
-            .map_err(|e| Error::bad_request(format!("malformed call body: {e}")))?;
+        let body: CallBody = req.body.decode()?;
         handle
             .dispatch(method, body.id, body.data, body.params.into_params())
             .await

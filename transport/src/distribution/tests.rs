@@ -122,6 +122,148 @@ proptest! {
     }
 }
 
+/// A JSON body shaped like a call body, with now and then a field of the wrong type.
+fn arb_call_json() -> impl Strategy<Value = Value> {
+    let id = prop_oneof![
+        any::<i64>().prop_map(|n| json!(n)),
+        "[a-z0-9]{0,6}".prop_map(Value::String),
+        Just(json!(u64::MAX)),
+        Just(json!(1.5)),
+        Just(json!(true)),
+        Just(Value::Null),
+    ];
+    let provider = prop_oneof![
+        Just(json!("rest")),
+        Just(json!("socketio")),
+        Just(json!("carrier pigeon")),
+        Just(json!(3)),
+        Just(Value::Null),
+    ];
+    let map = || {
+        prop_oneof![
+            3 => prop::collection::btree_map("[a-z$]{1,6}", arb_json(), 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1 => arb_json(),
+        ]
+    };
+    let params = (
+        prop::option::of(map()),
+        prop::option::of(map()),
+        prop::option::of(provider),
+        prop::option::of(arb_json()),
+        prop::option::of(arb_json()),
+        prop::option::of(map()),
+    )
+        .prop_map(|(query, route, provider, user, authentication, extra)| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [
+                ("query", query),
+                ("route", route),
+                ("provider", provider),
+                ("user", user),
+                ("authentication", authentication),
+                ("extra", extra),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.to_owned(), v);
+                }
+            }
+            Value::Object(m)
+        });
+    let shaped = (
+        prop::option::of(id),
+        prop::option::of(arb_json()),
+        prop::option::of(prop_oneof![4 => params, 1 => arb_json()]),
+    )
+        .prop_map(|(id, data, params)| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [("id", id), ("data", data), ("params", params)] {
+                if let Some(v) = v {
+                    m.insert(k.to_owned(), v);
+                }
+            }
+            Value::Object(m)
+        });
+    prop_oneof![9 => shaped, 1 => arb_json()]
+}
+
+fn request(body: &impl serde::Serialize) -> bytes::Bytes {
+    crate::codec::encode_payload(&crate::codec::RequestMsg {
+        name: "svc:todos".to_owned(),
+        method: Some("find".to_owned()),
+        body,
+        timeout_ms: 10_000,
+    })
+}
+
+/// `body` with every null where the params carry a map (`query`, `route`, `extra`) made `{}`.
+fn null_maps_as_empty(body: &Value) -> Value {
+    let mut body = body.clone();
+    let params = match &mut body {
+        Value::Object(m) => m.get_mut("params"),
+        Value::Array(a) => a.get_mut(2),
+        _ => None,
+    };
+    let maps: Vec<&mut Value> = match params {
+        Some(Value::Object(m)) => m
+            .iter_mut()
+            .filter(|(k, _)| ["query", "route", "extra"].contains(&k.as_str()))
+            .map(|(_, v)| v)
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| [0, 1, 5].contains(i))
+            .map(|(_, v)| v)
+            .collect(),
+        _ => Vec::new(),
+    };
+    for v in maps {
+        if v.is_null() {
+            *v = json!({});
+        }
+    }
+    body
+}
+
+proptest! {
+    /// A provider decodes a call body straight from the frame into a `CallBody`; it gets what
+    /// the old path (frame to `RequestMsg<Value>`, then `serde_json::from_value`) got, and fails
+    /// where it failed.
+    #[test]
+    fn call_bodies_decode_from_the_frame_as_through_a_value(body in arb_call_json()) {
+        use crate::mesh::Body;
+        let payload = request(&body);
+        let old: Option<CallBody> = crate::codec::decode_payload::<crate::codec::RequestMsg>(&payload)
+            .ok()
+            .and_then(|m| serde_json::from_value(m.body).ok());
+        let direct = Body::Msgpack(payload).decode::<CallBody>();
+        if let Err(e) = &direct {
+            prop_assert_eq!(e.kind(), plume::ErrorKind::BadRequest);
+        }
+        if old.is_none() && direct.is_ok() {
+            // The one difference: MessagePack nil where a params map is expected reads as an
+            // empty map (a `Value` null does not).
+            let lenient: Option<CallBody> = serde_json::from_value(null_maps_as_empty(&body)).ok();
+            prop_assert_eq!(direct.ok(), lenient, "{}", body);
+            return Ok(());
+        }
+        prop_assert_eq!(direct.ok(), old.clone());
+        // A local call hands the body over as a value.
+        prop_assert_eq!(Body::Value(body).decode::<CallBody>().ok(), old.clone());
+        if let Some(old) = old {
+            // The frame of the typed body (what a proxy sends) decodes to the same.
+            let typed = Body::Msgpack(request(&old)).decode::<CallBody>();
+            prop_assert_eq!(typed.ok(), Some(old));
+        }
+    }
+
+    #[test]
+    fn arbitrary_payloads_never_panic_the_call_body_decoder(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = crate::mesh::Body::Msgpack(bytes::Bytes::from(bytes)).decode::<CallBody>();
+    }
+}
+
 #[test]
 fn descriptors_of_another_version_are_ignored() {
     let v = json!({"plume": 2, "path": "a", "key": "k", "methods": [], "events": []});

@@ -79,6 +79,7 @@ impl ServiceDescriptor {
 
 /// The params that cross the mesh. Connections, sockets, headers and raw tokens never do.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 pub(crate) struct WireParams {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub(crate) query: Map<String, Value>,
@@ -138,8 +139,10 @@ impl WireParams {
     }
 }
 
-/// The body of a remote call.
+/// The body of a remote call. A provider decodes it straight from the request frame
+/// ([`Body::decode`](crate::mesh::Body::decode)).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 pub(crate) struct CallBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) id: Option<Id>,
