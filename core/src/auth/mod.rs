@@ -400,10 +400,8 @@ pub(crate) fn authorization_token(header: &str) -> Option<&str> {
     let first = words.next()?;
     match words.next() {
         None => Some(first),
-        Some(token) => {
-            let scheme = first.to_ascii_lowercase();
-            (scheme == "bearer" || scheme == "jwt").then_some(token)
-        }
+        Some(token) => (first.eq_ignore_ascii_case("bearer") || first.eq_ignore_ascii_case("jwt"))
+            .then_some(token),
     }
 }
 
