@@ -22,7 +22,9 @@ pub struct ServiceOptions {
     pub methods: Option<Vec<Method>>,
     /// Custom events, besides those the service declares.
     pub events: Vec<String>,
-    /// True for a proxy of a remote service: the distribution plugin never republishes it.
+    /// True for a proxy of a remote service: the distribution plugin never republishes it, and
+    /// its calls emit no event of their own (the provider's events reach it through the
+    /// plugin's relay), unless a hook sets `ctx.event`.
     pub remote: bool,
 }
 

@@ -255,7 +255,7 @@ impl ServiceHandle {
             return Err(Error::method_not_allowed_on(method.as_str(), &entry.path));
         }
         let chain = Chain::collect(self.app.hooks(), &entry.hooks, &method);
-        let ctx = HookContext::new(
+        let mut ctx = HookContext::new(
             self.app.clone(),
             entry.path.clone(),
             method,
@@ -263,6 +263,10 @@ impl ServiceHandle {
             data,
             params,
         );
+        if entry.options.remote {
+            // A proxy's events come from its provider, through the relay.
+            ctx.event = None;
+        }
         Ok((chain, ctx))
     }
 

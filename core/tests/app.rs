@@ -312,6 +312,30 @@ async fn events_after_mutations_one_per_record_and_hooks_can_stop_them() {
 }
 
 #[tokio::test]
+async fn a_remote_service_emits_no_call_event_unless_a_hook_asks() {
+    let app = App::new();
+    let options = ServiceOptions {
+        remote: true,
+        ..ServiceOptions::default()
+    };
+    let svc = app.use_service_with("proxy", Echo::default(), options);
+    let seen: Log = Arc::default();
+    let s = seen.clone();
+    app.on_event(move |ev| s.lock().unwrap().push(format!("{} {}", ev.event, ev.data)));
+    svc.create(json!({"n": 1}), Params::new()).await.unwrap();
+    assert!(
+        take(&seen).is_empty(),
+        "a proxy's events come from the relay"
+    );
+    svc.hooks().before(hook_sync(|ctx| {
+        ctx.event = Some("created".into());
+        Ok(())
+    }));
+    svc.create(json!({"n": 2}), Params::new()).await.unwrap();
+    assert_eq!(take(&seen), ["created {\"n\":2}"]);
+}
+
+#[tokio::test]
 async fn custom_methods_and_method_not_allowed() {
     let app = App::new();
     let svc = app.use_service("echo", Echo::default());

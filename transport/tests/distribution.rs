@@ -176,7 +176,7 @@ async fn proxies_mount_forward_every_method_and_keep_error_classes() {
         proxy.get(id.clone(), Params::new()).await.expect("get")["title"],
         "a"
     );
-    // Nothing on a proxy reads a result (the plugin's own hook is a before hook), so REST sends
+    // Nothing on a proxy reads a result (the plugin adds no after or around hook), so REST sends
     // a reply's JSON text as it came (`Service::dispatch_json`); it is what the value encodes to.
     let hooks = format!("{:?}", proxy.hooks());
     assert!(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use futures::StreamExt;
-use plume::hooks::{HookContext, HookType, hook_sync};
+use plume::hooks::{HookContext, HookType};
 use plume::{App, Error, Method, Params, Result, Service, ServiceHandle, ServiceOptions};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
@@ -731,13 +731,6 @@ impl Shared {
             remote: true,
         };
         let handle = self.app.use_arc(local, service.clone(), options);
-        // Events come only through the relay: the proxy's own call never emits one. (A before
-        // hook, not an after hook, so a call without after hooks of its own keeps the JSON
-        // text of its reply: see `Service::dispatch_json`.)
-        handle.hooks().before(hook_sync(|ctx: &mut HookContext| {
-            ctx.event = None;
-            Ok(())
-        }));
         for add in &self.opts.hooks {
             add(handle.hooks());
         }
