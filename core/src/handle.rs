@@ -93,28 +93,38 @@ impl fmt::Debug for ServiceHandle {
 struct ServiceInvoke<'s> {
     service: &'s dyn Service,
     path: &'s str,
+    /// Nothing reads the context's arguments after the method: a service that needs owned
+    /// ones gets them moved out of the context instead of copied.
+    take: bool,
 }
 
 impl Invoke for ServiceInvoke<'_> {
-    fn invoke<'a>(&'a self, ctx: &'a HookContext) -> BoxFuture<'a, Result<Value>> {
+    fn invoke<'a>(&'a self, ctx: &'a mut HookContext) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
-            let borrowed =
-                method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref()).map(|(id, data)| {
-                    self.service
-                        .dispatch_borrowed(&ctx.method, id, data, &ctx.params)
-                });
-            let outcome = match borrowed {
+            let outcome = match method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref()) {
                 Err(e) => Err(e),
-                Ok(Some(call)) => call.await,
-                Ok(None) => {
-                    dispatch(
-                        self.service,
-                        &ctx.method,
-                        ctx.id.clone(),
-                        ctx.data.clone(),
-                        ctx.params.clone(),
-                    )
-                    .await
+                // (`if let`: in edition 2024 its temporaries, which borrow `ctx`, are gone
+                // before the `else` branches.)
+                Ok((id, data)) => {
+                    if let Some(call) =
+                        self.service
+                            .dispatch_borrowed(&ctx.method, id, data, &ctx.params)
+                    {
+                        call.await
+                    } else if self.take {
+                        let params = std::mem::take(&mut ctx.params);
+                        let (id, data) = (ctx.id.take(), ctx.data.take());
+                        dispatch(self.service, &ctx.method, id, data, params).await
+                    } else {
+                        dispatch(
+                            self.service,
+                            &ctx.method,
+                            ctx.id.clone(),
+                            ctx.data.clone(),
+                            ctx.params.clone(),
+                        )
+                        .await
+                    }
                 }
             };
             outcome.map_err(|err| on_path(err, &ctx.method, self.path))
@@ -224,16 +234,16 @@ impl ServiceHandle {
         params: Params,
     ) -> Result<HookContext> {
         let (chain, mut ctx) = self.prepare(method, id, data, params)?;
-        let invoke = self.invoker();
-        chain.run(&mut ctx, &invoke).await?;
+        chain.run(&mut ctx, &self.invoker(false)).await?;
         self.finish(&mut ctx);
         Ok(ctx)
     }
 
-    fn invoker(&self) -> ServiceInvoke<'_> {
+    fn invoker(&self, take: bool) -> ServiceInvoke<'_> {
         ServiceInvoke {
             service: self.entry.service.as_ref(),
             path: &self.entry.path,
+            take,
         }
     }
 
@@ -288,8 +298,7 @@ impl ServiceHandle {
     ) -> Result<Reply> {
         let (chain, mut ctx) = self.prepare(method, id, data, params)?;
         if !chain.is_plain() {
-            let invoke = self.invoker();
-            chain.run(&mut ctx, &invoke).await?;
+            chain.run(&mut ctx, &self.invoker(false)).await?;
         } else {
             let outcome = match self.run_plain(&chain, &mut ctx, want_json).await {
                 Err(err) => chain.run_error_hooks(&mut ctx, err).await.map(|()| None),
@@ -319,34 +328,18 @@ impl ServiceHandle {
             return Ok(None);
         }
         let service = self.entry.service.as_ref();
-        let path = self.entry.path.as_str();
-        let (id, data) = method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref())?;
-        if want_json
-            && ctx.event.is_none()
-            && let Some(call) = service.dispatch_json(&ctx.method, id, data, &ctx.params)
-        {
-            return call
-                .await
-                .map(Some)
-                .map_err(|e| on_path(e, &ctx.method, path));
+        if want_json && ctx.event.is_none() {
+            let (id, data) = method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref())?;
+            if let Some(call) = service.dispatch_json(&ctx.method, id, data, &ctx.params) {
+                return call
+                    .await
+                    .map(Some)
+                    .map_err(|e| on_path(e, &ctx.method, &self.entry.path));
+            }
         }
-        let result =
-            if let Some(call) = service.dispatch_borrowed(&ctx.method, id, data, &ctx.params) {
-                call.await
-            } else if !chain.has_error_hooks() && ctx.event.is_none() {
-                let params = std::mem::take(&mut ctx.params);
-                dispatch(service, &ctx.method, ctx.id.take(), ctx.data.take(), params).await
-            } else {
-                dispatch(
-                    service,
-                    &ctx.method,
-                    ctx.id.clone(),
-                    ctx.data.clone(),
-                    ctx.params.clone(),
-                )
-                .await
-            };
-        ctx.result = Some(result.map_err(|e| on_path(e, &ctx.method, path))?);
+        let take = !chain.has_error_hooks() && ctx.event.is_none();
+        let result = self.invoker(take).invoke(ctx).await?;
+        ctx.result = Some(result);
         Ok(None)
     }
 

@@ -454,7 +454,7 @@ impl Chain {
 
 /// The innermost step of a chain: the service method.
 pub(crate) trait Invoke: Send + Sync {
-    fn invoke<'a>(&'a self, ctx: &'a HookContext) -> BoxFuture<'a, Result<Value>>;
+    fn invoke<'a>(&'a self, ctx: &'a mut HookContext) -> BoxFuture<'a, Result<Value>>;
 }
 
 /// The rest of a hook chain, handed to an [`AroundHook`].

@@ -130,10 +130,7 @@ impl AuthenticationService {
                 return;
             }
             if let Some(inner) = weak.upgrade() {
-                let id = ["id", "_id"]
-                    .iter()
-                    .find_map(|key| event.data.get(key).and_then(Id::from_value));
-                inner.cache.invalidate(id.as_ref());
+                inner.cache.invalidate(record_id(&event.data).as_ref());
             }
         });
         service.register("jwt", JwtStrategy);
@@ -243,9 +240,7 @@ impl AuthenticationService {
 
     /// The id of an entity record (`id`, else `_id`).
     pub fn entity_id(&self, entity: &Value) -> Option<Id> {
-        ["id", "_id"]
-            .iter()
-            .find_map(|key| entity.get(key).and_then(Id::from_value))
+        record_id(entity)
     }
 
     /// Sign a new access token with the configured options: `payload` plus `iat`, `exp`,
@@ -388,6 +383,13 @@ impl AuthenticationService {
 /// ```
 pub fn parse_authorization(header: &str) -> Option<Value> {
     authorization_token(header).map(|token| json!({ "strategy": "jwt", "accessToken": token }))
+}
+
+/// The id of a record: `id`, else `_id`.
+fn record_id(record: &Value) -> Option<Id> {
+    ["id", "_id"]
+        .iter()
+        .find_map(|key| record.get(key).and_then(Id::from_value))
 }
 
 /// The token of an `Authorization` header, as [`parse_authorization`] reads it.
