@@ -1,5 +1,6 @@
 //! Key presses in the demo's terminal: the lines typed on its standard input, read on a plain
-//! thread, when standard input is a pipe or a terminal of which the demo is in the foreground.
+//! thread, when standard input is a pipe (a FIFO, or a socket pair as Node and others make) or a
+//! terminal of which the demo is in the foreground.
 //! Anything else (no stdin, `/dev/null`, a file) turns them off; end of input just ends them.
 //! The demo never stops, or waits, because of its standard input.
 
@@ -25,7 +26,7 @@ pub(super) fn start() -> Option<mpsc::Receiver<String>> {
         .ok()
         .map(std::fs::File::from)
         .and_then(|f| f.metadata().ok())
-        .is_some_and(|m| m.file_type().is_fifo());
+        .is_some_and(|m| m.file_type().is_fifo() || m.file_type().is_socket());
     if !(pipe || terminal && in_foreground()) {
         return None;
     }
