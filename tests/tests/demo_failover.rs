@@ -211,6 +211,15 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
+/// Send `sig` to the process group `pgid` with kill(1).
+fn signal_group(pgid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} -{pgid}");
+}
+
 /// Whether `pid` is a live process (a zombie has exited: not alive).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -249,6 +258,75 @@ async fn todos_replicas(port: u16) -> usize {
         .as_array()
         .unwrap_or_else(|| panic!("a healthcheck with todos: {res:?}"))
         .len()
+}
+
+/// Wait until the healthcheck lists `n` replicas of `todos`.
+async fn wait_replicas(port: u16, n: usize) {
+    within(&format!("{n} todos replicas"), async {
+        while todos_replicas(port).await != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Wait until a `find` through the gateway is answered by `replica`; every answer is a 200.
+async fn wait_answer_from(port: u16, token: &str, replica: &str) {
+    within(&format!("an answer from {replica}"), async {
+        loop {
+            let page = get(port, "/todos", token).await;
+            assert_eq!(page.status, 200, "{page:?}");
+            if page.body["replica"] == replica {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A printed restart command run by hand with `sh -c`, in a process group of its own (stopped
+/// by signalling the group), without the test's `PLUME_*` variables.
+struct ByHand {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl ByHand {
+    /// Start it and wait for its `listening on` line.
+    async fn start(command: &str) -> ByHand {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", command])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PLUME_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd.spawn().expect("sh starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = within("the command's listening line", lines.next_line())
+            .await
+            .expect("stdout")
+            .unwrap_or_else(|| panic!("{command} ended at once"));
+        assert!(line.contains(" listening on "), "{line}");
+        ByHand { child, lines }
+    }
+
+    /// SIGTERM to its group; wait for `sh` to exit and for every process of it to close stdout.
+    async fn stop(mut self) {
+        let group = self.child.id().expect("running");
+        signal_group(group, "-TERM");
+        within("sh exits", self.child.wait()).await.expect("status");
+        while within("the command's output ends", self.lines.next_line())
+            .await
+            .expect("stdout")
+            .is_some()
+        {}
+    }
 }
 
 async fn get(port: u16, path: &str, token: &str) -> Response {
@@ -364,18 +442,21 @@ async fn killed_replicas_fail_over_and_r_enter_restarts_them() {
         assert!(alive(demo.pid(name)), "{name} goes on");
     }
 
+    // The printed command, run by hand, brings todos-a back into the demo's mesh; stopped
+    // again (SIGTERM), it leaves.
+    let by_hand = ByHand::start(&command).await;
+    wait_answer_from(port, &token, "todos-a").await;
+    by_hand.stop().await;
+    wait_replicas(port, 1).await;
+
     // Every replica gone: the gateway knows within a second or two, then answers a clean 503
     // at once, and the demo keeps running. (Its healthcheck is the signal that it knows: a call
     // that arrives between the loss of the last link and the proxy's update waits for a
     // provider until its deadline, a race of the mesh's call path.)
     demo.kill_child("todos-b").await;
-    timeout(UNAVAILABLE_WITHIN, async {
-        while todos_replicas(port).await != 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the healthcheck still lists todos replicas"));
+    timeout(UNAVAILABLE_WITHIN, wait_replicas(port, 0))
+        .await
+        .unwrap_or_else(|_| panic!("the healthcheck still lists todos replicas"));
     for path in ["/todos", "/todos/todos-b-1"] {
         let res = timeout(UNAVAILABLE_WITHIN, get(port, path, &token))
             .await
