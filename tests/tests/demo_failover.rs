@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fd::{Response, http, within};
+use plume_tests::child::without_plume_env;
 use plume_tests::servers::free_port;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -114,11 +115,7 @@ impl Launcher {
             Restart::Auto => cmd.arg("--restart").stdin(Stdio::null()),
         };
         // The demo picks a mesh secret of its own; nothing of the test's environment leaks in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PLUME_") {
-                cmd.env_remove(key);
-            }
-        }
+        without_plume_env(&mut cmd);
         let mut child = cmd.spawn().expect("the launcher starts");
         let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -301,11 +298,7 @@ impl ByHand {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PLUME_") {
-                cmd.env_remove(key);
-            }
-        }
+        without_plume_env(&mut cmd);
         let mut child = cmd.spawn().expect("sh starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let line = within("the command's listening line", lines.next_line())
