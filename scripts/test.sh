@@ -30,12 +30,12 @@ print_timings() {
     step_secs+=($(($(date +%s) - step_start)))
   fi
   [ ${#step_names[@]} -gt 0 ] || return "$status"
-  printf '\n%-56s %8s\n' step seconds
+  printf '\n%-60s %8s\n' step seconds
   for i in "${!step_names[@]}"; do
-    printf '%-56s %8d\n' "${step_names[$i]}" "${step_secs[$i]}"
+    printf '%-60s %8d\n' "${step_names[$i]}" "${step_secs[$i]}"
     total=$((total + step_secs[i]))
   done
-  printf '%-56s %8d\n' total "$total"
+  printf '%-60s %8d\n' total "$total"
   return "$status"
 }
 trap print_timings EXIT
