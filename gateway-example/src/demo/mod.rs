@@ -109,10 +109,12 @@ async fn supervise(
     mut stop: Pin<&mut impl Future<Output = ()>>,
 ) {
     let mut keys = keys::start();
-    say(match (&keys, auto_restart) {
-        (_, true) => "a child that dies is restarted after 2 s; press Ctrl-C to stop",
-        (Some(_), false) => "press r + Enter to restart a child that died, Ctrl-C to stop",
-        (None, false) => "press Ctrl-C to stop",
+    say(&match (&keys, auto_restart) {
+        (_, true) => {
+            format!("a child that dies is restarted after {RESTART_PAUSE:?}; press Ctrl-C to stop")
+        }
+        (Some(_), false) => "press r + Enter to restart a child that died, Ctrl-C to stop".into(),
+        (None, false) => "press Ctrl-C to stop".into(),
     });
     // The checks that the gateway serves a restarted child (bounded, each).
     let mut checks = JoinSet::new();
