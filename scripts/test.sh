@@ -48,11 +48,13 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  step "installing ${need_apt[*]}"
+install_apt() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  run_step "installing ${need_apt[*]}" install_apt
 fi
 
 # --- Rust ----------------------------------------------------------------------------------------
