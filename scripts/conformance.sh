@@ -79,7 +79,8 @@ run_suite() {
     return 0
   fi
   echo "conformance.sh: ($label) expected '$expect' (suite exit status $status); failing checks:" >&2
-  grep -E '^not ok' "$out" >&2 || true
+  # Each failing check with the assertion and the last HTTP exchange the suite prints after it.
+  awk '/^not ok/ { show = 1 } /^ok / || /^conformance:/ { show = 0 } show' "$out" | head -n 300 >&2
   failed+=("$label")
 }
 
