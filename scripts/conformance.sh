@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the official Feathers v5 conformance suite (../shared/conformance) against Plume's
+# Run the official Feathers v5 conformance suite (tests/conformance) against Plume's
 # conformance server. The suite is copied to a temporary directory and its pinned Node packages are
 # installed there with `npm ci` once (nothing is installed anywhere else), then run against:
 #   1. the local server (everything in one process);
@@ -11,21 +11,14 @@
 # Every run passes only when the suite prints exactly `conformance: 125 passed, 0 failed`.
 #
 # Usage: scripts/conformance.sh
-# Env:   PLUME_CONFORMANCE_DIR  the suite (default ../shared/conformance from the repository root)
+# Env:   PLUME_CONFORMANCE_DIR  the suite (default tests/conformance in this repository)
 #        PLUME_CONFORMANCE_BIN  a prebuilt server binary (default: build target/debug/conformance-server)
 #        PLUME_CONFORMANCE_EXPECT  the expected summary line (default: 125 passed, 0 failed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-suite=${PLUME_CONFORMANCE_DIR:-"$root/../shared/conformance"}
-if [ -z "${PLUME_CONFORMANCE_DIR:-}" ] && [ ! -d "$suite" ]; then
-  # A git worktree elsewhere: look beside the main checkout.
-  common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
-  if [ -n "$common" ] && [ -d "$common/../../shared/conformance" ]; then
-    suite="$common/../../shared/conformance"
-  fi
-fi
+suite=${PLUME_CONFORMANCE_DIR:-"$root/tests/conformance"}
 expect=${PLUME_CONFORMANCE_EXPECT:-"conformance: 125 passed, 0 failed"}
 
 if [ ! -f "$suite/conformance.mjs" ] || [ ! -f "$suite/package-lock.json" ]; then
@@ -86,7 +79,8 @@ run_suite() {
     return 0
   fi
   echo "conformance.sh: ($label) expected '$expect' (suite exit status $status); failing checks:" >&2
-  grep -E '^not ok' "$out" >&2 || true
+  # Each failing check with the assertion and the last HTTP exchange the suite prints after it.
+  awk '/^not ok/ { show = 1 } /^ok / || /^conformance:/ { show = 0 } show' "$out" | head -n 300 >&2
   failed+=("$label")
 }
 

@@ -7,6 +7,39 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# run_step NAME CMD...: one timed step of the suite (CMD may be a shell function). A failing CMD
+# stops the suite (set -e); the timings of the steps run so far, the failed one included, are
+# printed at exit either way.
+step_names=()
+step_secs=()
+current_step=
+run_step() {
+  current_step=$1
+  shift
+  step "$current_step"
+  step_start=$(date +%s)
+  "$@"
+  step_names+=("$current_step")
+  step_secs+=($(($(date +%s) - step_start)))
+  current_step=
+}
+print_timings() {
+  local status=$? i total=0
+  if [ -n "$current_step" ]; then
+    step_names+=("$current_step (FAILED)")
+    step_secs+=($(($(date +%s) - step_start)))
+  fi
+  [ ${#step_names[@]} -gt 0 ] || return "$status"
+  printf '\n%-60s %8s\n' step seconds
+  for i in "${!step_names[@]}"; do
+    printf '%-60s %8d\n' "${step_names[$i]}" "${step_secs[$i]}"
+    total=$((total + step_secs[i]))
+  done
+  printf '%-60s %8d\n' total "$total"
+  return "$status"
+}
+trap print_timings EXIT
+
 # --- what the tests need -----------------------------------------------------------------------
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
@@ -15,36 +48,32 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  step "installing ${need_apt[*]}"
+install_apt() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  run_step "installing ${need_apt[*]}" install_apt
 fi
 
 # --- Rust ----------------------------------------------------------------------------------------
-step "cargo fmt --check"
-cargo fmt --all --check
+rust_tests() {
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --doc
+  else
+    cargo test --workspace --locked --no-fail-fast
+  fi
+}
+run_step "cargo fmt --check" cargo fmt --all --check
+run_step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+run_step "cargo test" rust_tests
 
-step "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-step "cargo test"
-if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
-  cargo test --workspace --locked --doc
-else
-  cargo test --workspace --locked --no-fail-fast
-fi
-
-# --- Feathers JS clients -------------------------------------------------------------------------
-if [ -x scripts/conformance.sh ]; then
-  step "Feathers conformance suite"
-  scripts/conformance.sh
-fi
+# --- Feathers JS clients (the suite and its lockfile are in tests/conformance) -------------------
+run_step "Feathers conformance suite" scripts/conformance.sh
 
 # --- the gateway demo in a browser ----------------------------------------------------------------
-step "browser test (gateway demo in headless Chromium)"
-scripts/browser-test.sh
+run_step "browser test (gateway demo in headless Chromium)" scripts/browser-test.sh
 
 step "all test steps passed"

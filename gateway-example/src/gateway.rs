@@ -17,6 +17,10 @@ pub(crate) const DEMO_EMAIL: &str = "demo@plume.local";
 pub(crate) const DEMO_PASSWORD: &str = "plume-demo";
 /// The distribution key of the gateway.
 pub(crate) const KEY: &str = "gateway";
+/// How long a remote service whose last replica died stays mounted, answering 503 Unavailable
+/// (then 404): as long as a demo runs, so that the page says the replicas are gone, and a
+/// replica started again is served at once.
+const UNAVAILABLE_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const FEATHERS_JS: &[u8] = include_bytes!(concat!(
@@ -89,6 +93,7 @@ pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> any
     Distribution::from_env()?
         .key(KEY)
         .services(false)
+        .grace_period(UNAVAILABLE_FOR)
         .hooks(|hooks| {
             hooks.before(authenticate(["jwt"]));
         })

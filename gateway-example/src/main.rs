@@ -1,7 +1,7 @@
 //! The Plume gateway demo: a gateway and two todos replicas on the loopback mesh, and a web page.
 //!
 //! ```text
-//! gateway-example [demo] [--port 3030] [--todos-ports 3031,3032]
+//! gateway-example [demo] [--port 3030] [--todos-ports 3031,3032] [--restart]
 //! gateway-example gateway [--host 127.0.0.1] [--port 3030]
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
 //! ```
@@ -30,8 +30,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The Plume gateway demo.
 #[derive(Debug, Parser)]
-#[command(name = "gateway-example", version, about, long_about = None)]
+#[command(
+    name = "gateway-example",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// With no subcommand: the demo, with these options.
+    #[command(flatten)]
+    demo: DemoArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -59,15 +68,10 @@ struct DemoArgs {
         default_values_t = [3031, 3032]
     )]
     todos_ports: Vec<u16>,
-}
-
-impl Default for DemoArgs {
-    fn default() -> Self {
-        Self {
-            port: 3030,
-            todos_ports: vec![3031, 3032],
-        }
-    }
+    /// Restart a child that died, after a pause of two seconds (without it: press r + Enter,
+    /// or run the command the demo prints).
+    #[arg(long)]
+    restart: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,11 +113,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Cmd::Demo(DemoArgs::default())) {
+    match cli.command.unwrap_or(Cmd::Demo(cli.demo)) {
         Cmd::Demo(args) => {
             let [a, b] = <[u16; 2]>::try_from(args.todos_ports)
                 .map_err(|ports| anyhow::anyhow!("--todos-ports takes two ports, got {ports:?}"))?;
-            demo::run(args.port, [a, b]).await
+            demo::run(demo::Options {
+                port: args.port,
+                todos_ports: [a, b],
+                restart: args.restart,
+            })
+            .await
         }
         Cmd::Gateway(args) => {
             gateway::run(
@@ -210,6 +219,26 @@ mod tests {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["gateway-example"]).expect("no subcommand");
         assert!(cli.command.is_none());
+        assert_eq!(
+            (cli.demo.port, cli.demo.todos_ports, cli.demo.restart),
+            (3030, vec![3031, 3032], false)
+        );
+        let cli = Cli::try_parse_from([
+            "gateway-example",
+            "--port",
+            "4000",
+            "--todos-ports",
+            "4001,4002",
+            "--restart",
+        ])
+        .expect("the demo's options without the subcommand");
+        assert!(cli.command.is_none());
+        assert_eq!(
+            (cli.demo.port, cli.demo.todos_ports, cli.demo.restart),
+            (4000, vec![4001, 4002], true)
+        );
+        // The demo's options belong to the demo: not before another subcommand.
+        assert!(Cli::try_parse_from(["gateway-example", "--restart", "gateway"]).is_err());
         let cli = Cli::try_parse_from(["gateway-example", "demo", "--todos-ports", "4001,4002"])
             .expect("demo");
         match cli.command {

@@ -58,7 +58,8 @@ class Demo {
     this.proc = spawn(bin, ['demo', '--port', String(port), '--todos-ports', todosPorts.join(',')], {
       // An environment of its own: never meets another Plume mesh on this host.
       env: { ...process.env, PLUME_ENV: `browser-test-${process.pid}`, RUST_LOG: process.env.RUST_LOG || 'warn' },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      // Its stdin is a pipe: `r` + Enter there restarts the children that died.
+      stdio: ['pipe', 'pipe', 'inherit'],
     });
     this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve({ code, signal })));
     this.exited.then(() => this.waiters.forEach((w) => w.reject(new Error('the demo exited'))));
@@ -244,6 +245,30 @@ await step('mesh health shows todos with both replicas up', async () => {
   await page1.locator('#health li', { hasText: '2 replica(s)' }).waitFor();
   await page1.locator('#health-status', { hasText: 'all up' }).waitFor();
   await shot(page1, '5-health');
+});
+
+await step('with both replicas killed the page says so; r + Enter in the demo brings them back', async () => {
+  for (const name of ['todos-a', 'todos-b']) {
+    const pid = demo.pids.get(name);
+    process.kill(pid, 'SIGKILL');
+    await demo.waitLine(new RegExp(`^${name} \\(pid ${pid}\\) died: signal 9; restart it with: `), STEP_TIMEOUT);
+  }
+  await page1.evaluate(() => { window.__notReloaded = true; });
+  await page1.click('#refresh');
+  await page1.locator('#unavailable', { hasText: '503' }).waitFor({ state: 'visible' });
+  await page1.locator('#unavailable', { hasText: 'No todos replica is running' }).waitFor();
+  const stale = await todoTexts(page1);
+  if (stale.length) throw new Error(`the todos of the dead replicas are still listed: ${stale}`);
+  await shot(page1, '6-unavailable');
+  demo.proc.stdin.write('r\n');
+  for (const name of ['todos-a', 'todos-b']) {
+    await demo.waitLine(new RegExp(`^gateway serves ${name} again$`), STEP_TIMEOUT);
+  }
+  // The page finds again by itself: no reload, no click.
+  await page1.locator('#unavailable').waitFor({ state: 'hidden' });
+  await page1.locator('#todos li', { hasText: /Hello from todos-[ab]/ }).first().waitFor();
+  if (!(await page1.evaluate(() => window.__notReloaded === true))) throw new Error('tab 1 reloaded');
+  await shot(page1, '7-back');
 });
 
 if (context) await context.close().catch(() => {});

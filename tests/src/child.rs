@@ -8,6 +8,17 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
+/// Remove every `PLUME_*` variable of this process's environment from `cmd`'s, so that the
+/// child sees only what the test gives it.
+pub fn without_plume_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PLUME_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// A child process that announces readiness with a `READY <words...>` line on stdout.
 ///
 /// Its stdin stays open while the guard lives (children may treat end-of-input as "my parent is
@@ -37,11 +48,7 @@ impl ChildNode {
             .stdout(Stdio::piped())
             .stdin(Stdio::piped())
             .kill_on_drop(true);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PLUME_") {
-                cmd.env_remove(key);
-            }
-        }
+        without_plume_env(&mut cmd);
         for (key, value) in vars {
             cmd.env(key, value);
         }

@@ -1,4 +1,4 @@
-//! The server of the Feathers conformance contract (`shared/conformance/README.md`), built with
+//! The server of the Feathers conformance contract (`tests/conformance/README.md`), built with
 //! Plume: `users` and `authentication` (local + jwt) and a `todos` service written with
 //! `#[plume::service]` over `MemoryService`, served over REST and socket.io on 127.0.0.1.
 //!

@@ -1,0 +1,522 @@
+//! The gateway demo survives what its users do to it (issue #21): the real launcher
+//! (`gateway-example` with no subcommand, on free loopback ports) and its three real child
+//! processes. Replicas are killed with SIGKILL by the PIDs the launcher prints; the launcher must
+//! report each death, the gateway must fail over with no failed read, answer 503 with no replica
+//! left, serve restarted replicas again (restarted by `r` + Enter on the launcher's stdin, or by
+//! `--restart`), and SIGINT / SIGTERM / SIGKILL of the launcher must leave no child behind.
+//!
+//! The launcher binary is built by `cargo build -p gateway-example` (a no-op when it is fresh),
+//! since a test of this crate cannot depend on another crate's binary.
+
+mod fd;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fd::{Response, http, within};
+use plume_tests::child::without_plume_env;
+use plume_tests::servers::free_port;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+/// How long the demo may take to start (three processes, the mesh, a login and finds).
+const START: Duration = Duration::from_secs(60);
+/// How long one expected line of the launcher may take.
+const LINE: Duration = Duration::from_secs(20);
+/// With every replica gone, the gateway answers 503 within this.
+const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// The `gateway-example` binary, built once per test process.
+fn launcher_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--locked", "-p", "gateway-example"])
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit());
+        // Without the variables cargo sets for this test: build scripts that watch one (ring
+        // watches CARGO_MANIFEST_DIR) would otherwise rebuild, and the next build rebuild again.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+                .iter()
+                .any(|p| key.starts_with(p))
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref());
+            if set_for_tests {
+                cargo.env_remove(key.as_ref());
+            }
+        }
+        let out = cargo.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "cargo build -p gateway-example failed"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| {
+                m["reason"] == "compiler-artifact" && m["target"]["name"] == "gateway-example"
+            })
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo names the gateway-example executable")
+    })
+}
+
+/// How dead children come back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Restart {
+    /// `r` + Enter on the launcher's stdin (a pipe).
+    Key,
+    /// `--restart`, with stdin at `/dev/null` (end of input at once).
+    Auto,
+}
+
+/// The launcher: its stdout read line by line (every line kept), its children's PIDs from its
+/// `started <name> (pid N) on <url>` lines. Killed (SIGKILL) if the test fails midway.
+struct Launcher {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    seen: Vec<String>,
+    /// Every child started: (name, pid), in order.
+    started: Vec<(String, u32)>,
+    port: u16,
+    todos_ports: [u16; 2],
+}
+
+impl Launcher {
+    async fn start(restart: Restart) -> Launcher {
+        let (port, todos_ports) = (free_port(), [free_port(), free_port()]);
+        let mut cmd = Command::new(launcher_bin());
+        cmd.args(["--port", &port.to_string(), "--todos-ports"])
+            .arg(format!("{},{}", todos_ports[0], todos_ports[1]))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        match restart {
+            Restart::Key => cmd.stdin(Stdio::piped()),
+            Restart::Auto => cmd.arg("--restart").stdin(Stdio::null()),
+        };
+        // The demo picks a mesh secret of its own; nothing of the test's environment leaks in.
+        without_plume_env(&mut cmd);
+        let mut child = cmd.spawn().expect("the launcher starts");
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut launcher = Launcher {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            started: Vec::new(),
+            port,
+            todos_ports,
+        };
+        let ready = format!("gateway ready on http://127.0.0.1:{port}");
+        launcher.wait_line(0, START, |l| l == ready).await;
+        for name in ["todos-a", "todos-b", "gateway"] {
+            launcher.pid(name);
+        }
+        launcher
+    }
+
+    /// The first line from `seen[from..]` on that matches, reading more (within `deadline`).
+    async fn wait_line(
+        &mut self,
+        from: usize,
+        deadline: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        if let Some(line) = self.seen.iter().skip(from).find(|l| matches(l)) {
+            return line.clone();
+        }
+        let read = async {
+            loop {
+                let line = self
+                    .lines
+                    .next_line()
+                    .await
+                    .expect("launcher stdout")
+                    .unwrap_or_else(|| panic!("the launcher ended; it printed {:#?}", self.seen));
+                eprintln!("[launcher] {line}");
+                if let Some(rest) = line.strip_prefix("started ") {
+                    let (name, rest) = rest.split_once(" (pid ").expect("started NAME (pid N)");
+                    let (pid, _) = rest.split_once(')').expect("(pid N)");
+                    self.started
+                        .push((name.to_owned(), pid.parse().expect("a pid")));
+                }
+                self.seen.push(line.clone());
+                if matches(&line) {
+                    return line;
+                }
+            }
+        };
+        match timeout(deadline, read).await {
+            Ok(line) => line,
+            Err(_) => panic!("no such line within {deadline:?}; seen {:#?}", self.seen),
+        }
+    }
+
+    /// The PID of the latest start of `name`.
+    fn pid(&self, name: &str) -> u32 {
+        self.started
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, pid)| *pid)
+            .unwrap_or_else(|| panic!("no pid printed for {name}: {:#?}", self.seen))
+    }
+
+    /// SIGKILL a child by the PID the launcher printed; wait for the launcher's report of it
+    /// and return the restart command it printed.
+    async fn kill_child(&mut self, name: &str) -> String {
+        let pid = self.pid(name);
+        let mark = self.seen.len();
+        signal(pid, "-KILL");
+        let prefix = format!("{name} (pid {pid}) died: signal 9; restart it with: ");
+        let line = self.wait_line(mark, LINE, |l| l.starts_with(&prefix)).await;
+        line[prefix.len()..].to_owned()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+/// Send `sig` to `pid` with kill(1).
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Send `sig` to the process group `pgid` with kill(1).
+fn signal_group(pgid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} -{pgid}");
+}
+
+/// Whether `pid` is a live process (a zombie has exited: not alive).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Log in as the demo user through the gateway; the access token.
+async fn login(port: u16) -> String {
+    let body = json!({"strategy": "local", "email": "demo@plume.local", "password": "plume-demo"});
+    let res = http(port, "POST", "/authentication", Some(&body), &[]).await;
+    assert_eq!(res.status, 201, "{:?}", res.body);
+    res.body["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_owned()
+}
+
+/// How many replicas of `todos` the gateway's healthcheck lists.
+async fn todos_replicas(port: u16) -> usize {
+    let res = http(
+        port,
+        "GET",
+        "/distribution/healthcheck?verbose=true",
+        None,
+        &[],
+    )
+    .await;
+    let map = if res.status == 200 {
+        &res.body
+    } else {
+        &res.body["data"]
+    };
+    map["todos"]["replicas"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a healthcheck with todos: {res:?}"))
+        .len()
+}
+
+/// Wait until the healthcheck lists `n` replicas of `todos`.
+async fn wait_replicas(port: u16, n: usize) {
+    within(&format!("{n} todos replicas"), async {
+        while todos_replicas(port).await != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Wait until a `find` through the gateway is answered by `replica`; every answer is a 200.
+async fn wait_answer_from(port: u16, token: &str, replica: &str) {
+    within(&format!("an answer from {replica}"), async {
+        loop {
+            let page = get(port, "/todos", token).await;
+            assert_eq!(page.status, 200, "{page:?}");
+            if page.body["replica"] == replica {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A printed restart command run by hand with `sh -c`, in a process group of its own (stopped
+/// by signalling the group), without the test's `PLUME_*` variables.
+struct ByHand {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl ByHand {
+    /// Start it and wait for its `listening on` line.
+    async fn start(command: &str) -> ByHand {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", command])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        without_plume_env(&mut cmd);
+        let mut child = cmd.spawn().expect("sh starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = within("the command's listening line", lines.next_line())
+            .await
+            .expect("stdout")
+            .unwrap_or_else(|| panic!("{command} ended at once"));
+        assert!(line.contains(" listening on "), "{line}");
+        ByHand { child, lines }
+    }
+
+    /// SIGTERM to its group; wait for `sh` to exit and for every process of it to close stdout.
+    async fn stop(mut self) {
+        let group = self.child.id().expect("running");
+        signal_group(group, "-TERM");
+        within("sh exits", self.child.wait()).await.expect("status");
+        while within("the command's output ends", self.lines.next_line())
+            .await
+            .expect("stdout")
+            .is_some()
+        {}
+    }
+}
+
+async fn get(port: u16, path: &str, token: &str) -> Response {
+    let auth = format!("Bearer {token}");
+    http(port, "GET", path, None, &[("Authorization", &auth)]).await
+}
+
+/// Reads (find, and get of todos-b's seeded todo) through the gateway in a loop, until stopped:
+/// every failure is recorded. Before `a_dead` a get may meet todos-a (404: that todo lives on
+/// todos-b); once `a_dead` is set, every read must be answered by todos-b.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    a_dead: Arc<AtomicBool>,
+    done: watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Reader {
+    fn start(port: u16, token: String) -> Reader {
+        let (stop, a_dead) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (tx, done) = watch::channel(0);
+        let task = tokio::spawn({
+            let (stop, a_dead) = (stop.clone(), a_dead.clone());
+            async move {
+                let mut failures = Vec::new();
+                // Bounded: the test stops it long before.
+                for n in 1..=20_000 {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let only_b = a_dead.load(Ordering::Acquire);
+                    let find = get(port, "/todos", &token).await;
+                    let replica = find.body["replica"].as_str().unwrap_or_default();
+                    if find.status != 200 || (only_b && replica != "todos-b") {
+                        failures.push(format!("find (a dead: {only_b}): {find:?}"));
+                    }
+                    let one = get(port, "/todos/todos-b-1", &token).await;
+                    let ok = one.status == 200 || (!only_b && one.status == 404);
+                    if !ok {
+                        failures.push(format!("get (a dead: {only_b}): {one:?}"));
+                    }
+                    tx.send_replace(n);
+                }
+                failures
+            }
+        });
+        Reader {
+            stop,
+            a_dead,
+            done,
+            task,
+        }
+    }
+
+    /// Wait until it has done `n` more rounds.
+    async fn rounds(&mut self, n: usize) {
+        let target = *self.done.borrow() + n;
+        within(
+            "reads through the gateway",
+            self.done.wait_for(|d| *d >= target),
+        )
+        .await
+        .expect("the reader runs");
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Release);
+        within("the reader stops", self.task).await.expect("join")
+    }
+}
+
+/// Stop the launcher with `sig`: it exits cleanly, and every child it ever started is gone.
+async fn stop(mut demo: Launcher, sig: &str) {
+    signal(demo.child.id().expect("running"), sig);
+    let status = within("the launcher stops", demo.child.wait())
+        .await
+        .expect("exit status");
+    assert!(status.success(), "{status:?}");
+    demo.wait_line(0, LINE, |l| l == "demo stopped").await;
+    let left: Vec<_> = demo.started.iter().filter(|(_, pid)| alive(*pid)).collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+}
+
+/// The whole scenario, restarted by a key press: start, fail over under reads, lose every
+/// replica (503), `r` + Enter brings both back, SIGINT stops everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replicas_fail_over_and_r_enter_restarts_them() {
+    let mut demo = Launcher::start(Restart::Key).await;
+    let port = demo.port;
+    let token = login(port).await;
+    let page = get(port, "/todos", &token).await;
+    assert_eq!(page.status, 200, "{page:?}");
+
+    // One replica killed under reads: the other answers them all.
+    let mut reader = Reader::start(port, token.clone());
+    reader.rounds(10).await;
+    let command = demo.kill_child("todos-a").await;
+    reader.a_dead.store(true, Ordering::Release);
+    reader.rounds(30).await;
+    let failures = reader.finish().await;
+    assert!(failures.is_empty(), "failed reads: {failures:#?}");
+    let a_port = demo.todos_ports[0];
+    assert!(
+        command.contains("PLUME_MESH_SECRET=")
+            && command.ends_with(&format!(" todos --name todos-a --port {a_port}")),
+        "{command}"
+    );
+    assert!(demo.running(), "the launcher goes on");
+    for name in ["gateway", "todos-b"] {
+        assert!(alive(demo.pid(name)), "{name} goes on");
+    }
+
+    // The printed command, run by hand, brings todos-a back into the demo's mesh; stopped
+    // again (SIGTERM), it leaves.
+    let by_hand = ByHand::start(&command).await;
+    wait_answer_from(port, &token, "todos-a").await;
+    by_hand.stop().await;
+    wait_replicas(port, 1).await;
+
+    // Every replica gone: the gateway knows within a second or two, then answers a clean 503
+    // at once, and the demo keeps running. (Its healthcheck is the signal that it knows: a call
+    // that arrives between the loss of the last link and the proxy's update waits for a
+    // provider until its deadline, a race of the mesh's call path.)
+    demo.kill_child("todos-b").await;
+    timeout(UNAVAILABLE_WITHIN, wait_replicas(port, 0))
+        .await
+        .unwrap_or_else(|_| panic!("the healthcheck still lists todos replicas"));
+    for path in ["/todos", "/todos/todos-b-1"] {
+        let res = timeout(UNAVAILABLE_WITHIN, get(port, path, &token))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: no answer within {UNAVAILABLE_WITHIN:?}"));
+        assert_eq!(res.status, 503, "{res:?}");
+        assert_eq!(res.body["name"], "Unavailable", "{res:?}");
+    }
+    assert!(demo.running(), "the launcher goes on");
+    assert!(alive(demo.pid("gateway")), "the gateway goes on");
+
+    // r + Enter: both come back, and the gateway serves them again at once.
+    let mark = demo.seen.len();
+    let dead = (demo.pid("todos-a"), demo.pid("todos-b"));
+    let stdin = demo.stdin.as_mut().expect("a pipe");
+    stdin.write_all(b"r\n").await.expect("r + Enter");
+    stdin.flush().await.expect("flush");
+    for name in ["todos-a", "todos-b"] {
+        let again = format!("gateway serves {name} again");
+        demo.wait_line(mark, LINE, |l| l == again).await;
+    }
+    assert_ne!((demo.pid("todos-a"), demo.pid("todos-b")), dead);
+    let page = get(port, "/todos", &token).await;
+    assert_eq!(page.status, 200, "{page:?}");
+
+    stop(demo, "-INT").await;
+}
+
+/// `--restart`, with no standard input (end of input at once, as in CI): each killed replica is
+/// started again after the pause and served again; SIGTERM stops everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_restart_killed_replicas_come_back_on_their_own() {
+    let mut demo = Launcher::start(Restart::Auto).await;
+    let token = login(demo.port).await;
+    for name in ["todos-a", "todos-b", "gateway"] {
+        let old = demo.pid(name);
+        let mark = demo.seen.len();
+        demo.kill_child(name).await;
+        let pause = format!("restarting {name} in 2s");
+        demo.wait_line(mark, LINE, |l| l == pause).await;
+        let again = if name == "gateway" {
+            "gateway serves todos again".to_owned()
+        } else {
+            format!("gateway serves {name} again")
+        };
+        demo.wait_line(mark, LINE, |l| l == again).await;
+        assert_ne!(demo.pid(name), old, "{name} runs again");
+        // The JWT secret survives a restart of the gateway: the token is still good.
+        let page = get(demo.port, "/todos", &token).await;
+        assert_eq!(page.status, 200, "{page:?}");
+    }
+    assert!(demo.running(), "the launcher goes on");
+    stop(demo, "-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_killed_by_sigkill_leaves_no_child_behind() {
+    let mut demo = Launcher::start(Restart::Key).await;
+    let children: Vec<u32> = demo.started.iter().map(|(_, pid)| *pid).collect();
+    signal(demo.child.id().expect("running"), "-KILL");
+    within("the launcher dies", demo.child.wait())
+        .await
+        .expect("exit status");
+    // Its children see their stdin close and stop on their own: wait for that (bounded).
+    within("the children stop", async {
+        while children.iter().any(|pid| alive(*pid)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
