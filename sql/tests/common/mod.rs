@@ -1,0 +1,693 @@
+//! Behaviour checks shared by the SQLite and PostgreSQL tests: each takes a database and
+//! asserts the Feathers semantics on it.
+
+#![allow(dead_code)]
+
+pub(crate) mod postgres;
+
+use plume::hooks::hook;
+use plume::memory::Multi;
+use plume::{App, Error, ErrorKind, Id, Params};
+use plume_sql::{ColumnType, Database, IdGeneration, SqlService, transaction};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A fresh `people` table (dropped first) with every column type.
+pub(crate) async fn people(db: &Database, table: &str, multi: Multi) -> SqlService {
+    drop_table(db, table).await;
+    let service: SqlService = SqlService::builder(db, table)
+        .column("name", ColumnType::String)
+        .column("age", ColumnType::Integer)
+        .column("created", ColumnType::Boolean)
+        .column("score", ColumnType::Number)
+        .column("tags", ColumnType::Json)
+        .unique_column("email", ColumnType::String)
+        .multi(multi)
+        .build()
+        .expect("valid names");
+    service.create_table().await.expect("create table");
+    service
+}
+
+pub(crate) async fn drop_table(db: &Database, table: &str) {
+    let sql = format!("DROP TABLE IF EXISTS {table}");
+    match db.pool() {
+        plume_sql::Pool::Sqlite(p) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(p)
+                .await
+                .expect("drop");
+        }
+        plume_sql::Pool::Postgres(p) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(p)
+                .await
+                .expect("drop");
+        }
+    }
+}
+
+fn q(query: Value) -> Params {
+    Params::new().with_query(query)
+}
+
+fn no_pages() -> Params {
+    let mut params = Params::new();
+    params.extra.insert("paginate".into(), Value::Bool(false));
+    params
+}
+
+async fn names(service: &SqlService, query: Value) -> Vec<String> {
+    let found = service.find(q(query)).await.expect("find");
+    found
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or("<null>").to_owned())
+        .collect()
+}
+
+async fn seed(service: &SqlService) {
+    for (name, age, created, score) in [
+        ("Alice", Some(19), true, 1.5),
+        ("Bob", Some(25), false, 2.0),
+        ("Doug", Some(32), true, 3.25),
+        ("bob", None, false, 0.5),
+    ] {
+        service
+            .create(
+                json!({"name": name, "age": age, "created": created, "score": score}),
+                Params::new(),
+            )
+            .await
+            .expect("create");
+    }
+}
+
+/// create/get/find/update/patch/remove and their results.
+pub(crate) async fn crud(db: &Database) {
+    let people = people(db, "crud_people", Multi::None).await;
+    let doug = people
+        .create(
+            json!({"name": "Doug", "age": 32, "tags": {"a": [1, 2]}, "score": 2.5}),
+            Params::new(),
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        doug,
+        json!({"id": 1, "name": "Doug", "age": 32, "created": null, "score": 2.5,
+               "tags": {"a": [1, 2]}, "email": null})
+    );
+    assert_eq!(
+        people.get(Id::Int(1), Params::new()).await.expect("get"),
+        doug
+    );
+    // REST ids arrive as strings.
+    assert_eq!(
+        people.get(Id::from("1"), Params::new()).await.expect("get"),
+        doug
+    );
+    let found = people.find(Params::new()).await.expect("find");
+    assert_eq!(found, json!([doug]));
+
+    let updated = people
+        .update(
+            Id::Int(1),
+            json!({"name": "Dougler", "id": 99}),
+            Params::new(),
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated["id"], 1, "update keeps the id");
+    assert_eq!(updated["name"], "Dougler");
+    assert_eq!(updated["age"], Value::Null, "update replaces the record");
+    assert_eq!(updated["tags"], Value::Null);
+
+    let patched = people
+        .patch(
+            Some(Id::Int(1)),
+            json!({"age": 40, "score": 3}),
+            q(json!({"$select": ["age"]})),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(patched, json!({"id": 1, "age": 40}));
+    let stored = people.get(Id::Int(1), Params::new()).await.expect("get");
+    assert_eq!(stored["name"], "Dougler", "patch keeps other fields");
+    assert_eq!(
+        stored["score"], 3,
+        "an integral number comes back as an integer"
+    );
+
+    let removed = people
+        .remove(Some(Id::Int(1)), Params::new())
+        .await
+        .expect("remove");
+    assert_eq!(removed["name"], "Dougler");
+    let err = people
+        .get(Id::Int(1), Params::new())
+        .await
+        .expect_err("gone");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.message(), "No record found for id '1'");
+}
+
+/// Every operator of the query syntax, with the memory adapter's rules.
+pub(crate) async fn query_syntax(db: &Database) {
+    let people = people(db, "query_people", Multi::None).await;
+    seed(&people).await;
+
+    assert_eq!(names(&people, json!({"name": "Alice"})).await, ["Alice"]);
+    assert_eq!(
+        names(&people, json!({"name": "Alice", "age": 20})).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&people, json!({"age": null})).await, ["bob"]);
+    // $ne includes records without a value, as in the memory adapter.
+    assert_eq!(
+        names(&people, json!({"age": {"$ne": 25}})).await,
+        ["Alice", "Doug", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"age": {"$ne": null}})).await,
+        ["Alice", "Bob", "Doug"]
+    );
+    assert_eq!(
+        names(
+            &people,
+            json!({"name": {"$in": ["Alice", "Bob"]}, "$sort": {"name": -1}})
+        )
+        .await,
+        ["Bob", "Alice"]
+    );
+    assert_eq!(
+        names(&people, json!({"age": {"$in": [19, null]}})).await,
+        ["Alice", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"age": {"$in": []}})).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(&people, json!({"name": {"$nin": ["Alice", "Bob"]}})).await,
+        ["Doug", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"age": {"$nin": [19, null]}})).await,
+        ["Bob", "Doug"]
+    );
+    assert_eq!(names(&people, json!({"age": {"$lt": 25}})).await, ["Alice"]);
+    assert_eq!(
+        names(&people, json!({"age": {"$lte": 25}})).await,
+        ["Alice", "Bob"]
+    );
+    assert_eq!(names(&people, json!({"age": {"$gt": 25}})).await, ["Doug"]);
+    assert_eq!(
+        names(&people, json!({"age": {"$gte": 25, "$lt": 30}})).await,
+        ["Bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"score": {"$gt": 1.5}})).await,
+        ["Bob", "Doug"]
+    );
+    assert_eq!(
+        names(&people, json!({"created": true, "$sort": {"name": 1}})).await,
+        ["Alice", "Doug"]
+    );
+    assert_eq!(
+        names(
+            &people,
+            json!({"$or": [{"name": "Doug"}, {"age": {"$gte": 18, "$lt": 25}}], "$sort": {"name": 1}})
+        )
+        .await,
+        ["Alice", "Doug"]
+    );
+    assert_eq!(
+        names(
+            &people,
+            json!({"$and": [{"$or": [{"name": "Alice"}]}, {"age": 19}]})
+        )
+        .await,
+        ["Alice"]
+    );
+    assert_eq!(
+        names(&people, json!({"$or": []})).await,
+        Vec::<String>::new()
+    );
+    // Text sorts by code point ("B" < "D" < "b"); NULL first ascending, last descending.
+    assert_eq!(
+        names(&people, json!({"$sort": {"name": 1}})).await,
+        ["Alice", "Bob", "Doug", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"$sort": {"age": 1}})).await,
+        ["bob", "Alice", "Bob", "Doug"]
+    );
+    assert_eq!(
+        names(&people, json!({"$sort": {"age": -1}})).await,
+        ["Doug", "Bob", "Alice", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"$sort": {"created": -1, "name": -1}})).await,
+        ["Doug", "Alice", "bob", "Bob"]
+    );
+    assert_eq!(
+        names(
+            &people,
+            json!({"$sort": {"name": "1"}, "$skip": "1", "$limit": "2"})
+        )
+        .await,
+        ["Bob", "Doug"]
+    );
+    assert_eq!(
+        names(&people, json!({"$sort": {"name": 1}, "$skip": 3})).await,
+        ["bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"$limit": 0})).await,
+        Vec::<String>::new()
+    );
+
+    // $select: the id is always there.
+    let selected = people
+        .find(q(json!({"name": "Alice", "$select": ["name"]})))
+        .await
+        .expect("find");
+    assert_eq!(selected, json!([{"id": 1, "name": "Alice"}]));
+
+    // $like is case-sensitive on both backends, $ilike is not.
+    assert_eq!(
+        names(&people, json!({"name": {"$like": "B%"}})).await,
+        ["Bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"name": {"$like": "_o%"}})).await,
+        ["Bob", "Doug", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"name": {"$ilike": "b%"}})).await,
+        ["Bob", "bob"]
+    );
+    assert_eq!(
+        names(&people, json!({"name": {"$notlike": "%o%"}})).await,
+        ["Alice"]
+    );
+    assert_eq!(
+        names(
+            &people,
+            json!({"$or": [{"name": {"$ilike": "ALI%"}}, {"age": 32}]})
+        )
+        .await,
+        ["Alice", "Doug"]
+    );
+
+    // REST queries arrive as strings and are coerced by the column types.
+    assert_eq!(
+        names(
+            &people,
+            json!({"age": {"$gt": "20"}, "created": "false", "score": {"$in": {"0": "2"}}})
+        )
+        .await,
+        ["Bob"]
+    );
+}
+
+/// Pagination with a COUNT total, per-call overrides, and `$limit` capped at `max`.
+pub(crate) async fn pagination(db: &Database) {
+    drop_table(db, "paged_people").await;
+    let people: SqlService = SqlService::builder(db, "paged_people")
+        .column("name", ColumnType::String)
+        .column("age", ColumnType::Integer)
+        .column("created", ColumnType::Boolean)
+        .column("score", ColumnType::Number)
+        .paginate(2, 3)
+        .build()
+        .expect("valid");
+    people.create_table().await.expect("table");
+    seed(&people).await;
+    let page = people
+        .find(q(json!({"$sort": {"name": -1}})))
+        .await
+        .expect("find");
+    assert_eq!(page["total"], 4);
+    assert_eq!(page["limit"], 2);
+    assert_eq!(page["skip"], 0);
+    assert_eq!(page["data"][0]["name"], "bob");
+    let page = people
+        .find(q(
+            json!({"$limit": 10, "$skip": 1, "age": {"$ne": null}, "$sort": {"age": 1}}),
+        ))
+        .await
+        .expect("find");
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["limit"], 3, "capped at max");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
+    let page = people.find(q(json!({"$limit": 0}))).await.expect("find");
+    assert_eq!(page["total"], 4);
+    assert_eq!(page["data"], json!([]));
+    let all = people.find(no_pages()).await.expect("find");
+    assert_eq!(all.as_array().map(Vec::len), Some(4));
+    let mut params = Params::new();
+    params
+        .extra
+        .insert("paginate".into(), json!({"default": 3, "max": 10}));
+    let page = people.find(params).await.expect("find");
+    assert_eq!(page["limit"], 3);
+}
+
+/// `multi`, the one-transaction multi create, and per-call `params.extra["multi"]`.
+pub(crate) async fn multi(db: &Database) {
+    let people = people(db, "multi_people", Multi::None).await;
+    let err = people
+        .create(json!([]), Params::new())
+        .await
+        .expect_err("no multi");
+    assert_eq!(err.kind(), ErrorKind::MethodNotAllowed);
+    let err = people
+        .patch(None, json!({"age": 1}), Params::new())
+        .await
+        .expect_err("no multi");
+    assert_eq!(err.message(), "Can not patch multiple entries");
+    let err = people
+        .remove(None, Params::new())
+        .await
+        .expect_err("no multi");
+    assert_eq!(err.message(), "Can not remove multiple entries");
+
+    let mut multi = Params::new();
+    multi
+        .extra
+        .insert("multi".into(), json!(["create", "patch", "remove"]));
+    let created = people
+        .create(
+            json!([{"name": "A", "age": 1, "email": "a@x"}, {"name": "B", "age": 2, "email": "b@x"}]),
+            multi.clone(),
+        )
+        .await
+        .expect("multi create");
+    assert_eq!(created.as_array().map(Vec::len), Some(2));
+    assert_eq!(created[1]["name"], "B");
+
+    // One transaction: a conflict in the third record stores none of the three.
+    let err = people
+        .create(
+            json!([{"name": "C", "email": "c@x"}, {"name": "D"}, {"name": "E", "email": "a@x"}]),
+            multi.clone(),
+        )
+        .await
+        .expect_err("duplicate email");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        !err.message().contains("INSERT"),
+        "no SQL text: {}",
+        err.message()
+    );
+    let all = people.find(Params::new()).await.expect("find");
+    assert_eq!(
+        all.as_array().map(Vec::len),
+        Some(2),
+        "nothing of the failed batch"
+    );
+
+    let mut params = multi.clone();
+    params.query = json!({"age": {"$gte": 1}})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let patched = people
+        .patch(None, json!({"age": 7}), params.clone())
+        .await
+        .expect("multi patch");
+    assert_eq!(
+        patched,
+        json!([
+            {"id": 1, "name": "A", "age": 7, "created": null, "score": null, "tags": null, "email": "a@x"},
+            {"id": 2, "name": "B", "age": 7, "created": null, "score": null, "tags": null, "email": "b@x"}
+        ])
+    );
+    let removed = people.remove(None, multi).await.expect("multi remove");
+    assert_eq!(removed.as_array().map(Vec::len), Some(2));
+    assert_eq!(people.find(Params::new()).await.expect("find"), json!([]));
+}
+
+fn assert_bad_request(err: &Error, field: &str) {
+    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err:?}");
+    assert!(
+        err.message().contains(field),
+        "names '{field}': {}",
+        err.message()
+    );
+    for sql in ["SELECT", "INSERT", "UPDATE", "syntax", "sqlite", "postgres"] {
+        assert!(
+            !err.message().contains(sql),
+            "no SQL text: {}",
+            err.message()
+        );
+    }
+}
+
+/// Bad input gets clear Feathers errors.
+pub(crate) async fn errors(db: &Database) {
+    let people = people(db, "error_people", Multi::None).await;
+    seed(&people).await;
+    let find_err = |query: Value| {
+        let people = &people;
+        async move { people.find(q(query)).await.expect_err("bad query") }
+    };
+    assert_bad_request(&find_err(json!({"nope": 1})).await, "nope");
+    assert_bad_request(&find_err(json!({"$or": [{"nope": 1}]})).await, "nope");
+    assert_bad_request(&find_err(json!({"$select": ["nope"]})).await, "nope");
+    assert_bad_request(&find_err(json!({"$sort": {"nope": 1}})).await, "nope");
+    assert_bad_request(&find_err(json!({"age": {"$gt": "old"}})).await, "age");
+    assert_bad_request(&find_err(json!({"age": {"$like": "1%"}})).await, "age");
+    assert_bad_request(&find_err(json!({"tags": "x"})).await, "tags");
+    assert_bad_request(&find_err(json!({"created": "maybe"})).await, "created");
+    assert_bad_request(&find_err(json!({"name": {"$regex": "x"}})).await, "$regex");
+    assert_bad_request(&find_err(json!({"$foo": 1})).await, "$foo");
+
+    let err = people
+        .create(json!({"name": "X", "nope": 1}), Params::new())
+        .await
+        .expect_err("unknown field");
+    assert_bad_request(&err, "nope");
+    let err = people
+        .create(json!({"name": "X", "age": "old"}), Params::new())
+        .await
+        .expect_err("wrong type");
+    assert_bad_request(&err, "age");
+    let err = people
+        .patch(Some(Id::Int(1)), json!({"created": 3}), Params::new())
+        .await
+        .expect_err("wrong type");
+    assert_bad_request(&err, "created");
+    let err = people
+        .create(json!("text"), Params::new())
+        .await
+        .expect_err("not an object");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+
+    // An id the table cannot have is simply not found (what the Feathers adapter tests want).
+    for id in [
+        Id::from("568225fbfe21222432e836ff"),
+        Id::Int(123_456_789),
+        Id::from("01"),
+    ] {
+        let err = people
+            .get(id.clone(), Params::new())
+            .await
+            .expect_err("no such id");
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{id:?}");
+        let err = people
+            .patch(Some(id.clone()), json!({"age": 1}), Params::new())
+            .await
+            .expect_err("no such id");
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let err = people
+            .remove(Some(id), Params::new())
+            .await
+            .expect_err("no such id");
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+    // get/update/patch/remove also apply the query.
+    let err = people
+        .update(Id::Int(1), json!({"name": "Y"}), q(json!({"name": "Bob"})))
+        .await
+        .expect_err("query does not match");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        people.get(Id::Int(1), Params::new()).await.expect("get")["name"],
+        "Alice",
+        "not updated"
+    );
+
+    // A unique violation is a Conflict, and the explicit id of an existing record too.
+    people
+        .create(json!({"name": "E", "email": "e@x"}), Params::new())
+        .await
+        .expect("create");
+    let err = people
+        .create(json!({"name": "F", "email": "e@x"}), Params::new())
+        .await
+        .expect_err("duplicate");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let err = people
+        .create(json!({"id": 1, "name": "Again"}), Params::new())
+        .await
+        .expect_err("duplicate id");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+}
+
+/// A typed record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Todo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub text: String,
+    pub done: bool,
+}
+
+/// UUID ids and a typed `T` whose rules every stored record must pass.
+pub(crate) async fn typed_with_uuids(db: &Database) {
+    drop_table(db, "typed_todos").await;
+    let todos: SqlService<Todo> = SqlService::builder(db, "typed_todos")
+        .id("uid", IdGeneration::Uuid)
+        .column("text", ColumnType::String)
+        .column("done", ColumnType::Boolean)
+        .build()
+        .expect("valid");
+    todos.create_table().await.expect("table");
+    let created = todos
+        .create(json!({"text": "write", "done": false}), Params::new())
+        .await
+        .expect("create");
+    let uid = created["uid"].as_str().expect("a uuid").to_owned();
+    assert!(uuid::Uuid::parse_str(&uid).is_ok(), "{uid}");
+    let err = todos
+        .create(json!({"text": "no done"}), Params::new())
+        .await
+        .expect_err("T needs done");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    let err = todos
+        .patch(
+            Some(Id::Str(uid.clone())),
+            json!({"done": null}),
+            Params::new(),
+        )
+        .await
+        .expect_err("T needs done");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert_eq!(
+        todos
+            .find(Params::new())
+            .await
+            .expect("find")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let got: Todo = todos
+        .get_typed(Id::Str(uid.clone()), Params::new())
+        .await
+        .expect("get");
+    assert_eq!(got.text, "write");
+    let err = todos
+        .get(Id::from("not-a-uuid"), Params::new())
+        .await
+        .expect_err("none");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let listed = todos.find_typed(Params::new()).await.expect("find");
+    assert_eq!(listed, vec![got]);
+}
+
+/// The transaction hook: a failing after hook rolls the whole call back, a successful call
+/// commits, and a service called by a hook with the call's params joins the transaction.
+pub(crate) async fn transactions(db: &Database) {
+    let people = people(db, "tx_people", Multi::All).await;
+    let audit = people_like(db, "tx_audit").await;
+    let app = App::new();
+    app.use_service("audit", audit);
+    let handle = app.use_service("people", people);
+    handle.hooks().around(transaction(db));
+    handle.hooks().after_for(
+        &["create"],
+        hook(|ctx| {
+            Box::pin(async move {
+                // Runs inside the transaction: the audit row goes with the call.
+                let audit = ctx.app.require("audit")?;
+                audit
+                    .create(json!({"name": "audit"}), ctx.params.clone())
+                    .await?;
+                if ctx.params.extra.contains_key("fail") {
+                    return Err(Error::bad_request("the after hook failed"));
+                }
+                Ok(())
+            })
+        }),
+    );
+    let people = app.require("people").expect("service");
+    let audit = app.require("audit").expect("service");
+
+    people
+        .create(json!({"name": "kept"}), Params::new())
+        .await
+        .expect("committed");
+    let err = people
+        .create(json!({"name": "rolled back"}), failing())
+        .await
+        .expect_err("after hook fails");
+    assert_eq!(err.message(), "the after hook failed");
+    let stored = people.find(no_pages()).await.expect("find");
+    assert_eq!(stored.as_array().map(Vec::len), Some(1), "{stored}");
+    assert_eq!(stored[0]["name"], "kept");
+    let audited = audit.find(no_pages()).await.expect("find");
+    assert_eq!(
+        audited.as_array().map(Vec::len),
+        Some(1),
+        "the failed call's audit row was rolled back too: {audited}"
+    );
+
+    // By hand: begin, two calls, roll back.
+    let mut params = Params::new();
+    let tx = db.begin(&mut params).await.expect("begin");
+    audit
+        .create(json!({"name": "one"}), params.clone())
+        .await
+        .expect("in tx");
+    audit
+        .create(json!({"name": "two"}), params.clone())
+        .await
+        .expect("in tx");
+    let inside = audit.find(params.clone()).await.expect("find");
+    assert_eq!(
+        inside.as_array().map(Vec::len),
+        Some(3),
+        "seen inside the transaction"
+    );
+    tx.rollback().await.expect("rollback");
+    let after = audit.find(Params::new()).await.expect("find");
+    assert_eq!(after.as_array().map(Vec::len), Some(1));
+    let err = audit.find(params).await.expect_err("ended");
+    assert_eq!(err.kind(), ErrorKind::GeneralError);
+}
+
+fn failing() -> Params {
+    let mut params = Params::new();
+    params.extra.insert("fail".into(), Value::Bool(true));
+    params
+}
+
+async fn people_like(db: &Database, table: &str) -> SqlService {
+    people(db, table, Multi::None).await
+}
+
+/// Every check above.
+pub(crate) async fn all(db: &Database) {
+    crud(db).await;
+    query_syntax(db).await;
+    pagination(db).await;
+    multi(db).await;
+    errors(db).await;
+    typed_with_uuids(db).await;
+    transactions(db).await;
+}
