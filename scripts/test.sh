@@ -15,6 +15,10 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The SQL adapter's tests start a private PostgreSQL (on PATH or in Debian's own directory).
+if ! command -v initdb >/dev/null 2>&1 || ! command -v pg_ctl >/dev/null 2>&1; then
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
