@@ -125,6 +125,19 @@ impl Database {
         &self.pool
     }
 
+    /// Run sqlx migrations on this database, e.g. `sqlx::migrate!("./migrations")` or
+    /// `Migrator::new(Path::new("migrations"))` (`plume_sql::sqlx` is the sqlx this crate uses).
+    pub async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        let outcome = match &self.pool {
+            Pool::Sqlite(p) => migrator.run(p).await,
+            Pool::Postgres(p) => migrator.run(p).await,
+        };
+        outcome.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(err) => db_error(err),
+            other => Error::general_error(format!("Migration failed: {other}")),
+        })
+    }
+
     /// Close every connection; later calls fail with `503 Unavailable`.
     pub async fn close(&self) {
         match &self.pool {
@@ -178,6 +191,14 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
                 tracing::debug!(error = %err, "unique violation");
                 return Error::conflict("A record with this value already exists");
             }
+            if matches!(db.kind(), sqlx::error::ErrorKind::NotNullViolation) {
+                tracing::debug!(error = %err, "not-null violation");
+                return match not_null_column(db.as_ref()) {
+                    Some(field) => Error::bad_request(format!("'{field}' is required"))
+                        .with_data(serde_json::json!({ "field": field })),
+                    None => Error::bad_request("A required field is missing"),
+                };
+            }
             if db.is_foreign_key_violation() || db.is_check_violation() {
                 tracing::debug!(error = %err, "constraint violation");
                 return Error::bad_request("The data violates a constraint of the table");
@@ -210,4 +231,19 @@ pub(crate) fn db_error(err: sqlx::Error) -> Error {
             Error::general_error("Database error")
         }
     }
+}
+
+/// The column of a NOT NULL violation: PostgreSQL names it; SQLite's message ends with
+/// `table.column`.
+fn not_null_column(db: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return pg.column().map(str::to_owned);
+    }
+    let message = db.message();
+    let (_, qualified) = message.rsplit_once(": ")?;
+    let (_, column) = qualified.rsplit_once('.')?;
+    let plain = column
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    plain.then(|| column.to_owned())
 }

@@ -39,6 +39,9 @@ mod schema;
 mod service;
 pub mod transaction;
 
+/// The sqlx this crate is built on (for migrations and your own queries).
+pub use sqlx;
+
 pub use database::{Backend, ConnectOptions, Database, Pool};
 pub use schema::{Column, ColumnType, IdGeneration, TableDef};
 pub use service::{SqlService, SqlServiceBuilder};

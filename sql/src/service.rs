@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use plume::memory::Multi;
 use plume::query::Query;
 use plume::{Error, Id, Method, Paginate, Params, Result, Service, async_trait};
-use sea_query::{Alias, Condition, Expr, ExprTrait, SelectStatement};
+use sea_query::{Alias, Condition, Expr, ExprTrait, Func, SelectStatement};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -462,7 +462,8 @@ impl<T: DeserializeOwned> SqlService<T> {
     ) -> Result<Map<String, Value>> {
         let mut row = self.data_row(&data)?;
         let id_column = self.columns[0].clone();
-        match data.get(&self.table.id).filter(|v| truthy(v)) {
+        let explicit_id = data.get(&self.table.id).filter(|v| truthy(v));
+        match explicit_id {
             Some(id) => {
                 let value = to_sql(&self.table.id, id_column.ty, id)?;
                 row.insert(0, (id_column, value));
@@ -495,7 +496,42 @@ impl<T: DeserializeOwned> SqlService<T> {
             .pop()
             .ok_or_else(|| Error::general_error("The insert returned no row"))?;
         self.validate(&record)?;
+        if explicit_id.is_some()
+            && self.backend() == Backend::Postgres
+            && self.table.id_generation == IdGeneration::Integer
+        {
+            self.advance_sequence(session).await?;
+        }
         Ok(record)
+    }
+
+    /// After a record was created with an explicit integer id on PostgreSQL: move the id
+    /// sequence past the largest id, so later generated ids do not collide with it.
+    async fn advance_sequence(&self, session: &mut Session<'_>) -> Result<()> {
+        let mut largest = sea_query::Query::select();
+        largest
+            .expr(Func::greatest([
+                Expr::from(Func::coalesce([self.id_col().max(), Expr::val(0)])),
+                Expr::val(1),
+            ]))
+            .from(Alias::new(&self.table.name));
+        // The names are plain identifiers (checked by `build`), quoted to keep their case.
+        let sequence = Func::cust("pg_get_serial_sequence")
+            .arg(Expr::val(format!("\"{}\"", self.table.name)))
+            .arg(Expr::val(self.table.id.clone()));
+        let mut stmt = sea_query::Query::select();
+        stmt.expr(
+            Func::cust("setval")
+                .arg(sequence)
+                .arg(Expr::SubQuery(None, Box::new(largest.into()))),
+        );
+        // NULL (no sequence: the id column is not serial) is fine.
+        let value = Column {
+            name: "setval".to_owned(),
+            ty: ColumnType::Integer,
+            unique: false,
+        };
+        session.conn()?.fetch(&stmt, &[value]).await.map(drop)
     }
 
     /// `update(id, data, params)`: replace the record, keeping its id.

@@ -681,8 +681,61 @@ async fn people_like(db: &Database, table: &str) -> SqlService {
     people(db, table, Multi::None).await
 }
 
+/// An explicit id is kept, and ids made later do not collide with it.
+pub(crate) async fn explicit_ids(db: &Database) {
+    let people = people(db, "explicit_people", Multi::None).await;
+    let ten = people
+        .create(json!({"id": 10, "name": "ten"}), Params::new())
+        .await
+        .expect("explicit id");
+    assert_eq!(ten["id"], 10);
+    let next = people
+        .create(json!({"name": "next"}), Params::new())
+        .await
+        .expect("a generated id after an explicit one");
+    assert_eq!(next["id"], 11);
+    let err = people
+        .create(json!({"id": "x", "name": "bad"}), Params::new())
+        .await
+        .expect_err("an integer id");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+}
+
+/// A table made by sqlx migrations (the same SQL on both backends).
+pub(crate) async fn migrations(db: &Database) {
+    drop_table(db, "notes").await;
+    drop_table(db, "_sqlx_migrations").await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations");
+    let migrator = plume_sql::sqlx::migrate::Migrator::new(dir)
+        .await
+        .expect("migrations");
+    db.migrate(&migrator).await.expect("migrate");
+    db.migrate(&migrator)
+        .await
+        .expect("migrating twice is a no-op");
+    let notes: SqlService = SqlService::builder(db, "notes")
+        .id("id", IdGeneration::Uuid)
+        .column("text", ColumnType::String)
+        .column("pinned", ColumnType::Boolean)
+        .build()
+        .expect("valid");
+    let note = notes
+        .create(json!({"text": "migrated", "pinned": true}), Params::new())
+        .await
+        .expect("create");
+    assert_eq!(note["pinned"], true);
+    let err = notes
+        .create(json!({"pinned": true}), Params::new())
+        .await
+        .expect_err("text is NOT NULL");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert_eq!(err.message(), "'text' is required");
+}
+
 /// Every check above.
 pub(crate) async fn all(db: &Database) {
+    explicit_ids(db).await;
+    migrations(db).await;
     crud(db).await;
     query_syntax(db).await;
     pagination(db).await;
