@@ -30,7 +30,8 @@
 //! # }
 //! ```
 //!
-//! See the guide's `docs/sql.md` for migrations, transactions and PostgreSQL.
+//! See [`guide`] (`docs/sql.md`) for migrations, transactions, PostgreSQL and the operator
+//! table with each backend's rules.
 
 mod database;
 mod exec;
@@ -38,6 +39,9 @@ mod filter;
 mod schema;
 mod service;
 pub mod transaction;
+
+#[doc = include_str!("../../docs/sql.md")]
+pub mod guide {}
 
 /// The sqlx this crate is built on (for migrations and your own queries).
 pub use sqlx;
