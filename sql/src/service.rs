@@ -1,5 +1,6 @@
 //! [`SqlService`]: a Plume service over one table.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -622,16 +623,12 @@ impl<T: DeserializeOwned> SqlService<T> {
             updated.extend(session.conn()?.fetch(&stmt, &self.columns).await?);
         }
         // RETURNING has no order: put the records back in the order of `ids`.
-        let mut ordered = Vec::with_capacity(updated.len());
-        for id in ids {
-            if let Some(pos) = updated
-                .iter()
-                .position(|r| self.id_of(r).ok().as_ref() == Some(id))
-            {
-                ordered.push(updated.swap_remove(pos));
-            }
+        let key = |id: &sea_query::Value| format!("{id:?}");
+        let mut by_id: HashMap<String, Map<String, Value>> = HashMap::with_capacity(updated.len());
+        for record in updated {
+            by_id.insert(key(&self.id_of(&record)?), record);
         }
-        Ok(ordered)
+        Ok(ids.iter().filter_map(|id| by_id.remove(&key(id))).collect())
     }
 
     /// `remove(id, params)`: one record, or (with `multi`, `id` `None`) every record matching

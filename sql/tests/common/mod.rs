@@ -732,8 +732,42 @@ pub(crate) async fn migrations(db: &Database) {
     assert_eq!(err.message(), "'text' is required");
 }
 
+/// Multi writes larger than one `IN (…)` chunk: every record, in order.
+pub(crate) async fn large_multi(db: &Database) {
+    let people = people(db, "large_people", Multi::All).await;
+    let batch: Vec<Value> = (0..2500)
+        .map(|i| json!({"name": format!("p{i:04}"), "age": i % 7}))
+        .collect();
+    let created = people
+        .create(Value::Array(batch), Params::new())
+        .await
+        .expect("multi create");
+    assert_eq!(created.as_array().map(Vec::len), Some(2500));
+    let patched = people
+        .patch(
+            None,
+            json!({"created": true}),
+            q(json!({"$sort": {"name": -1}})),
+        )
+        .await
+        .expect("multi patch");
+    let patched = patched.as_array().expect("an array");
+    assert_eq!(patched.len(), 2500);
+    assert_eq!(patched[0]["name"], "p2499", "in $sort order");
+    assert!(patched.iter().all(|r| r["created"] == true));
+    let removed = people
+        .remove(None, q(json!({"age": {"$lt": 3}})))
+        .await
+        .expect("multi remove");
+    let expected = (0..2500).filter(|i| i % 7 < 3).count();
+    assert_eq!(removed.as_array().map(Vec::len), Some(expected));
+    let left = people.find(no_pages()).await.expect("find");
+    assert_eq!(left.as_array().map(Vec::len), Some(2500 - expected));
+}
+
 /// Every check above.
 pub(crate) async fn all(db: &Database) {
+    large_multi(db).await;
     explicit_ids(db).await;
     migrations(db).await;
     crud(db).await;
