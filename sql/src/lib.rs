@@ -33,12 +33,14 @@
 //! See [`guide`] (`docs/sql.md`) for migrations, transactions, PostgreSQL and the operator
 //! table with each backend's rules.
 
+mod builder;
 mod database;
 mod exec;
 mod filter;
 mod schema;
 mod service;
 pub mod transaction;
+mod write;
 
 #[doc = include_str!("../../docs/sql.md")]
 pub mod guide {}
@@ -46,7 +48,8 @@ pub mod guide {}
 /// The sqlx this crate is built on (for migrations and your own queries).
 pub use sqlx;
 
+pub use builder::SqlServiceBuilder;
 pub use database::{Backend, ConnectOptions, Database, Pool};
 pub use schema::{Column, ColumnType, IdGeneration, TableDef};
-pub use service::{SqlService, SqlServiceBuilder};
+pub use service::SqlService;
 pub use transaction::{OpenTransaction, TransactionHook, transaction};

@@ -1,13 +1,12 @@
 //! [`SqlService`]: a Plume service over one table.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
 use plume::memory::Multi;
 use plume::query::Query;
-use plume::{Error, Id, Method, Paginate, Params, Result, Service, async_trait};
-use sea_query::{Alias, Condition, Expr, ExprTrait, Func, SelectStatement};
+use plume::{Error, Id, Paginate, Params, Result, Service, async_trait};
+use sea_query::{Alias, Condition, Expr, ExprTrait, SelectStatement};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -15,11 +14,8 @@ use serde_json::{Map, Value, json};
 use crate::database::{Backend, Database};
 use crate::exec::Session;
 use crate::filter::{self, SqlQuery};
-use crate::schema::{Column, ColumnType, IdGeneration, TableDef, to_sql};
+use crate::schema::{Column, TableDef, to_sql};
 use crate::transaction::Tx;
-
-/// The most ids one `IN (…)` list binds (SQLite allows 32,766 parameters, PostgreSQL 65,535).
-const ID_CHUNK: usize = 1000;
 
 /// A Feathers service over one SQL table, like `@feathersjs/knex`: the whole common query syntax
 /// plus `$like`, `$notlike` and `$ilike`, pagination, `multi`, and Feathers errors.
@@ -42,12 +38,12 @@ const ID_CHUNK: usize = 1000;
 /// * With `T` other than [`Value`], every record a call would store is first checked by
 ///   deserializing it into `T` (a failure is a `BadRequest` and nothing is stored).
 pub struct SqlService<T = Value> {
-    db: Database,
-    table: TableDef,
-    columns: Vec<Column>,
-    paginate: Option<Paginate>,
-    multi: Multi,
-    _record: PhantomData<fn() -> T>,
+    pub(crate) db: Database,
+    pub(crate) table: TableDef,
+    pub(crate) columns: Vec<Column>,
+    pub(crate) paginate: Option<Paginate>,
+    pub(crate) multi: Multi,
+    pub(crate) _record: PhantomData<fn() -> T>,
 }
 
 impl<T> fmt::Debug for SqlService<T> {
@@ -60,114 +56,10 @@ impl<T> fmt::Debug for SqlService<T> {
     }
 }
 
-/// The builder of a [`SqlService`].
-#[derive(Debug)]
-pub struct SqlServiceBuilder<T = Value> {
-    db: Database,
-    table: TableDef,
-    paginate: Option<Paginate>,
-    multi: Multi,
-    _record: PhantomData<fn() -> T>,
-}
-
-impl<T> SqlServiceBuilder<T> {
-    /// The id column (default `id`, integers counted by the database).
-    #[must_use]
-    pub fn id(mut self, name: impl Into<String>, generation: IdGeneration) -> Self {
-        self.table.id = name.into();
-        self.table.id_generation = generation;
-        self
-    }
-
-    /// Add a column.
-    #[must_use]
-    pub fn column(mut self, name: impl Into<String>, ty: ColumnType) -> Self {
-        self.table.columns.push(Column {
-            name: name.into(),
-            ty,
-            unique: false,
-        });
-        self
-    }
-
-    /// Add a column with a unique constraint (a duplicate value is a `409 Conflict`).
-    #[must_use]
-    pub fn unique_column(mut self, name: impl Into<String>, ty: ColumnType) -> Self {
-        self.table.columns.push(Column {
-            name: name.into(),
-            ty,
-            unique: true,
-        });
-        self
-    }
-
-    /// Paginate `find` with this default and maximum page size.
-    #[must_use]
-    pub fn paginate(mut self, default: usize, max: usize) -> Self {
-        self.paginate = Some(Paginate { default, max });
-        self
-    }
-
-    /// Which methods may work on several records.
-    #[must_use]
-    pub fn multi(mut self, multi: Multi) -> Self {
-        self.multi = multi;
-        self
-    }
-
-    /// The service. Fails on a table or column name that is not a plain identifier
-    /// (`[A-Za-z_][A-Za-z0-9_]*`) or a column named twice.
-    pub fn build(self) -> Result<SqlService<T>> {
-        let columns = self.table.all_columns();
-        for name in std::iter::once(&self.table.name).chain(columns.iter().map(|c| &c.name)) {
-            let mut chars = name.chars();
-            let plain = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !plain {
-                return Err(Error::bad_request(format!("Invalid SQL name '{name}'")));
-            }
-        }
-        for (i, c) in columns.iter().enumerate() {
-            if columns[..i].iter().any(|o| o.name == c.name) {
-                return Err(Error::bad_request(format!(
-                    "Column '{}' is defined twice",
-                    c.name
-                )));
-            }
-        }
-        Ok(SqlService {
-            db: self.db,
-            table: self.table,
-            columns,
-            paginate: self.paginate,
-            multi: self.multi,
-            _record: PhantomData,
-        })
-    }
-}
-
 /// The data of a write, by column.
-type Row = Vec<(Column, sea_query::Value)>;
+pub(crate) type Row = Vec<(Column, sea_query::Value)>;
 
 impl<T> SqlService<T> {
-    /// A builder for a service over `table` of `db`.
-    pub fn builder(db: &Database, table: impl Into<String>) -> SqlServiceBuilder<T> {
-        SqlServiceBuilder {
-            db: db.clone(),
-            table: TableDef {
-                name: table.into(),
-                id: "id".to_owned(),
-                id_generation: IdGeneration::Integer,
-                columns: Vec::new(),
-            },
-            paginate: None,
-            multi: Multi::None,
-            _record: PhantomData,
-        }
-    }
-
     /// The table.
     pub fn table(&self) -> &TableDef {
         &self.table
@@ -205,12 +97,17 @@ impl<T> SqlService<T> {
         result.map_err(crate::database::db_error)
     }
 
-    fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         self.db.backend()
     }
 
     /// The result of a method on one (`id` given) or several records.
-    fn results(&self, query: &Query, records: &[Map<String, Value>], one: bool) -> Value {
+    pub(crate) fn results(
+        &self,
+        query: &Query,
+        records: &[Map<String, Value>],
+        one: bool,
+    ) -> Value {
         let mut results = records.iter().map(|r| self.select_fields(query, r));
         if one {
             results.next().unwrap_or(Value::Null)
@@ -220,7 +117,7 @@ impl<T> SqlService<T> {
     }
 
     /// The session of a call that only reads.
-    async fn reader(&self, params: &Params) -> Result<Session<'_>> {
+    pub(crate) async fn reader(&self, params: &Params) -> Result<Session<'_>> {
         Ok(match self.db.transactions.lock(params).await? {
             Some(shared) => Session::Shared(shared),
             None => Session::Pool(&self.db.pool),
@@ -228,7 +125,7 @@ impl<T> SqlService<T> {
     }
 
     /// The session of a call that writes: the hook's transaction, or one of its own.
-    async fn writer(&self, params: &Params) -> Result<Session<'_>> {
+    pub(crate) async fn writer(&self, params: &Params) -> Result<Session<'_>> {
         Ok(match self.db.transactions.lock(params).await? {
             Some(shared) => Session::Shared(shared),
             None => Session::Own(Tx::begin(&self.db.pool).await?),
@@ -236,7 +133,7 @@ impl<T> SqlService<T> {
     }
 
     /// The columns a result shows: all, or the id and the `$select`ed ones.
-    fn shown(&self, query: &Query) -> Vec<Column> {
+    pub(crate) fn shown(&self, query: &Query) -> Vec<Column> {
         match &query.select {
             None => self.columns.clone(),
             Some(fields) => self
@@ -248,7 +145,7 @@ impl<T> SqlService<T> {
         }
     }
 
-    fn select_fields(&self, query: &Query, record: &Map<String, Value>) -> Value {
+    pub(crate) fn select_fields(&self, query: &Query, record: &Map<String, Value>) -> Value {
         match &query.select {
             None => Value::Object(record.clone()),
             Some(fields) => Value::Object(
@@ -261,12 +158,12 @@ impl<T> SqlService<T> {
         }
     }
 
-    fn id_col(&self) -> Expr {
+    pub(crate) fn id_col(&self) -> Expr {
         Expr::col(Alias::new(&self.table.id))
     }
 
     /// `SELECT columns FROM table WHERE cond ORDER BY $sort, insertion order`.
-    fn select(
+    pub(crate) fn select(
         &self,
         columns: &[Column],
         cond: Condition,
@@ -288,12 +185,12 @@ impl<T> SqlService<T> {
         Ok(stmt)
     }
 
-    fn condition(&self, parsed: &SqlQuery) -> Result<Condition> {
+    pub(crate) fn condition(&self, parsed: &SqlQuery) -> Result<Condition> {
         filter::condition(&parsed.filter, &self.table, self.backend())
     }
 
     /// The records matching `id` (if any) and the query, full, in `$sort` order.
-    async fn matching(
+    pub(crate) async fn matching(
         &self,
         session: &mut Session<'_>,
         id: Option<&Id>,
@@ -315,7 +212,7 @@ impl<T> SqlService<T> {
     }
 
     /// The SQL values of the data fields (every field must be a column; the id is skipped).
-    fn data_row(&self, data: &Map<String, Value>) -> Result<Row> {
+    pub(crate) fn data_row(&self, data: &Map<String, Value>) -> Result<Row> {
         let mut row = Vec::with_capacity(data.len());
         for (field, value) in data {
             if *field == self.table.id {
@@ -335,33 +232,15 @@ impl<T> SqlService<T> {
         Ok(row)
     }
 
-    fn id_of(&self, record: &Map<String, Value>) -> Result<sea_query::Value> {
+    pub(crate) fn id_of(&self, record: &Map<String, Value>) -> Result<sea_query::Value> {
         let value = record.get(&self.table.id).unwrap_or(&Value::Null);
         to_sql(&self.table.id, self.table.id_type(), value)
     }
 }
 
-/// JavaScript truthiness of an id value: `null`, `false`, `0` and `""` mean "no id".
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
-fn object(data: Value) -> Result<Map<String, Value>> {
-    match data {
-        Value::Object(map) => Ok(map),
-        _ => Err(Error::bad_request("Data must be an object")),
-    }
-}
-
 impl<T: DeserializeOwned> SqlService<T> {
     /// Check that a record deserializes into `T`.
-    fn validate(&self, record: &Map<String, Value>) -> Result<()> {
+    pub(crate) fn validate(&self, record: &Map<String, Value>) -> Result<()> {
         let value = Value::Object(record.clone());
         serde_path_to_error::deserialize::<_, T>(&value)
             .map(drop)
@@ -430,228 +309,6 @@ impl<T: DeserializeOwned> SqlService<T> {
             .next()
             .map(Value::Object)
             .ok_or_else(|| Error::no_record(&id))
-    }
-
-    /// `create(data, params)`: one record, or (with `multi`) an array of them in one transaction.
-    pub async fn create(&self, data: Value, params: Params) -> Result<Value> {
-        let parsed = filter::parse(&params.query, &self.table)?;
-        let (items, many) = match data {
-            Value::Array(items) => {
-                self.multi.check(Method::Create, &params)?;
-                (items, true)
-            }
-            single => (vec![single], false),
-        };
-        let mut session = self.writer(&params).await?;
-        let mut created = Vec::with_capacity(items.len());
-        for item in items {
-            let record = self.insert(&mut session, object(item)?).await?;
-            created.push(self.select_fields(&parsed.query, &record));
-        }
-        session.finish().await?;
-        Ok(if many {
-            Value::Array(created)
-        } else {
-            created.into_iter().next().unwrap_or(Value::Null)
-        })
-    }
-
-    async fn insert(
-        &self,
-        session: &mut Session<'_>,
-        data: Map<String, Value>,
-    ) -> Result<Map<String, Value>> {
-        let mut row = self.data_row(&data)?;
-        let id_column = self.columns[0].clone();
-        let explicit_id = data.get(&self.table.id).filter(|v| truthy(v));
-        match explicit_id {
-            Some(id) => {
-                let value = to_sql(&self.table.id, id_column.ty, id)?;
-                row.insert(0, (id_column, value));
-            }
-            None if self.table.id_generation == IdGeneration::Uuid => {
-                let id = uuid::Uuid::new_v4().to_string();
-                row.insert(0, (id_column, id.into()));
-            }
-            None => {}
-        }
-        let mut stmt = sea_query::Query::insert();
-        stmt.into_table(Alias::new(&self.table.name));
-        if row.is_empty() {
-            // Only the id, which the database makes.
-            let default = match self.backend() {
-                Backend::Sqlite => Expr::cust("NULL"),
-                Backend::Postgres => Expr::cust("DEFAULT"),
-            };
-            stmt.columns([Alias::new(&self.table.id)])
-                .values_panic([default]);
-        } else {
-            stmt.columns(row.iter().map(|(c, _)| Alias::new(&c.name)))
-                .values_panic(row.into_iter().map(|(_, v)| Expr::val(v)));
-        }
-        stmt.returning(
-            sea_query::Query::returning().columns(self.columns.iter().map(|c| Alias::new(&c.name))),
-        );
-        let mut rows = session.conn()?.fetch(&stmt, &self.columns).await?;
-        let record = rows
-            .pop()
-            .ok_or_else(|| Error::general_error("The insert returned no row"))?;
-        self.validate(&record)?;
-        if explicit_id.is_some()
-            && self.backend() == Backend::Postgres
-            && self.table.id_generation == IdGeneration::Integer
-        {
-            self.advance_sequence(session).await?;
-        }
-        Ok(record)
-    }
-
-    /// After a record was created with an explicit integer id on PostgreSQL: move the id
-    /// sequence past the largest id, so later generated ids do not collide with it.
-    async fn advance_sequence(&self, session: &mut Session<'_>) -> Result<()> {
-        let mut largest = sea_query::Query::select();
-        largest
-            .expr(Func::greatest([
-                Expr::from(Func::coalesce([self.id_col().max(), Expr::val(0)])),
-                Expr::val(1),
-            ]))
-            .from(Alias::new(&self.table.name));
-        // The names are plain identifiers (checked by `build`), quoted to keep their case.
-        let sequence = Func::cust("pg_get_serial_sequence")
-            .arg(Expr::val(format!("\"{}\"", self.table.name)))
-            .arg(Expr::val(self.table.id.clone()));
-        let mut stmt = sea_query::Query::select();
-        stmt.expr(
-            Func::cust("setval")
-                .arg(sequence)
-                .arg(Expr::SubQuery(None, Box::new(largest.into()))),
-        );
-        // NULL (no sequence: the id column is not serial) is fine.
-        let value = Column {
-            name: "setval".to_owned(),
-            ty: ColumnType::Integer,
-            unique: false,
-        };
-        session.conn()?.fetch(&stmt, &[value]).await.map(drop)
-    }
-
-    /// `update(id, data, params)`: replace the record, keeping its id.
-    pub async fn update(&self, id: Id, data: Value, params: Params) -> Result<Value> {
-        let parsed = filter::parse(&params.query, &self.table)?;
-        let data = object(data)?;
-        let given = self.data_row(&data)?;
-        let mut session = self.writer(&params).await?;
-        let current = self.matching(&mut session, Some(&id), &parsed).await?;
-        let current = current
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::no_record(&id))?;
-        let mut record = Map::new();
-        record.insert(
-            self.table.id.clone(),
-            current.get(&self.table.id).cloned().unwrap_or(Value::Null),
-        );
-        let mut row = Vec::with_capacity(self.table.columns.len());
-        for column in &self.table.columns {
-            let value = data.get(&column.name).cloned().unwrap_or(Value::Null);
-            let sql = match given.iter().find(|(c, _)| c.name == column.name) {
-                Some((_, v)) => v.clone(),
-                None => to_sql(&column.name, column.ty, &Value::Null)?,
-            };
-            record.insert(column.name.clone(), value);
-            row.push((column.clone(), sql));
-        }
-        self.validate(&record)?;
-        let ids = [self.id_of(&current)?];
-        let updated = self.write_rows(&mut session, &ids, row).await?;
-        session.finish().await?;
-        let stored = updated.into_iter().next().unwrap_or(record);
-        Ok(self.select_fields(&parsed.query, &stored))
-    }
-
-    /// `patch(id, data, params)`: merge fields into one record, or (with `multi`, `id` `None`)
-    /// into every record matching the query.
-    pub async fn patch(&self, id: Option<Id>, data: Value, params: Params) -> Result<Value> {
-        let parsed = filter::parse(&params.query, &self.table)?;
-        if id.is_none() {
-            self.multi.check(Method::Patch, &params)?;
-        }
-        let data = object(data)?;
-        let row = self.data_row(&data)?;
-        let mut session = self.writer(&params).await?;
-        let current = self.matching(&mut session, id.as_ref(), &parsed).await?;
-        let mut ids = Vec::with_capacity(current.len());
-        for record in &current {
-            let mut merged = record.clone();
-            for (field, value) in &data {
-                if *field != self.table.id {
-                    merged.insert(field.clone(), value.clone());
-                }
-            }
-            self.validate(&merged)?;
-            ids.push(self.id_of(record)?);
-        }
-        let patched = if row.is_empty() {
-            current
-        } else {
-            self.write_rows(&mut session, &ids, row).await?
-        };
-        session.finish().await?;
-        Ok(self.results(&parsed.query, &patched, id.is_some()))
-    }
-
-    /// `UPDATE … SET row WHERE id IN ids`, in chunks; the updated records in `ids` order.
-    async fn write_rows(
-        &self,
-        session: &mut Session<'_>,
-        ids: &[sea_query::Value],
-        row: Row,
-    ) -> Result<Vec<Map<String, Value>>> {
-        let mut updated = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(ID_CHUNK) {
-            let mut stmt = sea_query::Query::update();
-            stmt.table(Alias::new(&self.table.name))
-                .values(
-                    row.iter()
-                        .map(|(c, v)| (Alias::new(&c.name), Expr::val(v.clone()))),
-                )
-                .and_where(self.id_col().is_in(chunk.iter().cloned()))
-                .returning(
-                    sea_query::Query::returning()
-                        .columns(self.columns.iter().map(|c| Alias::new(&c.name))),
-                );
-            updated.extend(session.conn()?.fetch(&stmt, &self.columns).await?);
-        }
-        // RETURNING has no order: put the records back in the order of `ids`.
-        let key = |id: &sea_query::Value| format!("{id:?}");
-        let mut by_id: HashMap<String, Map<String, Value>> = HashMap::with_capacity(updated.len());
-        for record in updated {
-            by_id.insert(key(&self.id_of(&record)?), record);
-        }
-        Ok(ids.iter().filter_map(|id| by_id.remove(&key(id))).collect())
-    }
-
-    /// `remove(id, params)`: one record, or (with `multi`, `id` `None`) every record matching
-    /// the query.
-    pub async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
-        let parsed = filter::parse(&params.query, &self.table)?;
-        if id.is_none() {
-            self.multi.check(Method::Remove, &params)?;
-        }
-        let mut session = self.writer(&params).await?;
-        let current = self.matching(&mut session, id.as_ref(), &parsed).await?;
-        let ids = current
-            .iter()
-            .map(|r| self.id_of(r))
-            .collect::<Result<Vec<_>>>()?;
-        for chunk in ids.chunks(ID_CHUNK) {
-            let mut stmt = sea_query::Query::delete();
-            stmt.from_table(Alias::new(&self.table.name))
-                .and_where(self.id_col().is_in(chunk.iter().cloned()));
-            session.conn()?.execute(&stmt).await?;
-        }
-        session.finish().await?;
-        Ok(self.results(&parsed.query, &current, id.is_some()))
     }
 
     /// `get`, deserialized into `T`.

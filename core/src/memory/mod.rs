@@ -559,7 +559,7 @@ impl<T: DeserializeOwned> MemoryService<T> {
             let taken = |id: &Id, batch: &[(Id, Value)]| {
                 store.key_of(id).is_some() || batch.iter().any(|(b, _)| b.matches(id))
             };
-            let id = match record.get(id_field).filter(|v| truthy(v)) {
+            let id = match record.get(id_field).filter(|v| is_truthy(v)) {
                 Some(value) => {
                     let id = Id::from_value(value).ok_or_else(|| {
                         Error::bad_request(format!(
@@ -719,8 +719,17 @@ impl<T: DeserializeOwned> MemoryService<T> {
     }
 }
 
-/// JavaScript truthiness of an id value: `null`, `false`, `0` and `""` mean "no id".
-fn truthy(value: &Value) -> bool {
+/// JavaScript truthiness of an id value in created data: `null`, `false`, `0` and `""` mean "no
+/// id" (the adapter makes one), as in the Feathers adapters.
+///
+/// ```
+/// use plume::memory::is_truthy;
+/// use serde_json::json;
+///
+/// assert!(!is_truthy(&json!(0)) && !is_truthy(&json!("")) && !is_truthy(&json!(null)));
+/// assert!(is_truthy(&json!(5)) && is_truthy(&json!("a")));
+/// ```
+pub fn is_truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,
