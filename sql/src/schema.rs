@@ -165,7 +165,9 @@ pub(crate) fn to_sql(field: &str, ty: ColumnType, value: &Value) -> Result<sea_q
         (ColumnType::Boolean, Value::Null) => V::Bool(None),
         (ColumnType::String | ColumnType::Json, Value::Null) => V::String(None),
         (ColumnType::Integer, Value::Number(n)) => V::BigInt(Some(
-            n.as_i64().ok_or_else(|| expected(field, "an integer"))?,
+            n.as_i64()
+                .or_else(|| integral(n.as_f64()?))
+                .ok_or_else(|| expected(field, "an integer"))?,
         )),
         (ColumnType::Number, Value::Number(n)) => {
             V::Double(Some(n.as_f64().ok_or_else(|| expected(field, "a number"))?))
@@ -180,13 +182,18 @@ pub(crate) fn to_sql(field: &str, ty: ColumnType, value: &Value) -> Result<sea_q
     })
 }
 
+/// An integral float within ±2^53 (`2.0`) as an integer.
+fn integral(f: f64) -> Option<i64> {
+    // The cast is exact: `f` is integral and within ±2^53.
+    #[allow(clippy::cast_possible_truncation)]
+    (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i64)
+}
+
 /// A float as JSON: integral values within ±2^53 as integers (a `REAL` column gives back `32.0`
 /// for a stored `32`).
 pub(crate) fn number(f: f64) -> Value {
-    if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
-        // The cast is exact: `f` is integral and within ±2^53.
-        #[allow(clippy::cast_possible_truncation)]
-        return Value::from(f as i64);
+    match integral(f) {
+        Some(i) => Value::from(i),
+        None => Number::from_f64(f).map_or(Value::Null, Value::Number),
     }
-    Number::from_f64(f).map_or(Value::Null, Value::Number)
 }

@@ -128,7 +128,7 @@ pub(crate) async fn crud(db: &Database) {
     let patched = people
         .patch(
             Some(Id::Int(1)),
-            json!({"age": 40, "score": 3}),
+            json!({"age": 40.0, "score": 3}),
             q(json!({"$select": ["age"]})),
         )
         .await
