@@ -1,5 +1,9 @@
 //! Property tests: random records and random queries give the same results (and the same
-//! error classes) on `SqlService` over SQLite as on Plume's `MemoryService`.
+//! error classes) on `SqlService` as on Plume's `MemoryService`: over SQLite (a fresh in-memory
+//! database per case) and over a real PostgreSQL (one private server, the table made anew per
+//! case).
+
+mod common;
 
 use plume::memory::Multi;
 use plume::query::{FieldType, Schema};
@@ -133,7 +137,8 @@ fn stringify(value: &Value) -> Value {
     }
 }
 
-async fn services(records: &[Value]) -> (MemoryService, SqlService) {
+/// The two services holding `records` (ids 1..): SQLite in memory, or a fresh table of `db`.
+async fn services(db: Option<&Database>, records: &[Value]) -> (MemoryService, SqlService) {
     let schema = Schema::new()
         .field("id", FieldType::Integer)
         .field("name", FieldType::String)
@@ -142,7 +147,13 @@ async fn services(records: &[Value]) -> (MemoryService, SqlService) {
         .field("score", FieldType::Number);
     let memory: MemoryService =
         MemoryService::with_options(MemoryOptions::new().schema(schema).multi(Multi::All));
-    let db = Database::connect("sqlite::memory:").await.expect("connect");
+    let db = match db {
+        Some(db) => {
+            common::drop_table(db, "people").await;
+            db.clone()
+        }
+        None => Database::connect("sqlite::memory:").await.expect("connect"),
+    };
     let sql: SqlService = SqlService::builder(&db, "people")
         .column("name", ColumnType::String)
         .column("age", ColumnType::Integer)
@@ -187,26 +198,71 @@ fn run<F: std::future::Future<Output = std::result::Result<(), TestCaseError>>>(
         .block_on(f)
 }
 
+type Outcome = std::result::Result<(), TestCaseError>;
+
+/// find, with and without pagination, with JSON and with REST (string) values.
+async fn check_find(memory: &MemoryService, sql: &SqlService, q: &Value) -> Outcome {
+    for query in [q.clone(), stringify(q)] {
+        let params = Params::new().with_query(query.clone());
+        same(
+            &format!("find {query}"),
+            memory.find(params.clone()).await,
+            sql.find(params.clone()).await,
+        )?;
+        let mut paged = params;
+        paged
+            .extra
+            .insert("paginate".into(), json!({"default": 3, "max": 4}));
+        same(
+            &format!("paged find {query}"),
+            memory.find(paged.clone()).await,
+            sql.find(paged).await,
+        )?;
+    }
+    Ok(())
+}
+
+/// Multi patch and remove change the same records and return the same results.
+async fn check_writes(
+    memory: &MemoryService,
+    sql: &SqlService,
+    q: &Value,
+    patch: &Value,
+) -> Outcome {
+    let params = Params::new().with_query(q.clone());
+    same(
+        &format!("patch {q}"),
+        memory.patch(None, patch.clone(), params.clone()).await,
+        sql.patch(None, patch.clone(), params.clone()).await,
+    )?;
+    same(
+        "after patch",
+        memory.find(Params::new()).await,
+        sql.find(Params::new()).await,
+    )?;
+    same(
+        &format!("remove {q}"),
+        memory.remove(None, params.clone()).await,
+        sql.remove(None, params).await,
+    )?;
+    same(
+        "after remove",
+        memory.find(Params::new()).await,
+        sql.find(Params::new()).await,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// find, with and without pagination, with JSON and with REST (string) values.
     #[test]
     fn find_agrees_with_memory(records in prop::collection::vec(record(), 0..8), q in query()) {
         run(async {
-            let (memory, sql) = services(&records).await;
-            for query in [q.clone(), stringify(&q)] {
-                let params = Params::new().with_query(query.clone());
-                same(&format!("find {query}"), memory.find(params.clone()).await, sql.find(params.clone()).await)?;
-                let mut paged = params;
-                paged.extra.insert("paginate".into(), json!({"default": 3, "max": 4}));
-                same(&format!("paged find {query}"), memory.find(paged.clone()).await, sql.find(paged).await)?;
-            }
-            Ok(())
+            let (memory, sql) = services(None, &records).await;
+            check_find(&memory, &sql, &q).await
         })?;
     }
 
-    /// Multi patch and remove change the same records and return the same results.
     #[test]
     fn patch_and_remove_agree_with_memory(
         records in prop::collection::vec(record(), 0..8),
@@ -214,17 +270,36 @@ proptest! {
         patch in record(),
     ) {
         run(async {
-            let (memory, sql) = services(&records).await;
-            let params = Params::new().with_query(q.clone());
-            same(&format!("patch {q}"),
-                 memory.patch(None, patch.clone(), params.clone()).await,
-                 sql.patch(None, patch.clone(), params.clone()).await)?;
-            same("after patch", memory.find(Params::new()).await, sql.find(Params::new()).await)?;
-            same(&format!("remove {q}"),
-                 memory.remove(None, params.clone()).await,
-                 sql.remove(None, params).await)?;
-            same("after remove", memory.find(Params::new()).await, sql.find(Params::new()).await)?;
-            Ok(())
+            let (memory, sql) = services(None, &records).await;
+            check_writes(&memory, &sql, &q, &patch).await
         })?;
+    }
+}
+
+/// The same properties on PostgreSQL (text by code point, `NULL` order, types), 256 cases.
+#[test]
+fn postgres_agrees_with_memory() {
+    let server =
+        common::postgres::PgServer::start().expect("PostgreSQL must be installed and start");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = rt
+        .block_on(Database::connect(&server.url()))
+        .expect("connect");
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+    let cases = (prop::collection::vec(record(), 0..8), query(), record());
+    let outcome = runner.run(&cases, |(records, q, patch)| {
+        rt.block_on(async {
+            let (memory, sql) = services(Some(&db), &records).await;
+            check_find(&memory, &sql, &q).await?;
+            check_writes(&memory, &sql, &q, &patch).await
+        })
+    });
+    rt.block_on(db.close());
+    drop(server);
+    if let Err(err) = outcome {
+        panic!("PostgreSQL differs from the memory adapter: {err}");
     }
 }
