@@ -66,3 +66,48 @@ async fn calls_answer_503_while_the_server_is_down_and_recover_after() {
         Some(2)
     );
 }
+
+/// Text sorts and compares by code point even in a column whose collation says otherwise (an
+/// ICU collation, as a database created with a real locale would have).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_order_is_by_code_point_whatever_the_collation() {
+    let server = PgServer::start().expect("PostgreSQL must be installed and start");
+    let db = Database::connect(&server.url()).await.expect("connect");
+    let plume_sql::Pool::Postgres(pool) = db.pool() else {
+        panic!("a PostgreSQL pool");
+    };
+    sqlx::raw_sql("CREATE TABLE words (id BIGSERIAL PRIMARY KEY, name TEXT COLLATE \"und-x-icu\")")
+        .execute(pool)
+        .await
+        .expect("a table with an ICU collation");
+    let words: plume_sql::SqlService = plume_sql::SqlService::builder(&db, "words")
+        .column("name", plume_sql::ColumnType::String)
+        .build()
+        .expect("valid");
+    for name in ["b", "A", "a", "B"] {
+        words
+            .create(json!({ "name": name }), Params::new())
+            .await
+            .expect("create");
+    }
+    let names = |found: serde_json::Value| -> Vec<String> {
+        found
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let sorted = words
+        .find(Params::new().with_query(json!({"$sort": {"name": 1}})))
+        .await
+        .expect("find");
+    assert_eq!(names(sorted), ["A", "B", "a", "b"]);
+    let below = words
+        .find(Params::new().with_query(json!({"name": {"$lt": "a"}, "$sort": {"name": -1}})))
+        .await
+        .expect("find");
+    assert_eq!(names(below), ["B", "A"]);
+    db.close().await;
+    drop(server);
+}
