@@ -48,6 +48,10 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The SQL adapter's tests start a private PostgreSQL (on PATH or in Debian's own directory).
+if ! command -v initdb >/dev/null 2>&1 || ! command -v pg_ctl >/dev/null 2>&1; then
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+fi
 install_apt() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -72,6 +76,7 @@ run_step "cargo test" rust_tests
 
 # --- Feathers JS clients (the suite and its lockfile are in tests/conformance) -------------------
 run_step "Feathers conformance suite" scripts/conformance.sh
+run_step "Feathers adapter suite (memory, SQLite, PostgreSQL)" scripts/adapter-tests.sh
 
 # --- the gateway demo in a browser ----------------------------------------------------------------
 run_step "browser test (gateway demo in headless Chromium)" scripts/browser-test.sh

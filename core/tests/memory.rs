@@ -336,6 +336,57 @@ async fn multi_off_refuses_and_changes_nothing() {
     assert_eq!(err.kind(), ErrorKind::MethodNotAllowed);
 }
 
+/// `params.extra["multi"]` and `params.extra["paginate"]` override the options for one call,
+/// as Feathers' `params.adapter` and `params.paginate` do (the adapter test suite needs both).
+#[tokio::test]
+async fn per_call_multi_and_paginate_override_the_options() {
+    let store = service(MemoryOptions::new().paginate(2, 4));
+    let mut params = Params::new();
+    params.extra.insert("multi".into(), json!(["create"]));
+    let created = store
+        .create(json!([{"text": "g"}, {"text": "h"}]), params.clone())
+        .await
+        .expect("create is allowed for this call");
+    assert_eq!(ids(&created), vec![6, 7]);
+    let err = store
+        .patch(None, json!({"done": true}), params)
+        .await
+        .expect_err("patch is not");
+    assert_eq!(err.message(), "Can not patch multiple entries");
+    let mut params = Params::new();
+    params.extra.insert("multi".into(), json!(true));
+    store.remove(None, params).await.expect("every method");
+    let mut params = Params::new();
+    params.extra.insert("multi".into(), json!(false));
+    assert!(
+        MemoryService::<Value>::with_options(MemoryOptions::new().multi(Multi::All))
+            .remove(None, params)
+            .await
+            .is_err()
+    );
+
+    let store = service(MemoryOptions::new().paginate(2, 4));
+    let mut params = query(json!({"$limit": 10}));
+    // No `max`: `$limit` is not capped.
+    params
+        .extra
+        .insert("paginate".into(), json!({"default": 3}));
+    let page = store.find(params).await.expect("find");
+    assert_eq!(
+        (page["limit"].clone(), page["total"].clone()),
+        (json!(10), json!(6))
+    );
+    let mut params = Params::new();
+    params
+        .extra
+        .insert("paginate".into(), json!({"default": 3}));
+    assert_eq!(store.find(params).await.expect("find")["limit"], 3);
+    let mut params = Params::new();
+    params.extra.insert("paginate".into(), json!({"max": 3}));
+    let err = store.find(params).await.expect_err("no default");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+}
+
 #[tokio::test]
 async fn multi_on_patches_and_removes_every_match() {
     let store = service(MemoryOptions::new().multi(Multi::All).paginate(2, 4));

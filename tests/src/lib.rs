@@ -1,4 +1,5 @@
 //! Test harness for Plume: child processes with RAII guards, free ports and readiness waits.
 
 pub mod child;
+pub mod process;
 pub mod servers;

@@ -74,12 +74,35 @@ use crate::query::{Query, Schema, coerce};
 use crate::service::Service;
 
 /// Page sizes for `find`: `$limit` defaults to `default` and is capped at `max`.
+///
+/// As JSON (`params.extra["paginate"]`), `max` may be left out: then `$limit` is not capped, as
+/// in Feathers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Paginate {
     /// The page size when the query has no (valid) `$limit`.
     pub default: usize,
     /// The largest page size; a larger `$limit` is capped.
+    #[serde(default = "unlimited")]
     pub max: usize,
+}
+
+fn unlimited() -> usize {
+    usize::MAX
+}
+
+impl Paginate {
+    /// The pagination of one call: `params.extra["paginate"]` overrides `configured` (`false`
+    /// or `null` turns it off, `{"default": d, "max": m}` replaces it), as Feathers'
+    /// `params.paginate` does.
+    pub fn for_call(configured: Option<Paginate>, params: &Params) -> Result<Option<Paginate>> {
+        match params.extra.get("paginate") {
+            None => Ok(configured),
+            Some(Value::Bool(false)) | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value.clone())
+                .map(Some)
+                .map_err(|e| Error::bad_request(format!("Invalid params.paginate: {e}"))),
+        }
+    }
 }
 
 /// Which methods may work on several records at once: `create` with an array, `patch` and
@@ -105,7 +128,37 @@ impl Multi {
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// The multi option of one call: `params.extra["multi"]` (`true`, `false` or a list of
+    /// method names, as Feathers' `params.adapter.multi`) overrides this one.
+    pub fn for_call(&self, params: &Params) -> Multi {
+        match params.extra.get("multi") {
+            None => self.clone(),
+            Some(Value::Bool(true)) => Multi::All,
+            Some(Value::Array(names)) => Multi::Methods(
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(Method::from_name)
+                    .collect(),
+            ),
+            Some(_) => Multi::None,
+        }
+    }
+
+    /// `Ok` when `method` may work on several records in this call (see [`Multi::for_call`]),
+    /// else the Feathers `MethodNotAllowed` "Can not <method> multiple entries".
+    pub fn check(&self, method: Method, params: &Params) -> Result<()> {
+        if self.for_call(params).allows(&method) {
+            Ok(())
+        } else {
+            Err(Error::method_not_allowed(format!(
+                "Can not {method} multiple entries"
+            )))
+        }
+    }
+
+    /// The Feathers form: `false`, `true` or a list of method names.
+    pub fn to_json(&self) -> Value {
         match self {
             Multi::None => Value::Bool(false),
             Multi::All => Value::Bool(true),
@@ -238,7 +291,8 @@ impl Store {
 ///   deserializing it into `T`; a failure is a `BadRequest` naming the field, and nothing is
 ///   stored.
 /// * Internal callers may override pagination per call with `params.extra["paginate"]`:
-///   `false` turns it off, `{"default": d, "max": m}` replaces it.
+///   `false` turns it off, `{"default": d, "max": m}` replaces it ([`Paginate::for_call`]);
+///   and `multi` with `params.extra["multi"]` ([`Multi::for_call`]).
 ///
 /// ```
 /// use plume::{MemoryOptions, MemoryService, Params, Service};
@@ -413,26 +467,6 @@ impl<T: DeserializeOwned> MemoryService<T> {
         }
     }
 
-    fn paginate_for(&self, params: &Params) -> Result<Option<Paginate>> {
-        match params.extra.get("paginate") {
-            None => Ok(self.options.paginate),
-            Some(Value::Bool(false)) | Some(Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value(value.clone())
-                .map(Some)
-                .map_err(|e| Error::general_error(format!("Invalid params.paginate: {e}"))),
-        }
-    }
-
-    fn multi_allowed(&self, method: Method, what: &str) -> Result<()> {
-        if self.options.multi.allows(&method) {
-            Ok(())
-        } else {
-            Err(Error::method_not_allowed(format!(
-                "Can not {what} multiple entries"
-            )))
-        }
-    }
-
     fn select(&self, query: &Query, record: &Value) -> Value {
         query.select(record, &self.options.id_field)
     }
@@ -455,7 +489,7 @@ impl<T: DeserializeOwned> MemoryService<T> {
 
     fn do_find(&self, params: &Params) -> Result<Value> {
         let query = self.prepare(params)?;
-        let paginate = self.paginate_for(params)?;
+        let paginate = Paginate::for_call(self.options.paginate, params)?;
         let store = self.read();
         let mut hits: Vec<&Value> = store
             .records
@@ -498,7 +532,7 @@ impl<T: DeserializeOwned> MemoryService<T> {
         let query = self.prepare(params)?;
         match data {
             Value::Array(items) => {
-                self.multi_allowed(Method::Create, "create")?;
+                self.options.multi.check(Method::Create, params)?;
                 let created = self.insert_all(items)?;
                 Ok(created.iter().map(|r| self.select(&query, r)).collect())
             }
@@ -525,7 +559,7 @@ impl<T: DeserializeOwned> MemoryService<T> {
             let taken = |id: &Id, batch: &[(Id, Value)]| {
                 store.key_of(id).is_some() || batch.iter().any(|(b, _)| b.matches(id))
             };
-            let id = match record.get(id_field).filter(|v| truthy(v)) {
+            let id = match record.get(id_field).filter(|v| is_truthy(v)) {
                 Some(value) => {
                     let id = Id::from_value(value).ok_or_else(|| {
                         Error::bad_request(format!(
@@ -582,7 +616,7 @@ impl<T: DeserializeOwned> MemoryService<T> {
     fn do_patch(&self, id: Option<&Id>, data: Value, params: &Params) -> Result<Value> {
         let query = self.prepare(params)?;
         if id.is_none() {
-            self.multi_allowed(Method::Patch, "patch")?;
+            self.options.multi.check(Method::Patch, params)?;
         }
         let Value::Object(data) = data else {
             return Err(Error::bad_request("Data must be an object"));
@@ -624,7 +658,7 @@ impl<T: DeserializeOwned> MemoryService<T> {
     fn do_remove(&self, id: Option<&Id>, params: &Params) -> Result<Value> {
         let query = self.prepare(params)?;
         if id.is_none() {
-            self.multi_allowed(Method::Remove, "remove")?;
+            self.options.multi.check(Method::Remove, params)?;
         }
         let mut store = self.write();
         let keys: Vec<Id> = match id {
@@ -685,8 +719,17 @@ impl<T: DeserializeOwned> MemoryService<T> {
     }
 }
 
-/// JavaScript truthiness of an id value: `null`, `false`, `0` and `""` mean "no id".
-fn truthy(value: &Value) -> bool {
+/// JavaScript truthiness of an id value in created data: `null`, `false`, `0` and `""` mean "no
+/// id" (the adapter makes one), as in the Feathers adapters.
+///
+/// ```
+/// use plume::memory::is_truthy;
+/// use serde_json::json;
+///
+/// assert!(!is_truthy(&json!(0)) && !is_truthy(&json!("")) && !is_truthy(&json!(null)));
+/// assert!(is_truthy(&json!(5)) && is_truthy(&json!("a")));
+/// ```
+pub fn is_truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,

@@ -22,6 +22,7 @@ use plume::hooks::hook_sync;
 use plume::memory::Multi;
 use plume::query::{FieldType, Schema};
 use plume::{App, Error, Id, MemoryOptions, MemoryService, Params, Result, ServiceOptions};
+use plume_tests::process::shutdown_signal;
 use plume_transport::distribution::{Distribution, DistributionHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value, json};
@@ -373,13 +374,7 @@ async fn stop_child(mut child: tokio::process::Child) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    plume_tests::process::init_tracing();
     let args = match parse_args() {
         Ok(args) => args,
         Err(msg) => {
@@ -435,27 +430,6 @@ async fn main() -> anyhow::Result<()> {
         stop_child(child).await;
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Run the official Feathers adapter suite, @feathersjs/adapter-tests 5.0.50 (pinned by
+# tests/adapter/package-lock.json), through @feathersjs/rest-client against Plume's
+# adapter-test-server backed by 1. the memory adapter, 2. SQLite (in memory) and 3. PostgreSQL
+# (a private server: initdb in a temporary directory, a free loopback port, its socket in that
+# directory, stopped by PID at exit). Every test the suite defines is selected; each run must
+# report exactly 158 passed, 0 failed, 0 skipped (79 tests for `people`, 79 for
+# `people-customid`). A missing PostgreSQL is a failure.
+#
+# Usage: scripts/adapter-tests.sh
+# Env:   PLUME_ADAPTER_BIN  a prebuilt server (default: build target/debug/adapter-test-server)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+expect=158
+
+for tool in node npm cargo; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "adapter-tests.sh: $tool is required" >&2; exit 1; }
+done
+pg_bin=""
+if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+  pg_bin=$(dirname "$(command -v initdb)")
+else
+  for dir in /usr/lib/postgresql/*/bin; do
+    [ -x "$dir/initdb" ] && pg_bin=$dir
+  done
+fi
+[ -n "$pg_bin" ] || { echo "adapter-tests.sh: PostgreSQL (initdb, pg_ctl) is not installed" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/plume-adapter-tests.XXXXXX")
+pg_pid=""
+cleanup() {
+  if [ -n "$pg_pid" ]; then
+    kill -INT "$pg_pid" 2>/dev/null || true
+    timeout 60 tail --pid="$pg_pid" -f /dev/null || kill -KILL "$pg_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "==> npm ci in $work"
+tar -C "$root/tests/adapter" --exclude=node_modules -cf - . | tar -C "$work" -xf -
+(cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+
+if [ -n "${PLUME_ADAPTER_BIN:-}" ]; then
+  bin=$PLUME_ADAPTER_BIN
+else
+  echo "==> cargo build -p plume-tests --bin adapter-test-server"
+  cargo build --locked -p plume-tests --bin adapter-test-server
+  target_dir=$(cargo metadata --format-version 1 --no-deps | node -e \
+    'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+  bin="$target_dir/debug/adapter-test-server"
+fi
+[ -x "$bin" ] || { echo "adapter-tests.sh: server binary $bin not found" >&2; exit 1; }
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+
+# --- a private PostgreSQL --------------------------------------------------------------------
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  as_pg=(runuser -u postgres --)
+  chown postgres: "$work"
+fi
+port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg" -U plume --auth=trust --locale=C -E UTF8 --no-sync >"$work/initdb.log" 2>&1 \
+  || { cat "$work/initdb.log" >&2; exit 1; }
+# -w: pg_ctl returns once the server accepts connections (or fails after its timeout).
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg" -w -t 60 -l "$work/pg.log" \
+  -o "-p $port -c listen_addresses=127.0.0.1 -k $work -c fsync=off" start >/dev/null \
+  || { cat "$work/pg.log" >&2; exit 1; }
+pg_pid=$(head -1 "$work/pg/postmaster.pid")
+pg_url="postgres://plume@127.0.0.1:$port/postgres"
+
+# --- the three runs ----------------------------------------------------------------------------
+failed=()
+run() {
+  local store=$1; shift
+  echo "==> adapter-tests on $store"
+  (cd "$work" && node with-server.js --bin "$bin" --store "$store" --expect "$expect" "$@") \
+    >"$work/$store.log" 2>&1 || failed+=("$store")
+  grep -E '^adapter-tests \(' "$work/$store.log" || true
+  if [[ " ${failed[*]-} " == *" $store "* ]]; then
+    grep -E '^\s+[0-9]+\) |Error|expected' "$work/$store.log" | head -40 >&2 || true
+  fi
+}
+run memory
+run sqlite
+run postgres --database-url "$pg_url"
+
+if [ ${#failed[@]} -eq 0 ]; then
+  echo "==> adapter-tests passed on memory, sqlite and postgres"
+  exit 0
+fi
+echo "adapter-tests.sh: failed on: ${failed[*]}" >&2
+exit 1
