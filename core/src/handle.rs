@@ -351,7 +351,8 @@ impl ServiceHandle {
             return;
         }
         let context = Arc::new(ctx.clone());
-        let records: Vec<Value> = match &ctx.result {
+        // Events go to clients and peers: they carry what those may see.
+        let records: Vec<Value> = match ctx.dispatch.as_ref().or(ctx.result.as_ref()) {
             Some(Value::Array(items)) => items.clone(),
             Some(other) => vec![other.clone()],
             None => return,

@@ -215,14 +215,17 @@ impl AuthenticationService {
         self.app()?.require(&self.inner.config.service)
     }
 
-    /// Load an entity by id with an internal call (hooks run; `provider` is `None`).
+    /// Load an entity by id with an internal call (hooks run; `provider` is `None`), in the
+    /// form clients may see: what the entity service's hooks dispatch (without the fields its
+    /// [`protect`] hook names) and without the password field. This is the user the
+    /// `authenticate` hook puts into `params.user`, which crosses the mesh with every call.
     ///
     /// With [`AuthConfig::entity_cache`] set (the default), an entity loaded less than that
     /// long ago is served from memory; an `updated`, `patched` or `removed` event of the
     /// entity service drops it at once.
     pub async fn get_entity(&self, id: Id) -> Result<Value> {
         let Some(ttl) = self.inner.config.entity_cache else {
-            return self.entity_service()?.get(id, Params::new()).await;
+            return self.load_entity(id).await;
         };
         let cache = &self.inner.cache;
         let now = tokio::time::Instant::now();
@@ -230,12 +233,26 @@ impl AuthenticationService {
             return Ok(entity);
         }
         let generation = cache.generation();
-        let entity = self
-            .entity_service()?
-            .get(id.clone(), Params::new())
-            .await?;
+        let entity = self.load_entity(id.clone()).await?;
         cache.put_entity(&id, &entity, generation, ttl, now);
         Ok(entity)
+    }
+
+    /// [`get_entity`](Self::get_entity) without the cache.
+    async fn load_entity(&self, id: Id) -> Result<Value> {
+        let ctx = self
+            .entity_service()?
+            .dispatch_context(Method::Get, Some(id), None, Params::new())
+            .await?;
+        Ok(self.safe_entity(ctx.dispatch.or(ctx.result).unwrap_or(Value::Null)))
+    }
+
+    /// An entity without the password field.
+    pub(crate) fn safe_entity(&self, mut entity: Value) -> Value {
+        if let Value::Object(map) = &mut entity {
+            map.remove(&self.inner.config.local.password_field);
+        }
+        entity
     }
 
     /// The id of an entity record (`id`, else `_id`).
@@ -343,9 +360,8 @@ impl AuthenticationService {
 
     /// Remove the password field from the entity of an authentication result.
     fn strip_entity(&self, result: &mut Value) {
-        let config = &self.inner.config;
-        if let Some(Value::Object(entity)) = result.get_mut(&config.entity) {
-            entity.remove(&config.local.password_field);
+        if let Some(entity) = result.get_mut(&self.inner.config.entity) {
+            *entity = self.safe_entity(std::mem::take(entity));
         }
     }
 

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AuthStrategy, AuthenticationService, password};
 use crate::error::{Error, ErrorKind, Result};
-use crate::params::Params;
+use crate::params::{Method, Params};
 
 /// The `jwt` strategy: `{strategy: "jwt", accessToken}`.
 ///
@@ -45,6 +45,18 @@ impl AuthStrategy for JwtStrategy {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalStrategy;
 
+/// The first record of a `find` result (an array or a page).
+fn first_record(found: Value) -> Option<Value> {
+    match found {
+        Value::Array(mut items) if !items.is_empty() => Some(items.swap_remove(0)),
+        Value::Object(mut page) => match page.remove("data") {
+            Some(Value::Array(mut items)) if !items.is_empty() => Some(items.swap_remove(0)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn invalid_login() -> Error {
     Error::not_authenticated("Invalid login")
 }
@@ -66,16 +78,11 @@ impl AuthStrategy for LocalStrategy {
         let query = json!({ options.username_field.clone(): username, "$limit": 1 });
         let found = service
             .entity_service()?
-            .find(Params::new().with_query(query))
+            .dispatch_context(Method::Find, None, None, Params::new().with_query(query))
             .await?;
-        let entity = match found {
-            Value::Array(mut items) if !items.is_empty() => Some(items.swap_remove(0)),
-            Value::Object(mut page) => match page.remove("data") {
-                Some(Value::Array(mut items)) if !items.is_empty() => Some(items.swap_remove(0)),
-                _ => None,
-            },
-            _ => None,
-        };
+        // The stored entity (with the hash) to check, and the form clients may see to return.
+        let entity = found.result.and_then(first_record);
+        let visible = found.dispatch.and_then(first_record);
         // Equality on the user name must hold even if the entity service ignores the query.
         let entity = entity
             .filter(|e| e.get(&options.username_field).and_then(Value::as_str) == Some(username));
@@ -102,6 +109,7 @@ impl AuthStrategy for LocalStrategy {
         }
         let mut result = Map::new();
         result.insert("authentication".into(), json!({ "strategy": "local" }));
+        let entity = service.safe_entity(visible.unwrap_or(entity));
         result.insert(service.config().entity.clone(), entity);
         Ok(Value::Object(result))
     }
