@@ -21,6 +21,7 @@ mod cache;
 mod config;
 mod hooks;
 mod jwt;
+mod limit;
 pub mod password;
 mod strategies;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use config::{
 };
 pub use hooks::{Authenticate, HashPassword, Protect, authenticate, hash_password, protect};
 pub use jwt::decode_unverified;
+pub use limit::{DEFAULT_LOGIN_LIMIT, LoginLimit};
 pub use strategies::{JwtStrategy, LocalStrategy};
 
 /// The default path of the authentication service.
@@ -78,6 +80,7 @@ struct Inner {
     config: AuthConfig,
     strategies: RwLock<BTreeMap<String, Arc<dyn AuthStrategy>>>,
     cache: cache::AuthCache,
+    logins: limit::LoginLimiter,
     /// `jwt` is the built-in [`JwtStrategy`]: the `authenticate` hook may take its fast path.
     builtin_jwt: AtomicBool,
 }
@@ -117,6 +120,7 @@ impl AuthenticationService {
                 config,
                 strategies: RwLock::new(BTreeMap::new()),
                 cache: cache::AuthCache::default(),
+                logins: limit::LoginLimiter::default(),
                 builtin_jwt: AtomicBool::new(false),
             }),
         };
@@ -253,6 +257,20 @@ impl AuthenticationService {
             map.remove(&self.inner.config.local.password_field);
         }
         entity
+    }
+
+    /// Count a costly login attempt (the `local` strategy's) against the client address of
+    /// `params`, per [`AuthConfig::login_limit`]. TooManyRequests (429) when over the limit; a
+    /// call without a client address is not counted.
+    pub fn check_login_rate(&self, params: &Params) -> Result<()> {
+        match (&self.inner.config.login_limit, params.remote_addr) {
+            (Some(limit), Some(addr)) => {
+                self.inner
+                    .logins
+                    .attempt(limit, addr.ip(), tokio::time::Instant::now())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The id of an entity record (`id`, else `_id`).

@@ -41,7 +41,9 @@ impl AuthStrategy for JwtStrategy {
 ///
 /// It finds the entity by user name with an internal `find` (`$limit: 1`) and checks the
 /// password against the argon2 hash stored in the entity. A missing field, an unknown user or
-/// a wrong password are all NotAuthenticated `Invalid login`.
+/// a wrong password are all NotAuthenticated `Invalid login`. Each attempt counts against the
+/// client address's login rate limit ([`AuthConfig::login_limit`](super::AuthConfig::login_limit)),
+/// checked before any hashing: over it, TooManyRequests (429).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalStrategy;
 
@@ -67,8 +69,9 @@ impl AuthStrategy for LocalStrategy {
         &self,
         service: &AuthenticationService,
         data: &Map<String, Value>,
-        _params: &Params,
+        params: &Params,
     ) -> Result<Value> {
+        service.check_login_rate(params)?;
         let options = &service.config().local;
         let username = data.get(&options.username_field).and_then(Value::as_str);
         let plain = data.get(&options.password_field).and_then(Value::as_str);

@@ -1,6 +1,5 @@
-//! Protected fields never cross the mesh: a gateway App holds `users` (with the password hash)
-//! and the authentication service; a provider App on the same mesh serves `whoami`, which answers
-//! with the `params.user` it received, and consumes the gateway's `users` events.
+//! Security over the mesh (issue 14): protected fields never cross it, and the query limits
+//! hold for calls that arrive over it as they do for REST and socket.io.
 
 use std::time::Duration;
 
@@ -127,4 +126,46 @@ async fn params_user_and_events_cross_the_mesh_without_protected_fields() {
 
     dp.shutdown().await;
     dg.shutdown().await;
+}
+
+/// A peer's call whose query is over a limit is a 400 naming it, before any hook or service
+/// runs on the provider; the same query within the limits is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_a_limit_are_400_over_the_mesh() {
+    let env = env();
+    let provider = App::new();
+    provider.use_service("messages", MemoryService::<Value>::new());
+    let dp = start(&provider, &env, "provider").await;
+    let caller = App::new();
+    let dc = start(&caller, &env, "caller").await;
+    timeout(WAIT, dc.remote_ready("messages"))
+        .await
+        .expect("messages proxy");
+    let call = |query: Value| {
+        dc.mesh().call(
+            "svc:messages",
+            Some("find"),
+            json!({"params": {"query": query}}),
+            plume_transport::CallOptions::default(),
+        )
+    };
+    let mut deep = json!({"a": 1});
+    for _ in 0..9 {
+        deep = json!({"$or": [deep]});
+    }
+    for (query, name) in [
+        (json!({"id": {"$in": vec![0; 1001]}}), "$in"),
+        (deep, "$or"),
+        (json!({"$limit": 10_001}), "$limit"),
+    ] {
+        let err = call(query).await.expect_err("over a limit");
+        assert_eq!(err.kind(), plume::ErrorKind::BadRequest, "{err:?}");
+        assert!(err.message().starts_with(name), "{err:?}");
+    }
+    let ok = call(json!({"id": {"$in": vec![0; 1000]}, "$limit": 10_000}))
+        .await
+        .expect("within the limits");
+    assert_eq!(ok, json!([]));
+    dp.shutdown().await;
+    dc.shutdown().await;
 }
