@@ -26,6 +26,8 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 
+mod expiry;
+
 use crate::app::App;
 use crate::channels::{ANONYMOUS, AUTHENTICATED};
 use crate::error::{Error, Result};
@@ -62,6 +64,14 @@ pub trait ConnectionAuthenticator: Send + Sync + 'static {
     /// and `Err` when invalid: the connection is then refused with a `connect_error` carrying
     /// the error's message.
     async fn authenticate_header(&self, app: &App, header: &str) -> Result<Option<(Value, Value)>>;
+
+    /// When a connection's `authentication` stops being valid (a token's `exp`), or `None`
+    /// when it does not expire (the default). At that time the connection is logged out and
+    /// leaves every channel, as in Feathers v5.
+    fn expires_at(&self, authentication: &Value) -> Option<std::time::SystemTime> {
+        let _ = authentication;
+        None
+    }
 }
 
 /// Options of the real-time server.
@@ -170,7 +180,8 @@ impl App {
     }
 
     /// Log a connection in: store its authentication and user, leave `anonymous`, join
-    /// `authenticated`. Does nothing for an unknown connection.
+    /// `authenticated`. Does nothing for an unknown connection. When the authentication
+    /// expires ([`ConnectionAuthenticator::expires_at`]), the connection is logged out then.
     pub fn login_connection(&self, conn: &ConnectionId, authentication: Value, user: Value) {
         let known = {
             let conns = Connections::of(self);
@@ -187,12 +198,17 @@ impl App {
         if known {
             self.channel(ANONYMOUS).leave(conn);
             self.channel(AUTHENTICATED).join(conn);
+            let authentication = self.connection(conn).and_then(|c| c.authentication);
+            if let Some(authentication) = authentication {
+                expiry::watch(self, conn, &authentication);
+            }
         }
     }
 
     /// Log a connection out: clear its authentication and user and remove it from every
     /// channel. The connection stays open.
     pub fn logout_connection(&self, conn: &ConnectionId) {
+        expiry::forget(self, conn);
         {
             let conns = Connections::of(self);
             let mut map = conns.map.write().unwrap_or_else(|e| e.into_inner());
@@ -301,6 +317,7 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
         info.authentication = Some(authentication);
         info.user = Some(user);
     }
+    let authentication = info.authentication.clone();
     let conns = Connections::of(&app);
     conns.map.write().unwrap_or_else(|e| e.into_inner()).insert(
         conn_id(&socket),
@@ -309,6 +326,9 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
             socket: Some(socket.clone()),
         },
     );
+    if let Some(authentication) = authentication {
+        expiry::watch(&app, &conn_id(&socket), &authentication);
+    }
     Ok(())
 }
 
@@ -344,6 +364,7 @@ async fn on_connect(app: App, socket: SocketRef) {
         let app = app.clone();
         move |socket: SocketRef| {
             let id = conn_id(&socket);
+            expiry::forget(&app, &id);
             app.leave_all(&id);
             Connections::of(&app)
                 .map

@@ -6,19 +6,22 @@
 mod http_client;
 #[path = "support/polling.rs"]
 mod polling;
+#[path = "support/users.rs"]
+mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use plume::auth::{AuthConfig, AuthenticationService, LoginLimit, hash_password, protect};
+use plume::auth::{AuthConfig, LoginLimit};
 use plume::realtime::RealtimeOptions;
 use plume::server::ServerOptions;
-use plume::{App, MemoryOptions, MemoryService, Method, Params, Result, Service, async_trait};
+use plume::{App, Method, Params, Result, Service, async_trait};
 use polling::{Packet, PollingSocket};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
+use users::{EMAIL, PASSWORD, login, users_app};
 
 use http_client::{connect_from, read_response, request_from};
 
@@ -35,29 +38,12 @@ fn proc_status_kib(field: &str) -> u64 {
 }
 
 async fn auth_app(limit: Option<LoginLimit>) -> App {
-    let app = App::new();
-    let store: MemoryService = MemoryService::with_options(MemoryOptions::new().start_id(1));
-    let users = app.use_service("users", store);
-    users
-        .hooks()
-        .before_for(&["create", "patch"], hash_password("password"))
-        .after(protect(["password"]));
-    AuthenticationService::setup(
-        &app,
+    users_app(
         AuthConfig::new("limits-secret").with_login_limit(limit),
-    );
-    users
-        .create(
-            json!({"email": "a@example.com", "password": "right"}),
-            Params::new(),
-        )
-        .await
-        .expect("user");
-    app
-}
-
-fn login(email: &str, password: &str) -> Value {
-    json!({"strategy": "local", "email": email, "password": password})
+        &[],
+        Value::Null,
+    )
+    .await
 }
 
 /// Hundreds of concurrent bad logins from 20 addresses: each address gets its burst of checks,
@@ -158,7 +144,7 @@ async fn a_login_flood_keeps_memory_bounded_and_a_good_login_still_succeeds() {
         addr,
         "POST",
         "/authentication",
-        &login("a@example.com", "right"),
+        &login(EMAIL, PASSWORD),
     )
     .await;
     assert_eq!(status, 201, "{body}");

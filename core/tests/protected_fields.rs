@@ -4,14 +4,17 @@
 
 #[path = "support/polling.rs"]
 mod polling;
+#[path = "support/users.rs"]
+mod users;
 
 use axum::body::Body;
 use http::{Request, StatusCode, header};
-use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
-use plume::{App, MemoryOptions, MemoryService, Method, Params, Result, Service, async_trait};
+use plume::auth::{AuthConfig, authenticate};
+use plume::{App, Method, Params, Result, Service, async_trait};
 use polling::{Packet, PollingSocket};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use users::{EMAIL, PASSWORD, login, users_app};
 
 /// Answers with the `params.user` it was called with.
 struct WhoAmI;
@@ -27,25 +30,11 @@ impl Service for WhoAmI {
 }
 
 async fn app() -> App {
-    let app = App::new();
-    let store: MemoryService = MemoryService::with_options(MemoryOptions::new().start_id(1));
-    let users = app.use_service("users", store);
-    users
-        .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
-        .before_for(&["create", "patch"], hash_password("password"))
-        .after(protect(["password", "resetToken"]));
+    let config = AuthConfig::new("protected-fields-secret");
+    let app = users_app(config, &["resetToken"], json!({"resetToken": "r-123"})).await;
     app.use_service("whoami", WhoAmI)
         .hooks()
         .before(authenticate(["jwt"]));
-    AuthenticationService::setup(&app, AuthConfig::new("protected-fields-secret"));
-    users
-        .create(
-            json!({"email": "a@example.com", "password": "pw", "resetToken": "r-123"}),
-            Params::new(),
-        )
-        .await
-        .expect("user created");
     app
 }
 
@@ -83,7 +72,7 @@ async fn a_service_returning_params_user_returns_no_protected_field() {
         "POST",
         "/authentication",
         None,
-        json!({"strategy": "local", "email": "a@example.com", "password": "pw"}),
+        login(EMAIL, PASSWORD),
     )
     .await;
     assert_eq!(login["user"], json!({"id": 1, "email": "a@example.com"}));
@@ -115,16 +104,7 @@ async fn events_of_internal_calls_reach_sockets_without_protected_fields() {
         matches!(connected, Packet::Other(ref p) if p.starts_with("40")),
         "{connected:?}"
     );
-    let (ack, _) = socket
-        .call(
-            "create",
-            &[
-                json!("authentication"),
-                json!({"strategy": "local", "email": "a@example.com", "password": "pw"}),
-                json!({}),
-            ],
-        )
-        .await;
+    let ack = socket.login(EMAIL, PASSWORD).await;
     assert_eq!(ack[0], Value::Null, "login: {ack:?}");
     assert_clean("the socket login result", &ack[1]);
     // An internal patch (no provider): the stored record keeps its hash ...

@@ -461,6 +461,13 @@ impl ConnectionAuthenticator for AuthenticationService {
             .unwrap_or(Value::Null);
         Ok(Some((authentication, user)))
     }
+
+    /// The `exp` of the connection's access token (verified), if it has one.
+    fn expires_at(&self, authentication: &Value) -> Option<std::time::SystemTime> {
+        let token = authentication.get("accessToken")?.as_str()?;
+        let exp = self.verify_access_token(token).ok()?.get("exp")?.as_u64()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp))
+    }
 }
 
 /// `accessToken`, `authentication`, then the other keys, as Feathers sends them.

@@ -165,4 +165,14 @@ impl PollingSocket {
             }
         }
     }
+
+    /// Log in with the `local` strategy through the authentication service; returns the
+    /// acknowledgement's arguments (`[null, result]` or `[error]`).
+    pub(crate) async fn login(&mut self, email: &str, password: &str) -> Vec<Value> {
+        let body = json!({"strategy": "local", "email": email, "password": password});
+        let (ack, _) = self
+            .call("create", &[json!("authentication"), body, json!({})])
+            .await;
+        ack
+    }
 }
