@@ -648,6 +648,22 @@ proptest! {
         }
     }
 
+    /// Tokens at the real sizes: up to 16 KiB (past any header limit) of base64-ish parts.
+    #[test]
+    fn verify_never_panics_on_long_tokens(
+        parts in prop::collection::vec(prop::collection::vec(prop::sample::select(b"AZaz09_-.".to_vec()), 0..6000), 1..4),
+    ) {
+        let token: String = parts
+            .iter()
+            .map(|p| p.iter().map(|b| char::from(*b)).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(".");
+        let e = jwt::verify(SECRET, &JwtOptions::default(), &token);
+        prop_assert!(e.is_err_and(|e| e.code() == 401));
+        let _ = decode_unverified(&token);
+        let _ = parse_authorization(&format!("Bearer {token}"));
+    }
+
     #[test]
     fn parse_authorization_never_panics(header in ".{0,100}") {
         if let Some(v) = parse_authorization(&header) {
