@@ -389,3 +389,54 @@ async fn socketio_calls_in_flight_per_connection_are_capped() {
     done.sort_unstable();
     assert_eq!(done, vec![first, second]);
 }
+
+/// A socket.io connection through `App::listen` knows its client's address (the login rate
+/// limit of a socket.io login counts it), as a REST call does.
+#[tokio::test]
+async fn socketio_connections_carry_the_client_address() {
+    let (app, addr) = things_server(ServerOptions::default()).await;
+    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+    let get = |path: String| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let mut open = connect_from(source, addr).await;
+    open.write_all(&get("/socket.io/?EIO=4&transport=polling".into()))
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut open, &mut raw)
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let handshake: Value = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| body.strip_prefix('0'))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("engine.io open packet in {text:?}"));
+    let sid = handshake["sid"].as_str().expect("sid");
+    let mut connect = connect_from(source, addr).await;
+    let head = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\n40"
+    );
+    connect.write_all(head.as_bytes()).await.expect("write");
+    let mut ok = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut connect, &mut ok)
+        .await
+        .expect("read");
+    assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 200"));
+    // The socket.io connect runs on the server's tasks: wait (bounded) until it is registered.
+    let conn = timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(conn) = app.connections().pop() {
+                return conn;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the connection registers in time");
+    let info = app.connection(&conn).expect("connection info");
+    assert_eq!(info.remote_addr.map(|a| a.ip()), Some(source));
+    app.shutdown().await;
+}
