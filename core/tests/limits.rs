@@ -440,3 +440,44 @@ async fn socketio_connections_carry_the_client_address() {
     assert_eq!(info.remote_addr.map(|a| a.ip()), Some(source));
     app.shutdown().await;
 }
+
+/// A connection that sends nothing, and a keep-alive connection idle after its request, are
+/// closed after the header timeout too: idle connections cannot fill the connection cap.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    let (app, addr) = things_server(ServerOptions {
+        header_timeout: Duration::from_secs(5),
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut idle = connect_from(LOCALHOST, addr).await;
+    let mut buf = Vec::new();
+    let closed = timeout(Duration::from_secs(60), async {
+        tokio::io::AsyncReadExt::read_to_end(&mut idle, &mut buf).await
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent connection is still open after 60 s"
+    );
+    // Keep-alive: one request, then nothing.
+    let mut ka = connect_from(LOCALHOST, addr).await;
+    ka.write_all(b"GET /things HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut ka, &mut first)
+        .await
+        .expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let closed = timeout(Duration::from_secs(60), async {
+        let mut rest = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut ka, &mut rest).await
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection is still open after 60 s"
+    );
+    app.shutdown().await;
+}
