@@ -86,3 +86,28 @@ async fn a_socket_whose_token_expires_leaves_its_channels_and_gets_no_more_event
         "an event reached a connection whose token expired"
     );
 }
+
+/// A connection authenticated by its handshake `Authorization` header expires the same way.
+#[tokio::test(start_paused = true)]
+async fn a_socket_authenticated_at_the_handshake_expires_too() {
+    let app = app().await;
+    let (mut login_socket, _) = PollingSocket::open(&app, None).await;
+    let ack = login_socket.login(EMAIL, PASSWORD).await;
+    let token = ack[1]["accessToken"].as_str().expect("token").to_owned();
+    let (_socket, connected) = PollingSocket::open(&app, Some(&format!("Bearer {token}"))).await;
+    assert!(
+        matches!(connected, Packet::Other(ref p) if p.starts_with("40")),
+        "{connected:?}"
+    );
+    let conns = app.connections();
+    assert_eq!(conns.len(), 2);
+    assert!(conns.iter().all(|c| app.channel(AUTHENTICATED).contains(c)));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    for conn in conns {
+        assert!(
+            app.channels_of(&conn).is_empty(),
+            "{conn:?} in {:?} after its token expired",
+            app.channels_of(&conn)
+        );
+    }
+}
