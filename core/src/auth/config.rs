@@ -290,7 +290,8 @@ impl AuthConfig {
                 };
                 let default = super::DEFAULT_LOGIN_LIMIT;
                 let burst = number("burst", u64::from(default.burst))?;
-                let interval = number("intervalMs", default.interval.as_millis() as u64)?;
+                let default_ms = u64::try_from(default.interval.as_millis()).unwrap_or(u64::MAX);
+                let interval = number("intervalMs", default_ms)?;
                 config.login_limit = Some(super::LoginLimit {
                     burst: u32::try_from(burst)
                         .map_err(|_| config_error("`loginLimit.burst` is too large"))?,

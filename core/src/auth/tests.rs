@@ -775,6 +775,37 @@ fn the_entity_cache_setting_is_milliseconds_or_off() {
     assert!(e.message().contains("entityCache"), "{e}");
 }
 
+#[test]
+fn the_login_limit_setting_is_burst_and_interval_or_off() {
+    let parse = |v: Value| AuthConfig::from_settings(&v, Some(SECRET.into()));
+    assert_eq!(
+        ok(parse(json!({}))).login_limit,
+        Some(crate::auth::DEFAULT_LOGIN_LIMIT)
+    );
+    assert_eq!(
+        ok(parse(
+            json!({"loginLimit": {"burst": 3, "intervalMs": 500}})
+        ))
+        .login_limit,
+        Some(crate::auth::LoginLimit {
+            burst: 3,
+            interval: std::time::Duration::from_millis(500),
+        })
+    );
+    assert_eq!(
+        ok(parse(json!({"loginLimit": {"burst": 7}}))).login_limit,
+        Some(crate::auth::LoginLimit {
+            burst: 7,
+            ..crate::auth::DEFAULT_LOGIN_LIMIT
+        })
+    );
+    assert_eq!(ok(parse(json!({"loginLimit": false}))).login_limit, None);
+    for bad in [json!(5), json!({"burst": 0}), json!({"intervalMs": "1s"})] {
+        let e = err(parse(json!({ "loginLimit": bad })));
+        assert!(e.message().contains("loginLimit"), "{e}");
+    }
+}
+
 /// A `jwt` strategy that accepts one fixed token.
 struct MagicJwt;
 
