@@ -256,13 +256,17 @@ impl ServiceHandle {
         params: Params,
     ) -> Result<(Chain, HookContext)> {
         let entry = &self.entry;
-        let allowed = if params.provider.is_some() || params.from_remote {
+        let external = params.provider.is_some() || params.from_remote;
+        let allowed = if external {
             entry.exposes(&method)
         } else {
             entry.offered.contains(&method)
         };
         if !allowed {
             return Err(Error::method_not_allowed_on(method.as_str(), &entry.path));
+        }
+        if external && !params.query.is_empty() {
+            self.app.query_limits().check(&params.query)?;
         }
         let chain = Chain::collect(self.app.hooks(), &entry.hooks, &method);
         let mut ctx = HookContext::new(
@@ -351,7 +355,8 @@ impl ServiceHandle {
             return;
         }
         let context = Arc::new(ctx.clone());
-        let records: Vec<Value> = match &ctx.result {
+        // Events go to clients and peers: they carry what those may see.
+        let records: Vec<Value> = match ctx.dispatch.as_ref().or(ctx.result.as_ref()) {
             Some(Value::Array(items)) => items.clone(),
             Some(other) => vec![other.clone()],
             None => return,

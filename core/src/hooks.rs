@@ -54,6 +54,11 @@ pub struct HookContext {
     pub params: Params,
     /// The result. A before hook that sets it skips the method.
     pub result: Option<Value>,
+    /// What clients and peers receive instead of `result` when it is set, as Feathers'
+    /// `context.dispatch`: the call's events carry it, and the `authenticate` hook keeps the
+    /// user in this form. [`protect`](crate::auth::protect) sets it on internal calls (on
+    /// external ones it strips `result` itself).
+    pub dispatch: Option<Value>,
     /// The error, in error hooks. An error hook that clears it and sets `result` recovers.
     pub error: Option<Error>,
     /// The event this call emits on success (`created` for create, ...). Set it to `None` to
@@ -71,6 +76,7 @@ impl fmt::Debug for HookContext {
             .field("data", &self.data)
             .field("params", &self.params)
             .field("result", &self.result)
+            .field("dispatch", &self.dispatch)
             .field("error", &self.error)
             .field("event", &self.event)
             .finish_non_exhaustive()
@@ -97,6 +103,7 @@ impl HookContext {
             data,
             params,
             result: None,
+            dispatch: None,
             error: None,
             event,
         }

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -24,6 +25,8 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+
+mod expiry;
 
 use crate::app::App;
 use crate::channels::{ANONYMOUS, AUTHENTICATED};
@@ -61,6 +64,14 @@ pub trait ConnectionAuthenticator: Send + Sync + 'static {
     /// and `Err` when invalid: the connection is then refused with a `connect_error` carrying
     /// the error's message.
     async fn authenticate_header(&self, app: &App, header: &str) -> Result<Option<(Value, Value)>>;
+
+    /// When a connection's `authentication` stops being valid (a token's `exp`), or `None`
+    /// when it does not expire (the default). At that time the connection is logged out and
+    /// leaves every channel, as in Feathers v5.
+    fn expires_at(&self, authentication: &Value) -> Option<std::time::SystemTime> {
+        let _ = authentication;
+        None
+    }
 }
 
 /// Options of the real-time server.
@@ -71,13 +82,20 @@ pub struct RealtimeOptions {
     pub auth_path: String,
     /// The largest socket.io message accepted, in bytes (default 1 MB).
     pub max_payload: u64,
+    /// The most calls one connection may have running at once (default 64); a call over it is
+    /// answered at once with TooManyRequests (429).
+    pub max_calls_in_flight: usize,
 }
+
+/// The default of [`RealtimeOptions::max_calls_in_flight`].
+pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 64;
 
 impl Default for RealtimeOptions {
     fn default() -> Self {
         Self {
             auth_path: DEFAULT_AUTH_PATH.to_owned(),
             max_payload: 1_000_000,
+            max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
         }
     }
 }
@@ -92,6 +110,8 @@ pub struct ConnectionInfo {
     pub user: Option<Value>,
     /// The handshake headers, passed as `params.headers`.
     pub headers: http::HeaderMap,
+    /// The client's address, when the server knows it, passed as `params.remote_addr`.
+    pub remote_addr: Option<std::net::SocketAddr>,
 }
 
 struct Conn {
@@ -160,7 +180,8 @@ impl App {
     }
 
     /// Log a connection in: store its authentication and user, leave `anonymous`, join
-    /// `authenticated`. Does nothing for an unknown connection.
+    /// `authenticated`. Does nothing for an unknown connection. When the authentication
+    /// expires ([`ConnectionAuthenticator::expires_at`]), the connection is logged out then.
     pub fn login_connection(&self, conn: &ConnectionId, authentication: Value, user: Value) {
         let known = {
             let conns = Connections::of(self);
@@ -177,12 +198,17 @@ impl App {
         if known {
             self.channel(ANONYMOUS).leave(conn);
             self.channel(AUTHENTICATED).join(conn);
+            let authentication = self.connection(conn).and_then(|c| c.authentication);
+            if let Some(authentication) = authentication {
+                expiry::watch(self, conn, &authentication);
+            }
         }
     }
 
     /// Log a connection out: clear its authentication and user and remove it from every
     /// channel. The connection stays open.
     pub fn logout_connection(&self, conn: &ConnectionId) {
+        expiry::forget(self, conn);
         {
             let conns = Connections::of(self);
             let mut map = conns.map.write().unwrap_or_else(|e| e.into_inner());
@@ -270,9 +296,13 @@ fn conn_id(socket: &SocketRef) -> ConnectionId {
 
 /// The handshake middleware: authenticates an `Authorization` header, registers the connection.
 async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error> {
-    let headers = socket.req_parts().headers.clone();
+    let parts = socket.req_parts();
     let mut info = ConnectionInfo {
-        headers,
+        headers: parts.headers.clone(),
+        remote_addr: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0),
         ..ConnectionInfo::default()
     };
     let header = info
@@ -287,6 +317,7 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
         info.authentication = Some(authentication);
         info.user = Some(user);
     }
+    let authentication = info.authentication.clone();
     let conns = Connections::of(&app);
     conns.map.write().unwrap_or_else(|e| e.into_inner()).insert(
         conn_id(&socket),
@@ -295,6 +326,9 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
             socket: Some(socket.clone()),
         },
     );
+    if let Some(authentication) = authentication {
+        expiry::watch(&app, &conn_id(&socket), &authentication);
+    }
     Ok(())
 }
 
@@ -313,16 +347,24 @@ async fn on_connect(app: App, socket: SocketRef) {
 
     let on_message = {
         let app = app.clone();
+        let in_flight = InFlight {
+            running: Arc::new(AtomicUsize::new(0)),
+            max: app.realtime_options().max_calls_in_flight,
+        };
         move |socket: SocketRef,
               Event(event): Event,
               TryData(args): TryData<Args>,
-              ack: AckSender| { on_message(app, socket, event, args.map(|a| a.0), ack) }
+              ack: AckSender| {
+            let slot = in_flight.enter();
+            on_message(app, socket, event, args.map(|a| a.0), ack, slot)
+        }
     };
     socket.on_fallback(on_message);
     let on_disconnect = {
         let app = app.clone();
         move |socket: SocketRef| {
             let id = conn_id(&socket);
+            expiry::forget(&app, &id);
             app.leave_all(&id);
             Connections::of(&app)
                 .map
@@ -363,21 +405,56 @@ impl<'de> Deserialize<'de> for Args {
     }
 }
 
+/// The calls one connection has running, and its cap.
+#[derive(Clone)]
+struct InFlight {
+    running: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// A running call's place in [`InFlight`]; dropping it frees the place.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// A place for one more call, or `None` when the connection is at its cap.
+    fn enter(&self) -> Option<Slot> {
+        let taken = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| Slot(self.running.clone()))
+    }
+}
+
 async fn on_message<E: fmt::Display>(
     app: App,
     socket: SocketRef,
     event: String,
     args: std::result::Result<Vec<Value>, E>,
     ack: AckSender,
+    slot: Option<Slot>,
 ) {
     let id = conn_id(&socket);
     let outcome = match args {
+        _ if slot.is_none() => Err(Error::too_many_requests(format!(
+            "Too many calls in flight on this connection (the maximum is {})",
+            app.realtime_options().max_calls_in_flight
+        ))),
         Ok(args) => AssertUnwindSafe(run_method(&app, &id, &event, args))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked")))),
         Err(err) => Err(Error::bad_request(format!("Invalid arguments: {err}"))),
     };
+    drop(slot);
     let sent = match outcome {
         Ok(result) => ack.send(&(Value::Null, result)),
         Err(err) => {
@@ -457,6 +534,7 @@ async fn run_method(
         user: info.user,
         authentication: info.authentication,
         headers: info.headers,
+        remote_addr: info.remote_addr,
         connection: Some(conn.clone()),
         ..Params::default()
     };

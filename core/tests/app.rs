@@ -295,7 +295,11 @@ async fn events_after_mutations_one_per_record_and_hooks_can_stop_them() {
 
     // Reads emit nothing; failures emit nothing.
     svc.find(Params::new()).await.unwrap();
-    let _ = svc.get("missing", Params::new()).await;
+    let missing = svc.get("missing", Params::new()).await;
+    assert_eq!(
+        missing.expect_err("no such record").kind(),
+        ErrorKind::NotFound
+    );
     assert!(take(&seen).is_empty());
 
     // A hook can stop the event.

@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use plume::query::{FieldType, Query, Schema, coerce};
+use plume::query::{FieldType, Query, QueryLimits, Schema, coerce};
 use plume::{MemoryOptions, MemoryService, Params};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -346,6 +346,64 @@ proptest! {
             for b in &values {
                 let ab = plume::query::compare_values(a, b);
                 prop_assert_eq!(ab, plume::query::compare_values(b, a).reverse());
+            }
+        }
+    }
+}
+
+/// A query with `$or`/`$and` nested `depth` deep, a `$in` list of `items` values (the first
+/// nested `value_depth` arrays deep) and a `$limit`.
+fn deep_query(depth: usize, items: usize, value_depth: usize, limit: i64) -> Map<String, Value> {
+    let mut value = json!(1);
+    for _ in 0..value_depth {
+        value = json!([value]);
+    }
+    let mut list = vec![json!(1); items];
+    if let Some(first) = list.first_mut() {
+        *first = value;
+    }
+    let mut q = json!({"a": {"$in": list}});
+    for level in 0..depth {
+        let op = if level % 2 == 0 { "$or" } else { "$and" };
+        q = json!({ op: [q, {"b": {"$nin": [1, 2]}}] });
+    }
+    let mut map = match q {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    map.insert("$limit".into(), json!(limit));
+    map
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Queries at and past the limits (nesting 8, lists of 1,000, `$limit` 10,000), with values
+    /// nested deep: the limits check never panics and refuses exactly what is over; what it
+    /// lets through parses and matches without panicking.
+    #[test]
+    fn queries_at_the_limits_are_checked_and_never_panic(
+        depth in 0usize..40,
+        items in 0usize..2500,
+        value_depth in 0usize..100,
+        limit in -5i64..20_000,
+    ) {
+        let q = deep_query(depth, items, value_depth, limit);
+        let limits = QueryLimits::default();
+        let over = depth > limits.max_depth || items > limits.max_list || limit > limits.max_limit as i64;
+        match limits.check(&q) {
+            Err(e) => {
+                prop_assert!(over, "refused within the limits: {}", e);
+                prop_assert_eq!(e.code(), 400);
+            }
+            Ok(()) => {
+                prop_assert!(!over, "let through: depth {} items {} limit {}", depth, items, limit);
+                let parsed = Query::parse(&q);
+                prop_assert!(parsed.is_ok(), "{:?}", parsed);
+                if let Ok(parsed) = parsed {
+                    let record = json!({"a": 1, "b": 3});
+                    let _ = parsed.matches(&record);
+                }
             }
         }
     }

@@ -214,9 +214,17 @@ pub fn encode_payload<T: Serialize + ?Sized>(msg: &T) -> Bytes {
     }
 }
 
+/// The deepest nesting a payload may have. Deeper input is refused before it can exhaust the
+/// stack (each level costs a few KiB of it in a debug build, where rmp-serde's own limit of
+/// 1,024 overflowed a 2 MiB thread); 128 is serde_json's limit, so every value a client can
+/// send over REST or socket.io fits.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
 /// Decode a payload.
 pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    T::deserialize(&mut de).map_err(|e| e.to_string())
 }
 
 /// `hello`: who the sender is.

@@ -240,7 +240,21 @@ async fn a_call_waits_for_a_provider_that_appears() {
     });
     // The call is waiting; now the provider appears on the other node.
     a.provide("late", Value::Null, whoami(&a));
-    let _ = timeout(WAIT, watch.recv()).await;
+    let seen = timeout(WAIT, async {
+        while let Some(ev) = watch.recv().await {
+            if matches!(&ev, TableEvent::Added { name, node, .. } if name == "late" && *node == a.node_id())
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Ok(true),
+        "b's table shows a as the provider of late in time"
+    );
     let got = timeout(WAIT, call).await.expect("in time").expect("joined");
     assert_eq!(got.expect("answered"), json!(a.node_id().to_string()));
 }

@@ -132,6 +132,11 @@ pub struct AuthConfig {
     /// changes made behind the service's back (another process writing the same database).
     /// Setting key `entityCache`: milliseconds, `0` or `false` to turn it off.
     pub entity_cache: Option<Duration>,
+    /// The rate limit of `local` logins per client address (default
+    /// [`DEFAULT_LOGIN_LIMIT`](super::DEFAULT_LOGIN_LIMIT): 20 at once, then one every 3 s;
+    /// `None` turns it off). Calls without a client address (internal calls, mesh calls) are
+    /// not counted. Setting key `loginLimit`: `{burst, intervalMs}`, or `false` to turn it off.
+    pub login_limit: Option<super::LoginLimit>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -144,6 +149,7 @@ impl fmt::Debug for AuthConfig {
             .field("jwt", &self.jwt)
             .field("local", &self.local)
             .field("entity_cache", &self.entity_cache)
+            .field("login_limit", &self.login_limit)
             .finish()
     }
 }
@@ -162,6 +168,7 @@ impl AuthConfig {
             jwt: JwtOptions::default(),
             local: LocalOptions::default(),
             entity_cache: Some(DEFAULT_ENTITY_CACHE),
+            login_limit: Some(super::DEFAULT_LOGIN_LIMIT),
         }
     }
 
@@ -169,6 +176,13 @@ impl AuthConfig {
     #[must_use]
     pub fn with_entity_cache(mut self, ttl: Option<Duration>) -> Self {
         self.entity_cache = ttl;
+        self
+    }
+
+    /// Set the login rate limit per client address (`None`: no limit).
+    #[must_use]
+    pub fn with_login_limit(mut self, limit: Option<super::LoginLimit>) -> Self {
+        self.login_limit = limit;
         self
     }
 
@@ -261,6 +275,32 @@ impl AuthConfig {
             Some(_) => {
                 return Err(config_error(
                     "`entityCache` must be milliseconds (0 or false to turn it off)",
+                ));
+            }
+        }
+        match map.get("loginLimit") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(false)) => config.login_limit = None,
+            Some(Value::Object(limit)) => {
+                let number = |key: &str, default: u64| match limit.get(key) {
+                    None => Ok(default),
+                    Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                        config_error(&format!("`loginLimit.{key}` must be a positive integer"))
+                    }),
+                };
+                let default = super::DEFAULT_LOGIN_LIMIT;
+                let burst = number("burst", u64::from(default.burst))?;
+                let default_ms = u64::try_from(default.interval.as_millis()).unwrap_or(u64::MAX);
+                let interval = number("intervalMs", default_ms)?;
+                config.login_limit = Some(super::LoginLimit {
+                    burst: u32::try_from(burst)
+                        .map_err(|_| config_error("`loginLimit.burst` is too large"))?,
+                    interval: Duration::from_millis(interval),
+                });
+            }
+            Some(_) => {
+                return Err(config_error(
+                    "`loginLimit` must be {burst, intervalMs} or false",
                 ));
             }
         }

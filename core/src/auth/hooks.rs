@@ -24,7 +24,9 @@ pub struct Authenticate {
 /// It reads `params.authentication`, or else the `Authorization` header (`Bearer <t>`,
 /// `bearer <t>`, `JWT <t>` or a bare `<t>`; other schemes are ignored), and verifies it with
 /// one of `strategies` through the App's [`AuthenticationService`]. On success it sets
-/// `params.user` (the full entity) and `params.authentication` (`{strategy, accessToken,
+/// `params.user` (the entity as clients may see it: without the fields the entity service's
+/// [`protect`] hook removes, nor the password field, since `params.user` crosses the mesh with
+/// every call and may be returned by a service) and `params.authentication` (`{strategy, accessToken,
 /// payload}`).
 ///
 /// Without authentication information, an external call (REST, socket.io or a mesh peer)
@@ -77,7 +79,9 @@ impl Hook for Authenticate {
                     .await?;
                 match result {
                     Value::Object(mut result) => (
-                        result.remove(&service.config().entity),
+                        result
+                            .remove(&service.config().entity)
+                            .map(|user| service.safe_entity(user)),
                         result.remove("authentication"),
                     ),
                     _ => (None, None),
@@ -171,7 +175,10 @@ pub struct Protect {
 
 /// An after hook that removes `fields` from the result of an external call: from a record,
 /// from each record of an array, and from each record of a page's `data`. Internal calls keep
-/// them (the `local` strategy needs the hash).
+/// them in their result (the `local` strategy needs the hash), but get a stripped copy in
+/// [`HookContext::dispatch`]: the call's events, sent to clients and peers, carry that copy,
+/// and the `authenticate` hook keeps the user in that form, so the fields never leave the
+/// server.
 ///
 /// ```
 /// use plume::auth::protect;
@@ -217,11 +224,21 @@ impl Protect {
 #[async_trait]
 impl Hook for Protect {
     async fn run(&self, ctx: &mut HookContext) -> Result<()> {
-        if !is_external(&ctx.params) {
-            return Ok(());
+        if let Some(dispatch) = &mut ctx.dispatch {
+            self.strip(dispatch);
         }
-        if let Some(result) = &mut ctx.result {
-            self.strip(result);
+        if is_external(&ctx.params) {
+            if let Some(result) = &mut ctx.result {
+                self.strip(result);
+            }
+        } else if ctx.dispatch.is_none()
+            && let Some(result) = &ctx.result
+        {
+            // An internal call keeps the fields in its result (the `local` strategy needs the
+            // hash); what leaves the server (its events, the authenticated user) does not.
+            let mut dispatch = result.clone();
+            self.strip(&mut dispatch);
+            ctx.dispatch = Some(dispatch);
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod cache;
 mod config;
 mod hooks;
 mod jwt;
+mod limit;
 pub mod password;
 mod strategies;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use config::{
 };
 pub use hooks::{Authenticate, HashPassword, Protect, authenticate, hash_password, protect};
 pub use jwt::decode_unverified;
+pub use limit::{DEFAULT_LOGIN_LIMIT, LoginLimit};
 pub use strategies::{JwtStrategy, LocalStrategy};
 
 /// The default path of the authentication service.
@@ -78,6 +80,7 @@ struct Inner {
     config: AuthConfig,
     strategies: RwLock<BTreeMap<String, Arc<dyn AuthStrategy>>>,
     cache: cache::AuthCache,
+    logins: limit::LoginLimiter,
     /// `jwt` is the built-in [`JwtStrategy`]: the `authenticate` hook may take its fast path.
     builtin_jwt: AtomicBool,
 }
@@ -117,6 +120,7 @@ impl AuthenticationService {
                 config,
                 strategies: RwLock::new(BTreeMap::new()),
                 cache: cache::AuthCache::default(),
+                logins: limit::LoginLimiter::default(),
                 builtin_jwt: AtomicBool::new(false),
             }),
         };
@@ -215,14 +219,17 @@ impl AuthenticationService {
         self.app()?.require(&self.inner.config.service)
     }
 
-    /// Load an entity by id with an internal call (hooks run; `provider` is `None`).
+    /// Load an entity by id with an internal call (hooks run; `provider` is `None`), in the
+    /// form clients may see: what the entity service's hooks dispatch (without the fields its
+    /// [`protect`] hook names) and without the password field. This is the user the
+    /// `authenticate` hook puts into `params.user`, which crosses the mesh with every call.
     ///
     /// With [`AuthConfig::entity_cache`] set (the default), an entity loaded less than that
     /// long ago is served from memory; an `updated`, `patched` or `removed` event of the
     /// entity service drops it at once.
     pub async fn get_entity(&self, id: Id) -> Result<Value> {
         let Some(ttl) = self.inner.config.entity_cache else {
-            return self.entity_service()?.get(id, Params::new()).await;
+            return self.load_entity(id).await;
         };
         let cache = &self.inner.cache;
         let now = tokio::time::Instant::now();
@@ -230,12 +237,40 @@ impl AuthenticationService {
             return Ok(entity);
         }
         let generation = cache.generation();
-        let entity = self
-            .entity_service()?
-            .get(id.clone(), Params::new())
-            .await?;
+        let entity = self.load_entity(id.clone()).await?;
         cache.put_entity(&id, &entity, generation, ttl, now);
         Ok(entity)
+    }
+
+    /// [`get_entity`](Self::get_entity) without the cache.
+    async fn load_entity(&self, id: Id) -> Result<Value> {
+        let ctx = self
+            .entity_service()?
+            .dispatch_context(Method::Get, Some(id), None, Params::new())
+            .await?;
+        Ok(self.safe_entity(ctx.dispatch.or(ctx.result).unwrap_or(Value::Null)))
+    }
+
+    /// An entity without the password field.
+    pub(crate) fn safe_entity(&self, mut entity: Value) -> Value {
+        if let Value::Object(map) = &mut entity {
+            map.remove(&self.inner.config.local.password_field);
+        }
+        entity
+    }
+
+    /// Count a costly login attempt (the `local` strategy's) against the client address of
+    /// `params`, per [`AuthConfig::login_limit`]. TooManyRequests (429) when over the limit; a
+    /// call without a client address is not counted.
+    pub fn check_login_rate(&self, params: &Params) -> Result<()> {
+        match (&self.inner.config.login_limit, params.remote_addr) {
+            (Some(limit), Some(addr)) => {
+                self.inner
+                    .logins
+                    .attempt(limit, addr.ip(), tokio::time::Instant::now())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The id of an entity record (`id`, else `_id`).
@@ -343,9 +378,8 @@ impl AuthenticationService {
 
     /// Remove the password field from the entity of an authentication result.
     fn strip_entity(&self, result: &mut Value) {
-        let config = &self.inner.config;
-        if let Some(Value::Object(entity)) = result.get_mut(&config.entity) {
-            entity.remove(&config.local.password_field);
+        if let Some(entity) = result.get_mut(&self.inner.config.entity) {
+            *entity = self.safe_entity(std::mem::take(entity));
         }
     }
 
@@ -426,6 +460,13 @@ impl ConnectionAuthenticator for AuthenticationService {
             .cloned()
             .unwrap_or(Value::Null);
         Ok(Some((authentication, user)))
+    }
+
+    /// The `exp` of the connection's access token (verified), if it has one.
+    fn expires_at(&self, authentication: &Value) -> Option<std::time::SystemTime> {
+        let token = authentication.get("accessToken")?.as_str()?;
+        let exp = self.verify_access_token(token).ok()?.get("exp")?.as_u64()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp))
     }
 }
 

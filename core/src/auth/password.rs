@@ -16,23 +16,85 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Decimal, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use tokio::sync::Semaphore;
+
 use crate::error::{Error, Result};
 
+/// The most hashes (and checks) waiting for a free core at once; more are TooManyRequests.
+pub const MAX_WAITING: usize = 256;
+
+/// One hash per core runs at once: each costs 19 MiB and a core for tens of milliseconds, so
+/// more at once would only add memory, not throughput.
+static RUNNING: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(max_running())));
+
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of hashes that may run at once (the number of cores).
+pub fn max_running() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// A place in the queue of [`MAX_WAITING`]; dropping it leaves the queue.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Result<Self> {
+        WAITING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING).then_some(n + 1)
+            })
+            .map(|_| Waiting)
+            .map_err(|_| {
+                Error::too_many_requests("Too many password checks in progress; try again later")
+            })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Run `work` on the blocking pool once a core is free. The permit moves into the blocking
+/// task, so a caller that gives up does not free its core before the hash is done.
+async fn throttled<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let waiting = Waiting::enter()?;
+    let permit = RUNNING
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(Error::internal)?;
+    drop(waiting);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
 /// Hash a password; returns a PHC string (`$argon2id$v=19$...`).
+///
+/// At most one hash or check per core runs at once ([`max_running`]); up to [`MAX_WAITING`]
+/// more wait for a core, and beyond that the call is TooManyRequests (429). So a flood of
+/// logins costs at most `cores × 19 MiB` of argon2 memory.
 pub async fn hash(password: &str) -> Result<String> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
-        .await
-        .map_err(Error::internal)?
+    throttled(move || hash_blocking(&password)).await
 }
 
 /// Check a password against a PHC hash string. `Ok(false)` for a wrong password; a
-/// BadRequest when `hash` is not a valid PHC string.
+/// BadRequest when `hash` is not a valid PHC string. Throttled as [`hash`].
 pub async fn verify(password: &str, hash: &str) -> Result<bool> {
     let (password, hash) = (password.to_owned(), hash.to_owned());
-    tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
-        .await
-        .map_err(Error::internal)?
+    throttled(move || verify_blocking(&password, &hash)).await
 }
 
 /// A hash of a fixed password, computed once: checking against it costs what a real check

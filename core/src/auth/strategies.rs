@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AuthStrategy, AuthenticationService, password};
 use crate::error::{Error, ErrorKind, Result};
-use crate::params::Params;
+use crate::params::{Method, Params};
 
 /// The `jwt` strategy: `{strategy: "jwt", accessToken}`.
 ///
@@ -41,9 +41,23 @@ impl AuthStrategy for JwtStrategy {
 ///
 /// It finds the entity by user name with an internal `find` (`$limit: 1`) and checks the
 /// password against the argon2 hash stored in the entity. A missing field, an unknown user or
-/// a wrong password are all NotAuthenticated `Invalid login`.
+/// a wrong password are all NotAuthenticated `Invalid login`. Each attempt counts against the
+/// client address's login rate limit ([`AuthConfig::login_limit`](super::AuthConfig::login_limit)),
+/// checked before any hashing: over it, TooManyRequests (429).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalStrategy;
+
+/// The first record of a `find` result (an array or a page).
+fn first_record(found: Value) -> Option<Value> {
+    match found {
+        Value::Array(mut items) if !items.is_empty() => Some(items.swap_remove(0)),
+        Value::Object(mut page) => match page.remove("data") {
+            Some(Value::Array(mut items)) if !items.is_empty() => Some(items.swap_remove(0)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 fn invalid_login() -> Error {
     Error::not_authenticated("Invalid login")
@@ -55,8 +69,9 @@ impl AuthStrategy for LocalStrategy {
         &self,
         service: &AuthenticationService,
         data: &Map<String, Value>,
-        _params: &Params,
+        params: &Params,
     ) -> Result<Value> {
+        service.check_login_rate(params)?;
         let options = &service.config().local;
         let username = data.get(&options.username_field).and_then(Value::as_str);
         let plain = data.get(&options.password_field).and_then(Value::as_str);
@@ -66,16 +81,11 @@ impl AuthStrategy for LocalStrategy {
         let query = json!({ options.username_field.clone(): username, "$limit": 1 });
         let found = service
             .entity_service()?
-            .find(Params::new().with_query(query))
+            .dispatch_context(Method::Find, None, None, Params::new().with_query(query))
             .await?;
-        let entity = match found {
-            Value::Array(mut items) if !items.is_empty() => Some(items.swap_remove(0)),
-            Value::Object(mut page) => match page.remove("data") {
-                Some(Value::Array(mut items)) if !items.is_empty() => Some(items.swap_remove(0)),
-                _ => None,
-            },
-            _ => None,
-        };
+        // The stored entity (with the hash) to check, and the form clients may see to return.
+        let entity = found.result.and_then(first_record);
+        let visible = found.dispatch.and_then(first_record);
         // Equality on the user name must hold even if the entity service ignores the query.
         let entity = entity
             .filter(|e| e.get(&options.username_field).and_then(Value::as_str) == Some(username));
@@ -102,6 +112,7 @@ impl AuthStrategy for LocalStrategy {
         }
         let mut result = Map::new();
         result.insert("authentication".into(), json!({ "strategy": "local" }));
+        let entity = service.safe_entity(visible.unwrap_or(entity));
         result.insert(service.config().entity.clone(), entity);
         Ok(Value::Object(result))
     }

@@ -648,6 +648,22 @@ proptest! {
         }
     }
 
+    /// Tokens at the real sizes: up to 16 KiB (past any header limit) of base64-ish parts.
+    #[test]
+    fn verify_never_panics_on_long_tokens(
+        parts in prop::collection::vec(prop::collection::vec(prop::sample::select(b"AZaz09_-.".to_vec()), 0..6000), 1..4),
+    ) {
+        let token: String = parts
+            .iter()
+            .map(|p| p.iter().map(|b| char::from(*b)).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(".");
+        let e = jwt::verify(SECRET, &JwtOptions::default(), &token);
+        prop_assert!(e.is_err_and(|e| e.code() == 401));
+        let _ = decode_unverified(&token);
+        let _ = parse_authorization(&format!("Bearer {token}"));
+    }
+
     #[test]
     fn parse_authorization_never_panics(header in ".{0,100}") {
         if let Some(v) = parse_authorization(&header) {
@@ -757,6 +773,37 @@ fn the_entity_cache_setting_is_milliseconds_or_off() {
     assert_eq!(ok(parse(json!({"entityCache": false}))).entity_cache, None);
     let e = err(parse(json!({"entityCache": "soon"})));
     assert!(e.message().contains("entityCache"), "{e}");
+}
+
+#[test]
+fn the_login_limit_setting_is_burst_and_interval_or_off() {
+    let parse = |v: Value| AuthConfig::from_settings(&v, Some(SECRET.into()));
+    assert_eq!(
+        ok(parse(json!({}))).login_limit,
+        Some(crate::auth::DEFAULT_LOGIN_LIMIT)
+    );
+    assert_eq!(
+        ok(parse(
+            json!({"loginLimit": {"burst": 3, "intervalMs": 500}})
+        ))
+        .login_limit,
+        Some(crate::auth::LoginLimit {
+            burst: 3,
+            interval: std::time::Duration::from_millis(500),
+        })
+    );
+    assert_eq!(
+        ok(parse(json!({"loginLimit": {"burst": 7}}))).login_limit,
+        Some(crate::auth::LoginLimit {
+            burst: 7,
+            ..crate::auth::DEFAULT_LOGIN_LIMIT
+        })
+    );
+    assert_eq!(ok(parse(json!({"loginLimit": false}))).login_limit, None);
+    for bad in [json!(5), json!({"burst": 0}), json!({"intervalMs": "1s"})] {
+        let e = err(parse(json!({ "loginLimit": bad })));
+        assert!(e.message().contains("loginLimit"), "{e}");
+    }
 }
 
 /// A `jwt` strategy that accepts one fixed token.

@@ -21,6 +21,7 @@
 
 mod coerce;
 mod compare;
+mod limits;
 
 use std::cmp::Ordering;
 
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 
 pub use coerce::{FieldType, Schema, coerce};
 pub use compare::{compare_numbers, compare_optional, compare_values, lookup, values_equal};
+pub use limits::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_LIMIT, DEFAULT_MAX_LIST, QueryLimits};
 
 /// A parsed and validated query.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -310,7 +312,7 @@ fn parse_branches(name: &str, value: &Value) -> Result<Vec<Filter>> {
 }
 
 /// JavaScript `parseInt` on a number or a string: the leading integer, if any.
-fn parse_int(value: &Value) -> Option<i64> {
+pub(crate) fn parse_int(value: &Value) -> Option<i64> {
     match value {
         Value::Number(n) => n.as_i64().or_else(|| {
             let f = n.as_f64()?.trunc();

@@ -18,6 +18,7 @@
 mod layers;
 mod query;
 mod rest;
+mod serve;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -49,7 +50,24 @@ pub struct ServerOptions {
     pub socketio: bool,
     /// How long a graceful shutdown waits for open requests before it aborts them (default 10 s).
     pub shutdown_timeout: Duration,
+    /// How long [`App::listen`] waits for a request's headers, from the connection's start or
+    /// the end of its previous request (default 10 s). A client that is slower loses the
+    /// connection (slowloris).
+    pub header_timeout: Duration,
+    /// How long the REST handler waits for a request body (default 30 s); a slower body is a
+    /// Timeout (408).
+    pub body_timeout: Duration,
+    /// The most connections [`App::listen`] keeps open at once (default 4,096); more wait in
+    /// the kernel's accept queue until one closes.
+    pub max_connections: usize,
 }
+
+/// The default of [`ServerOptions::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`ServerOptions::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default of [`ServerOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -58,6 +76,9 @@ impl Default for ServerOptions {
             cors: None,
             socketio: true,
             shutdown_timeout: Duration::from_secs(10),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -146,6 +167,7 @@ impl App {
             .with_state(rest::RestState {
                 app: self.clone(),
                 body_limit: options.body_limit,
+                body_timeout: options.body_timeout,
             })
     }
 
@@ -172,6 +194,11 @@ impl App {
 
     /// Bind `addr` and serve [`into_router`](App::into_router) until the App shuts down (or the
     /// returned handle's [`shutdown`](Listening::shutdown) is called).
+    ///
+    /// Each connection gets [`ServerOptions::header_timeout`] to send each request's headers,
+    /// at most [`ServerOptions::max_connections`] are open at once, and every request carries
+    /// its client address (`axum::extract::ConnectInfo<SocketAddr>`, and `params.remote_addr`
+    /// of its calls).
     pub async fn listen(&self, addr: impl ToSocketAddrs) -> Result<Listening> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -181,18 +208,12 @@ impl App {
             .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))?;
         let options = self.server_options();
         let router = self.into_router();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let signal = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(err) = axum::serve(listener, router)
-                .with_graceful_shutdown(signal)
-                .await
-            {
-                tracing::error!(target: "plume::server", %err, "server failed");
-            }
-        });
+        let (stop, stopped) = watch::channel(false);
+        let limits = serve::ConnLimits {
+            header_timeout: options.header_timeout,
+            max_connections: options.max_connections,
+        };
+        let task = tokio::spawn(serve::serve(listener, router, limits, stopped));
         let task = Arc::new(Mutex::new(Some(task)));
         tracing::info!(target: "plume::server", addr = %local, "listening");
         {

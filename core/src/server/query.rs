@@ -105,4 +105,35 @@ mod tests {
             prop_assert_eq!(parsed, expected);
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Query strings at the real sizes: brackets nested past the depth limit (5), lists
+        /// past the query limits (1,000 items), long values, up to about 64 KiB in all (the
+        /// most a request line carries).
+        #[test]
+        fn large_and_deep_query_strings_never_panic(
+            depth in 0usize..64,
+            items in 0usize..2500,
+            value_len in 0usize..16 * 1024,
+            junk in ".{0,64}",
+        ) {
+            let deep = format!("a{}=1&{junk}", "[b]".repeat(depth));
+            let _ = parse_query(&deep);
+            let list: String = (0..items).map(|i| format!("id[$in][]={i}&")).collect();
+            let indexed: String = (0..items.min(500)).map(|i| format!("$or[{i}][x]=1&")).collect();
+            let raw = format!("{list}{indexed}v={}", "z".repeat(value_len));
+            let parsed = parse_query(&raw);
+            prop_assert!(parsed.is_ok(), "{:?}", parsed.map(|_| ()));
+            if let Ok(parsed) = parsed {
+                let checked = crate::query::QueryLimits::default().check(&parsed);
+                let over = items > crate::query::DEFAULT_MAX_LIST;
+                prop_assert_eq!(checked.is_err(), over, "{} items", items);
+                if let Err(e) = checked {
+                    prop_assert_eq!(e.code(), 400);
+                }
+            }
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub const SERVICE_METHOD_HEADER: &str = "x-service-method";
 pub(crate) struct RestState {
     pub(crate) app: App,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: std::time::Duration,
 }
 
 /// The axum fallback: every request that no other route took. A service with REST layers
@@ -191,7 +192,17 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
     }
     let query = parse_query(parts.uri.query().unwrap_or(""))?;
     let data = if has_body {
-        Some(read_json(&parts.headers, body, state.body_limit).await?)
+        let read = read_json(&parts.headers, body, state.body_limit);
+        Some(
+            tokio::time::timeout(state.body_timeout, read)
+                .await
+                .map_err(|_| {
+                    Error::timeout(format!(
+                        "Request body not received within {} ms",
+                        state.body_timeout.as_millis()
+                    ))
+                })??,
+        )
     } else {
         None
     };
@@ -199,6 +210,10 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
         query,
         route,
         provider: Some(Provider::Rest),
+        remote_addr: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0),
         headers: parts.headers,
         ..Params::default()
     };

@@ -297,10 +297,11 @@ impl RedisAgent {
                 let body = serde_json::to_string(&notice).unwrap_or_default();
                 let _: i64 = conn.publish(&self.channel, body).await?;
             }
-            let mut keys: Vec<String> = Vec::new();
+            // Bytes, not strings: one value (or key) that is not UTF-8 must not fail the scan.
+            let mut keys: Vec<Vec<u8>> = Vec::new();
             let mut cursor: u64 = 0;
             loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg(&self.pattern)
@@ -314,7 +315,7 @@ impl RedisAgent {
                 }
                 cursor = next;
             }
-            let values: Vec<Option<String>> = if keys.is_empty() {
+            let values: Vec<Option<Vec<u8>>> = if keys.is_empty() {
                 Vec::new()
             } else {
                 conn.mget(&keys).await?
@@ -335,10 +336,10 @@ impl RedisAgent {
         }
     }
 
-    fn reconcile(&mut self, values: Vec<Option<String>>) {
+    fn reconcile(&mut self, values: Vec<Option<Vec<u8>>>) {
         let mut seen = Vec::new();
         for v in values.into_iter().flatten() {
-            let Ok(record) = serde_json::from_str::<Record>(&v) else {
+            let Ok(record) = serde_json::from_slice::<Record>(&v) else {
                 continue;
             };
             if let Some(info) = record.info() {

@@ -1,0 +1,119 @@
+//! The accept loop of [`App::listen`](crate::App::listen): HTTP/1.1 (hyper) with a deadline on
+//! each request's headers, a cap on open connections, the client address in every request, and
+//! a graceful stop.
+//!
+//! `axum::serve` has neither a header read timeout nor a connection cap: a client that opens
+//! connections and sends its headers one byte at a time (slowloris) would hold them forever.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// What the accept loop needs from [`ServerOptions`](super::ServerOptions).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// Serve `router` on `listener` until `stop` turns true, then let open requests finish (the
+/// caller bounds that wait and aborts this future after it).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        // A connection is accepted only with a free slot: over the cap, new ones wait in the
+        // kernel's backlog instead of costing a task and a buffer each.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(target: "plume::server", %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        // Reap finished connections so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let service = router
+            .clone()
+            .map_request(move |mut req: http::Request<_>| {
+                req.extensions_mut().insert(ConnectInfo(addr));
+                req
+            });
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, addr, service, limits, &mut stop).await;
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn serve_connection<S>(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    service: S,
+    limits: ConnLimits,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(connection);
+    let outcome = tokio::select! {
+        outcome = connection.as_mut() => outcome,
+        () = stopped(stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = outcome {
+        tracing::debug!(target: "plume::server", %addr, %err, "connection closed");
+    }
+}
