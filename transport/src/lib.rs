@@ -25,11 +25,13 @@
 pub mod codec;
 pub mod discovery;
 pub mod distribution;
+mod error;
 mod link;
 mod mesh;
 mod nats;
 mod outbox;
 mod reply;
+mod serve;
 
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,

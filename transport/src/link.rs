@@ -1,16 +1,12 @@
 //! One TCP link to one peer: handshake, reader, writer, pending calls.
 
 use std::collections::{HashMap, HashSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::FutureExt;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,27 +17,17 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
-    Auth, EventMsg, Frame, Goaway, Hello, Kind, PROTOCOL_VERSION, RequestMsg, ResponseMsg,
-    TableDelta, TableSnapshot, Topic,
+    Auth, EventMsg, Frame, Goaway, Hello, Kind, PROTOCOL_VERSION, RequestMsg, TableDelta,
+    TableSnapshot, Topic,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Body, EndpointHandler, Inner, RawRequest, lock};
+use crate::error::{CallError, HandshakeError, LinkError};
+use crate::mesh::{Body, EndpointHandler, Inner, lock};
 use crate::outbox::{Outbox, QueueError};
+use crate::serve::{self, Served};
 use plume::Error;
 
 const LOG: &str = "plume::mesh";
-
-/// What happened to a call sent on a link.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The provider answered: an encoded [`ResponseMsg`], which the caller decodes into the
-    /// form it wants (see `ReplyForm`).
-    Reply(bytes::Bytes),
-    /// The provider did not answer before the deadline.
-    Timeout,
-    /// The link died. `sent` is false when the request never left this node.
-    LinkLost { sent: bool },
-}
 
 /// A live link to a peer.
 #[derive(Debug)]
@@ -69,26 +55,21 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Send a call and wait for its outcome. `payload` is an encoded [`RequestMsg`].
+    /// Send a call and wait for its reply: an encoded `ResponseMsg`, which the caller decodes
+    /// into the form it wants (see `ReplyForm`). `payload` is an encoded [`RequestMsg`].
     pub(crate) async fn request(
         &self,
         payload: bytes::Bytes,
         deadline: Instant,
-        max_wait_for_permit: Instant,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<bytes::Bytes, CallError> {
         let permit = match self.permits.try_acquire() {
             Ok(p) => Ok(Ok(p)),
-            Err(_) => timeout_at(max_wait_for_permit, self.permits.acquire()).await,
+            Err(_) => timeout_at(deadline, self.permits.acquire()).await,
         };
         let permit = match permit {
             Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Ok(Outcome::LinkLost { sent: false }),
-            Err(_) => {
-                return Err(Error::unavailable(format!(
-                    "too many calls in flight to node {}",
-                    self.peer
-                )));
-            }
+            Ok(Err(_)) => return Err(CallError::NotSent),
+            Err(_) => return Err(CallError::Busy),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -118,7 +99,7 @@ impl Link {
                 Ok(()) => break,
                 Err(QueueError::Closed) => {
                     lock(&self.pending).remove(&id);
-                    return Ok(Outcome::LinkLost { sent: false });
+                    return Err(CallError::NotSent);
                 }
                 Err(QueueError::Full) => {
                     if timeout_at(deadline, self.out.wait_for_space())
@@ -126,22 +107,22 @@ impl Link {
                         .is_err()
                     {
                         lock(&self.pending).remove(&id);
-                        return Ok(Outcome::Timeout);
+                        return Err(CallError::Timeout);
                     }
                 }
             }
         }
         let out = match timeout_at(deadline, rx).await {
-            Ok(Ok(payload)) => Outcome::Reply(payload),
-            Ok(Err(_)) => Outcome::LinkLost { sent: true },
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(_)) => Err(CallError::Lost),
             Err(_) => {
                 lock(&self.pending).remove(&id);
                 let _ = self.out.try_send(&Frame::empty(Kind::Cancel, id));
-                Outcome::Timeout
+                Err(CallError::Timeout)
             }
         };
         drop(permit);
-        Ok(out)
+        out
     }
 
     /// Round-trip a ping.
@@ -215,8 +196,8 @@ fn auth_mac(
     verifier_nonce: &[u8],
     prover_nonce: &[u8],
     environment: &str,
-) -> Result<HmacSha256, String> {
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|e| e.to_string())?;
+) -> Result<HmacSha256, HandshakeError> {
+    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| HandshakeError::Key)?;
     mac.update(b"plume-mesh-auth-v1\0");
     mac.update(role);
     mac.update(&prover.0.to_be_bytes());
@@ -231,18 +212,22 @@ async fn read_frame(
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max: usize,
-) -> Result<Frame, String> {
+    expected: Kind,
+) -> Result<Frame, HandshakeError> {
     loop {
-        if let Some(f) = Frame::decode(buf, max).map_err(|e| e.to_string())? {
+        if let Some(f) = Frame::decode(buf, max)? {
+            if f.kind != expected {
+                return Err(HandshakeError::Unexpected {
+                    expected,
+                    got: f.kind,
+                });
+            }
             return Ok(f);
         }
         buf.reserve(4096);
-        let n = rd
-            .read_buf(buf)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
+        let n = rd.read_buf(buf).await.map_err(HandshakeError::Read)?;
         if n == 0 {
-            return Err("connection closed during the handshake".into());
+            return Err(HandshakeError::Closed);
         }
     }
 }
@@ -253,11 +238,11 @@ pub(crate) async fn establish(
     inner: &Arc<Inner>,
     stream: TcpStream,
     expect: Option<NodeId>,
-) -> Result<Arc<Link>, String> {
+) -> Result<Arc<Link>, HandshakeError> {
     let limit = inner.cfg.handshake_timeout;
     match timeout(limit, handshake(inner, stream, expect)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("handshake took longer than {limit:?}")),
+        Err(_) => Err(HandshakeError::Timeout(limit)),
     }
 }
 
@@ -265,7 +250,7 @@ async fn handshake(
     inner: &Arc<Inner>,
     stream: TcpStream,
     expect: Option<NodeId>,
-) -> Result<Arc<Link>, String> {
+) -> Result<Arc<Link>, HandshakeError> {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -278,39 +263,36 @@ async fn handshake(
         auth: inner.secret.is_some(),
         nonce: nonce.to_vec(),
     };
-    let io = |e: std::io::Error| format!("write failed: {e}");
+    let io = HandshakeError::Write;
     wr.write_all(&Frame::with(Kind::Hello, 0, &hello).to_bytes())
         .await
         .map_err(io)?;
     let max = inner.cfg.max_frame.min(64 * 1024);
-    let first = read_frame(&mut rd, &mut buf, max).await?;
-    if first.kind != Kind::Hello {
-        return Err(format!("expected hello, got {}", first.kind));
-    }
-    let theirs: Hello = first.parse().map_err(|e| e.to_string())?;
+    let first = read_frame(&mut rd, &mut buf, max, Kind::Hello).await?;
+    let theirs: Hello = first.parse()?;
     if theirs.protocol != PROTOCOL_VERSION {
-        return Err(format!("unsupported protocol version {}", theirs.protocol));
+        return Err(HandshakeError::Protocol(theirs.protocol));
     }
     if theirs.environment != inner.environment {
-        return Err(format!("peer is in environment '{}'", theirs.environment));
+        return Err(HandshakeError::Environment(theirs.environment));
     }
-    let peer = u128::from_str_radix(&theirs.node, 16)
-        .map(NodeId)
-        .map_err(|_| format!("bad node id '{}'", theirs.node))?;
+    let Ok(peer) = u128::from_str_radix(&theirs.node, 16).map(NodeId) else {
+        return Err(HandshakeError::NodeId(theirs.node));
+    };
     if peer == inner.node {
-        return Err("connected to itself".into());
+        return Err(HandshakeError::SelfLink);
     }
     if let Some(want) = expect
         && want != peer
     {
-        return Err(format!("dialled node {want} but reached {peer}"));
+        return Err(HandshakeError::WrongPeer { want, got: peer });
     }
     if theirs.auth != inner.secret.is_some() {
-        return Err("one side has a mesh secret and the other does not".into());
+        return Err(HandshakeError::SecretMismatch);
     }
     if let Some(secret) = &inner.secret {
         if theirs.nonce.len() != 32 {
-            return Err("bad challenge length".into());
+            return Err(HandshakeError::Challenge);
         }
         let (mine, other): (&[u8], &[u8]) = if expect.is_some() {
             (b"dial", b"accept")
@@ -332,11 +314,8 @@ async fn handshake(
         wr.write_all(&Frame::with(Kind::Auth, 0, &Auth { mac: proof }).to_bytes())
             .await
             .map_err(io)?;
-        let f = read_frame(&mut rd, &mut buf, max).await?;
-        if f.kind != Kind::Auth {
-            return Err(format!("expected auth, got {}", f.kind));
-        }
-        let auth: Auth = f.parse().map_err(|e| e.to_string())?;
+        let f = read_frame(&mut rd, &mut buf, max, Kind::Auth).await?;
+        let auth: Auth = f.parse()?;
         auth_mac(
             secret,
             other,
@@ -347,7 +326,7 @@ async fn handshake(
             &inner.environment,
         )?
         .verify_slice(&auth.mac)
-        .map_err(|_| "the peer does not know the mesh secret".to_string())?;
+        .map_err(|_| HandshakeError::Unauthenticated)?;
     }
 
     let closed = inner.shutdown.child_token();
@@ -381,10 +360,12 @@ async fn handshake(
 
 async fn read_loop(inner: Arc<Inner>, link: Arc<Link>, mut rd: OwnedReadHalf, mut buf: BytesMut) {
     let reason = run_reader(&inner, &link, &mut rd, &mut buf).await;
-    if link.closed.is_cancelled() || reason.starts_with("peer closed") {
-        tracing::debug!(target: LOG, node = %inner.node, peer = %link.peer, %reason, "link closed");
+    let quiet = link.closed.is_cancelled() || reason.is_clean_close();
+    let reason = &reason as &dyn std::error::Error;
+    if quiet {
+        tracing::debug!(target: LOG, node = %inner.node, peer = %link.peer, reason, "link closed");
     } else {
-        tracing::warn!(target: LOG, node = %inner.node, peer = %link.peer, %reason, "link closed");
+        tracing::warn!(target: LOG, node = %inner.node, peer = %link.peer, reason, "link closed");
     }
     link.closed.cancel();
     lock(&link.pending).clear();
@@ -397,7 +378,7 @@ async fn run_reader(
     link: &Arc<Link>,
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
-) -> String {
+) -> LinkError {
     let mut got_snapshot = false;
     let interval = inner.cfg.ping_interval;
     let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -417,7 +398,7 @@ async fn run_reader(
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return format!("bad frame: {e}"),
+                    Err(e) => return e.into(),
                 }
             }
         }
@@ -428,14 +409,14 @@ async fn run_reader(
             // Fixed order: no random start per wake-up, and data first.
             biased;
             r = rd.read_buf(buf) => match r {
-                Ok(0) => return "peer closed the connection".into(),
+                Ok(0) => return LinkError::PeerClosed,
                 Ok(_) => last_rx = Instant::now(),
-                Err(e) => return format!("read failed: {e}"),
+                Err(e) => return LinkError::Read(e),
             },
-            () = &mut closed => return "closed by this node".into(),
+            () = &mut closed => return LinkError::ClosedHere,
             _ = tick.tick() => {
                 if last_rx.elapsed() > interval * 3 {
-                    return format!("peer silent for {:?}", last_rx.elapsed());
+                    return LinkError::Silent(last_rx.elapsed());
                 }
                 let _ = link.out.try_send(&Frame::empty(Kind::Ping, 0));
             }
@@ -448,48 +429,47 @@ fn handle(
     link: &Arc<Link>,
     frame: Frame,
     got_snapshot: &mut bool,
-) -> Result<(), String> {
-    let bad = |e: crate::codec::FrameError| e.to_string();
+) -> Result<(), LinkError> {
     if !*got_snapshot && !matches!(frame.kind, Kind::TableSnapshot | Kind::Ping | Kind::Pong) {
-        return Err(format!(
-            "unexpected {} before the table snapshot",
-            frame.kind
+        return Err(LinkError::Unexpected(
+            frame.kind,
+            "before the table snapshot",
         ));
     }
     match frame.kind {
         Kind::Hello | Kind::Auth => {
-            return Err(format!("unexpected {} after the handshake", frame.kind));
+            return Err(LinkError::Unexpected(frame.kind, "after the handshake"));
         }
         Kind::TableSnapshot => {
             if *got_snapshot {
-                return Err("a second table snapshot".into());
+                return Err(LinkError::Unexpected(frame.kind, "a second time"));
             }
-            let snap: TableSnapshot = frame.parse().map_err(bad)?;
+            let snap: TableSnapshot = frame.parse()?;
             *lock(&link.remote_topics) = snap.topics.into_iter().collect();
             inner.add_remote_entries(link, snap.entries);
             *got_snapshot = true;
         }
         Kind::TableDelta => {
-            let delta: TableDelta = frame.parse().map_err(bad)?;
+            let delta: TableDelta = frame.parse()?;
             inner.remove_remote_entries(link, Some(&delta.removed));
             inner.add_remote_entries(link, delta.added);
         }
         Kind::Subscribe => {
-            let t: Topic = frame.parse().map_err(bad)?;
+            let t: Topic = frame.parse()?;
             lock(&link.remote_topics).insert(t.topic);
         }
         Kind::Unsubscribe => {
-            let t: Topic = frame.parse().map_err(bad)?;
+            let t: Topic = frame.parse()?;
             lock(&link.remote_topics).remove(&t.topic);
         }
         Kind::Request => {
             let (req, handler) = inner.decode_request(frame.payload).map_err(|reason| {
-                bad(crate::codec::FrameError::Payload {
+                crate::codec::FrameError::Payload {
                     kind: Kind::Request,
                     reason,
-                })
+                }
             })?;
-            serve(inner, link, frame.id, req, handler);
+            serve_request(inner, link, frame.id, req, handler);
         }
         Kind::Response => {
             // The caller decodes the reply, in its own task and into the form it wants; a
@@ -505,7 +485,7 @@ fn handle(
             }
         }
         Kind::Event => {
-            let ev: EventMsg = frame.parse().map_err(bad)?;
+            let ev: EventMsg = frame.parse()?;
             inner.deliver_local(&ev.topic, ev.data);
         }
         Kind::Ping => {
@@ -517,7 +497,7 @@ fn handle(
             }
         }
         Kind::Goaway => {
-            let g: Goaway = frame.parse().map_err(bad)?;
+            let g: Goaway = frame.parse()?;
             if g.ack {
                 link.goaway_acked.store(true, Ordering::Release);
                 inner.link_changed();
@@ -556,30 +536,20 @@ impl Drop for ServingGuard {
     }
 }
 
-fn respond(id: u64, result: Result<Value, Error>) -> Frame {
-    let msg = match result {
-        Ok(v) => ResponseMsg {
-            ok: Some(v),
-            err: None,
-        },
-        Err(e) => ResponseMsg {
-            ok: None,
-            err: Some(e.to_json()),
-        },
-    };
-    Frame::with(Kind::Response, id, &msg)
-}
-
 /// Start serving a request from the peer with the handler of the endpoint it names.
-fn serve(
+fn serve_request(
     inner: &Arc<Inner>,
     link: &Arc<Link>,
     id: u64,
     req: RequestMsg<Body>,
     handler: Option<EndpointHandler>,
 ) {
-    let immediate = |result: Result<Value, Error>| {
-        let frame = respond(id, result);
+    let immediate = |result: Result<serde_json::Value, Error>| {
+        let frame = Frame {
+            kind: Kind::Response,
+            id,
+            payload: serve::response(result),
+        };
         if let Err(QueueError::Full) = link.out.try_send(&frame) {
             let out = link.out.clone();
             tokio::spawn(async move {
@@ -587,48 +557,20 @@ fn serve(
             });
         }
     };
-    let Some(handler) = handler else {
-        immediate(Err(Error::not_found(format!(
-            "node {} does not provide '{}'",
-            inner.node, req.name
-        ))));
-        return;
-    };
-    if link.serving_count.load(Ordering::Acquire) >= inner.cfg.max_in_flight {
+    if handler.is_some() && link.serving_count.load(Ordering::Acquire) >= inner.cfg.max_in_flight {
         immediate(Err(Error::too_many_requests(format!(
             "node {} is serving too many calls from this peer",
             inner.node
         ))));
         return;
     }
-    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let request = RawRequest {
-        name: req.name,
-        method: req.method,
-        body: req.body,
-        deadline: deadline.into_std(),
-        from: link.peer,
-    };
-    // A panicking handler answers GeneralError; it never takes the link's reader down.
-    let panicked = || Err(Error::general_error("the handler panicked"));
-    let Ok(mut fut) = catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
-        immediate(panicked());
-        return;
-    };
-    // Quick handlers answer on their first poll: reply from here, without a task. A handler
-    // that is not ready gets a task (it re-registers its wakers on the next poll).
-    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
-        Ok(Poll::Ready(result)) => {
+    let running = match serve::start(inner.node, handler, req, link.peer) {
+        Served::Ready(result) => {
             immediate(result);
             return;
         }
-        Ok(Poll::Pending) => {}
-        Err(_) => {
-            immediate(panicked());
-            return;
-        }
-    }
+        Served::Running(running) => running,
+    };
     link.serving_count.fetch_add(1, Ordering::AcqRel);
     inner.serving_started();
     let guard = ServingGuard {
@@ -638,14 +580,11 @@ fn serve(
     };
     let mut serving = lock(&link.serving);
     let task = tokio::spawn(async move {
-        let result = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::general_error("the handler panicked")),
-            Err(_) => Err(Error::timeout(
-                "the call did not finish before its deadline",
-            )),
+        let frame = Frame {
+            kind: Kind::Response,
+            id,
+            payload: serve::response(running.finish().await),
         };
-        let frame = respond(id, result);
         let _ = guard.link.out.send(&frame).await;
         drop(guard);
     });

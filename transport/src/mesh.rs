@@ -29,8 +29,9 @@ use crate::codec::{
 use crate::discovery::{
     Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
 };
-use crate::link::{self, Link, Outcome};
-use crate::nats::{NatsEngine, NatsOutcome};
+use crate::error::{CallError, HandshakeError};
+use crate::link::{self, Link};
+use crate::nats::NatsEngine;
 use plume::{Error, RawJson};
 
 use crate::reply::ReplyForm;
@@ -606,7 +607,8 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     let inner = inner.clone();
                     tokio::spawn(async move {
                         if let Err(reason) = link::establish(&inner, stream, None).await {
-                            tracing::warn!(target: LOG, node = %inner.node, %addr, %reason, "refused an incoming link");
+                            let reason = &reason as &dyn std::error::Error;
+                            tracing::warn!(target: LOG, node = %inner.node, %addr, reason, "refused an incoming link");
                         }
                     });
                 }
@@ -713,8 +715,8 @@ async fn dial_loop(inner: Arc<Inner>, node: NodeId, token: CancellationToken) {
         let attempt = async {
             let stream = timeout(inner.cfg.handshake_timeout, TcpStream::connect(addr))
                 .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| format!("connect failed: {e}"))?;
+                .map_err(|_| HandshakeError::ConnectTimeout)?
+                .map_err(HandshakeError::Connect)?;
             link::establish(&inner, stream, Some(node)).await
         };
         let result = tokio::select! {
@@ -736,7 +738,8 @@ async fn dial_loop(inner: Arc<Inner>, node: NodeId, token: CancellationToken) {
                 }
             }
             Err(reason) => {
-                tracing::debug!(target: LOG, node = %inner.node, peer = %node, %addr, %reason, "dial failed");
+                let reason = &reason as &dyn std::error::Error;
+                tracing::debug!(target: LOG, node = %inner.node, peer = %node, %addr, reason, "dial failed");
             }
         }
         let delay = backoff.next_delay();
@@ -1390,83 +1393,56 @@ impl Mesh {
                         Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
                     };
                 }
-                Target::Nats => {
-                    let Some(engine) = &inner.nats else {
-                        return Err(Error::unavailable("no NATS connection"));
-                    };
-                    match engine
-                        .request(
-                            inner,
-                            name,
-                            None,
-                            method,
-                            body,
-                            deadline,
-                            options.idempotent,
-                        )
-                        .await
-                    {
-                        NatsOutcome::Reply(payload) => return R::from_payload(&payload),
-                        NatsOutcome::Refused(e) => return Err(e),
-                        NatsOutcome::Timeout => {
-                            return Err(Error::timeout(format!("'{name}' did not answer in time")));
+                Target::Nats | Target::Remote(_) => {
+                    let sent = match &target {
+                        Target::Remote(link) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            let msg = RequestMsg {
+                                name: name.to_string(),
+                                method: method.map(str::to_string),
+                                body,
+                                timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                            };
+                            link.request(encode_payload(&msg), deadline).await
                         }
-                        NatsOutcome::NoResponders => {
+                        _ => match &inner.nats {
+                            Some(engine) => {
+                                engine
+                                    .request(
+                                        inner,
+                                        name,
+                                        None,
+                                        method,
+                                        body,
+                                        deadline,
+                                        options.idempotent,
+                                    )
+                                    .await
+                            }
+                            None => Err(CallError::NotSent),
+                        },
+                    };
+                    let at = match &target {
+                        Target::Remote(_) => Some(node),
+                        _ => None,
+                    };
+                    match sent {
+                        Ok(payload) => return R::from_payload(&payload),
+                        Err(CallError::NotSent) => lost_provider = true,
+                        Err(CallError::Lost) if options.idempotent && Instant::now() < deadline => {
+                            tracing::debug!(target: LOG, %name, peer = %node, "provider lost; retrying an idempotent call");
+                            lost_provider |= at.is_some();
+                        }
+                        Err(CallError::NoResponders) => {
                             // The table still lists a provider that NATS no longer has (or
                             // not yet): ask again shortly, within the deadline.
                             let at = deadline.min(Instant::now() + NatsEngine::retry_delay());
                             tokio::time::sleep_until(at).await;
                             if Instant::now() >= deadline {
-                                return Err(Error::unavailable(format!(
-                                    "no provider for '{name}'"
-                                )));
+                                return Err(CallError::NoResponders.into_error(name, None));
                             }
                         }
-                        NatsOutcome::Lost => {
-                            if options.idempotent && Instant::now() < deadline {
-                                tracing::debug!(target: LOG, %name, "provider lost; retrying an idempotent call");
-                                continue;
-                            }
-                            return Err(Error::unavailable(format!(
-                                "the NATS connection failed during a call to '{name}'; the outcome is unknown"
-                            ))
-                            .with_data(serde_json::json!({ "outcome": "unknown" })));
-                        }
-                    }
-                }
-                Target::Remote(link) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let msg = RequestMsg {
-                        name: name.to_string(),
-                        method: method.map(str::to_string),
-                        body,
-                        timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-                    };
-                    match link
-                        .request(encode_payload(&msg), deadline, deadline)
-                        .await?
-                    {
-                        Outcome::Reply(payload) => return R::from_payload(&payload),
-                        Outcome::Timeout => {
-                            return Err(Error::timeout(format!(
-                                "'{name}' on node {node} did not answer in time"
-                            )));
-                        }
-                        Outcome::LinkLost { sent: false } => {
-                            lost_provider = true;
-                            continue;
-                        }
-                        Outcome::LinkLost { sent: true } => {
-                            if options.idempotent && Instant::now() < deadline {
-                                tracing::debug!(target: LOG, %name, peer = %node, "link lost; retrying an idempotent call");
-                                lost_provider = true;
-                                continue;
-                            }
-                            return Err(Error::unavailable(format!(
-                                "the link to node {node} died during a call to '{name}'; the outcome is unknown"
-                            ))
-                            .with_data(serde_json::json!({ "outcome": "unknown", "node": node.to_string() })));
-                        }
+                        Err(e) => return Err(e.into_error(name, at)),
                     }
                 }
             }
@@ -1503,46 +1479,27 @@ impl Mesh {
                 Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
             };
         }
-        if let Some(engine) = &inner.nats {
-            return match engine
+        let sent = if let Some(engine) = &inner.nats {
+            engine
                 .request(inner, name, Some(node), method, &body, deadline, false)
                 .await
-            {
-                NatsOutcome::Reply(payload) => Value::from_payload(&payload),
-                NatsOutcome::Refused(e) => Err(e),
-                NatsOutcome::Timeout => Err(Error::timeout(format!(
-                    "'{name}' on node {node} did not answer in time"
-                ))),
-                NatsOutcome::NoResponders => {
-                    Err(Error::unavailable(format!("node {node} is not on NATS")))
-                }
-                NatsOutcome::Lost => Err(Error::unavailable(format!(
-                    "the NATS connection failed during a call to '{name}' on node {node}; the outcome is unknown"
-                ))),
+        } else {
+            let link = lock(&inner.links).get(&node).cloned();
+            let Some(link) = link else {
+                return Err(Error::unavailable(format!("no link to node {node}")));
             };
-        }
-        let link = lock(&inner.links).get(&node).cloned();
-        let Some(link) = link else {
-            return Err(Error::unavailable(format!("no link to node {node}")));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = RequestMsg {
+                name: name.to_string(),
+                method: method.map(str::to_string),
+                body: &body,
+                timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            };
+            link.request(encode_payload(&msg), deadline).await
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = RequestMsg {
-            name: name.to_string(),
-            method: method.map(str::to_string),
-            body: &body,
-            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-        };
-        match link
-            .request(encode_payload(&msg), deadline, deadline)
-            .await?
-        {
-            Outcome::Reply(payload) => Value::from_payload(&payload),
-            Outcome::Timeout => Err(Error::timeout(format!(
-                "'{name}' on node {node} did not answer in time"
-            ))),
-            Outcome::LinkLost { .. } => Err(Error::unavailable(format!(
-                "the link to node {node} died during a call to '{name}'; the outcome is unknown"
-            ))),
+        match sent {
+            Ok(payload) => Value::from_payload(&payload),
+            Err(e) => Err(e.into_error(name, Some(node))),
         }
     }
 

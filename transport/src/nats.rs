@@ -12,26 +12,26 @@
 //! See `docs/protocol.md`, "NATS backend".
 
 use std::collections::{HashMap, HashSet};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_nats::{HeaderMap, Message, ServerAddr, Subscriber};
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, broadcast, mpsc};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
-    PROTOCOL_VERSION, RequestMsg, ResponseMsg, TableDelta, TableSnapshot, decode_payload,
-    encode_payload,
+    PROTOCOL_VERSION, RequestMsg, TableDelta, TableSnapshot, decode_payload, encode_payload,
 };
 use crate::discovery::NodeId;
-use crate::mesh::{Body, EndpointHandler, Inner, RawRequest, TableEvent, lock};
+use crate::error::CallError;
+use crate::mesh::{Inner, TableEvent, lock};
+use crate::serve::{self, Served};
 use plume::Error;
 
 const LOG: &str = "plume::nats";
@@ -93,22 +93,6 @@ struct Delta {
     key: String,
     #[serde(flatten)]
     delta: TableDelta,
-}
-
-/// What a NATS call came to.
-#[derive(Debug)]
-pub(crate) enum NatsOutcome {
-    /// A provider answered: an encoded [`ResponseMsg`].
-    Reply(bytes::Bytes),
-    /// NATS refused to carry the call.
-    Refused(Error),
-    /// Nobody listens on the subject (yet, or any more).
-    NoResponders,
-    /// No answer before the deadline.
-    Timeout,
-    /// The call may have reached a provider that is now gone (connection loss, or a provider of
-    /// the endpoint left during an idempotent call).
-    Lost,
 }
 
 /// Commands to the engine loop, in order.
@@ -335,10 +319,10 @@ impl NatsEngine {
         body: &B,
         deadline: Instant,
         idempotent: bool,
-    ) -> NatsOutcome {
+    ) -> Result<Bytes, CallError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return NatsOutcome::Timeout;
+            return Err(CallError::Timeout);
         }
         let msg = RequestMsg {
             name: name.to_string(),
@@ -373,22 +357,20 @@ impl NatsEngine {
         };
         let sent = tokio::select! {
             r = self.client.send_request(subject, request) => r,
-            () = removed => return NatsOutcome::Lost,
+            () = removed => return Err(CallError::Lost),
         };
         match sent {
-            Ok(reply) => NatsOutcome::Reply(reply.payload),
-            Err(e) => match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => NatsOutcome::NoResponders,
-                async_nats::RequestErrorKind::TimedOut => NatsOutcome::Timeout,
+            Ok(reply) => Ok(reply.payload),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => CallError::NoResponders,
+                async_nats::RequestErrorKind::TimedOut => CallError::Timeout,
                 async_nats::RequestErrorKind::MaxPayloadExceeded
-                | async_nats::RequestErrorKind::InvalidSubject => NatsOutcome::Refused(
-                    Error::bad_request(format!("NATS refused the call to '{name}': {e}")),
-                ),
+                | async_nats::RequestErrorKind::InvalidSubject => CallError::Refused(Box::new(e)),
                 async_nats::RequestErrorKind::Other => {
-                    tracing::debug!(target: LOG, error = %e, %name, "NATS request failed");
-                    NatsOutcome::Lost
+                    tracing::debug!(target: LOG, error = &e as &dyn std::error::Error, %name, "NATS request failed");
+                    CallError::Lost
                 }
-            },
+            }),
         }
     }
 
@@ -804,7 +786,10 @@ impl NatsEngine {
                     if endpoint.as_ref().is_some_and(|e| *e != req.name) {
                         Err(Error::bad_request("the call names another endpoint"))
                     } else {
-                        run_handler(&inner, &m, req, handler).await
+                        match serve::start(inner.node, handler, req, sender(&m)) {
+                            Served::Ready(result) => result,
+                            Served::Running(running) => running.finish().await,
+                        }
                     }
                 }
             };
@@ -819,17 +804,7 @@ impl NatsEngine {
                     s.last_error = e.to_string();
                 }
             }
-            let msg = match result {
-                Ok(v) => ResponseMsg {
-                    ok: Some(v),
-                    err: None,
-                },
-                Err(e) => ResponseMsg {
-                    ok: None,
-                    err: Some(e.to_json()),
-                },
-            };
-            if let Err(e) = self.client.publish(reply, encode_payload(&msg)).await {
+            if let Err(e) = self.client.publish(reply, serve::response(result)).await {
                 tracing::debug!(target: LOG, error = %e, "reply not sent");
             }
             inner.serving_done();
@@ -968,42 +943,13 @@ impl Peer {
     }
 }
 
-async fn run_handler(
-    inner: &Inner,
-    m: &Message,
-    req: RequestMsg<Body>,
-    handler: Option<EndpointHandler>,
-) -> Result<Value, Error> {
-    let Some(handler) = handler else {
-        return Err(Error::not_found(format!(
-            "node {} does not provide '{}'",
-            inner.node, req.name
-        )));
-    };
-    let from = m
-        .headers
+/// The node that sent `m` (its header), or node 0 when it does not say.
+fn sender(m: &Message) -> NodeId {
+    m.headers
         .as_ref()
         .and_then(|h| h.get(NODE_HEADER))
         .and_then(|v| v.as_str().parse::<NodeId>().ok())
-        .unwrap_or(NodeId(0));
-    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let request = RawRequest {
-        name: req.name,
-        method: req.method,
-        body: req.body,
-        deadline: deadline.into_std(),
-        from,
-    };
-    let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
-        return Err(Error::general_error("the handler panicked"));
-    };
-    match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(Error::general_error("the handler panicked")),
-        Err(_) => Err(Error::timeout(
-            "the call did not finish before its deadline",
-        )),
-    }
+        .unwrap_or(NodeId(0))
 }
 
 /// `t` as RFC 3339 in UTC, e.g. `2024-01-02T03:04:05.678Z`.
