@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::codec::{FrameError, Kind};
 use crate::discovery::NodeId;
+use crate::protocol::{FrameError, Kind};
 use plume::Error;
 
 /// Why a link could not be set up.

@@ -22,20 +22,25 @@
 //! # Ok(()) }
 //! ```
 
-pub mod codec;
+mod backoff;
 pub mod discovery;
 pub mod distribution;
+mod engine;
 mod error;
-mod link;
+pub mod memory;
 mod mesh;
 mod nats;
-mod outbox;
-mod reply;
-mod serve;
+pub mod protocol;
+mod sync;
+mod tcp;
+
+/// The mesh wire types, under their former name.
+pub use protocol as codec;
 
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
 };
+pub use engine::Removal;
 pub use mesh::{
     Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, Request,
     Subscription, TableEvent, TableWatch,

@@ -114,7 +114,7 @@ proptest! {
         };
         let owned_json = serde_json::to_value(&owned).expect("json");
         prop_assert_eq!(&serde_json::to_value(&borrowed).expect("json"), &owned_json);
-        let packed: Value = crate::codec::decode_payload(&crate::codec::encode_payload(&borrowed))
+        let packed: Value = crate::protocol::decode_payload(&crate::protocol::encode_payload(&borrowed))
             .expect("msgpack");
         prop_assert_eq!(&packed, &owned_json);
         let back: CallBody = serde_json::from_value(packed).expect("a call body");
@@ -188,7 +188,7 @@ fn arb_call_json() -> impl Strategy<Value = Value> {
 }
 
 fn request(body: &impl serde::Serialize) -> bytes::Bytes {
-    crate::codec::encode_payload(&crate::codec::RequestMsg {
+    crate::protocol::encode_payload(&crate::protocol::RequestMsg {
         name: "svc:todos".to_owned(),
         method: Some("find".to_owned()),
         body,
@@ -234,7 +234,7 @@ proptest! {
     fn call_bodies_decode_from_the_frame_as_through_a_value(body in arb_call_json()) {
         use crate::mesh::Body;
         let payload = request(&body);
-        let old: Option<CallBody> = crate::codec::decode_payload::<crate::codec::RequestMsg>(&payload)
+        let old: Option<CallBody> = crate::protocol::decode_payload::<crate::protocol::RequestMsg>(&payload)
             .ok()
             .and_then(|m| serde_json::from_value(m.body).ok());
         let direct = Body::Msgpack(payload).decode::<CallBody>();

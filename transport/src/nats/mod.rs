@@ -7,9 +7,13 @@
 //! - `plume.{env}.node.{node}.{table|call|ping}`: a node's own request subjects;
 //! - `plume.{env}.svc.{endpoint}`: calls, one queue group per endpoint (NATS balances replicas);
 //! - `plume.{env}.evt.{topic}`: events;
-//! - `$SRV.{PING|INFO|STATS}[.{name}[.{id}]]`: the NATS service API, for standard tooling.
+//! - `$SRV.{PING|INFO|STATS}[.{name}[.{id}]]`: the NATS service API, for standard tooling
+//!   ([`srv`]).
 //!
 //! See `docs/protocol.md`, "NATS backend".
+
+mod srv;
+mod subjects;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,20 +23,24 @@ use std::time::{Duration, SystemTime};
 use async_nats::{HeaderMap, Message, ServerAddr, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{
-    PROTOCOL_VERSION, RequestMsg, TableDelta, TableSnapshot, decode_payload, encode_payload,
+use crate::discovery::{DiscoveryConfig, NodeId};
+use crate::engine::{
+    Call, CallError, Counted, Engine, EngineKind, Remote, Removal, Sink, response,
 };
-use crate::discovery::NodeId;
-use crate::error::CallError;
-use crate::mesh::{Inner, TableEvent, lock};
-use crate::serve::{self, Served};
+use crate::protocol::{
+    PROTOCOL_VERSION, TableDelta, TableSnapshot, decode_payload, encode_payload,
+};
+use crate::sync::lock;
 use plume::Error;
+use srv::EndpointStats;
+use subjects::{service_name, token};
 
 const LOG: &str = "plume::nats";
 /// The header naming the sending node.
@@ -41,40 +49,8 @@ const NODE_HEADER: &str = "Plume-Node";
 const EVENT_QUEUE: usize = 4096;
 /// Snapshot answers queued for the engine loop.
 const RESULT_QUEUE: usize = 256;
-/// How long a call waits before asking again when NATS says nobody listens yet.
-const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
-
-/// Escape `s` into one NATS subject token: `[A-Za-z0-9_-]` stay, every other byte is `~XX`.
-pub(crate) fn token(s: &str) -> String {
-    if s.is_empty() {
-        return "~".to_owned();
-    }
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("~{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The NATS service name of a key: `[A-Za-z0-9_-]`, others become `_` (`plume` when empty).
-fn service_name(key: &str) -> String {
-    if key.is_empty() {
-        return "plume".to_owned();
-    }
-    key.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+/// Removal notices kept for idempotent calls in flight.
+const REMOVED_CAPACITY: usize = 256;
 
 /// A hello: a node's heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,23 +74,16 @@ struct Delta {
 /// Commands to the engine loop, in order.
 #[derive(Debug)]
 enum Ctl {
-    Provide(String, TableDelta),
-    Withdraw(String, TableDelta),
+    Announce(TableDelta),
     Subscribe(String),
     Unsubscribe(String),
     Hello,
 }
 
-#[derive(Debug, Default)]
-struct EndpointStats {
-    requests: u64,
-    errors: u64,
-    nanos: u128,
-    last_error: String,
-}
-
 /// The NATS side of a mesh node.
 pub(crate) struct NatsEngine {
+    /// Itself, for the [`Remote`]s it hands out.
+    this: Weak<NatsEngine>,
     client: async_nats::Client,
     prefix: String,
     node: NodeId,
@@ -136,6 +105,9 @@ pub(crate) struct NatsEngine {
     stop: CancellationToken,
     version: AtomicU64,
     peers_seen: AtomicUsize,
+    /// The names of endpoints whose provider left: an idempotent call in flight to one of them
+    /// is sent again.
+    removed: broadcast::Sender<String>,
 }
 
 impl std::fmt::Debug for NatsEngine {
@@ -168,10 +140,13 @@ impl NatsEngine {
         node: NodeId,
         environment: &str,
         key: &str,
-        heartbeat: Duration,
-        node_timeout: Duration,
+        discovery: &DiscoveryConfig,
         max_in_flight: usize,
     ) -> std::io::Result<Arc<Self>> {
+        discovery
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let (heartbeat, node_timeout) = (discovery.heartbeat, discovery.node_timeout);
         let addrs = servers(url)?;
         let (conn_tx, mut conn_rx) = mpsc::channel::<async_nats::Event>(16);
         let client = async_nats::ConnectOptions::new()
@@ -195,7 +170,8 @@ impl NatsEngine {
         #[allow(clippy::disallowed_methods)]
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let engine = Arc::new(Self {
+        let engine = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             client,
             prefix: format!("plume.{}", token(environment)),
             node,
@@ -215,6 +191,7 @@ impl NatsEngine {
             stop: CancellationToken::new(),
             version: AtomicU64::new(0),
             peers_seen: AtomicUsize::new(0),
+            removed: broadcast::Sender::new(REMOVED_CAPACITY),
         });
         // Connection events: log outages once, and say hello again on every reconnection.
         let weak = Arc::downgrade(&engine);
@@ -280,74 +257,33 @@ impl NatsEngine {
         }
     }
 
-    // --- the API the mesh calls --------------------------------------------------------------
-
-    pub(crate) fn provide(&self, name: &str, delta: TableDelta) {
-        self.version.store(delta.version, Ordering::Release);
-        let _ = self.ctl.send(Ctl::Provide(name.to_owned(), delta));
-    }
-
-    pub(crate) fn withdraw(&self, name: &str, delta: TableDelta) {
-        self.version.store(delta.version, Ordering::Release);
-        let _ = self.ctl.send(Ctl::Withdraw(name.to_owned(), delta));
-    }
-
-    pub(crate) fn subscribe(&self, topic: &str) {
-        let _ = self.ctl.send(Ctl::Subscribe(topic.to_owned()));
-    }
-
-    pub(crate) fn unsubscribe(&self, topic: &str) {
-        let _ = self.ctl.send(Ctl::Unsubscribe(topic.to_owned()));
-    }
-
-    pub(crate) fn publish(&self, topic: &str, data: &Value) {
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.events.try_send((topic.to_owned(), data.clone()))
-        {
-            tracing::warn!(target: LOG, %topic, "NATS event queue full; event dropped");
-        }
-    }
-
-    /// Call `name` through its queue group, or `node`'s own subject when given.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn request<B: Serialize + ?Sized>(
-        &self,
-        inner: &Inner,
-        name: &str,
-        node: Option<NodeId>,
-        method: Option<&str>,
-        body: &B,
-        deadline: Instant,
-        idempotent: bool,
-    ) -> Result<Bytes, CallError> {
-        let left = deadline.saturating_duration_since(Instant::now());
+    /// Send `call` through the queue group of its endpoint, or to `node`'s own subject when
+    /// given.
+    async fn request(&self, call: Call<'_>, node: Option<NodeId>) -> Result<Bytes, CallError> {
+        let name = call.name;
+        let left = call.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(CallError::Timeout);
         }
-        let msg = RequestMsg {
-            name: name.to_string(),
-            method: method.map(str::to_string),
-            body,
-            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-        };
         let subject = match node {
             Some(n) => self.node_subject(n, "call"),
             None => self.svc_subject(name),
         };
         let request = async_nats::Request::new()
-            .payload(encode_payload(&msg))
+            .payload(call.payload)
             .headers(self.headers())
             .timeout(Some(left));
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
         // may have been the one holding the call.
-        let mut removals = inner.table_events_rx();
+        let mut removals = self.removed.subscribe();
+        let idempotent = call.idempotent;
         let removed = async {
             if !idempotent || node.is_some() {
                 return std::future::pending().await;
             }
             loop {
                 match removals.recv().await {
-                    Ok(TableEvent::Removed { name: n, .. }) if n == name => return,
+                    Ok(n) if n == name => return,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         return std::future::pending().await;
@@ -396,19 +332,14 @@ impl NatsEngine {
         }
     }
 
-    /// The wait before asking again after `NoResponders`.
-    pub(crate) fn retry_delay() -> Duration {
-        NO_RESPONDERS_RETRY
-    }
-
     /// Start the loop and the serving tasks.
-    pub(crate) fn start(self: &Arc<Self>, inner: &Arc<Inner>) {
+    fn start_loops(self: &Arc<Self>, sink: &Arc<dyn Sink>) {
         let Some(ctl_rx) = lock(&self.ctl_rx).take() else {
             return;
         };
         let events_rx = lock(&self.events_rx).take();
-        let weak = Arc::downgrade(inner);
-        tokio::spawn(self.clone().run(weak.clone(), ctl_rx));
+        let weak = Arc::downgrade(sink);
+        tokio::spawn(self.clone().run(weak, ctl_rx));
         if let Some(rx) = events_rx {
             tokio::spawn(self.clone().publisher(rx));
         }
@@ -433,7 +364,7 @@ impl NatsEngine {
         }
     }
 
-    async fn run(self: Arc<Self>, inner: Weak<Inner>, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
+    async fn run(self: Arc<Self>, sink: Weak<dyn Sink>, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
         let subscribed = async {
             let disc = self.client.subscribe(self.subject(&["disc", ">"])).await?;
             let table = self.client.subscribe(self.subject(&["table", "*"])).await?;
@@ -462,10 +393,10 @@ impl NatsEngine {
                 return;
             }
         };
-        tokio::spawn(self.clone().serve_own(inner.clone(), own));
+        tokio::spawn(self.clone().serve_own(sink.clone(), own));
         tokio::spawn(
             self.clone()
-                .serve_srv(inner.clone(), futures::stream::select_all(srv)),
+                .serve_srv(sink.clone(), futures::stream::select_all(srv)),
         );
         let mut peers: HashMap<NodeId, Peer> = HashMap::new();
         let (results_tx, mut results) = mpsc::channel::<(NodeId, TableSnapshot)>(RESULT_QUEUE);
@@ -475,7 +406,7 @@ impl NatsEngine {
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(inner) = inner.upgrade() else { return };
+            let Some(sink) = sink.upgrade() else { return };
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 _ = tick.tick() => {
@@ -488,11 +419,12 @@ impl NatsEngine {
                         .collect();
                     for node in dead {
                         tracing::debug!(target: LOG, node = %self.node, peer = %node, "peer silent for the node timeout");
-                        peers.remove(&node);
-                        inner.nats_remove_node(node);
+                        if let Some(peer) = peers.remove(&node) {
+                            self.peer_gone(sink.as_ref(), &peer, Removal::NodeLost);
+                        }
                     }
                 }
-                Some(c) = ctl.recv() => self.on_ctl(&inner, c, &mut topics).await,
+                Some(c) = ctl.recv() => self.on_ctl(&sink, c, &mut topics).await,
                 Some(m) = disc.next() => {
                     let Ok(h) = serde_json::from_slice::<Hello>(&m.payload) else { continue };
                     let Ok(node) = h.node.parse::<NodeId>() else { continue };
@@ -500,13 +432,13 @@ impl NatsEngine {
                         continue;
                     }
                     if h.leaving {
-                        if peers.remove(&node).is_some() {
-                            inner.nats_remove_node(node);
+                        if let Some(peer) = peers.remove(&node) {
+                            self.peer_gone(sink.as_ref(), &peer, Removal::Withdrawn);
                         }
                         continue;
                     }
                     let fresh = !peers.contains_key(&node);
-                    let peer = peers.entry(node).or_insert_with(|| Peer::new(h.key.clone()));
+                    let peer = peers.entry(node).or_insert_with(|| self.peer(node, h.key.clone()));
                     peer.seen = Instant::now();
                     peer.key = h.key;
                     if fresh {
@@ -523,7 +455,7 @@ impl NatsEngine {
                     if node == self.node {
                         continue;
                     }
-                    let peer = peers.entry(node).or_insert_with(|| Peer::new(d.key.clone()));
+                    let peer = peers.entry(node).or_insert_with(|| self.peer(node, d.key.clone()));
                     peer.seen = Instant::now();
                     if !peer.fetching && d.delta.version == peer.version + 1 {
                         peer.version = d.delta.version;
@@ -533,7 +465,7 @@ impl NatsEngine {
                         for e in &d.delta.added {
                             peer.names.insert(e.name.clone());
                         }
-                        inner.nats_apply(node, &peer.key, d.delta.added, &d.delta.removed);
+                        self.apply(sink.as_ref(), peer, d.delta.added, &d.delta.removed);
                     } else if d.delta.version > peer.version {
                         self.fetch(node, peer, &results_tx);
                     }
@@ -548,7 +480,7 @@ impl NatsEngine {
                     let names: HashSet<String> = snap.entries.iter().map(|e| e.name.clone()).collect();
                     let removed: Vec<String> = peer.names.difference(&names).cloned().collect();
                     peer.names = names;
-                    inner.nats_apply(node, &peer.key, snap.entries, &removed);
+                    self.apply(sink.as_ref(), peer, snap.entries, &removed);
                 }
             }
             self.peers_seen.store(peers.len(), Ordering::Relaxed);
@@ -592,44 +524,63 @@ impl NatsEngine {
         });
     }
 
+    /// `peer` now provides `added` (or re-described them) and no longer `removed`.
+    fn apply(
+        &self,
+        sink: &dyn Sink,
+        peer: &Peer,
+        added: Vec<crate::protocol::Entry>,
+        removed: &[String],
+    ) {
+        if !removed.is_empty() {
+            sink.provider_removed(&peer.remote, Some(removed), Removal::Withdrawn);
+            for name in removed {
+                let _ = self.removed.send(name.clone());
+            }
+        }
+        sink.provider_added(&peer.remote, &peer.key, added);
+    }
+
+    /// `peer` left or went silent.
+    fn peer_gone(&self, sink: &dyn Sink, peer: &Peer, why: Removal) {
+        sink.provider_removed(&peer.remote, None, why);
+        for name in &peer.names {
+            let _ = self.removed.send(name.clone());
+        }
+    }
+
+    fn peer(self: &Arc<Self>, node: NodeId, key: String) -> Peer {
+        Peer {
+            key,
+            version: 0,
+            seen: Instant::now(),
+            names: HashSet::new(),
+            fetching: false,
+            remote: Arc::new(Provider {
+                engine: self.clone(),
+                node,
+                pending: AtomicUsize::new(0),
+                direct: false,
+            }),
+        }
+    }
+
     async fn on_ctl(
         self: &Arc<Self>,
-        inner: &Arc<Inner>,
+        sink: &Arc<dyn Sink>,
         ctl: Ctl,
         topics: &mut HashMap<String, CancellationToken>,
     ) {
         match ctl {
             Ctl::Hello => self.say_hello(false).await,
-            Ctl::Provide(name, delta) => {
-                if !lock(&self.endpoints).contains_key(&name) {
-                    let subject = self.svc_subject(&name);
-                    match self
-                        .client
-                        .queue_subscribe(subject.clone(), token(&name))
-                        .await
-                    {
-                        Ok(sub) => {
-                            let stop = CancellationToken::new();
-                            lock(&self.endpoints).insert(name.clone(), stop.clone());
-                            tokio::spawn(self.clone().serve_endpoint(
-                                Arc::downgrade(inner),
-                                name.clone(),
-                                sub,
-                                stop,
-                            ));
-                            // The subscription reaches the server before peers learn of it.
-                            let _ = self.client.flush().await;
-                        }
-                        Err(e) => {
-                            tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint")
-                        }
-                    }
+            Ctl::Announce(delta) => {
+                for e in &delta.added {
+                    self.serve_endpoint_of(sink, &e.name).await;
                 }
-                self.send_delta(delta).await;
-            }
-            Ctl::Withdraw(name, delta) => {
-                if let Some(stop) = lock(&self.endpoints).remove(&name) {
-                    stop.cancel();
+                for name in &delta.removed {
+                    if let Some(stop) = lock(&self.endpoints).remove(name) {
+                        stop.cancel();
+                    }
                 }
                 self.send_delta(delta).await;
             }
@@ -642,10 +593,7 @@ impl NatsEngine {
                     Ok(sub) => {
                         let stop = CancellationToken::new();
                         topics.insert(topic.clone(), stop.clone());
-                        tokio::spawn(
-                            self.clone()
-                                .deliver(Arc::downgrade(inner), topic, sub, stop),
-                        );
+                        tokio::spawn(self.clone().deliver(Arc::downgrade(sink), topic, sub, stop));
                         let _ = self.client.flush().await;
                     }
                     Err(e) => {
@@ -659,6 +607,36 @@ impl NatsEngine {
                 if let Some(stop) = topics.remove(&topic) {
                     stop.cancel();
                 }
+            }
+        }
+    }
+
+    /// Take calls to endpoint `name` (once: its queue subscription stays until withdrawn).
+    async fn serve_endpoint_of(self: &Arc<Self>, sink: &Arc<dyn Sink>, name: &str) {
+        if lock(&self.endpoints).contains_key(name) {
+            return;
+        }
+        let name = name.to_owned();
+        let subject = self.svc_subject(&name);
+        match self
+            .client
+            .queue_subscribe(subject.clone(), token(&name))
+            .await
+        {
+            Ok(sub) => {
+                let stop = CancellationToken::new();
+                lock(&self.endpoints).insert(name.clone(), stop.clone());
+                tokio::spawn(self.clone().serve_endpoint(
+                    Arc::downgrade(sink),
+                    name.clone(),
+                    sub,
+                    stop,
+                ));
+                // The subscription reaches the server before peers learn of it.
+                let _ = self.client.flush().await;
+            }
+            Err(e) => {
+                tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint")
             }
         }
     }
@@ -683,7 +661,7 @@ impl NatsEngine {
 
     async fn deliver(
         self: Arc<Self>,
-        inner: Weak<Inner>,
+        sink: Weak<dyn Sink>,
         topic: String,
         mut sub: Subscriber,
         stop: CancellationToken,
@@ -708,15 +686,15 @@ impl NatsEngine {
                 tracing::debug!(target: LOG, %topic, "ignoring a malformed event");
                 continue;
             };
-            let Some(inner) = inner.upgrade() else { break };
-            inner.deliver_local(&topic, data);
+            let Some(sink) = sink.upgrade() else { break };
+            sink.deliver(&topic, data);
         }
         let _ = sub.unsubscribe().await;
     }
 
     async fn serve_endpoint(
         self: Arc<Self>,
-        inner: Weak<Inner>,
+        sink: Weak<dyn Sink>,
         name: String,
         mut sub: Subscriber,
         stop: CancellationToken,
@@ -727,22 +705,20 @@ impl NatsEngine {
                 m = sub.next() => m,
             };
             let Some(m) = m else { return };
-            self.clone()
-                .serve_call(inner.clone(), m, Some(name.clone()));
+            self.clone().serve_call(sink.clone(), m, Some(name.clone()));
         }
         // Stop taking calls, but answer those NATS already handed to us.
         if sub.drain().await.is_ok() {
             let _ = timeout(self.node_timeout, async {
                 while let Some(m) = sub.next().await {
-                    self.clone()
-                        .serve_call(inner.clone(), m, Some(name.clone()));
+                    self.clone().serve_call(sink.clone(), m, Some(name.clone()));
                 }
             })
             .await;
         }
     }
 
-    async fn serve_own(self: Arc<Self>, inner: Weak<Inner>, mut sub: Subscriber) {
+    async fn serve_own(self: Arc<Self>, sink: Weak<dyn Sink>, mut sub: Subscriber) {
         loop {
             let m = tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -751,7 +727,7 @@ impl NatsEngine {
             let Some(m) = m else { return };
             let what = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
             match what.as_str() {
-                "call" => self.clone().serve_call(inner.clone(), m, None),
+                "call" => self.clone().serve_call(sink.clone(), m, None),
                 "ping" => {
                     if let Some(reply) = m.reply {
                         let _ = self.client.publish(reply, Bytes::new()).await;
@@ -759,9 +735,10 @@ impl NatsEngine {
                 }
                 "table" => {
                     let Some(reply) = m.reply else { continue };
-                    let Some(inner) = inner.upgrade() else { return };
-                    let snap = inner.local_snapshot();
-                    let _ = self.client.publish(reply, encode_payload(&snap)).await;
+                    let Some(sink) = sink.upgrade() else { return };
+                    let mut snap = Bytes::new();
+                    sink.with_table(&mut |s| snap = encode_payload(&s));
+                    let _ = self.client.publish(reply, snap).await;
                 }
                 _ => {}
             }
@@ -769,29 +746,26 @@ impl NatsEngine {
     }
 
     /// Serve one call in its own task, bounded by the in-flight cap.
-    fn serve_call(self: Arc<Self>, inner: Weak<Inner>, m: Message, endpoint: Option<String>) {
+    fn serve_call(self: Arc<Self>, sink: Weak<dyn Sink>, m: Message, endpoint: Option<String>) {
         let Some(reply) = m.reply.clone() else { return };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(sink) = sink.upgrade() else { return };
         let permit = self.permits.clone().try_acquire_owned();
-        inner.serving_started();
+        let serving = sink.activity().serving();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = match (permit, inner.decode_request(m.payload.clone())) {
-                (Err(_), _) => Err(Error::too_many_requests(format!(
+            let mut admit = |name: &str, _provided: bool| match &endpoint {
+                Some(e) if e != name => Err(Error::bad_request("the call names another endpoint")),
+                _ => Ok(()),
+            };
+            let result = match permit {
+                Err(_) => Err(Error::too_many_requests(format!(
                     "node {} is serving too many calls",
                     self.node
                 ))),
-                (_, Err(e)) => Err(Error::bad_request(format!("malformed call: {e}"))),
-                (Ok(_permit), Ok((req, handler))) => {
-                    if endpoint.as_ref().is_some_and(|e| *e != req.name) {
-                        Err(Error::bad_request("the call names another endpoint"))
-                    } else {
-                        match serve::start(inner.node, handler, req, sender(&m)) {
-                            Served::Ready(result) => result,
-                            Served::Running(running) => running.finish().await,
-                        }
-                    }
-                }
+                Ok(_permit) => match sink.serve(m.payload.clone(), sender(&m), &mut admit) {
+                    Err(e) => Err(Error::bad_request(format!("malformed call: {e}"))),
+                    Ok(served) => served.answer().await,
+                },
             };
             self.served.fetch_add(1, Ordering::Relaxed);
             if let Some(name) = &endpoint {
@@ -804,107 +778,16 @@ impl NatsEngine {
                     s.last_error = e.to_string();
                 }
             }
-            if let Err(e) = self.client.publish(reply, serve::response(result)).await {
+            if let Err(e) = self.client.publish(reply, response(result)).await {
                 tracing::debug!(target: LOG, error = %e, "reply not sent");
             }
-            inner.serving_done();
+            drop(serving);
         });
-    }
-
-    async fn serve_srv(
-        self: Arc<Self>,
-        inner: Weak<Inner>,
-        mut subs: futures::stream::SelectAll<Subscriber>,
-    ) {
-        loop {
-            let m = tokio::select! {
-                () = self.stop.cancelled() => return,
-                m = subs.next() => m,
-            };
-            let Some(m) = m else { return };
-            let Some(reply) = m.reply.clone() else {
-                continue;
-            };
-            let Some(inner) = inner.upgrade() else { return };
-            let verb = m.subject.split('.').nth(1).unwrap_or_default().to_owned();
-            let body = self.srv_answer(&inner, &verb);
-            let _ = self
-                .client
-                .publish(
-                    reply,
-                    Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-                )
-                .await;
-        }
-    }
-
-    fn srv_answer(&self, inner: &Inner, verb: &str) -> Value {
-        let name = service_name(&self.key);
-        let id = self.node.to_string();
-        let version = env!("CARGO_PKG_VERSION");
-        let metadata = json!({
-            "plume.environment": self.environment,
-            "plume.key": self.key,
-        });
-        let names = inner.local_endpoint_names();
-        match verb {
-            "PING" => json!({
-                "type": "io.nats.micro.v1.ping_response",
-                "name": name, "id": id, "version": version, "metadata": metadata,
-            }),
-            "INFO" => {
-                let endpoints: Vec<Value> = names
-                    .iter()
-                    .map(|n| {
-                        json!({
-                            "name": token(n),
-                            "subject": self.svc_subject(n),
-                            "queue_group": token(n),
-                            "metadata": {"plume.path": n},
-                        })
-                    })
-                    .collect();
-                json!({
-                    "type": "io.nats.micro.v1.info_response",
-                    "name": name, "id": id, "version": version, "metadata": metadata,
-                    "description": format!("Plume services of key '{}' in environment '{}'", self.key, self.environment),
-                    "endpoints": endpoints,
-                })
-            }
-            _ => {
-                let stats = lock(&self.stats);
-                let endpoints: Vec<Value> = names
-                    .iter()
-                    .map(|n| {
-                        let s = stats.get(n);
-                        let requests = s.map_or(0, |s| s.requests);
-                        let nanos = s.map_or(0, |s| s.nanos);
-                        json!({
-                            "name": token(n),
-                            "subject": self.svc_subject(n),
-                            "queue_group": token(n),
-                            "num_requests": requests,
-                            "num_errors": s.map_or(0, |s| s.errors),
-                            "last_error": s.map_or("", |s| s.last_error.as_str()),
-                            "processing_time": u64::try_from(nanos).unwrap_or(u64::MAX),
-                            "average_processing_time": u64::try_from(nanos.checked_div(u128::from(requests)).unwrap_or(0)).unwrap_or(u64::MAX),
-                            "data": null,
-                        })
-                    })
-                    .collect();
-                json!({
-                    "type": "io.nats.micro.v1.stats_response",
-                    "name": name, "id": id, "version": version, "metadata": metadata,
-                    "started": rfc3339(self.started),
-                    "endpoints": endpoints,
-                })
-            }
-        }
     }
 
     /// Drain: say we leave, stop taking calls (other replicas get them), and return; the mesh
-    /// then waits for the calls in flight and calls [`close`](Self::close).
-    pub(crate) async fn leave(&self) {
+    /// then waits for the calls in flight and calls [`Engine::close`].
+    async fn leave(&self) {
         self.say_hello(true).await;
         let stops: Vec<CancellationToken> = lock(&self.endpoints).drain().map(|(_, t)| t).collect();
         for s in stops {
@@ -914,7 +797,7 @@ impl NatsEngine {
     }
 
     /// Close the connection after flushing what is queued.
-    pub(crate) async fn close(&self) {
+    async fn shut(&self) {
         self.stop.cancel();
         let _ = timeout(Duration::from_secs(1), self.client.flush()).await;
         if let Err(e) = timeout(Duration::from_secs(1), self.client.drain()).await {
@@ -923,23 +806,105 @@ impl NatsEngine {
     }
 }
 
+/// A peer as the engine loop knows it.
 struct Peer {
     key: String,
     version: u64,
     seen: Instant,
     names: HashSet<String>,
     fetching: bool,
+    /// Its routes in the mesh's table.
+    remote: Arc<dyn Remote>,
 }
 
-impl Peer {
-    fn new(key: String) -> Self {
-        Self {
-            key,
-            version: 0,
-            seen: Instant::now(),
-            names: HashSet::new(),
-            fetching: false,
+/// A node reached through NATS: its endpoints' queue groups (NATS picks the replica), or its
+/// own subject (`direct`).
+struct Provider {
+    engine: Arc<NatsEngine>,
+    node: NodeId,
+    pending: AtomicUsize,
+    direct: bool,
+}
+
+impl Remote for Provider {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Bytes, CallError>> {
+        Box::pin(async move {
+            let _pending = Counted::new(&self.pending);
+            let to = self.direct.then_some(self.node);
+            self.engine.request(call, to).await
+        })
+    }
+
+    fn ping(&self, deadline: Instant) -> BoxFuture<'_, Result<Duration, Error>> {
+        Box::pin(self.engine.ping(self.node, deadline))
+    }
+}
+
+impl Engine for NatsEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Nats
+    }
+
+    fn start(self: Arc<Self>, sink: Arc<dyn Sink>) {
+        self.start_loops(&sink);
+    }
+
+    fn announce(&self, delta: &TableDelta) {
+        self.version.store(delta.version, Ordering::Release);
+        let _ = self.ctl.send(Ctl::Announce(delta.clone()));
+    }
+
+    fn subscribe(&self, topic: &str) {
+        let _ = self.ctl.send(Ctl::Subscribe(topic.to_owned()));
+    }
+
+    fn unsubscribe(&self, topic: &str) {
+        let _ = self.ctl.send(Ctl::Unsubscribe(topic.to_owned()));
+    }
+
+    fn publish(&self, topic: &str, data: &Value) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.events.try_send((topic.to_owned(), data.clone()))
+        {
+            tracing::warn!(target: LOG, %topic, "NATS event queue full; event dropped");
         }
+    }
+
+    fn direct(&self, node: NodeId) -> Option<Arc<dyn Remote>> {
+        let engine = self.this.upgrade()?;
+        Some(Arc::new(Provider {
+            engine,
+            node,
+            pending: AtomicUsize::new(0),
+            direct: true,
+        }))
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+
+    fn drain(&self, _deadline: Instant) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.leave().await;
+            true
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.shut())
     }
 }
 
@@ -950,63 +915,4 @@ fn sender(m: &Message) -> NodeId {
         .and_then(|h| h.get(NODE_HEADER))
         .and_then(|v| v.as_str().parse::<NodeId>().ok())
         .unwrap_or(NodeId(0))
-}
-
-/// `t` as RFC 3339 in UTC, e.g. `2024-01-02T03:04:05.678Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_single_safe_subject_tokens() {
-        for s in ["", "todos", "api/v1.todos", "a b*c>d~", "ünï"] {
-            let t = token(s);
-            assert!(!t.is_empty());
-            assert!(
-                t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'~'),
-                "{t}"
-            );
-        }
-        assert_eq!(token("todos"), "todos");
-        assert_eq!(token("api/todos"), "api~2Ftodos");
-        assert_ne!(token("a.b"), token("a~2Eb"));
-    }
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn service_names_are_nats_safe() {
-        assert_eq!(service_name(""), "plume");
-        assert_eq!(service_name("my app.v2"), "my_app_v2");
-    }
 }
