@@ -22,7 +22,6 @@
 //! # Ok(()) }
 //! ```
 
-mod backoff;
 pub mod discovery;
 pub mod distribution;
 mod engine;

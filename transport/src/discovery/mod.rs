@@ -303,12 +303,7 @@ impl Discovery {
 
     /// The live peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.inner
-            .shared
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock(&self.inner.shared.peers).clone()
     }
 
     /// This node's id.

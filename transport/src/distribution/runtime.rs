@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::StreamExt;
 use plume::hooks::{HookContext, HookType};
@@ -20,6 +20,7 @@ use super::wire::{
 };
 use crate::discovery::{Discovery, NodeId};
 use crate::mesh::{Mesh, ProviderInfo, RawRequest, TableEvent};
+use crate::sync::lock;
 
 const LOG: &str = "plume::distribution";
 
@@ -29,10 +30,6 @@ const RECHECK_QUEUE: usize = 1024;
 
 /// At most this many early withdrawal notices are remembered.
 const MAX_WITHDRAWN: usize = 4096;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn same_service(a: &Arc<dyn Service>, b: &Arc<dyn Service>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))

@@ -12,17 +12,20 @@
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
+mod remote;
+mod serve;
 mod srv;
 mod subjects;
+mod table;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use async_nats::{HeaderMap, Message, ServerAddr, Subscriber};
+use async_nats::{HeaderMap, ServerAddr};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,16 +34,12 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{DiscoveryConfig, NodeId};
-use crate::engine::{
-    Call, CallError, Counted, Engine, EngineKind, Remote, Removal, Sink, response,
-};
-use crate::protocol::{
-    PROTOCOL_VERSION, TableDelta, TableSnapshot, decode_payload, encode_payload,
-};
+use crate::engine::{Engine, EngineKind, Remote, Sink};
+use crate::protocol::{PROTOCOL_VERSION, TableDelta};
 use crate::sync::lock;
-use plume::Error;
+use remote::Provider;
 use srv::EndpointStats;
-use subjects::{service_name, token};
+use subjects::token;
 
 const LOG: &str = "plume::nats";
 /// The header naming the sending node.
@@ -118,6 +117,21 @@ impl std::fmt::Debug for NatsEngine {
     }
 }
 
+/// The wait before reconnection attempt `attempts`: from 35 ms, doubling up to 700 ms, each with
+/// a random jitter of up to its own length (so nodes that lost one server do not all come back
+/// at the same instant).
+fn reconnect_delay(attempts: usize) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(35))
+        .with_max_delay(Duration::from_millis(700))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.min(16))
+        .unwrap_or(Duration::from_millis(700))
+}
+
 /// Parse a comma-separated list of server URLs.
 fn servers(url: &str) -> std::io::Result<Vec<ServerAddr>> {
     url.split(',')
@@ -154,9 +168,7 @@ impl NatsEngine {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(node_timeout)
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((50u64 << attempts.min(5)).min(1000))
-            })
+            .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
                 let tx = conn_tx.clone();
                 async move {
@@ -257,81 +269,6 @@ impl NatsEngine {
         }
     }
 
-    /// Send `call` through the queue group of its endpoint, or to `node`'s own subject when
-    /// given.
-    async fn request(&self, call: Call<'_>, node: Option<NodeId>) -> Result<Bytes, CallError> {
-        let name = call.name;
-        let left = call.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(CallError::Timeout);
-        }
-        let subject = match node {
-            Some(n) => self.node_subject(n, "call"),
-            None => self.svc_subject(name),
-        };
-        let request = async_nats::Request::new()
-            .payload(call.payload)
-            .headers(self.headers())
-            .timeout(Some(left));
-        // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
-        // may have been the one holding the call.
-        let mut removals = self.removed.subscribe();
-        let idempotent = call.idempotent;
-        let removed = async {
-            if !idempotent || node.is_some() {
-                return std::future::pending().await;
-            }
-            loop {
-                match removals.recv().await {
-                    Ok(n) if n == name => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return std::future::pending().await;
-                    }
-                }
-            }
-        };
-        let sent = tokio::select! {
-            r = self.client.send_request(subject, request) => r,
-            () = removed => return Err(CallError::Lost),
-        };
-        match sent {
-            Ok(reply) => Ok(reply.payload),
-            Err(e) => Err(match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => CallError::NoResponders,
-                async_nats::RequestErrorKind::TimedOut => CallError::Timeout,
-                async_nats::RequestErrorKind::MaxPayloadExceeded
-                | async_nats::RequestErrorKind::InvalidSubject => CallError::Refused(Box::new(e)),
-                async_nats::RequestErrorKind::Other => {
-                    tracing::debug!(target: LOG, error = &e as &dyn std::error::Error, %name, "NATS request failed");
-                    CallError::Lost
-                }
-            }),
-        }
-    }
-
-    /// Round trip to `node`.
-    pub(crate) async fn ping(&self, node: NodeId, deadline: Instant) -> Result<Duration, Error> {
-        let started = Instant::now();
-        let left = deadline.saturating_duration_since(started);
-        let request = async_nats::Request::new()
-            .payload(Bytes::new())
-            .timeout(Some(left));
-        match self
-            .client
-            .send_request(self.node_subject(node, "ping"), request)
-            .await
-        {
-            Ok(_) => Ok(started.elapsed()),
-            Err(e) => match e.kind() {
-                async_nats::RequestErrorKind::TimedOut => {
-                    Err(Error::timeout(format!("node {node} did not answer a ping")))
-                }
-                _ => Err(Error::unavailable(format!("no route to node {node}: {e}"))),
-            },
-        }
-    }
-
     /// Start the loop and the serving tasks.
     fn start_loops(self: &Arc<Self>, sink: &Arc<dyn Sink>) {
         let Some(ctl_rx) = lock(&self.ctl_rx).take() else {
@@ -343,446 +280,6 @@ impl NatsEngine {
         if let Some(rx) = events_rx {
             tokio::spawn(self.clone().publisher(rx));
         }
-    }
-
-    async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Value)>) {
-        loop {
-            let next = tokio::select! {
-                () = self.stop.cancelled() => return,
-                n = rx.recv() => n,
-            };
-            let Some((topic, data)) = next else { return };
-            let subject = self.subject(&["evt", &token(&topic)]);
-            let body = Bytes::from(serde_json::to_vec(&data).unwrap_or_default());
-            if let Err(e) = self
-                .client
-                .publish_with_headers(subject, self.headers(), body)
-                .await
-            {
-                tracing::debug!(target: LOG, error = %e, %topic, "event not published");
-            }
-        }
-    }
-
-    async fn run(self: Arc<Self>, sink: Weak<dyn Sink>, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
-        let subscribed = async {
-            let disc = self.client.subscribe(self.subject(&["disc", ">"])).await?;
-            let table = self.client.subscribe(self.subject(&["table", "*"])).await?;
-            let own = self
-                .client
-                .subscribe(self.subject(&["node", &self.node.to_string(), "*"]))
-                .await?;
-            let name = service_name(&self.key);
-            let id = self.node.to_string();
-            let mut srv = Vec::new();
-            for verb in ["PING", "INFO", "STATS"] {
-                for s in [
-                    format!("$SRV.{verb}"),
-                    format!("$SRV.{verb}.{name}"),
-                    format!("$SRV.{verb}.{name}.{id}"),
-                ] {
-                    srv.push(self.client.subscribe(s).await?);
-                }
-            }
-            Ok::<_, async_nats::SubscribeError>((disc, table, own, srv))
-        };
-        let (mut disc, mut table, own, srv) = match subscribed.await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(target: LOG, error = %e, "cannot subscribe on NATS; this node stays alone");
-                return;
-            }
-        };
-        tokio::spawn(self.clone().serve_own(sink.clone(), own));
-        tokio::spawn(
-            self.clone()
-                .serve_srv(sink.clone(), futures::stream::select_all(srv)),
-        );
-        let mut peers: HashMap<NodeId, Peer> = HashMap::new();
-        let (results_tx, mut results) = mpsc::channel::<(NodeId, TableSnapshot)>(RESULT_QUEUE);
-        let mut topics: HashMap<String, CancellationToken> = HashMap::new();
-        let _ = self.client.flush().await;
-        self.say_hello(false).await;
-        let mut tick = tokio::time::interval(self.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let Some(sink) = sink.upgrade() else { return };
-            tokio::select! {
-                () = self.stop.cancelled() => return,
-                _ = tick.tick() => {
-                    self.say_hello(false).await;
-                    let now = Instant::now();
-                    let dead: Vec<NodeId> = peers
-                        .iter()
-                        .filter(|(_, p)| now.duration_since(p.seen) > self.node_timeout)
-                        .map(|(n, _)| *n)
-                        .collect();
-                    for node in dead {
-                        tracing::debug!(target: LOG, node = %self.node, peer = %node, "peer silent for the node timeout");
-                        if let Some(peer) = peers.remove(&node) {
-                            self.peer_gone(sink.as_ref(), &peer, Removal::NodeLost);
-                        }
-                    }
-                }
-                Some(c) = ctl.recv() => self.on_ctl(&sink, c, &mut topics).await,
-                Some(m) = disc.next() => {
-                    let Ok(h) = serde_json::from_slice::<Hello>(&m.payload) else { continue };
-                    let Ok(node) = h.node.parse::<NodeId>() else { continue };
-                    if node == self.node || h.protocol != PROTOCOL_VERSION {
-                        continue;
-                    }
-                    if h.leaving {
-                        if let Some(peer) = peers.remove(&node) {
-                            self.peer_gone(sink.as_ref(), &peer, Removal::Withdrawn);
-                        }
-                        continue;
-                    }
-                    let fresh = !peers.contains_key(&node);
-                    let peer = peers.entry(node).or_insert_with(|| self.peer(node, h.key.clone()));
-                    peer.seen = Instant::now();
-                    peer.key = h.key;
-                    if fresh {
-                        // Answer a newcomer at once, so it need not wait for our heartbeat.
-                        self.say_hello(false).await;
-                    }
-                    if peer.version != h.version {
-                        self.fetch(node, peer, &results_tx);
-                    }
-                }
-                Some(m) = table.next() => {
-                    let Ok(d) = decode_payload::<Delta>(&m.payload) else { continue };
-                    let Ok(node) = d.node.parse::<NodeId>() else { continue };
-                    if node == self.node {
-                        continue;
-                    }
-                    let peer = peers.entry(node).or_insert_with(|| self.peer(node, d.key.clone()));
-                    peer.seen = Instant::now();
-                    if !peer.fetching && d.delta.version == peer.version + 1 {
-                        peer.version = d.delta.version;
-                        for n in &d.delta.removed {
-                            peer.names.remove(n);
-                        }
-                        for e in &d.delta.added {
-                            peer.names.insert(e.name.clone());
-                        }
-                        self.apply(sink.as_ref(), peer, d.delta.added, &d.delta.removed);
-                    } else if d.delta.version > peer.version {
-                        self.fetch(node, peer, &results_tx);
-                    }
-                }
-                Some((node, snap)) = results.recv() => {
-                    let Some(peer) = peers.get_mut(&node) else { continue };
-                    peer.fetching = false;
-                    if snap.version < peer.version {
-                        continue;
-                    }
-                    peer.version = snap.version;
-                    let names: HashSet<String> = snap.entries.iter().map(|e| e.name.clone()).collect();
-                    let removed: Vec<String> = peer.names.difference(&names).cloned().collect();
-                    peer.names = names;
-                    self.apply(sink.as_ref(), peer, snap.entries, &removed);
-                }
-            }
-            self.peers_seen.store(peers.len(), Ordering::Relaxed);
-        }
-    }
-
-    fn fetch(
-        self: &Arc<Self>,
-        node: NodeId,
-        peer: &mut Peer,
-        results: &mpsc::Sender<(NodeId, TableSnapshot)>,
-    ) {
-        if peer.fetching {
-            return;
-        }
-        peer.fetching = true;
-        let this = self.clone();
-        let results = results.clone();
-        tokio::spawn(async move {
-            let request = async_nats::Request::new()
-                .payload(Bytes::new())
-                .timeout(Some(this.node_timeout));
-            let snap = match this
-                .client
-                .send_request(this.node_subject(node, "table"), request)
-                .await
-            {
-                Ok(m) => decode_payload::<TableSnapshot>(&m.payload).ok(),
-                Err(e) => {
-                    tracing::debug!(target: LOG, peer = %node, error = %e, "table snapshot request failed");
-                    None
-                }
-            };
-            // On failure, an impossible version clears `fetching`; the next hello asks again.
-            let snap = snap.unwrap_or(TableSnapshot {
-                version: 0,
-                entries: Vec::new(),
-                topics: Vec::new(),
-            });
-            let _ = results.send((node, snap)).await;
-        });
-    }
-
-    /// `peer` now provides `added` (or re-described them) and no longer `removed`.
-    fn apply(
-        &self,
-        sink: &dyn Sink,
-        peer: &Peer,
-        added: Vec<crate::protocol::Entry>,
-        removed: &[String],
-    ) {
-        if !removed.is_empty() {
-            sink.provider_removed(&peer.remote, Some(removed), Removal::Withdrawn);
-            for name in removed {
-                let _ = self.removed.send(name.clone());
-            }
-        }
-        sink.provider_added(&peer.remote, &peer.key, added);
-    }
-
-    /// `peer` left or went silent.
-    fn peer_gone(&self, sink: &dyn Sink, peer: &Peer, why: Removal) {
-        sink.provider_removed(&peer.remote, None, why);
-        for name in &peer.names {
-            let _ = self.removed.send(name.clone());
-        }
-    }
-
-    fn peer(self: &Arc<Self>, node: NodeId, key: String) -> Peer {
-        Peer {
-            key,
-            version: 0,
-            seen: Instant::now(),
-            names: HashSet::new(),
-            fetching: false,
-            remote: Arc::new(Provider {
-                engine: self.clone(),
-                node,
-                pending: AtomicUsize::new(0),
-                direct: false,
-            }),
-        }
-    }
-
-    async fn on_ctl(
-        self: &Arc<Self>,
-        sink: &Arc<dyn Sink>,
-        ctl: Ctl,
-        topics: &mut HashMap<String, CancellationToken>,
-    ) {
-        match ctl {
-            Ctl::Hello => self.say_hello(false).await,
-            Ctl::Announce(delta) => {
-                for e in &delta.added {
-                    self.serve_endpoint_of(sink, &e.name).await;
-                }
-                for name in &delta.removed {
-                    if let Some(stop) = lock(&self.endpoints).remove(name) {
-                        stop.cancel();
-                    }
-                }
-                self.send_delta(delta).await;
-            }
-            Ctl::Subscribe(topic) => {
-                if topics.contains_key(&topic) {
-                    return;
-                }
-                let subject = self.subject(&["evt", &token(&topic)]);
-                match self.client.subscribe(subject).await {
-                    Ok(sub) => {
-                        let stop = CancellationToken::new();
-                        topics.insert(topic.clone(), stop.clone());
-                        tokio::spawn(self.clone().deliver(Arc::downgrade(sink), topic, sub, stop));
-                        let _ = self.client.flush().await;
-                    }
-                    Err(e) => {
-                        tracing::error!(target: LOG, error = %e, %topic, "cannot subscribe a topic")
-                    }
-                }
-            }
-            Ctl::Unsubscribe(topic) => {
-                // A later subscribe of the same topic may already be queued; the mesh only
-                // sends Unsubscribe for the last local subscriber.
-                if let Some(stop) = topics.remove(&topic) {
-                    stop.cancel();
-                }
-            }
-        }
-    }
-
-    /// Take calls to endpoint `name` (once: its queue subscription stays until withdrawn).
-    async fn serve_endpoint_of(self: &Arc<Self>, sink: &Arc<dyn Sink>, name: &str) {
-        if lock(&self.endpoints).contains_key(name) {
-            return;
-        }
-        let name = name.to_owned();
-        let subject = self.svc_subject(&name);
-        match self
-            .client
-            .queue_subscribe(subject.clone(), token(&name))
-            .await
-        {
-            Ok(sub) => {
-                let stop = CancellationToken::new();
-                lock(&self.endpoints).insert(name.clone(), stop.clone());
-                tokio::spawn(self.clone().serve_endpoint(
-                    Arc::downgrade(sink),
-                    name.clone(),
-                    sub,
-                    stop,
-                ));
-                // The subscription reaches the server before peers learn of it.
-                let _ = self.client.flush().await;
-            }
-            Err(e) => {
-                tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint")
-            }
-        }
-    }
-
-    async fn send_delta(&self, delta: TableDelta) {
-        let d = Delta {
-            node: self.node.to_string(),
-            key: self.key.clone(),
-            delta,
-        };
-        if let Err(e) = self
-            .client
-            .publish(
-                self.subject(&["table", &self.node.to_string()]),
-                encode_payload(&d),
-            )
-            .await
-        {
-            tracing::debug!(target: LOG, error = %e, "table delta not sent");
-        }
-    }
-
-    async fn deliver(
-        self: Arc<Self>,
-        sink: Weak<dyn Sink>,
-        topic: String,
-        mut sub: Subscriber,
-        stop: CancellationToken,
-    ) {
-        let own = self.node.to_string();
-        loop {
-            let m = tokio::select! {
-                () = stop.cancelled() => break,
-                () = self.stop.cancelled() => break,
-                m = sub.next() => m,
-            };
-            let Some(m) = m else { break };
-            let from_self = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(NODE_HEADER))
-                .is_some_and(|v| v.as_str() == own);
-            if from_self {
-                continue; // Delivered locally when published.
-            }
-            let Ok(data) = serde_json::from_slice::<Value>(&m.payload) else {
-                tracing::debug!(target: LOG, %topic, "ignoring a malformed event");
-                continue;
-            };
-            let Some(sink) = sink.upgrade() else { break };
-            sink.deliver(&topic, data);
-        }
-        let _ = sub.unsubscribe().await;
-    }
-
-    async fn serve_endpoint(
-        self: Arc<Self>,
-        sink: Weak<dyn Sink>,
-        name: String,
-        mut sub: Subscriber,
-        stop: CancellationToken,
-    ) {
-        loop {
-            let m = tokio::select! {
-                () = stop.cancelled() => break,
-                m = sub.next() => m,
-            };
-            let Some(m) = m else { return };
-            self.clone().serve_call(sink.clone(), m, Some(name.clone()));
-        }
-        // Stop taking calls, but answer those NATS already handed to us.
-        if sub.drain().await.is_ok() {
-            let _ = timeout(self.node_timeout, async {
-                while let Some(m) = sub.next().await {
-                    self.clone().serve_call(sink.clone(), m, Some(name.clone()));
-                }
-            })
-            .await;
-        }
-    }
-
-    async fn serve_own(self: Arc<Self>, sink: Weak<dyn Sink>, mut sub: Subscriber) {
-        loop {
-            let m = tokio::select! {
-                () = self.stop.cancelled() => return,
-                m = sub.next() => m,
-            };
-            let Some(m) = m else { return };
-            let what = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
-            match what.as_str() {
-                "call" => self.clone().serve_call(sink.clone(), m, None),
-                "ping" => {
-                    if let Some(reply) = m.reply {
-                        let _ = self.client.publish(reply, Bytes::new()).await;
-                    }
-                }
-                "table" => {
-                    let Some(reply) = m.reply else { continue };
-                    let Some(sink) = sink.upgrade() else { return };
-                    let mut snap = Bytes::new();
-                    sink.with_table(&mut |s| snap = encode_payload(&s));
-                    let _ = self.client.publish(reply, snap).await;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Serve one call in its own task, bounded by the in-flight cap.
-    fn serve_call(self: Arc<Self>, sink: Weak<dyn Sink>, m: Message, endpoint: Option<String>) {
-        let Some(reply) = m.reply.clone() else { return };
-        let Some(sink) = sink.upgrade() else { return };
-        let permit = self.permits.clone().try_acquire_owned();
-        let serving = sink.activity().serving();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let mut admit = |name: &str, _provided: bool| match &endpoint {
-                Some(e) if e != name => Err(Error::bad_request("the call names another endpoint")),
-                _ => Ok(()),
-            };
-            let result = match permit {
-                Err(_) => Err(Error::too_many_requests(format!(
-                    "node {} is serving too many calls",
-                    self.node
-                ))),
-                Ok(_permit) => match sink.serve(m.payload.clone(), sender(&m), &mut admit) {
-                    Err(e) => Err(Error::bad_request(format!("malformed call: {e}"))),
-                    Ok(served) => served.answer().await,
-                },
-            };
-            self.served.fetch_add(1, Ordering::Relaxed);
-            if let Some(name) = &endpoint {
-                let mut stats = lock(&self.stats);
-                let s = stats.entry(name.clone()).or_default();
-                s.requests += 1;
-                s.nanos += started.elapsed().as_nanos();
-                if let Err(e) = &result {
-                    s.errors += 1;
-                    s.last_error = e.to_string();
-                }
-            }
-            if let Err(e) = self.client.publish(reply, response(result)).await {
-                tracing::debug!(target: LOG, error = %e, "reply not sent");
-            }
-            drop(serving);
-        });
     }
 
     /// Drain: say we leave, stop taking calls (other replicas get them), and return; the mesh
@@ -803,52 +300,6 @@ impl NatsEngine {
         if let Err(e) = timeout(Duration::from_secs(1), self.client.drain()).await {
             tracing::debug!(target: LOG, error = %e, "NATS drain timed out");
         }
-    }
-}
-
-/// A peer as the engine loop knows it.
-struct Peer {
-    key: String,
-    version: u64,
-    seen: Instant,
-    names: HashSet<String>,
-    fetching: bool,
-    /// Its routes in the mesh's table.
-    remote: Arc<dyn Remote>,
-}
-
-/// A node reached through NATS: its endpoints' queue groups (NATS picks the replica), or its
-/// own subject (`direct`).
-struct Provider {
-    engine: Arc<NatsEngine>,
-    node: NodeId,
-    pending: AtomicUsize,
-    direct: bool,
-}
-
-impl Remote for Provider {
-    fn node(&self) -> NodeId {
-        self.node
-    }
-
-    fn is_live(&self) -> bool {
-        true
-    }
-
-    fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
-    }
-
-    fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Bytes, CallError>> {
-        Box::pin(async move {
-            let _pending = Counted::new(&self.pending);
-            let to = self.direct.then_some(self.node);
-            self.engine.request(call, to).await
-        })
-    }
-
-    fn ping(&self, deadline: Instant) -> BoxFuture<'_, Result<Duration, Error>> {
-        Box::pin(self.engine.ping(self.node, deadline))
     }
 }
 
@@ -906,13 +357,4 @@ impl Engine for NatsEngine {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.shut())
     }
-}
-
-/// The node that sent `m` (its header), or node 0 when it does not say.
-fn sender(m: &Message) -> NodeId {
-    m.headers
-        .as_ref()
-        .and_then(|h| h.get(NODE_HEADER))
-        .and_then(|v| v.as_str().parse::<NodeId>().ok())
-        .unwrap_or(NodeId(0))
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +21,6 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::discovery::{Discovery, DiscoveryConfig, LocalNode, NodeId, PeerEvent, PeerInfo};
 use crate::engine::{Engine, EngineKind, Remote, Settings, Sink};
 use crate::error::HandshakeError;
@@ -31,6 +31,18 @@ use link::Link;
 use outbox::QueueError;
 
 const LOG: &str = "plume::mesh";
+
+/// The delays between redials of a peer: from 40 ms, doubling up to 1.6 s, each with a random
+/// jitter of up to its own length (so 40–80 ms at first, at most 3.2 s).
+fn redial_delays() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(40))
+        .with_max_delay(Duration::from_millis(1600))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// What the TCP engine needs to start.
 #[derive(Debug)]
@@ -264,7 +276,7 @@ impl TcpEngine {
         node: NodeId,
         token: CancellationToken,
     ) {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut delays = redial_delays();
         loop {
             if token.is_cancelled() {
                 return;
@@ -286,7 +298,7 @@ impl TcpEngine {
             };
             match result {
                 Ok(link) => {
-                    backoff.reset();
+                    delays = redial_delays();
                     tokio::select! {
                         () = link.closed.cancelled() => {}
                         () = token.cancelled() => {
@@ -303,7 +315,7 @@ impl TcpEngine {
                     tracing::debug!(target: LOG, node = %self.node, peer = %node, %addr, reason, "dial failed");
                 }
             }
-            let delay = backoff.next_delay();
+            let delay = delays.next().unwrap_or(Duration::from_millis(1600));
             tokio::select! {
                 () = token.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
@@ -429,5 +441,28 @@ impl Engine for TcpEngine {
                 l.join_writer(Duration::from_secs(1)).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redials_back_off_with_jitter_and_a_cap() {
+        let delays: Vec<Duration> = redial_delays().take(12).collect();
+        let base = [
+            40u64, 80, 160, 320, 640, 1280, 1600, 1600, 1600, 1600, 1600, 1600,
+        ];
+        for (d, base) in delays.iter().zip(base) {
+            let base = Duration::from_millis(base);
+            assert!(*d >= base && *d < base * 2, "{d:?} vs {base:?}");
+        }
+        assert!(
+            delays
+                .windows(2)
+                .any(|w| w[0] != w[1] && w[0] >= Duration::from_millis(1600)),
+            "delays at the cap are jittered: {delays:?}"
+        );
     }
 }
