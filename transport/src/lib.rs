@@ -41,6 +41,6 @@ pub use discovery::{
 };
 pub use engine::Removal;
 pub use mesh::{
-    Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, Request,
-    Subscription, TableEvent, TableWatch,
+    Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, RawBody, RawHandler,
+    RawRequest, Request, Subscription, TableEvent, TableWatch,
 };

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use plume::ErrorKind;
 use plume_transport::discovery::PeerEvent;
-use plume_transport::{Balance, CallOptions, Mesh, MeshBuilder, NodeId, Request, TableEvent};
+use plume_transport::{
+    Balance, CallOptions, Mesh, MeshBuilder, NodeId, Removal, Request, TableEvent,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -212,7 +214,8 @@ async fn watch_sees_remote_provide_and_withdraw() {
         ev,
         TableEvent::Removed {
             name: "thing".into(),
-            node: a.node_id()
+            node: a.node_id(),
+            reason: Removal::Withdrawn,
         }
     );
     assert!(b.providers("thing").is_empty());

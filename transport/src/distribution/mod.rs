@@ -463,8 +463,9 @@ impl Distribution {
             .timeout(self.timeout)
             .secret(discovery.secret.clone());
         builder = if on_nats {
-            // On NATS the mesh runs discovery itself; it starts once the watcher exists.
-            builder.discovery(discovery.clone()).defer_discovery()
+            // On NATS the mesh runs discovery itself; the table watcher starts with a
+            // snapshot, so what it learns before the watcher exists is not missed.
+            builder.discovery(discovery.clone())
         } else {
             builder.peers(peer_rx)
         };
@@ -476,8 +477,7 @@ impl Distribution {
             .await
             .map_err(|e| DistributionError::Mesh(Arc::new(e)))?;
         if on_nats {
-            let shared = Shared::start(app.clone(), mesh.clone(), self);
-            mesh.start_discovery();
+            let shared = Shared::start(app.clone(), mesh, self);
             let handle = DistributionHandle { shared };
             app.insert_extension(handle.clone());
             let on_stop = handle.clone();

@@ -443,7 +443,7 @@ impl Shared {
                 key,
                 descriptor,
             } => self.provider_added(&name, node, key, &descriptor),
-            TableEvent::Removed { name, node } => self.provider_removed(&name, node, false),
+            TableEvent::Removed { name, node, .. } => self.provider_removed(&name, node, false),
         };
         self.act(action);
     }

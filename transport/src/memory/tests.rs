@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::Network;
-use crate::{Balance, CallOptions, Mesh, Request, TableEvent};
+use crate::{Balance, CallOptions, Mesh, Removal, Request, TableEvent};
 use plume::ErrorKind;
 
 async fn node(net: &Network, key: &str) -> Mesh {
@@ -321,13 +321,21 @@ async fn shutdown_finishes_calls_in_flight_and_peers_route_elsewhere() {
     }
     answers.sort_by_key(Value::to_string);
     assert_eq!(answers, [json!("leaving"), json!("staying")]);
-    // The caller dropped the drained node's route, and routes new calls to the other one.
+    // The caller dropped the drained node's route (withdrawn, not lost), and routes new calls
+    // to the other one.
+    let removal = loop {
+        match removed.next().await.expect("the table changed") {
+            TableEvent::Added { .. } => {}
+            removal => break removal,
+        }
+    };
     assert_eq!(
-        removed.next().await,
-        Some(TableEvent::Removed {
+        removal,
+        TableEvent::Removed {
             name: "job".into(),
-            node: leaving.node_id()
-        })
+            node: leaving.node_id(),
+            reason: Removal::Withdrawn,
+        }
     );
     assert_eq!(caller.providers("job").len(), 1);
     for _ in 0..3 {
@@ -356,4 +364,52 @@ async fn events_reach_subscribers_on_other_nodes_only_while_subscribed() {
     a.publish("news", json!(2));
     a.publish("other", json!(3));
     assert_eq!(other.recv().await, Some(json!(3)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_starts_with_the_table_and_says_why_a_provider_left() {
+    let net = Network::new();
+    let (a, b, c) = (
+        node(&net, "a").await,
+        node(&net, "b").await,
+        node(&net, "c").await,
+    );
+    whoami(&a, "svc");
+    whoami(&b, "svc");
+    whoami(&c, "svc");
+    providers(&c, "svc", 3).await;
+    let mut watch = c.watch();
+    let mut snapshot = Vec::new();
+    for _ in 0..3 {
+        match watch.next().await.expect("the snapshot") {
+            TableEvent::Added { name, node, .. } => snapshot.push((name, node)),
+            other => panic!("the snapshot holds additions only: {other:?}"),
+        }
+    }
+    snapshot.sort();
+    let mut want: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|m| ("svc".to_owned(), m.node_id()))
+        .collect();
+    want.sort();
+    assert_eq!(snapshot, want);
+
+    a.withdraw("svc");
+    assert_eq!(
+        watch.next().await,
+        Some(TableEvent::Removed {
+            name: "svc".into(),
+            node: a.node_id(),
+            reason: Removal::Withdrawn,
+        })
+    );
+    net.disconnect(b.node_id());
+    assert_eq!(
+        watch.next().await,
+        Some(TableEvent::Removed {
+            name: "svc".into(),
+            node: b.node_id(),
+            reason: Removal::NodeLost,
+        })
+    );
 }

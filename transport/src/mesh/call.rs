@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 
-use super::handler::{Body, RawRequest};
+use super::handler::{RawBody, RawRequest};
 use super::reply::ReplyForm;
 use super::table::Target;
 use super::{CallOptions, LOG, Mesh};
@@ -131,7 +131,7 @@ impl Mesh {
                     let request = RawRequest {
                         name: name.to_string(),
                         method: method.map(str::to_string),
-                        body: Body::Value(serde_json::to_value(body).map_err(|e| {
+                        body: RawBody::value(serde_json::to_value(body).map_err(|e| {
                             Error::bad_request(format!("the call body is not valid JSON: {e}"))
                         })?),
                         deadline: deadline.into_std(),
@@ -194,7 +194,7 @@ impl Mesh {
             let request = RawRequest {
                 name: name.to_string(),
                 method: method.map(str::to_string),
-                body: Body::Value(body),
+                body: RawBody::value(body),
                 deadline: deadline.into_std(),
                 from: inner.node,
             };

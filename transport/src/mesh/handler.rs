@@ -47,52 +47,78 @@ where
     }
 }
 
-/// The body of a call to a raw endpoint ([`RawHandler`]), not yet decoded.
+/// The body of a call to a raw endpoint ([`RawHandler`]), not yet decoded: decode it with
+/// [`decode`](Self::decode) into the handler's own type.
 #[derive(Debug, Clone)]
-pub(crate) enum Body {
+pub struct RawBody(Repr);
+
+#[derive(Debug, Clone)]
+enum Repr {
     /// A call made on this node: the body as a value.
     Value(Value),
-    /// A call from a peer (link or NATS): the whole encoded [`RequestMsg`] payload.
+    /// A call from another node: the whole encoded `RequestMsg` payload.
     Msgpack(bytes::Bytes),
 }
 
-impl Body {
+impl RawBody {
+    /// A body given as a value (a call made on this node).
+    pub(crate) fn value(v: Value) -> Self {
+        Self(Repr::Value(v))
+    }
+
+    /// A body still in its encoded request (a call from another node).
+    pub(crate) fn msgpack(payload: bytes::Bytes) -> Self {
+        Self(Repr::Msgpack(payload))
+    }
+
+    /// Whether the body is still encoded.
+    #[cfg(test)]
+    pub(crate) fn is_msgpack(&self) -> bool {
+        matches!(self.0, Repr::Msgpack(_))
+    }
+
     /// Decode the body as `T`, from MessagePack straight into `T` for a call from a peer (no
     /// `serde_json::Value` on the way). A body that does not decode is a BadRequest.
     ///
     /// Consuming the body releases its bytes (a piece of the link's read buffer).
-    pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T, Error> {
-        match self {
-            Body::Value(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
-            Body::Msgpack(payload) => decode_request_body(&payload),
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, Error> {
+        match self.0 {
+            Repr::Value(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
+            Repr::Msgpack(payload) => decode_request_body(&payload),
         }
         .map_err(|e| Error::bad_request(format!("malformed call body: {e}")))
     }
 
     /// The body as a value (what a [`Handler`] receives).
     fn into_value(self) -> Result<Value, Error> {
-        match self {
-            Body::Value(v) => Ok(v),
-            body @ Body::Msgpack(_) => body.decode(),
+        match self.0 {
+            Repr::Value(v) => Ok(v),
+            repr @ Repr::Msgpack(_) => Self(repr).decode(),
         }
     }
 }
 
 /// A call as a [`RawHandler`] sees it: a [`Request`] whose body is not decoded yet.
 #[derive(Debug)]
-pub(crate) struct RawRequest {
-    pub(crate) name: String,
-    pub(crate) method: Option<String>,
-    pub(crate) body: Body,
-    pub(crate) deadline: std::time::Instant,
-    pub(crate) from: NodeId,
+#[non_exhaustive]
+pub struct RawRequest {
+    /// The endpoint name.
+    pub name: String,
+    /// The method, if the caller gave one.
+    pub method: Option<String>,
+    /// The body, not decoded yet.
+    pub body: RawBody,
+    /// When the caller stops waiting.
+    pub deadline: std::time::Instant,
+    /// The calling node.
+    pub from: NodeId,
 }
 
-/// Serves calls to an endpoint and decodes their bodies itself ([`Body::decode`]), into its own
-/// type: a call from a peer is decoded once, from MessagePack. Same rules as [`Handler`]; it
-/// should decode the body before its first await (until then the body holds a piece of the
-/// link's read buffer).
-pub(crate) trait RawHandler: Send + Sync + 'static {
+/// Serves calls to an endpoint and decodes their bodies itself ([`RawBody::decode`]), into its
+/// own type: a call from another node is decoded once, from MessagePack, with no
+/// `serde_json::Value` on the way. Same rules as [`Handler`]; it should decode the body before
+/// its first await (until then the body holds a piece of the link's read buffer).
+pub trait RawHandler: Send + Sync + 'static {
     /// Answer one call.
     fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>>;
 }

@@ -35,10 +35,7 @@ use crate::engine::{Activity, Engine, Settings};
 use crate::protocol::{DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
 use crate::sync::lock;
 
-#[cfg(test)]
-pub(crate) use handler::Body;
-pub use handler::{Handler, Request};
-pub(crate) use handler::{RawHandler, RawRequest};
+pub use handler::{Handler, RawBody, RawHandler, RawRequest, Request};
 use table::{LocalState, Route};
 
 const LOG: &str = "plume::mesh";
@@ -103,12 +100,14 @@ pub enum TableEvent {
         /// Descriptor.
         descriptor: Value,
     },
-    /// `node` no longer provides `name` (withdrawn, draining, or the link died).
+    /// `node` no longer provides `name`.
     Removed {
         /// Endpoint name.
         name: String,
         /// Former provider.
         node: NodeId,
+        /// Whether the node withdrew it (or drains), or the node is gone.
+        reason: crate::engine::Removal,
     },
 }
 
@@ -129,8 +128,6 @@ pub(crate) struct Inner {
     local_pending: AtomicUsize,
     waiting: AtomicUsize,
     engine: Arc<dyn Engine>,
-    /// The engine has been started (see [`MeshBuilder::defer_discovery`]).
-    started: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Inner {
@@ -163,7 +160,6 @@ pub struct MeshBuilder {
     peers: Option<mpsc::Receiver<PeerEvent>>,
     memory: Option<crate::memory::Network>,
     cfg: Settings,
-    defer_discovery: bool,
 }
 
 impl Default for MeshBuilder {
@@ -179,7 +175,6 @@ impl Default for MeshBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: None,
             memory: None,
-            defer_discovery: false,
             cfg: Settings {
                 timeout: Duration::from_secs(10),
                 balance: Balance::RoundRobin,
@@ -290,13 +285,6 @@ impl MeshBuilder {
         self
     }
 
-    /// With NATS discovery: connect, but learn of no peer until
-    /// [`Mesh::start_discovery`] (so a table watcher created in between misses nothing).
-    pub(crate) fn defer_discovery(mut self) -> Self {
-        self.defer_discovery = true;
-        self
-    }
-
     /// Run on an in-process [`Network`](crate::memory::Network) instead of sockets: nodes of one
     /// network reach each other through channels. For tests of everything above the wire.
     #[must_use]
@@ -364,12 +352,10 @@ impl MeshBuilder {
             local_pending: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             engine,
-            started: std::sync::atomic::AtomicBool::new(false),
         });
+        let sink: Arc<dyn crate::engine::Sink> = inner.clone();
+        inner.engine.clone().start(sink);
         let mesh = Mesh { inner };
-        if !self.defer_discovery {
-            mesh.start_discovery();
-        }
         tracing::debug!(target: LOG, node = %node, addr = %local_addr, "mesh node started");
         Ok(mesh)
     }
@@ -411,19 +397,6 @@ impl Mesh {
             table_version: version,
             protocol: PROTOCOL_VERSION,
         }
-    }
-
-    /// With a deferred start: start the engine now (once).
-    pub(crate) fn start_discovery(&self) {
-        let inner = &self.inner;
-        if inner
-            .started
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return;
-        }
-        let sink: Arc<dyn crate::engine::Sink> = inner.clone();
-        inner.engine.clone().start(sink);
     }
 
     /// Whether this node runs on NATS rather than peer links.

@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use tokio::time::Instant;
 
 use super::Inner;
-use super::handler::{Body, EndpointHandler, RawRequest};
+use super::handler::{EndpointHandler, RawBody, RawRequest};
 use crate::discovery::NodeId;
 use crate::engine::{Running, Served, panicked};
 use crate::protocol::{RequestMsg, decode_payload, peek_request_name};
@@ -36,10 +36,10 @@ impl Inner {
     /// there is none). A plain handler's body is decoded to a `Value` in one pass with the head;
     /// for a raw handler only the head is (its body is skipped), and the handler decodes the body
     /// itself. Err: the payload is not a request.
-    pub(crate) fn decode_request(
+    pub(super) fn decode_request(
         &self,
         payload: Bytes,
-    ) -> Result<(RequestMsg<Body>, Option<EndpointHandler>), String> {
+    ) -> Result<(RequestMsg<RawBody>, Option<EndpointHandler>), String> {
         let peeked = peek_request_name(&payload).map(|name| (name, self.local_handler(name)));
         if let Some((name, Some(handler @ EndpointHandler::Plain(_)))) = &peeked
             && let Ok(m) = decode_payload::<RequestMsg>(&payload)
@@ -48,7 +48,7 @@ impl Inner {
             let req = RequestMsg {
                 name: m.name,
                 method: m.method,
-                body: Body::Value(m.body),
+                body: RawBody::value(m.body),
                 timeout_ms: m.timeout_ms,
             };
             return Ok((req, Some(handler.clone())));
@@ -63,7 +63,7 @@ impl Inner {
         let req = RequestMsg {
             name: head.name,
             method: head.method,
-            body: Body::Msgpack(payload),
+            body: RawBody::msgpack(payload),
             timeout_ms: head.timeout_ms,
         };
         Ok((req, handler))
@@ -75,10 +75,10 @@ impl Inner {
 /// The handler's first poll runs here, so a quick handler answers without a task switch; a
 /// handler that is not ready continues in [`Running::finish`] (it re-registers its wakers on the
 /// next poll). A handler that panics answers GeneralError and never takes its caller down.
-pub(crate) fn start(
+pub(super) fn start(
     node: NodeId,
     handler: Option<EndpointHandler>,
-    req: RequestMsg<Body>,
+    req: RequestMsg<RawBody>,
     from: NodeId,
 ) -> Served {
     let Some(handler) = handler else {

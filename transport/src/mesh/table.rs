@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -88,7 +89,7 @@ impl Inner {
         read(&self.routes)
     }
 
-    pub(crate) fn local_handler(&self, name: &str) -> Option<EndpointHandler> {
+    pub(super) fn local_handler(&self, name: &str) -> Option<EndpointHandler> {
         lock(&self.local)
             .endpoints
             .get(name)
@@ -154,6 +155,7 @@ impl Inner {
             None => TableEvent::Removed {
                 name: name.to_string(),
                 node: self.node,
+                reason: Removal::Withdrawn,
             },
         });
         self.table_bumped();
@@ -192,7 +194,7 @@ impl Sink for Inner {
         self.table_bumped();
     }
 
-    fn provider_removed(&self, via: &Arc<dyn Remote>, names: Option<&[String]>, _why: Removal) {
+    fn provider_removed(&self, via: &Arc<dyn Remote>, names: Option<&[String]>, why: Removal) {
         let mut routes = write(&self.routes);
         let mut removed = Vec::new();
         let mut check = |name: &str, list: &mut Vec<Route>| {
@@ -223,7 +225,11 @@ impl Sink for Inner {
         }
         let node = via.node();
         for name in removed {
-            let _ = self.table_events.send(TableEvent::Removed { name, node });
+            let _ = self.table_events.send(TableEvent::Removed {
+                name,
+                node,
+                reason: why,
+            });
         }
         self.table_bumped();
     }
@@ -258,13 +264,10 @@ impl Mesh {
         self.provide_endpoint(name, descriptor, EndpointHandler::Plain(Arc::new(handler)));
     }
 
-    /// [`provide`](Self::provide) with a handler that decodes the call body itself.
-    pub(crate) fn provide_raw(
-        &self,
-        name: &str,
-        descriptor: Value,
-        handler: impl super::RawHandler,
-    ) {
+    /// [`provide`](Self::provide) with a handler that decodes the call body itself
+    /// ([`RawBody::decode`](super::RawBody::decode)), into its own type: a call from another
+    /// node is decoded once, straight from MessagePack.
+    pub fn provide_raw(&self, name: &str, descriptor: Value, handler: impl super::RawHandler) {
         self.provide_endpoint(name, descriptor, EndpointHandler::Raw(Arc::new(handler)));
     }
 
@@ -328,12 +331,33 @@ impl Mesh {
             .unwrap_or_default()
     }
 
-    /// Watch the service table. Each watcher has its own buffer of 1024 events; a watcher that
-    /// falls further behind loses the oldest events (a warning is logged) and should resync
-    /// with [`providers`](Self::providers).
+    /// Watch the service table: first an [`Added`](TableEvent::Added) for every provider the
+    /// table holds now (this node's own endpoints included), then every change. A change that
+    /// races with the snapshot may repeat what the snapshot said; none is lost.
+    ///
+    /// Each watcher has its own buffer of 1024 events; a watcher that falls further behind
+    /// loses the oldest events (a warning is logged) and should resync with
+    /// [`providers`](Self::providers).
     pub fn watch(&self) -> TableWatch {
-        let rx = self.inner.table_events.subscribe();
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let (rx, snapshot) = {
+            // Changes update the routes before they send their event: subscribing with the
+            // routes locked means every change after the snapshot is seen.
+            let routes = self.inner.routes_read();
+            let rx = self.inner.table_events.subscribe();
+            let snapshot: Vec<TableEvent> = routes
+                .iter()
+                .flat_map(|(name, list)| {
+                    list.iter().map(move |r| TableEvent::Added {
+                        name: name.clone(),
+                        node: r.node,
+                        key: r.key.clone(),
+                        descriptor: r.descriptor.clone(),
+                    })
+                })
+                .collect();
+            (rx, snapshot)
+        };
+        let changes = futures::stream::unfold(rx, |mut rx| async move {
             loop {
                 match rx.recv().await {
                     Ok(ev) => return Some((ev, rx)),
@@ -345,7 +369,7 @@ impl Mesh {
             }
         });
         TableWatch {
-            stream: Box::pin(stream),
+            stream: Box::pin(futures::stream::iter(snapshot).chain(changes)),
         }
     }
 
