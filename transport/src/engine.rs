@@ -35,7 +35,7 @@ pub(crate) struct Settings {
     /// The default call timeout.
     pub(crate) timeout: Duration,
     /// How a call picks among providers.
-    pub(crate) balance: crate::Balance,
+    pub(crate) balance: Balance,
     /// The maximum frame length.
     pub(crate) max_frame: usize,
     /// Bytes queued per link before callers wait.
@@ -50,6 +50,16 @@ pub(crate) struct Settings {
     pub(crate) handshake_timeout: Duration,
     /// How long shutdown waits for calls in flight.
     pub(crate) drain_timeout: Duration,
+}
+
+/// How a call picks among the live providers of a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Each call goes to the next provider in turn.
+    #[default]
+    RoundRobin,
+    /// Each call goes to the provider with the fewest calls from this node in flight.
+    LeastPending,
 }
 
 /// Which engine carries a mesh.

@@ -166,3 +166,15 @@ impl CallError {
         }
     }
 }
+
+/// Why a mesh could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// The listener could not be bound.
+    #[error("mesh listener: {0}")]
+    Listen(#[source] std::io::Error),
+    /// Discovery could not start.
+    #[error("mesh discovery: {0}")]
+    Discovery(#[source] std::io::Error),
+}

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 pub mod discovery;
 pub mod distribution;
 mod engine;
@@ -36,11 +37,12 @@ mod tcp;
 /// The mesh wire types, under their former name.
 pub use protocol as codec;
 
+pub use builder::MeshBuilder;
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
 };
 pub use engine::Removal;
 pub use mesh::{
-    Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, RawBody, RawHandler,
-    RawRequest, Request, Subscription, TableEvent, TableWatch,
+    Balance, CallOptions, Handler, Mesh, MeshError, ProviderInfo, RawBody, RawHandler, RawRequest,
+    Request, Subscription, TableEvent, TableWatch,
 };

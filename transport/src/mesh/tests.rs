@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
+use crate::discovery::PeerEvent;
 
 async fn lone_node() -> (Mesh, mpsc::Sender<PeerEvent>) {
     let (tx, rx) = mpsc::channel(4);

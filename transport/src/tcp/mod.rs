@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::discovery::{Discovery, DiscoveryConfig, LocalNode, NodeId, PeerEvent, PeerInfo};
 use crate::engine::{Engine, EngineKind, Remote, Settings, Sink};
 use crate::error::HandshakeError;
-use crate::mesh::MeshError;
+use crate::error::MeshError;
 use crate::protocol::{EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, TableDelta, Topic};
 use crate::sync::lock;
 use link::Link;
