@@ -174,3 +174,39 @@ async fn requests_decode_for_the_kind_of_their_handler() {
             .is_err()
     );
 }
+
+/// Wait (a bounded number of scheduler turns) until nothing holds the node any more.
+async fn released(weak: std::sync::Weak<Inner>) -> bool {
+    for _ in 0..1000 {
+        if weak.strong_count() == 0 {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_node_is_released_by_its_engine() {
+    // TCP engine.
+    let (mesh, _peers) = lone_node().await;
+    mesh.respond("x", |_r: Request| async move { Ok(Value::Null) });
+    let weak = Arc::downgrade(&mesh.inner);
+    mesh.shutdown().await;
+    drop(mesh);
+    assert!(released(weak).await, "the TCP engine keeps the node alive");
+
+    // In-process engine, with a peer that stays.
+    let net = crate::memory::Network::new();
+    let other = Mesh::builder().memory(&net).start().await.expect("starts");
+    let mesh = Mesh::builder().memory(&net).start().await.expect("starts");
+    mesh.respond("x", |_r: Request| async move { Ok(Value::Null) });
+    let weak = Arc::downgrade(&mesh.inner);
+    mesh.shutdown().await;
+    drop(mesh);
+    assert!(
+        released(weak).await,
+        "the in-process engine keeps the node alive"
+    );
+    other.shutdown().await;
+}

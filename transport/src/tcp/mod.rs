@@ -82,8 +82,8 @@ pub(crate) struct TcpEngine {
     discovery: Option<Discovery>,
     /// The listener and the peer events, until [`Engine::start`].
     startup: Mutex<Option<(TcpListener, mpsc::Receiver<PeerEvent>)>>,
-    /// The sink, once started (for the drain).
-    sink: std::sync::OnceLock<Arc<dyn Sink>>,
+    /// The sink, once started (for the drain). Weak: the mesh owns this engine.
+    sink: std::sync::OnceLock<std::sync::Weak<dyn Sink>>,
 }
 
 impl std::fmt::Debug for TcpEngine {
@@ -344,7 +344,7 @@ impl Engine for TcpEngine {
         let Some((listener, events)) = lock(&self.startup).take() else {
             return;
         };
-        let _ = self.sink.set(sink.clone());
+        let _ = self.sink.set(Arc::downgrade(&sink));
         tokio::spawn(self.clone().accept_loop(sink.clone(), listener));
         tokio::spawn(self.peer_loop(sink, events));
     }
@@ -422,7 +422,7 @@ impl Engine for TcpEngine {
                     .values()
                     .all(|l| l.closed.is_cancelled() || l.goaway_acked.load(Ordering::Acquire))
             };
-            let acked = match self.sink.get() {
+            let acked = match self.sink.get().and_then(std::sync::Weak::upgrade) {
                 Some(sink) => sink.activity().wait_until(deadline, all_acked).await,
                 None => true,
             };
