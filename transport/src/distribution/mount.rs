@@ -19,7 +19,35 @@ impl Shared {
             Action::None => {}
             Action::Mount { local, descriptor } => self.mount(&local, descriptor),
             Action::Unmount { local, mounted } => self.unmount(&local, mounted),
+            Action::StartGrace { local, epoch } => self.start_grace(local, epoch),
+            Action::Changed => self.bump(),
         }
+    }
+
+    /// Answer 503 during the grace period of `local`, then remove the proxy (unless a provider
+    /// came back, which starts a new epoch).
+    fn start_grace(self: &Arc<Self>, local: String, epoch: u64) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let grace = self.opts.grace;
+        let path = local.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(s) = weak.upgrade() {
+                s.grace_over(&path, epoch);
+            }
+        });
+        {
+            let mut st = lock(&self.state);
+            match st.remotes.get_mut(&local).and_then(|r| r.mounted.as_mut()) {
+                Some(m) => m.grace_task = Some(task.abort_handle()),
+                None => task.abort(),
+            }
+        }
+        tracing::info!(target: LOG, path = %local, "last provider left; answering 503 during the grace period");
+        self.bump();
     }
 
     pub(super) fn unmount(&self, local: &str, mut m: Mounted) {

@@ -84,6 +84,13 @@ pub(super) enum Action {
         local: String,
         mounted: Mounted,
     },
+    /// The last provider of `local` left: its grace period (epoch `epoch`) starts.
+    StartGrace {
+        local: String,
+        epoch: u64,
+    },
+    /// Nothing to mount or unmount, but what the handle reports changed.
+    Changed,
 }
 
 pub(crate) struct Shared {
