@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout_at};
 
 use crate::discovery::NodeId;
-use crate::protocol::{Entry, ResponseMsg, TableDelta, TableSnapshot, encode_payload};
+use crate::protocol::{Entry, FrameError, ResponseMsg, TableDelta, TableSnapshot, encode_payload};
 use plume::Error;
 
 pub(crate) use crate::error::CallError;
@@ -150,13 +150,13 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn deliver(&self, topic: &str, data: Value);
     /// Serve a call from node `from`: `payload` is an encoded `RequestMsg`. `admit` sees the
     /// endpoint name and whether this node provides it, and may refuse the call (the refusal is
-    /// the answer). Err: the payload is not a request.
+    /// the answer). Err: the payload is not a request (`FrameError::Payload`).
     fn serve(
         &self,
         payload: Bytes,
         from: NodeId,
         admit: &mut dyn FnMut(&str, bool) -> Result<(), Error>,
-    ) -> Result<Served, String>;
+    ) -> Result<Served, FrameError>;
     /// The names of the endpoints this node provides, sorted.
     fn endpoint_names(&self) -> Vec<String>;
     /// Calls being served, for the drain.
@@ -198,6 +198,15 @@ impl Running {
             )),
         }
     }
+}
+
+/// The answer to a call whose payload is not a request.
+pub(crate) fn malformed(e: &FrameError) -> Error {
+    let reason = match e {
+        FrameError::Payload { reason, .. } => reason.as_str(),
+        _ => "not a request",
+    };
+    Error::bad_request(format!("malformed call: {reason}"))
 }
 
 /// The answer of a handler that panicked.

@@ -325,9 +325,7 @@ impl MemoryEngine {
     ) {
         let served = match sink.serve(payload, from, &mut |_, _| Ok(())) {
             Ok(served) => served,
-            Err(reason) => {
-                Served::Ready(Err(Error::bad_request(format!("malformed call: {reason}"))))
-            }
+            Err(e) => Served::Ready(Err(crate::engine::malformed(&e))),
         };
         match served {
             Served::Ready(result) => {

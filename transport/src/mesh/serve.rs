@@ -14,7 +14,7 @@ use super::Inner;
 use super::handler::{EndpointHandler, RawBody, RawRequest};
 use crate::discovery::NodeId;
 use crate::engine::{Running, Served, panicked};
-use crate::protocol::{RequestMsg, decode_payload, peek_request_name};
+use crate::protocol::{FrameError, Kind, RequestMsg, decode_payload, peek_request_name};
 use plume::Error;
 
 impl Inner {
@@ -24,8 +24,13 @@ impl Inner {
         payload: Bytes,
         from: NodeId,
         admit: &mut dyn FnMut(&str, bool) -> Result<(), Error>,
-    ) -> Result<Served, String> {
-        let (req, handler) = self.decode_request(payload)?;
+    ) -> Result<Served, FrameError> {
+        let (req, handler) =
+            self.decode_request(payload)
+                .map_err(|reason| FrameError::Payload {
+                    kind: Kind::Request,
+                    reason,
+                })?;
         if let Err(e) = admit(&req.name, handler.is_some()) {
             return Ok(Served::Ready(Err(e)));
         }

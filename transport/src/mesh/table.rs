@@ -13,7 +13,7 @@ use super::handler::EndpointHandler;
 use super::{Inner, LOG, Mesh, ProviderInfo, Subscription, TableEvent, TableWatch};
 use crate::discovery::NodeId;
 use crate::engine::{Activity, Remote, Removal, Served, Sink};
-use crate::protocol::{Entry, TableDelta, TableSnapshot};
+use crate::protocol::{Entry, FrameError, TableDelta, TableSnapshot};
 use crate::sync::{lock, read, write};
 use plume::Error;
 
@@ -243,7 +243,7 @@ impl Sink for Inner {
         payload: Bytes,
         from: NodeId,
         admit: &mut dyn FnMut(&str, bool) -> Result<(), Error>,
-    ) -> Result<Served, String> {
+    ) -> Result<Served, FrameError> {
         self.serve_payload(payload, from, admit)
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::subjects::token;
 use super::{LOG, NODE_HEADER, NatsEngine};
 use crate::discovery::NodeId;
-use crate::engine::{Sink, response};
+use crate::engine::{Sink, malformed, response};
 use crate::protocol::encode_payload;
 use crate::sync::lock;
 use plume::Error;
@@ -149,7 +149,7 @@ impl NatsEngine {
                     self.node
                 ))),
                 Ok(_permit) => match sink.serve(m.payload.clone(), sender(&m), &mut admit) {
-                    Err(e) => Err(Error::bad_request(format!("malformed call: {e}"))),
+                    Err(e) => Err(malformed(&e)),
                     Ok(served) => served.answer().await,
                 },
             };

@@ -427,13 +427,7 @@ impl Reader<'_> {
             }
             Ok(())
         };
-        let served = self
-            .sink
-            .serve(frame.payload, link.peer, &mut admit)
-            .map_err(|reason| FrameError::Payload {
-                kind: Kind::Request,
-                reason,
-            })?;
+        let served = self.sink.serve(frame.payload, link.peer, &mut admit)?;
         let running = match served {
             Served::Ready(result) => {
                 immediate(result);
