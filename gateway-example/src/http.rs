@@ -1,15 +1,18 @@
-//! A minimal HTTP/1.1 JSON client, enough for the demo's readiness check against its own
-//! gateway on loopback (one request per connection).
+//! The demo's JSON client for its readiness check against its own gateway on loopback: hyper's
+//! HTTP/1.1 client (`hyper-util`), JSON in and out.
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow};
+use axum::body::Bytes;
+use axum::http::{Request, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// The largest response the client reads.
-const MAX_RESPONSE: u64 = 4 << 20;
+/// The largest response body the client reads.
+const MAX_RESPONSE: usize = 4 << 20;
 
 /// Send `method path` with an optional bearer token and JSON body; return the status and the
 /// JSON body (`Null` when empty).
@@ -20,127 +23,109 @@ pub(crate) async fn request(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
-         Connection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header(header::ACCEPT, "application/json");
     if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    head.push_str("\r\n");
-
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut raw).await?;
-    parse_response(&raw)
-}
-
-/// Parse a complete `Connection: close` response.
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Value)> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of the response head")?;
-    let head = std::str::from_utf8(&raw[..split]).context("response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .context("no status line")?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let mut body = raw[split + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    let json = if body.iter().all(u8::is_ascii_whitespace) {
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(req.body(Full::new(body))?).await?;
+    let status = response.status().as_u16();
+    let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the response body: {e}"))?
+        .to_bytes();
+    let json = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
-        serde_json::from_slice(&body).context("response body is not JSON")?
+        serde_json::from_slice(&bytes).context("response body is not JSON")?
     };
     Ok((status, json))
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&data[..end])?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
-        data = &data[end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if size.checked_add(2).is_none_or(|need| data.len() < need) {
-            bail!("truncated chunk");
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::any;
     use serde_json::json;
 
-    #[test]
-    fn parses_plain_and_chunked_responses() -> anyhow::Result<()> {
-        let plain = b"HTTP/1.1 201 Created\r\ncontent-length: 8\r\n\r\n{\"a\": 1}";
-        assert_eq!(parse_response(plain)?, (201, json!({"a": 1})));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n4;x=y\r\n: 2}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked)?, (200, json!({"a": 2})));
-        assert_eq!(
-            parse_response(b"HTTP/1.1 204 No Content\r\n\r\n")?,
-            (204, Value::Null)
-        );
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab";
-        assert!(parse_response(huge).is_err());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab")
-                .is_err()
-        );
-        Ok(())
+    /// A real server on loopback: echoes method, bearer and body; a chunked reply; 204; text.
+    async fn server() -> anyhow::Result<SocketAddr> {
+        let app = Router::new()
+            .route(
+                "/echo",
+                any(|req: Request<Body>| async move {
+                    let (parts, body) = req.into_parts();
+                    let auth = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let bytes = axum::body::to_bytes(body, 1 << 20)
+                        .await
+                        .unwrap_or_default();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let out = json!({"method": parts.method.as_str(), "auth": auth, "body": body});
+                    (
+                        StatusCode::CREATED,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        out.to_string(),
+                    )
+                }),
+            )
+            .route(
+                "/chunked",
+                any(|| async {
+                    let pieces = ["{\"a\"", ": ", "2}"].map(Ok::<_, std::io::Error>);
+                    Body::from_stream(futures::stream::iter(pieces))
+                }),
+            )
+            .route("/empty", any(|| async { StatusCode::NO_CONTENT }))
+            .route("/text", any(|| async { "not json".into_response() }))
+            .route(
+                "/huge",
+                any(|| async { "x".repeat(MAX_RESPONSE + 1).into_response() }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(addr)
     }
 
-    proptest::proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let _ = parse_response(&raw);
-            let mut chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-            chunked.extend_from_slice(&raw);
-            let _ = parse_response(&chunked);
-        }
-
-        #[test]
-        fn any_json_body_round_trips(text in ".{0,64}", n in proptest::num::i64::ANY, chunk in 1usize..16) {
-            let value = json!({"text": text, "n": n});
-            let body = value.to_string();
-            let plain = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-            proptest::prop_assert_eq!(parse_response(plain.as_bytes()).ok(), Some((200, value.clone())));
-            let mut chunked = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-            for piece in body.as_bytes().chunks(chunk) {
-                chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-                chunked.extend_from_slice(piece);
-                chunked.extend_from_slice(b"\r\n");
-            }
-            chunked.extend_from_slice(b"0\r\n\r\n");
-            proptest::prop_assert_eq!(parse_response(&chunked).ok(), Some((201, value)));
-        }
+    #[tokio::test]
+    async fn json_in_and_out_against_a_real_server() -> anyhow::Result<()> {
+        let addr = server().await?;
+        let (status, body) =
+            request(addr, "POST", "/echo", Some("t0k"), Some(&json!({"x": 1}))).await?;
+        assert_eq!(status, 201);
+        assert_eq!(
+            body,
+            json!({"method": "POST", "auth": "Bearer t0k", "body": {"x": 1}})
+        );
+        assert_eq!(
+            request(addr, "GET", "/chunked", None, None).await?,
+            (200, json!({"a": 2}))
+        );
+        assert_eq!(
+            request(addr, "DELETE", "/empty", None, None).await?,
+            (204, Value::Null)
+        );
+        assert!(request(addr, "GET", "/text", None, None).await.is_err());
+        assert!(request(addr, "GET", "/huge", None, None).await.is_err());
+        Ok(())
     }
 }

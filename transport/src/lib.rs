@@ -1,9 +1,14 @@
 //! The Plume mesh: discovery, peer links, requests and events.
 //!
-//! A [`Mesh`] is one node. Nodes find each other through [`discovery`], keep one TCP link per
-//! pair of nodes, and route calls by endpoint name to the live providers. See
-//! `docs/protocol.md` for the wire format. The [`distribution`] plugin publishes an App's
-//! services on the mesh and mounts proxies for remote ones (`docs/distribution.md`).
+//! A [`Mesh`] is one node. It keeps the mesh-wide service table and routes calls by endpoint
+//! name to the live providers; an engine carries it between nodes: TCP peer links (nodes find
+//! each other through [`discovery`] and keep one link per pair), a NATS server, or, for tests,
+//! an in-process [`memory::Network`]. The [`distribution`] plugin publishes an App's services on
+//! the mesh and mounts proxies for remote ones (`docs/distribution.md`).
+//!
+//! Layers, each using only those before it: [`protocol`] (wire types) ← the engine contract ←
+//! the mesh and the engines ← the builder ← [`distribution`]. `docs/architecture.md` maps a
+//! call's path through these folders; `docs/protocol.md` is the wire format.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,19 +27,27 @@
 //! # Ok(()) }
 //! ```
 
-pub mod codec;
+mod builder;
 pub mod discovery;
 pub mod distribution;
-mod link;
+mod engine;
+mod error;
+pub mod memory;
 mod mesh;
 mod nats;
-mod outbox;
-mod reply;
+pub mod protocol;
+mod sync;
+mod tcp;
 
+/// The mesh wire types, under their former name.
+pub use protocol as codec;
+
+pub use builder::MeshBuilder;
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,
 };
+pub use engine::Removal;
 pub use mesh::{
-    Balance, CallOptions, Handler, Mesh, MeshBuilder, MeshError, ProviderInfo, Request,
-    Subscription, TableEvent, TableWatch,
+    Balance, CallOptions, Handler, Mesh, MeshError, ProviderInfo, RawBody, RawHandler, RawRequest,
+    Request, Subscription, TableEvent, TableWatch,
 };

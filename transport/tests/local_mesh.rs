@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use plume::ErrorKind;
 use plume_transport::discovery::PeerEvent;
-use plume_transport::{Balance, CallOptions, Mesh, MeshBuilder, NodeId, Request, TableEvent};
+use plume_transport::{
+    Balance, CallOptions, Mesh, MeshBuilder, NodeId, Removal, Request, TableEvent,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -212,7 +214,8 @@ async fn watch_sees_remote_provide_and_withdraw() {
         ev,
         TableEvent::Removed {
             name: "thing".into(),
-            node: a.node_id()
+            node: a.node_id(),
+            reason: Removal::Withdrawn,
         }
     );
     assert!(b.providers("thing").is_empty());
@@ -785,5 +788,64 @@ async fn a_panicking_handler_answers_general_error_and_the_link_survives() {
     assert_eq!(
         b.request("fine", json!(null)).await.expect("link alive"),
         json!(a.node_id().to_string())
+    );
+}
+
+/// The next removal `watch` reports (additions, such as the snapshot, are skipped).
+async fn next_removal(watch: &mut plume_transport::TableWatch) -> TableEvent {
+    loop {
+        match timeout(WAIT, watch.recv()).await {
+            Ok(Some(TableEvent::Added { .. })) => {}
+            Ok(Some(removal)) => return removal,
+            other => panic!("no removal in time: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_removal_says_whether_the_provider_withdrew_or_was_lost() {
+    let nodes = cluster(vec![env("why"), env("why"), env("why")]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1].mesh, &nodes[2].mesh);
+    a.mesh.respond("x", whoami(&a.mesh));
+    a.mesh.respond("y", whoami(&a.mesh));
+    c.respond("x", whoami(c));
+    wait_providers(b, "x", 2).await;
+    wait_providers(b, "y", 1).await;
+    let mut watch = b.watch();
+
+    a.mesh.withdraw("x");
+    assert_eq!(
+        next_removal(&mut watch).await,
+        TableEvent::Removed {
+            name: "x".into(),
+            node: a.mesh.node_id(),
+            reason: Removal::Withdrawn,
+        }
+    );
+    // A draining node withdraws what it provides.
+    c.shutdown().await;
+    assert_eq!(
+        next_removal(&mut watch).await,
+        TableEvent::Removed {
+            name: "x".into(),
+            node: c.node_id(),
+            reason: Removal::Withdrawn,
+        }
+    );
+    // A node discovery no longer sees is lost, with its endpoints.
+    nodes[1]
+        .peers
+        .send(PeerEvent::Down {
+            node: a.mesh.node_id(),
+        })
+        .await
+        .expect("down");
+    assert_eq!(
+        next_removal(&mut watch).await,
+        TableEvent::Removed {
+            name: "y".into(),
+            node: a.mesh.node_id(),
+            reason: Removal::NodeLost,
+        }
     );
 }

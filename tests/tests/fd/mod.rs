@@ -1,4 +1,4 @@
-//! Helpers of the feathers-distributed ports (`fd_*.rs`): child processes, a minimal HTTP/1.1
+//! Helpers of the feathers-distributed ports (`fd_*.rs`): child processes, hyper's HTTP/1.1
 //! client for loopback REST calls, and the Node socket.io driver (`driver.mjs`, run with the
 //! official `socket.io-client` installed by `npm ci` from `core/tests/socketio-client`).
 
@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
@@ -47,7 +50,7 @@ pub struct Response {
     pub body: Value,
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port` (`Connection: close`), JSON in and out.
+/// One HTTP/1.1 request to 127.0.0.1:`port` (hyper's client), JSON in and out.
 pub async fn http(
     port: u16,
     method: &str,
@@ -56,55 +59,38 @@ pub async fn http(
     headers: &[(&str, &str)],
 ) -> Response {
     within(&format!("{method} {path}"), async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("accept", "application/json");
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
         for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
+            req = req.header(*k, *v);
         }
-        req.push_str("\r\n");
-        req.push_str(&body);
-        stream.write_all(req.as_bytes()).await.expect("send");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, rest) = text.split_once("\r\n\r\n").expect("a header block");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status");
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        let payload = if chunked { dechunk(rest) } else { rest.to_owned() };
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let response = client
+            .request(req.body(Full::new(body)).expect("a request"))
+            .await
+            .expect("an HTTP response");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the response body")
+            .to_bytes();
         Response {
             status,
-            body: serde_json::from_str(&payload).unwrap_or(Value::Null),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         }
     })
     .await
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 pub fn node_available() -> bool {

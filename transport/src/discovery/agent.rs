@@ -248,7 +248,7 @@ impl<T: Transport> Agent<T> {
 
     fn publish_peers(&self) {
         let infos = self.table.infos();
-        *self.shared.peers.lock().unwrap_or_else(|e| e.into_inner()) = infos;
+        *crate::sync::lock(&self.shared.peers) = infos;
     }
 
     fn expire(&mut self, now: Instant) {

@@ -211,18 +211,29 @@ impl Discovery {
         )?;
         tracing::debug!(%node, "redis discovery starting");
         tokio::spawn(agent.run(cmd_rx, event_tx));
+        Ok(Self::handle(shared, cmd_tx, local_addr, node, event_rx))
+    }
+
+    /// The handle of a started agent, with its peer events.
+    fn handle(
+        shared: Arc<Shared>,
+        commands: mpsc::Sender<agent::Command>,
+        local_addr: SocketAddr,
+        node: NodeId,
+        events: mpsc::Receiver<PeerEvent>,
+    ) -> (Discovery, mpsc::Receiver<PeerEvent>) {
         let handle = Handle {
             shared,
-            commands: cmd_tx,
+            commands,
             local_addr,
             node,
         };
-        Ok((
+        (
             Discovery {
                 inner: Arc::new(handle),
             },
-            event_rx,
-        ))
+            events,
+        )
     }
 
     fn start_with<T: net::Transport>(
@@ -263,18 +274,7 @@ impl Discovery {
             self_addrs: HashSet::new(),
         };
         tokio::spawn(agent.run(cmd_rx, event_tx));
-        let handle = Handle {
-            shared,
-            commands: cmd_tx,
-            local_addr,
-            node,
-        };
-        Ok((
-            Discovery {
-                inner: Arc::new(handle),
-            },
-            event_rx,
-        ))
+        Ok(Self::handle(shared, cmd_tx, local_addr, node, event_rx))
     }
 
     /// Sets the service-table version the beacons carry, and sends a beacon
@@ -303,12 +303,7 @@ impl Discovery {
 
     /// The live peers.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.inner
-            .shared
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock(&self.inner.shared.peers).clone()
     }
 
     /// This node's id.

@@ -203,7 +203,7 @@ pub(crate) mod mem {
         }
 
         fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
-            self.inner.lock().unwrap_or_else(|e| e.into_inner())
+            crate::sync::lock(&self.inner)
         }
     }
 

@@ -201,7 +201,7 @@ impl RedisAgent {
         }
         self.pending.push_back(event);
         let peers: Vec<PeerInfo> = self.peers.values().cloned().collect();
-        *self.shared.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+        *crate::sync::lock(&self.shared.peers) = peers;
     }
 
     fn upsert(&mut self, info: PeerInfo) {

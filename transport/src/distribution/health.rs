@@ -6,13 +6,31 @@ use std::time::{Duration, Instant};
 use plume::{Error, Id, Params, Result, Service, async_trait};
 use serde_json::{Map, Value, json};
 
-use super::runtime::{Shared, no_app};
 use super::wire::{HEALTH_METHOD, endpoint};
-use crate::mesh::CallOptions;
+use crate::discovery::NodeId;
+use crate::mesh::{CallOptions, Mesh};
+
+/// What the healthcheck sees of the running plugin.
+pub(crate) trait HealthView: Send + Sync {
+    /// The proxies the healthcheck of `key` covers, or `None` when no app has that key.
+    fn targets(&self, key: &str) -> Option<Vec<HealthTarget>>;
+    /// The mesh the pings go through.
+    fn mesh(&self) -> Mesh;
+    /// How long a ping may take.
+    fn timeout(&self) -> Duration;
+    /// The key of this node's app.
+    fn key(&self) -> String;
+}
+
+/// One proxy the healthcheck pings, and the replicas to ping.
+pub(crate) struct HealthTarget {
+    pub(crate) remote_path: String,
+    pub(crate) replicas: Vec<(NodeId, String)>,
+}
 
 /// `GET {healthcheck_path}` → `find`; `GET {healthcheck_path}/{key}` → `get(key)`.
 pub(crate) struct Health {
-    pub(crate) shared: Weak<Shared>,
+    pub(crate) view: Weak<dyn HealthView>,
 }
 
 fn verbose(params: &Params) -> bool {
@@ -25,15 +43,15 @@ fn verbose(params: &Params) -> bool {
 
 impl Health {
     async fn check(&self, key: &str, params: &Params) -> Result<Value> {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(view) = self.view.upgrade() else {
             return Err(Error::unavailable("the distribution plugin has stopped"));
         };
-        let Some(targets) = shared.health_targets(key) else {
+        let Some(targets) = view.targets(key) else {
             return Err(no_app(key));
         };
-        let timeout = shared.opts.timeout;
-        let mesh = shared.mesh.clone();
-        drop(shared);
+        let timeout = view.timeout();
+        let mesh = view.mesh();
+        drop(view);
         let checks = targets.into_iter().map(|t| {
             let mesh = mesh.clone();
             async move {
@@ -108,8 +126,8 @@ fn ms(d: Duration) -> f64 {
 #[async_trait]
 impl Service for Health {
     async fn find(&self, params: Params) -> Result<Value> {
-        let key = match self.shared.upgrade() {
-            Some(s) => s.opts.key.clone(),
+        let key = match self.view.upgrade() {
+            Some(v) => v.key(),
             None => return Err(Error::unavailable("the distribution plugin has stopped")),
         };
         self.check(&key, &params).await
@@ -122,4 +140,9 @@ impl Service for Health {
     fn methods(&self) -> Vec<plume::Method> {
         vec![plume::Method::Find, plume::Method::Get]
     }
+}
+
+/// The healthcheck's answer for a key no app has.
+pub(crate) fn no_app(key: &str) -> Error {
+    Error::not_found(format!("No app registered with key {key}"))
 }

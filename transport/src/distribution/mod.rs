@@ -24,9 +24,14 @@
 //!
 //! See `docs/distribution.md` for every option and its default.
 
+mod consumer;
+mod handle;
 mod health;
+mod mount;
 mod options;
 mod proxy;
+mod publisher;
+mod relay;
 mod runtime;
 mod wire;
 
@@ -45,9 +50,11 @@ use plume::{App, Plugin};
 use tokio::sync::{mpsc, watch};
 use tower::Layer;
 
+use crate::builder::MeshBuilder;
 use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode};
-use crate::mesh::{Mesh, MeshBuilder, MeshError, ProviderInfo};
+use crate::mesh::{Mesh, MeshError};
 
+pub use handle::DistributionHandle;
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
 pub use wire::ServiceDescriptor;
 
@@ -463,8 +470,9 @@ impl Distribution {
             .timeout(self.timeout)
             .secret(discovery.secret.clone());
         builder = if on_nats {
-            // On NATS the mesh runs discovery itself; it starts once the watcher exists.
-            builder.discovery(discovery.clone()).defer_discovery()
+            // On NATS the mesh runs discovery itself; the table watcher starts with a
+            // snapshot, so what it learns before the watcher exists is not missed.
+            builder.discovery(discovery.clone())
         } else {
             builder.peers(peer_rx)
         };
@@ -476,8 +484,7 @@ impl Distribution {
             .await
             .map_err(|e| DistributionError::Mesh(Arc::new(e)))?;
         if on_nats {
-            let shared = Shared::start(app.clone(), mesh.clone(), self);
-            mesh.start_discovery();
+            let shared = Shared::start(app.clone(), mesh, self);
             let handle = DistributionHandle { shared };
             app.insert_extension(handle.clone());
             let on_stop = handle.clone();
@@ -556,94 +563,5 @@ impl Plugin for Distribution {
                 let _ = tx.send(Some(Err(DistributionError::NoRuntime)));
             }
         }
-    }
-}
-
-/// A running distribution plugin. Cheap to clone.
-#[derive(Clone)]
-pub struct DistributionHandle {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for DistributionHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DistributionHandle")
-            .field("node", &self.shared.mesh.node_id())
-            .field("key", &self.shared.opts.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DistributionHandle {
-    /// The handle of the plugin running on `app`, if any.
-    pub fn of(app: &App) -> Option<DistributionHandle> {
-        app.extension::<DistributionHandle>().map(|h| (*h).clone())
-    }
-
-    /// The mesh node.
-    pub fn mesh(&self) -> &Mesh {
-        &self.shared.mesh
-    }
-
-    /// This node's key.
-    pub fn key(&self) -> &str {
-        &self.shared.opts.key
-    }
-
-    /// The local paths this node publishes.
-    pub fn published(&self) -> Vec<String> {
-        self.shared.published()
-    }
-
-    /// The local paths of the mounted proxies.
-    pub fn remote_paths(&self) -> Vec<String> {
-        self.shared.remote_paths()
-    }
-
-    /// The live providers of the proxy at `local_path`.
-    pub fn providers(&self, local_path: &str) -> Vec<ProviderInfo> {
-        self.shared.providers_of(&plume::normalize_path(local_path))
-    }
-
-    /// The middlewares given with [`Distribution::middleware`]; every proxy's REST routes run
-    /// through them.
-    pub fn middlewares(&self) -> &[RestLayer] {
-        &self.shared.opts.middlewares
-    }
-
-    /// Wait until a proxy is mounted at `local_path` with at least one provider (unbounded:
-    /// wrap it in a timeout).
-    pub async fn remote_ready(&self, local_path: &str) {
-        let path = plume::normalize_path(local_path);
-        let mut rx = self.shared.changes();
-        loop {
-            if self.shared.is_available(&path) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Wait until no proxy is mounted at `local_path` (unbounded: wrap it in a timeout).
-    pub async fn remote_gone(&self, local_path: &str) {
-        let path = plume::normalize_path(local_path);
-        let mut rx = self.shared.changes();
-        loop {
-            if !self.shared.is_mounted(&path) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Stop: withdraw every published service, stop relaying, and shut the mesh down
-    /// (draining calls in flight). Proxies stay mounted and answer 503. Calling it again does
-    /// nothing.
-    pub async fn shutdown(&self) {
-        self.shared.shutdown().await;
     }
 }

@@ -114,7 +114,7 @@ proptest! {
         };
         let owned_json = serde_json::to_value(&owned).expect("json");
         prop_assert_eq!(&serde_json::to_value(&borrowed).expect("json"), &owned_json);
-        let packed: Value = crate::codec::decode_payload(&crate::codec::encode_payload(&borrowed))
+        let packed: Value = crate::protocol::decode_payload(&crate::protocol::encode_payload(&borrowed))
             .expect("msgpack");
         prop_assert_eq!(&packed, &owned_json);
         let back: CallBody = serde_json::from_value(packed).expect("a call body");
@@ -188,7 +188,7 @@ fn arb_call_json() -> impl Strategy<Value = Value> {
 }
 
 fn request(body: &impl serde::Serialize) -> bytes::Bytes {
-    crate::codec::encode_payload(&crate::codec::RequestMsg {
+    crate::protocol::encode_payload(&crate::protocol::RequestMsg {
         name: "svc:todos".to_owned(),
         method: Some("find".to_owned()),
         body,
@@ -232,12 +232,12 @@ proptest! {
     /// where it failed.
     #[test]
     fn call_bodies_decode_from_the_frame_as_through_a_value(body in arb_call_json()) {
-        use crate::mesh::Body;
+        use crate::mesh::RawBody;
         let payload = request(&body);
-        let old: Option<CallBody> = crate::codec::decode_payload::<crate::codec::RequestMsg>(&payload)
+        let old: Option<CallBody> = crate::protocol::decode_payload::<crate::protocol::RequestMsg>(&payload)
             .ok()
             .and_then(|m| serde_json::from_value(m.body).ok());
-        let direct = Body::Msgpack(payload).decode::<CallBody>();
+        let direct = RawBody::msgpack(payload).decode::<CallBody>();
         if let Err(e) = &direct {
             prop_assert_eq!(e.kind(), plume::ErrorKind::BadRequest);
         }
@@ -250,17 +250,17 @@ proptest! {
         }
         prop_assert_eq!(direct.ok(), old.clone());
         // A local call hands the body over as a value.
-        prop_assert_eq!(Body::Value(body).decode::<CallBody>().ok(), old.clone());
+        prop_assert_eq!(RawBody::value(body).decode::<CallBody>().ok(), old.clone());
         if let Some(old) = old {
             // The frame of the typed body (what a proxy sends) decodes to the same.
-            let typed = Body::Msgpack(request(&old)).decode::<CallBody>();
+            let typed = RawBody::msgpack(request(&old)).decode::<CallBody>();
             prop_assert_eq!(typed.ok(), Some(old));
         }
     }
 
     #[test]
     fn arbitrary_payloads_never_panic_the_call_body_decoder(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = crate::mesh::Body::Msgpack(bytes::Bytes::from(bytes)).decode::<CallBody>();
+        let _ = crate::mesh::RawBody::msgpack(bytes::Bytes::from(bytes)).decode::<CallBody>();
     }
 }
 

@@ -140,7 +140,7 @@ impl WireParams {
 }
 
 /// The body of a remote call. A provider decodes it straight from the request frame
-/// ([`Body::decode`](crate::mesh::Body::decode)).
+/// ([`RawBody::decode`](crate::RawBody::decode)).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(test, derive(PartialEq))]
 pub(crate) struct CallBody {

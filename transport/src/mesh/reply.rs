@@ -9,7 +9,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::codec::{ResponseMsg, decode_payload};
+use crate::protocol::{ResponseMsg, decode_payload};
 
 /// A form of call result: how it is made from a reply payload (an encoded [`ResponseMsg`]) and
 /// from the value a handler on this node returned.
@@ -202,7 +202,7 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::encode_payload;
+    use crate::protocol::encode_payload;
     use proptest::prelude::*;
     use serde_json::json;
 

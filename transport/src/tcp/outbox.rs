@@ -22,8 +22,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{Frame, HEADER_LEN};
-use crate::mesh::lock;
+use crate::protocol::{Frame, HEADER_LEN};
+use crate::sync::lock;
 
 const LOG: &str = "plume::mesh";
 

@@ -1,0 +1,225 @@
+//! Configuring and starting a [`Mesh`]: the one place that picks its engine.
+//!
+//! The builder sits above the mesh and the engines (it knows them all); the mesh itself sees
+//! only the [`Engine`](crate::engine::Engine) trait.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::discovery::{DiscoveryConfig, DiscoveryMode, NodeId, PeerEvent};
+use crate::engine::{Balance, Engine, Settings};
+use crate::error::MeshError;
+use crate::mesh::Mesh;
+use crate::protocol::DEFAULT_MAX_FRAME;
+
+const LOG: &str = "plume::mesh";
+
+/// Configures and starts a [`Mesh`].
+#[derive(Debug)]
+pub struct MeshBuilder {
+    environment: String,
+    key: String,
+    discovery: DiscoveryConfig,
+    secret: Option<Arc<[u8]>>,
+    listen: SocketAddr,
+    peers: Option<mpsc::Receiver<PeerEvent>>,
+    memory: Option<crate::memory::Network>,
+    cfg: Settings,
+}
+
+impl Default for MeshBuilder {
+    fn default() -> Self {
+        Self {
+            environment: "default".into(),
+            key: String::new(),
+            discovery: DiscoveryConfig::default(),
+            secret: std::env::var("PLUME_MESH_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(|s| Arc::from(s.into_bytes().into_boxed_slice())),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: None,
+            memory: None,
+            cfg: Settings {
+                timeout: Duration::from_secs(10),
+                balance: Balance::RoundRobin,
+                max_frame: DEFAULT_MAX_FRAME,
+                write_buffer: 4 * 1024 * 1024,
+                max_in_flight: 4096,
+                max_waiting: 10_000,
+                ping_interval: Duration::from_secs(5),
+                handshake_timeout: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+impl MeshBuilder {
+    /// The environment (default `default`): nodes in different environments never see each other.
+    #[must_use]
+    pub fn environment(mut self, env: impl Into<String>) -> Self {
+        self.environment = env.into();
+        self
+    }
+
+    /// The replica-group key of this node.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// Discovery settings (default: loopback).
+    #[must_use]
+    pub fn discovery(mut self, config: DiscoveryConfig) -> Self {
+        self.discovery = config;
+        self
+    }
+
+    /// Use this channel of peer events instead of discovery ("static peers"): the caller
+    /// announces peers itself. Useful for tests and fixed topologies.
+    #[must_use]
+    pub fn peers(mut self, events: mpsc::Receiver<PeerEvent>) -> Self {
+        self.peers = Some(events);
+        self
+    }
+
+    /// The mesh secret (default: `PLUME_MESH_SECRET` when set). With a secret, links need a
+    /// mutual HMAC challenge–response and beacons are signed.
+    #[must_use]
+    pub fn secret<S: AsRef<[u8]>>(mut self, secret: Option<S>) -> Self {
+        self.secret = secret.map(|s| Arc::from(s.as_ref().to_vec().into_boxed_slice()));
+        self
+    }
+
+    /// The TCP address to listen on for links (default `127.0.0.1:0`).
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The default call timeout (10 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.timeout = timeout;
+        self
+    }
+
+    /// The balancing strategy.
+    #[must_use]
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.cfg.balance = balance;
+        self
+    }
+
+    /// The maximum frame length in bytes (16 MiB).
+    #[must_use]
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.cfg.max_frame = bytes;
+        self
+    }
+
+    /// Bytes queued per link before callers wait (4 MiB); events beyond it are dropped for
+    /// that peer. A single frame always fits in an empty buffer.
+    #[must_use]
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.cfg.write_buffer = bytes.max(1024);
+        self
+    }
+
+    /// Calls in flight per link, each way (4096).
+    #[must_use]
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.cfg.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// Keepalive ping interval (5 s); a link silent for three intervals closes.
+    #[must_use]
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.cfg.ping_interval = interval;
+        self
+    }
+
+    /// How long [`Mesh::shutdown`] waits for calls in flight (10 s).
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.drain_timeout = timeout;
+        self
+    }
+
+    /// Run on an in-process [`Network`](crate::memory::Network) instead of sockets: nodes of one
+    /// network reach each other through channels. For tests of everything above the wire.
+    #[must_use]
+    pub fn memory(mut self, network: &crate::memory::Network) -> Self {
+        self.memory = Some(network.clone());
+        self
+    }
+
+    /// Start the node on its engine: an in-process [`memory`](Self::memory) network when given;
+    /// NATS with [`DiscoveryMode::Nats`] (and no `peers` channel); else TCP peer links, with
+    /// discovery (unless [`peers`](Self::peers) was given).
+    ///
+    /// On NATS the node binds no listener and connects in the background (a node starts while
+    /// the server is away, and reconnects for ever).
+    pub async fn start(self) -> Result<Mesh, MeshError> {
+        let node = NodeId(rand::random());
+        let (engine, local_addr): (Arc<dyn Engine>, SocketAddr) = if let Some(net) = &self.memory {
+            (net.engine(node, &self.key), self.listen)
+        } else if self.peers.is_none()
+            && let DiscoveryMode::Nats { url } = &self.discovery.mode
+        {
+            if self.secret.is_some() {
+                tracing::warn!(target: LOG, "PLUME_MESH_SECRET is not used on NATS: secure the NATS server itself (credentials, TLS)");
+            }
+            let engine = crate::nats::NatsEngine::connect(
+                url,
+                node,
+                &self.environment,
+                &self.key,
+                &self.discovery,
+                self.cfg.max_in_flight,
+            )
+            .await
+            .map_err(MeshError::Discovery)?;
+            tracing::debug!(target: LOG, node = %node, %url, "mesh node on NATS");
+            (engine, self.listen)
+        } else {
+            let engine = crate::tcp::TcpEngine::bind(crate::tcp::TcpConfig {
+                node,
+                environment: self.environment.clone(),
+                key: self.key.clone(),
+                secret: self.secret,
+                listen: self.listen,
+                discovery: self.discovery,
+                peers: self.peers,
+                cfg: self.cfg.clone(),
+            })
+            .await?;
+            let addr = engine.local_addr();
+            (engine, addr)
+        };
+        let mesh = Mesh::from_engine(
+            node,
+            self.environment,
+            self.key,
+            self.cfg,
+            local_addr,
+            engine,
+        );
+        tracing::debug!(target: LOG, node = %node, addr = %local_addr, "mesh node started");
+        Ok(mesh)
+    }
+}
+
+impl Mesh {
+    /// A builder with the defaults.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+}

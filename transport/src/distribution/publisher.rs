@@ -1,0 +1,217 @@
+//! Publishing: this node's services on the mesh (one endpoint each, with its descriptor),
+//! serving the calls other nodes make to them, and relaying their events.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use plume::{Error, Method, Result, ServiceHandle};
+use serde_json::{Map, Value};
+
+use super::runtime::{LOG, Shared, same_service};
+use super::wire::{
+    CallBody, DESCRIPTOR_VERSION, EventContext, EventEnvelope, HEALTH_METHOD, ServiceDescriptor,
+    WITHDRAWN_TOPIC, Withdrawn, endpoint, topic,
+};
+use crate::mesh::RawRequest;
+use crate::sync::lock;
+
+impl Shared {
+    pub(super) fn is_healthcheck(&self, path: &str) -> bool {
+        let hc = &self.opts.healthcheck_path;
+        path == hc || path.starts_with(&format!("{hc}/"))
+    }
+
+    /// The descriptor of a local service, or `None` when it is not published.
+    pub(super) fn describe(&self, handle: &ServiceHandle) -> Option<ServiceDescriptor> {
+        let path = handle.path();
+        if handle.options().remote || self.is_healthcheck(path) {
+            return None;
+        }
+        let o = &self.opts;
+        let methods: Vec<String> = handle
+            .methods()
+            .iter()
+            .filter(|m| handle.exposes(m))
+            .filter(|m| m.is_standard() || o.distributed_methods.matches(path, m.as_str()))
+            .map(|m| m.as_str().to_owned())
+            .collect();
+        let idempotent = o
+            .idempotent_methods
+            .iter()
+            .filter(|m| methods.contains(m) && !Method::from_name(m).is_standard())
+            .cloned()
+            .collect();
+        let events = if o.publish_events {
+            handle
+                .events()
+                .iter()
+                .filter(|e| o.distributed_events.matches(path, e))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let remote_options = o.remote_service_options.as_ref().map(|keys| {
+            let all = handle.service().options();
+            let picked: Map<String, Value> = keys(path)
+                .into_iter()
+                .filter_map(|k| all.get(&k).map(|v| (k, v.clone())))
+                .collect();
+            Value::Object(picked)
+        });
+        let d = ServiceDescriptor {
+            plume: DESCRIPTOR_VERSION,
+            path: path.to_owned(),
+            key: o.key.clone(),
+            methods,
+            idempotent,
+            events,
+            remote_options,
+        };
+        o.services.matches(&d).then_some(d)
+    }
+
+    pub(super) fn local_added(self: &Arc<Self>, handle: &ServiceHandle) {
+        if self.stopped.load(Ordering::Acquire) || handle.options().remote {
+            return;
+        }
+        let Some(descriptor) = self.describe(handle) else {
+            return;
+        };
+        let path = handle.path().to_owned();
+        let Ok(json) = serde_json::to_value(&descriptor) else {
+            return;
+        };
+        lock(&self.state)
+            .published
+            .insert(path.clone(), (handle.service().clone(), descriptor));
+        let weak = Arc::downgrade(self);
+        let served = path.clone();
+        // A raw endpoint: the call body is decoded once, from the frame, straight into a
+        // `CallBody` (no `serde_json::Value` of it on the way).
+        self.mesh
+            .provide_raw(&endpoint(&path), json, move |req: RawRequest| {
+                let weak = weak.clone();
+                let path = served.clone();
+                async move {
+                    match weak.upgrade() {
+                        Some(s) => s.serve(&path, req).await,
+                        None => Err(Error::unavailable("the node is shutting down")),
+                    }
+                }
+            });
+        tracing::debug!(target: LOG, %path, "published");
+    }
+
+    pub(super) fn service_removed(self: &Arc<Self>, handle: &ServiceHandle) {
+        let path = handle.path().to_owned();
+        if handle.options().remote {
+            // One of our proxies went away (replaced, unused by the user, or by us).
+            let mut st = lock(&self.state);
+            let Some(r) = st.remotes.get_mut(&path) else {
+                drop(st);
+                let _ = self.recheck.try_send(path);
+                return;
+            };
+            let ours = r
+                .mounted
+                .as_ref()
+                .is_some_and(|m| same_service(&m.service, handle.service()));
+            if ours {
+                if let Some(mut m) = r.mounted.take() {
+                    m.stop_tasks();
+                }
+                if r.providers.is_empty() {
+                    st.remotes.remove(&path);
+                }
+                drop(st);
+                self.bump();
+            }
+            // The path is free: providers that arrived meanwhile get their proxy.
+            let _ = self.recheck.try_send(path);
+            return;
+        }
+        let was_published = {
+            let mut st = lock(&self.state);
+            match st.published.get(&path) {
+                Some((svc, _)) if same_service(svc, handle.service()) => {
+                    st.published.remove(&path);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if was_published && !self.stopped.load(Ordering::Acquire) {
+            let notice = Withdrawn {
+                node: self.node.to_string(),
+                path: path.clone(),
+            };
+            if let Ok(v) = serde_json::to_value(notice) {
+                self.mesh.publish(WITHDRAWN_TOPIC, v);
+            }
+            self.mesh.withdraw(&endpoint(&path));
+            tracing::debug!(target: LOG, %path, "unpublished");
+        }
+        // A remote service may take the path now.
+        if self.recheck.try_send(path).is_err() {
+            tracing::debug!(target: LOG, "recheck queue full; the next table event remounts");
+        }
+    }
+
+    /// Answer a call from a peer, after checking that the path and method are published.
+    pub(super) async fn serve(&self, path: &str, req: RawRequest) -> Result<Value> {
+        let Some(method) = req.method.as_deref() else {
+            return Err(Error::bad_request("a service call needs a method"));
+        };
+        let descriptor = {
+            let st = lock(&self.state);
+            st.published
+                .get(path)
+                .map(|(svc, d)| (svc.clone(), d.clone()))
+        };
+        let handle = self.app.service(path);
+        let (handle, descriptor) = match (handle, descriptor) {
+            (Some(h), Some((svc, d))) if same_service(h.service(), &svc) => (h, d),
+            _ => {
+                return Err(Error::not_found(format!(
+                    "Service '{path}' is not published on this node"
+                )));
+            }
+        };
+        if method == HEALTH_METHOD {
+            return Ok(Value::Bool(true));
+        }
+        let method = Method::from_name(method);
+        if !descriptor.methods.iter().any(|m| m == method.as_str()) {
+            return Err(Error::method_not_allowed_on(method.as_str(), path));
+        }
+        let body: CallBody = req.body.decode()?;
+        handle
+            .dispatch(method, body.id, body.data, body.params.into_params())
+            .await
+    }
+
+    pub(super) fn relay_local_event(&self, ev: &plume::ServiceEvent) {
+        if !self.opts.publish_events || self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let travels = lock(&self.state)
+            .published
+            .get(&ev.path)
+            .is_some_and(|(_, d)| d.events.contains(&ev.event));
+        if !travels {
+            return;
+        }
+        let envelope = EventEnvelope {
+            key: self.opts.key.clone(),
+            path: ev.path.clone(),
+            event: ev.event.clone(),
+            data: ev.data.clone(),
+            ctx: ev.context.as_deref().map(EventContext::from_hook),
+        };
+        match serde_json::to_value(envelope) {
+            Ok(v) => self.mesh.publish(&topic(&ev.path, &ev.event), v),
+            Err(e) => tracing::warn!(target: LOG, error = %e, "event not relayed"),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Serving a call from another node: decode it once (for the kind of handler of its endpoint),
+//! then the one path every engine shares: NotFound without a handler, panics caught, the
+//! first poll inline, the deadline kept.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::IgnoredAny;
+use tokio::time::Instant;
+
+use super::Inner;
+use super::handler::{EndpointHandler, RawBody, RawRequest};
+use crate::discovery::NodeId;
+use crate::engine::{Running, Served, panicked};
+use crate::protocol::{FrameError, Kind, RequestMsg, decode_payload, peek_request_name};
+use plume::Error;
+
+impl Inner {
+    /// Serve `payload` from node `from` ([`Sink::serve`](crate::engine::Sink::serve)).
+    pub(super) fn serve_payload(
+        &self,
+        payload: Bytes,
+        from: NodeId,
+        admit: &mut dyn FnMut(&str, bool) -> Result<(), Error>,
+    ) -> Result<Served, FrameError> {
+        let (req, handler) =
+            self.decode_request(payload)
+                .map_err(|reason| FrameError::Payload {
+                    kind: Kind::Request,
+                    reason,
+                })?;
+        if let Err(e) = admit(&req.name, handler.is_some()) {
+            return Ok(Served::Ready(Err(e)));
+        }
+        Ok(start(self.node, handler, req, from))
+    }
+
+    /// Decode a request from a peer for the endpoint of this node that it names (`None` when
+    /// there is none). A plain handler's body is decoded to a `Value` in one pass with the head;
+    /// for a raw handler only the head is (its body is skipped), and the handler decodes the body
+    /// itself. Err: the payload is not a request.
+    pub(super) fn decode_request(
+        &self,
+        payload: Bytes,
+    ) -> Result<(RequestMsg<RawBody>, Option<EndpointHandler>), String> {
+        let peeked = peek_request_name(&payload).map(|name| (name, self.local_handler(name)));
+        if let Some((name, Some(handler @ EndpointHandler::Plain(_)))) = &peeked
+            && let Ok(m) = decode_payload::<RequestMsg>(&payload)
+            && m.name == *name
+        {
+            let req = RequestMsg {
+                name: m.name,
+                method: m.method,
+                body: RawBody::value(m.body),
+                timeout_ms: m.timeout_ms,
+            };
+            return Ok((req, Some(handler.clone())));
+        }
+        // A raw handler, no handler, or a body that is not JSON (a plain handler then answers
+        // BadRequest): the head only.
+        let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload)?;
+        let handler = match peeked {
+            Some((name, handler)) if name == head.name => handler,
+            _ => self.local_handler(&head.name),
+        };
+        let req = RequestMsg {
+            name: head.name,
+            method: head.method,
+            body: RawBody::msgpack(payload),
+            timeout_ms: head.timeout_ms,
+        };
+        Ok((req, handler))
+    }
+}
+
+/// Start serving `req` (sent by `from`) on node `node` with the handler of the endpoint it names.
+///
+/// The handler's first poll runs here, so a quick handler answers without a task switch; a
+/// handler that is not ready continues in [`Running::finish`] (it re-registers its wakers on the
+/// next poll). A handler that panics answers GeneralError and never takes its caller down.
+pub(super) fn start(
+    node: NodeId,
+    handler: Option<EndpointHandler>,
+    req: RequestMsg<RawBody>,
+    from: NodeId,
+) -> Served {
+    let Some(handler) = handler else {
+        return Served::Ready(Err(Error::not_found(format!(
+            "node {node} does not provide '{}'",
+            req.name
+        ))));
+    };
+    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
+    let request = RawRequest {
+        name: req.name,
+        method: req.method,
+        body: req.body,
+        deadline: deadline.into_std(),
+        from,
+    };
+    let Ok(mut fut) = catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
+        return Served::Ready(Err(panicked()));
+    };
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        Ok(Poll::Ready(result)) => Served::Ready(result),
+        Ok(Poll::Pending) => Served::Running(Running { fut, deadline }),
+        Err(_) => Served::Ready(Err(panicked())),
+    }
+}

@@ -1,0 +1,420 @@
+//! The service table: this node's endpoints and topics, the routes to every provider, and the
+//! [`Sink`] through which engines change it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::handler::EndpointHandler;
+use super::{Inner, LOG, Mesh, ProviderInfo, Subscription, TableEvent, TableWatch};
+use crate::discovery::NodeId;
+use crate::engine::{Activity, Remote, Removal, Served, Sink};
+use crate::protocol::{Entry, FrameError, TableDelta, TableSnapshot};
+use crate::sync::{lock, read, write};
+use plume::Error;
+
+/// Capacity of each topic's broadcast buffer.
+const TOPIC_CAPACITY: usize = 4096;
+
+/// How a route reaches its provider.
+#[derive(Clone)]
+pub(super) enum Target {
+    /// A handler on this node.
+    Local(EndpointHandler),
+    /// Another node, through the engine.
+    Remote(Arc<dyn Remote>),
+}
+
+/// One provider of a name.
+#[derive(Clone)]
+pub(super) struct Route {
+    pub(super) node: NodeId,
+    pub(super) key: String,
+    pub(super) descriptor: Value,
+    pub(super) target: Target,
+}
+
+struct LocalEndpoint {
+    descriptor: Value,
+    handler: EndpointHandler,
+}
+
+struct TopicState {
+    tx: broadcast::Sender<Value>,
+    count: usize,
+}
+
+/// What this node provides and subscribes to.
+#[derive(Default)]
+pub(crate) struct LocalState {
+    endpoints: HashMap<String, LocalEndpoint>,
+    pub(super) version: u64,
+    topics: HashMap<String, TopicState>,
+}
+
+impl LocalState {
+    fn snapshot(&self) -> TableSnapshot {
+        TableSnapshot {
+            version: self.version,
+            entries: self
+                .endpoints
+                .iter()
+                .map(|(name, ep)| Entry {
+                    name: name.clone(),
+                    descriptor: ep.descriptor.clone(),
+                })
+                .collect(),
+            topics: self.topics.keys().cloned().collect(),
+        }
+    }
+}
+
+/// Whether `route` goes through `via`.
+fn through(route: &Route, via: &Arc<dyn Remote>) -> bool {
+    matches!(&route.target, Target::Remote(r) if std::ptr::addr_eq(Arc::as_ptr(r), Arc::as_ptr(via)))
+}
+
+impl Inner {
+    fn table_bumped(&self) {
+        self.table_changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub(super) fn routes_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Route>>> {
+        read(&self.routes)
+    }
+
+    pub(super) fn local_handler(&self, name: &str) -> Option<EndpointHandler> {
+        lock(&self.local)
+            .endpoints
+            .get(name)
+            .map(|e| e.handler.clone())
+    }
+
+    fn deliver_local(&self, topic: &str, data: Value) {
+        let local = lock(&self.local);
+        if let Some(t) = local.topics.get(topic) {
+            let _ = t.tx.send(data);
+        }
+    }
+
+    /// A [`Subscription`] of `topic` ended.
+    pub(super) fn unsubscribed(&self, topic: &str) {
+        let mut local = lock(&self.local);
+        let last = match local.topics.get_mut(topic) {
+            Some(t) => {
+                t.count = t.count.saturating_sub(1);
+                t.count == 0
+            }
+            None => false,
+        };
+        if last {
+            local.topics.remove(topic);
+            self.engine.unsubscribe(topic);
+        }
+    }
+
+    /// Publish a change of this node's table: to the engine (with the table locked, so deltas
+    /// keep their order), then to watchers.
+    fn local_changed(
+        &self,
+        mut local: std::sync::MutexGuard<'_, LocalState>,
+        name: &str,
+        added: Option<Value>,
+    ) {
+        local.version += 1;
+        let delta = TableDelta {
+            version: local.version,
+            added: added
+                .iter()
+                .map(|descriptor| Entry {
+                    name: name.to_string(),
+                    descriptor: descriptor.clone(),
+                })
+                .collect(),
+            removed: if added.is_none() {
+                vec![name.to_string()]
+            } else {
+                Vec::new()
+            },
+        };
+        self.engine.announce(&delta);
+        drop(local);
+        let _ = self.table_events.send(match added {
+            Some(descriptor) => TableEvent::Added {
+                name: name.to_string(),
+                node: self.node,
+                key: self.key.clone(),
+                descriptor,
+            },
+            None => TableEvent::Removed {
+                name: name.to_string(),
+                node: self.node,
+                reason: Removal::Withdrawn,
+            },
+        });
+        self.table_bumped();
+    }
+}
+
+impl Sink for Inner {
+    fn with_table(&self, f: &mut dyn FnMut(TableSnapshot)) {
+        let local = lock(&self.local);
+        f(local.snapshot());
+    }
+
+    fn provider_added(&self, via: &Arc<dyn Remote>, key: &str, entries: Vec<Entry>) {
+        if entries.is_empty() || !via.is_live() {
+            return;
+        }
+        let node = via.node();
+        let mut routes = write(&self.routes);
+        for e in entries {
+            let list = routes.entry(e.name.clone()).or_default();
+            list.retain(|r| r.node != node);
+            list.push(Route {
+                node,
+                key: key.to_owned(),
+                descriptor: e.descriptor.clone(),
+                target: Target::Remote(via.clone()),
+            });
+            let _ = self.table_events.send(TableEvent::Added {
+                name: e.name,
+                node,
+                key: key.to_owned(),
+                descriptor: e.descriptor,
+            });
+        }
+        drop(routes);
+        self.table_bumped();
+    }
+
+    fn provider_removed(&self, via: &Arc<dyn Remote>, names: Option<&[String]>, why: Removal) {
+        let mut routes = write(&self.routes);
+        let mut removed = Vec::new();
+        let mut check = |name: &str, list: &mut Vec<Route>| {
+            let before = list.len();
+            list.retain(|r| !through(r, via));
+            if list.len() != before {
+                removed.push(name.to_string());
+            }
+        };
+        match names {
+            Some(names) => {
+                for n in names {
+                    if let Some(list) = routes.get_mut(n) {
+                        check(n, list);
+                    }
+                }
+            }
+            None => {
+                for (n, list) in routes.iter_mut() {
+                    check(n, list);
+                }
+            }
+        }
+        routes.retain(|_, l| !l.is_empty());
+        drop(routes);
+        if removed.is_empty() {
+            return;
+        }
+        let node = via.node();
+        for name in removed {
+            let _ = self.table_events.send(TableEvent::Removed {
+                name,
+                node,
+                reason: why,
+            });
+        }
+        self.table_bumped();
+    }
+
+    fn deliver(&self, topic: &str, data: Value) {
+        self.deliver_local(topic, data);
+    }
+
+    fn serve(
+        &self,
+        payload: Bytes,
+        from: NodeId,
+        admit: &mut dyn FnMut(&str, bool) -> Result<(), Error>,
+    ) -> Result<Served, FrameError> {
+        self.serve_payload(payload, from, admit)
+    }
+
+    fn endpoint_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.local).endpoints.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+}
+
+impl Mesh {
+    /// Provide (or re-describe) endpoint `name`, served by `handler`.
+    pub fn provide(&self, name: &str, descriptor: Value, handler: impl super::Handler) {
+        self.provide_endpoint(name, descriptor, EndpointHandler::Plain(Arc::new(handler)));
+    }
+
+    /// [`provide`](Self::provide) with a handler that decodes the call body itself
+    /// ([`RawBody::decode`](super::RawBody::decode)), into its own type: a call from another
+    /// node is decoded once, straight from MessagePack.
+    pub fn provide_raw(&self, name: &str, descriptor: Value, handler: impl super::RawHandler) {
+        self.provide_endpoint(name, descriptor, EndpointHandler::Raw(Arc::new(handler)));
+    }
+
+    fn provide_endpoint(&self, name: &str, descriptor: Value, handler: EndpointHandler) {
+        let inner = &self.inner;
+        let mut local = lock(&inner.local);
+        local.endpoints.insert(
+            name.to_string(),
+            LocalEndpoint {
+                descriptor: descriptor.clone(),
+                handler: handler.clone(),
+            },
+        );
+        {
+            let mut routes = write(&inner.routes);
+            let list = routes.entry(name.to_string()).or_default();
+            list.retain(|r| r.node != inner.node);
+            list.push(Route {
+                node: inner.node,
+                key: inner.key.clone(),
+                descriptor: descriptor.clone(),
+                target: Target::Local(handler),
+            });
+        }
+        inner.local_changed(local, name, Some(descriptor));
+    }
+
+    /// Stop providing `name`. Calls already running finish.
+    pub fn withdraw(&self, name: &str) {
+        let inner = &self.inner;
+        let mut local = lock(&inner.local);
+        if local.endpoints.remove(name).is_none() {
+            return;
+        }
+        {
+            let mut routes = write(&inner.routes);
+            if let Some(list) = routes.get_mut(name) {
+                list.retain(|r| r.node != inner.node);
+                if list.is_empty() {
+                    routes.remove(name);
+                }
+            }
+        }
+        inner.local_changed(local, name, None);
+    }
+
+    /// The live providers of `name` (this node included when it provides it).
+    pub fn providers(&self, name: &str) -> Vec<ProviderInfo> {
+        self.inner
+            .routes_read()
+            .get(name)
+            .map(|list| {
+                list.iter()
+                    .map(|r| ProviderInfo {
+                        node: r.node,
+                        key: r.key.clone(),
+                        descriptor: r.descriptor.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Watch the service table: first an [`Added`](TableEvent::Added) for every provider the
+    /// table holds now (this node's own endpoints included), then every change. A change that
+    /// races with the snapshot may repeat what the snapshot said; none is lost.
+    ///
+    /// Each watcher has its own buffer of 1024 events; a watcher that falls further behind
+    /// loses the oldest events (a warning is logged) and should resync with
+    /// [`providers`](Self::providers).
+    pub fn watch(&self) -> TableWatch {
+        let (rx, snapshot) = {
+            // Changes update the routes before they send their event: subscribing with the
+            // routes locked means every change after the snapshot is seen.
+            let routes = self.inner.routes_read();
+            let rx = self.inner.table_events.subscribe();
+            let snapshot: Vec<TableEvent> = routes
+                .iter()
+                .flat_map(|(name, list)| {
+                    list.iter().map(move |r| TableEvent::Added {
+                        name: name.clone(),
+                        node: r.node,
+                        key: r.key.clone(),
+                        descriptor: r.descriptor.clone(),
+                    })
+                })
+                .collect();
+            (rx, snapshot)
+        };
+        let changes = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((ev, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(target: LOG, missed = n, "table watcher lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        TableWatch {
+            stream: Box::pin(futures::stream::iter(snapshot).chain(changes)),
+        }
+    }
+
+    /// Publish `data` on `topic` to local subscribers and to every node that subscribed to it.
+    /// Events are fire-and-forget: a peer whose write queue is full misses this event (a
+    /// warning is logged).
+    pub fn publish(&self, topic: &str, data: Value) {
+        self.inner.engine.publish(topic, &data);
+        self.inner.deliver_local(topic, data);
+    }
+
+    /// Receive the events published on `topic` anywhere in the mesh from now on.
+    pub fn subscribe(&self, topic: &str) -> Subscription {
+        let inner = &self.inner;
+        let mut local = lock(&inner.local);
+        let rx = match local.topics.get_mut(topic) {
+            Some(t) => {
+                t.count += 1;
+                t.tx.subscribe()
+            }
+            None => {
+                let (tx, rx) = broadcast::channel(TOPIC_CAPACITY);
+                local
+                    .topics
+                    .insert(topic.to_string(), TopicState { tx, count: 1 });
+                inner.engine.subscribe(topic);
+                rx
+            }
+        };
+        drop(local);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(v) => return Some((v, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(target: LOG, missed = n, "subscriber lagged; events lost");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Subscription {
+            topic: topic.to_string(),
+            inner: inner.clone(),
+            stream: Box::pin(stream),
+        }
+    }
+}

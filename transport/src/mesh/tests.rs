@@ -1,0 +1,212 @@
+//! Unit tests of a lone node: waiting, deadlines, draining, decoding.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::*;
+use crate::discovery::PeerEvent;
+
+async fn lone_node() -> (Mesh, mpsc::Sender<PeerEvent>) {
+    let (tx, rx) = mpsc::channel(4);
+    let mesh = Mesh::builder()
+        .environment("unit")
+        .peers(rx)
+        .start()
+        .await
+        .expect("starts");
+    (mesh, tx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_provider_waits_until_the_deadline_then_unavailable() {
+    let (mesh, _peers) = lone_node().await;
+    let started = Instant::now();
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(3)),
+        idempotent: false,
+    };
+    let err = mesh
+        .call("nobody", None, Value::Null, opts)
+        .await
+        .expect_err("no provider");
+    assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_call_takes_a_provider_that_appears_before_the_deadline() {
+    let (mesh, _peers) = lone_node().await;
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(3)),
+        idempotent: false,
+    };
+    let call = tokio::spawn({
+        let mesh = mesh.clone();
+        async move { mesh.call("later", None, Value::Null, opts).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mesh.respond("later", |_r: Request| async move { Ok(Value::from(5)) });
+    assert_eq!(
+        call.await.expect("joined").expect("answered"),
+        Value::from(5)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_local_handler_past_its_deadline_gives_timeout() {
+    let (mesh, _peers) = lone_node().await;
+    mesh.respond("slow", |_r: Request| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(Value::Null)
+    });
+    let started = Instant::now();
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(2)),
+        idempotent: false,
+    };
+    let err = mesh
+        .call("slow", None, Value::Null, opts)
+        .await
+        .expect_err("late");
+    assert_eq!(err.kind(), plume::ErrorKind::Timeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_refuses_new_calls_and_drains_in_flight_ones() {
+    let (mesh, _peers) = lone_node().await;
+    mesh.respond("job", |_r: Request| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Value::from("done"))
+    });
+    let call = tokio::spawn({
+        let mesh = mesh.clone();
+        async move { mesh.request("job", Value::Null).await }
+    });
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    mesh.shutdown().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        call.await.expect("joined").expect("finished"),
+        Value::from("done")
+    );
+    let err = mesh.request("job", Value::Null).await.expect_err("refused");
+    assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
+}
+
+/// A request payload with a body of raw MessagePack bytes.
+fn request_payload(name: &str, body: &[u8]) -> bytes::Bytes {
+    let mut payload = vec![0x84];
+    let name = [
+        &[0xa0 | u8::try_from(name.len()).expect("short name")][..],
+        name.as_bytes(),
+    ]
+    .concat();
+    for (key, value) in [
+        ("name", &name[..]),
+        ("method", &[0xc0][..]),
+        ("body", body),
+        ("timeout_ms", &[5][..]),
+    ] {
+        payload.push(0xa0 | u8::try_from(key.len()).expect("short key"));
+        payload.extend_from_slice(key.as_bytes());
+        payload.extend_from_slice(value);
+    }
+    bytes::Bytes::from(payload)
+}
+
+/// A plain handler's body is decoded with the head, a raw handler's is left to it; a body
+/// that is MessagePack but not JSON (a binary string) still has a head, so the link reader
+/// serves it (the link stays up), and the call answers BadRequest.
+#[tokio::test]
+async fn requests_decode_for_the_kind_of_their_handler() {
+    let (mesh, _peers) = lone_node().await;
+    mesh.respond("plain", |r: Request| async move { Ok(r.body) });
+    mesh.provide_raw("raw", Value::Null, |r: RawRequest| async move {
+        assert!(r.body.is_msgpack(), "{:?}", r.body);
+        r.body.decode::<Value>()
+    });
+    let inner = &mesh.inner;
+    let seven = [7u8];
+    let binary = [0xc4, 2, 1, 2];
+    for name in ["plain", "raw"] {
+        let (req, handler) = inner
+            .decode_request(request_payload(name, &seven))
+            .expect("a request");
+        assert_eq!(
+            (req.name.as_str(), req.method.as_deref(), req.timeout_ms),
+            (name, None, 5)
+        );
+        assert_eq!(!req.body.is_msgpack(), name == "plain");
+        let handler = handler.expect("provided");
+        let call = |body| RawRequest {
+            name: name.to_owned(),
+            method: None,
+            body,
+            deadline: std::time::Instant::now(),
+            from: NodeId(1),
+        };
+        assert_eq!(handler.call(call(req.body)).await, Ok(Value::from(7)));
+
+        let (req, _) = inner
+            .decode_request(request_payload(name, &binary))
+            .expect("the head decodes");
+        assert!(req.body.is_msgpack());
+        let err = handler.call(call(req.body)).await.expect_err("not JSON");
+        assert_eq!(err.kind(), plume::ErrorKind::BadRequest);
+    }
+    let (req, handler) = inner
+        .decode_request(request_payload("nobody", &seven))
+        .expect("a request");
+    assert_eq!(req.name, "nobody");
+    assert!(handler.is_none());
+    assert!(
+        inner
+            .decode_request(bytes::Bytes::from_static(b"\x84junk"))
+            .is_err()
+    );
+}
+
+/// Wait (a bounded number of scheduler turns) until nothing holds the node any more.
+async fn released(weak: std::sync::Weak<Inner>) -> bool {
+    for _ in 0..1000 {
+        if weak.strong_count() == 0 {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_node_is_released_by_its_engine() {
+    // TCP engine.
+    let (mesh, _peers) = lone_node().await;
+    mesh.respond("x", |_r: Request| async move { Ok(Value::Null) });
+    let weak = Arc::downgrade(&mesh.inner);
+    mesh.shutdown().await;
+    drop(mesh);
+    assert!(released(weak).await, "the TCP engine keeps the node alive");
+
+    // In-process engine, with a peer that stays.
+    let net = crate::memory::Network::new();
+    let other = Mesh::builder().memory(&net).start().await.expect("starts");
+    let mesh = Mesh::builder().memory(&net).start().await.expect("starts");
+    mesh.respond("x", |_r: Request| async move { Ok(Value::Null) });
+    let weak = Arc::downgrade(&mesh.inner);
+    mesh.shutdown().await;
+    drop(mesh);
+    assert!(
+        released(weak).await,
+        "the in-process engine keeps the node alive"
+    );
+    other.shutdown().await;
+}

@@ -1,0 +1,131 @@
+//! Calls and pings through NATS: a [`Remote`] per provider node.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::{LOG, NatsEngine};
+use crate::discovery::NodeId;
+use crate::engine::{Call, CallError, Counted, Remote};
+use plume::Error;
+
+impl NatsEngine {
+    /// Send `call` through the queue group of its endpoint, or to `node`'s own subject when
+    /// given.
+    pub(super) async fn request(
+        &self,
+        call: Call<'_>,
+        node: Option<NodeId>,
+    ) -> Result<Bytes, CallError> {
+        let name = call.name;
+        let left = call.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CallError::Timeout);
+        }
+        let subject = match node {
+            Some(n) => self.node_subject(n, "call"),
+            None => self.svc_subject(name),
+        };
+        let request = async_nats::Request::new()
+            .payload(call.payload)
+            .headers(self.headers())
+            .timeout(Some(left));
+        // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
+        // may have been the one holding the call.
+        let mut removals = self.removed.subscribe();
+        let idempotent = call.idempotent;
+        let removed = async {
+            if !idempotent || node.is_some() {
+                return std::future::pending().await;
+            }
+            loop {
+                match removals.recv().await {
+                    Ok(n) if n == name => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        };
+        let sent = tokio::select! {
+            r = self.client.send_request(subject, request) => r,
+            () = removed => return Err(CallError::Lost),
+        };
+        match sent {
+            Ok(reply) => Ok(reply.payload),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => CallError::NoResponders,
+                async_nats::RequestErrorKind::TimedOut => CallError::Timeout,
+                async_nats::RequestErrorKind::MaxPayloadExceeded
+                | async_nats::RequestErrorKind::InvalidSubject => CallError::Refused(Box::new(e)),
+                async_nats::RequestErrorKind::Other => {
+                    tracing::debug!(target: LOG, error = &e as &dyn std::error::Error, %name, "NATS request failed");
+                    CallError::Lost
+                }
+            }),
+        }
+    }
+
+    /// Round trip to `node`.
+    pub(crate) async fn ping(&self, node: NodeId, deadline: Instant) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        let request = async_nats::Request::new()
+            .payload(Bytes::new())
+            .timeout(Some(left));
+        match self
+            .client
+            .send_request(self.node_subject(node, "ping"), request)
+            .await
+        {
+            Ok(_) => Ok(started.elapsed()),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => {
+                    Err(Error::timeout(format!("node {node} did not answer a ping")))
+                }
+                _ => Err(Error::unavailable(format!("no route to node {node}: {e}"))),
+            },
+        }
+    }
+}
+
+/// A node reached through NATS: its endpoints' queue groups (NATS picks the replica), or its
+/// own subject (`direct`).
+pub(super) struct Provider {
+    pub(super) engine: Arc<NatsEngine>,
+    pub(super) node: NodeId,
+    pub(super) pending: AtomicUsize,
+    pub(super) direct: bool,
+}
+
+impl Remote for Provider {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Bytes, CallError>> {
+        Box::pin(async move {
+            let _pending = Counted::new(&self.pending);
+            let to = self.direct.then_some(self.node);
+            self.engine.request(call, to).await
+        })
+    }
+
+    fn ping(&self, deadline: Instant) -> BoxFuture<'_, Result<Duration, Error>> {
+        Box::pin(self.engine.ping(self.node, deadline))
+    }
+}

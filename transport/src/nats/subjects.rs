@@ -1,0 +1,61 @@
+//! NATS subjects: every Plume subject starts with `plume.{env}`, the environment as one escaped
+//! token, so environments never see each other.
+
+/// Escape `s` into one NATS subject token: `[A-Za-z0-9_-]` stay, every other byte is `~XX`.
+pub(crate) fn token(s: &str) -> String {
+    if s.is_empty() {
+        return "~".to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("~{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The NATS service name of a key: `[A-Za-z0-9_-]`, others become `_` (`plume` when empty).
+pub(super) fn service_name(key: &str) -> String {
+    if key.is_empty() {
+        return "plume".to_owned();
+    }
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_single_safe_subject_tokens() {
+        for s in ["", "todos", "api/v1.todos", "a b*c>d~", "ünï"] {
+            let t = token(s);
+            assert!(!t.is_empty());
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'~'),
+                "{t}"
+            );
+        }
+        assert_eq!(token("todos"), "todos");
+        assert_eq!(token("api/todos"), "api~2Ftodos");
+        assert_ne!(token("a.b"), token("a~2Eb"));
+    }
+
+    #[test]
+    fn service_names_are_nats_safe() {
+        assert_eq!(service_name(""), "plume");
+        assert_eq!(service_name("my app.v2"), "my_app_v2");
+    }
+}

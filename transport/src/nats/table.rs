@@ -1,0 +1,334 @@
+//! The node table over NATS: hellos, table deltas and snapshots of the other nodes, turned into
+//! routes in the mesh ([`Sink`]); this node's own changes, queued as [`Ctl`] commands.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::remote::Provider;
+use super::subjects::{service_name, token};
+use super::{Ctl, Delta, Hello, LOG, NatsEngine, RESULT_QUEUE};
+use crate::discovery::NodeId;
+use crate::engine::{Remote, Removal, Sink};
+use crate::protocol::{
+    PROTOCOL_VERSION, TableDelta, TableSnapshot, decode_payload, encode_payload,
+};
+use crate::sync::lock;
+
+/// A peer as the engine loop knows it.
+struct Peer {
+    key: String,
+    version: u64,
+    seen: Instant,
+    names: HashSet<String>,
+    fetching: bool,
+    /// Its routes in the mesh's table.
+    remote: Arc<dyn Remote>,
+}
+
+impl NatsEngine {
+    pub(super) async fn run(
+        self: Arc<Self>,
+        sink: Weak<dyn Sink>,
+        mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    ) {
+        let subscribed = async {
+            let disc = self.client.subscribe(self.subject(&["disc", ">"])).await?;
+            let table = self.client.subscribe(self.subject(&["table", "*"])).await?;
+            let own = self
+                .client
+                .subscribe(self.subject(&["node", &self.node.to_string(), "*"]))
+                .await?;
+            let name = service_name(&self.key);
+            let id = self.node.to_string();
+            let mut srv = Vec::new();
+            for verb in ["PING", "INFO", "STATS"] {
+                for s in [
+                    format!("$SRV.{verb}"),
+                    format!("$SRV.{verb}.{name}"),
+                    format!("$SRV.{verb}.{name}.{id}"),
+                ] {
+                    srv.push(self.client.subscribe(s).await?);
+                }
+            }
+            Ok::<_, async_nats::SubscribeError>((disc, table, own, srv))
+        };
+        let (mut disc, mut table, own, srv) = match subscribed.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: LOG, error = %e, "cannot subscribe on NATS; this node stays alone");
+                return;
+            }
+        };
+        tokio::spawn(self.clone().serve_own(sink.clone(), own));
+        tokio::spawn(
+            self.clone()
+                .serve_srv(sink.clone(), futures::stream::select_all(srv)),
+        );
+        let mut peers: HashMap<NodeId, Peer> = HashMap::new();
+        let (results_tx, mut results) = mpsc::channel::<(NodeId, TableSnapshot)>(RESULT_QUEUE);
+        let mut topics: HashMap<String, CancellationToken> = HashMap::new();
+        let _ = self.client.flush().await;
+        self.say_hello(false).await;
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(sink) = sink.upgrade() else { return };
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = tick.tick() => {
+                    self.say_hello(false).await;
+                    let now = Instant::now();
+                    let dead: Vec<NodeId> = peers
+                        .iter()
+                        .filter(|(_, p)| now.duration_since(p.seen) > self.node_timeout)
+                        .map(|(n, _)| *n)
+                        .collect();
+                    for node in dead {
+                        tracing::debug!(target: LOG, node = %self.node, peer = %node, "peer silent for the node timeout");
+                        if let Some(peer) = peers.remove(&node) {
+                            self.peer_gone(sink.as_ref(), &peer, Removal::NodeLost);
+                        }
+                    }
+                }
+                Some(c) = ctl.recv() => self.on_ctl(&sink, c, &mut topics).await,
+                Some(m) = disc.next() => {
+                    let Ok(h) = serde_json::from_slice::<Hello>(&m.payload) else { continue };
+                    let Ok(node) = h.node.parse::<NodeId>() else { continue };
+                    if node == self.node || h.protocol != PROTOCOL_VERSION {
+                        continue;
+                    }
+                    if h.leaving {
+                        if let Some(peer) = peers.remove(&node) {
+                            self.peer_gone(sink.as_ref(), &peer, Removal::Withdrawn);
+                        }
+                        continue;
+                    }
+                    let fresh = !peers.contains_key(&node);
+                    let peer = peers.entry(node).or_insert_with(|| self.peer(node, h.key.clone()));
+                    peer.seen = Instant::now();
+                    peer.key = h.key;
+                    if fresh {
+                        // Answer a newcomer at once, so it need not wait for our heartbeat.
+                        self.say_hello(false).await;
+                    }
+                    if peer.version != h.version {
+                        self.fetch(node, peer, &results_tx);
+                    }
+                }
+                Some(m) = table.next() => {
+                    let Ok(d) = decode_payload::<Delta>(&m.payload) else { continue };
+                    let Ok(node) = d.node.parse::<NodeId>() else { continue };
+                    if node == self.node {
+                        continue;
+                    }
+                    let peer = peers.entry(node).or_insert_with(|| self.peer(node, d.key.clone()));
+                    peer.seen = Instant::now();
+                    if !peer.fetching && d.delta.version == peer.version + 1 {
+                        peer.version = d.delta.version;
+                        for n in &d.delta.removed {
+                            peer.names.remove(n);
+                        }
+                        for e in &d.delta.added {
+                            peer.names.insert(e.name.clone());
+                        }
+                        self.apply(sink.as_ref(), peer, d.delta.added, &d.delta.removed);
+                    } else if d.delta.version > peer.version {
+                        self.fetch(node, peer, &results_tx);
+                    }
+                }
+                Some((node, snap)) = results.recv() => {
+                    let Some(peer) = peers.get_mut(&node) else { continue };
+                    peer.fetching = false;
+                    if snap.version < peer.version {
+                        continue;
+                    }
+                    peer.version = snap.version;
+                    let names: HashSet<String> = snap.entries.iter().map(|e| e.name.clone()).collect();
+                    let removed: Vec<String> = peer.names.difference(&names).cloned().collect();
+                    peer.names = names;
+                    self.apply(sink.as_ref(), peer, snap.entries, &removed);
+                }
+            }
+            self.peers_seen.store(peers.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn fetch(
+        self: &Arc<Self>,
+        node: NodeId,
+        peer: &mut Peer,
+        results: &mpsc::Sender<(NodeId, TableSnapshot)>,
+    ) {
+        if peer.fetching {
+            return;
+        }
+        peer.fetching = true;
+        let this = self.clone();
+        let results = results.clone();
+        tokio::spawn(async move {
+            let request = async_nats::Request::new()
+                .payload(Bytes::new())
+                .timeout(Some(this.node_timeout));
+            let snap = match this
+                .client
+                .send_request(this.node_subject(node, "table"), request)
+                .await
+            {
+                Ok(m) => decode_payload::<TableSnapshot>(&m.payload).ok(),
+                Err(e) => {
+                    tracing::debug!(target: LOG, peer = %node, error = %e, "table snapshot request failed");
+                    None
+                }
+            };
+            // On failure, an impossible version clears `fetching`; the next hello asks again.
+            let snap = snap.unwrap_or(TableSnapshot {
+                version: 0,
+                entries: Vec::new(),
+                topics: Vec::new(),
+            });
+            let _ = results.send((node, snap)).await;
+        });
+    }
+
+    /// `peer` now provides `added` (or re-described them) and no longer `removed`.
+    fn apply(
+        &self,
+        sink: &dyn Sink,
+        peer: &Peer,
+        added: Vec<crate::protocol::Entry>,
+        removed: &[String],
+    ) {
+        if !removed.is_empty() {
+            sink.provider_removed(&peer.remote, Some(removed), Removal::Withdrawn);
+            for name in removed {
+                let _ = self.removed.send(name.clone());
+            }
+        }
+        sink.provider_added(&peer.remote, &peer.key, added);
+    }
+
+    /// `peer` left or went silent.
+    fn peer_gone(&self, sink: &dyn Sink, peer: &Peer, why: Removal) {
+        sink.provider_removed(&peer.remote, None, why);
+        for name in &peer.names {
+            let _ = self.removed.send(name.clone());
+        }
+    }
+
+    fn peer(self: &Arc<Self>, node: NodeId, key: String) -> Peer {
+        Peer {
+            key,
+            version: 0,
+            seen: Instant::now(),
+            names: HashSet::new(),
+            fetching: false,
+            remote: Arc::new(Provider {
+                engine: self.clone(),
+                node,
+                pending: AtomicUsize::new(0),
+                direct: false,
+            }),
+        }
+    }
+
+    async fn on_ctl(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        ctl: Ctl,
+        topics: &mut HashMap<String, CancellationToken>,
+    ) {
+        match ctl {
+            Ctl::Hello => self.say_hello(false).await,
+            Ctl::Announce(delta) => {
+                for e in &delta.added {
+                    self.serve_endpoint_of(sink, &e.name).await;
+                }
+                for name in &delta.removed {
+                    if let Some(stop) = lock(&self.endpoints).remove(name) {
+                        stop.cancel();
+                    }
+                }
+                self.send_delta(delta).await;
+            }
+            Ctl::Subscribe(topic) => {
+                if topics.contains_key(&topic) {
+                    return;
+                }
+                let subject = self.subject(&["evt", &token(&topic)]);
+                match self.client.subscribe(subject).await {
+                    Ok(sub) => {
+                        let stop = CancellationToken::new();
+                        topics.insert(topic.clone(), stop.clone());
+                        tokio::spawn(self.clone().deliver(Arc::downgrade(sink), topic, sub, stop));
+                        let _ = self.client.flush().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(target: LOG, error = %e, %topic, "cannot subscribe a topic")
+                    }
+                }
+            }
+            Ctl::Unsubscribe(topic) => {
+                // A later subscribe of the same topic may already be queued; the mesh only
+                // sends Unsubscribe for the last local subscriber.
+                if let Some(stop) = topics.remove(&topic) {
+                    stop.cancel();
+                }
+            }
+        }
+    }
+
+    /// Take calls to endpoint `name` (once: its queue subscription stays until withdrawn).
+    async fn serve_endpoint_of(self: &Arc<Self>, sink: &Arc<dyn Sink>, name: &str) {
+        if lock(&self.endpoints).contains_key(name) {
+            return;
+        }
+        let name = name.to_owned();
+        let subject = self.svc_subject(&name);
+        match self
+            .client
+            .queue_subscribe(subject.clone(), token(&name))
+            .await
+        {
+            Ok(sub) => {
+                let stop = CancellationToken::new();
+                lock(&self.endpoints).insert(name.clone(), stop.clone());
+                tokio::spawn(self.clone().serve_endpoint(
+                    Arc::downgrade(sink),
+                    name.clone(),
+                    sub,
+                    stop,
+                ));
+                // The subscription reaches the server before peers learn of it.
+                let _ = self.client.flush().await;
+            }
+            Err(e) => {
+                tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint")
+            }
+        }
+    }
+
+    async fn send_delta(&self, delta: TableDelta) {
+        let d = Delta {
+            node: self.node.to_string(),
+            key: self.key.clone(),
+            delta,
+        };
+        if let Err(e) = self
+            .client
+            .publish(
+                self.subject(&["table", &self.node.to_string()]),
+                encode_payload(&d),
+            )
+            .await
+        {
+            tracing::debug!(target: LOG, error = %e, "table delta not sent");
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The TCP engine: one link per pair of nodes, found by discovery (or a static peers channel).
+//!
+//! The node with the lower id dials, the other accepts ([`handshake`]); each [`link`] has a
+//! reader and a batching write buffer ([`outbox`]). See `docs/protocol.md`.
+
+mod handshake;
+mod link;
+mod outbox;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::{Discovery, DiscoveryConfig, LocalNode, NodeId, PeerEvent, PeerInfo};
+use crate::engine::{Engine, EngineKind, Remote, Settings, Sink};
+use crate::error::HandshakeError;
+use crate::error::MeshError;
+use crate::protocol::{EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, TableDelta, Topic};
+use crate::sync::lock;
+use link::Link;
+use outbox::QueueError;
+
+const LOG: &str = "plume::mesh";
+
+/// The delays between redials of a peer: from 40 ms, doubling up to 1.6 s, each with a random
+/// jitter of up to its own length (so 40–80 ms at first, at most 3.2 s).
+fn redial_delays() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(40))
+        .with_max_delay(Duration::from_millis(1600))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// What the TCP engine needs to start.
+#[derive(Debug)]
+pub(crate) struct TcpConfig {
+    pub(crate) node: NodeId,
+    pub(crate) environment: String,
+    pub(crate) key: String,
+    pub(crate) secret: Option<Arc<[u8]>>,
+    pub(crate) listen: SocketAddr,
+    pub(crate) discovery: DiscoveryConfig,
+    /// Static peers instead of discovery.
+    pub(crate) peers: Option<mpsc::Receiver<PeerEvent>>,
+    pub(crate) cfg: Settings,
+}
+
+/// A peer discovery announced.
+struct Advert {
+    info: PeerInfo,
+    token: CancellationToken,
+}
+
+/// The TCP side of a mesh node.
+pub(crate) struct TcpEngine {
+    node: NodeId,
+    environment: String,
+    key: String,
+    secret: Option<Arc<[u8]>>,
+    cfg: Settings,
+    local_addr: SocketAddr,
+    /// Cancelled on close: every link and loop ends.
+    shutdown: CancellationToken,
+    accept_stop: CancellationToken,
+    /// Draining: new links get a goaway at once.
+    draining: AtomicBool,
+    links: Mutex<HashMap<NodeId, Arc<Link>>>,
+    adverts: Mutex<HashMap<NodeId, Advert>>,
+    discovery: Option<Discovery>,
+    /// The listener and the peer events, until [`Engine::start`].
+    startup: Mutex<Option<(TcpListener, mpsc::Receiver<PeerEvent>)>>,
+    /// The sink, once started (for the drain). Weak: the mesh owns this engine.
+    sink: std::sync::OnceLock<std::sync::Weak<dyn Sink>>,
+}
+
+impl std::fmt::Debug for TcpEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpEngine")
+            .field("node", &self.node)
+            .field("addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpEngine {
+    /// Bind the listener and start discovery (unless static peers were given).
+    pub(crate) async fn bind(config: TcpConfig) -> Result<Arc<Self>, MeshError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(MeshError::Listen)?;
+        let local_addr = listener.local_addr().map_err(MeshError::Listen)?;
+        let (discovery, events) = match config.peers {
+            Some(rx) => (None, rx),
+            None => {
+                let mut discovery = config.discovery;
+                // One secret for beacons and links.
+                if config.secret.is_some() {
+                    discovery.secret = config.secret.clone();
+                }
+                let local = LocalNode {
+                    node: config.node,
+                    environment: config.environment.clone(),
+                    key: config.key.clone(),
+                    addr: local_addr,
+                };
+                let (d, rx) = Discovery::start(discovery, local)
+                    .await
+                    .map_err(MeshError::Discovery)?;
+                (Some(d), rx)
+            }
+        };
+        Ok(Arc::new(Self {
+            node: config.node,
+            environment: config.environment,
+            key: config.key,
+            secret: config.secret,
+            cfg: config.cfg,
+            local_addr,
+            shutdown: CancellationToken::new(),
+            accept_stop: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            links: Mutex::new(HashMap::new()),
+            adverts: Mutex::new(HashMap::new()),
+            discovery,
+            startup: Mutex::new(Some((listener, events))),
+            sink: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The address peers dial.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Run the handshake on a fresh connection and start the link. `expect` is the node the
+    /// dialer meant to reach (None on the accepting side).
+    async fn establish(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        stream: TcpStream,
+        expect: Option<NodeId>,
+    ) -> Result<Arc<Link>, HandshakeError> {
+        let limit = self.cfg.handshake_timeout;
+        match timeout(limit, handshake::handshake(self, stream, expect)).await {
+            Ok(conn) => Ok(link::start(self, sink, conn?)),
+            Err(_) => Err(HandshakeError::Timeout(limit)),
+        }
+    }
+
+    /// A handshaken link joins: replace any older link to the same node, queue our snapshot.
+    fn register_link(&self, sink: &dyn Sink, link: &Arc<Link>) {
+        let old = lock(&self.links).insert(link.peer, link.clone());
+        if let Some(old) = old {
+            tracing::debug!(target: LOG, node = %self.node, peer = %link.peer, "a newer link replaces the old one");
+            old.closed.cancel();
+        }
+        // With the table locked: the deltas announced from now on follow the snapshot.
+        sink.with_table(&mut |snapshot| {
+            link.send_control(Frame::with(Kind::TableSnapshot, 0, &snapshot));
+            link.ready.store(true, Ordering::Release);
+        });
+        if self.draining.load(Ordering::Acquire) {
+            link.send_control(goaway());
+        }
+    }
+
+    /// A link ended: forget it (unless a newer one replaced it).
+    fn link_closed(&self, link: &Arc<Link>) {
+        let mut links = lock(&self.links);
+        if links.get(&link.peer).is_some_and(|l| Arc::ptr_eq(l, link)) {
+            links.remove(&link.peer);
+        }
+    }
+
+    fn send_to_ready_links(&self, frame: &Frame) {
+        let links: Vec<Arc<Link>> = lock(&self.links).values().cloned().collect();
+        for l in links {
+            if l.ready.load(Ordering::Acquire) {
+                l.send_control(frame.clone());
+            }
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>, sink: Arc<dyn Sink>, listener: TcpListener) {
+        loop {
+            tokio::select! {
+                () = self.accept_stop.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok((stream, addr)) => {
+                        let (engine, sink) = (self.clone(), sink.clone());
+                        tokio::spawn(async move {
+                            if let Err(reason) = engine.establish(&sink, stream, None).await {
+                                let reason = &reason as &dyn std::error::Error;
+                                tracing::warn!(target: LOG, node = %engine.node, %addr, reason, "refused an incoming link");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: LOG, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn peer_loop(
+        self: Arc<Self>,
+        sink: Arc<dyn Sink>,
+        mut events: mpsc::Receiver<PeerEvent>,
+    ) {
+        loop {
+            let ev = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                None => break,
+                Some(PeerEvent::Up(info) | PeerEvent::Updated(info)) => {
+                    if info.node == self.node || info.protocol != PROTOCOL_VERSION {
+                        continue;
+                    }
+                    let mut adverts = lock(&self.adverts);
+                    if let Some(a) = adverts.get_mut(&info.node) {
+                        a.info = info;
+                        continue;
+                    }
+                    let token = self.shutdown.child_token();
+                    let node = info.node;
+                    adverts.insert(
+                        node,
+                        Advert {
+                            info,
+                            token: token.clone(),
+                        },
+                    );
+                    drop(adverts);
+                    // Lower node id dials: one connection per pair.
+                    if self.node < node {
+                        tokio::spawn(self.clone().dial_loop(sink.clone(), node, token));
+                    }
+                }
+                Some(PeerEvent::Down { node }) => {
+                    let removed = lock(&self.adverts).remove(&node);
+                    if let Some(a) = removed {
+                        a.token.cancel();
+                    }
+                    let link = lock(&self.links).get(&node).cloned();
+                    // A draining peer closes its own link once its calls are done.
+                    if let Some(l) = link.filter(|l| !l.draining.load(Ordering::Acquire)) {
+                        tracing::debug!(target: LOG, node = %self.node, peer = %node, "peer removed by discovery; closing its link");
+                        l.closed.cancel();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dial_loop(
+        self: Arc<Self>,
+        sink: Arc<dyn Sink>,
+        node: NodeId,
+        token: CancellationToken,
+    ) {
+        let mut delays = redial_delays();
+        loop {
+            if token.is_cancelled() {
+                return;
+            }
+            let addr = match lock(&self.adverts).get(&node) {
+                Some(a) => a.info.addr,
+                None => return,
+            };
+            let attempt = async {
+                let stream = timeout(self.cfg.handshake_timeout, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| HandshakeError::ConnectTimeout)?
+                    .map_err(HandshakeError::Connect)?;
+                self.establish(&sink, stream, Some(node)).await
+            };
+            let result = tokio::select! {
+                () = token.cancelled() => return,
+                r = attempt => r,
+            };
+            match result {
+                Ok(link) => {
+                    delays = redial_delays();
+                    tokio::select! {
+                        () = link.closed.cancelled() => {}
+                        () = token.cancelled() => {
+                            // A draining peer closes its own link once its calls are done.
+                            if !link.draining.load(Ordering::Acquire) {
+                                link.closed.cancel();
+                            }
+                            return;
+                        }
+                    }
+                }
+                Err(reason) => {
+                    let reason = &reason as &dyn std::error::Error;
+                    tracing::debug!(target: LOG, node = %self.node, peer = %node, %addr, reason, "dial failed");
+                }
+            }
+            let delay = delays.next().unwrap_or(Duration::from_millis(1600));
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+fn goaway() -> Frame {
+    Frame::with(
+        Kind::Goaway,
+        0,
+        &Goaway {
+            reason: "shutting down".into(),
+            ack: false,
+        },
+    )
+}
+
+impl Engine for TcpEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Tcp
+    }
+
+    fn start(self: Arc<Self>, sink: Arc<dyn Sink>) {
+        let Some((listener, events)) = lock(&self.startup).take() else {
+            return;
+        };
+        let _ = self.sink.set(Arc::downgrade(&sink));
+        tokio::spawn(self.clone().accept_loop(sink.clone(), listener));
+        tokio::spawn(self.peer_loop(sink, events));
+    }
+
+    fn announce(&self, delta: &TableDelta) {
+        self.send_to_ready_links(&Frame::with(Kind::TableDelta, 0, delta));
+        if let Some(d) = &self.discovery {
+            d.set_table_version(delta.version);
+        }
+    }
+
+    fn subscribe(&self, topic: &str) {
+        self.send_to_ready_links(&Frame::with(
+            Kind::Subscribe,
+            0,
+            &Topic {
+                topic: topic.to_string(),
+            },
+        ));
+    }
+
+    fn unsubscribe(&self, topic: &str) {
+        self.send_to_ready_links(&Frame::with(
+            Kind::Unsubscribe,
+            0,
+            &Topic {
+                topic: topic.to_string(),
+            },
+        ));
+    }
+
+    fn publish(&self, topic: &str, data: &Value) {
+        let mut frame: Option<Frame> = None;
+        let links = lock(&self.links);
+        for l in links.values() {
+            if !lock(&l.remote_topics).contains(topic) {
+                continue;
+            }
+            let f = frame
+                .get_or_insert_with(|| {
+                    Frame::with(
+                        Kind::Event,
+                        0,
+                        &EventMsg {
+                            topic: topic.to_string(),
+                            data,
+                        },
+                    )
+                })
+                .clone();
+            if let Err(QueueError::Full) = l.out.try_send_batched(&f) {
+                tracing::warn!(target: LOG, peer = %l.peer, %topic, "write queue full; event dropped for this peer");
+            }
+        }
+    }
+
+    fn direct(&self, node: NodeId) -> Option<Arc<dyn Remote>> {
+        let link = lock(&self.links).get(&node).cloned()?;
+        Some(link)
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        lock(&self.links).keys().copied().collect()
+    }
+
+    fn drain(&self, deadline: Instant) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            // Goaway first: once a peer acknowledges it, the peer routes nothing new here, and
+            // every call it sent before is already read. Then the leaving beacon.
+            self.draining.store(true, Ordering::Release);
+            self.send_to_ready_links(&goaway());
+            self.accept_stop.cancel();
+            let all_acked = || {
+                lock(&self.links)
+                    .values()
+                    .all(|l| l.closed.is_cancelled() || l.goaway_acked.load(Ordering::Acquire))
+            };
+            let acked = match self.sink.get().and_then(std::sync::Weak::upgrade) {
+                Some(sink) => sink.activity().wait_until(deadline, all_acked).await,
+                None => true,
+            };
+            if let Some(d) = &self.discovery {
+                d.leave().await;
+            }
+            acked
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let links: Vec<Arc<Link>> = lock(&self.links).values().cloned().collect();
+            self.shutdown.cancel();
+            for l in links {
+                l.join_writer(Duration::from_secs(1)).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redials_back_off_with_jitter_and_a_cap() {
+        let delays: Vec<Duration> = redial_delays().take(12).collect();
+        let base = [
+            40u64, 80, 160, 320, 640, 1280, 1600, 1600, 1600, 1600, 1600, 1600,
+        ];
+        for (d, base) in delays.iter().zip(base) {
+            let base = Duration::from_millis(base);
+            assert!(*d >= base && *d < base * 2, "{d:?} vs {base:?}");
+        }
+        assert!(
+            delays
+                .windows(2)
+                .any(|w| w[0] != w[1] && w[0] >= Duration::from_millis(1600)),
+            "delays at the cap are jittered: {delays:?}"
+        );
+    }
+}
