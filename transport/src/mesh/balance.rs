@@ -6,11 +6,24 @@ use super::table::Target;
 use super::{Balance, Inner};
 use crate::discovery::NodeId;
 
+/// Why [`Inner::pick`] found no provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoPick {
+    /// The table lists no provider of the name.
+    NoRoute,
+    /// The table still lists providers, but the link of every one is gone: they are being
+    /// removed, so a call should not wait for them.
+    NoneLive,
+}
+
 impl Inner {
     /// Pick a live provider of `name`.
-    pub(super) fn pick(&self, name: &str) -> Option<(NodeId, Target)> {
+    pub(super) fn pick(&self, name: &str) -> Result<(NodeId, Target), NoPick> {
         let routes = self.routes_read();
-        let list = routes.get(name)?;
+        let list = match routes.get(name) {
+            Some(list) if !list.is_empty() => list,
+            _ => return Err(NoPick::NoRoute),
+        };
         let live = |r: &&super::Route| match &r.target {
             Target::Local(_) => true,
             Target::Remote(remote) => remote.is_live(),
@@ -19,16 +32,20 @@ impl Inner {
             Balance::RoundRobin => {
                 let count = list.iter().filter(live).count();
                 if count == 0 {
-                    return None;
+                    return Err(NoPick::NoneLive);
                 }
                 let n = self.rr.fetch_add(1, Ordering::Relaxed) % count;
-                list.iter().filter(live).nth(n)?
+                list.iter().filter(live).nth(n).ok_or(NoPick::NoneLive)?
             }
-            Balance::LeastPending => list.iter().filter(live).min_by_key(|r| match &r.target {
-                Target::Local(_) => self.local_pending.load(Ordering::Relaxed),
-                Target::Remote(remote) => remote.pending(),
-            })?,
+            Balance::LeastPending => list
+                .iter()
+                .filter(live)
+                .min_by_key(|r| match &r.target {
+                    Target::Local(_) => self.local_pending.load(Ordering::Relaxed),
+                    Target::Remote(remote) => remote.pending(),
+                })
+                .ok_or(NoPick::NoneLive)?,
         };
-        Some((chosen.node, chosen.target.clone()))
+        Ok((chosen.node, chosen.target.clone()))
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 
+use super::balance::NoPick;
 use super::handler::{RawBody, RawRequest};
 use super::reply::ReplyForm;
 use super::table::Target;
@@ -101,28 +102,39 @@ impl Mesh {
         // proxy, instead of holding the caller until a provider comes back or the deadline.
         let mut lost_provider = false;
         loop {
-            let Some((node, target)) = inner.pick(name) else {
-                if lost_provider {
+            let (node, target) = match inner.pick(name) {
+                Ok(picked) => picked,
+                // Providers whose links are all gone are on their way out of the table, and
+                // one lost under this call is gone: fail at once rather than hold the caller
+                // until the deadline.
+                Err(NoPick::NoneLive) => {
                     return Err(Error::unavailable(format!(
                         "no provider for '{name}' is left"
                     )));
                 }
-                // No provider: wait (bounded) for the table to change.
-                let Some(rx) = changes.as_mut() else {
-                    changes = Some(inner.table_changed.subscribe());
-                    continue;
-                };
-                if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.cfg.max_waiting {
-                    inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                Err(NoPick::NoRoute) if lost_provider => {
                     return Err(Error::unavailable(format!(
-                        "no provider for '{name}' and too many calls are waiting"
+                        "no provider for '{name}' is left"
                     )));
                 }
-                let waited = timeout_at(deadline, rx.changed()).await;
-                inner.waiting.fetch_sub(1, Ordering::AcqRel);
-                match waited {
-                    Ok(Ok(())) => continue,
-                    _ => return Err(Error::unavailable(format!("no provider for '{name}'"))),
+                Err(NoPick::NoRoute) => {
+                    // No provider: wait (bounded) for the table to change.
+                    let Some(rx) = changes.as_mut() else {
+                        changes = Some(inner.table_changed.subscribe());
+                        continue;
+                    };
+                    if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.cfg.max_waiting {
+                        inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                        return Err(Error::unavailable(format!(
+                            "no provider for '{name}' and too many calls are waiting"
+                        )));
+                    }
+                    let waited = timeout_at(deadline, rx.changed()).await;
+                    inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                    match waited {
+                        Ok(Ok(())) => continue,
+                        _ => return Err(Error::unavailable(format!("no provider for '{name}'"))),
+                    }
                 }
             };
             let remote = match target {

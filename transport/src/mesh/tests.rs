@@ -210,3 +210,64 @@ async fn a_stopped_node_is_released_by_its_engine() {
     );
     other.shutdown().await;
 }
+
+/// A provider whose link the test ends without telling the mesh (as a TCP link that closed
+/// while its removal is not processed yet).
+struct DeadLink {
+    node: crate::discovery::NodeId,
+    live: std::sync::atomic::AtomicBool,
+}
+
+impl crate::engine::Remote for DeadLink {
+    fn node(&self) -> crate::discovery::NodeId {
+        self.node
+    }
+    fn is_live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn pending(&self) -> usize {
+        0
+    }
+    fn call<'a>(
+        &'a self,
+        _call: crate::engine::Call<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<bytes::Bytes, crate::engine::CallError>> {
+        Box::pin(async { Err(crate::engine::CallError::NotSent) })
+    }
+    fn ping(
+        &self,
+        _deadline: Instant,
+    ) -> futures::future::BoxFuture<'_, Result<Duration, plume::Error>> {
+        Box::pin(async { Err(plume::Error::unavailable("no link")) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_fails_at_once_when_every_listed_provider_has_lost_its_link() {
+    use crate::engine::Sink;
+    let (mesh, _peers) = lone_node().await;
+    let link = Arc::new(DeadLink {
+        node: crate::discovery::NodeId::random(),
+        live: std::sync::atomic::AtomicBool::new(true),
+    });
+    let via: Arc<dyn crate::engine::Remote> = link.clone();
+    let entry = crate::protocol::Entry {
+        name: "todos".into(),
+        descriptor: Value::Null,
+    };
+    mesh.inner.provider_added(&via, "replica", vec![entry]);
+    assert_eq!(mesh.providers("todos").len(), 1);
+    // The link dies; its route is still in the table (the removal comes later).
+    link.live.store(false, std::sync::atomic::Ordering::Release);
+    let started = Instant::now();
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(10)),
+        idempotent: true,
+    };
+    let err = mesh
+        .call("todos", None, Value::Null, opts)
+        .await
+        .expect_err("no live provider");
+    assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
+    assert_eq!(started.elapsed(), Duration::ZERO, "{err}");
+}
