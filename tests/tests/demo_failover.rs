@@ -4,6 +4,8 @@
 //! report each death, the gateway must fail over with no failed read, answer 503 with no replica
 //! left, serve restarted replicas again (restarted by `r` + Enter on the launcher's stdin, or by
 //! `--restart`), and SIGINT / SIGTERM / SIGKILL of the launcher must leave no child behind.
+//! The replicas share one SQLite file in a directory the launcher creates (and removes when it
+//! stops): a todo outlives the replica that created it.
 //!
 //! The launcher binary is built by `cargo build -p gateway-example` (a no-op when it is fresh),
 //! since a test of this crate cannot depend on another crate's binary.
@@ -194,6 +196,17 @@ impl Launcher {
         line[prefix.len()..].to_owned()
     }
 
+    /// The shared SQLite file the launcher said it made, in a directory of its own.
+    fn data_file(&self) -> String {
+        let line = self
+            .seen
+            .iter()
+            .find_map(|l| l.strip_prefix("todos in "))
+            .and_then(|rest| rest.strip_suffix(" (removed when the demo stops), shared"))
+            .unwrap_or_else(|| panic!("no data file printed: {:#?}", self.seen));
+        line.to_owned()
+    }
+
     fn running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
@@ -327,9 +340,9 @@ async fn get(port: u16, path: &str, token: &str) -> Response {
     http(port, "GET", path, None, &[("Authorization", &auth)]).await
 }
 
-/// Reads (find, and get of todos-b's seeded todo) through the gateway in a loop, until stopped:
-/// every failure is recorded. Before `a_dead` a get may meet todos-a (404: that todo lives on
-/// todos-b); once `a_dead` is set, every read must be answered by todos-b.
+/// Reads (find, and get of todos-b's welcome todo) through the gateway in a loop, until stopped:
+/// every failure is recorded. Every read is a 200 (the replicas share one store); once `a_dead`
+/// is set, every find must be answered by todos-b.
 struct Reader {
     stop: Arc<AtomicBool>,
     a_dead: Arc<AtomicBool>,
@@ -360,8 +373,7 @@ impl Reader {
                         failures.push(format!("find (a dead: {only_b}): {find:?}"));
                     }
                     let one = get(port, "/todos/todos-b-1", &token).await;
-                    let ok = one.status == 200 || (!only_b && one.status == 404);
-                    if !ok {
+                    if one.status != 200 {
                         failures.push(format!("get (a dead: {only_b}): {one:?}"));
                     }
                     tx.send_replace(n);
@@ -394,8 +406,11 @@ impl Reader {
     }
 }
 
-/// Stop the launcher with `sig`: it exits cleanly, and every child it ever started is gone.
+/// Stop the launcher with `sig`: it exits cleanly, every child it ever started is gone, and so
+/// is its data directory.
 async fn stop(mut demo: Launcher, sig: &str) {
+    let data_file = PathBuf::from(demo.data_file());
+    assert!(data_file.is_file(), "{data_file:?} while the demo runs");
     signal(demo.child.id().expect("running"), sig);
     let status = within("the launcher stops", demo.child.wait())
         .await
@@ -404,6 +419,57 @@ async fn stop(mut demo: Launcher, sig: &str) {
     demo.wait_line(0, LINE, |l| l == "demo stopped").await;
     let left: Vec<_> = demo.started.iter().filter(|(_, pid)| alive(*pid)).collect();
     assert!(left.is_empty(), "still running: {left:?}");
+    let dir = data_file.parent().expect("a directory");
+    assert!(!dir.exists(), "{dir:?} is left behind");
+}
+
+/// The shared store: a todo created through the gateway is still there, through the other
+/// replica, once the replica that created it is killed with SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_todo_outlives_the_replica_that_created_it() {
+    let mut demo = Launcher::start(Restart::Key).await;
+    let (port, token) = (demo.port, login(demo.port).await);
+    let auth = format!("Bearer {token}");
+    let body = json!({"text": "outlive my replica"});
+    let created = http(
+        port,
+        "POST",
+        "/todos",
+        Some(&body),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let creator = created.body["replica"]
+        .as_str()
+        .expect("replica")
+        .to_owned();
+    let other = if creator == "todos-a" {
+        "todos-b"
+    } else {
+        "todos-a"
+    };
+    let path = format!("/todos/{}", created.body["id"].as_str().expect("an id"));
+
+    demo.kill_child(&creator).await;
+    wait_replicas(port, 1).await;
+    let got = get(port, &path, &token).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(
+        (
+            &got.body["text"],
+            &got.body["replica"],
+            &got.body["answeredBy"]
+        ),
+        (&body["text"], &json!(creator), &json!(other)),
+        "{got:?}"
+    );
+    let page = get(port, "/todos", &token).await;
+    assert_eq!(page.body["replica"], other, "{page:?}");
+    let listed = page.body["data"].as_array().expect("a page");
+    assert!(listed.iter().any(|t| t["text"] == body["text"]), "{page:?}");
+
+    stop(demo, "-TERM").await;
 }
 
 /// The whole scenario, restarted by a key press: start, fail over under reads, lose every
@@ -427,6 +493,7 @@ async fn killed_replicas_fail_over_and_r_enter_restarts_them() {
     let a_port = demo.todos_ports[0];
     assert!(
         command.contains("PLUME_MESH_SECRET=")
+            && command.contains(&format!("PLUME_DATABASE_URL={} ", demo.data_file()))
             && command.ends_with(&format!(" todos --name todos-a --port {a_port}")),
         "{command}"
     );
@@ -508,6 +575,7 @@ async fn with_restart_killed_replicas_come_back_on_their_own() {
 async fn a_launcher_killed_by_sigkill_leaves_no_child_behind() {
     let mut demo = Launcher::start(Restart::Key).await;
     let children: Vec<u32> = demo.started.iter().map(|(_, pid)| *pid).collect();
+    let data_file = PathBuf::from(demo.data_file());
     signal(demo.child.id().expect("running"), "-KILL");
     within("the launcher dies", demo.child.wait())
         .await
@@ -519,4 +587,7 @@ async fn a_launcher_killed_by_sigkill_leaves_no_child_behind() {
         }
     })
     .await;
+    // Killed, it could not remove its data directory: the test does.
+    let dir = data_file.parent().expect("a directory");
+    std::fs::remove_dir_all(dir).expect("the data directory is there");
 }
