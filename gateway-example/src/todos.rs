@@ -87,7 +87,9 @@ impl Todos {
                     .column("replica", ColumnType::String)
                     .paginate(50, 100)
                     .build()?;
-                sql.create_table().await?;
+                // Both replicas start at once: on PostgreSQL the one that loses the race to
+                // create the table gets a Conflict, and the table is there.
+                ignore_conflict(sql.create_table().await)?;
                 Box::new(sql)
             }
         };
@@ -97,10 +99,7 @@ impl Todos {
             "done": false,
             "replica": replica,
         });
-        match store.create(welcome, Params::new()).await {
-            Err(err) if err.kind() != ErrorKind::Conflict => return Err(err),
-            _ => {}
-        }
+        ignore_conflict(store.create(welcome, Params::new()).await)?;
         Ok(Self {
             replica: replica.to_owned(),
             store,
@@ -113,6 +112,14 @@ impl Todos {
             map.insert("answeredBy".into(), Value::String(self.replica.clone()));
         }
         record
+    }
+}
+
+/// `Ok` also when `result` is a `Conflict`: what was to be made exists already.
+fn ignore_conflict<T>(result: Result<T>) -> Result<()> {
+    match result {
+        Err(err) if err.kind() != ErrorKind::Conflict => Err(err),
+        _ => Ok(()),
     }
 }
 

@@ -11,6 +11,10 @@
 //! since a test of this crate cannot depend on another crate's binary.
 
 mod fd;
+/// The private PostgreSQL server of the SQL adapter's tests.
+#[allow(dead_code)]
+#[path = "../../sql/tests/common/postgres.rs"]
+mod postgres;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -106,6 +110,11 @@ struct Launcher {
 
 impl Launcher {
     async fn start(restart: Restart) -> Launcher {
+        Launcher::start_with(restart, &[]).await
+    }
+
+    /// With `env` set on the launcher (and so on its children).
+    async fn start_with(restart: Restart, env: &[(&str, String)]) -> Launcher {
         let (port, todos_ports) = (free_port(), [free_port(), free_port()]);
         let mut cmd = Command::new(launcher_bin());
         cmd.args(["--port", &port.to_string(), "--todos-ports"])
@@ -118,6 +127,7 @@ impl Launcher {
         };
         // The demo picks a mesh secret of its own; nothing of the test's environment leaks in.
         without_plume_env(&mut cmd);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("the launcher starts");
         let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -428,6 +438,36 @@ async fn stop(mut demo: Launcher, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_todo_outlives_the_replica_that_created_it() {
     let mut demo = Launcher::start(Restart::Key).await;
+    outlives_its_replica(&mut demo).await;
+    stop(demo, "-TERM").await;
+}
+
+/// The same over PostgreSQL (a private server), chosen by `PLUME_DATABASE_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_postgresql_a_todo_outlives_the_replica_that_created_it() {
+    let pg = tokio::task::spawn_blocking(postgres::PgServer::start)
+        .await
+        .expect("join")
+        .expect("a private PostgreSQL server starts");
+    let url = pg.url();
+    let mut demo = Launcher::start_with(Restart::Key, &[("PLUME_DATABASE_URL", url.clone())]).await;
+    let said = "todos in the database of --database-url / PLUME_DATABASE_URL, shared";
+    demo.wait_line(0, LINE, |l| l == said).await;
+    let command = outlives_its_replica(&mut demo).await;
+    assert!(
+        command.contains(&format!("PLUME_DATABASE_URL={url} ")),
+        "{command}"
+    );
+    signal(demo.child.id().expect("running"), "-TERM");
+    within("the launcher stops", demo.child.wait())
+        .await
+        .expect("exit status");
+    drop(pg);
+}
+
+/// Create a todo through the gateway, SIGKILL the replica that created it, and find it through
+/// the other one; the command the launcher printed to restart the killed replica.
+async fn outlives_its_replica(demo: &mut Launcher) -> String {
     let (port, token) = (demo.port, login(demo.port).await);
     let auth = format!("Bearer {token}");
     let body = json!({"text": "outlive my replica"});
@@ -451,7 +491,7 @@ async fn a_todo_outlives_the_replica_that_created_it() {
     };
     let path = format!("/todos/{}", created.body["id"].as_str().expect("an id"));
 
-    demo.kill_child(&creator).await;
+    let command = demo.kill_child(&creator).await;
     wait_replicas(port, 1).await;
     let got = get(port, &path, &token).await;
     assert_eq!(got.status, 200, "{got:?}");
@@ -468,8 +508,7 @@ async fn a_todo_outlives_the_replica_that_created_it() {
     assert_eq!(page.body["replica"], other, "{page:?}");
     let listed = page.body["data"].as_array().expect("a page");
     assert!(listed.iter().any(|t| t["text"] == body["text"]), "{page:?}");
-
-    stop(demo, "-TERM").await;
+    command
 }
 
 /// The whole scenario, restarted by a key press: start, fail over under reads, lose every
