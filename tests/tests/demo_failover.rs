@@ -110,15 +110,16 @@ struct Launcher {
 
 impl Launcher {
     async fn start(restart: Restart) -> Launcher {
-        Launcher::start_with(restart, &[]).await
+        Launcher::start_with(restart, &[], &[]).await
     }
 
-    /// With `env` set on the launcher (and so on its children).
-    async fn start_with(restart: Restart, env: &[(&str, String)]) -> Launcher {
+    /// With `env` set on the launcher (and so on its children), and these extra arguments.
+    async fn start_with(restart: Restart, env: &[(&str, String)], args: &[&str]) -> Launcher {
         let (port, todos_ports) = (free_port(), [free_port(), free_port()]);
         let mut cmd = Command::new(launcher_bin());
         cmd.args(["--port", &port.to_string(), "--todos-ports"])
             .arg(format!("{},{}", todos_ports[0], todos_ports[1]))
+            .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true);
         match restart {
@@ -417,10 +418,17 @@ impl Reader {
 }
 
 /// Stop the launcher with `sig`: it exits cleanly, every child it ever started is gone, and so
-/// is its data directory.
-async fn stop(mut demo: Launcher, sig: &str) {
+/// is its temporary data directory.
+async fn stop(demo: Launcher, sig: &str) {
     let data_file = PathBuf::from(demo.data_file());
     assert!(data_file.is_file(), "{data_file:?} while the demo runs");
+    stop_launcher(demo, sig).await;
+    let dir = data_file.parent().expect("a directory");
+    assert!(!dir.exists(), "{dir:?} is left behind");
+}
+
+/// Stop the launcher with `sig`: it exits cleanly, and every child it ever started is gone.
+async fn stop_launcher(mut demo: Launcher, sig: &str) {
     signal(demo.child.id().expect("running"), sig);
     let status = within("the launcher stops", demo.child.wait())
         .await
@@ -429,8 +437,6 @@ async fn stop(mut demo: Launcher, sig: &str) {
     demo.wait_line(0, LINE, |l| l == "demo stopped").await;
     let left: Vec<_> = demo.started.iter().filter(|(_, pid)| alive(*pid)).collect();
     assert!(left.is_empty(), "still running: {left:?}");
-    let dir = data_file.parent().expect("a directory");
-    assert!(!dir.exists(), "{dir:?} is left behind");
 }
 
 /// The shared store: a todo created through the gateway is still there, through the other
@@ -450,7 +456,8 @@ async fn over_postgresql_a_todo_outlives_the_replica_that_created_it() {
         .expect("join")
         .expect("a private PostgreSQL server starts");
     let url = pg.url();
-    let mut demo = Launcher::start_with(Restart::Key, &[("PLUME_DATABASE_URL", url.clone())]).await;
+    let mut demo =
+        Launcher::start_with(Restart::Key, &[("PLUME_DATABASE_URL", url.clone())], &[]).await;
     let said = "todos in the database of --database-url / PLUME_DATABASE_URL, shared";
     demo.wait_line(0, LINE, |l| l == said).await;
     let command = outlives_its_replica(&mut demo).await;
@@ -463,6 +470,41 @@ async fn over_postgresql_a_todo_outlives_the_replica_that_created_it() {
         .await
         .expect("exit status");
     drop(pg);
+}
+
+/// `--store memory`: each replica its own todos, so the one left does not have the killed one's
+/// welcome todo; the printed command passes `--store memory` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_store_memory_each_replica_keeps_its_own_todos() {
+    let mut demo = Launcher::start_with(Restart::Key, &[], &["--store", "memory"]).await;
+    let said = "todos in memory: each replica has its own, lost when it stops";
+    demo.wait_line(0, LINE, |l| l == said).await;
+    let token = login(demo.port).await;
+    let command = demo.kill_child("todos-a").await;
+    let a_port = demo.todos_ports[0];
+    let tail = format!(" todos --name todos-a --port {a_port} --store memory");
+    assert!(command.ends_with(&tail), "{command}");
+    assert!(!command.contains("PLUME_DATABASE_URL"), "{command}");
+    wait_replicas(demo.port, 1).await;
+    let gone = get(demo.port, "/todos/todos-a-1", &token).await;
+    assert_eq!(gone.status, 404, "{gone:?}");
+    let mine = get(demo.port, "/todos/todos-b-1", &token).await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    stop_launcher(demo, "-TERM").await;
+}
+
+/// `--data-dir`: the SQLite file is made there (the directory too) and kept when the demo stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_data_dir_the_sqlite_file_is_kept() {
+    let parent = tempfile::tempdir().expect("a temporary directory");
+    let dir = parent.path().join("data");
+    let dir_arg = dir.to_str().expect("a UTF-8 path");
+    let demo = Launcher::start_with(Restart::Key, &[], &["--data-dir", dir_arg]).await;
+    let file = dir.join("todos.db");
+    let said = format!("todos in {} (kept), shared", file.display());
+    assert!(demo.seen.contains(&said), "{:#?}", demo.seen);
+    stop_launcher(demo, "-TERM").await;
+    assert!(file.is_file(), "{file:?} is kept");
 }
 
 /// Create a todo through the gateway, SIGKILL the replica that created it, and find it through
