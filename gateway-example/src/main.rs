@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! gateway-example [demo] [--port 3030] [--todos-ports 3031,3032] [--restart]
+//!                        [--store sql|memory] [--data-dir DIR] [--database-url URL]
 //! gateway-example gateway [--host 127.0.0.1] [--port 3030]
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
+//!                       [--store sql|memory] [--database-url URL]
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -18,8 +20,9 @@ mod todos;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// jemalloc instead of the system allocator: the request path allocates a lot (JSON values,
 /// frames, headers), and glibc's malloc costs a third of the gateway's throughput. mimalloc is
@@ -72,6 +75,27 @@ struct DemoArgs {
     /// or run the command the demo prints).
     #[arg(long)]
     restart: bool,
+    /// Where the replicas keep their todos: `sql`, one database both share (a SQLite file in
+    /// the data directory, or the database at --database-url), or `memory`, each its own.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sql)]
+    store: StoreKind,
+    /// The directory of the shared SQLite file `todos.db`, created when missing and kept.
+    /// Without it: a new temporary directory, removed when the demo stops.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The database the replicas share instead of the SQLite file: `postgres://…` (or
+    /// `sqlite://path`).
+    #[arg(long, env = "PLUME_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+/// Where the todos replicas keep their todos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    /// A SQL database shared by the replicas (`plume-sql`).
+    Sql,
+    /// A `MemoryService` per replica.
+    Memory,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +122,13 @@ struct TodosArgs {
     /// The HTTP port.
     #[arg(long, env = "PLUME_PORT", default_value_t = 3031)]
     port: u16,
+    /// Where to keep the todos: `sql` (the database at --database-url) or `memory`.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sql)]
+    store: StoreKind,
+    /// The database of `--store sql`: `sqlite://path` (or a bare path; created when missing)
+    /// or `postgres://user:password@host:port/database`.
+    #[arg(long, env = "PLUME_DATABASE_URL", default_value = "sqlite://todos.db")]
+    database_url: String,
     /// Stop when standard input reaches EOF (set by the demo for its children).
     #[arg(long, hide = true)]
     watchdog: bool,
@@ -121,6 +152,9 @@ async fn main() -> anyhow::Result<()> {
                 port: args.port,
                 todos_ports: [a, b],
                 restart: args.restart,
+                store: args.store,
+                data_dir: args.data_dir,
+                database_url: args.database_url,
             })
             .await
         }
@@ -132,8 +166,13 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Todos(args) => {
+            let store = match args.store {
+                StoreKind::Sql => todos::Store::Sql(args.database_url),
+                StoreKind::Memory => todos::Store::Memory,
+            };
             todos::run(
                 &args.name,
+                &store,
                 SocketAddr::new(args.host, args.port),
                 stop_signal(args.watchdog),
             )
@@ -245,6 +284,13 @@ mod tests {
             Some(Cmd::Demo(args)) => assert_eq!(args.todos_ports, [4001, 4002]),
             other => panic!("unexpected {other:?}"),
         }
+        let cli = Cli::try_parse_from(["gateway-example", "--store", "memory", "--data-dir", "d"])
+            .expect("the demo's store");
+        assert_eq!(
+            (cli.demo.store, cli.demo.data_dir),
+            (StoreKind::Memory, Some(PathBuf::from("d")))
+        );
+        assert!(Cli::try_parse_from(["gateway-example", "--store", "disk"]).is_err());
         let cli = Cli::try_parse_from([
             "gateway-example",
             "todos",
@@ -252,11 +298,17 @@ mod tests {
             "todos-b",
             "--port",
             "9",
+            "--database-url",
+            "postgres://db",
         ])
         .expect("todos");
         match cli.command {
             Some(Cmd::Todos(args)) => {
                 assert_eq!((args.name.as_str(), args.port), ("todos-b", 9));
+                assert_eq!(
+                    (args.store, args.database_url.as_str()),
+                    (StoreKind::Sql, "postgres://db")
+                );
                 assert!(!args.watchdog);
             }
             other => panic!("unexpected {other:?}"),

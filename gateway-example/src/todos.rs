@@ -1,11 +1,13 @@
-//! A todos replica: a `#[service]` over `MemoryService`, served over REST and socket.io without
-//! authentication and published on the mesh under the distribution key `todos`.
+//! A todos replica: a `#[service]` over a store, served over REST and socket.io without
+//! authentication and published on the mesh under the distribution key `todos`. The store is a
+//! SQL database shared by every replica (`plume_sql::SqlService`: a SQLite file by default, or
+//! PostgreSQL), or, with `--store memory`, a `MemoryService` of this replica alone.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use plume::channels::{ANONYMOUS, AUTHENTICATED};
-use plume::{App, MemoryOptions, MemoryService, Params, Result};
+use plume::{App, ErrorKind, MemoryOptions, MemoryService, Params, Result, Service};
+use plume_sql::{ColumnType, Database, IdGeneration, SqlService};
 use plume_transport::distribution::Distribution;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -15,17 +17,27 @@ pub(crate) const PATH: &str = "todos";
 /// The distribution key of the replicas.
 pub(crate) const KEY: &str = "todos";
 
+/// Where a replica keeps its todos.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// A SQL database shared by the replicas: a SQLite file (`sqlite://path`, or a bare path)
+    /// or `postgres://…`.
+    Sql(String),
+    /// A `MemoryService` of this replica alone: gone when it stops.
+    Memory,
+}
+
 /// A todo as stored and returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Todo {
-    /// The id: `<replica>-<n>`, so that ids never collide across replicas.
+    /// The id: `<replica>-<random hex>`, so that ids never collide across replicas.
     pub(crate) id: String,
     /// What to do.
     pub(crate) text: String,
     /// Whether it is done.
     #[serde(default)]
     pub(crate) done: bool,
-    /// The replica that stored it.
+    /// The replica that created it.
     pub(crate) replica: String,
 }
 
@@ -55,31 +67,65 @@ pub(crate) struct TodoPatch {
 /// The todos service of one replica.
 pub(crate) struct Todos {
     replica: String,
-    next: AtomicU64,
-    store: MemoryService<Todo>,
+    store: Box<dyn Service>,
 }
 
 impl Todos {
-    /// A todos service for the replica `name`, seeded with one todo.
-    pub(crate) fn new(replica: &str) -> Result<Self> {
-        let store = MemoryService::with_options(MemoryOptions::new().paginate(50, 100))
-            .with_records([json!({
-                "id": format!("{replica}-1"),
-                "text": format!("Hello from {replica}"),
-                "done": false,
-                "replica": replica,
-            })])?;
+    /// The todos service of the replica `name` over `store`, with the replica's welcome todo
+    /// (`<name>-1`) added when it is missing.
+    pub(crate) async fn new(replica: &str, store: &Store) -> Result<Self> {
+        let store: Box<dyn Service> = match store {
+            Store::Memory => Box::new(MemoryService::<Todo>::with_options(
+                MemoryOptions::new().paginate(50, 100),
+            )),
+            Store::Sql(url) => {
+                let db = Database::connect(url).await?;
+                let sql = SqlService::<Todo>::builder(&db, "todos")
+                    .id("id", IdGeneration::Uuid) // a text id; `create` below picks it
+                    .column("text", ColumnType::String)
+                    .column("done", ColumnType::Boolean)
+                    .column("replica", ColumnType::String)
+                    .paginate(50, 100)
+                    .build()?;
+                // Both replicas start at once: on PostgreSQL the one that loses the race to
+                // create the table gets a Conflict, and the table is there.
+                ignore_conflict(sql.create_table().await)?;
+                Box::new(sql)
+            }
+        };
+        let welcome = json!({
+            "id": format!("{replica}-1"),
+            "text": format!("Hello from {replica}"),
+            "done": false,
+            "replica": replica,
+        });
+        ignore_conflict(store.create(welcome, Params::new()).await)?;
         Ok(Self {
             replica: replica.to_owned(),
-            next: AtomicU64::new(2),
             store,
         })
+    }
+
+    /// `record` with `answeredBy` naming this replica (not stored: it says who answered).
+    fn answered(&self, mut record: Value) -> Value {
+        if let Value::Object(map) = &mut record {
+            map.insert("answeredBy".into(), Value::String(self.replica.clone()));
+        }
+        record
+    }
+}
+
+/// `Ok` also when `result` is a `Conflict`: what was to be made exists already.
+fn ignore_conflict<T>(result: Result<T>) -> Result<()> {
+    match result {
+        Err(err) if err.kind() != ErrorKind::Conflict => Err(err),
+        _ => Ok(()),
     }
 }
 
 #[plume::service(vis = pub(crate))]
 impl Todos {
-    /// The page of todos of this replica, with `replica` naming the replica that answered.
+    /// A page of todos, with `replica` naming the replica that answered.
     async fn find(&self, params: Params) -> Result<Value> {
         let mut page = self.store.find(params).await?;
         if let Value::Object(map) = &mut page {
@@ -88,19 +134,19 @@ impl Todos {
         Ok(page)
     }
 
-    async fn get(&self, id: String, params: Params) -> Result<Todo> {
-        self.store.get_typed(id.into(), params).await
+    async fn get(&self, id: String, params: Params) -> Result<Value> {
+        Ok(self.answered(self.store.get(id.into(), params).await?))
     }
 
     async fn create(&self, data: NewTodo, params: Params) -> Result<Value> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let random: u32 = rand::random();
         let record = json!({
-            "id": format!("{}-{n}", self.replica),
+            "id": format!("{}-{random:08x}", self.replica),
             "text": data.text,
             "done": data.done,
             "replica": self.replica,
         });
-        self.store.create(record, params).await
+        Ok(self.answered(self.store.create(record, params).await?))
     }
 
     async fn patch(&self, id: String, data: TodoPatch, params: Params) -> Result<Value> {
@@ -109,21 +155,22 @@ impl Todos {
             // invariant: a struct with named fields serializes to an object
             _ => Map::new(),
         };
-        self.store
-            .patch(Some(id.into()), Value::Object(fields), params)
-            .await
+        let patched = self
+            .store
+            .patch(Some(id.into()), Value::Object(fields), params);
+        Ok(self.answered(patched.await?))
     }
 
     async fn remove(&self, id: String, params: Params) -> Result<Value> {
-        self.store.remove(Some(id.into()), params).await
+        Ok(self.answered(self.store.remove(Some(id.into()), params).await?))
     }
 }
 
-/// The App of a replica: the todos service at [`PATH`], and its events published to every
-/// socket.io connection (this port has no authentication).
-pub(crate) fn replica_app(name: &str) -> Result<App> {
+/// The App of a replica: the todos service at [`PATH`] over `store`, and its events published
+/// to every socket.io connection (this port has no authentication).
+pub(crate) async fn replica_app(name: &str, store: &Store) -> Result<App> {
     let app = App::new();
-    app.use_service(PATH, Todos::new(name)?);
+    app.use_service(PATH, Todos::new(name, store).await?);
     app.publish(|_event, _app| vec![ANONYMOUS.to_owned(), AUTHENTICATED.to_owned()]);
     Ok(app)
 }
@@ -132,10 +179,11 @@ pub(crate) fn replica_app(name: &str) -> Result<App> {
 /// nothing), and print `todos <name> listening on http://<addr>` once both are up.
 pub(crate) async fn run(
     name: &str,
+    store: &Store,
     addr: SocketAddr,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let app = replica_app(name)?;
+    let app = replica_app(name, store).await?;
     let server = app.listen(addr).await?;
     Distribution::from_env()?
         .key(KEY)
@@ -155,11 +203,15 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plume::{ErrorKind, Id, Provider};
+    use plume::{Id, Provider};
+
+    fn rest() -> Params {
+        Params::new().with_provider(Provider::Rest)
+    }
 
     #[tokio::test]
     async fn a_replica_mounts_exactly_the_todos_service_seeded_with_its_name() -> Result<()> {
-        let app = replica_app("todos-x")?;
+        let app = replica_app("todos-x", &Store::Memory).await?;
         assert_eq!(app.services(), vec![PATH.to_owned()]);
         let todos = app.require(PATH)?;
         let mut methods: Vec<String> = todos
@@ -183,16 +235,21 @@ mod tests {
 
     #[tokio::test]
     async fn created_todos_are_stamped_with_the_replica_and_get_unique_ids() -> Result<()> {
-        let app = replica_app("todos-y")?;
+        let app = replica_app("todos-y", &Store::Memory).await?;
         let todos = app.require(PATH)?;
-        let rest = || Params::new().with_provider(Provider::Rest);
         let a = todos.create(json!({"text": "one"}), rest()).await?;
         let b = todos.create(json!({"text": "two"}), rest()).await?;
+        let a_id = a["id"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            a_id.starts_with("todos-y-") && a_id.len() == "todos-y-".len() + 8,
+            "{a}"
+        );
+        assert_ne!(a["id"], b["id"]);
         assert_eq!(
             a,
-            json!({"id": "todos-y-2", "text": "one", "done": false, "replica": "todos-y"})
+            json!({"id": a_id, "text": "one", "done": false, "replica": "todos-y",
+                   "answeredBy": "todos-y"})
         );
-        assert_eq!(b["id"], "todos-y-3");
 
         // A client cannot choose the replica, nor the id.
         let err = todos
@@ -202,25 +259,72 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::BadRequest);
 
         let patched = todos
-            .patch(Some(Id::from("todos-y-2")), json!({"done": true}), rest())
+            .patch(Some(Id::from(a_id.as_str())), json!({"done": true}), rest())
             .await?;
-        assert_eq!(patched["done"], true);
-        assert_eq!(patched["replica"], "todos-y");
+        assert_eq!(
+            (&patched["done"], &patched["replica"]),
+            (&json!(true), &json!("todos-y"))
+        );
         let err = todos
-            .patch(Some(Id::from("todos-y-2")), json!({"replica": "z"}), rest())
+            .patch(
+                Some(Id::from(a_id.as_str())),
+                json!({"replica": "z"}),
+                rest(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest);
 
-        // An id of another replica is not found here (the page then asks the next replica).
+        // In memory, a todo of another replica is not here.
         let err = todos
-            .remove(Some(Id::from("todos-z-2")), rest())
+            .remove(Some(Id::from("todos-z-1")), rest())
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
-        todos.remove(Some(Id::from("todos-y-3")), rest()).await?;
+        todos.remove(Some(Id::from(a_id.as_str())), rest()).await?;
         let page = todos.find(Params::new()).await?;
         assert_eq!(page["total"], 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn replicas_over_one_sqlite_file_share_their_todos() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(plume::Error::internal)?;
+        let store = Store::Sql(dir.path().join("todos.db").display().to_string());
+        let a = replica_app("todos-a", &store).await?.require(PATH)?;
+        let b = replica_app("todos-b", &store).await?.require(PATH)?;
+
+        let created = a.create(json!({"text": "shared"}), rest()).await?;
+        let id = Id::from(created["id"].as_str().unwrap_or_default());
+        let got = b.get(id.clone(), rest()).await?;
+        assert_eq!(
+            (&got["text"], &got["replica"], &got["answeredBy"]),
+            (&json!("shared"), &json!("todos-a"), &json!("todos-b"))
+        );
+        let patched = b
+            .patch(Some(id.clone()), json!({"done": true}), rest())
+            .await?;
+        assert_eq!(patched["done"], true);
+        assert_eq!(a.get(id.clone(), rest()).await?["done"], true);
+
+        // A replica started again over the same file finds everything, welcome todos once.
+        let a = replica_app("todos-a", &store).await?.require(PATH)?;
+        let page = a.find(Params::new()).await?;
+        let mut texts: Vec<&str> = page["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["text"].as_str())
+            .collect();
+        texts.sort_unstable();
+        assert_eq!(
+            texts,
+            ["Hello from todos-a", "Hello from todos-b", "shared"]
+        );
+
+        a.remove(Some(id.clone()), rest()).await?;
+        let err = b.get(id, rest()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
         Ok(())
     }
 }

@@ -4,11 +4,17 @@
 //! report each death, the gateway must fail over with no failed read, answer 503 with no replica
 //! left, serve restarted replicas again (restarted by `r` + Enter on the launcher's stdin, or by
 //! `--restart`), and SIGINT / SIGTERM / SIGKILL of the launcher must leave no child behind.
+//! The replicas share one SQLite file in a directory the launcher creates (and removes when it
+//! stops): a todo outlives the replica that created it.
 //!
 //! The launcher binary is built by `cargo build -p gateway-example` (a no-op when it is fresh),
 //! since a test of this crate cannot depend on another crate's binary.
 
 mod fd;
+/// The private PostgreSQL server of the SQL adapter's tests.
+#[allow(dead_code)]
+#[path = "../../sql/tests/common/postgres.rs"]
+mod postgres;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -104,10 +110,16 @@ struct Launcher {
 
 impl Launcher {
     async fn start(restart: Restart) -> Launcher {
+        Launcher::start_with(restart, &[], &[]).await
+    }
+
+    /// With `env` set on the launcher (and so on its children), and these extra arguments.
+    async fn start_with(restart: Restart, env: &[(&str, String)], args: &[&str]) -> Launcher {
         let (port, todos_ports) = (free_port(), [free_port(), free_port()]);
         let mut cmd = Command::new(launcher_bin());
         cmd.args(["--port", &port.to_string(), "--todos-ports"])
             .arg(format!("{},{}", todos_ports[0], todos_ports[1]))
+            .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true);
         match restart {
@@ -116,6 +128,7 @@ impl Launcher {
         };
         // The demo picks a mesh secret of its own; nothing of the test's environment leaks in.
         without_plume_env(&mut cmd);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("the launcher starts");
         let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -192,6 +205,17 @@ impl Launcher {
         let prefix = format!("{name} (pid {pid}) died: signal 9; restart it with: ");
         let line = self.wait_line(mark, LINE, |l| l.starts_with(&prefix)).await;
         line[prefix.len()..].to_owned()
+    }
+
+    /// The shared SQLite file the launcher said it made, in a directory of its own.
+    fn data_file(&self) -> String {
+        let line = self
+            .seen
+            .iter()
+            .find_map(|l| l.strip_prefix("todos in "))
+            .and_then(|rest| rest.strip_suffix(" (removed when the demo stops), shared"))
+            .unwrap_or_else(|| panic!("no data file printed: {:#?}", self.seen));
+        line.to_owned()
     }
 
     fn running(&mut self) -> bool {
@@ -327,9 +351,9 @@ async fn get(port: u16, path: &str, token: &str) -> Response {
     http(port, "GET", path, None, &[("Authorization", &auth)]).await
 }
 
-/// Reads (find, and get of todos-b's seeded todo) through the gateway in a loop, until stopped:
-/// every failure is recorded. Before `a_dead` a get may meet todos-a (404: that todo lives on
-/// todos-b); once `a_dead` is set, every read must be answered by todos-b.
+/// Reads (find, and get of todos-b's welcome todo) through the gateway in a loop, until stopped:
+/// every failure is recorded. Every read is a 200 (the replicas share one store); once `a_dead`
+/// is set, every find must be answered by todos-b.
 struct Reader {
     stop: Arc<AtomicBool>,
     a_dead: Arc<AtomicBool>,
@@ -360,8 +384,7 @@ impl Reader {
                         failures.push(format!("find (a dead: {only_b}): {find:?}"));
                     }
                     let one = get(port, "/todos/todos-b-1", &token).await;
-                    let ok = one.status == 200 || (!only_b && one.status == 404);
-                    if !ok {
+                    if one.status != 200 {
                         failures.push(format!("get (a dead: {only_b}): {one:?}"));
                     }
                     tx.send_replace(n);
@@ -394,8 +417,18 @@ impl Reader {
     }
 }
 
+/// Stop the launcher with `sig`: it exits cleanly, every child it ever started is gone, and so
+/// is its temporary data directory.
+async fn stop(demo: Launcher, sig: &str) {
+    let data_file = PathBuf::from(demo.data_file());
+    assert!(data_file.is_file(), "{data_file:?} while the demo runs");
+    stop_launcher(demo, sig).await;
+    let dir = data_file.parent().expect("a directory");
+    assert!(!dir.exists(), "{dir:?} is left behind");
+}
+
 /// Stop the launcher with `sig`: it exits cleanly, and every child it ever started is gone.
-async fn stop(mut demo: Launcher, sig: &str) {
+async fn stop_launcher(mut demo: Launcher, sig: &str) {
     signal(demo.child.id().expect("running"), sig);
     let status = within("the launcher stops", demo.child.wait())
         .await
@@ -404,6 +437,120 @@ async fn stop(mut demo: Launcher, sig: &str) {
     demo.wait_line(0, LINE, |l| l == "demo stopped").await;
     let left: Vec<_> = demo.started.iter().filter(|(_, pid)| alive(*pid)).collect();
     assert!(left.is_empty(), "still running: {left:?}");
+}
+
+/// The shared store: a todo created through the gateway is still there, through the other
+/// replica, once the replica that created it is killed with SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_todo_outlives_the_replica_that_created_it() {
+    let mut demo = Launcher::start(Restart::Key).await;
+    outlives_its_replica(&mut demo).await;
+    stop(demo, "-TERM").await;
+}
+
+/// The same over PostgreSQL (a private server), chosen by `PLUME_DATABASE_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_postgresql_a_todo_outlives_the_replica_that_created_it() {
+    let pg = tokio::task::spawn_blocking(postgres::PgServer::start)
+        .await
+        .expect("join")
+        .expect("a private PostgreSQL server starts");
+    let url = pg.url();
+    let mut demo =
+        Launcher::start_with(Restart::Key, &[("PLUME_DATABASE_URL", url.clone())], &[]).await;
+    let said = "todos in the database of --database-url / PLUME_DATABASE_URL, shared";
+    demo.wait_line(0, LINE, |l| l == said).await;
+    let command = outlives_its_replica(&mut demo).await;
+    assert!(
+        command.contains(&format!("PLUME_DATABASE_URL={url} ")),
+        "{command}"
+    );
+    signal(demo.child.id().expect("running"), "-TERM");
+    within("the launcher stops", demo.child.wait())
+        .await
+        .expect("exit status");
+    drop(pg);
+}
+
+/// `--store memory`: each replica its own todos, so the one left does not have the killed one's
+/// welcome todo; the printed command passes `--store memory` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_store_memory_each_replica_keeps_its_own_todos() {
+    let mut demo = Launcher::start_with(Restart::Key, &[], &["--store", "memory"]).await;
+    let said = "todos in memory: each replica has its own, lost when it stops";
+    demo.wait_line(0, LINE, |l| l == said).await;
+    let token = login(demo.port).await;
+    let command = demo.kill_child("todos-a").await;
+    let a_port = demo.todos_ports[0];
+    let tail = format!(" todos --name todos-a --port {a_port} --store memory");
+    assert!(command.ends_with(&tail), "{command}");
+    assert!(!command.contains("PLUME_DATABASE_URL"), "{command}");
+    wait_replicas(demo.port, 1).await;
+    let gone = get(demo.port, "/todos/todos-a-1", &token).await;
+    assert_eq!(gone.status, 404, "{gone:?}");
+    let mine = get(demo.port, "/todos/todos-b-1", &token).await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    stop_launcher(demo, "-TERM").await;
+}
+
+/// `--data-dir`: the SQLite file is made there (the directory too) and kept when the demo stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_data_dir_the_sqlite_file_is_kept() {
+    let parent = tempfile::tempdir().expect("a temporary directory");
+    let dir = parent.path().join("data");
+    let dir_arg = dir.to_str().expect("a UTF-8 path");
+    let demo = Launcher::start_with(Restart::Key, &[], &["--data-dir", dir_arg]).await;
+    let file = dir.join("todos.db");
+    let said = format!("todos in {} (kept), shared", file.display());
+    assert!(demo.seen.contains(&said), "{:#?}", demo.seen);
+    stop_launcher(demo, "-TERM").await;
+    assert!(file.is_file(), "{file:?} is kept");
+}
+
+/// Create a todo through the gateway, SIGKILL the replica that created it, and find it through
+/// the other one; the command the launcher printed to restart the killed replica.
+async fn outlives_its_replica(demo: &mut Launcher) -> String {
+    let (port, token) = (demo.port, login(demo.port).await);
+    let auth = format!("Bearer {token}");
+    let body = json!({"text": "outlive my replica"});
+    let created = http(
+        port,
+        "POST",
+        "/todos",
+        Some(&body),
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let creator = created.body["replica"]
+        .as_str()
+        .expect("replica")
+        .to_owned();
+    let other = if creator == "todos-a" {
+        "todos-b"
+    } else {
+        "todos-a"
+    };
+    let path = format!("/todos/{}", created.body["id"].as_str().expect("an id"));
+
+    let command = demo.kill_child(&creator).await;
+    wait_replicas(port, 1).await;
+    let got = get(port, &path, &token).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(
+        (
+            &got.body["text"],
+            &got.body["replica"],
+            &got.body["answeredBy"]
+        ),
+        (&body["text"], &json!(creator), &json!(other)),
+        "{got:?}"
+    );
+    let page = get(port, "/todos", &token).await;
+    assert_eq!(page.body["replica"], other, "{page:?}");
+    let listed = page.body["data"].as_array().expect("a page");
+    assert!(listed.iter().any(|t| t["text"] == body["text"]), "{page:?}");
+    command
 }
 
 /// The whole scenario, restarted by a key press: start, fail over under reads, lose every
@@ -427,6 +574,7 @@ async fn killed_replicas_fail_over_and_r_enter_restarts_them() {
     let a_port = demo.todos_ports[0];
     assert!(
         command.contains("PLUME_MESH_SECRET=")
+            && command.contains(&format!("PLUME_DATABASE_URL={} ", demo.data_file()))
             && command.ends_with(&format!(" todos --name todos-a --port {a_port}")),
         "{command}"
     );
@@ -507,6 +655,7 @@ async fn with_restart_killed_replicas_come_back_on_their_own() {
 async fn a_launcher_killed_by_sigkill_leaves_no_child_behind() {
     let mut demo = Launcher::start(Restart::Key).await;
     let children: Vec<u32> = demo.started.iter().map(|(_, pid)| *pid).collect();
+    let data_file = PathBuf::from(demo.data_file());
     signal(demo.child.id().expect("running"), "-KILL");
     within("the launcher dies", demo.child.wait())
         .await
@@ -518,4 +667,7 @@ async fn a_launcher_killed_by_sigkill_leaves_no_child_behind() {
         }
     })
     .await;
+    // Killed, it could not remove its data directory: the test does.
+    let dir = data_file.parent().expect("a directory");
+    std::fs::remove_dir_all(dir).expect("the data directory is there");
 }

@@ -6,12 +6,16 @@
 //! no replica left it answers 503 Unavailable. `r` + Enter (when standard input is a terminal or
 //! a pipe), or `--restart` (after a pause), starts the dead children again. Ctrl-C or SIGTERM
 //! stops them all (see [`children`] for how none is left behind).
+//!
+//! The replicas share one store ([`Storage`]): by default a SQLite file in a temporary directory
+//! the demo creates and removes when it stops, so a todo outlives the replica that created it.
 
 mod children;
 mod keys;
 mod ready;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -20,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use self::children::Proc;
+use crate::StoreKind;
 use crate::gateway::{DEMO_EMAIL, DEMO_PASSWORD};
 use crate::say;
 
@@ -37,6 +42,76 @@ pub(crate) struct Options {
     pub(crate) todos_ports: [u16; 2],
     /// Restart a dead child after [`RESTART_PAUSE`].
     pub(crate) restart: bool,
+    /// Where the replicas keep their todos.
+    pub(crate) store: StoreKind,
+    /// The directory of the shared SQLite file (else a temporary one).
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The database the replicas share instead of the SQLite file.
+    pub(crate) database_url: Option<String>,
+}
+
+/// The store of the replicas: the arguments and variables that give it to each (also in its
+/// printed command), and the temporary data directory, if the demo made one.
+struct Storage {
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, String)>,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl Storage {
+    /// Create the data directory (when needed) and say where the todos are.
+    fn new(options: &Options) -> anyhow::Result<Storage> {
+        let url_var = |url: String| vec![("PLUME_DATABASE_URL", url)];
+        let (env, temp) = match (options.store, &options.database_url, &options.data_dir) {
+            (StoreKind::Memory, _, _) => {
+                say("todos in memory: each replica has its own, lost when it stops");
+                let args = vec!["--store", "memory"];
+                return Ok(Storage {
+                    args,
+                    env: Vec::new(),
+                    temp: None,
+                });
+            }
+            (StoreKind::Sql, Some(url), _) => {
+                say("todos in the database of --database-url / PLUME_DATABASE_URL, shared");
+                (url_var(url.clone()), None)
+            }
+            (StoreKind::Sql, None, Some(dir)) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let file = std::path::absolute(dir.join("todos.db"))?;
+                say(&format!("todos in {} (kept), shared", file.display()));
+                (url_var(file.display().to_string()), None)
+            }
+            (StoreKind::Sql, None, None) => {
+                let temp = tempfile::Builder::new()
+                    .prefix("plume-demo-")
+                    .tempdir()
+                    .context("cannot create a temporary directory")?;
+                let file = temp.path().join("todos.db");
+                say(&format!(
+                    "todos in {} (removed when the demo stops), shared",
+                    file.display()
+                ));
+                (url_var(file.display().to_string()), Some(temp))
+            }
+        };
+        Ok(Storage {
+            args: Vec::new(),
+            env,
+            temp,
+        })
+    }
+
+    /// Remove the temporary data directory, if any.
+    fn remove(self) {
+        if let Some(temp) = self.temp {
+            let path = temp.path().display().to_string();
+            if let Err(err) = temp.close() {
+                say(&format!("cannot remove {path}: {err}"));
+            }
+        }
+    }
 }
 
 /// Run the demo until Ctrl-C or SIGTERM.
@@ -46,13 +121,18 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     let isolation = isolation();
     let jwt_secret = random_hex();
     let gateway_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
+    let storage = Storage::new(&options)?;
 
     let mut procs: Vec<Proc> = REPLICAS
         .into_iter()
         .zip(options.todos_ports)
         .map(|(name, port)| {
-            let args = ["todos", "--name", name, "--port", &port.to_string()];
-            Proc::new(name, exe.clone(), &args, vec![isolation.clone()])
+            let port = port.to_string();
+            let mut args = vec!["todos", "--name", name, "--port", &port];
+            args.extend(&storage.args);
+            let mut env = storage.env.clone();
+            env.push(isolation.clone());
+            Proc::new(name, exe.clone(), &args, env)
         })
         .collect();
     procs.push(Proc::new(
@@ -89,6 +169,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     };
     say("stopping");
     children::stop_all(&mut procs).await;
+    storage.remove();
     say("demo stopped");
     outcome
 }
