@@ -214,6 +214,7 @@ impl ServiceHandle {
 
     /// [`dispatch`](Self::dispatch) for the REST server: a result the service hands over as
     /// JSON text (see [`Service::dispatch_json`]) stays text when no hook needs it decoded.
+    #[cfg(feature = "server")]
     pub(crate) async fn dispatch_reply(
         &self,
         method: Method,

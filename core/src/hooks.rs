@@ -501,4 +501,5 @@ impl<'a> Next<'a> {
 }
 
 /// The authentication hooks, also reachable here as in Feathers' `hooks` helpers.
+#[cfg(feature = "auth")]
 pub use crate::auth::{authenticate, hash_password, protect};

@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::handle::ServiceHandle;
 use crate::hooks::hook_sync;
 use crate::params::{Id, Method, Params};
+#[cfg(feature = "server")]
 use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
 
@@ -162,6 +163,7 @@ impl AuthenticationService {
     /// server's handshake authenticator.
     pub fn mount(&self, app: &App, path: &str) -> ServiceHandle {
         app.insert_extension(self.clone());
+        #[cfg(feature = "server")]
         app.set_connection_authenticator(self.clone());
         let handle = app.use_service_with(
             path,
@@ -444,6 +446,7 @@ pub(crate) fn authorization_token(header: &str) -> Option<&str> {
 /// The socket.io handshake check: a valid `Authorization` header logs the connection in with
 /// `{strategy: "jwt", accessToken}` and the user (without its password); an invalid one refuses
 /// the connection; another scheme is no authentication.
+#[cfg(feature = "server")]
 #[async_trait]
 impl ConnectionAuthenticator for AuthenticationService {
     async fn authenticate_header(
