@@ -1,7 +1,7 @@
 //! The `App`: services by path, hooks, events, settings and plugins.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -13,6 +13,7 @@ use crate::handle::{ServiceEntry, ServiceHandle};
 use crate::hooks::{BoxFuture, HookRegistry};
 use crate::params::Method;
 use crate::registry;
+use crate::routes::ServiceTable;
 use crate::service::Service;
 
 /// Options for mounting a service, as Feathers' `app.use(path, service, options)`.
@@ -85,7 +86,7 @@ type ServiceCallback = Arc<dyn Fn(&ServiceHandle) + Send + Sync>;
 type ShutdownTask = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
 struct AppInner {
-    services: RwLock<BTreeMap<String, Arc<ServiceEntry>>>,
+    services: RwLock<ServiceTable>,
     hooks: HookRegistry,
     listeners: Listeners,
     settings: RwLock<Map<String, Value>>,
@@ -167,7 +168,7 @@ impl App {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(AppInner {
-                services: RwLock::new(BTreeMap::new()),
+                services: RwLock::new(ServiceTable::default()),
                 hooks: HookRegistry::default(),
                 listeners: Listeners::default(),
                 settings: RwLock::new(Map::new()),
@@ -211,7 +212,7 @@ impl App {
     ) -> ServiceHandle {
         let path = normalize_path(path);
         let entry = Arc::new(ServiceEntry::new(path.clone(), service, options));
-        let previous = self.write_services().insert(path.clone(), entry.clone());
+        let previous = self.write_services().insert(entry.clone());
         if let Some(previous) = previous {
             self.fire(
                 &self.inner.on_removed,
@@ -265,53 +266,19 @@ impl App {
 
     /// The paths of every mounted service, sorted.
     pub fn services(&self) -> Vec<String> {
-        self.read_services().keys().cloned().collect()
+        self.read_services().paths().cloned().collect()
     }
 
     /// Resolve a concrete request path (`users/5/messages/7`) to a service, its route
     /// placeholders and the trailing id. The longest matching service path wins, and a literal
-    /// segment beats a placeholder.
+    /// segment beats a placeholder (the first segment where two paths differ decides). The
+    /// routes are radix trees (`matchit`) updated by every mount and unmount.
     pub fn lookup(&self, path: &str) -> Option<Lookup> {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let services = self.read_services();
-        let mut best: Option<(usize, usize, &Arc<ServiceEntry>, Map<String, Value>)> = None;
-        for entry in services.values() {
-            let pattern = entry.segments();
-            if pattern.len() > segments.len() || pattern.len() + 1 < segments.len() {
-                continue;
-            }
-            let mut route = Map::new();
-            let mut literals = 0;
-            let matched = pattern
-                .iter()
-                .zip(&segments)
-                .all(|(p, s)| match p.strip_prefix(':') {
-                    Some(name) => {
-                        route.insert(name.to_owned(), Value::String((*s).to_owned()));
-                        true
-                    }
-                    None => {
-                        literals += 1;
-                        p == s
-                    }
-                });
-            if !matched {
-                continue;
-            }
-            let better = match &best {
-                None => true,
-                Some((len, lit, _, _)) => (pattern.len(), literals) > (*len, *lit),
-            };
-            if better {
-                best = Some((pattern.len(), literals, entry, route));
-            }
-        }
-        let (len, _, entry, route) = best?;
-        let id = segments.get(len).map(|s| (*s).to_owned());
+        let resolved = self.read_services().resolve(path)?;
         Some(Lookup {
-            handle: ServiceHandle::new(self.clone(), entry.clone()),
-            route,
-            id,
+            handle: ServiceHandle::new(self.clone(), resolved.entry),
+            route: resolved.route,
+            id: resolved.id,
         })
     }
 
@@ -475,16 +442,14 @@ impl App {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ServiceEntry>>> {
+    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, ServiceTable> {
         self.inner
             .services
             .read()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_services(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<ServiceEntry>>> {
+    fn write_services(&self) -> std::sync::RwLockWriteGuard<'_, ServiceTable> {
         self.inner
             .services
             .write()

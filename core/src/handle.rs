@@ -58,6 +58,10 @@ impl ServiceEntry {
         }
     }
 
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     pub(crate) fn segments(&self) -> &[String] {
         &self.segments
     }

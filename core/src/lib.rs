@@ -28,6 +28,7 @@ mod events;
 mod handle;
 mod macro_support;
 mod params;
+mod routes;
 mod service;
 
 #[cfg(feature = "auth")]
