@@ -15,6 +15,7 @@ use crate::params::Method;
 use crate::registry;
 use crate::routes::ServiceTable;
 use crate::service::Service;
+use crate::sync;
 
 /// Options for mounting a service, as Feathers' `app.use(path, service, options)`.
 #[derive(Debug, Clone, Default)]
@@ -303,29 +304,16 @@ impl App {
 
     /// Call `f` whenever a service is mounted (proxies included).
     pub fn on_service_added(&self, f: impl Fn(&ServiceHandle) + Send + Sync + 'static) {
-        self.inner
-            .on_added
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(f));
+        sync::write(&self.inner.on_added).push(Arc::new(f));
     }
 
     /// Call `f` whenever a service is unmounted (proxies included).
     pub fn on_service_removed(&self, f: impl Fn(&ServiceHandle) + Send + Sync + 'static) {
-        self.inner
-            .on_removed
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(f));
+        sync::write(&self.inner.on_removed).push(Arc::new(f));
     }
 
     fn fire(&self, list: &RwLock<Vec<ServiceCallback>>, handle: &ServiceHandle) {
-        let callbacks: Vec<ServiceCallback> = list
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let callbacks: Vec<ServiceCallback> = sync::read(list).iter().cloned().collect();
         for cb in callbacks {
             cb(handle);
         }
@@ -339,42 +327,25 @@ impl App {
 
     /// Set a setting.
     pub fn set(&self, key: &str, value: impl Into<Value>) -> &Self {
-        self.inner
-            .settings
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.into(), value.into());
+        sync::write(&self.inner.settings).insert(key.into(), value.into());
         self
     }
 
     /// A setting.
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.inner
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        sync::read(&self.inner.settings).get(key).cloned()
     }
 
     /// Store a typed extension (one per type), for plugins to share state through the App.
     pub fn insert_extension<T: Any + Send + Sync>(&self, value: T) -> Arc<T> {
         let value = Arc::new(value);
-        self.inner
-            .extensions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(TypeId::of::<T>(), value.clone());
+        sync::write(&self.inner.extensions).insert(TypeId::of::<T>(), value.clone());
         value
     }
 
     /// A typed extension stored with [`App::insert_extension`].
     pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let ext = self
-            .inner
-            .extensions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let ext = sync::read(&self.inner.extensions)
             .get(&TypeId::of::<T>())?
             .clone();
         ext.downcast::<T>().ok()
@@ -387,11 +358,7 @@ impl App {
         &self,
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
-        let mut map = self
-            .inner
-            .extensions
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = sync::write(&self.inner.extensions);
         if let Some(ext) = map.get(&TypeId::of::<T>()).cloned()
             && let Ok(value) = ext.downcast::<T>()
         {
@@ -407,23 +374,13 @@ impl App {
     where
         F: FnOnce() -> BoxFuture<'static, ()> + Send + 'static,
     {
-        self.inner
-            .on_shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(task));
+        sync::lock(&self.inner.on_shutdown).push(Box::new(task));
     }
 
     /// Shut the app down: run the shutdown tasks of servers and plugins, last registered first.
     /// Calling it again does nothing.
     pub async fn shutdown(&self) {
-        let tasks: Vec<ShutdownTask> = std::mem::take(
-            &mut *self
-                .inner
-                .on_shutdown
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let tasks: Vec<ShutdownTask> = std::mem::take(&mut *sync::lock(&self.inner.on_shutdown));
         for task in tasks.into_iter().rev() {
             task().await;
         }
@@ -443,17 +400,11 @@ impl App {
     }
 
     fn read_services(&self) -> std::sync::RwLockReadGuard<'_, ServiceTable> {
-        self.inner
-            .services
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        sync::read(&self.inner.services)
     }
 
     fn write_services(&self) -> std::sync::RwLockWriteGuard<'_, ServiceTable> {
-        self.inner
-            .services
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        sync::write(&self.inner.services)
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::params::{Id, Method, Params};
+use crate::sync;
 
 /// A boxed, `Send` future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -289,7 +290,7 @@ pub struct HookRegistry {
 
 impl fmt::Debug for HookRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = self.set.read().unwrap_or_else(|e| e.into_inner());
+        let set = sync::read(&self.set);
         f.debug_struct("HookRegistry")
             .field("around", &set.around.len())
             .field("before", &set.before.len())
@@ -328,11 +329,11 @@ registrations! {
 
 impl HookRegistry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HookSet> {
-        self.set.write().unwrap_or_else(|e| e.into_inner())
+        sync::write(&self.set)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HookSet> {
-        self.set.read().unwrap_or_else(|e| e.into_inner())
+        sync::read(&self.set)
     }
 
     /// True when no hook is registered.

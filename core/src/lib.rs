@@ -48,6 +48,7 @@ pub mod registry;
 mod readme {}
 #[cfg(feature = "server")]
 pub mod server;
+pub mod sync;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};
 pub use async_trait::async_trait;

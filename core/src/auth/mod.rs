@@ -43,6 +43,7 @@ use crate::params::{Id, Method, Params};
 #[cfg(feature = "server")]
 use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
+use crate::sync;
 
 pub use config::{
     AuthConfig, DEFAULT_ENTITY_CACHE, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV,
@@ -184,23 +185,13 @@ impl AuthenticationService {
         if name == "jwt" {
             self.inner.builtin_jwt.store(false, Ordering::Release);
         }
-        self.inner
-            .strategies
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), Arc::new(strategy));
+        sync::write(&self.inner.strategies).insert(name.to_owned(), Arc::new(strategy));
         self
     }
 
     /// The names of the registered strategies.
     pub fn strategy_names(&self) -> Vec<String> {
-        self.inner
-            .strategies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        sync::read(&self.inner.strategies).keys().cloned().collect()
     }
 
     /// The configuration.
@@ -347,12 +338,7 @@ impl AuthenticationService {
             return Err(Error::not_authenticated(NO_STRATEGY));
         };
         let strategy = if allowed.iter().any(|a| a == name) {
-            self.inner
-                .strategies
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .cloned()
+            sync::read(&self.inner.strategies).get(name).cloned()
         } else {
             None
         };
