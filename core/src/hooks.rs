@@ -57,7 +57,7 @@ pub struct HookContext {
     pub result: Option<Value>,
     /// What clients and peers receive instead of `result` when it is set, as Feathers'
     /// `context.dispatch`: the call's events carry it, and the `authenticate` hook keeps the
-    /// user in this form. [`protect`](crate::auth::protect) sets it on internal calls (on
+    /// user in this form. `auth::protect` (feature `auth`) sets it on internal calls (on
     /// external ones it strips `result` itself).
     pub dispatch: Option<Value>,
     /// The error, in error hooks. An error hook that clears it and sets `result` recovers.

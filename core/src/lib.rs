@@ -13,7 +13,7 @@
 //!
 //! | feature | default | what it adds | dependencies |
 //! |---|---|---|---|
-//! | `server` | yes | REST and socket.io: [`App::listen`], `App::into_router`, the `server` and `realtime` modules | axum, hyper, hyper-util, socketioxide, tower, tower-http, serde_qs, percent-encoding |
+//! | `server` | yes | REST and socket.io: `App::listen`, `App::into_router`, the `server` and `realtime` modules | axum, hyper, hyper-util, socketioxide, tower, tower-http, serde_qs, percent-encoding |
 //! | `auth` | yes | authentication: the `auth` module (JWT and local strategies, argon2 passwords), the hooks `authenticate`, `hash_password`, `protect` | jsonwebtoken, argon2, memmap2, base64 |
 //!
 //! Code that names a part whose feature is off does not compile. With `auth` but not `server`,
