@@ -12,6 +12,7 @@
 //! never conflict; services whose paths differ only in placeholder names share a route, and the
 //! first of them in path order answers (as a scan in path order did).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -66,35 +67,44 @@ impl ServiceTable {
 
     /// Resolve a concrete request path (`users/5/messages/7`; empty segments are ignored).
     pub(crate) fn resolve(&self, path: &str) -> Option<Resolved> {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let mut normalized = String::with_capacity(path.len() + 1);
-        for segment in &segments {
-            normalized.push('/');
-            normalized.push_str(segment);
-        }
-        if normalized.is_empty() {
-            normalized.push('/');
-        }
+        // A request path is usually normal already (`/users/5`): then it is matched as it is.
+        let normalized: Cow<'_, str> = if is_normal(path) {
+            Cow::Borrowed(path)
+        } else {
+            let mut owned = String::with_capacity(path.len() + 1);
+            for segment in path.split('/').filter(|s| !s.is_empty()) {
+                owned.push('/');
+                owned.push_str(segment);
+            }
+            if owned.is_empty() {
+                owned.push('/');
+            }
+            Cow::Owned(owned)
+        };
         let entry = self
             .exact
             .at(&normalized)
             .or_else(|| self.with_id.at(&normalized))?;
-        let pattern = entry.segments();
-        let route = pattern
-            .iter()
-            .zip(&segments)
-            .filter_map(|(p, s)| {
-                let name = p.strip_prefix(':')?;
-                Some((name.to_owned(), Value::String((*s).to_owned())))
-            })
-            .collect();
-        let id = segments.get(pattern.len()).map(|s| (*s).to_owned());
+        let mut segments = normalized.split('/').filter(|s| !s.is_empty());
+        let mut route = Map::new();
+        for pattern in entry.segments() {
+            let segment = segments.next()?;
+            if let Some(name) = pattern.strip_prefix(':') {
+                route.insert(name.to_owned(), Value::String(segment.to_owned()));
+            }
+        }
+        let id = segments.next().map(str::to_owned);
         Some(Resolved {
             entry: entry.clone(),
             route,
             id,
         })
     }
+}
+
+/// `/`, or `/a/b` with no empty segment.
+fn is_normal(path: &str) -> bool {
+    path == "/" || (path.starts_with('/') && !path.ends_with('/') && !path.contains("//"))
 }
 
 /// One matchit router, and the services behind each of its routes (several when their paths
@@ -169,6 +179,16 @@ mod tests {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn only_paths_without_empty_segments_are_normal() {
+        for normal in ["/", "/a", "/a/b", "/a/%2F"] {
+            assert!(super::is_normal(normal), "{normal}");
+        }
+        for not in ["", "a", "//", "/a/", "/a//b", "a/b"] {
+            assert!(!super::is_normal(not), "{not}");
+        }
     }
 
     #[test]
