@@ -70,9 +70,27 @@ rust_tests() {
     cargo test --workspace --locked --no-fail-fast
   fi
 }
+# The minimal Cargo feature sets build and lint cleanly, so a feature gate cannot rot; clippy is
+# a check build with lints. The transport's unit tests also run without its backends (a backend
+# whose feature is off must be an error naming the feature).
+feature_sets() {
+  local set
+  for set in "plume --no-default-features" \
+    "plume --no-default-features --features server" \
+    "plume --no-default-features --features auth" \
+    "plume-transport --no-default-features" \
+    "plume-transport --no-default-features --features nats" \
+    "plume-transport --no-default-features --features redis"; do
+    step "cargo clippy -p $set"
+    # shellcheck disable=SC2086 # the set is words on purpose
+    cargo clippy --locked -p $set -- -D warnings
+  done
+  cargo test --locked -p plume-transport --no-default-features --lib -- discovery::config mesh::tests
+}
 run_step "cargo fmt --check" cargo fmt --all --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 run_step "cargo test" rust_tests
+run_step "feature sets" feature_sets
 
 # --- Feathers JS clients (the suite and its lockfile are in tests/conformance) -------------------
 run_step "Feathers conformance suite" scripts/conformance.sh

@@ -1,7 +1,7 @@
 //! The `App`: services by path, hooks, events, settings and plugins.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -13,7 +13,9 @@ use crate::handle::{ServiceEntry, ServiceHandle};
 use crate::hooks::{BoxFuture, HookRegistry};
 use crate::params::Method;
 use crate::registry;
+use crate::routes::ServiceTable;
 use crate::service::Service;
+use crate::sync;
 
 /// Options for mounting a service, as Feathers' `app.use(path, service, options)`.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +87,7 @@ type ServiceCallback = Arc<dyn Fn(&ServiceHandle) + Send + Sync>;
 type ShutdownTask = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
 struct AppInner {
-    services: RwLock<BTreeMap<String, Arc<ServiceEntry>>>,
+    services: RwLock<ServiceTable>,
     hooks: HookRegistry,
     listeners: Listeners,
     settings: RwLock<Map<String, Value>>,
@@ -167,7 +169,7 @@ impl App {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(AppInner {
-                services: RwLock::new(BTreeMap::new()),
+                services: RwLock::new(ServiceTable::default()),
                 hooks: HookRegistry::default(),
                 listeners: Listeners::default(),
                 settings: RwLock::new(Map::new()),
@@ -211,7 +213,7 @@ impl App {
     ) -> ServiceHandle {
         let path = normalize_path(path);
         let entry = Arc::new(ServiceEntry::new(path.clone(), service, options));
-        let previous = self.write_services().insert(path.clone(), entry.clone());
+        let previous = self.write_services().insert(entry.clone());
         if let Some(previous) = previous {
             self.fire(
                 &self.inner.on_removed,
@@ -265,53 +267,19 @@ impl App {
 
     /// The paths of every mounted service, sorted.
     pub fn services(&self) -> Vec<String> {
-        self.read_services().keys().cloned().collect()
+        self.read_services().paths().cloned().collect()
     }
 
     /// Resolve a concrete request path (`users/5/messages/7`) to a service, its route
     /// placeholders and the trailing id. The longest matching service path wins, and a literal
-    /// segment beats a placeholder.
+    /// segment beats a placeholder (the first segment where two paths differ decides). The
+    /// routes are radix trees (`matchit`) updated by every mount and unmount.
     pub fn lookup(&self, path: &str) -> Option<Lookup> {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let services = self.read_services();
-        let mut best: Option<(usize, usize, &Arc<ServiceEntry>, Map<String, Value>)> = None;
-        for entry in services.values() {
-            let pattern = entry.segments();
-            if pattern.len() > segments.len() || pattern.len() + 1 < segments.len() {
-                continue;
-            }
-            let mut route = Map::new();
-            let mut literals = 0;
-            let matched = pattern
-                .iter()
-                .zip(&segments)
-                .all(|(p, s)| match p.strip_prefix(':') {
-                    Some(name) => {
-                        route.insert(name.to_owned(), Value::String((*s).to_owned()));
-                        true
-                    }
-                    None => {
-                        literals += 1;
-                        p == s
-                    }
-                });
-            if !matched {
-                continue;
-            }
-            let better = match &best {
-                None => true,
-                Some((len, lit, _, _)) => (pattern.len(), literals) > (*len, *lit),
-            };
-            if better {
-                best = Some((pattern.len(), literals, entry, route));
-            }
-        }
-        let (len, _, entry, route) = best?;
-        let id = segments.get(len).map(|s| (*s).to_owned());
+        let resolved = self.read_services().resolve(path)?;
         Some(Lookup {
-            handle: ServiceHandle::new(self.clone(), entry.clone()),
-            route,
-            id,
+            handle: ServiceHandle::new(self.clone(), resolved.entry),
+            route: resolved.route,
+            id: resolved.id,
         })
     }
 
@@ -336,29 +304,16 @@ impl App {
 
     /// Call `f` whenever a service is mounted (proxies included).
     pub fn on_service_added(&self, f: impl Fn(&ServiceHandle) + Send + Sync + 'static) {
-        self.inner
-            .on_added
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(f));
+        sync::write(&self.inner.on_added).push(Arc::new(f));
     }
 
     /// Call `f` whenever a service is unmounted (proxies included).
     pub fn on_service_removed(&self, f: impl Fn(&ServiceHandle) + Send + Sync + 'static) {
-        self.inner
-            .on_removed
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(f));
+        sync::write(&self.inner.on_removed).push(Arc::new(f));
     }
 
     fn fire(&self, list: &RwLock<Vec<ServiceCallback>>, handle: &ServiceHandle) {
-        let callbacks: Vec<ServiceCallback> = list
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let callbacks: Vec<ServiceCallback> = sync::read(list).iter().cloned().collect();
         for cb in callbacks {
             cb(handle);
         }
@@ -372,42 +327,25 @@ impl App {
 
     /// Set a setting.
     pub fn set(&self, key: &str, value: impl Into<Value>) -> &Self {
-        self.inner
-            .settings
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.into(), value.into());
+        sync::write(&self.inner.settings).insert(key.into(), value.into());
         self
     }
 
     /// A setting.
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.inner
-            .settings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        sync::read(&self.inner.settings).get(key).cloned()
     }
 
     /// Store a typed extension (one per type), for plugins to share state through the App.
     pub fn insert_extension<T: Any + Send + Sync>(&self, value: T) -> Arc<T> {
         let value = Arc::new(value);
-        self.inner
-            .extensions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(TypeId::of::<T>(), value.clone());
+        sync::write(&self.inner.extensions).insert(TypeId::of::<T>(), value.clone());
         value
     }
 
     /// A typed extension stored with [`App::insert_extension`].
     pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let ext = self
-            .inner
-            .extensions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let ext = sync::read(&self.inner.extensions)
             .get(&TypeId::of::<T>())?
             .clone();
         ext.downcast::<T>().ok()
@@ -420,11 +358,7 @@ impl App {
         &self,
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
-        let mut map = self
-            .inner
-            .extensions
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = sync::write(&self.inner.extensions);
         if let Some(ext) = map.get(&TypeId::of::<T>()).cloned()
             && let Ok(value) = ext.downcast::<T>()
         {
@@ -440,23 +374,13 @@ impl App {
     where
         F: FnOnce() -> BoxFuture<'static, ()> + Send + 'static,
     {
-        self.inner
-            .on_shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(task));
+        sync::lock(&self.inner.on_shutdown).push(Box::new(task));
     }
 
     /// Shut the app down: run the shutdown tasks of servers and plugins, last registered first.
     /// Calling it again does nothing.
     pub async fn shutdown(&self) {
-        let tasks: Vec<ShutdownTask> = std::mem::take(
-            &mut *self
-                .inner
-                .on_shutdown
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let tasks: Vec<ShutdownTask> = std::mem::take(&mut *sync::lock(&self.inner.on_shutdown));
         for task in tasks.into_iter().rev() {
             task().await;
         }
@@ -475,20 +399,12 @@ impl App {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ServiceEntry>>> {
-        self.inner
-            .services
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+    fn read_services(&self) -> std::sync::RwLockReadGuard<'_, ServiceTable> {
+        sync::read(&self.inner.services)
     }
 
-    fn write_services(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<ServiceEntry>>> {
-        self.inner
-            .services
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+    fn write_services(&self) -> std::sync::RwLockWriteGuard<'_, ServiceTable> {
+        sync::write(&self.inner.services)
     }
 }
 

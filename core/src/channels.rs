@@ -28,6 +28,7 @@ use std::sync::{Arc, RwLock};
 use crate::app::{App, normalize_path};
 use crate::events::ServiceEvent;
 use crate::params::ConnectionId;
+use crate::sync;
 
 /// The channel every new real-time connection joins.
 pub const ANONYMOUS: &str = "anonymous";
@@ -57,11 +58,11 @@ impl Channels {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ChannelsInner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        sync::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, ChannelsInner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        sync::write(&self.inner)
     }
 }
 

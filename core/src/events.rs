@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::hooks::HookContext;
+use crate::sync;
 
 /// One event of one service.
 #[derive(Debug, Clone)]
@@ -55,7 +56,7 @@ impl Listeners {
         event: Option<String>,
         f: impl Fn(&ServiceEvent) + Send + Sync + 'static,
     ) -> ListenerId {
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = sync::write(&self.inner);
         inner.next += 1;
         let id = ListenerId(inner.next);
         inner.list.push((id, event, Arc::new(f)));
@@ -63,7 +64,7 @@ impl Listeners {
     }
 
     pub(crate) fn remove(&self, id: ListenerId) -> bool {
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = sync::write(&self.inner);
         let before = inner.list.len();
         inner.list.retain(|(l, _, _)| *l != id);
         inner.list.len() != before
@@ -72,7 +73,7 @@ impl Listeners {
     pub(crate) fn emit(&self, event: &ServiceEvent) {
         // Clone the callbacks out so a listener may add or remove listeners.
         let callbacks: Vec<Callback> = {
-            let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            let inner = sync::read(&self.inner);
             inner
                 .list
                 .iter()

@@ -58,6 +58,10 @@ impl ServiceEntry {
         }
     }
 
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     pub(crate) fn segments(&self) -> &[String] {
         &self.segments
     }
@@ -214,6 +218,7 @@ impl ServiceHandle {
 
     /// [`dispatch`](Self::dispatch) for the REST server: a result the service hands over as
     /// JSON text (see [`Service::dispatch_json`]) stays text when no hook needs it decoded.
+    #[cfg(feature = "server")]
     pub(crate) async fn dispatch_reply(
         &self,
         method: Method,

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::params::{Id, Method, Params};
+use crate::sync;
 
 /// A boxed, `Send` future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -56,7 +57,7 @@ pub struct HookContext {
     pub result: Option<Value>,
     /// What clients and peers receive instead of `result` when it is set, as Feathers'
     /// `context.dispatch`: the call's events carry it, and the `authenticate` hook keeps the
-    /// user in this form. [`protect`](crate::auth::protect) sets it on internal calls (on
+    /// user in this form. `auth::protect` (feature `auth`) sets it on internal calls (on
     /// external ones it strips `result` itself).
     pub dispatch: Option<Value>,
     /// The error, in error hooks. An error hook that clears it and sets `result` recovers.
@@ -289,7 +290,7 @@ pub struct HookRegistry {
 
 impl fmt::Debug for HookRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = self.set.read().unwrap_or_else(|e| e.into_inner());
+        let set = sync::read(&self.set);
         f.debug_struct("HookRegistry")
             .field("around", &set.around.len())
             .field("before", &set.before.len())
@@ -328,11 +329,11 @@ registrations! {
 
 impl HookRegistry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HookSet> {
-        self.set.write().unwrap_or_else(|e| e.into_inner())
+        sync::write(&self.set)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HookSet> {
-        self.set.read().unwrap_or_else(|e| e.into_inner())
+        sync::read(&self.set)
     }
 
     /// True when no hook is registered.
@@ -501,4 +502,5 @@ impl<'a> Next<'a> {
 }
 
 /// The authentication hooks, also reachable here as in Feathers' `hooks` helpers.
+#[cfg(feature = "auth")]
 pub use crate::auth::{authenticate, hash_password, protect};

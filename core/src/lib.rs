@@ -5,6 +5,20 @@
 //! serves them over REST and socket.io in the Feathers wire protocol.
 //!
 //! See `docs/guide.md` in the repository for a walk-through.
+//!
+//! ## Cargo features
+//!
+//! Both are on by default; with `default-features = false` the crate is the App, services,
+//! hooks, events, channels, queries and the memory adapter, with no HTTP stack and no crypto.
+//!
+//! | feature | default | what it adds | dependencies |
+//! |---|---|---|---|
+//! | `server` | yes | REST and socket.io: `App::listen`, `App::into_router`, the `server` and `realtime` modules | axum, hyper, hyper-util, socketioxide, tower, tower-http, serde_qs, percent-encoding |
+//! | `auth` | yes | authentication: the `auth` module (JWT and local strategies, argon2 passwords), the hooks `authenticate`, `hash_password`, `protect` | jsonwebtoken, argon2, memmap2, base64 |
+//!
+//! Code that names a part whose feature is off does not compile. With `auth` but not `server`,
+//! the authentication service works for internal and mesh calls; it registers itself as the
+//! socket.io handshake authenticator only when `server` is on.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -14,13 +28,16 @@ mod events;
 mod handle;
 mod macro_support;
 mod params;
+mod routes;
 mod service;
 
+#[cfg(feature = "auth")]
 pub mod auth;
 pub mod channels;
 pub mod hooks;
 pub mod memory;
 pub mod query;
+#[cfg(feature = "server")]
 pub mod realtime;
 #[doc = include_str!("../../docs/guide.md")]
 pub mod guide {}
@@ -29,7 +46,9 @@ pub mod registry;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 mod readme {}
+#[cfg(feature = "server")]
 pub mod server;
+pub mod sync;
 
 pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};
 pub use async_trait::async_trait;
@@ -40,6 +59,7 @@ pub use handle::{STANDARD_EVENTS, ServiceHandle};
 pub use hooks::{HookContext, HookType};
 pub use memory::{MemoryOptions, MemoryService, Paginate};
 pub use params::{ConnectionId, Id, Method, Params, Provider};
+#[cfg(feature = "server")]
 pub use server::{Listening, ServerOptions};
 pub use service::{RawJson, Service, dispatch};
 

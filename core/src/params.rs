@@ -249,7 +249,7 @@ pub struct Params {
     /// The real-time connection that made the call, when there is one.
     pub connection: Option<ConnectionId>,
     /// The address of the client that made the call (REST and socket.io, when the server knows
-    /// it: [`App::listen`](crate::App::listen) does, and so does an axum server started with
+    /// it: `App::listen` (feature `server`) does, and so does an axum server started with
     /// `into_make_service_with_connect_info`). It never crosses the mesh. The login rate limit
     /// is counted per address.
     pub remote_addr: Option<std::net::SocketAddr>,

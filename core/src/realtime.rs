@@ -32,6 +32,7 @@ use crate::app::App;
 use crate::channels::{ANONYMOUS, AUTHENTICATED};
 use crate::error::{Error, Result};
 use crate::params::{ConnectionId, Id, Method, Params, Provider};
+use crate::sync;
 
 /// The default path of the authentication service.
 pub const DEFAULT_AUTH_PATH: &str = "authentication";
@@ -166,7 +167,7 @@ impl App {
     /// The ids of the open real-time connections.
     pub fn connections(&self) -> Vec<ConnectionId> {
         let conns = Connections::of(self);
-        let map = conns.map.read().unwrap_or_else(|e| e.into_inner());
+        let map = sync::read(&conns.map);
         let mut ids: Vec<_> = map.keys().cloned().collect();
         ids.sort();
         ids
@@ -175,7 +176,7 @@ impl App {
     /// What the server knows about a connection.
     pub fn connection(&self, conn: &ConnectionId) -> Option<ConnectionInfo> {
         let conns = Connections::of(self);
-        let map = conns.map.read().unwrap_or_else(|e| e.into_inner());
+        let map = sync::read(&conns.map);
         map.get(conn).map(|c| c.info.clone())
     }
 
@@ -185,7 +186,7 @@ impl App {
     pub fn login_connection(&self, conn: &ConnectionId, authentication: Value, user: Value) {
         let known = {
             let conns = Connections::of(self);
-            let mut map = conns.map.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = sync::write(&conns.map);
             match map.get_mut(conn) {
                 Some(c) => {
                     c.info.authentication = Some(authentication);
@@ -211,7 +212,7 @@ impl App {
         expiry::forget(self, conn);
         {
             let conns = Connections::of(self);
-            let mut map = conns.map.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = sync::write(&conns.map);
             if let Some(c) = map.get_mut(conn) {
                 c.info.authentication = None;
                 c.info.user = None;
@@ -267,7 +268,7 @@ fn build_server(app: &App, options: RealtimeOptions, conns: Arc<Connections>) ->
                 return;
             }
             let name = format!("{} {}", ev.path, ev.event);
-            let map = conns.map.read().unwrap_or_else(|e| e.into_inner());
+            let map = sync::read(&conns.map);
             for conn in recipients {
                 if let Some(socket) = map.get(&conn).and_then(|c| c.socket.as_ref())
                     && let Err(err) = socket.emit(name.as_str(), &ev.data)
@@ -319,7 +320,7 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
     }
     let authentication = info.authentication.clone();
     let conns = Connections::of(&app);
-    conns.map.write().unwrap_or_else(|e| e.into_inner()).insert(
+    sync::write(&conns.map).insert(
         conn_id(&socket),
         Conn {
             info,
@@ -366,11 +367,7 @@ async fn on_connect(app: App, socket: SocketRef) {
             let id = conn_id(&socket);
             expiry::forget(&app, &id);
             app.leave_all(&id);
-            Connections::of(&app)
-                .map
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            sync::write(&Connections::of(&app).map).remove(&id);
             tracing::debug!(target: "plume::realtime", conn = %id, "disconnected");
             async {}
         }

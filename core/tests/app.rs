@@ -452,3 +452,69 @@ async fn typed_calls() {
     let err = svc.get_as::<Note>(3, Params::new()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::GeneralError);
 }
+
+/// The route table follows every mount and unmount (matchit radix trees, updated in place).
+#[tokio::test]
+async fn routes_follow_mounts_and_unmounts_and_keep_their_precedence() {
+    let app = App::new();
+    let path_of = |p: &str| app.lookup(p).map(|hit| hit.handle.path().to_owned());
+    assert_eq!(path_of("users"), None);
+
+    // A late mount is routable at once, nested paths included.
+    app.use_service("users", Echo::default());
+    app.use_service("users/:userId/messages", Echo::default());
+    assert_eq!(path_of("users").as_deref(), Some("users"));
+    assert_eq!(path_of("users/5").as_deref(), Some("users"));
+    let hit = app.lookup("users/5/messages/a%2Fb").unwrap();
+    assert_eq!(hit.handle.path(), "users/:userId/messages");
+    assert_eq!(hit.route["userId"], "5");
+    // An encoded slash stays in its segment, still encoded (the REST layer decodes it).
+    assert_eq!(hit.id.as_deref(), Some("a%2Fb"));
+    assert_eq!(
+        path_of("//users//5/messages/").as_deref(),
+        Some("users/:userId/messages")
+    );
+
+    // The longest service path wins; then a literal beats a placeholder.
+    app.use_service("x/b", Echo::default());
+    app.use_service("x/:a/y", Echo::default());
+    let hit = app.lookup("x/b/y").unwrap();
+    assert_eq!(hit.handle.path(), "x/:a/y");
+    assert_eq!(hit.id, None);
+    let hit = app.lookup("x/b/z").unwrap();
+    assert_eq!((hit.handle.path(), hit.id.as_deref()), ("x/b", Some("z")));
+    app.use_service("x/:a", Echo::default());
+    assert_eq!(path_of("x/b").as_deref(), Some("x/b"));
+    assert_eq!(path_of("x/c").as_deref(), Some("x/:a"));
+
+    // Paths that differ only in placeholder names: the first in path order answers, the other
+    // takes over when it goes.
+    app.use_service("users/:a/tags", Echo::default());
+    app.use_service("users/:b/tags", Echo::default());
+    assert_eq!(path_of("users/1/tags").as_deref(), Some("users/:a/tags"));
+    assert_eq!(app.lookup("users/1/tags").unwrap().route["a"], "1");
+    assert!(app.unuse("users/:a/tags").is_some());
+    assert_eq!(path_of("users/1/tags").as_deref(), Some("users/:b/tags"));
+    assert_eq!(app.lookup("users/1/tags").unwrap().route["b"], "1");
+
+    // Unmounting removes exactly its routes; replacing keeps the path routable.
+    assert!(app.unuse("users").is_some());
+    assert_eq!(path_of("users/5"), None);
+    assert_eq!(
+        path_of("users/5/messages").as_deref(),
+        Some("users/:userId/messages")
+    );
+    app.use_service("users/:userId/messages", Echo::default());
+    assert_eq!(
+        path_of("users/5/messages/1").as_deref(),
+        Some("users/:userId/messages")
+    );
+
+    // The root service, and literal braces in a path.
+    app.use_service("/", Echo::default());
+    assert_eq!(path_of("/").as_deref(), Some(""));
+    assert_eq!(app.lookup("7").unwrap().id.as_deref(), Some("7"));
+    app.use_service("odd{name}", Echo::default());
+    assert_eq!(path_of("odd{name}/1").as_deref(), Some("odd{name}"));
+    assert_eq!(path_of("oddx/1/2"), None);
+}

@@ -11,10 +11,10 @@
 //! by the pool: each holds one connection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use plume::hooks::{AroundHook, HookContext, Next};
-use plume::{Error, Params, Result, async_trait};
+use plume::{Error, Params, Result, async_trait, sync};
 use serde_json::{Value, json};
 use sqlx::{Postgres, Sqlite};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -101,7 +101,7 @@ impl Registry {
     }
 
     fn insert(&self, tx: Tx) -> Result<Uuid> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = sync::lock(&self.open);
         if open.len() >= self.limit {
             return Err(Error::unavailable("Too many open transactions"));
         }
@@ -111,10 +111,7 @@ impl Registry {
     }
 
     fn remove(&self, id: &Uuid) -> Option<Slot> {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id)
+        sync::lock(&self.open).remove(id)
     }
 
     /// The transaction `params` names: `None` when they name none of this database's; an
@@ -132,7 +129,7 @@ impl Registry {
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(ended)?;
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = sync::lock(&self.open);
         open.get(&id).cloned().map(Some).ok_or_else(ended)
     }
 

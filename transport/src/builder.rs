@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+#[cfg(not(feature = "nats"))]
+use crate::discovery::ConfigError;
 use crate::discovery::{DiscoveryConfig, DiscoveryMode, NodeId, PeerEvent};
 use crate::engine::{Balance, Engine, Settings};
 use crate::error::MeshError;
@@ -174,21 +176,7 @@ impl MeshBuilder {
         } else if self.peers.is_none()
             && let DiscoveryMode::Nats { url } = &self.discovery.mode
         {
-            if self.secret.is_some() {
-                tracing::warn!(target: LOG, "PLUME_MESH_SECRET is not used on NATS: secure the NATS server itself (credentials, TLS)");
-            }
-            let engine = crate::nats::NatsEngine::connect(
-                url,
-                node,
-                &self.environment,
-                &self.key,
-                &self.discovery,
-                self.cfg.max_in_flight,
-            )
-            .await
-            .map_err(MeshError::Discovery)?;
-            tracing::debug!(target: LOG, node = %node, %url, "mesh node on NATS");
-            (engine, self.listen)
+            (self.nats_engine(url, node).await?, self.listen)
         } else {
             let engine = crate::tcp::TcpEngine::bind(crate::tcp::TcpConfig {
                 node,
@@ -214,6 +202,40 @@ impl MeshBuilder {
         );
         tracing::debug!(target: LOG, node = %node, addr = %local_addr, "mesh node started");
         Ok(mesh)
+    }
+}
+
+impl MeshBuilder {
+    /// The NATS engine for this node.
+    #[cfg(feature = "nats")]
+    async fn nats_engine(&self, url: &str, node: NodeId) -> Result<Arc<dyn Engine>, MeshError> {
+        if self.secret.is_some() {
+            tracing::warn!(target: LOG, "PLUME_MESH_SECRET is not used on NATS: secure the NATS server itself (credentials, TLS)");
+        }
+        let engine = crate::nats::NatsEngine::connect(
+            url,
+            node,
+            &self.environment,
+            &self.key,
+            &self.discovery,
+            self.cfg.max_in_flight,
+        )
+        .await
+        .map_err(MeshError::Discovery)?;
+        tracing::debug!(target: LOG, node = %node, %url, "mesh node on NATS");
+        Ok(engine)
+    }
+
+    /// Without the `nats` feature, NATS is a configuration error naming the feature.
+    #[cfg(not(feature = "nats"))]
+    async fn nats_engine(&self, _url: &str, _node: NodeId) -> Result<Arc<dyn Engine>, MeshError> {
+        Err(MeshError::Discovery(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            ConfigError::FeatureDisabled {
+                mode: "nats",
+                feature: "nats",
+            },
+        )))
     }
 }
 

@@ -83,8 +83,9 @@ pub enum Removal {
     NodeLost,
 }
 
-/// One call handed to a [`Remote`].
+/// One call handed to a [`Remote`]. (`name` and `idempotent` are read by the NATS engine only.)
 #[derive(Debug)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) struct Call<'a> {
     /// The endpoint name.
     pub(crate) name: &'a str,
@@ -157,7 +158,8 @@ pub(crate) trait Sink: Send + Sync + 'static {
         from: NodeId,
         admit: &mut dyn FnMut(&str, bool) -> Result<(), Error>,
     ) -> Result<Served, FrameError>;
-    /// The names of the endpoints this node provides, sorted.
+    /// The names of the endpoints this node provides, sorted (for NATS's `$SRV INFO`).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     fn endpoint_names(&self) -> Vec<String>;
     /// Calls being served, for the drain.
     fn activity(&self) -> &Arc<Activity>;
@@ -172,7 +174,8 @@ pub(crate) enum Served {
 }
 
 impl Served {
-    /// The answer, waiting for it if need be.
+    /// The answer, waiting for it if need be (the NATS engine's serving path).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) async fn answer(self) -> Result<Value, Error> {
         match self {
             Served::Ready(result) => result,

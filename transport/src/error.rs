@@ -127,13 +127,15 @@ pub(crate) enum CallError {
     /// The connection died with the call in flight: it may have run.
     #[error("the connection died with the call in flight")]
     Lost,
-    /// Nobody listens for the call (yet, or any more).
+    /// Nobody listens for the call (yet, or any more): NATS only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     #[error("nobody listens for the call")]
     NoResponders,
     /// Too many calls are in flight to this provider.
     #[error("too many calls in flight")]
     Busy,
-    /// The transport refused to carry the call (too large, bad subject).
+    /// The transport refused to carry the call (too large, bad subject): NATS only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     #[error("the transport refused the call")]
     Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -10,6 +10,21 @@
 //! the mesh and the engines ← the builder ← [`distribution`]. `docs/architecture.md` maps a
 //! call's path through these folders; `docs/protocol.md` is the wire format.
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what it adds | dependencies |
+//! |---|---|---|---|
+//! | `nats` | yes | the NATS engine (`PLUME_DISCOVERY=nats`, [`DiscoveryMode::Nats`]) | async-nats |
+//! | `redis` | yes | Redis discovery (`PLUME_DISCOVERY=redis`, [`DiscoveryMode::Redis`]) | redis |
+//!
+//! The TCP peer links, loopback, multicast and seed discovery and the in-process engine are
+//! always there. The configuration types do not change with the features: choosing a backend
+//! whose feature is off is a [`ConfigError::FeatureDisabled`] that names the feature (from
+//! [`DiscoveryConfig::from_env`], [`DiscoveryConfig::validate`], [`Discovery::start`] and the
+//! distribution plugin's start), or a [`MeshError::Discovery`] from [`MeshBuilder::start`];
+//! never a silent fallback to another backend. The crate needs `plume` with its `server`
+//! feature (the distribution plugin's REST layers); `auth` stays the application's choice.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use plume_transport::Mesh;
@@ -34,6 +49,7 @@ mod engine;
 mod error;
 pub mod memory;
 mod mesh;
+#[cfg(feature = "nats")]
 mod nats;
 pub mod protocol;
 mod sync;

@@ -19,13 +19,10 @@ use tokio::time::Instant;
 use serde_json::{Map, Value};
 
 use crate::params::Id;
+use crate::sync::lock;
 
 /// The most tokens and entities each map holds.
 pub(crate) const MAX_ENTRIES: usize = 4096;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The cache key of an id: `5` and `"5"` are the same record.
 fn key(id: &Id) -> Cow<'_, str> {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::sync;
 
 /// The default of [`AuthConfig::login_limit`](super::AuthConfig::login_limit): 20 attempts at
 /// once, then one every 3 s, per client address.
@@ -73,7 +74,7 @@ impl LoginLimiter {
             }
             (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() / interval).min(burst)
         };
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = sync::lock(&self.buckets);
         let key = key(ip);
         if !buckets.contains_key(&key) && buckets.len() >= MAX_TRACKED {
             // Forget the addresses whose bucket is full again: they are as if never seen.

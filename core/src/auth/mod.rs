@@ -40,8 +40,10 @@ use crate::error::{Error, Result};
 use crate::handle::ServiceHandle;
 use crate::hooks::hook_sync;
 use crate::params::{Id, Method, Params};
+#[cfg(feature = "server")]
 use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
+use crate::sync;
 
 pub use config::{
     AuthConfig, DEFAULT_ENTITY_CACHE, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV,
@@ -162,6 +164,7 @@ impl AuthenticationService {
     /// server's handshake authenticator.
     pub fn mount(&self, app: &App, path: &str) -> ServiceHandle {
         app.insert_extension(self.clone());
+        #[cfg(feature = "server")]
         app.set_connection_authenticator(self.clone());
         let handle = app.use_service_with(
             path,
@@ -182,23 +185,13 @@ impl AuthenticationService {
         if name == "jwt" {
             self.inner.builtin_jwt.store(false, Ordering::Release);
         }
-        self.inner
-            .strategies
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), Arc::new(strategy));
+        sync::write(&self.inner.strategies).insert(name.to_owned(), Arc::new(strategy));
         self
     }
 
     /// The names of the registered strategies.
     pub fn strategy_names(&self) -> Vec<String> {
-        self.inner
-            .strategies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        sync::read(&self.inner.strategies).keys().cloned().collect()
     }
 
     /// The configuration.
@@ -345,12 +338,7 @@ impl AuthenticationService {
             return Err(Error::not_authenticated(NO_STRATEGY));
         };
         let strategy = if allowed.iter().any(|a| a == name) {
-            self.inner
-                .strategies
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .cloned()
+            sync::read(&self.inner.strategies).get(name).cloned()
         } else {
             None
         };
@@ -444,6 +432,7 @@ pub(crate) fn authorization_token(header: &str) -> Option<&str> {
 /// The socket.io handshake check: a valid `Authorization` header logs the connection in with
 /// `{strategy: "jwt", accessToken}` and the user (without its password); an invalid one refuses
 /// the connection; another scheme is no authentication.
+#[cfg(feature = "server")]
 #[async_trait]
 impl ConnectionAuthenticator for AuthenticationService {
     async fn authenticate_header(

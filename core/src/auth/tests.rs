@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::error::ErrorKind;
 use crate::params::Provider;
+use crate::sync;
 
 const SECRET: &str = "test-secret-0123456789";
 
@@ -21,7 +22,7 @@ struct Users {
 #[async_trait]
 impl Service for Users {
     async fn find(&self, params: Params) -> Result<Value> {
-        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let records = sync::lock(&self.records);
         let hits: Vec<Value> = records
             .iter()
             .filter(|r| {
@@ -37,7 +38,7 @@ impl Service for Users {
     }
 
     async fn get(&self, id: Id, _params: Params) -> Result<Value> {
-        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let records = sync::lock(&self.records);
         records
             .iter()
             .find(|r| id.matches_value(&r["id"]))
@@ -46,7 +47,7 @@ impl Service for Users {
     }
 
     async fn create(&self, data: Value, _params: Params) -> Result<Value> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut records = sync::lock(&self.records);
         let mut record = data;
         record["id"] = json!(records.len() + 1);
         records.push(record.clone());
@@ -54,7 +55,7 @@ impl Service for Users {
     }
 
     async fn patch(&self, id: Option<Id>, data: Value, _params: Params) -> Result<Value> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut records = sync::lock(&self.records);
         let id = id.ok_or_else(|| Error::bad_request("id required"))?;
         let record = records
             .iter_mut()
@@ -67,7 +68,7 @@ impl Service for Users {
     }
 
     async fn remove(&self, id: Option<Id>, _params: Params) -> Result<Value> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut records = sync::lock(&self.records);
         let id = id.ok_or_else(|| Error::bad_request("id required"))?;
         let pos = records
             .iter()
@@ -506,30 +507,18 @@ async fn the_authentication_service_emits_no_events() {
     let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     f.app.on_event(move |e| {
-        sink.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(e.path.clone());
+        sync::lock(&sink).push(e.path.clone());
     });
     let token = token_of(&login(&f).await);
     ok(ok(f.app.require("authentication"))
         .remove(None, bearer(&token))
         .await);
-    assert!(
-        seen.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .all(|p| p != "authentication")
-    );
+    assert!(sync::lock(&seen).iter().all(|p| p != "authentication"));
     // Control: other services do emit.
     ok(ok(f.app.require("users"))
         .create(json!({"email": "c@example.com", "password": "x"}), rest())
         .await);
-    assert!(
-        seen.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|p| p == "users")
-    );
+    assert!(sync::lock(&seen).iter().any(|p| p == "users"));
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use indexmap::IndexMap;
@@ -72,6 +72,7 @@ use crate::error::{Error, Result};
 use crate::params::{Id, Method, Params};
 use crate::query::{Query, Schema, coerce};
 use crate::service::Service;
+use crate::sync;
 
 /// Page sizes for `find`: `$limit` defaults to `default` and is capped at `max`.
 ///
@@ -387,11 +388,11 @@ impl<T> MemoryService<T> {
     fn read(&self) -> RwLockReadGuard<'_, Store> {
         // A panic while holding the lock cannot leave a half-done change: every method builds
         // its changes first and applies them with infallible map operations.
-        self.store.read().unwrap_or_else(PoisonError::into_inner)
+        sync::read(&self.store)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Store> {
-        self.store.write().unwrap_or_else(PoisonError::into_inner)
+        sync::write(&self.store)
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::task::AbortHandle;
 use super::ConnectionAuthenticator;
 use crate::app::App;
 use crate::params::ConnectionId;
+use crate::sync;
 
 /// The expiry timer of each logged-in connection (an App extension; one entry per open
 /// connection at most).
@@ -53,28 +54,16 @@ pub(super) fn watch(app: &App, conn: &ConnectionId, authentication: &Value) {
             .is_some_and(|c| c.authentication.as_ref() == Some(&expected));
         if same {
             tracing::debug!(target: "plume::realtime", conn = %id, "token expired: logged out");
-            expiries(&app)
-                .timers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            sync::lock(&expiries(&app).timers).remove(&id);
             app.logout_connection(&id);
         }
     });
-    expiries(app)
-        .timers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(conn.clone(), task.abort_handle());
+    sync::lock(&expiries(app).timers).insert(conn.clone(), task.abort_handle());
 }
 
 /// Cancel the expiry timer of `conn` (logout, disconnect, a new login).
 pub(super) fn forget(app: &App, conn: &ConnectionId) {
-    let timer = expiries(app)
-        .timers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(conn);
+    let timer = sync::lock(&expiries(app).timers).remove(conn);
     if let Some(timer) = timer {
         timer.abort();
     }

@@ -15,6 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use crate::app::{App, normalize_path};
+use crate::sync;
 
 /// The request handler a [`RestLayer`] wraps: a boxed tower service that never fails (errors are
 /// Feathers error responses).
@@ -122,9 +123,9 @@ impl App {
 }
 
 fn read(t: &RestLayers) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<[RestLayer]>>> {
-    t.by_path.read().unwrap_or_else(|e| e.into_inner())
+    sync::read(&t.by_path)
 }
 
 fn write(t: &RestLayers) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<[RestLayer]>>> {
-    t.by_path.write().unwrap_or_else(|e| e.into_inner())
+    sync::write(&t.by_path)
 }

@@ -33,6 +33,7 @@ use tower_http::cors::CorsLayer;
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::sync;
 
 pub use layers::{RestLayer, RestService};
 pub use query::parse_query;
@@ -124,7 +125,7 @@ async fn stop_server(
     timeout: Duration,
 ) {
     let _ = stop.send(true);
-    let handle = task.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let handle = sync::lock(task).take();
     if let Some(mut handle) = handle
         && tokio::time::timeout(timeout, &mut handle).await.is_err()
     {
@@ -151,11 +152,7 @@ impl App {
     /// Add routes to every router this App builds (for plugins: a healthcheck, static files).
     /// They are tried before Plume's fallback.
     pub fn add_routes(&self, f: impl Fn(Router) -> Router + Send + Sync + 'static) {
-        self.extension_or_insert_with(ExtraRoutes::default)
-            .list
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(f));
+        sync::write(&self.extension_or_insert_with(ExtraRoutes::default).list).push(Arc::new(f));
     }
 
     /// The REST router alone: only the fallback handler, no socket.io, no extra routes and no
@@ -178,7 +175,7 @@ impl App {
         let options = self.server_options();
         let mut router = self.rest_router();
         if let Some(extra) = self.extension::<ExtraRoutes>() {
-            let list = extra.list.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let list = sync::read(&extra.list).clone();
             for f in list {
                 router = f(router);
             }

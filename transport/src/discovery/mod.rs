@@ -30,6 +30,7 @@ mod agent;
 mod codec;
 mod config;
 mod net;
+#[cfg(feature = "redis")]
 mod redis;
 mod state;
 
@@ -168,7 +169,12 @@ impl Discovery {
         config: DiscoveryConfig,
         local: LocalNode,
     ) -> io::Result<(Discovery, mpsc::Receiver<PeerEvent>)> {
+        // Refuses, among others, a mode whose Cargo feature is off.
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         match &config.mode {
+            #[cfg(feature = "redis")]
             DiscoveryMode::Redis { url } => return Self::start_redis(&config, url, local),
             DiscoveryMode::Nats { .. } => {
                 return Err(io::Error::new(
@@ -189,14 +195,12 @@ impl Discovery {
         )
     }
 
+    #[cfg(feature = "redis")]
     fn start_redis(
         config: &DiscoveryConfig,
         url: &str,
         local: LocalNode,
     ) -> io::Result<(Discovery, mpsc::Receiver<PeerEvent>)> {
-        config
-            .validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared::default());
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL);

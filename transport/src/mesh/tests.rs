@@ -271,3 +271,27 @@ async fn a_call_fails_at_once_when_every_listed_provider_has_lost_its_link() {
     assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
     assert_eq!(started.elapsed(), Duration::ZERO, "{err}");
 }
+
+/// Without the `nats` feature, a mesh on NATS does not start: the error names the feature.
+#[cfg(not(feature = "nats"))]
+#[tokio::test]
+async fn nats_without_its_feature_is_an_error_naming_it() {
+    let discovery = crate::discovery::DiscoveryConfig {
+        mode: crate::discovery::DiscoveryMode::Nats {
+            url: "nats://127.0.0.1:1".into(),
+        },
+        ..Default::default()
+    };
+    let err = Mesh::builder()
+        .discovery(discovery)
+        .start()
+        .await
+        .expect_err("no NATS engine in this build");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source
+            .as_deref()
+            .is_some_and(|s| s.contains("`nats` feature of plume-transport")),
+        "{err}: {source:?}"
+    );
+}

@@ -133,6 +133,16 @@ pub enum ConfigError {
     /// The fields are inconsistent with each other.
     #[error("{0}")]
     Inconsistent(String),
+    /// The chosen mode needs a Cargo feature of `plume-transport` that this build leaves out.
+    #[error(
+        "PLUME_DISCOVERY={mode} needs the `{feature}` feature of plume-transport, which this build leaves out"
+    )]
+    FeatureDisabled {
+        /// The chosen mode.
+        mode: &'static str,
+        /// The feature it needs.
+        feature: &'static str,
+    },
 }
 
 const VARS: [&str; 11] = [
@@ -389,6 +399,16 @@ impl DiscoveryConfig {
             }
             DiscoveryMode::Multicast { group, .. } => check_group(*group)
                 .map_err(|r| invalid("PLUME_MULTICAST_ADDR", &group.to_string(), r)),
+            #[cfg(not(feature = "nats"))]
+            DiscoveryMode::Nats { .. } => Err(ConfigError::FeatureDisabled {
+                mode: "nats",
+                feature: "nats",
+            }),
+            #[cfg(not(feature = "redis"))]
+            DiscoveryMode::Redis { .. } => Err(ConfigError::FeatureDisabled {
+                mode: "redis",
+                feature: "redis",
+            }),
             _ => Ok(()),
         }
     }

@@ -14,7 +14,7 @@ fn var_of(e: ConfigError) -> &'static str {
         ConfigError::Invalid { var, .. }
         | ConfigError::Missing { var, .. }
         | ConfigError::Unused { var, .. } => var,
-        ConfigError::Inconsistent(_) => "",
+        ConfigError::Inconsistent(_) | ConfigError::FeatureDisabled { .. } => "",
     }
 }
 
@@ -168,6 +168,7 @@ fn debug_hides_the_secret() {
 }
 
 #[test]
+#[cfg(all(feature = "nats", feature = "redis"))]
 fn nats_and_redis_urls_default_and_imply_their_backend() {
     let c = cfg(&[("PLUME_DISCOVERY", "nats")]).expect("ok");
     assert_eq!(
@@ -223,4 +224,35 @@ fn bad_or_conflicting_server_urls_name_their_variable() {
         ("PLUME_SEEDS", "127.0.0.1:9"),
     ]);
     assert!(matches!(e, Err(ConfigError::Inconsistent(_))));
+}
+
+/// Without its Cargo feature, a backend is an error naming the feature, never another backend.
+#[test]
+#[cfg(any(not(feature = "nats"), not(feature = "redis")))]
+fn a_backend_without_its_feature_is_an_error_naming_it() {
+    for (mode, url_var, enabled) in [
+        ("nats", "PLUME_NATS_URL", cfg!(feature = "nats")),
+        ("redis", "PLUME_REDIS_URL", cfg!(feature = "redis")),
+    ] {
+        if enabled {
+            continue;
+        }
+        let e = cfg(&[("PLUME_DISCOVERY", mode)]).expect_err(mode);
+        assert_eq!(
+            e,
+            ConfigError::FeatureDisabled {
+                mode: if mode == "nats" { "nats" } else { "redis" },
+                feature: if mode == "nats" { "nats" } else { "redis" },
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("`{mode}` feature of plume-transport")),
+            "{e}"
+        );
+        // Implied by its URL variable: the same error.
+        let url = format!("{mode}://127.0.0.1:1");
+        let e = cfg(&[(url_var, url.as_str())]).expect_err(url_var);
+        assert!(matches!(e, ConfigError::FeatureDisabled { .. }), "{e}");
+    }
 }
