@@ -64,6 +64,9 @@ pub(crate) struct TodoPatch {
     pub(crate) done: Option<bool>,
 }
 
+/// How long a replica keeps trying to set up a store that answers `Unavailable` (busy).
+const SETUP_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The todos service of one replica.
 pub(crate) struct Todos {
     replica: String,
@@ -73,7 +76,29 @@ pub(crate) struct Todos {
 impl Todos {
     /// The todos service of the replica `name` over `store`, with the replica's welcome todo
     /// (`<name>-1`) added when it is missing.
+    ///
+    /// Both replicas of the demo set up one new SQLite file at once; a write that meets the
+    /// other's lock in a way SQLite cannot wait out (`SQLITE_BUSY`, an `Unavailable`) is tried
+    /// again with a growing pause, for at most [`SETUP_WITHIN`].
     pub(crate) async fn new(replica: &str, store: &Store) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + SETUP_WITHIN;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match Self::open(replica, store).await {
+                Err(err)
+                    if err.kind() == ErrorKind::Unavailable
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::warn!(replica, %err, ?pause, "the store is not ready; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn open(replica: &str, store: &Store) -> Result<Self> {
         let store: Box<dyn Service> = match store {
             Store::Memory => Box::new(MemoryService::<Todo>::with_options(
                 MemoryOptions::new().paginate(50, 100),
