@@ -3,7 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use plume::memory::Multi;
+use plume::memory::{Multi, from_record};
 use plume::query::Query;
 use plume::{Error, Id, Paginate, Params, Result, Service, async_trait};
 use sea_query::{Alias, Condition, Expr, ExprTrait, SelectStatement};
@@ -336,16 +336,6 @@ impl<T: Serialize + DeserializeOwned> SqlService<T> {
         let data = serde_json::to_value(record).map_err(Error::internal)?;
         from_record(self.create(data, params).await?)
     }
-}
-
-fn from_record<T: DeserializeOwned>(record: Value) -> Result<T> {
-    serde_path_to_error::deserialize(&record).map_err(|err| {
-        Error::bad_request(format!(
-            "Invalid record at '{}': {}",
-            err.path(),
-            err.inner()
-        ))
-    })
 }
 
 #[async_trait]

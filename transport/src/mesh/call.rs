@@ -107,17 +107,12 @@ impl Mesh {
                 // Providers whose links are all gone are on their way out of the table, and
                 // one lost under this call is gone: fail at once rather than hold the caller
                 // until the deadline.
-                Err(NoPick::NoneLive) => {
+                Err(why) if why == NoPick::NoneLive || lost_provider => {
                     return Err(Error::unavailable(format!(
                         "no provider for '{name}' is left"
                     )));
                 }
-                Err(NoPick::NoRoute) if lost_provider => {
-                    return Err(Error::unavailable(format!(
-                        "no provider for '{name}' is left"
-                    )));
-                }
-                Err(NoPick::NoRoute) => {
+                Err(_) => {
                     // No provider: wait (bounded) for the table to change.
                     let Some(rx) = changes.as_mut() else {
                         changes = Some(inner.table_changed.subscribe());
