@@ -178,21 +178,25 @@ def main():
         "",
         END,
     ]
-    section = "\n".join(out)
+    write_section(doc, BEGIN, END, "\n".join(out), "## End to end (`bench/run.sh`)", missing)
+
+
+def write_section(doc, begin, end, section, heading, missing):
+    """Put SECTION between the BEGIN/END markers of DOC (or, with HEADING, after its title);
+    exit 1 naming the MISSING figures, if any."""
     try:
         text = open(doc).read()
     except FileNotFoundError:
         text = "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         head, sep, rest = text.partition("\n")
-        text = head + "\n\n## End to end (`bench/run.sh`)\n\n" + section + "\n" + rest
+        text = head + "\n\n" + heading + "\n\n" + section + "\n" + rest
     open(doc, "w").write(text)
     if missing:
         print("missing figures: " + ", ".join(sorted(set(missing))), file=sys.stderr)
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()

@@ -18,52 +18,11 @@ SECS=${BENCH_SECONDS:-5}
 WORK=$(mktemp -d /tmp/plume-bench.XXXXXX)
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
-declare -A PID_OF=()
-STARTED=()
-
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-now_us() { date +%s%6N; }
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
-put() { printf '%s %s\n' "$1" "$2" >>"$RESULTS"; }
-
-stop_pid() { # stop one process this script started: TERM, then KILL after 3 s
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 30); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local pid
-  for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-  if [[ -n "${BENCH_KEEP:-}" ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-start() { # start NAME CMD...: run in the background, log to $WORK/NAME.log
-  local name=$1
-  shift
-  "$@" >>"$WORK/$name.log" 2>&1 &
-  PID_OF[$name]=$!
-  STARTED+=("$!")
-}
-
-free_port() { # a free port on 127.0.0.1 (tcp or udp)
-  python3 -c 'import socket,sys
-s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM)
-s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
-
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # --- tools -----------------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  log "installing wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+need_wrk
 command -v node >/dev/null || { log "node is required for the event relay probe"; exit 1; }
 
 log "building release binaries"
@@ -151,30 +110,6 @@ sleep 1
 for p in gateway todos-a todos-b; do put "rss_idle_$p" "$(rss_kib "${PID_OF[$p]}")"; done
 
 # --- wrk -------------------------------------------------------------------------------------
-wrk_run() { # KEY RUN URL CONNS [LUA]: one wrk run; appends KEY_{rps,p50us,failed,load}_rRUN
-  local key=$1 run=$2 url=$3 conns=$4 lua=${5:-} threads=2 out
-  [[ $conns -lt 2 ]] && threads=1
-  local args=(-t "$threads" -c "$conns" -d "${SECS}s" --latency)
-  [[ -n "$lua" ]] && args+=(-s "$lua")
-  [[ -n "${WRK_HEADER:-}" ]] && args+=(-H "$WRK_HEADER")
-  put "${key}_load_r$run" "$(loadavg)"
-  out=$(wrk "${args[@]}" "$url" 2>&1) || { log "wrk failed for $key"; return 0; }
-  printf '%s\n' "$out" >>"$WORK/wrk.log"
-  printf '%s\n' "$out" | python3 -c '
-import re, sys
-text = sys.stdin.read(); key, run = sys.argv[1], sys.argv[2]
-unit = {"us": 1, "ms": 1000, "s": 1000000}
-rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
-if rps: print(f"{key}_rps_r{run} {rps.group(1)}")
-if p50: print(f"{key}_p50us_r{run} {float(p50.group(1)) * unit[p50.group(2)]:.1f}")
-print(f"{key}_failed_r{run} {failed}")
-' "$key" "$run" >>"$RESULTS"
-}
-
 sample_rss() { # RUN: sample RSS of the topology every 0.25 s for SECS s, keep the max
   local run=$1 i p v
   declare -A max=([gateway]=0 [todos-a]=0 [todos-b]=0)

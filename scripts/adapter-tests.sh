@@ -17,23 +17,13 @@ expect=158
 for tool in node npm cargo; do
   command -v "$tool" >/dev/null 2>&1 || { echo "adapter-tests.sh: $tool is required" >&2; exit 1; }
 done
-pg_bin=""
-if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
-  pg_bin=$(dirname "$(command -v initdb)")
-else
-  for dir in /usr/lib/postgresql/*/bin; do
-    [ -x "$dir/initdb" ] && pg_bin=$dir
-  done
-fi
-[ -n "$pg_bin" ] || { echo "adapter-tests.sh: PostgreSQL (initdb, pg_ctl) is not installed" >&2; exit 1; }
+# shellcheck source=scripts/lib/postgres.sh
+source "$root/scripts/lib/postgres.sh"
+pg_bin_dir >/dev/null || { echo "adapter-tests.sh: PostgreSQL (initdb, pg_ctl) is not installed" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/plume-adapter-tests.XXXXXX")
-pg_pid=""
 cleanup() {
-  if [ -n "$pg_pid" ]; then
-    kill -INT "$pg_pid" 2>/dev/null || true
-    timeout 60 tail --pid="$pg_pid" -f /dev/null || kill -KILL "$pg_pid" 2>/dev/null || true
-  fi
+  pg_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -55,20 +45,7 @@ fi
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 
 # --- a private PostgreSQL --------------------------------------------------------------------
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-  as_pg=(runuser -u postgres --)
-  chown postgres: "$work"
-fi
-port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg" -U plume --auth=trust --locale=C -E UTF8 --no-sync >"$work/initdb.log" 2>&1 \
-  || { cat "$work/initdb.log" >&2; exit 1; }
-# -w: pg_ctl returns once the server accepts connections (or fails after its timeout).
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg" -w -t 60 -l "$work/pg.log" \
-  -o "-p $port -c listen_addresses=127.0.0.1 -k $work -c fsync=off" start >/dev/null \
-  || { cat "$work/pg.log" >&2; exit 1; }
-pg_pid=$(head -1 "$work/pg/postmaster.pid")
-pg_url="postgres://plume@127.0.0.1:$port/postgres"
+pg_start "$work"
 
 # --- the three runs ----------------------------------------------------------------------------
 failed=()

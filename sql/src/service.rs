@@ -128,7 +128,7 @@ impl<T> SqlService<T> {
     pub(crate) async fn writer(&self, params: &Params) -> Result<Session<'_>> {
         Ok(match self.db.transactions.lock(params).await? {
             Some(shared) => Session::Shared(shared),
-            None => Session::Own(Tx::begin(&self.db.pool).await?),
+            None => Session::Own(Tx::begin(&self.db).await?),
         })
     }
 

@@ -17,7 +17,7 @@ use plume::hooks::{AroundHook, HookContext, Next};
 use plume::{Error, Params, Result, async_trait, sync};
 use serde_json::{Value, json};
 use sqlx::{Postgres, Sqlite};
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, OwnedSemaphorePermit};
 use uuid::Uuid;
 
 use crate::database::{Database, Pool, db_error};
@@ -27,31 +27,39 @@ use crate::exec::Conn;
 pub const TRANSACTION_KEY: &str = "sqlTransaction";
 
 /// A transaction of either backend.
+/// A transaction of either backend; a SQLite one holds this process's turn to write (released
+/// after the transaction is dropped, committed or rolled back: fields drop in order).
 pub(crate) enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Sqlite(sqlx::Transaction<'static, Sqlite>, OwnedSemaphorePermit),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
 impl Tx {
-    pub(crate) async fn begin(pool: &Pool) -> Result<Tx> {
-        Ok(match pool {
+    pub(crate) async fn begin(db: &Database) -> Result<Tx> {
+        Ok(match &db.pool {
             // IMMEDIATE: take the write lock at once, so two writers never deadlock upgrading a
             // read lock (they wait for each other within the busy timeout instead).
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?),
+            Pool::Sqlite(p) => {
+                let turn = db.write_turn().await?;
+                Tx::Sqlite(
+                    p.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?,
+                    turn,
+                )
+            }
             Pool::Postgres(p) => Tx::Postgres(p.begin().await.map_err(db_error)?),
         })
     }
 
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Sqlite(tx, _) => Conn::Sqlite(tx),
             Tx::Postgres(tx) => Conn::Pg(tx),
         }
     }
 
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Sqlite(tx, _turn) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
         }
         .map_err(db_error)
@@ -59,7 +67,7 @@ impl Tx {
 
     async fn rollback(self) -> Result<()> {
         match self {
-            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Sqlite(tx, _turn) => tx.rollback().await,
             Tx::Postgres(tx) => tx.rollback().await,
         }
         .map_err(db_error)
@@ -211,7 +219,7 @@ impl Database {
     /// # }
     /// ```
     pub async fn begin(&self, params: &mut Params) -> Result<OpenTransaction> {
-        let tx = Tx::begin(&self.pool).await?;
+        let tx = Tx::begin(self).await?;
         let id = self.transactions.insert(tx)?;
         params.extra.insert(
             TRANSACTION_KEY.to_owned(),

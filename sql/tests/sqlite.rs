@@ -35,6 +35,12 @@ async fn a_file_is_shared_by_two_pools_in_wal_mode() {
             .await
             .expect("pragma");
         assert_eq!(mode.0, "wal");
+        // WAL with synchronous = NORMAL (1), the documented default.
+        let sync: (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .expect("pragma");
+        assert_eq!(sync.0, 1);
     }
     first.close().await;
     let err = a.find(Params::new()).await.expect_err("closed");
@@ -43,6 +49,27 @@ async fn a_file_is_shared_by_two_pools_in_wal_mode() {
 
 /// Two pools (as two processes would) writing one file at once: the busy timeout and
 /// `BEGIN IMMEDIATE` make every write wait its turn instead of failing with "database is locked".
+#[tokio::test]
+async fn a_file_may_flush_every_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.db");
+    let options = plume_sql::ConnectOptions {
+        sqlite_synchronous: sqlx::sqlite::SqliteSynchronous::Full,
+        ..Default::default()
+    };
+    let db = Database::connect_with(path.to_str().expect("utf-8 path"), options)
+        .await
+        .expect("connect");
+    let plume_sql::Pool::Sqlite(pool) = db.pool() else {
+        panic!("a SQLite pool")
+    };
+    let sync: (i64,) = sqlx::query_as("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .expect("pragma");
+    assert_eq!(sync.0, 2, "FULL");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_one_file_all_succeed() {
     let dir = tempfile::tempdir().expect("tempdir");
