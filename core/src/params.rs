@@ -101,6 +101,44 @@ impl From<&Id> for Id {
     }
 }
 
+/// What [`ServiceHandle::patch`](crate::ServiceHandle::patch) and
+/// [`remove`](crate::ServiceHandle::remove) take as their id: any id (`5`, `"abc"`, an [`Id`]
+/// or `&Id`, as `get` and `update` take), or `None`, Feathers' `null` id, for every record
+/// matching `params.query` (a multi patch or remove; the service decides whether it allows
+/// one).
+///
+/// ```
+/// use plume::{Id, IntoNullableId};
+///
+/// assert_eq!(5.into_nullable_id(), Some(Id::Int(5)));
+/// assert_eq!("a".into_nullable_id(), Some(Id::from("a")));
+/// assert_eq!(None.into_nullable_id(), None);
+/// ```
+pub trait IntoNullableId {
+    /// The id, or `None` for Feathers' `null`.
+    fn into_nullable_id(self) -> Option<Id>;
+}
+
+macro_rules! nullable_ids {
+    ($($t:ty),*) => {
+        $(
+            impl IntoNullableId for $t {
+                fn into_nullable_id(self) -> Option<Id> {
+                    Some(Id::from(self))
+                }
+            }
+        )*
+    };
+}
+
+nullable_ids!(Id, &Id, i64, i32, u32, &str, String);
+
+impl IntoNullableId for Option<Id> {
+    fn into_nullable_id(self) -> Option<Id> {
+        self
+    }
+}
+
 /// A service method: one of the six standard ones, or a custom one by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {

@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::{Request, StatusCode, header};
 use jsonwebtoken::{EncodingKey, Header};
 use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
-use plume::{App, MemoryOptions, MemoryService, ServiceOptions};
+use plume::{App, MemoryOptions, MemoryService, Method, ServiceOptions};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -21,8 +21,11 @@ fn app() -> App {
     );
     users
         .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
-        .before_for(&["create", "patch"], hash_password("password"))
+        .before_for(
+            [Method::Find, Method::Get, Method::Patch, Method::Remove],
+            authenticate(["jwt"]),
+        )
+        .before_for([Method::Create, Method::Patch], hash_password("password"))
         .after(protect(["password"]));
     AuthenticationService::setup(&app, AuthConfig::new(SECRET));
     app
