@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::params::{Id, Method, Params};
+use crate::params::{Id, IntoMethods, Method, Params};
 use crate::sync;
 
 /// A boxed, `Send` future.
@@ -264,49 +264,6 @@ impl MethodFilter {
             MethodFilter::All => true,
             MethodFilter::Only(list) => list.contains(method),
         }
-    }
-}
-
-/// The methods a hook registered with a `*_for` method of [`HookRegistry`] applies to: one
-/// [`Method`], or an array, slice or `Vec` of them. Methods are values, not names, so a typo
-/// does not compile; a custom method is `Method::Custom("name".into())` (or
-/// [`Method::from_name`]).
-///
-/// ```
-/// use plume::hooks::hook_sync;
-/// use plume::{App, MemoryService, Method};
-///
-/// let app = App::new();
-/// let todos = app.use_service("todos", MemoryService::<serde_json::Value>::new());
-/// todos.hooks().before_for([Method::Create, Method::Patch], hook_sync(|_ctx| Ok(())));
-/// todos.hooks().after_for(Method::Find, hook_sync(|_ctx| Ok(())));
-/// ```
-pub trait IntoMethods {
-    /// The methods.
-    fn into_methods(self) -> Vec<Method>;
-}
-
-impl IntoMethods for Method {
-    fn into_methods(self) -> Vec<Method> {
-        vec![self]
-    }
-}
-
-impl<const N: usize> IntoMethods for [Method; N] {
-    fn into_methods(self) -> Vec<Method> {
-        self.into()
-    }
-}
-
-impl IntoMethods for &[Method] {
-    fn into_methods(self) -> Vec<Method> {
-        self.to_vec()
-    }
-}
-
-impl IntoMethods for Vec<Method> {
-    fn into_methods(self) -> Vec<Method> {
-        self
     }
 }
 

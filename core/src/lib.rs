@@ -62,9 +62,9 @@ pub use events::{ListenerId, ServiceEvent};
 pub use forward::Forward;
 pub use forward::RawJson;
 pub use handle::{STANDARD_EVENTS, ServiceHandle};
-pub use hooks::{HookContext, HookType, IntoMethods};
+pub use hooks::{HookContext, HookType};
 pub use memory::{MemoryOptions, MemoryService, Paginate};
-pub use params::{ConnectionId, Id, IntoNullableId, Method, Params, Provider};
+pub use params::{ConnectionId, Id, IntoMethods, IntoNullableId, Method, Params, Provider};
 #[cfg(feature = "server")]
 pub use server::{Listening, ServerOptions};
 pub use service::{Service, ServiceOptions, dispatch};

@@ -218,6 +218,50 @@ impl Method {
     }
 }
 
+/// A set of methods: one [`Method`], or an array, slice or `Vec` of them. The hooks registered
+/// with a `*_for` method of [`HookRegistry`](crate::hooks::HookRegistry) take it, and so does
+/// [`ServiceOptions::methods`](crate::ServiceOptions::methods). Methods are values, not names, so a typo
+/// does not compile; a custom method is `Method::Custom("name".into())` (or
+/// [`Method::from_name`]).
+///
+/// ```
+/// use plume::hooks::hook_sync;
+/// use plume::{App, MemoryService, Method};
+///
+/// let app = App::new();
+/// let todos = app.use_service("todos", MemoryService::<serde_json::Value>::new());
+/// todos.hooks().before_for([Method::Create, Method::Patch], hook_sync(|_ctx| Ok(())));
+/// todos.hooks().after_for(Method::Find, hook_sync(|_ctx| Ok(())));
+/// ```
+pub trait IntoMethods {
+    /// The methods.
+    fn into_methods(self) -> Vec<Method>;
+}
+
+impl IntoMethods for Method {
+    fn into_methods(self) -> Vec<Method> {
+        vec![self]
+    }
+}
+
+impl<const N: usize> IntoMethods for [Method; N] {
+    fn into_methods(self) -> Vec<Method> {
+        self.into()
+    }
+}
+
+impl IntoMethods for &[Method] {
+    fn into_methods(self) -> Vec<Method> {
+        self.to_vec()
+    }
+}
+
+impl IntoMethods for Vec<Method> {
+    fn into_methods(self) -> Vec<Method> {
+        self
+    }
+}
+
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::params::{Id, Method, Params};
+use crate::params::{Id, IntoMethods, Method, Params};
 
 /// A Feathers service: JSON in, JSON out.
 ///
@@ -112,19 +112,11 @@ impl ServiceOptions {
         Self::default()
     }
 
-    /// Expose only these methods to clients.
+    /// Expose only these methods to clients: a [`Method`] or an array, slice or `Vec` of them
+    /// ([`IntoMethods`]), e.g. `[Method::Find, Method::Get]`.
     #[must_use]
-    pub fn methods<I, S>(mut self, methods: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.methods = Some(
-            methods
-                .into_iter()
-                .map(|m| Method::from_name(m.as_ref()))
-                .collect(),
-        );
+    pub fn methods(mut self, methods: impl IntoMethods) -> Self {
+        self.methods = Some(methods.into_methods());
         self
     }
 

@@ -416,7 +416,7 @@ async fn custom_methods_and_method_not_allowed() {
     let users = app.use_service_with(
         "users",
         Echo::default(),
-        ServiceOptions::new().methods(["find"]),
+        ServiceOptions::new().methods([Method::Find]),
     );
     assert!(users.get(1, Params::new()).await.is_ok());
     let external = Params::new().with_provider(Provider::Rest);

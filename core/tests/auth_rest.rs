@@ -17,7 +17,13 @@ fn app() -> App {
     let users = app.use_service_with(
         "users",
         store,
-        ServiceOptions::new().methods(["find", "get", "create", "patch", "remove"]),
+        ServiceOptions::new().methods([
+            Method::Find,
+            Method::Get,
+            Method::Create,
+            Method::Patch,
+            Method::Remove,
+        ]),
     );
     users
         .hooks()

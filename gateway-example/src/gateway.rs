@@ -42,7 +42,7 @@ pub(crate) async fn gateway_app() -> Result<App> {
     let users = app.use_service_with(
         "users",
         store,
-        ServiceOptions::new().methods(["find", "get"]),
+        ServiceOptions::new().methods([Method::Find, Method::Get]),
     );
     users
         .hooks()

@@ -433,7 +433,7 @@ async fn feathers_distributed_main_suite() {
         "custom",
         Custom,
         ServiceOptions::new()
-            .methods(["create", "update", "custom"])
+            .methods([Method::Create, Method::Update, Method::from_name("custom")])
             .events(["custom"]),
     );
     for p in [p1, p2] {

@@ -311,7 +311,7 @@ async fn unexposed_paths_and_methods_are_refused_by_the_provider() {
     provider.use_service_with(
         "readonly",
         Recorder::default(),
-        ServiceOptions::new().methods(["find", "get"]),
+        ServiceOptions::new().methods([Method::Find, Method::Get]),
     );
     let p = start(
         &provider,

@@ -172,7 +172,7 @@ impl AuthenticationService {
         let handle = app.use_service_with(
             path,
             self.clone(),
-            ServiceOptions::new().methods(["create", "remove"]),
+            ServiceOptions::new().methods([Method::Create, Method::Remove]),
         );
         // The authentication service never publishes its results (they hold tokens).
         handle.hooks().before(hook_sync(|ctx| {

@@ -242,7 +242,13 @@ fn build_front(secret: String) -> App {
     let users = app.use_service_with(
         "users",
         users_store,
-        ServiceOptions::new().methods(["find", "get", "create", "patch", "remove"]),
+        ServiceOptions::new().methods([
+            Method::Find,
+            Method::Get,
+            Method::Create,
+            Method::Patch,
+            Method::Remove,
+        ]),
     );
     users
         .hooks()
