@@ -9,67 +9,13 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::events::{ListenerId, Listeners, ServiceEvent};
+use crate::forward::Forward;
 use crate::handle::{ServiceEntry, ServiceHandle};
 use crate::hooks::{BoxFuture, HookRegistry};
-use crate::params::Method;
 use crate::registry;
 use crate::routes::ServiceTable;
-use crate::service::Service;
+use crate::service::{Service, ServiceOptions};
 use crate::sync;
-
-/// Options for mounting a service, as Feathers' `app.use(path, service, options)`.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceOptions {
-    /// The methods clients may call. `None` means every method the service offers.
-    pub methods: Option<Vec<Method>>,
-    /// Custom events, besides those the service declares.
-    pub events: Vec<String>,
-    /// True for a proxy of a remote service: the distribution plugin never republishes it, and
-    /// its calls emit no event of their own (the provider's events reach it through the
-    /// plugin's relay), unless a hook sets `ctx.event`.
-    pub remote: bool,
-}
-
-impl ServiceOptions {
-    /// Default options.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Expose only these methods to clients.
-    #[must_use]
-    pub fn methods<I, S>(mut self, methods: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.methods = Some(
-            methods
-                .into_iter()
-                .map(|m| Method::from_name(m.as_ref()))
-                .collect(),
-        );
-        self
-    }
-
-    /// Declare extra custom events.
-    #[must_use]
-    pub fn events<I, S>(mut self, events: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.events.extend(events.into_iter().map(Into::into));
-        self
-    }
-
-    /// Mark the service as a proxy of a remote service.
-    #[must_use]
-    pub fn remote(mut self, remote: bool) -> Self {
-        self.remote = remote;
-        self
-    }
-}
 
 /// A plugin: anything that configures an App. Closures `FnOnce(&App)` are plugins.
 pub trait Plugin {
@@ -85,6 +31,7 @@ impl<F: FnOnce(&App)> Plugin for F {
 
 type ServiceCallback = Arc<dyn Fn(&ServiceHandle) + Send + Sync>;
 type ShutdownTask = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+type SetupTask = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send>;
 
 struct AppInner {
     services: RwLock<ServiceTable>,
@@ -95,6 +42,9 @@ struct AppInner {
     on_added: RwLock<Vec<ServiceCallback>>,
     on_removed: RwLock<Vec<ServiceCallback>>,
     on_shutdown: Mutex<Vec<ShutdownTask>>,
+    on_setup: Mutex<Vec<SetupTask>>,
+    /// The error of a failed setup, which every later `setup` returns too.
+    setup_failed: Mutex<Option<Error>>,
 }
 
 /// An application: services by path, hooks, events, settings and plugins.
@@ -177,6 +127,8 @@ impl App {
                 on_added: RwLock::new(Vec::new()),
                 on_removed: RwLock::new(Vec::new()),
                 on_shutdown: Mutex::new(Vec::new()),
+                on_setup: Mutex::new(Vec::new()),
+                setup_failed: Mutex::new(None),
             }),
         }
     }
@@ -204,6 +156,19 @@ impl App {
         self.use_arc(path, Arc::new(service), options)
     }
 
+    /// Mount a forwarding service (a proxy): calls reach it with borrowed arguments through
+    /// [`Forward`](crate::Forward). For `plume-transport`'s distribution plugin; not a public API.
+    #[doc(hidden)]
+    pub fn use_forwarding<S: Forward>(
+        &self,
+        path: &str,
+        service: Arc<S>,
+        options: ServiceOptions,
+    ) -> ServiceHandle {
+        let forward: Arc<dyn Forward> = service.clone();
+        self.mount(path, service, Some(forward), options)
+    }
+
     /// Mount a boxed or shared service.
     pub fn use_arc(
         &self,
@@ -211,8 +176,18 @@ impl App {
         service: Arc<dyn Service>,
         options: ServiceOptions,
     ) -> ServiceHandle {
+        self.mount(path, service, None, options)
+    }
+
+    fn mount(
+        &self,
+        path: &str,
+        service: Arc<dyn Service>,
+        forward: Option<Arc<dyn Forward>>,
+        options: ServiceOptions,
+    ) -> ServiceHandle {
         let path = normalize_path(path);
-        let entry = Arc::new(ServiceEntry::new(path.clone(), service, options));
+        let entry = Arc::new(ServiceEntry::new(path.clone(), service, forward, options));
         let previous = self.write_services().insert(entry.clone());
         if let Some(previous) = previous {
             self.fire(
@@ -367,6 +342,49 @@ impl App {
         let value = Arc::new(make());
         map.insert(TypeId::of::<T>(), value.clone());
         value
+    }
+
+    /// Run `task` when the App is set up ([`setup`](App::setup), which `listen` and `serve`
+    /// call before they serve). A plugin whose start is asynchronous (the distribution plugin,
+    /// applied with [`configure`](App::configure)) registers its wait here, so that its error
+    /// surfaces from `setup`, `listen` and `serve` instead of only in a log.
+    pub fn on_setup<F>(&self, task: F)
+    where
+        F: FnOnce() -> BoxFuture<'static, Result<()>> + Send + 'static,
+    {
+        sync::lock(&self.inner.on_setup).push(Box::new(task));
+    }
+
+    /// Feathers' `app.setup()`: run the setup tasks of plugins, in the order they were
+    /// registered, and return the first error. A task runs once; after a failure every later
+    /// call returns the same error. [`listen`](App::listen) and [`serve`](App::serve) call it
+    /// first and do not serve when it fails.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let app = plume::App::new();
+    /// app.on_setup(|| Box::pin(async { Err(plume::Error::unavailable("no database")) }));
+    /// assert_eq!(app.setup().await.unwrap_err().message(), "no database");
+    /// assert_eq!(app.setup().await.unwrap_err().message(), "no database");
+    /// # });
+    /// ```
+    pub async fn setup(&self) -> Result<()> {
+        loop {
+            if let Some(err) = sync::lock(&self.inner.setup_failed).clone() {
+                return Err(err);
+            }
+            let task = {
+                let mut tasks = sync::lock(&self.inner.on_setup);
+                if tasks.is_empty() {
+                    return Ok(());
+                }
+                tasks.remove(0)
+            };
+            if let Err(err) = task().await {
+                *sync::lock(&self.inner.setup_failed) = Some(err.clone());
+                return Err(err);
+            }
+        }
     }
 
     /// Run `task` when the app shuts down (tasks run in reverse order of registration).

@@ -7,12 +7,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::app::{App, ServiceOptions};
+use crate::app::App;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{ListenerId, Listeners, ServiceEvent};
+use crate::forward::{Forward, RawJson, method_args};
 use crate::hooks::{BoxFuture, Chain, HookContext, HookRegistry, HookType, Invoke};
-use crate::params::{Id, Method, Params};
-use crate::service::{RawJson, Service, dispatch, method_args};
+use crate::params::{Id, IntoNullableId, Method, Params};
+use crate::service::{Service, ServiceOptions, dispatch};
 
 /// The standard events every service emits.
 pub const STANDARD_EVENTS: [&str; 4] = ["created", "updated", "patched", "removed"];
@@ -22,6 +23,9 @@ pub(crate) struct ServiceEntry {
     path: String,
     segments: Vec<String>,
     service: Arc<dyn Service>,
+    /// The same service as a forwarding one, when it was mounted with
+    /// [`App::use_forwarding`](crate::App::use_forwarding).
+    forward: Option<Arc<dyn Forward>>,
     options: ServiceOptions,
     offered: Vec<Method>,
     events: Vec<String>,
@@ -30,7 +34,12 @@ pub(crate) struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    pub(crate) fn new(path: String, service: Arc<dyn Service>, options: ServiceOptions) -> Self {
+    pub(crate) fn new(
+        path: String,
+        service: Arc<dyn Service>,
+        forward: Option<Arc<dyn Forward>>,
+        options: ServiceOptions,
+    ) -> Self {
         let offered = service.methods();
         let mut events: Vec<String> = STANDARD_EVENTS.iter().map(|e| (*e).to_owned()).collect();
         for e in service
@@ -42,6 +51,7 @@ impl ServiceEntry {
                 events.push(e);
             }
         }
+        let hooks = HookRegistry::for_service(&offered);
         Self {
             segments: path
                 .split('/')
@@ -50,10 +60,11 @@ impl ServiceEntry {
                 .collect(),
             path,
             service,
+            forward,
             options,
             offered,
             events,
-            hooks: HookRegistry::default(),
+            hooks,
             listeners: Listeners::default(),
         }
     }
@@ -96,6 +107,7 @@ impl fmt::Debug for ServiceHandle {
 
 struct ServiceInvoke<'s> {
     service: &'s dyn Service,
+    forward: Option<&'s dyn Forward>,
     path: &'s str,
     /// Nothing reads the context's arguments after the method: a service that needs owned
     /// ones gets them moved out of the context instead of copied.
@@ -110,11 +122,10 @@ impl Invoke for ServiceInvoke<'_> {
                 // (`if let`: in edition 2024 its temporaries, which borrow `ctx`, are gone
                 // before the `else` branches.)
                 Ok((id, data)) => {
-                    if let Some(call) =
-                        self.service
-                            .dispatch_borrowed(&ctx.method, id, data, &ctx.params)
-                    {
-                        call.await
+                    if let Some(forward) = self.forward {
+                        forward
+                            .forward_borrowed(&ctx.method, id, data, &ctx.params)
+                            .await
                     } else if self.take {
                         let params = std::mem::take(&mut ctx.params);
                         let (id, data) = (ctx.id.take(), ctx.data.take());
@@ -217,7 +228,7 @@ impl ServiceHandle {
     }
 
     /// [`dispatch`](Self::dispatch) for the REST server: a result the service hands over as
-    /// JSON text (see [`Service::dispatch_json`]) stays text when no hook needs it decoded.
+    /// JSON text (see [`Forward::forward_json`]) stays text when no hook needs it decoded.
     #[cfg(feature = "server")]
     pub(crate) async fn dispatch_reply(
         &self,
@@ -247,6 +258,7 @@ impl ServiceHandle {
     fn invoker(&self, take: bool) -> ServiceInvoke<'_> {
         ServiceInvoke {
             service: self.entry.service.as_ref(),
+            forward: self.entry.forward.as_deref(),
             path: &self.entry.path,
             take,
         }
@@ -336,15 +348,16 @@ impl ServiceHandle {
         if ctx.result.is_some() {
             return Ok(None);
         }
-        let service = self.entry.service.as_ref();
-        if want_json && ctx.event.is_none() {
+        if want_json
+            && ctx.event.is_none()
+            && let Some(forward) = self.entry.forward.as_deref()
+        {
             let (id, data) = method_args(&ctx.method, ctx.id.as_ref(), ctx.data.as_ref())?;
-            if let Some(call) = service.dispatch_json(&ctx.method, id, data, &ctx.params) {
-                return call
-                    .await
-                    .map(Some)
-                    .map_err(|e| on_path(e, &ctx.method, &self.entry.path));
-            }
+            return forward
+                .forward_json(&ctx.method, id, data, &ctx.params)
+                .await
+                .map(Some)
+                .map_err(|e| on_path(e, &ctx.method, &self.entry.path));
         }
         let take = !chain.has_error_hooks() && ctx.event.is_none();
         let result = self.invoker(take).invoke(ctx).await?;
@@ -383,7 +396,8 @@ impl ServiceHandle {
         self.dispatch(Method::Find, None, None, params).await
     }
 
-    /// `get(id, params)`.
+    /// `get(id, params)`. The id is anything that converts [`Into<Id>`](Id): `5`, `"abc"`, an
+    /// [`Id`] or `&Id`; `update` takes the same, and `patch` and `remove` also take `None`.
     pub async fn get(&self, id: impl Into<Id>, params: Params) -> Result<Value> {
         self.dispatch(Method::Get, Some(id.into()), None, params)
             .await
@@ -401,14 +415,23 @@ impl ServiceHandle {
             .await
     }
 
-    /// `patch(id, data, params)`; `None` patches every record matching the query.
-    pub async fn patch(&self, id: Option<Id>, data: Value, params: Params) -> Result<Value> {
-        self.dispatch(Method::Patch, id, Some(data), params).await
+    /// `patch(id, data, params)`. The id is any id, as for [`get`](Self::get), or `None`
+    /// (Feathers' `null`) to patch every record matching the query ([`IntoNullableId`]).
+    pub async fn patch(
+        &self,
+        id: impl IntoNullableId,
+        data: Value,
+        params: Params,
+    ) -> Result<Value> {
+        self.dispatch(Method::Patch, id.into_nullable_id(), Some(data), params)
+            .await
     }
 
-    /// `remove(id, params)`; `None` removes every record matching the query.
-    pub async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
-        self.dispatch(Method::Remove, id, None, params).await
+    /// `remove(id, params)`. The id is any id, as for [`get`](Self::get), or `None`
+    /// (Feathers' `null`) to remove every record matching the query ([`IntoNullableId`]).
+    pub async fn remove(&self, id: impl IntoNullableId, params: Params) -> Result<Value> {
+        self.dispatch(Method::Remove, id.into_nullable_id(), None, params)
+            .await
     }
 
     /// A custom method.

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::params::{Id, Method, Params};
+use crate::params::{Id, IntoMethods, Method, Params};
 use crate::sync;
 
 /// A boxed, `Send` future.
@@ -259,10 +259,6 @@ enum MethodFilter {
 }
 
 impl MethodFilter {
-    fn from_names(names: &[&str]) -> Self {
-        MethodFilter::Only(names.iter().map(|n| Method::from_name(n)).collect())
-    }
-
     fn applies(&self, method: &Method) -> bool {
         match self {
             MethodFilter::All => true,
@@ -282,10 +278,16 @@ struct HookSet {
 /// The hooks of an App or of one service. Get it with [`App::hooks`] or
 /// [`ServiceHandle::hooks`](crate::ServiceHandle::hooks).
 ///
-/// Each `*_for` method takes the method names the hook applies to; the others apply to all.
+/// Each `*_for` method takes the methods the hook applies to ([`IntoMethods`]); the others
+/// apply to all. A service's registry knows the service's methods: naming a custom method the
+/// service does not offer is an error at registration (a panic, as axum's `Router::route`
+/// panics on a bad route), not a hook that silently never runs. The App's registry applies
+/// to every service, so a custom method there is not checked.
 #[derive(Clone, Default)]
 pub struct HookRegistry {
     set: Arc<RwLock<HookSet>>,
+    /// The methods of the service this registry belongs to (`None` for the App's).
+    offered: Option<Arc<[Method]>>,
 }
 
 impl fmt::Debug for HookRegistry {
@@ -310,9 +312,15 @@ macro_rules! registrations {
                     self
                 }
 
-                #[doc = concat!("Add ", $what, " hook for the named methods.")]
-                pub fn $some(&self, methods: &[&str], hook: impl $trait) -> &Self {
-                    self.write().$field.push((MethodFilter::from_names(methods), Arc::new(hook)));
+                #[doc = concat!("Add ", $what, " hook for these methods.")]
+                ///
+                /// # Panics
+                ///
+                /// On a service's registry, when `methods` names a custom method the service
+                /// does not offer.
+                pub fn $some(&self, methods: impl IntoMethods, hook: impl $trait) -> &Self {
+                    let filter = MethodFilter::Only(self.checked(methods.into_methods()));
+                    self.write().$field.push((filter, Arc::new(hook)));
                     self
                 }
             )*
@@ -328,6 +336,31 @@ registrations! {
 }
 
 impl HookRegistry {
+    /// The registry of a service offering `offered`.
+    pub(crate) fn for_service(offered: &[Method]) -> Self {
+        Self {
+            set: Arc::default(),
+            offered: Some(offered.into()),
+        }
+    }
+
+    /// `methods`, once each custom one is known to be offered.
+    fn checked(&self, methods: Vec<Method>) -> Vec<Method> {
+        if let Some(offered) = &self.offered
+            && let Some(unknown) = methods
+                .iter()
+                .find(|m| !m.is_standard() && !offered.contains(m))
+        {
+            let names: Vec<&str> = offered.iter().map(Method::as_str).collect();
+            panic!(
+                "a hook for the custom method '{unknown}', which this service does not offer \
+                 (it offers {})",
+                names.join(", ")
+            );
+        }
+        methods
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HookSet> {
         sync::write(&self.set)
     }

@@ -23,8 +23,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod app;
+mod client;
 mod error;
 mod events;
+mod forward;
 mod handle;
 mod macro_support;
 mod params;
@@ -50,18 +52,22 @@ mod readme {}
 pub mod server;
 pub mod sync;
 
-pub use app::{App, Lookup, Plugin, ServiceOptions, WeakApp, normalize_path};
+pub use app::{App, Lookup, Plugin, WeakApp, normalize_path};
 pub use async_trait::async_trait;
 pub use channels::Channel;
+pub use client::ServiceClient;
 pub use error::{Error, ErrorKind, Result};
 pub use events::{ListenerId, ServiceEvent};
+#[doc(hidden)]
+pub use forward::Forward;
+pub use forward::RawJson;
 pub use handle::{STANDARD_EVENTS, ServiceHandle};
 pub use hooks::{HookContext, HookType};
 pub use memory::{MemoryOptions, MemoryService, Paginate};
-pub use params::{ConnectionId, Id, Method, Params, Provider};
+pub use params::{ConnectionId, Id, IntoMethods, IntoNullableId, Method, Params, Provider};
 #[cfg(feature = "server")]
 pub use server::{Listening, ServerOptions};
-pub use service::{RawJson, Service, dispatch};
+pub use service::{Service, ServiceOptions, dispatch};
 
 #[doc = include_str!("../docs/service-macro.md")]
 pub use plume_macros::service;

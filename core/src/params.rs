@@ -101,6 +101,44 @@ impl From<&Id> for Id {
     }
 }
 
+/// What [`ServiceHandle::patch`](crate::ServiceHandle::patch) and
+/// [`remove`](crate::ServiceHandle::remove) take as their id: any id (`5`, `"abc"`, an [`Id`]
+/// or `&Id`, as `get` and `update` take), or `None`, Feathers' `null` id, for every record
+/// matching `params.query` (a multi patch or remove; the service decides whether it allows
+/// one).
+///
+/// ```
+/// use plume::{Id, IntoNullableId};
+///
+/// assert_eq!(5.into_nullable_id(), Some(Id::Int(5)));
+/// assert_eq!("a".into_nullable_id(), Some(Id::from("a")));
+/// assert_eq!(None.into_nullable_id(), None);
+/// ```
+pub trait IntoNullableId {
+    /// The id, or `None` for Feathers' `null`.
+    fn into_nullable_id(self) -> Option<Id>;
+}
+
+macro_rules! nullable_ids {
+    ($($t:ty),*) => {
+        $(
+            impl IntoNullableId for $t {
+                fn into_nullable_id(self) -> Option<Id> {
+                    Some(Id::from(self))
+                }
+            }
+        )*
+    };
+}
+
+nullable_ids!(Id, &Id, i64, i32, u32, &str, String);
+
+impl IntoNullableId for Option<Id> {
+    fn into_nullable_id(self) -> Option<Id> {
+        self
+    }
+}
+
 /// A service method: one of the six standard ones, or a custom one by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {
@@ -177,6 +215,50 @@ impl Method {
     /// `update`): such calls may be retried on another provider.
     pub fn is_idempotent(&self) -> bool {
         matches!(self, Method::Find | Method::Get | Method::Update)
+    }
+}
+
+/// A set of methods: one [`Method`], or an array, slice or `Vec` of them. The hooks registered
+/// with a `*_for` method of [`HookRegistry`](crate::hooks::HookRegistry) take it, and so does
+/// [`ServiceOptions::methods`](crate::ServiceOptions::methods). Methods are values, not names, so a typo
+/// does not compile; a custom method is `Method::Custom("name".into())` (or
+/// [`Method::from_name`]).
+///
+/// ```
+/// use plume::hooks::hook_sync;
+/// use plume::{App, MemoryService, Method};
+///
+/// let app = App::new();
+/// let todos = app.use_service("todos", MemoryService::<serde_json::Value>::new());
+/// todos.hooks().before_for([Method::Create, Method::Patch], hook_sync(|_ctx| Ok(())));
+/// todos.hooks().after_for(Method::Find, hook_sync(|_ctx| Ok(())));
+/// ```
+pub trait IntoMethods {
+    /// The methods.
+    fn into_methods(self) -> Vec<Method>;
+}
+
+impl IntoMethods for Method {
+    fn into_methods(self) -> Vec<Method> {
+        vec![self]
+    }
+}
+
+impl<const N: usize> IntoMethods for [Method; N] {
+    fn into_methods(self) -> Vec<Method> {
+        self.into()
+    }
+}
+
+impl IntoMethods for &[Method] {
+    fn into_methods(self) -> Vec<Method> {
+        self.to_vec()
+    }
+}
+
+impl IntoMethods for Vec<Method> {
+    fn into_methods(self) -> Vec<Method> {
+        self
     }
 }
 

@@ -140,13 +140,58 @@ async fn method_filters_select_hooks() {
     let svc = app.use_service("echo", Echo::default());
     let log: Log = Arc::default();
     svc.hooks()
-        .before_for(&["create"], logging(&log, "create-only"));
+        .before_for([Method::Create], logging(&log, "create-only"));
     app.hooks()
-        .after_for(&["find", "get"], logging(&log, "reads"));
+        .after_for([Method::Find, Method::Get], logging(&log, "reads"));
     svc.get(1, Params::new()).await.unwrap();
     assert_eq!(take(&log), ["reads:After"]);
     svc.create(json!({}), Params::new()).await.unwrap();
     assert_eq!(take(&log), ["create-only:Before"]);
+}
+
+#[tokio::test]
+async fn a_custom_method_filter_names_an_offered_method() {
+    let app = App::new();
+    let svc = app.use_service("echo", Echo::default());
+    let log: Log = Arc::default();
+    // A custom method the service offers: the hook runs for it, and only for it.
+    svc.hooks()
+        .before_for(Method::from_name("shout"), logging(&log, "shout-only"));
+    svc.call("shout", json!({"text": "hi"}), Params::new())
+        .await
+        .unwrap();
+    assert_eq!(take(&log), ["shout-only:Before"]);
+    svc.find(Params::new()).await.unwrap();
+    assert!(take(&log).is_empty());
+
+    // A typo of it is an error at registration, naming what the service offers.
+    let typo = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        svc.hooks()
+            .before_for([Method::Custom("shuot".into())], logging(&log, "never"));
+    }))
+    .expect_err("an unknown custom method is refused");
+    let message = typo.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert_eq!(
+        message,
+        "a hook for the custom method 'shuot', which this service does not offer \
+         (it offers find, get, create, shout)"
+    );
+    svc.call("shout", json!({"text": "hi"}), Params::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        take(&log),
+        ["shout-only:Before"],
+        "the refused hook was not added"
+    );
+
+    // The App's hooks apply to every service: a custom name there is not checked.
+    app.hooks()
+        .before_for(Method::from_name("shout"), logging(&log, "app-shout"));
+    svc.call("shout", json!({"text": "hi"}), Params::new())
+        .await
+        .unwrap();
+    assert_eq!(take(&log), ["app-shout:Before", "shout-only:Before"]);
 }
 
 #[tokio::test]
@@ -239,7 +284,7 @@ async fn around_hooks_can_recover_and_async_hooks_can_change_data() {
             })
         }));
     svc.hooks().before_for(
-        &["create"],
+        [Method::Create],
         hook(|ctx: &mut HookContext| {
             Box::pin(async move {
                 tokio::task::yield_now().await;
@@ -371,7 +416,7 @@ async fn custom_methods_and_method_not_allowed() {
     let users = app.use_service_with(
         "users",
         Echo::default(),
-        ServiceOptions::new().methods(["find"]),
+        ServiceOptions::new().methods([Method::Find]),
     );
     assert!(users.get(1, Params::new()).await.is_ok());
     let external = Params::new().with_provider(Provider::Rest);
@@ -517,4 +562,52 @@ async fn routes_follow_mounts_and_unmounts_and_keep_their_precedence() {
     app.use_service("odd{name}", Echo::default());
     assert_eq!(path_of("odd{name}/1").as_deref(), Some("odd{name}"));
     assert_eq!(path_of("oddx/1/2"), None);
+}
+
+/// Every method of a handle that takes an id takes any id; `patch` and `remove` also take
+/// `None`, Feathers' null id, for every record matching the query.
+#[tokio::test]
+async fn handle_methods_take_ids_one_way_and_none_for_many() {
+    let app = App::new();
+    let store: plume::MemoryService = plume::MemoryService::with_options(
+        plume::MemoryOptions::new().multi(plume::memory::Multi::All),
+    );
+    let todos = app.use_service("todos", store);
+    todos
+        .create(
+            json!([{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]),
+            Params::new(),
+        )
+        .await
+        .unwrap();
+    let id = Id::Int(1);
+    assert_eq!(todos.get(0, Params::new()).await.unwrap()["n"], 0);
+    assert_eq!(todos.get(&id, Params::new()).await.unwrap()["n"], 1);
+    assert_eq!(
+        todos
+            .patch(0, json!({"x": 1}), Params::new())
+            .await
+            .unwrap(),
+        json!({"id": 0, "n": 0, "x": 1})
+    );
+    assert_eq!(
+        todos
+            .patch(&id, json!({"x": 2}), Params::new())
+            .await
+            .unwrap()["x"],
+        2
+    );
+    assert_eq!(todos.remove("0", Params::new()).await.unwrap()["id"], 0);
+    let odd = || Params::new().with_query(json!({"n": {"$in": [1, 3]}}));
+    let patched = todos
+        .patch(None, json!({"odd": true}), odd())
+        .await
+        .unwrap();
+    assert_eq!(patched.as_array().map(Vec::len), Some(2));
+    let removed = todos.remove(None, odd()).await.unwrap();
+    assert_eq!(removed.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        todos.find(Params::new()).await.unwrap(),
+        json!([{"id": 2, "n": 2}])
+    );
 }

@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::{Request, StatusCode, header};
 use jsonwebtoken::{EncodingKey, Header};
 use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
-use plume::{App, MemoryOptions, MemoryService, ServiceOptions};
+use plume::{App, MemoryOptions, MemoryService, Method, ServiceOptions};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -17,12 +17,21 @@ fn app() -> App {
     let users = app.use_service_with(
         "users",
         store,
-        ServiceOptions::new().methods(["find", "get", "create", "patch", "remove"]),
+        ServiceOptions::new().methods([
+            Method::Find,
+            Method::Get,
+            Method::Create,
+            Method::Patch,
+            Method::Remove,
+        ]),
     );
     users
         .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
-        .before_for(&["create", "patch"], hash_password("password"))
+        .before_for(
+            [Method::Find, Method::Get, Method::Patch, Method::Remove],
+            authenticate(["jwt"]),
+        )
+        .before_for([Method::Create, Method::Patch], hash_password("password"))
         .after(protect(["password"]));
     AuthenticationService::setup(&app, AuthConfig::new(SECRET));
     app

@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 use users::{EMAIL, PASSWORD, login, users_app};
 
-use http_client::{connect_from, read_response, request_from};
+use http_client::{connect_from, read_response, request_from, send_from, send_request_from};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -396,35 +396,28 @@ async fn socketio_calls_in_flight_per_connection_are_capped() {
 async fn socketio_connections_carry_the_client_address() {
     let (app, addr) = things_server(ServerOptions::default()).await;
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
-    let get = |path: String| {
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
-    };
-    let mut open = connect_from(source, addr).await;
-    open.write_all(&get("/socket.io/?EIO=4&transport=polling".into()))
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut open, &mut raw)
-        .await
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw);
-    let handshake: Value = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, body)| body.strip_prefix('0'))
+    let open = send_from(
+        source,
+        addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        None,
+    )
+    .await;
+    let handshake: Value = open
+        .body
+        .strip_prefix('0')
         .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_else(|| panic!("engine.io open packet in {text:?}"));
+        .unwrap_or_else(|| panic!("engine.io open packet in {open:?}"));
     let sid = handshake["sid"].as_str().expect("sid");
-    let mut connect = connect_from(source, addr).await;
-    let head = format!(
-        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\
-         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\n40"
-    );
-    connect.write_all(head.as_bytes()).await.expect("write");
-    let mut ok = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut connect, &mut ok)
-        .await
-        .expect("read");
-    assert!(String::from_utf8_lossy(&ok).starts_with("HTTP/1.1 200"));
+    let connect = http::Request::post(format!(
+        "http://{addr}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    ))
+    .header(http::header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"40")))
+    .expect("a valid request");
+    let ok = send_request_from(source, connect).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
     // The socket.io connect runs on the server's tasks: wait (bounded) until it is registered.
     let conn = timeout(Duration::from_secs(10), async {
         loop {

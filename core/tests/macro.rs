@@ -291,6 +291,35 @@ async fn registration_is_picked_up_by_use_registered() {
     assert!(handle.methods().contains(&Method::Custom("archive".into())));
 }
 
+/// `app.client::<TodosClient>()` finds the service at the path `#[service(path = ..)]` gave.
+#[tokio::test]
+async fn a_typed_client_by_type_from_the_app() {
+    use plume::ServiceClient;
+
+    assert_eq!(TodosClient::PATH, "macro-todos");
+    let app = App::new();
+    let err = app
+        .client::<TodosClient>()
+        .expect_err("nothing mounted yet");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.message(), "Service 'macro-todos' not found");
+
+    app.use_registered();
+    let todos = app.client::<TodosClient>().expect("mounted");
+    assert_eq!(todos.handle().path(), "macro-todos");
+    let todo: Todo = todos
+        .create(
+            NewTodo {
+                title: "by type".into(),
+                done: false,
+            },
+            Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(todos.get(todo.id, Params::new()).await.unwrap(), todo);
+}
+
 #[tokio::test]
 async fn typed_client_has_the_service_signatures() {
     let (_app, handle) = app_with_todos();

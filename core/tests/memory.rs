@@ -902,3 +902,109 @@ async fn concurrent_creates_get_distinct_ids_through_dyn_service() {
     assert_eq!(found.as_array().map(Vec::len), Some(200));
     assert_eq!(store.options()["id"], "id");
 }
+
+/// Data for a new todo, without an id: the store gives it one.
+#[derive(serde::Serialize)]
+struct NewTodo {
+    text: &'static str,
+    done: bool,
+    priority: f64,
+}
+
+#[tokio::test]
+async fn every_method_has_a_typed_form() {
+    let store: MemoryService<Todo> =
+        MemoryService::with_options(MemoryOptions::new().multi(Multi::All));
+    let todo = |id, text: &str, done, priority| Todo {
+        id,
+        text: text.into(),
+        done,
+        priority,
+    };
+    let a = NewTodo {
+        text: "a",
+        done: false,
+        priority: 1.0,
+    };
+    assert_eq!(
+        store.create_typed(&a, Params::new()).await.expect("create"),
+        todo(0, "a", false, 1.0)
+    );
+    let more = [
+        NewTodo {
+            text: "b",
+            done: false,
+            priority: 2.0,
+        },
+        NewTodo {
+            text: "c",
+            done: true,
+            priority: 3.0,
+        },
+    ];
+    assert_eq!(
+        store
+            .create_many_typed(&more, Params::new())
+            .await
+            .expect("create many"),
+        [todo(1, "b", false, 2.0), todo(2, "c", true, 3.0)]
+    );
+    // One record at a time: an array is refused, and nothing is stored.
+    let err = store
+        .create_typed(&more, Params::new())
+        .await
+        .expect_err("an array");
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert_eq!(store.len(), 3);
+
+    assert_eq!(
+        store.get_typed(1, Params::new()).await.expect("get"),
+        todo(1, "b", false, 2.0)
+    );
+    assert_eq!(
+        store
+            .update_typed("1", &a, Params::new())
+            .await
+            .expect("update"),
+        todo(1, "a", false, 1.0)
+    );
+    assert_eq!(
+        store
+            .patch_typed(1, &json!({"done": true}), Params::new())
+            .await
+            .expect("patch"),
+        todo(1, "a", true, 1.0)
+    );
+    // The data is checked against `Todo` as the JSON methods check it.
+    let err = store
+        .patch_typed(1, &json!({"done": "yes"}), Params::new())
+        .await
+        .expect_err("not a boolean");
+    assert!(err.message().contains("done"), "{}", err.message());
+
+    let undone = || Params::new().with_query(json!({"done": true}));
+    assert_eq!(
+        store
+            .patch_many_typed(&json!({"priority": 9.0}), undone())
+            .await
+            .expect("patch many"),
+        [todo(1, "a", true, 9.0), todo(2, "c", true, 9.0)]
+    );
+    assert_eq!(
+        store.remove_typed(0, Params::new()).await.expect("remove"),
+        todo(0, "a", false, 1.0)
+    );
+    assert_eq!(
+        store
+            .remove_many_typed(undone())
+            .await
+            .expect("remove many"),
+        [todo(1, "a", true, 9.0), todo(2, "c", true, 9.0)]
+    );
+    assert!(store.is_empty());
+    let err = store
+        .get_typed(0, Params::new())
+        .await
+        .expect_err("removed");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}

@@ -1,5 +1,8 @@
 //! REST: the Feathers mapping, dynamic dispatch, query strings and bad input.
 
+#[path = "support/http.rs"]
+mod http_client;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,7 +13,6 @@ use plume::{
     App, Error, Id, Method, Params, Result, ServerOptions, Service, ServiceOptions, async_trait,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 /// A small in-memory todo store (the memory adapter is not used here on purpose).
@@ -683,32 +685,20 @@ async fn per_service_layers_wrap_only_their_service_and_go_with_it() {
     assert_eq!(fresh.status, StatusCode::OK);
 }
 
-/// One HTTP/1.1 request over a real TCP connection; returns the status and the body.
+/// One request over a real TCP connection (hyper's client), answered within 10 s.
 async fn http(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
-) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut out))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_owned())
+) -> http_client::Response {
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        http_client::send_from(local, addr, method, path, body),
+    )
+    .await
+    .expect("response in time")
 }
 
 #[tokio::test]
@@ -718,27 +708,23 @@ async fn real_server_routes_a_late_service_and_shuts_down() {
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
 
-    let (status, head, body) = http(addr, "GET", "/late", None).await;
-    assert_eq!(status, 404);
-    assert!(head.contains("content-type: application/json"));
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).expect("json")["className"],
-        "not-found"
+    let r = http(addr, "GET", "/late", None).await;
+    assert_eq!(r.status, 404);
+    let content_type = r.headers.get(header::CONTENT_TYPE);
+    assert!(
+        content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/json")),
+        "{content_type:?}"
     );
+    assert_eq!(r.json()["className"], "not-found");
 
     app.use_service_with("late", Todos::default(), ServiceOptions::new());
-    let (status, _, body) = http(addr, "POST", "/late", Some(r#"{"a":1}"#)).await;
-    assert_eq!(status, 201);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).expect("json"),
-        json!({"a": 1, "id": 1})
-    );
-    let (status, _, body) = http(addr, "GET", "/late/1", None).await;
-    assert_eq!((status, body.contains("\"a\":1")), (200, true));
+    let r = http(addr, "POST", "/late", Some(r#"{"a":1}"#)).await;
+    assert_eq!((r.status, r.json()), (201, json!({"a": 1, "id": 1})));
+    let r = http(addr, "GET", "/late/1", None).await;
+    assert_eq!((r.status, r.json()), (200, json!({"a": 1, "id": 1})));
 
     app.unuse("late");
-    let (status, _, _) = http(addr, "GET", "/late/1", None).await;
-    assert_eq!(status, 404);
+    assert_eq!(http(addr, "GET", "/late/1", None).await.status, 404);
 
     tokio::time::timeout(Duration::from_secs(15), app.shutdown())
         .await
@@ -782,21 +768,34 @@ impl Service for Prejsoned {
     fn methods(&self) -> Vec<Method> {
         vec![Method::Find, Method::Get, Method::Create]
     }
-    fn dispatch_json<'a>(
+}
+
+/// Mounted with `App::use_forwarding`, as the distribution plugin mounts its proxies.
+impl plume::Forward for Prejsoned {
+    fn forward_borrowed<'a>(
         &'a self,
         method: &'a Method,
         id: Option<&'a Id>,
         _data: Option<&'a Value>,
         _params: &'a Params,
-    ) -> Option<futures::future::BoxFuture<'a, Result<plume::RawJson>>> {
+    ) -> futures::future::BoxFuture<'a, Result<Value>> {
+        Box::pin(async move { Self::value(method, id) })
+    }
+    fn forward_json<'a>(
+        &'a self,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        _data: Option<&'a Value>,
+        _params: &'a Params,
+    ) -> futures::future::BoxFuture<'a, Result<plume::RawJson>> {
         self.json_calls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Some(Box::pin(async move {
+        Box::pin(async move {
             Self::value(method, id).map(|v| match v {
                 Value::Null => plume::RawJson::from_encoded("null".into()),
                 _ => plume::RawJson::from_encoded(PREJSONED.into()),
             })
-        }))
+        })
     }
 }
 
@@ -805,7 +804,7 @@ fn prejsoned_app() -> (App, std::sync::Arc<Prejsoned>) {
     let service = std::sync::Arc::new(Prejsoned {
         json_calls: Default::default(),
     });
-    app.use_arc("pre", service.clone(), ServiceOptions::default());
+    app.use_forwarding("pre", service.clone(), ServiceOptions::default());
     (app, service)
 }
 

@@ -143,7 +143,7 @@ fn app() -> App {
     app.use_service_with(
         "limited",
         Todos::default(),
-        ServiceOptions::new().methods(["find"]),
+        ServiceOptions::new().methods([Method::Find]),
     );
     app.set_connection_authenticator(HeaderAuth);
     app

@@ -7,7 +7,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use plume::auth::{AuthenticationService, authenticate, hash_password, protect};
-use plume::{App, MemoryOptions, MemoryService, Params, Result, ServiceOptions};
+use plume::{App, MemoryOptions, MemoryService, Method, Params, Result, ServiceOptions};
 use plume_transport::distribution::Distribution;
 use serde_json::json;
 
@@ -42,12 +42,15 @@ pub(crate) async fn gateway_app() -> Result<App> {
     let users = app.use_service_with(
         "users",
         store,
-        ServiceOptions::new().methods(["find", "get"]),
+        ServiceOptions::new().methods([Method::Find, Method::Get]),
     );
     users
         .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
-        .before_for(&["create", "patch"], hash_password("password"))
+        .before_for(
+            [Method::Find, Method::Get, Method::Patch, Method::Remove],
+            authenticate(["jwt"]),
+        )
+        .before_for([Method::Create, Method::Patch], hash_password("password"))
         .after(protect(["password"]));
     AuthenticationService::from_app(&app)?;
     users

@@ -86,6 +86,7 @@ impl ToTokens for Expand<'_> {
             };
         });
         tokens.extend(self.client());
+        tokens.extend(self.client_path());
     }
 }
 
@@ -361,6 +362,25 @@ impl Expand<'_> {
                 }
 
                 #(#methods)*
+            }
+        }
+    }
+
+    /// With `path = ".."`: the client knows its service's path, so `app.client::<TypeClient>()`
+    /// finds it (`ServiceClient`).
+    fn client_path(&self) -> TokenStream {
+        let Some(path) = &self.args.path else {
+            return quote!();
+        };
+        let krate = &self.krate;
+        let client = format_ident!("{}Client", self.svc.ident);
+        quote! {
+            #[automatically_derived]
+            impl #krate::ServiceClient for #client {
+                const PATH: &'static str = #path;
+                fn from_handle(handle: #krate::ServiceHandle) -> Self {
+                    Self::new(handle)
+                }
             }
         }
     }

@@ -185,7 +185,10 @@ async fn feathers_distributed_main_suite() {
                 Ok(())
             }))
             .before(CheckAuth { on: check.clone() })
-            .before_for(&["create", "update", "patch"], hash_password("password"));
+            .before_for(
+                [Method::Create, Method::Update, Method::Patch],
+                hash_password("password"),
+            );
     }
     for i in 0..6 {
         users
@@ -430,7 +433,7 @@ async fn feathers_distributed_main_suite() {
         "custom",
         Custom,
         ServiceOptions::new()
-            .methods(["create", "update", "custom"])
+            .methods([Method::Create, Method::Update, Method::from_name("custom")])
             .events(["custom"]),
     );
     for p in [p1, p2] {

@@ -61,8 +61,11 @@ async fn params_user_and_events_cross_the_mesh_without_protected_fields() {
     );
     users
         .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
-        .before_for(&["create", "patch"], hash_password("password"))
+        .before_for(
+            [Method::Find, Method::Get, Method::Patch, Method::Remove],
+            authenticate(["jwt"]),
+        )
+        .before_for([Method::Create, Method::Patch], hash_password("password"))
         .after(protect(["password", "resetToken"]));
     AuthenticationService::setup(&gateway, AuthConfig::new("mesh-protected-secret"));
     users

@@ -10,7 +10,9 @@ use plume::{
     App, Error, ErrorKind, Id, MemoryService, Method, Params, Result, Service, ServiceOptions,
     async_trait,
 };
-use plume_transport::distribution::{Distribution, DistributionHandle, ServiceFilter};
+use plume_transport::distribution::{
+    AppDistributionExt, Distribution, DistributionHandle, ServiceFilter,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -177,7 +179,7 @@ async fn proxies_mount_forward_every_method_and_keep_error_classes() {
         "a"
     );
     // Nothing on a proxy reads a result (the plugin adds no after or around hook), so REST sends
-    // a reply's JSON text as it came (`Service::dispatch_json`); it is what the value encodes to.
+    // a reply's JSON text as it came (`Forward::forward_json`); it is what the value encodes to.
     let hooks = format!("{:?}", proxy.hooks());
     assert!(
         hooks.contains("around: 0") && hooks.contains("after: 0"),
@@ -309,7 +311,7 @@ async fn unexposed_paths_and_methods_are_refused_by_the_provider() {
     provider.use_service_with(
         "readonly",
         Recorder::default(),
-        ServiceOptions::new().methods(["find", "get"]),
+        ServiceOptions::new().methods([Method::Find, Method::Get]),
     );
     let p = start(
         &provider,
@@ -962,9 +964,10 @@ async fn renamed_paths_remote_options_hooks_and_the_configure_form() {
                 }
             }),
     );
-    let _p = Distribution::ready(&provider)
+    let _p = provider.distribution().await.expect("started by configure");
+    within("setup", provider.setup())
         .await
-        .expect("started by configure");
+        .expect("a started plugin sets up");
 
     let consumer = App::new();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -1111,4 +1114,46 @@ async fn middlewares_wrap_every_proxys_rest_routes() {
     let local = get("/local").await;
     assert_eq!(local.status(), http::StatusCode::OK);
     assert!(local.headers().get("x-proxy").is_none());
+}
+
+/// `app.configure(Distribution..)` whose start fails: the error surfaces from `app.setup()`,
+/// `app.listen(..)`, `app.serve(..)` and `app.distribution()`, not only in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_plugin_that_fails_to_start_fails_setup_listen_and_serve() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let app = App::new();
+    app.configure(
+        Distribution::new()
+            .environment(env("setup-fails"))
+            .listen(addr),
+    );
+    let err = within("the plugin's start", app.distribution())
+        .await
+        .expect_err("the mesh port is taken");
+    assert!(
+        err.to_string().contains("the mesh could not start"),
+        "{err}"
+    );
+
+    let err = within("setup", app.setup()).await.expect_err("setup fails");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.message()
+            .starts_with("the distribution plugin did not start: the mesh could not start"),
+        "{}",
+        err.message()
+    );
+    let err = within("listen", app.listen("127.0.0.1:0"))
+        .await
+        .expect_err("listen does not serve a broken app");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let err = within("serve", app.serve("127.0.0.1:0").into_future())
+        .await
+        .expect_err("serve does not serve a broken app");
+    assert_eq!(err.kind(), std::io::ErrorKind::Other);
+    assert!(err.to_string().contains("did not start"), "{err}");
+    drop(taken);
 }

@@ -128,10 +128,11 @@ pub struct HashPassword {
 ///
 /// ```
 /// use plume::auth::hash_password;
+/// use plume::Method;
 /// # let app = plume::App::new();
 /// # struct S; #[plume::async_trait] impl plume::Service for S {}
 /// let users = app.use_service("users", S);
-/// users.hooks().before_for(&["create", "patch"], hash_password("password"));
+/// users.hooks().before_for([Method::Create, Method::Patch], hash_password("password"));
 /// ```
 pub fn hash_password(field: impl Into<String>) -> HashPassword {
     HashPassword {

@@ -3,13 +3,15 @@
 //!
 //! ```
 //! use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
-//! use plume::App;
+//! use plume::{App, Method};
 //!
 //! # fn users() -> impl plume::Service { struct U; #[plume::async_trait] impl plume::Service for U {} U }
 //! let app = App::new();
 //! let users = app.use_service("users", users());
-//! users.hooks().before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]));
-//! users.hooks().before_for(&["create", "patch"], hash_password("password"));
+//! users
+//!     .hooks()
+//!     .before_for([Method::Find, Method::Get, Method::Patch, Method::Remove], authenticate(["jwt"]));
+//! users.hooks().before_for([Method::Create, Method::Patch], hash_password("password"));
 //! users.hooks().after(protect(["password"]));
 //! let auth = AuthenticationService::setup(&app, AuthConfig::new("a long random secret"));
 //! assert_eq!(auth.config().strategies, ["jwt", "local"]);
@@ -35,7 +37,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use crate::app::{App, ServiceOptions, WeakApp};
+use crate::app::{App, WeakApp};
 use crate::error::{Error, Result};
 use crate::handle::ServiceHandle;
 use crate::hooks::hook_sync;
@@ -43,6 +45,7 @@ use crate::params::{Id, Method, Params};
 #[cfg(feature = "server")]
 use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
+use crate::service::ServiceOptions;
 use crate::sync;
 
 pub use config::{
@@ -169,7 +172,7 @@ impl AuthenticationService {
         let handle = app.use_service_with(
             path,
             self.clone(),
-            ServiceOptions::new().methods(["create", "remove"]),
+            ServiceOptions::new().methods([Method::Create, Method::Remove]),
         );
         // The authentication service never publishes its results (they hold tokens).
         handle.hooks().before(hook_sync(|ctx| {

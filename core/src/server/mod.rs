@@ -6,6 +6,19 @@
 //! or `.nest_service(..)`, or through [`App::add_routes`] so that [`App::listen`] includes them)
 //! are tried first; do not set another fallback. `/socket.io/` is answered by the socket.io layer.
 //!
+//! [`App::serve`] runs the server as a future, as `axum::serve` does, until a shutdown signal:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let app = plume::App::new();
+//! app.serve("127.0.0.1:3030")
+//!     .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.ok(); })
+//!     .await?; // a bind failure is an io::Error
+//! # Ok(()) }
+//! ```
+//!
+//! [`App::listen`] starts it in the background and hands back a [`Listening`]:
+//!
 //! ```no_run
 //! # async fn run() -> plume::Result<()> {
 //! let app = plume::App::new();
@@ -18,6 +31,7 @@
 mod layers;
 mod query;
 mod rest;
+mod run;
 mod serve;
 
 use std::fmt;
@@ -38,6 +52,7 @@ use crate::sync;
 pub use layers::{RestLayer, RestService};
 pub use query::parse_query;
 pub use rest::{SERVICE_METHOD_HEADER, error_response};
+pub use run::{Serve, WithGracefulShutdown};
 
 /// Options of the HTTP server.
 #[derive(Debug, Clone)]
@@ -96,6 +111,8 @@ pub struct Listening {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// True once the accept loop and every connection ended (dropped when it was aborted).
+    done: watch::Receiver<bool>,
     timeout: Duration,
 }
 
@@ -116,6 +133,11 @@ impl Listening {
     /// Stop accepting connections and wait (up to the shutdown timeout) for open requests.
     pub async fn shutdown(&self) {
         stop_server(&self.stop, &self.task, self.timeout).await;
+    }
+
+    /// Resolves once the server has stopped (by [`shutdown`](Self::shutdown) or the App's).
+    pub async fn stopped(&self) {
+        let _ = self.done.clone().wait_for(|done| *done).await;
     }
 }
 
@@ -196,21 +218,32 @@ impl App {
     /// at most [`ServerOptions::max_connections`] are open at once, and every request carries
     /// its client address (`axum::extract::ConnectInfo<SocketAddr>`, and `params.remote_addr`
     /// of its calls).
+    ///
+    /// It sets the App up first ([`App::setup`]): a plugin that failed to start is its error.
     pub async fn listen(&self, addr: impl ToSocketAddrs) -> Result<Listening> {
+        self.setup().await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))?;
+        self.listen_on(listener)
+            .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))
+    }
+
+    /// [`listen`](App::listen) on a listener already bound.
+    pub fn listen_on(&self, listener: tokio::net::TcpListener) -> std::io::Result<Listening> {
+        let local = listener.local_addr()?;
         let options = self.server_options();
         let router = self.into_router();
         let (stop, stopped) = watch::channel(false);
+        let (done_tx, done) = watch::channel(false);
         let limits = serve::ConnLimits {
             header_timeout: options.header_timeout,
             max_connections: options.max_connections,
         };
-        let task = tokio::spawn(serve::serve(listener, router, limits, stopped));
+        let task = tokio::spawn(async move {
+            serve::serve(listener, router, limits, stopped).await;
+            let _ = done_tx.send(true);
+        });
         let task = Arc::new(Mutex::new(Some(task)));
         tracing::info!(target: "plume::server", addr = %local, "listening");
         {
@@ -232,6 +265,7 @@ impl App {
             addr: local,
             stop,
             task,
+            done,
             timeout: options.shutdown_timeout,
         })
     }

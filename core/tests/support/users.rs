@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password, protect};
-use plume::{App, MemoryOptions, MemoryService, Params};
+use plume::{App, MemoryOptions, MemoryService, Method, Params};
 use serde_json::{Value, json};
 
 /// The user's email and password.
@@ -21,8 +21,11 @@ pub(crate) async fn users_app(config: AuthConfig, protected: &[&str], extra: Val
     fields.extend_from_slice(protected);
     users
         .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
-        .before_for(&["create", "patch"], hash_password("password"))
+        .before_for(
+            [Method::Find, Method::Get, Method::Patch, Method::Remove],
+            authenticate(["jwt"]),
+        )
+        .before_for([Method::Create, Method::Patch], hash_password("password"))
         .after(protect(fields));
     AuthenticationService::setup(&app, config);
     let mut user = json!({"email": EMAIL, "password": PASSWORD});

@@ -2,7 +2,7 @@
 
 use plume::hooks::hook;
 use plume::memory::Multi;
-use plume::{App, Error, ErrorKind, Id, Params};
+use plume::{App, Error, ErrorKind, Id, Method, Params};
 use plume_sql::{ColumnType, Database, IdGeneration, SqlService, transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -263,7 +263,7 @@ pub(crate) async fn transactions(db: &Database) {
     let handle = app.use_service("people", people);
     handle.hooks().around(transaction(db));
     handle.hooks().after_for(
-        &["create"],
+        [Method::Create],
         hook(|ctx| {
             Box::pin(async move {
                 // Runs inside the transaction: the audit row goes with the call.

@@ -21,7 +21,7 @@ use plume::auth::{AuthConfig, AuthenticationService, authenticate, hash_password
 use plume::hooks::hook_sync;
 use plume::memory::Multi;
 use plume::query::{FieldType, Schema};
-use plume::{App, Error, Id, MemoryOptions, MemoryService, Params, Result, ServiceOptions};
+use plume::{App, Error, Id, MemoryOptions, MemoryService, Method, Params, Result, ServiceOptions};
 use plume_tests::process::shutdown_signal;
 use plume_transport::distribution::{Distribution, DistributionHandle};
 use serde::{Deserialize, Serialize};
@@ -242,20 +242,29 @@ fn build_front(secret: String) -> App {
     let users = app.use_service_with(
         "users",
         users_store,
-        ServiceOptions::new().methods(["find", "get", "create", "patch", "remove"]),
+        ServiceOptions::new().methods([
+            Method::Find,
+            Method::Get,
+            Method::Create,
+            Method::Patch,
+            Method::Remove,
+        ]),
     );
     users
         .hooks()
-        .before_for(&["find", "get", "patch", "remove"], authenticate(["jwt"]))
         .before_for(
-            &["create"],
+            [Method::Find, Method::Get, Method::Patch, Method::Remove],
+            authenticate(["jwt"]),
+        )
+        .before_for(
+            [Method::Create],
             hook_sync(|ctx| check_user_data(ctx.data.as_ref().unwrap_or(&Value::Null), false)),
         )
         .before_for(
-            &["patch"],
+            [Method::Patch],
             hook_sync(|ctx| check_user_data(ctx.data.as_ref().unwrap_or(&Value::Null), true)),
         )
-        .before_for(&["create", "patch"], hash_password("password"))
+        .before_for([Method::Create, Method::Patch], hash_password("password"))
         .after(protect(["password"]));
 
     AuthenticationService::setup(&app, AuthConfig::new(secret));

@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
             app: app.clone(),
             observed: observed.clone(),
         },
-        ServiceOptions::new().methods(["find", "create"]),
+        ServiceOptions::new().methods([Method::Find, Method::Create]),
     );
     // Every event to every real-time connection (feathers-distributed's `channels` helper).
     app.publish(|_, _| vec!["anonymous".to_owned(), "authenticated".to_owned()]);

@@ -6,8 +6,10 @@
 //!
 //! - [`Distribution::start`]`(&app).await` starts everything and returns a
 //!   [`DistributionHandle`] (or the error). This is the recommended form.
-//! - `app.configure(Distribution::new()...)` spawns the same start on the current tokio runtime;
-//!   [`Distribution::ready`]`(&app).await` then waits for it and returns the handle or the error.
+//! - `app.configure(Distribution::new()...)` spawns the same start on the current tokio runtime,
+//!   as Feathers' `app.configure(distribution(..))`. A failed start is the error of
+//!   `app.setup()`, `app.listen(..)` and `app.serve(..)`, and `app.distribution().await`
+//!   ([`AppDistributionExt`]) returns the handle or the error.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +26,7 @@
 //!
 //! See `docs/distribution.md` for every option and its default.
 
+mod app_ext;
 mod consumer;
 mod handle;
 mod health;
@@ -54,6 +57,7 @@ use crate::builder::MeshBuilder;
 use crate::discovery::{ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode};
 use crate::mesh::{Mesh, MeshError};
 
+pub use app_ext::AppDistributionExt;
 pub use handle::DistributionHandle;
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
 pub use wire::ServiceDescriptor;
@@ -542,10 +546,13 @@ impl Distribution {
 struct Pending(watch::Receiver<Option<Result<DistributionHandle, DistributionError>>>);
 
 impl Plugin for Distribution {
-    /// Spawn [`Distribution::start`] on the current tokio runtime; wait for it with
-    /// [`Distribution::ready`].
+    /// Spawn [`Distribution::start`] on the current tokio runtime. A failed start is the error
+    /// of `app.setup()`, `app.listen(..)` and `app.serve(..)` (the plugin registers its wait
+    /// with `App::on_setup`); [`Distribution::ready`] or `app.distribution()`
+    /// ([`AppDistributionExt`]) waits for the handle.
     fn configure(self, app: &App) {
         let (tx, rx) = watch::channel(None);
+        app.on_setup(app_ext::setup_task(rx.clone()));
         app.insert_extension(Pending(rx));
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {

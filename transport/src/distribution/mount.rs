@@ -90,13 +90,14 @@ impl Shared {
         );
         let state = proxy.state.clone();
         state.available.store(true, Ordering::Release);
-        let service: Arc<dyn Service> = Arc::new(proxy);
+        let proxy = Arc::new(proxy);
+        let service: Arc<dyn Service> = proxy.clone();
         let options = ServiceOptions {
             methods: Some(descriptor.method_list()),
             events: descriptor.custom_events(),
             remote: true,
         };
-        let handle = self.app.use_arc(local, service.clone(), options);
+        let handle = self.app.use_forwarding(local, proxy, options);
         for add in &self.opts.hooks {
             add(handle.hooks());
         }

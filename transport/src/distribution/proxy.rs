@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use plume::{Error, Id, Method, Params, RawJson, Result, Service, async_trait};
+use plume::{Error, Forward, Id, Method, Params, RawJson, Result, Service, async_trait};
 use serde_json::Value;
 
 use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
@@ -66,7 +66,7 @@ impl Proxy {
     }
 
     /// [`forward`](Self::forward), with the result as JSON text.
-    async fn forward_json(
+    async fn forward_raw(
         &self,
         method: &Method,
         id: Option<&Id>,
@@ -159,28 +159,6 @@ impl Service for Proxy {
         .await
     }
 
-    /// A proxy only serializes its arguments: it sends them as they are.
-    fn dispatch_borrowed<'a>(
-        &'a self,
-        method: &'a Method,
-        id: Option<&'a Id>,
-        data: Option<&'a Value>,
-        params: &'a Params,
-    ) -> Option<BoxFuture<'a, Result<Value>>> {
-        Some(Box::pin(self.forward(method, id, data, params)))
-    }
-
-    /// The provider's reply becomes JSON text without a `Value` on the way.
-    fn dispatch_json<'a>(
-        &'a self,
-        method: &'a Method,
-        id: Option<&'a Id>,
-        data: Option<&'a Value>,
-        params: &'a Params,
-    ) -> Option<BoxFuture<'a, Result<RawJson>>> {
-        Some(Box::pin(self.forward_json(method, id, data, params)))
-    }
-
     fn methods(&self) -> Vec<Method> {
         self.descriptor.method_list()
     }
@@ -195,5 +173,30 @@ impl Service for Proxy {
             .remote_options
             .clone()
             .unwrap_or(Value::Null)
+    }
+}
+
+/// The App's fast path for a proxy (mounted with `App::use_forwarding`).
+impl Forward for Proxy {
+    /// A proxy only serializes its arguments: it sends them as they are.
+    fn forward_borrowed<'a>(
+        &'a self,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
+    ) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(self.forward(method, id, data, params))
+    }
+
+    /// The provider's reply becomes JSON text without a `Value` on the way.
+    fn forward_json<'a>(
+        &'a self,
+        method: &'a Method,
+        id: Option<&'a Id>,
+        data: Option<&'a Value>,
+        params: &'a Params,
+    ) -> BoxFuture<'a, Result<RawJson>> {
+        Box::pin(self.forward_raw(method, id, data, params))
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use plume::{App, Service, ServiceOptions};
+use plume::{App, Method, Service, ServiceOptions};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -136,7 +136,7 @@ impl Shared {
                     Arc::downgrade(&view)
                 },
             },
-            ServiceOptions::new().methods(["find", "get"]),
+            ServiceOptions::new().methods([Method::Find, Method::Get]),
         );
 
         let weak = Arc::downgrade(&shared);

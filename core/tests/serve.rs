@@ -1,0 +1,116 @@
+//! `App::serve`: the server as a future, its graceful shutdown, and a bind failure as an
+//! `io::Error`. Real sockets on loopback, hyper's client.
+
+#[path = "support/http.rs"]
+mod http_client;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plume::{App, Params, Result, Service, ServiceOptions, async_trait};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::timeout;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A service whose `find` starts, says so, and answers only once released.
+#[derive(Default)]
+struct Gate {
+    started: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl Service for Gate {
+    async fn find(&self, _params: Params) -> Result<Value> {
+        self.started.notify_one();
+        self.release.notified().await;
+        Ok(json!(["done"]))
+    }
+}
+
+async fn bound() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+#[tokio::test]
+async fn a_bind_failure_is_the_io_error() {
+    let (_taken, addr) = bound().await;
+    let err = timeout(DEADLINE, App::new().serve(addr))
+        .await
+        .expect("the bind fails at once")
+        .expect_err("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+#[tokio::test]
+async fn the_signal_stops_the_server_after_the_open_request() {
+    let app = App::new();
+    let gate = Arc::new(Gate::default());
+    app.use_arc("gate", gate.clone(), ServiceOptions::new());
+    let (listener, addr) = bound().await;
+    let (signal, signalled) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        app.serve_on(listener)
+            .with_graceful_shutdown(async {
+                let _ = signalled.await;
+            })
+            .into_future(),
+    );
+
+    // A request in flight when the signal comes...
+    let request = tokio::spawn(http_client::send_from(
+        LOCALHOST, addr, "GET", "/gate", None,
+    ));
+    timeout(DEADLINE, gate.started.notified())
+        .await
+        .expect("the request reaches the service");
+    signal.send(()).expect("the server waits for the signal");
+    // ...holds the server open (the request is not answered yet)...
+    tokio::task::yield_now().await;
+    assert!(
+        !server.is_finished(),
+        "the server waits for the open request"
+    );
+    // ...and is answered once the service returns.
+    gate.release.notify_one();
+    let response = timeout(DEADLINE, request)
+        .await
+        .expect("answered in time")
+        .expect("task");
+    assert_eq!((response.status, response.json()), (200, json!(["done"])));
+    timeout(DEADLINE, server)
+        .await
+        .expect("the server stops in time")
+        .expect("task")
+        .expect("served without an error");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn app_shutdown_ends_a_serve_without_a_signal() {
+    let app = App::new();
+    app.use_service("gate", Gate::default());
+    let (listener, addr) = bound().await;
+    let server = tokio::spawn(app.serve_on(listener).into_future());
+    let response = http_client::send_from(LOCALHOST, addr, "GET", "/nothing", None).await;
+    assert_eq!(response.status, 404);
+    assert!(!server.is_finished());
+    timeout(DEADLINE, app.shutdown())
+        .await
+        .expect("shutdown in time");
+    timeout(DEADLINE, server)
+        .await
+        .expect("serve returns once the App shut down")
+        .expect("task")
+        .expect("served without an error");
+}
