@@ -34,6 +34,7 @@ mod service;
 #[cfg(feature = "auth")]
 pub mod auth;
 pub mod channels;
+pub mod docs;
 pub mod hooks;
 pub mod memory;
 pub mod query;
@@ -65,6 +66,9 @@ pub use service::{RawJson, Service, dispatch};
 
 #[doc = include_str!("../docs/service-macro.md")]
 pub use plume_macros::service;
+/// The JSON Schema crate the docs use: derive [`schemars::JsonSchema`] on a service's types to
+/// have them described in the OpenAPI document (see [`docs`]).
+pub use schemars;
 
 #[doc(hidden)]
 pub mod __private {
@@ -76,6 +80,10 @@ pub mod __private {
     pub use crate::registry::{SERVICES, ServiceRegistration};
     pub use async_trait;
     pub use linkme;
+    pub mod docs {
+        //! What `#[service]` describes its methods with.
+        pub use crate::docs::{MethodSchema, Probe, ServiceSchema, ViaAny, ViaSchema, generator};
+    }
     pub use serde;
     pub use serde_json;
 }

@@ -91,6 +91,13 @@ pub trait Service: Send + Sync + 'static {
         Value::Null
     }
 
+    /// The JSON Schemas of this service's ids, data and results, for its API documentation
+    /// ([`App::openapi`](crate::App::openapi)). `#[service]` implements it from the methods'
+    /// types; the default, `None`, describes the service by its methods' names alone.
+    fn schema(&self) -> Option<crate::docs::ServiceSchema> {
+        None
+    }
+
     /// Serve a call from borrowed arguments, without the App copying the hook context's `data`
     /// and `params` (headers and user included) first. A service that only reads its
     /// arguments (the distribution plugin's proxies, which serialize them onto the mesh)
