@@ -13,6 +13,7 @@
 // A command-line program: it tells its user what it does on stdout.
 #![allow(clippy::print_stdout)]
 
+mod api_docs;
 mod demo;
 mod gateway;
 mod http;

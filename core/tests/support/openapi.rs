@@ -1,12 +1,10 @@
 //! Validating OpenAPI 3.1 documents and the responses they describe, offline: the official
 //! OpenAPI 3.1 schemas are vendored in `core/tests/fixtures/openapi-3.1` (see its README).
-//! Included with `#[path]`.
+//! Included with `#[path]` (by core's tests and the demo's).
 
 #![allow(dead_code)]
 
 use serde_json::{Value, json};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openapi-3.1");
 
 /// Resolves the OpenAPI schemas' own URIs to the vendored files; any other URI is an error
 /// (nothing is fetched).
@@ -27,10 +25,16 @@ impl jsonschema::Retrieve for Vendored {
     }
 }
 
+/// A vendored schema (embedded relative to this file, so other crates' tests can include it).
 fn fixture(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{FIXTURES}/{name}"))
-        .unwrap_or_else(|e| panic!("read the fixture {name}: {e}"));
-    serde_json::from_str(&text).expect("a fixture is JSON")
+    let text = match name {
+        "schema.json" => include_str!("../fixtures/openapi-3.1/schema.json"),
+        "schema-base.json" => include_str!("../fixtures/openapi-3.1/schema-base.json"),
+        "dialect-base.json" => include_str!("../fixtures/openapi-3.1/dialect-base.json"),
+        "meta-base.json" => include_str!("../fixtures/openapi-3.1/meta-base.json"),
+        other => panic!("no fixture {other}"),
+    };
+    serde_json::from_str(text).expect("a fixture is JSON")
 }
 
 /// Every error of `instance` against `schema`, as text.
