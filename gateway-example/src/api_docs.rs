@@ -17,6 +17,18 @@ pub(crate) fn options() -> DocsOptions {
 }
 
 /// The OpenAPI 3.1 validation of core's tests (the official schema, vendored there).
+/// The TypeScript declarations of the services a client of the gateway sees: the gateway's
+/// own and the replicas' `todos`, as `feathers<ServiceTypes>()` of `@feathersjs/feathers` takes
+/// them. Made from in-process Apps (a memory replica; nothing is served or joined).
+pub(crate) async fn client_types() -> anyhow::Result<String> {
+    let gateway = crate::gateway::gateway_app().await?;
+    let replica = crate::todos::replica_app("todos", &crate::todos::Store::Memory).await?;
+    let mut services = gateway.service_schemas();
+    services.extend(replica.service_schemas());
+    services.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(plume::docs::typescript(&services))
+}
+
 #[cfg(test)]
 #[path = "../../core/tests/support/openapi.rs"]
 mod openapi;
@@ -58,6 +70,27 @@ mod tests {
             .await?;
         tokio::time::timeout(WAIT, handle.remote_ready(crate::todos::PATH)).await?;
         Ok((replica, gateway, server.local_addr()))
+    }
+
+    #[tokio::test]
+    async fn client_types_declare_every_service_a_client_of_the_gateway_sees() -> anyhow::Result<()>
+    {
+        let ts = super::client_types().await?;
+        for line in [
+            "export interface ServiceTypes {",
+            "'todos': TodosService;",
+            "'users': UsersService;",
+            "'authentication': AuthenticationService;",
+            "create(data: NewTodo, params?: Params): Promise<Todo>;",
+            "get(id: string, params?: Params): Promise<Todo>;",
+            "find(params?: Params): Promise<Todo[] | Paginated<Todo>>;",
+            "export interface TodoPatch {",
+        ] {
+            assert!(ts.contains(line), "no `{line}` in\n{ts}");
+        }
+        // What the todos service does not offer is not declared (update).
+        assert!(!ts.contains("update("), "{ts}");
+        Ok(())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,7 @@ mod openapi;
 mod schema;
 #[cfg(feature = "server")]
 mod serve;
+mod typescript;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,7 @@ use crate::app::App;
 
 pub use openapi::document;
 pub use schema::{COMPONENTS, MethodSchema, Probe, ServiceSchema, ViaAny, ViaSchema, generator};
+pub use typescript::typescript;
 
 /// What the document says about itself, and where the docs are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
