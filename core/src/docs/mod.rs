@@ -122,8 +122,9 @@ pub struct Page<T> {
 
 impl App {
     /// The schemas of every service of this App, by path (sorted), limited to the methods each
-    /// exposes. A service that does not describe itself (a hand-written [`Service`]
-    /// (crate::Service), the memory adapter) is described by its methods' names alone.
+    /// exposes. A service that does not describe itself (a hand-written
+    /// [`Service`](crate::Service), the memory adapter) is described by its methods' names
+    /// alone.
     pub fn service_schemas(&self) -> Vec<(String, ServiceSchema)> {
         let mut paths = self.services();
         paths.sort();
