@@ -4,7 +4,7 @@
 //!
 //! `#[service]` describes each method from its Rust types: ids, data and results get JSON
 //! Schemas (JSON Schema 2020-12, the dialect of OpenAPI 3.1) from [`schemars`] for every type
-//! that derives [`JsonSchema`](schemars::JsonSchema). A type that does not still compiles: its
+//! that derives [`JsonSchema`]. A type that does not still compiles: its
 //! schema is "any JSON". `#[service(record = T)]` names the schema of one record, which then
 //! describes the results typed `Value` (`find` as a list or a [`Page`] of records).
 //!
