@@ -337,3 +337,48 @@ async fn docs_are_served_only_when_enabled_and_match_the_real_responses() {
     assert_response_matches(&doc, "/todos", "delete", 200, &removed);
     server.shutdown().await;
 }
+
+/// The page at `/docs`, in a real browser: it loads the document and lists every operation.
+#[tokio::test]
+async fn the_docs_page_renders_the_document_in_headless_chromium() {
+    let app = app();
+    app.enable_docs(DocsOptions::new().title("Rendered").version("9.9.9"));
+    let server = app.listen("127.0.0.1:0").await.expect("listen");
+    let chromium = std::env::var("PLUME_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let profile = std::env::temp_dir().join(format!("plume-docs-chromium-{}", std::process::id()));
+    let run = tokio::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("http://{}/docs", server.local_addr()))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("chromium finishes within a minute")
+        .unwrap_or_else(|e| panic!("{chromium} is needed for this test (PLUME_CHROMIUM): {e}"));
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    for rendered in [
+        "<h1 id=\"title\">Rendered</h1>",
+        "version 9.9.9 · OpenAPI 3.1.0",
+        "id=\"service-todos\"",
+        "<code>/todos#archive</code>",
+        "<code>/todos/{id}</code>",
+        "id=\"service-users/:userId/memos\"",
+        "Every todo, a page at a time.",
+        "#/components/schemas/NewTodo",
+    ] {
+        assert!(
+            dom.contains(rendered),
+            "no `{rendered}` in the rendered page:\n{dom}"
+        );
+    }
+    server.shutdown().await;
+}
