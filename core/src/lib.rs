@@ -9,7 +9,8 @@
 //! ## Cargo features
 //!
 //! Both are on by default; with `default-features = false` the crate is the App, services,
-//! hooks, events, channels, queries and the memory adapter, with no HTTP stack and no crypto.
+//! hooks, events, channels, queries, the memory adapter and the API docs document
+//! ([`docs`]; `schemars` is always a dependency), with no HTTP stack and no crypto.
 //!
 //! | feature | default | what it adds | dependencies |
 //! |---|---|---|---|
