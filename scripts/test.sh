@@ -95,6 +95,7 @@ run_step "feature sets" feature_sets
 # --- Feathers JS clients (the suite and its lockfile are in tests/conformance) -------------------
 run_step "Feathers conformance suite" scripts/conformance.sh
 run_step "Feathers adapter suite (memory, SQLite, PostgreSQL)" scripts/adapter-tests.sh
+run_step "TypeScript client declarations (tsc)" scripts/client-types.sh
 
 # --- the gateway demo in a browser ----------------------------------------------------------------
 run_step "browser test (gateway demo in headless Chromium)" scripts/browser-test.sh

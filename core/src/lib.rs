@@ -9,7 +9,8 @@
 //! ## Cargo features
 //!
 //! Both are on by default; with `default-features = false` the crate is the App, services,
-//! hooks, events, channels, queries and the memory adapter, with no HTTP stack and no crypto.
+//! hooks, events, channels, queries, the memory adapter and the API docs document
+//! ([`docs`]; `schemars` is always a dependency), with no HTTP stack and no crypto.
 //!
 //! | feature | default | what it adds | dependencies |
 //! |---|---|---|---|
@@ -36,6 +37,7 @@ mod service;
 #[cfg(feature = "auth")]
 pub mod auth;
 pub mod channels;
+pub mod docs;
 pub mod hooks;
 pub mod memory;
 pub mod query;
@@ -71,6 +73,9 @@ pub use service::{Service, ServiceOptions, dispatch};
 
 #[doc = include_str!("../docs/service-macro.md")]
 pub use plume_macros::service;
+/// The JSON Schema crate the docs use: derive [`schemars::JsonSchema`] on a service's types to
+/// have them described in the OpenAPI document (see [`docs`]).
+pub use schemars;
 
 #[doc(hidden)]
 pub mod __private {
@@ -82,6 +87,10 @@ pub mod __private {
     pub use crate::registry::{SERVICES, ServiceRegistration};
     pub use async_trait;
     pub use linkme;
+    pub mod docs {
+        //! What `#[service]` describes its methods with.
+        pub use crate::docs::{MethodSchema, Probe, ServiceSchema, ViaAny, ViaSchema, generator};
+    }
     pub use serde;
     pub use serde_json;
 }

@@ -91,6 +91,13 @@ pub trait Service: Send + Sync + 'static {
     fn options(&self) -> Value {
         Value::Null
     }
+
+    /// The JSON Schemas of this service's ids, data and results, for its API documentation
+    /// ([`App::openapi`](crate::App::openapi)). `#[service]` implements it from the methods'
+    /// types; the default, `None`, describes the service by its methods' names alone.
+    fn schema(&self) -> Option<crate::docs::ServiceSchema> {
+        None
+    }
 }
 
 /// Options for mounting a service, as Feathers' `app.use(path, service, options)`.

@@ -60,6 +60,7 @@ pub(crate) async fn gateway_app() -> Result<App> {
         )
         .await?;
     app.add_routes(web_routes);
+    app.enable_docs(crate::api_docs::options());
     Ok(app)
 }
 

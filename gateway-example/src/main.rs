@@ -6,6 +6,7 @@
 //! gateway-example gateway [--host 127.0.0.1] [--port 3030]
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
 //!                       [--store sql|memory] [--database-url URL]
+//! gateway-example client-types [--out services.d.ts]
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -13,6 +14,7 @@
 // A command-line program: it tells its user what it does on stdout.
 #![allow(clippy::print_stdout)]
 
+mod api_docs;
 mod demo;
 mod gateway;
 mod http;
@@ -56,6 +58,16 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run a todos replica (REST and socket.io without authentication, distribution key `todos`).
     Todos(TodosArgs),
+    /// Print (or write) the TypeScript declarations of the services' types for the Feathers JS
+    /// client (`feathers<ServiceTypes>()`).
+    ClientTypes(ClientTypesArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClientTypesArgs {
+    /// Write the declarations to this file (a `.d.ts`) instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +176,14 @@ async fn main() -> anyhow::Result<()> {
                 stop_signal(args.watchdog),
             )
             .await
+        }
+        Cmd::ClientTypes(args) => {
+            let text = api_docs::client_types().await?;
+            match args.out {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+                None => Ok(std::io::stdout().write_all(text.as_bytes())?),
+            }
         }
         Cmd::Todos(args) => {
             let store = match args.store {

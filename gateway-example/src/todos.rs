@@ -9,6 +9,7 @@ use plume::channels::{ANONYMOUS, AUTHENTICATED};
 use plume::{App, ErrorKind, MemoryOptions, MemoryService, Params, Result, Service};
 use plume_sql::{ColumnType, Database, IdGeneration, SqlService};
 use plume_transport::distribution::Distribution;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -28,7 +29,7 @@ pub(crate) enum Store {
 }
 
 /// A todo as stored and returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct Todo {
     /// The id: `<replica>-<random hex>`, so that ids never collide across replicas.
     pub(crate) id: String,
@@ -42,7 +43,7 @@ pub(crate) struct Todo {
 }
 
 /// The data of a new todo.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTodo {
     /// What to do.
@@ -53,7 +54,7 @@ pub(crate) struct NewTodo {
 }
 
 /// The fields a patch may change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TodoPatch {
     /// New text.
@@ -148,7 +149,9 @@ fn ignore_conflict<T>(result: Result<T>) -> Result<()> {
     }
 }
 
-#[plume::service(vis = pub(crate))]
+// `record = Todo`: the API docs describe the results (`Value`, with `answeredBy` added) as
+// todos, and `find` as a page of them.
+#[plume::service(vis = pub(crate), record = Todo)]
 impl Todos {
     /// A page of todos, with `replica` naming the replica that answered.
     async fn find(&self, params: Params) -> Result<Value> {
@@ -159,10 +162,12 @@ impl Todos {
         Ok(page)
     }
 
+    /// One todo, with `answeredBy` naming the replica that answered.
     async fn get(&self, id: String, params: Params) -> Result<Value> {
         Ok(self.answered(self.store.get(id.into(), params).await?))
     }
 
+    /// A new todo, stored by this replica (its id starts with the replica's name).
     async fn create(&self, data: NewTodo, params: Params) -> Result<Value> {
         let random: u32 = rand::random();
         let record = json!({
@@ -174,6 +179,7 @@ impl Todos {
         Ok(self.answered(self.store.create(record, params).await?))
     }
 
+    /// Change a todo's text or state.
     async fn patch(&self, id: String, data: TodoPatch, params: Params) -> Result<Value> {
         let fields: Map<String, Value> = match serde_json::to_value(data)? {
             Value::Object(map) => map,
@@ -186,6 +192,7 @@ impl Todos {
         Ok(self.answered(patched.await?))
     }
 
+    /// Remove a todo.
     async fn remove(&self, id: String, params: Params) -> Result<Value> {
         Ok(self.answered(self.store.remove(Some(id.into()), params).await?))
     }

@@ -239,6 +239,8 @@ impl Expand<'_> {
             });
         }
 
+        fns.extend(crate::openapi::schema_fn(krate, self.args, self.svc));
+
         quote! {
             #[automatically_derived]
             impl #krate::Service for #self_ty {

@@ -8,6 +8,7 @@
 
 mod errors;
 mod expand;
+mod openapi;
 mod parse;
 
 use proc_macro::TokenStream;

@@ -27,6 +27,8 @@ pub(crate) struct Args {
     pub(crate) krate: Option<syn::Path>,
     /// The visibility of the generated client (`pub` unless given).
     pub(crate) vis: Option<Visibility>,
+    /// The type of one record, for the API docs (`record = Todo`).
+    pub(crate) record: Option<Type>,
 }
 
 mod kw {
@@ -34,10 +36,11 @@ mod kw {
     syn::custom_keyword!(events);
     syn::custom_keyword!(vis);
     syn::custom_keyword!(idempotent);
+    syn::custom_keyword!(record);
 }
 
 /// The keys the attribute accepts, for error messages.
-const KEYS: &str = "`path`, `events`, `crate` or `vis`";
+const KEYS: &str = "`path`, `events`, `crate`, `vis` or `record`";
 
 impl Args {
     /// Parse the attribute's arguments, recording problems in `errors` and going on with the next
@@ -106,6 +109,11 @@ impl Args {
             input.parse::<Token![=]>()?;
             let vis: Visibility = input.parse()?;
             set_once(&mut self.vis, vis, key.span, "vis")
+        } else if look.peek(kw::record) {
+            let key = input.parse::<kw::record>()?;
+            input.parse::<Token![=]>()?;
+            let ty: Type = input.parse()?;
+            set_once(&mut self.record, ty, key.span, "record")
         } else if input.peek(syn::Ident::peek_any) {
             let key = input.call(Ident::parse_any)?;
             Err(syn::Error::new(
@@ -465,16 +473,21 @@ fn result_ok_type(output: &ReturnType) -> Option<Type> {
     let ReturnType::Type(_, ty) = output else {
         return None;
     };
-    let Type::Path(p) = &**ty else { return None };
+    first_type_arg(ty, "Result").cloned()
+}
+
+/// `T` of a type `Name<T, ..>` (any path whose last segment is `name`).
+pub(crate) fn first_type_arg<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    if last.ident != "Result" {
+    if last.ident != name {
         return None;
     }
     let PathArguments::AngleBracketed(args) = &last.arguments else {
         return None;
     };
     match args.args.first()? {
-        GenericArgument::Type(t) => Some(t.clone()),
+        GenericArgument::Type(t) => Some(t),
         _ => None,
     }
 }

@@ -310,6 +310,7 @@ pub(super) fn merge(
         idempotent: Vec::new(),
         events: Vec::new(),
         remote_options: None,
+        schema: None,
     };
     for (_, d) in providers.values() {
         if out.key.is_empty() {
@@ -328,6 +329,9 @@ pub(super) fn merge(
         }
         if out.remote_options.is_none() {
             out.remote_options.clone_from(&d.remote_options);
+        }
+        if out.schema.is_none() {
+            out.schema.clone_from(&d.schema);
         }
     }
     out

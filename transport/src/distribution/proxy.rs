@@ -167,6 +167,12 @@ impl Service for Proxy {
         self.descriptor.custom_events()
     }
 
+    /// The schemas the provider published with its descriptor, for the gateway's API docs.
+    fn schema(&self) -> Option<plume::docs::ServiceSchema> {
+        let schema = self.descriptor.schema.as_ref()?;
+        serde_json::from_value(schema.clone()).ok()
+    }
+
     /// The remote options the provider sent (`remote_service_options`), or null.
     fn options(&self) -> Value {
         self.descriptor

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::runtime::{LOG, Shared, same_service};
 use super::wire::{
-    CallBody, DESCRIPTOR_VERSION, EventContext, EventEnvelope, HEALTH_METHOD, ServiceDescriptor,
-    WITHDRAWN_TOPIC, Withdrawn, endpoint, topic,
+    CallBody, DESCRIPTOR_VERSION, EventContext, EventEnvelope, HEALTH_METHOD, MAX_SCHEMA_BYTES,
+    ServiceDescriptor, WITHDRAWN_TOPIC, Withdrawn, endpoint, topic,
 };
 use crate::mesh::RawRequest;
 use crate::sync::lock;
@@ -59,6 +59,7 @@ impl Shared {
                 .collect();
             Value::Object(picked)
         });
+        let schema = published_schema(path, handle, &methods);
         let d = ServiceDescriptor {
             plume: DESCRIPTOR_VERSION,
             path: path.to_owned(),
@@ -67,6 +68,7 @@ impl Shared {
             idempotent,
             events,
             remote_options,
+            schema,
         };
         o.services.matches(&d).then_some(d)
     }
@@ -214,4 +216,22 @@ impl Shared {
             Err(e) => tracing::warn!(target: LOG, error = %e, "event not relayed"),
         }
     }
+}
+
+/// The schema a descriptor carries: the service's own, limited to the published methods, when
+/// it describes itself and the JSON text fits in [`MAX_SCHEMA_BYTES`].
+fn published_schema(path: &str, handle: &ServiceHandle, methods: &[String]) -> Option<Value> {
+    let mut schema = handle.service().schema()?;
+    schema.methods.retain(|m| methods.contains(&m.name));
+    let text = serde_json::to_string(&schema).ok()?;
+    if text.len() > MAX_SCHEMA_BYTES {
+        tracing::warn!(
+            path,
+            bytes = text.len(),
+            max = MAX_SCHEMA_BYTES,
+            "the service's schema is too large to publish; consumers document it by its methods"
+        );
+        return None;
+    }
+    serde_json::from_str(&text).ok()
 }

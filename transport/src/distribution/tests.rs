@@ -58,6 +58,7 @@ proptest! {
             idempotent: Vec::new(),
             events,
             remote_options: Some(json!({"startId": 6})),
+            schema: Some(json!({"methods": [{"name": "get", "id": {"type": "integer"}}]})),
         };
         let v = serde_json::to_value(&d).expect("serializes");
         prop_assert_eq!(ServiceDescriptor::parse(&v), Some(d));

@@ -48,7 +48,16 @@ pub struct ServiceDescriptor {
     /// The chosen service options (`remote_service_options`), shown on the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_options: Option<Value>,
+    /// The service's schemas for API docs (a `plume::docs::ServiceSchema`), when it describes
+    /// itself and they fit in [`MAX_SCHEMA_BYTES`]. Added after format version 1 shipped: older
+    /// peers ignore it, and a descriptor without it documents the service by its methods alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
 }
+
+/// The largest schema (as JSON text) a descriptor carries; a larger one is left out (the
+/// service is still published, documented by its methods' names on the consumers).
+pub(crate) const MAX_SCHEMA_BYTES: usize = 256 * 1024;
 
 impl ServiceDescriptor {
     /// Parse a descriptor from the mesh table; `None` for anything that is not one.
