@@ -6,6 +6,8 @@
 //! gateway-example gateway [--host 127.0.0.1] [--port 3030]
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
 //!                       [--store sql|memory] [--database-url URL]
+//! gateway-example math [--nats URL] [--env ENV]
+//! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -16,6 +18,7 @@
 mod demo;
 mod gateway;
 mod http;
+mod pattern;
 mod todos;
 
 use std::io::Write;
@@ -56,6 +59,11 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run a todos replica (REST and socket.io without authentication, distribution key `todos`).
     Todos(TodosArgs),
+    /// Serve Hemera's {topic:'math', cmd:'add'|'sub'|'mul'|'div'} (numbers a, b); prints
+    /// `math ready` once subscribed.
+    Math(pattern::MathArgs),
+    /// Act once with a Hemera message: the result on stdout, or the error object on stderr.
+    Act(pattern::ActArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Cmd::Math(args) => pattern::math(args).await,
+        Cmd::Act(args) => pattern::act(args).await,
     }
 }
 
