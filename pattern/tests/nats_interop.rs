@@ -318,3 +318,143 @@ async fn plume_and_hemera_responders_share_a_topic() {
     assert!(counts.get("node-srv").is_some_and(|n| *n > 0), "{counts:?}");
     responder.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_that_do_not_parse_get_a_clear_answer() {
+    let server = Server::start(Kind::Nats);
+    let plume = node(&server, "plume-srv").await;
+    plume
+        .add(
+            json!({"topic": "math", "cmd": "add"}),
+            |_r: Req| async move { Ok(json!(3)) },
+        )
+        .await
+        .expect("add");
+    let raw = async_nats::connect(server.url()).await.expect("raw client");
+    let within = Some(Duration::from_secs(5));
+    for (body, needle) in [
+        (&b"not json"[..], "not JSON"),
+        (
+            br#"{"pattern":{"topic":"math","cmd":"add"}}"#,
+            "no `request`",
+        ),
+        (
+            br#"{"pattern":{"topic":"math"},"request":{"id":"x"}}"#,
+            "request.type",
+        ),
+        (br#"[1,2,3]"#, "must be a JSON object"),
+    ] {
+        let request = async_nats::Request::new()
+            .payload(body.to_vec().into())
+            .timeout(within);
+        let reply = raw.send_request("math", request).await.expect("a reply");
+        let reply: Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
+        assert_eq!(reply["error"]["name"], "HemeraParseError", "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{reply} lacks {needle}"
+        );
+        assert_eq!(reply["request"], json!({"type": "request", "id": ""}));
+    }
+    // Without a reply subject the bad message is only logged; the node keeps serving.
+    raw.publish("math", "garbage".into())
+        .await
+        .expect("publish");
+    raw.flush().await.expect("flush");
+    let client = node(&server, "plume-client").await;
+    assert_eq!(
+        client.act(json!({"topic": "math", "cmd": "add"})).await,
+        Ok(json!(3))
+    );
+
+    // A responder whose reply is not an envelope: the caller gets a parse error, not a hang.
+    let mut bogus = raw.subscribe("bogus").await.expect("subscribe");
+    raw.flush().await.expect("flush");
+    let responder = raw.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(msg) = bogus.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder.publish(reply, "<html>".into()).await;
+            }
+        }
+    });
+    let e = client
+        .act(json!({"topic": "bogus", "timeout$": 5000}))
+        .await
+        .expect_err("bad reply");
+    assert_eq!(e.name, "HemeraParseError", "{e}");
+    plume.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_groups_pubsub_and_max_messages_on_nats() {
+    let server = Server::start(Kind::Nats);
+    let caller = node(&server, "caller").await;
+    let mut nodes = Vec::new();
+    // Two nodes in the default group `queue.grp`: one copy; two groups via `queue$`: two.
+    for (name, topic, extra) in [
+        ("g1", "grp", json!({})),
+        ("g2", "grp", json!({})),
+        ("q1", "queues", json!({"queue$": "one"})),
+        ("q2", "queues", json!({"queue$": "two"})),
+    ] {
+        let n = node(&server, name).await;
+        let mut pattern = json!({"topic": topic});
+        if let (Some(p), Some(e)) = (pattern.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        n.add(pattern, move |_r: Req| async move { Ok(json!(name)) })
+            .await
+            .expect("add");
+        nodes.push(n);
+    }
+    let grp = caller
+        .act_many(json!({"topic": "grp", "expectedMessages$": 2, "timeout$": 300}))
+        .await
+        .expect("act");
+    assert_eq!(grp.len(), 2, "{grp:?}");
+    assert!(grp[0].is_ok() && grp[1].as_ref().is_err_and(|e| e.name == "TimeoutError"));
+    let queues = caller
+        .act_many(json!({"topic": "queues", "maxMessages$": 2, "timeout$": 3000}))
+        .await
+        .expect("act");
+    let mut names: Vec<Value> = queues.into_iter().map(|r| r.expect("reply")).collect();
+    names.sort_by_key(Value::to_string);
+    assert_eq!(names, vec![json!("q1"), json!("q2")]);
+
+    // maxMessages$ on add: the topic serves two messages, then it is gone.
+    let once = node(&server, "once").await;
+    once.add(
+        json!({"topic": "twice", "maxMessages$": 2}),
+        |_r: Req| async move { Ok(json!("ok")) },
+    )
+    .await
+    .expect("add");
+    for _ in 0..2 {
+        assert_eq!(caller.act(json!({"topic": "twice"})).await, Ok(json!("ok")));
+    }
+    let e = caller
+        .act(json!({"topic": "twice", "timeout$": 500}))
+        .await
+        .expect_err("gone");
+    assert!(
+        e.name == "PatternNotFound" || e.name == "TimeoutError",
+        "{e}"
+    );
+    // and the pattern can be added again
+    once.add(json!({"topic": "twice"}), |_r: Req| async move {
+        Ok(json!("again"))
+    })
+    .await
+    .expect("add again");
+    assert_eq!(
+        caller.act(json!({"topic": "twice"})).await,
+        Ok(json!("again"))
+    );
+    for n in nodes {
+        n.close().await;
+    }
+}
