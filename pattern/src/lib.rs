@@ -39,6 +39,9 @@ mod message;
 pub mod pattern;
 mod registry;
 
+#[doc = include_str!("../../docs/hemera.md")]
+pub mod guide {}
+
 pub use error::{
     HEMERA_ERROR, HemeraError, PARSE_ERROR, PATTERN_NOT_FOUND, PAYLOAD_VALIDATION_ERROR,
     TIMEOUT_ERROR,
