@@ -159,6 +159,17 @@ impl Hemera {
         Ok(removed)
     }
 
+    /// Stop serving `topic` with all its patterns (Hemera's `remove(topic)`). Whether it was
+    /// served.
+    pub async fn remove_topic(&self, topic: &str) -> bool {
+        let _changes = self.inner.changes.lock().await;
+        let served = self.topics().contains_key(topic);
+        if served {
+            self.drop_topic(topic).await;
+        }
+        served
+    }
+
     /// Unsubscribe `topic` and forget its patterns.
     pub(crate) async fn drop_topic(&self, topic: &str) {
         self.topics().remove(topic);

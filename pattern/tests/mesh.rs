@@ -220,6 +220,19 @@ async fn the_pattern_api_works_across_the_mesh() {
             .await
             .expect("remove")
     );
+    // remove_topic: every pattern of the topic goes, and its endpoint with them
+    assert!(server.remove_topic("math").await);
+    assert!(!server.remove_topic("math").await);
+    let e = caller
+        .act(json!({"topic": "math", "cmd": "add", "a": 1, "b": 1, "timeout$": 300}))
+        .await
+        .expect_err("gone");
+    // the caller may still hold the route for a moment (the node then says it serves no such
+    // topic) or already know that nobody serves it (it waits, then times out)
+    assert!(
+        e.name == "PatternNotFound" || e.name == "TimeoutError",
+        "{e}"
+    );
     server.close().await;
     caller.close().await;
     ma.shutdown().await;

@@ -105,6 +105,12 @@ pub(super) async fn request(
         Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {
             Err(HemeraError::timeout(method, app).with("cause", Value::from(e.message())))
         }
+        // The provider's node no longer serves the topic (removed under the call).
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(HemeraError::pattern_not_found(method, app)
+                .with("isServer", Value::Bool(false))
+                .with("cause", Value::from(e.message())))
+        }
         Err(e) => Err(HemeraError::from(e)),
     }
 }

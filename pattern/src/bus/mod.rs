@@ -161,6 +161,20 @@ impl Bus {
     }
 }
 
+impl Drop for Bus {
+    /// A node dropped without `close` stops serving: its tasks end with their handles, and its
+    /// mesh endpoints are withdrawn.
+    fn drop(&mut self) {
+        if let Kind::Mesh(m) = &self.kind {
+            for serving in self.serving().values() {
+                if let Some(name) = &serving.endpoint {
+                    m.withdraw(name);
+                }
+            }
+        }
+    }
+}
+
 /// The reply to a request that did not decode: Hemera's shape (`request.id` empty, `trace`
 /// empty) with the parse error.
 pub(crate) fn undecodable_reply(error: HemeraError) -> ResponseEnvelope {

@@ -89,7 +89,13 @@ async fn answer(node: &Hemera, client: &Client, topic: &str, msg: Message) {
             undecodable_reply(e)
         }
     };
-    let Some(reply) = msg.reply else { return };
+    let Some(reply) = msg.reply else {
+        // A pubsub message: nobody to tell, so the error is logged (as Hemera does).
+        if let Some(error) = &response.error {
+            tracing::warn!(target: LOG, topic, %error, "message without a reply subject failed");
+        }
+        return;
+    };
     match serde_json::to_vec(&response) {
         Ok(body) => {
             if let Err(e) = client.publish(reply, body.into()).await {
