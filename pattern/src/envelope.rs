@@ -74,6 +74,19 @@ pub struct ResponseEnvelope {
 }
 
 impl ResponseEnvelope {
+    /// The envelope as a JSON value, its parts moved (no copy).
+    pub fn into_value(self) -> Value {
+        let mut object = Map::new();
+        object.insert("meta".into(), Value::Object(self.meta));
+        object.insert("trace".into(), Value::Object(self.trace));
+        object.insert("request".into(), Value::Object(self.request));
+        if let Some(result) = self.result {
+            object.insert("result".into(), result);
+        }
+        object.insert("error".into(), self.error.unwrap_or(Value::Null));
+        Value::Object(object)
+    }
+
     /// The outcome the caller sees: the error when there is one, else the result (`null` when
     /// the server sent none).
     pub fn outcome(self) -> Result<Value, HemeraError> {
@@ -165,10 +178,14 @@ fn take_object(
 /// A fresh id like NUID's: 22 upper-case alphanumeric characters.
 pub fn new_id() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut rng = rand::rng();
-    (0..22)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    // 128 random bits in base 36: 22 digits hold 113 of them, plenty for an id.
+    let mut bits: u128 = rand::rng().random();
+    let mut id = String::with_capacity(22);
+    for _ in 0..22 {
+        id.push(char::from(ALPHABET[(bits % 36) as usize]));
+        bits /= 36;
+    }
+    id
 }
 
 /// Milliseconds since this process first asked (Hemera's `process.hrtime()` in ms: monotonic and
@@ -243,6 +260,21 @@ mod tests {
             .outcome();
         assert_eq!(odd.expect_err("error").name, "HemeraError");
         assert!(decode_response(b"3").is_err());
+    }
+
+    #[test]
+    fn into_value_is_the_serialized_envelope() {
+        let env = decode_response(
+            br#"{"meta":{"a":1},"trace":{"t":"x"},"request":{"id":"r"},"result":[1]}"#,
+        )
+        .expect("parses");
+        let value = env.clone().into_value();
+        assert_eq!(value, serde_json::to_value(&env).expect("encodes"));
+        let none = ResponseEnvelope::default().into_value();
+        assert_eq!(
+            none,
+            serde_json::to_value(ResponseEnvelope::default()).expect("encodes")
+        );
     }
 
     #[test]

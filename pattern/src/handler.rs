@@ -61,8 +61,7 @@ pub(crate) struct Parent {
 pub(crate) fn decode_payload<T: DeserializeOwned>(
     pattern: &Map<String, Value>,
 ) -> Result<T, HemeraError> {
-    let value = Value::Object(pattern.clone());
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(pattern).map_err(|e| {
         let field = e.path().to_string();
         HemeraError::payload_validation(&field, e.into_inner().to_string())
     })

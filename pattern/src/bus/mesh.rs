@@ -66,8 +66,7 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
                 node.topics().remove(&topic);
                 mesh.withdraw(&endpoint(&topic));
             }
-            serde_json::to_value(&response)
-                .map_err(|e| plume::Error::general_error(format!("reply does not encode: {e}")))
+            Ok(response.into_value())
         }
     });
     Serving {

@@ -95,9 +95,10 @@ impl Bus {
             m.withdraw(name);
         }
         drop(serving);
-        if let Kind::Nats(client) = &self.kind {
-            // Let the UNSUB reach the server before a caller assumes it has.
-            let _ = client.flush().await;
+        if let Kind::Nats(client) = &self.kind
+            && let Err(e) = nats::round_trip(client).await
+        {
+            tracing::warn!(target: LOG, topic, "unsubscribe not confirmed: {}", e.message);
         }
     }
 

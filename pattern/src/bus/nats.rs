@@ -33,10 +33,7 @@ pub(super) async fn serve(
             .map_err(|e| HemeraError::hemera(format!("NATS unsubscribe_after: {e}")))?;
     }
     // The subscription is in place once the server has seen it.
-    client
-        .flush()
-        .await
-        .map_err(|e| HemeraError::hemera(format!("NATS flush: {e}")))?;
+    round_trip(client).await?;
     let task = tokio::spawn(receive(
         Arc::downgrade(&node.inner),
         client.clone(),
@@ -48,6 +45,17 @@ pub(super) async fn serve(
         task: Some(task),
         endpoint: None,
     })
+}
+
+/// Wait until the server has processed everything this connection sent before (a flush only
+/// writes it out): a request nobody answers comes back as "no responders" after them.
+pub(super) async fn round_trip(client: &Client) -> Result<(), HemeraError> {
+    let request = async_nats::Request::new().timeout(Some(Duration::from_secs(10)));
+    match client.send_request(client.new_inbox(), request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(HemeraError::hemera(format!("NATS round trip: {e}"))),
+    }
 }
 
 /// Take the topic's messages, each served in a task of its own (at most
