@@ -459,3 +459,44 @@ async fn queue_groups_pubsub_and_max_messages_on_nats() {
         n.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_fans_out_to_every_subscriber_on_nats() {
+    let server = Server::start(Kind::Nats);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+    let mut nodes = Vec::new();
+    for name in ["s1", "s2"] {
+        let n = node(&server, name).await;
+        let tx = tx.clone();
+        n.add(json!({"topic": "news", "pubsub$": true}), move |_r: Req| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(name).await;
+                Ok(Value::Null)
+            }
+        })
+        .await
+        .expect("add");
+        nodes.push(n);
+    }
+    let caller = node(&server, "caller").await;
+    assert_eq!(
+        caller
+            .act(json!({"topic": "news", "pubsub$": true, "n": 1}))
+            .await,
+        Ok(Value::Null)
+    );
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let name = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("delivered in time")
+            .expect("sender alive");
+        got.push(name);
+    }
+    got.sort_unstable();
+    assert_eq!(got, ["s1", "s2"], "each subscriber got the one message");
+    for n in nodes {
+        n.close().await;
+    }
+}
