@@ -13,7 +13,7 @@ use crate::Hemera;
 use crate::error::HemeraError;
 
 /// A message as a handler sees it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Req {
     /// The message without its `$` options: the payload, `topic` and the other pattern keys
     /// included.
@@ -27,13 +27,44 @@ pub struct Req {
     /// The span id of the act that sent this message.
     pub span_id: String,
     pub(crate) hemera: Hemera,
+    /// Sends one more reply before the handler's result (NATS, with a reply subject only).
+    pub(crate) next: Option<ReplyNext>,
 }
+
+impl std::fmt::Debug for Req {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Req")
+            .field("pattern", &self.pattern)
+            .field("meta", &self.meta)
+            .field("delegate", &self.delegate)
+            .field("trace_id", &self.trace_id)
+            .field("span_id", &self.span_id)
+            .field("streams", &self.next.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Publishes one intermediate reply of a streaming handler.
+pub(crate) type ReplyNext =
+    std::sync::Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), HemeraError>> + Send + Sync>;
 
 impl Req {
     /// The payload decoded into `T` (serde): a payload that does not fit is a
     /// `PayloadValidationError` naming the field.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HemeraError> {
         decode_payload(&self.pattern)
+    }
+
+    /// Send one reply now, before the handler's own result (Hemera's `this.reply.next(v)`): a
+    /// caller acting with `maxMessages$`/`expectedMessages$` gets each of them, then the
+    /// result. Only on NATS, for a message with a reply subject; otherwise a `HemeraError`.
+    pub async fn reply_next(&self, value: Value) -> Result<(), HemeraError> {
+        match &self.next {
+            Some(next) => next(value).await,
+            None => Err(HemeraError::hemera(
+                "reply_next needs a NATS message that asks for a reply",
+            )),
+        }
     }
 
     /// A nested act: it carries this message's `meta` (merged under the nested message's own

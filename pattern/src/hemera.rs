@@ -14,7 +14,7 @@ use crate::envelope::{
     RequestEnvelope, ResponseEnvelope, TYPE_PUBSUB, TYPE_REQUEST, new_id, timestamp_ms,
 };
 use crate::error::HemeraError;
-use crate::handler::{Handler, Parent, Req};
+use crate::handler::{Handler, Parent, ReplyNext, Req};
 use crate::message::Message;
 use crate::pattern::{Pattern, method_of};
 use crate::registry::{Entry, Topic, TopicOptions, Topics};
@@ -258,7 +258,12 @@ impl Hemera {
 
     /// Serve one request envelope that arrived on `topic`: the response to send (for a
     /// `pubsub` message too; the bus sends it only when there is a reply subject).
-    pub(crate) async fn serve_one(&self, topic: &str, env: RequestEnvelope) -> ResponseEnvelope {
+    pub(crate) async fn serve_one(
+        &self,
+        topic: &str,
+        env: RequestEnvelope,
+        next: Option<ReplyNext>,
+    ) -> ResponseEnvelope {
         let method = env
             .trace_str("method")
             .map_or_else(|| method_of(&env.pattern), str::to_owned);
@@ -276,6 +281,7 @@ impl Hemera {
                     meta: env.meta.clone(),
                     delegate: env.delegate,
                     hemera: self.clone(),
+                    next,
                 };
                 std::panic::AssertUnwindSafe(handler.call(req))
                     .catch_unwind()

@@ -461,7 +461,7 @@ async fn queue_groups_pubsub_and_max_messages_on_nats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pubsub_fans_out_to_every_subscriber_on_nats() {
+async fn pubsub_fans_out_and_handlers_stream_on_nats() {
     let server = Server::start(Kind::Nats);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
     let mut nodes = Vec::new();
@@ -480,6 +480,20 @@ async fn pubsub_fans_out_to_every_subscriber_on_nats() {
         nodes.push(n);
     }
     let caller = node(&server, "caller").await;
+    // A streaming Plume handler (Hemera's reply.next): two replies, then its result.
+    nodes[0]
+        .add(json!({"topic": "count"}), |r: Req| async move {
+            r.reply_next(json!(0)).await?;
+            r.reply_next(json!(1)).await?;
+            Ok(json!(2))
+        })
+        .await
+        .expect("add");
+    let replies = caller
+        .act_many(json!({"topic": "count", "maxMessages$": 3}))
+        .await
+        .expect("stream");
+    assert_eq!(replies, vec![Ok(json!(0)), Ok(json!(1)), Ok(json!(2))]);
     assert_eq!(
         caller
             .act(json!({"topic": "news", "pubsub$": true, "n": 1}))

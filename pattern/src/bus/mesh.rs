@@ -77,7 +77,7 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
 
 async fn answer(node: &Hemera, topic: &str, body: Value) -> ResponseEnvelope {
     match request_from_value(body) {
-        Ok(env) => node.serve_one(topic, env).await,
+        Ok(env) => node.serve_one(topic, env, None).await,
         Err(e) => {
             tracing::warn!(target: LOG, topic, "undecodable request: {}", e.message);
             undecodable_reply(e)

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{LOG, Serving, undecodable_reply};
 use crate::envelope::{RequestEnvelope, ResponseEnvelope, decode_request, decode_response};
 use crate::error::HemeraError;
+use crate::handler::ReplyNext;
 use crate::hemera::{Hemera, Inner, encode};
 use crate::message::{MAX_REPLIES, Replies};
 use crate::registry::TopicOptions;
@@ -91,7 +92,13 @@ async fn receive(
 
 async fn answer(node: &Hemera, client: &Client, topic: &str, msg: Message) {
     let response = match decode_request(&msg.payload) {
-        Ok(env) => node.serve_one(topic, env).await,
+        Ok(env) => {
+            let next = msg
+                .reply
+                .clone()
+                .map(|reply| stream_to(client, reply, &env));
+            node.serve_one(topic, env, next).await
+        }
         Err(e) => {
             tracing::warn!(target: LOG, subject = %msg.subject, "undecodable request: {}", e.message);
             undecodable_reply(e)
@@ -112,6 +119,31 @@ async fn answer(node: &Hemera, client: &Client, topic: &str, msg: Message) {
         }
         Err(e) => tracing::warn!(target: LOG, topic, "reply does not encode: {e}"),
     }
+}
+
+/// Intermediate replies of a streaming handler: full response envelopes (the request's meta,
+/// trace and request echoed) published to the reply subject.
+fn stream_to(client: &Client, reply: async_nats::Subject, env: &RequestEnvelope) -> ReplyNext {
+    let client = client.clone();
+    let (meta, trace, request) = (env.meta.clone(), env.trace.clone(), env.request.clone());
+    Arc::new(move |value: Value| {
+        let response = ResponseEnvelope {
+            meta: meta.clone(),
+            trace: trace.clone(),
+            request: request.clone(),
+            result: Some(value),
+            error: None,
+        };
+        let (client, reply) = (client.clone(), reply.clone());
+        Box::pin(async move {
+            let body = serde_json::to_vec(&response)
+                .map_err(|e| HemeraError::hemera(format!("reply does not encode: {e}")))?;
+            client
+                .publish(reply, body.into())
+                .await
+                .map_err(|e| HemeraError::hemera(format!("NATS publish of a reply: {e}")))
+        })
+    })
 }
 
 pub(super) async fn request(
