@@ -71,6 +71,13 @@ async fn plume_service(node: &Hemera, notes: Arc<Mutex<Vec<Value>>>) {
     })
     .await
     .expect("add");
+    node.add(add("stream"), |r: Req| async move {
+        r.reply_next(json!("a")).await?;
+        r.reply_next(json!("b")).await?;
+        Ok(json!("c"))
+    })
+    .await
+    .expect("add");
     node.add(add("note"), move |r: Req| {
         let notes = Arc::clone(&notes);
         async move {
@@ -94,7 +101,7 @@ async fn hemera_acts_reach_plume_adds() {
     let url = server.url();
     let mut client = Peer::spawn("client.js", &[&url]);
     let mut cases = HashMap::new();
-    while cases.len() < 9 {
+    while cases.len() < 10 {
         let line = client.json().await;
         let label = line["case"].as_str().expect("case").to_owned();
         cases.insert(label, line);
@@ -153,6 +160,7 @@ async fn hemera_acts_reach_plume_adds() {
     );
     assert_eq!(data["inner"]["parentSpanId"], data["spanId"]);
 
+    assert_eq!(cases["stream"]["data"], json!(["a", "b", "c"]));
     assert_eq!(cases["pubsub"]["sent"], true);
     // The pubsub$ message reaches the handler (no reply was asked for).
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -40,6 +40,17 @@ hemera.ready(async () => {
   await run('timeout', { topic: 'plume', cmd: 'slow', timeout$: 200 })
   await run('meta', { topic: 'plume', cmd: 'meta', meta$: { k: 1 }, delegate$: { d: 2 } })
   await run('nested', { topic: 'plume', cmd: 'nested', meta$: { user: 'u1' } })
+  // maxMessages$ against a streaming Plume handler: one callback per reply.
+  await new Promise((resolve) => {
+    const got = []
+    hemera.act({ topic: 'plume', cmd: 'stream', maxMessages$: 3 }, (err, data) => {
+      got.push(err ? { error: err.name } : data)
+      if (got.length === 3) {
+        console.log(JSON.stringify({ case: 'stream', data: got }))
+        resolve()
+      }
+    })
+  })
   await hemera.act({ topic: 'plume', cmd: 'note', n: 7, pubsub$: true })
   console.log(JSON.stringify({ case: 'pubsub', sent: true }))
   hemera.close(() => process.exit(0))
