@@ -7,6 +7,8 @@
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
 //!                       [--store sql|memory] [--database-url URL]
 //! gateway-example client-types [--out services.d.ts]
+//! gateway-example math [--nats URL] [--env ENV]
+//! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -18,6 +20,7 @@ mod api_docs;
 mod demo;
 mod gateway;
 mod http;
+mod pattern;
 mod todos;
 
 use std::io::Write;
@@ -61,6 +64,11 @@ enum Cmd {
     /// Print (or write) the TypeScript declarations of the services' types for the Feathers JS
     /// client (`feathers<ServiceTypes>()`).
     ClientTypes(ClientTypesArgs),
+    /// Serve Hemera's {topic:'math', cmd:'add'|'sub'|'mul'|'div'} (numbers a, b); prints
+    /// `math ready` once subscribed.
+    Math(pattern::MathArgs),
+    /// Act once with a Hemera message: the result on stdout, or the error object on stderr.
+    Act(pattern::ActArgs),
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +206,8 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Cmd::Math(args) => pattern::math(args).await,
+        Cmd::Act(args) => pattern::act(args).await,
     }
 }
 

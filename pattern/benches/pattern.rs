@@ -1,0 +1,187 @@
+//! Pattern RPC against nats-hemera, same run, same `nats-server`, one responder each:
+//! - `nats/act_1_in_flight`: one Plume act at a time (Plume responder, Plume caller);
+//! - `nats/act_64_in_flight`: 64 acts at once;
+//! - `mesh/pattern_act_64` vs `mesh/request_64`: the pattern act on the TCP mesh against the
+//!   mesh's plain request, 64 in flight each.
+//!
+//! Before criterion runs, the Node figures (a nats-hemera 7.0.2 responder and caller, from
+//! tests/hemera) and the load average are printed. Needs `nats-server`, `node` and `npm`.
+//! `cargo bench -p plume-pattern --bench pattern`; the figures are in docs/benchmarks.md.
+
+// A benchmark report: its figures go to stdout.
+#![allow(clippy::print_stdout)]
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../tests/src/servers.rs"]
+mod servers;
+
+#[path = "../../core/tests/support/npm.rs"]
+mod npm;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use futures::future::join_all;
+use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
+use plume_transport::{Mesh, Request};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use servers::{Kind, Server};
+
+#[derive(Deserialize)]
+struct Add {
+    a: f64,
+    b: f64,
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
+}
+
+/// nats-hemera's figures: a Node responder (server.js) and the Node caller (bench.js).
+fn node_figures(url: &str) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hemera");
+    let dir = npm::install_locked(&src, "hemera");
+    for script in ["server.js", "bench.js"] {
+        std::fs::copy(src.join(script), dir.join(script)).expect("copy");
+    }
+    let mut responder = Command::new("node")
+        .args(["server.js", url, "node-bench"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(responder.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("READY"));
+    let out = Command::new("node")
+        .args(["bench.js", url])
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    let _ = responder.kill();
+    let _ = responder.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn plume_pair(url: &str) -> (Hemera, Hemera) {
+    let responder = Hemera::connect(url, Options::default())
+        .await
+        .expect("NATS");
+    responder
+        .add(
+            json!({"topic": "pmath", "cmd": "add"}),
+            typed(|p: Add, _r: Req| async move { Ok::<_, HemeraError>(p.a + p.b) }),
+        )
+        .await
+        .expect("add");
+    let caller = Hemera::connect(url, Options::default())
+        .await
+        .expect("NATS");
+    (responder, caller)
+}
+
+async fn mesh_pair() -> (Mesh, Mesh, Hemera, Hemera) {
+    let env = format!("pattern-bench-{}", std::process::id());
+    let start = |key: &'static str| {
+        Mesh::builder()
+            .environment(env.clone())
+            .key(key)
+            .secret(None::<&str>)
+            .start()
+    };
+    let (a, b) = (
+        start("a").await.expect("mesh"),
+        start("b").await.expect("mesh"),
+    );
+    a.respond("plain.add", |r: Request| async move {
+        Ok(json!(
+            r.body["a"].as_f64().unwrap_or(0.0) + r.body["b"].as_f64().unwrap_or(0.0)
+        ))
+    });
+    let responder = Hemera::mesh(a.clone(), Options::default());
+    responder
+        .add(
+            json!({"topic": "math", "cmd": "add"}),
+            typed(|p: Add, _r: Req| async move { Ok::<_, HemeraError>(p.a + p.b) }),
+        )
+        .await
+        .expect("add");
+    let caller = Hemera::mesh(b.clone(), Options::default());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.providers("plain.add").is_empty() || b.providers("hemera.math").is_empty() {
+        assert!(Instant::now() < deadline, "the mesh nodes never met");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (a, b, responder, caller)
+}
+
+fn main() {
+    let server = Server::start(Kind::Nats);
+    let url = server.url();
+    println!("load average before: {}", load_average().trim());
+    println!(
+        "nats-hemera 7.0.2 (Node responder + Node caller): {}",
+        node_figures(&url)
+    );
+    println!("load average after Node: {}", load_average().trim());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_responder, caller) = rt.block_on(plume_pair(&url));
+    let msg = json!({"topic": "pmath", "cmd": "add", "a": 1, "b": 2});
+    let mut c = Criterion::default()
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+
+    let mut nats = c.benchmark_group("nats");
+    nats.bench_function("act_1_in_flight", |b| {
+        b.to_async(&rt).iter(|| async {
+            assert_eq!(caller.act(msg.clone()).await, Ok(json!(3.0)));
+        })
+    });
+    nats.throughput(Throughput::Elements(64));
+    nats.bench_function("act_64_in_flight", |b| {
+        b.to_async(&rt).iter(|| async {
+            let all = join_all((0..64).map(|_| caller.act(msg.clone()))).await;
+            assert!(all.iter().all(Result::is_ok));
+        })
+    });
+    nats.finish();
+
+    let (ma, mb, _mr, mcaller) = rt.block_on(mesh_pair());
+    let mmsg = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2});
+    let body = json!({"a": 1, "b": 2});
+    let mut mesh = c.benchmark_group("mesh");
+    mesh.throughput(Throughput::Elements(64));
+    mesh.bench_function("pattern_act_64", |b| {
+        b.to_async(&rt).iter(|| async {
+            let all = join_all((0..64).map(|_| mcaller.act(mmsg.clone()))).await;
+            assert!(all.iter().all(Result::is_ok));
+        })
+    });
+    mesh.bench_function("request_64", |b| {
+        b.to_async(&rt).iter(|| async {
+            let all = join_all((0..64).map(|_| mb.request("plain.add", body.clone()))).await;
+            assert!(all.iter().all(|r: &Result<Value, _>| r.is_ok()));
+        })
+    });
+    mesh.finish();
+    println!("load average after: {}", load_average().trim());
+    rt.block_on(async {
+        ma.shutdown().await;
+        mb.shutdown().await;
+    });
+    c.final_summary();
+}

@@ -1,0 +1,192 @@
+//! What carries the envelopes: a NATS connection (Hemera's wire: subject = topic, queue group
+//! `queue.<topic>`) or a Plume [`Mesh`](plume_transport::Mesh) (endpoint `hemera.<topic>`).
+//! Both serve a topic, send a request and wait for its reply, and publish.
+
+mod mesh;
+mod nats;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use plume_transport::Mesh;
+use serde_json::{Map, Value};
+use tokio::task::JoinHandle;
+
+use crate::envelope::{RequestEnvelope, ResponseEnvelope};
+use crate::error::HemeraError;
+use crate::hemera::Hemera;
+use crate::message::Replies;
+use crate::registry::TopicOptions;
+
+const LOG: &str = "plume::pattern";
+
+/// The carrier of one node.
+pub(crate) struct Bus {
+    kind: Kind,
+    /// The subscription (or endpoint) of each served topic.
+    serving: Mutex<HashMap<String, Serving>>,
+}
+
+enum Kind {
+    Nats(async_nats::Client),
+    Mesh(Mesh),
+}
+
+/// A served topic: its receiving task (aborted when dropped) and, on the mesh, its endpoint.
+struct Serving {
+    task: Option<JoinHandle<()>>,
+    endpoint: Option<String>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Bus {
+    pub(crate) fn nats(client: async_nats::Client) -> Bus {
+        Bus {
+            kind: Kind::Nats(client),
+            serving: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn mesh(mesh: Mesh) -> Bus {
+        Bus {
+            kind: Kind::Mesh(mesh),
+            serving: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn serving(&self) -> MutexGuard<'_, HashMap<String, Serving>> {
+        self.serving.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Start receiving `topic`'s messages for `node`.
+    pub(crate) async fn serve(
+        &self,
+        node: &Hemera,
+        topic: &str,
+        options: &TopicOptions,
+    ) -> Result<(), HemeraError> {
+        let serving = match &self.kind {
+            Kind::Nats(client) => nats::serve(client, node, topic, options).await?,
+            Kind::Mesh(m) => mesh::serve(m, node, topic, options),
+        };
+        self.serving().insert(topic.to_owned(), serving);
+        Ok(())
+    }
+
+    /// Stop receiving `topic`.
+    pub(crate) async fn unserve(&self, topic: &str) {
+        let serving = self.serving().remove(topic);
+        if let (
+            Kind::Mesh(m),
+            Some(Serving {
+                endpoint: Some(name),
+                ..
+            }),
+        ) = (&self.kind, &serving)
+        {
+            m.withdraw(name);
+        }
+        drop(serving);
+        if let Kind::Nats(client) = &self.kind
+            && let Err(e) = nats::round_trip(client).await
+        {
+            tracing::warn!(target: LOG, topic, "unsubscribe not confirmed: {}", e.message);
+        }
+    }
+
+    /// Flush what is queued.
+    pub(crate) async fn close(&self) {
+        if let Kind::Nats(client) = &self.kind
+            && let Err(e) = client.flush().await
+        {
+            tracing::warn!(target: LOG, "NATS flush at close failed: {e}");
+        }
+    }
+
+    /// Send a request and wait (until `timeout`) for its reply.
+    pub(crate) async fn request(
+        &self,
+        topic: &str,
+        env: &RequestEnvelope,
+        timeout: Duration,
+        method: &str,
+        app: &str,
+    ) -> Result<ResponseEnvelope, HemeraError> {
+        match &self.kind {
+            Kind::Nats(client) => nats::request(client, topic, env, timeout, method, app).await,
+            Kind::Mesh(m) => mesh::request(m, topic, env, timeout, method, app).await,
+        }
+    }
+
+    /// Send a request and collect several replies (NATS only).
+    pub(crate) async fn request_many(
+        &self,
+        topic: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        replies: Replies,
+        method: &str,
+        app: &str,
+    ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
+        match &self.kind {
+            Kind::Nats(client) => {
+                nats::request_many(client, topic, body, timeout, replies, method, app).await
+            }
+            Kind::Mesh(_) => Err(HemeraError::hemera(
+                "`maxMessages$`/`expectedMessages$` need the NATS bus: a mesh call has one reply",
+            )),
+        }
+    }
+
+    /// Publish a `pubsub$` message (no reply).
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        env: &RequestEnvelope,
+    ) -> Result<(), HemeraError> {
+        match &self.kind {
+            Kind::Nats(client) => nats::publish(client, topic, env).await,
+            Kind::Mesh(m) => {
+                mesh::publish(m, topic, env);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Bus {
+    /// A node dropped without `close` stops serving: its tasks end with their handles, and its
+    /// mesh endpoints are withdrawn.
+    fn drop(&mut self) {
+        if let Kind::Mesh(m) = &self.kind {
+            for serving in self.serving().values() {
+                if let Some(name) = &serving.endpoint {
+                    m.withdraw(name);
+                }
+            }
+        }
+    }
+}
+
+/// The reply to a request that did not decode: Hemera's shape (`request.id` empty, `trace`
+/// empty) with the parse error.
+pub(crate) fn undecodable_reply(error: HemeraError) -> ResponseEnvelope {
+    let mut request = Map::new();
+    request.insert("type".into(), Value::from("request"));
+    request.insert("id".into(), Value::from(""));
+    ResponseEnvelope {
+        meta: Map::new(),
+        trace: Map::new(),
+        request,
+        result: None,
+        error: serde_json::to_value(&error).ok(),
+    }
+}

@@ -1,0 +1,238 @@
+//! Hemera's NATS wire: subject = topic, queue group `queue.<topic>` (or `queue$`, or none for
+//! `pubsub$`), JSON envelopes, replies to the request's reply subject.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::{Client, Message, RequestErrorKind, Subscriber};
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::{LOG, Serving, undecodable_reply};
+use crate::envelope::{RequestEnvelope, ResponseEnvelope, decode_request, decode_response};
+use crate::error::HemeraError;
+use crate::handler::ReplyNext;
+use crate::hemera::{Hemera, Inner, encode};
+use crate::message::{MAX_REPLIES, Replies};
+use crate::registry::TopicOptions;
+
+pub(super) async fn serve(
+    client: &Client,
+    node: &Hemera,
+    topic: &str,
+    options: &TopicOptions,
+) -> Result<Serving, HemeraError> {
+    let subscribed = match options.group(topic) {
+        Some(group) => client.queue_subscribe(topic.to_owned(), group).await,
+        None => client.subscribe(topic.to_owned()).await,
+    };
+    let mut sub =
+        subscribed.map_err(|e| HemeraError::hemera(format!("NATS subscribe to `{topic}`: {e}")))?;
+    if let Some(n) = options.max_messages {
+        sub.unsubscribe_after(n)
+            .await
+            .map_err(|e| HemeraError::hemera(format!("NATS unsubscribe_after: {e}")))?;
+    }
+    // The subscription is in place once the server has seen it.
+    round_trip(client).await?;
+    let task = tokio::spawn(receive(
+        Arc::downgrade(&node.inner),
+        client.clone(),
+        topic.to_owned(),
+        sub,
+        options.max_messages,
+    ));
+    Ok(Serving {
+        task: Some(task),
+        endpoint: None,
+    })
+}
+
+/// Wait until the server has processed everything this connection sent before (a flush only
+/// writes it out): a request nobody answers comes back as "no responders" after them.
+pub(super) async fn round_trip(client: &Client) -> Result<(), HemeraError> {
+    let request = async_nats::Request::new().timeout(Some(Duration::from_secs(10)));
+    match client.send_request(client.new_inbox(), request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(HemeraError::hemera(format!("NATS round trip: {e}"))),
+    }
+}
+
+/// Take the topic's messages, each served in a task of its own (at most
+/// [`Options::concurrency`](crate::Options::concurrency) at once).
+async fn receive(
+    node: Weak<Inner>,
+    client: Client,
+    topic: String,
+    mut sub: Subscriber,
+    max: Option<u64>,
+) {
+    let mut count = 0u64;
+    while let Some(msg) = sub.next().await {
+        let Some(inner) = node.upgrade() else { break };
+        let node = Hemera { inner };
+        count += 1;
+        if max.is_some_and(|m| count >= m) {
+            // The last message of a `maxMessages$` topic: serve it, then drop the patterns.
+            answer(&node, &client, &topic, msg).await;
+            node.topics().remove(&topic);
+            break;
+        }
+        let Ok(permit) = Arc::clone(&node.inner.permits).acquire_owned().await else {
+            break;
+        };
+        let (client, topic) = (client.clone(), topic.clone());
+        tokio::spawn(async move {
+            answer(&node, &client, &topic, msg).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(node: &Hemera, client: &Client, topic: &str, msg: Message) {
+    let response = match decode_request(&msg.payload) {
+        Ok(env) => {
+            let next = msg
+                .reply
+                .clone()
+                .map(|reply| stream_to(client, reply, &env));
+            node.serve_one(topic, env, next).await
+        }
+        Err(e) => {
+            tracing::warn!(target: LOG, subject = %msg.subject, "undecodable request: {}", e.message);
+            undecodable_reply(e)
+        }
+    };
+    let Some(reply) = msg.reply else {
+        // A pubsub message: nobody to tell, so the error is logged (as Hemera does).
+        if let Some(error) = &response.error {
+            tracing::warn!(target: LOG, topic, %error, "message without a reply subject failed");
+        }
+        return;
+    };
+    match serde_json::to_vec(&response) {
+        Ok(body) => {
+            if let Err(e) = client.publish(reply, body.into()).await {
+                tracing::warn!(target: LOG, topic, "reply not sent: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(target: LOG, topic, "reply does not encode: {e}"),
+    }
+}
+
+/// Intermediate replies of a streaming handler: full response envelopes (the request's meta,
+/// trace and request echoed) published to the reply subject.
+fn stream_to(client: &Client, reply: async_nats::Subject, env: &RequestEnvelope) -> ReplyNext {
+    let client = client.clone();
+    let (meta, trace, request) = (env.meta.clone(), env.trace.clone(), env.request.clone());
+    Arc::new(move |value: Value| {
+        let response = ResponseEnvelope {
+            meta: meta.clone(),
+            trace: trace.clone(),
+            request: request.clone(),
+            result: Some(value),
+            error: None,
+        };
+        let (client, reply) = (client.clone(), reply.clone());
+        Box::pin(async move {
+            let body = serde_json::to_vec(&response)
+                .map_err(|e| HemeraError::hemera(format!("reply does not encode: {e}")))?;
+            client
+                .publish(reply, body.into())
+                .await
+                .map_err(|e| HemeraError::hemera(format!("NATS publish of a reply: {e}")))
+        })
+    })
+}
+
+pub(super) async fn request(
+    client: &Client,
+    topic: &str,
+    env: &RequestEnvelope,
+    timeout: Duration,
+    method: &str,
+    app: &str,
+) -> Result<ResponseEnvelope, HemeraError> {
+    let body = encode(env)?;
+    let request = async_nats::Request::new()
+        .payload(body.into())
+        .timeout(Some(timeout));
+    match client.send_request(topic.to_owned(), request).await {
+        Ok(msg) => decode_response(&msg.payload),
+        Err(e) => Err(match e.kind() {
+            RequestErrorKind::TimedOut => HemeraError::timeout(method, app),
+            RequestErrorKind::NoResponders => no_responders(topic, method, app),
+            _ => HemeraError::hemera(format!("NATS request on `{topic}` failed: {e}")),
+        }),
+    }
+}
+
+/// Nobody subscribes to the topic: Hemera's caller would wait for its timeout; the NATS server
+/// says so at once, and the caller gets a `PatternNotFound` that says why.
+fn no_responders(topic: &str, method: &str, app: &str) -> HemeraError {
+    HemeraError::pattern_not_found(method, app)
+        .with("isServer", Value::Bool(false))
+        .with(
+            "message",
+            Value::from(format!(
+                "No action found for this pattern: nobody subscribes to topic `{topic}`"
+            )),
+        )
+}
+
+pub(super) async fn request_many(
+    client: &Client,
+    topic: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+    replies: Replies,
+    method: &str,
+    app: &str,
+) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
+    let nats = |e: &dyn std::fmt::Display| HemeraError::hemera(format!("NATS: {e}"));
+    let inbox = client.new_inbox();
+    let mut sub = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| nats(&e))?;
+    client
+        .publish_with_reply(topic.to_owned(), inbox, body.into())
+        .await
+        .map_err(|e| nats(&e))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let limit = match replies {
+        Replies::Exactly(n) => n,
+        Replies::Unbounded => MAX_REPLIES,
+    };
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(msg)) => out.push(decode_response(&msg.payload).and_then(|r| r.outcome())),
+            Ok(None) => break,
+            Err(_) => {
+                if matches!(replies, Replies::Exactly(_)) {
+                    out.push(Err(HemeraError::timeout(method, app)));
+                }
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn publish(
+    client: &Client,
+    topic: &str,
+    env: &RequestEnvelope,
+) -> Result<(), HemeraError> {
+    let body = encode(env)?;
+    client
+        .publish(topic.to_owned(), body.into())
+        .await
+        .map_err(|e| HemeraError::hemera(format!("NATS publish on `{topic}`: {e}")))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| HemeraError::hemera(format!("NATS flush: {e}")))
+}

@@ -1,0 +1,176 @@
+//! Handlers of added patterns: what a message looks like to them ([`Req`]), and typed handlers
+//! that decode the payload into their own type ([`typed`]).
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::Hemera;
+use crate::error::HemeraError;
+
+/// A message as a handler sees it.
+#[derive(Clone)]
+pub struct Req {
+    /// The message without its `$` options: the payload, `topic` and the other pattern keys
+    /// included.
+    pub pattern: Map<String, Value>,
+    /// The caller's `meta$` (and its parents'): passed on to every nested [`act`](Self::act).
+    pub meta: Map<String, Value>,
+    /// The caller's `delegate$`, for this call only (not passed on).
+    pub delegate: Map<String, Value>,
+    /// The trace id of the call tree this message belongs to.
+    pub trace_id: String,
+    /// The span id of the act that sent this message.
+    pub span_id: String,
+    pub(crate) hemera: Hemera,
+    /// Sends one more reply before the handler's result (NATS, with a reply subject only).
+    pub(crate) next: Option<ReplyNext>,
+}
+
+impl std::fmt::Debug for Req {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Req")
+            .field("pattern", &self.pattern)
+            .field("meta", &self.meta)
+            .field("delegate", &self.delegate)
+            .field("trace_id", &self.trace_id)
+            .field("span_id", &self.span_id)
+            .field("streams", &self.next.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Publishes one intermediate reply of a streaming handler.
+pub(crate) type ReplyNext =
+    std::sync::Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), HemeraError>> + Send + Sync>;
+
+impl Req {
+    /// The payload decoded into `T` (serde): a payload that does not fit is a
+    /// `PayloadValidationError` naming the field.
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HemeraError> {
+        decode_payload(&self.pattern)
+    }
+
+    /// Send one reply now, before the handler's own result (Hemera's `this.reply.next(v)`): a
+    /// caller acting with `maxMessages$`/`expectedMessages$` gets each of them, then the
+    /// result. Only on NATS, for a message with a reply subject; otherwise a `HemeraError`.
+    pub async fn reply_next(&self, value: Value) -> Result<(), HemeraError> {
+        match &self.next {
+            Some(next) => next(value).await,
+            None => Err(HemeraError::hemera(
+                "reply_next needs a NATS message that asks for a reply",
+            )),
+        }
+    }
+
+    /// A nested act: it carries this message's `meta` (merged under the nested message's own
+    /// `meta$`) and trace id; its span's parent is this message's span. `delegate$` is not
+    /// passed on.
+    pub async fn act(&self, message: Value) -> Result<Value, HemeraError> {
+        let parent = Parent {
+            meta: self.meta.clone(),
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+        };
+        self.hemera.act_in(Some(&parent), message).await
+    }
+}
+
+/// What a nested act inherits from the message whose handler makes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Parent {
+    pub(crate) meta: Map<String, Value>,
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+}
+
+/// Decode `pattern` into `T`, naming the field that does not fit.
+pub(crate) fn decode_payload<T: DeserializeOwned>(
+    pattern: &Map<String, Value>,
+) -> Result<T, HemeraError> {
+    serde_path_to_error::deserialize(pattern).map_err(|e| {
+        let field = e.path().to_string();
+        HemeraError::payload_validation(&field, e.into_inner().to_string())
+    })
+}
+
+/// Serves the messages of an added pattern.
+///
+/// Any `Fn(Req) -> impl Future<Output = Result<Value, HemeraError>>` is a handler; [`typed`]
+/// makes one that takes a typed payload.
+pub trait Handler: Send + Sync + 'static {
+    /// Answer one message.
+    fn call(&self, req: Req) -> BoxFuture<'static, Result<Value, HemeraError>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, HemeraError>> + Send + 'static,
+{
+    fn call(&self, req: Req) -> BoxFuture<'static, Result<Value, HemeraError>> {
+        Box::pin(self(req))
+    }
+}
+
+/// A handler taking the payload as `T` and answering any serializable `R`: a payload that does
+/// not decode into `T` is answered with a `PayloadValidationError` naming the field, and the
+/// handler is not called.
+///
+/// ```
+/// use plume_pattern::{HemeraError, Req, typed};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Add { a: f64, b: f64 }
+///
+/// let handler = typed(|p: Add, _req: Req| async move { Ok::<_, HemeraError>(p.a + p.b) });
+/// # let _ = handler;
+/// ```
+pub fn typed<T, R, F, Fut>(f: F) -> Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(T, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, HemeraError>> + Send + 'static,
+{
+    Typed { f, _t: PhantomData }
+}
+
+/// A handler with a typed payload, from [`typed`].
+pub struct Typed<T, F> {
+    f: F,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T, F> std::fmt::Debug for Typed<T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Typed").finish_non_exhaustive()
+    }
+}
+
+impl<T, R, F, Fut> Handler for Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(T, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, HemeraError>> + Send + 'static,
+{
+    fn call(&self, req: Req) -> BoxFuture<'static, Result<Value, HemeraError>> {
+        let payload = match decode_payload::<T>(&req.pattern) {
+            Ok(p) => p,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let fut = (self.f)(payload, req);
+        Box::pin(async move {
+            let out = fut.await?;
+            serde_json::to_value(out).map_err(|e| {
+                HemeraError::hemera(format!("the handler's result does not encode: {e}"))
+            })
+        })
+    }
+}

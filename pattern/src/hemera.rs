@@ -1,0 +1,362 @@
+//! The node handle: `add`, `remove`, `act`, and serving one message (shared by both buses).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::bus::Bus;
+use crate::envelope::{
+    RequestEnvelope, ResponseEnvelope, TYPE_PUBSUB, TYPE_REQUEST, new_id, timestamp_ms,
+};
+use crate::error::HemeraError;
+use crate::handler::{Handler, Parent, ReplyNext, Req};
+use crate::message::Message;
+use crate::pattern::{Pattern, method_of};
+use crate::registry::{Entry, Topic, TopicOptions, Topics};
+
+const LOG: &str = "plume::pattern";
+
+/// Options of a node.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The node's name, sent as `app` in errors and hops (Hemera's `name`).
+    pub name: String,
+    /// The deadline of an act without `timeout$` (Hemera's default: 2 s).
+    pub timeout: Duration,
+    /// How many messages this node serves at once; more wait (backpressure on the bus).
+    pub concurrency: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: format!("plume-{}", new_id()),
+            timeout: Duration::from_millis(2000),
+            concurrency: 1024,
+        }
+    }
+}
+
+/// A pattern RPC node: [`add`](Self::add) patterns with handlers, [`act`](Self::act) messages.
+/// Cheap to clone (one shared node).
+#[derive(Clone)]
+pub struct Hemera {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hemera {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hemera")
+            .field("name", &self.inner.options.name)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) bus: Bus,
+    pub(crate) options: Options,
+    topics: Mutex<Topics>,
+    /// Serializes `add`/`remove` (which subscribe and unsubscribe on the bus).
+    changes: tokio::sync::Mutex<()>,
+    seq: AtomicU64,
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Hemera {
+    pub(crate) fn with_bus(bus: Bus, options: Options) -> Hemera {
+        let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+        Hemera {
+            inner: Arc::new(Inner {
+                bus,
+                options,
+                topics: Mutex::new(Topics::new()),
+                changes: tokio::sync::Mutex::new(()),
+                seq: AtomicU64::new(0),
+                permits,
+            }),
+        }
+    }
+
+    /// This node's name (`app` in errors).
+    pub fn name(&self) -> &str {
+        &self.inner.options.name
+    }
+
+    /// Serve messages matching `pattern` (a JSON object with a string `topic`; see
+    /// [`Pattern`]) with `handler`. The first pattern of a topic subscribes to it, with the
+    /// pattern's `pubsub$`, `queue$` and `maxMessages$`; a later pattern of the topic with other
+    /// such options is an error, as in Hemera.
+    pub async fn add(&self, pattern: Value, handler: impl Handler) -> Result<(), HemeraError> {
+        self.add_pattern(Pattern::new(&pattern)?, handler).await
+    }
+
+    /// [`add`](Self::add) with a pattern built beforehand (for example with regex properties).
+    pub async fn add_pattern(
+        &self,
+        pattern: Pattern,
+        handler: impl Handler,
+    ) -> Result<(), HemeraError> {
+        let topic = pattern.topic()?.to_owned();
+        let options = TopicOptions::of(pattern.source())?;
+        let _changes = self.inner.changes.lock().await;
+        let existing = self.topics().get(&topic).map(|t| t.options.clone());
+        match existing {
+            Some(o) if o != options => {
+                return Err(HemeraError::hemera(format!(
+                    "topic `{topic}` is already registered with other transport options \
+                     (pubsub$, queue$, maxMessages$)"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.topics().insert(
+                    topic.clone(),
+                    Topic {
+                        options: options.clone(),
+                        entries: Vec::new(),
+                    },
+                );
+                if let Err(e) = self.inner.bus.serve(self, &topic, &options).await {
+                    self.topics().remove(&topic);
+                    return Err(e);
+                }
+            }
+        }
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = self.topics().get_mut(&topic) {
+            t.insert(Entry {
+                seq,
+                pattern,
+                handler: Arc::new(handler),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stop serving the patterns equal to `pattern` (same matched properties); the topic is
+    /// unsubscribed with its last pattern. Whether one was removed.
+    pub async fn remove(&self, pattern: &Value) -> Result<bool, HemeraError> {
+        let pattern = Pattern::new(pattern)?;
+        let topic = pattern.topic()?.to_owned();
+        let _changes = self.inner.changes.lock().await;
+        let (removed, empty) = {
+            let mut topics = self.topics();
+            let Some(t) = topics.get_mut(&topic) else {
+                return Ok(false);
+            };
+            let before = t.entries.len();
+            t.entries.retain(|e| !e.pattern.same_props(&pattern));
+            (t.entries.len() < before, t.entries.is_empty())
+        };
+        if empty {
+            self.drop_topic(&topic).await;
+        }
+        Ok(removed)
+    }
+
+    /// Stop serving `topic` with all its patterns (Hemera's `remove(topic)`). Whether it was
+    /// served.
+    pub async fn remove_topic(&self, topic: &str) -> bool {
+        let _changes = self.inner.changes.lock().await;
+        let served = self.topics().contains_key(topic);
+        if served {
+            self.drop_topic(topic).await;
+        }
+        served
+    }
+
+    /// Unsubscribe `topic` and forget its patterns.
+    pub(crate) async fn drop_topic(&self, topic: &str) {
+        self.topics().remove(topic);
+        self.inner.bus.unserve(topic).await;
+    }
+
+    /// Stop serving every topic.
+    pub async fn close(&self) {
+        let _changes = self.inner.changes.lock().await;
+        let topics: Vec<String> = self.topics().keys().cloned().collect();
+        for topic in topics {
+            self.drop_topic(&topic).await;
+        }
+        self.inner.bus.close().await;
+    }
+
+    /// Send `message` (a JSON object: the pattern keys, the payload, and `$` options) to the
+    /// most specific matching pattern on the bus; its handler's result, or its error.
+    ///
+    /// Options: `timeout$` (ms; default [`Options::timeout`]), `meta$`, `delegate$`, `trace$`
+    /// (`traceId`/`spanId` to use), `requestId$`, `pubsub$` (publish, no reply: `Ok(null)` at
+    /// once). Errors: the handler's (name, message, code, data kept), `PatternNotFound`,
+    /// `TimeoutError`, `PayloadValidationError`, `HemeraError` for a bad message.
+    pub async fn act(&self, message: Value) -> Result<Value, HemeraError> {
+        self.act_in(None, message).await
+    }
+
+    /// [`act`](Self::act) with a typed message and result: a result that does not decode into
+    /// `T` is a `HemeraParseError`.
+    pub async fn act_as<T: DeserializeOwned>(
+        &self,
+        message: &impl Serialize,
+    ) -> Result<T, HemeraError> {
+        let message = serde_json::to_value(message)
+            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))?;
+        let value = self.act(message).await?;
+        serde_json::from_value(value)
+            .map_err(|e| HemeraError::parse(format!("the result does not fit the type: {e}")))
+    }
+
+    /// Several replies to one message (`maxMessages$: N` or `-1`, or `expectedMessages$: N`;
+    /// NATS only). Each reply is one element; when fewer than N came within `timeout$`, the
+    /// last element is a `TimeoutError` (`maxMessages$: -1` collects until the deadline and
+    /// ends without one).
+    pub async fn act_many(
+        &self,
+        message: Value,
+    ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
+        let msg = Message::parse(message, None, &self.inner.options)?;
+        let Some(wanted) = msg.replies else {
+            return Err(HemeraError::hemera(
+                "act_many needs `maxMessages$` or `expectedMessages$`",
+            ));
+        };
+        let body = encode(&msg.envelope)?;
+        let app = &self.inner.options.name;
+        self.inner
+            .bus
+            .request_many(&msg.topic, body, msg.timeout, wanted, &msg.method, app)
+            .await
+    }
+
+    pub(crate) async fn act_in(
+        &self,
+        parent: Option<&Parent>,
+        message: Value,
+    ) -> Result<Value, HemeraError> {
+        let msg = Message::parse(message, parent, &self.inner.options)?;
+        if msg.replies.is_some() {
+            return Err(HemeraError::hemera(
+                "`maxMessages$`/`expectedMessages$` give several replies: use act_many",
+            ));
+        }
+        let app = &self.inner.options.name;
+        if msg.envelope.kind() == TYPE_PUBSUB {
+            self.inner.bus.publish(&msg.topic, &msg.envelope).await?;
+            return Ok(Value::Null);
+        }
+        let reply = self
+            .inner
+            .bus
+            .request(&msg.topic, &msg.envelope, msg.timeout, &msg.method, app)
+            .await?;
+        reply.outcome()
+    }
+
+    /// Serve one request envelope that arrived on `topic`: the response to send (for a
+    /// `pubsub` message too; the bus sends it only when there is a reply subject).
+    pub(crate) async fn serve_one(
+        &self,
+        topic: &str,
+        env: RequestEnvelope,
+        next: Option<ReplyNext>,
+    ) -> ResponseEnvelope {
+        let method = env
+            .trace_str("method")
+            .map_or_else(|| method_of(&env.pattern), str::to_owned);
+        let handler = self
+            .topics()
+            .get(topic)
+            .and_then(|t| t.lookup(&env.pattern));
+        let outcome = match handler {
+            None => Err(HemeraError::pattern_not_found(&method, self.name())),
+            Some(handler) => {
+                let req = Req {
+                    trace_id: env.trace_str("traceId").unwrap_or_default().to_owned(),
+                    span_id: env.trace_str("spanId").unwrap_or_default().to_owned(),
+                    pattern: env.pattern,
+                    meta: env.meta.clone(),
+                    delegate: env.delegate,
+                    hemera: self.clone(),
+                    next,
+                };
+                std::panic::AssertUnwindSafe(handler.call(req))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!(target: LOG, topic, %method, "a handler panicked");
+                        Err(HemeraError::hemera("the handler failed (panic)"))
+                    })
+            }
+        };
+        let (result, error) = match outcome {
+            Ok(v) => (Some(v), None),
+            Err(e) => {
+                let hop = json!({"service": topic, "method": method, "app": self.name(),
+                                 "ts": timestamp_ms()});
+                (None, Some(with_hop(e, hop)))
+            }
+        };
+        ResponseEnvelope {
+            meta: env.meta,
+            trace: env.trace,
+            request: env.request,
+            result,
+            error,
+        }
+    }
+
+    /// The topics (a short lock; never held across an await).
+    pub(crate) fn topics(&self) -> MutexGuard<'_, Topics> {
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The error object with `hop` appended to its `hops`.
+fn with_hop(e: HemeraError, hop: Value) -> Value {
+    let mut value =
+        serde_json::to_value(&e).unwrap_or_else(|_| json!({"name": e.name, "message": e.message}));
+    if let Some(obj) = value.as_object_mut() {
+        match obj.get_mut("hops") {
+            Some(Value::Array(hops)) => hops.push(hop),
+            _ => {
+                obj.insert("hops".into(), Value::Array(vec![hop]));
+            }
+        }
+    }
+    value
+}
+
+/// A request envelope as JSON bytes.
+pub(crate) fn encode(env: &RequestEnvelope) -> Result<Vec<u8>, HemeraError> {
+    serde_json::to_vec(env)
+        .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
+}
+
+/// The `request` part of an envelope.
+pub(crate) fn request_part(
+    kind: &str,
+    id: String,
+    topic: &str,
+    method: &str,
+) -> Map<String, Value> {
+    let mut request = Map::new();
+    request.insert("id".into(), Value::String(id));
+    request.insert(
+        "type".into(),
+        Value::from(if kind == TYPE_PUBSUB {
+            TYPE_PUBSUB
+        } else {
+            TYPE_REQUEST
+        }),
+    );
+    request.insert("service".into(), Value::from(topic));
+    request.insert("method".into(), Value::from(method));
+    request
+}

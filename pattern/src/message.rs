@@ -1,0 +1,249 @@
+//! An act's message taken apart: its `$` options checked, and the request envelope built.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::envelope::{RequestEnvelope, TYPE_PUBSUB, TYPE_REQUEST, new_id, timestamp_ms};
+use crate::error::HemeraError;
+use crate::handler::Parent;
+use crate::hemera::{Options, request_part};
+use crate::pattern::{kind_of, method_of};
+
+/// How many replies an act waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replies {
+    /// Up to N (`maxMessages$: N`, or `expectedMessages$: N`): fewer by the deadline ends with a
+    /// `TimeoutError`.
+    Exactly(usize),
+    /// Every reply until the deadline (`maxMessages$: -1`).
+    Unbounded,
+}
+
+/// The most replies `act_many` keeps (bounds its memory whatever the responders do).
+pub(crate) const MAX_REPLIES: usize = 10_000;
+
+/// One act, ready to send.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub(crate) topic: String,
+    pub(crate) method: String,
+    pub(crate) timeout: Duration,
+    pub(crate) replies: Option<Replies>,
+    pub(crate) envelope: RequestEnvelope,
+}
+
+impl Message {
+    /// Check `message` and build its envelope, inheriting `parent`'s meta and trace.
+    pub(crate) fn parse(
+        message: Value,
+        parent: Option<&Parent>,
+        options: &Options,
+    ) -> Result<Message, HemeraError> {
+        let Value::Object(message) = message else {
+            return Err(HemeraError::hemera(format!(
+                "act: the message must be a JSON object, got {}",
+                kind_of(&message)
+            )));
+        };
+        let topic = match message.get("topic") {
+            Some(Value::String(t)) if !t.is_empty() && !t.contains(char::is_whitespace) => {
+                t.clone()
+            }
+            _ => {
+                return Err(HemeraError::hemera(
+                    "act: the message needs a `topic`: a non-empty string without spaces",
+                ));
+            }
+        };
+        let timeout = match message.get("timeout$") {
+            None | Some(Value::Null) => options.timeout,
+            Some(v) => match v.as_f64() {
+                Some(ms) if (0.0..=86_400_000.0).contains(&ms) => {
+                    Duration::from_secs_f64(ms / 1000.0)
+                }
+                _ => {
+                    return Err(HemeraError::hemera(format!(
+                        "act: `timeout$` must be a number of milliseconds (0 to 86400000), got {v}"
+                    )));
+                }
+            },
+        };
+        let meta_own = object_option(&message, "meta$")?;
+        let delegate = object_option(&message, "delegate$")?;
+        let trace_own = object_option(&message, "trace$")?;
+        let pubsub = match message.get("pubsub$") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(HemeraError::hemera("act: `pubsub$` must be a boolean")),
+        };
+        let request_id = match message.get("requestId$") {
+            None | Some(Value::Null) => new_id(),
+            Some(Value::String(id)) => id.clone(),
+            Some(_) => return Err(HemeraError::hemera("act: `requestId$` must be a string")),
+        };
+        let replies = replies_of(&message)?;
+        let method = method_of(&message);
+
+        let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
+        meta.extend(meta_own);
+        let mut trace = Map::new();
+        let trace_id = parent.map_or_else(new_id, |p| p.trace_id.clone());
+        trace.insert("traceId".into(), Value::String(trace_id));
+        trace.insert("spanId".into(), Value::String(new_id()));
+        if let Some(p) = parent {
+            trace.insert("parentSpanId".into(), Value::String(p.span_id.clone()));
+        }
+        trace.insert("timestamp".into(), Value::from(timestamp_ms()));
+        trace.insert("service".into(), Value::from(topic.as_str()));
+        trace.insert("method".into(), Value::from(method.as_str()));
+        trace.extend(trace_own);
+
+        let pattern: Map<String, Value> = message
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with('$'))
+            .collect();
+        let kind = if pubsub { TYPE_PUBSUB } else { TYPE_REQUEST };
+        Ok(Message {
+            envelope: RequestEnvelope {
+                pattern,
+                meta,
+                delegate,
+                trace,
+                request: request_part(kind, request_id, &topic, &method),
+            },
+            topic,
+            method,
+            timeout,
+            replies,
+        })
+    }
+}
+
+/// `message[key]`: an object, or empty when absent.
+fn object_option(
+    message: &Map<String, Value>,
+    key: &str,
+) -> Result<Map<String, Value>, HemeraError> {
+    match message.get(key) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(other) => Err(HemeraError::hemera(format!(
+            "act: `{key}` must be an object, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+fn replies_of(message: &Map<String, Value>) -> Result<Option<Replies>, HemeraError> {
+    let count = |key: &str, allow_unbounded: bool| -> Result<Option<Replies>, HemeraError> {
+        match message.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match (v.as_i64(), allow_unbounded) {
+                (Some(-1), true) => Ok(Some(Replies::Unbounded)),
+                (Some(n), _) if n > 0 && (n as u64) <= MAX_REPLIES as u64 => {
+                    Ok(Some(Replies::Exactly(n as usize)))
+                }
+                _ => Err(HemeraError::hemera(format!(
+                    "act: `{key}` must be an integer from 1 to {MAX_REPLIES}{}, got {v}",
+                    if allow_unbounded { " (or -1)" } else { "" }
+                ))),
+            },
+        }
+    };
+    Ok(count("maxMessages$", true)?.or(count("expectedMessages$", false)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Message, HemeraError> {
+        Message::parse(v, None, &Options::default())
+    }
+
+    #[test]
+    fn builds_hemera_envelopes() {
+        let m = parse(
+            json!({"topic": "math", "cmd": "add", "a": 1, "b": 2, "timeout$": 150,
+                             "meta$": {"k": 1}, "delegate$": {"d": 2}, "requestId$": "rid-1"}),
+        )
+        .expect("ok");
+        assert_eq!(m.timeout, Duration::from_millis(150));
+        assert_eq!(m.method, "a:1,b:2,cmd:add,topic:math");
+        let env = &m.envelope;
+        assert_eq!(
+            Value::Object(env.pattern.clone()),
+            json!({"topic": "math", "cmd": "add", "a": 1, "b": 2})
+        );
+        assert_eq!(env.meta["k"], json!(1));
+        assert_eq!(env.delegate["d"], json!(2));
+        assert_eq!(env.request["id"], json!("rid-1"));
+        assert_eq!(env.request["type"], json!("request"));
+        assert_eq!(env.trace["service"], json!("math"));
+        assert!(env.trace.get("parentSpanId").is_none());
+    }
+
+    #[test]
+    fn nested_acts_inherit_meta_and_trace_without_leaking() {
+        let parent = Parent {
+            meta: [("user".to_string(), json!("u"))].into_iter().collect(),
+            trace_id: "T".into(),
+            span_id: "S".into(),
+        };
+        let m = Message::parse(
+            json!({"topic": "a", "meta$": {"x": 1}}),
+            Some(&parent),
+            &Options::default(),
+        )
+        .expect("ok");
+        assert_eq!(
+            Value::Object(m.envelope.meta.clone()),
+            json!({"user": "u", "x": 1})
+        );
+        assert_eq!(m.envelope.trace["traceId"], json!("T"));
+        assert_eq!(m.envelope.trace["parentSpanId"], json!("S"));
+        assert_ne!(m.envelope.trace["spanId"], json!("S"));
+        // the parent is untouched: a sibling act does not see `x`
+        assert_eq!(parent.meta.len(), 1);
+    }
+
+    #[test]
+    fn bad_messages_are_clear_errors() {
+        for (bad, needle) in [
+            (json!([1]), "must be a JSON object"),
+            (json!("x"), "must be a JSON object"),
+            (json!({"cmd": "add"}), "needs a `topic`"),
+            (json!({"topic": 3}), "needs a `topic`"),
+            (
+                json!({"topic": "m", "timeout$": "soon"}),
+                "`timeout$` must be a number",
+            ),
+            (
+                json!({"topic": "m", "timeout$": -5}),
+                "`timeout$` must be a number",
+            ),
+            (
+                json!({"topic": "m", "meta$": 1}),
+                "`meta$` must be an object",
+            ),
+            (json!({"topic": "m", "maxMessages$": 0}), "`maxMessages$`"),
+            (
+                json!({"topic": "m", "expectedMessages$": -1}),
+                "`expectedMessages$`",
+            ),
+            (json!({"topic": "m", "pubsub$": 1}), "`pubsub$`"),
+        ] {
+            let e = parse(bad.clone()).expect_err("bad");
+            assert_eq!(e.name, "HemeraError");
+            assert!(e.message.contains(needle), "{bad}: {}", e.message);
+        }
+        assert_eq!(
+            parse(json!({"topic": "m", "maxMessages$": -1}))
+                .expect("ok")
+                .replies,
+            Some(Replies::Unbounded)
+        );
+    }
+}
