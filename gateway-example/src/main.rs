@@ -6,6 +6,7 @@
 //! gateway-example gateway [--host 127.0.0.1] [--port 3030]
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
 //!                       [--store sql|memory] [--database-url URL]
+//! gateway-example echo-node --name NAME --http-port PORT
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -14,6 +15,7 @@
 #![allow(clippy::print_stdout)]
 
 mod demo;
+mod echo_node;
 mod gateway;
 mod http;
 mod todos;
@@ -56,6 +58,19 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run a todos replica (REST and socket.io without authentication, distribution key `todos`).
     Todos(TodosArgs),
+    /// Run an echo node: join the loopback mesh, provide the stream `echo`, and serve meshage's
+    /// HTTP API (`POST /api/echo/KEY`, `POST /api/broadcast/echo/KEY`) on 127.0.0.1.
+    EchoNode(EchoNodeArgs),
+}
+
+#[derive(Debug, Args)]
+struct EchoNodeArgs {
+    /// The node's name, in every reply.
+    #[arg(long)]
+    name: String,
+    /// The port of its HTTP API on 127.0.0.1 (0: any free port; the ready line names it).
+    #[arg(long)]
+    http_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +190,14 @@ async fn main() -> anyhow::Result<()> {
                 &store,
                 SocketAddr::new(args.host, args.port),
                 stop_signal(args.watchdog),
+            )
+            .await
+        }
+        Cmd::EchoNode(args) => {
+            echo_node::run(
+                &args.name,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
+                stop_signal(false),
             )
             .await
         }
@@ -313,5 +336,21 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+        let cli = Cli::try_parse_from([
+            "gateway-example",
+            "echo-node",
+            "--name",
+            "e1",
+            "--http-port",
+            "4100",
+        ])
+        .expect("echo-node");
+        match cli.command {
+            Some(Cmd::EchoNode(args)) => {
+                assert_eq!((args.name.as_str(), args.http_port), ("e1", 4100));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["gateway-example", "echo-node", "--name", "e1"]).is_err());
     }
 }

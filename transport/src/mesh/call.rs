@@ -22,7 +22,7 @@ use crate::protocol::{RequestMsg, encode_payload};
 use plume::{Error, RawJson};
 
 /// How long a call waits before asking again when the engine says nobody listens yet.
-const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
+pub(super) const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
 
 /// The encoded request for `name`, with the time left until `deadline`.
 pub(super) fn request_payload<B: Serialize + ?Sized>(

@@ -5,15 +5,15 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::call::{call_local, request_payload};
+use super::call::{NO_RESPONDERS_RETRY, call_local, request_payload};
 use super::reply::ReplyForm;
 use super::ring::key_hash;
 use super::table::Target;
 use super::{CallOptions, Mesh};
 use crate::discovery::NodeId;
-use crate::engine::Call;
+use crate::engine::{Call, CallError, Remote};
 use plume::{Error, RawJson};
 
 /// A call being set up: made by [`Mesh::to`], sent by [`send`](Self::send),
@@ -210,19 +210,7 @@ impl<'a> CallBuilder<'a> {
                     }
                     Target::Remote(remote) => match inner.addressed(node, remote) {
                         Ok(remote) => {
-                            let call = Call {
-                                name,
-                                payload,
-                                deadline,
-                                idempotent: options.idempotent,
-                            };
-                            match timeout_at(deadline, remote.call(call)).await {
-                                Ok(Ok(reply)) => Value::from_payload(&reply),
-                                Ok(Err(e)) => Err(e.into_error(name, Some(node))),
-                                Err(_) => Err(Error::timeout(format!(
-                                    "'{name}' on node {node} did not answer in time"
-                                ))),
-                            }
+                            call_remote(&*remote, node, name, payload, deadline, options).await
                         }
                         Err(e) => Err(e),
                     },
@@ -231,5 +219,37 @@ impl<'a> CallBuilder<'a> {
             }
         });
         Ok(join_all(calls).await)
+    }
+}
+
+/// One provider's share of a broadcast: asked again shortly while the engine knows nobody on
+/// its subject yet (a provider announced before it listens), within the deadline.
+async fn call_remote(
+    remote: &dyn Remote,
+    node: NodeId,
+    name: &str,
+    payload: bytes::Bytes,
+    deadline: Instant,
+    options: CallOptions,
+) -> Result<Value, Error> {
+    loop {
+        let call = Call {
+            name,
+            payload: payload.clone(),
+            deadline,
+            idempotent: options.idempotent,
+        };
+        match timeout_at(deadline, remote.call(call)).await {
+            Ok(Ok(reply)) => return Value::from_payload(&reply),
+            Ok(Err(CallError::NoResponders)) if Instant::now() < deadline => {
+                sleep_until(deadline.min(Instant::now() + NO_RESPONDERS_RETRY)).await;
+            }
+            Ok(Err(e)) => return Err(e.into_error(name, Some(node))),
+            Err(_) => {
+                return Err(Error::timeout(format!(
+                    "'{name}' on node {node} did not answer in time"
+                )));
+            }
+        }
     }
 }
