@@ -185,7 +185,7 @@ async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
         raw.read_exact(&mut back).await.expect("read");
         raw_ns.push(t.elapsed().as_nanos());
         let t = Instant::now();
-        mesh.request("echo", body.clone()).await.expect("echo");
+        mesh.to("echo").send(&body).await.expect("echo");
         mesh_ns.push(t.elapsed().as_nanos());
     }
     raw_ns.sort_unstable();
@@ -257,7 +257,7 @@ fn benches(c: &mut Criterion) {
                 let body = payload();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    mesh.request("echo", body.clone()).await.expect("echo");
+                    mesh.to("echo").send(&body).await.expect("echo");
                 }
                 start.elapsed()
             }))
@@ -301,7 +301,7 @@ fn benches(c: &mut Criterion) {
                         tokio::spawn(async move {
                             let body = payload();
                             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < iters {
-                                mesh.request("echo", body.clone()).await.expect("echo");
+                                mesh.to("echo").send(&body).await.expect("echo");
                             }
                         })
                     })
@@ -319,7 +319,7 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut sub = mesh.subscribe("ticks");
     // The server reads our subscribe frame before this request on the same link.
-    rt.block_on(mesh.request("burst", json!({"n": 0})))
+    rt.block_on(mesh.to("burst").send(&json!({"n": 0})))
         .expect("sync");
     g.bench_function(BenchmarkId::new("events", WINDOW), |b| {
         b.iter_custom(|iters| {
@@ -328,7 +328,10 @@ fn benches(c: &mut Criterion) {
                 let mut left = iters;
                 while left > 0 {
                     let n = left.min(WINDOW);
-                    mesh.request("burst", json!({"n": n})).await.expect("burst");
+                    mesh.to("burst")
+                        .send(&json!({"n": n}))
+                        .await
+                        .expect("burst");
                     for _ in 0..n {
                         sub.recv().await.expect("event");
                     }

@@ -61,7 +61,10 @@ impl Proxy {
     ) -> Result<Value> {
         let (body, options) = self.prepare(method, id, data, params)?;
         self.mesh
-            .call_with(&self.name, Some(method.as_str()), &body, options)
+            .to(&self.name)
+            .method(method.as_str())
+            .options(options)
+            .send(&body)
             .await
     }
 
@@ -75,7 +78,10 @@ impl Proxy {
     ) -> Result<RawJson> {
         let (body, options) = self.prepare(method, id, data, params)?;
         self.mesh
-            .call_json_with(&self.name, Some(method.as_str()), &body, options)
+            .to(&self.name)
+            .method(method.as_str())
+            .options(options)
+            .send_json(&body)
             .await
     }
 

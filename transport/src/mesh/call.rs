@@ -17,7 +17,7 @@ use super::reply::ReplyForm;
 use super::table::Target;
 use super::{CallOptions, Inner, LOG, Mesh};
 use crate::discovery::NodeId;
-use crate::engine::{Call, CallError, Counted, EngineKind, Remote};
+use crate::engine::{Call, CallError, Counted, Remote};
 use crate::protocol::{RequestMsg, encode_payload};
 use plume::{Error, RawJson};
 
@@ -257,14 +257,14 @@ impl Mesh {
 }
 
 impl Inner {
-    /// The way to `node` itself: its route's `remote` on peer links (a link reaches one node),
-    /// the node's own subject on NATS.
+    /// The way to `node` itself: its route's `remote` when that reaches the node (a peer
+    /// link), else the engine's direct way (the node's own subject on NATS).
     pub(super) fn addressed(
         &self,
         node: NodeId,
         remote: Arc<dyn Remote>,
     ) -> Result<Arc<dyn Remote>, Error> {
-        if self.engine.kind() != EngineKind::Nats {
+        if remote.reaches_the_node() {
             return Ok(remote);
         }
         self.engine
