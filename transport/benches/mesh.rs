@@ -19,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
+#[path = "mesh/partition.rs"]
+mod partition;
+
 const SERVER_VAR: &str = "PLUME_BENCH_SERVER_ENV";
 const MSG: usize = 100;
 const WINDOW: u64 = 2000;
@@ -65,6 +68,9 @@ fn server(env: String) {
             .await
             .expect("mesh");
         mesh.respond("echo", |req: Request| async move { Ok(req.body) });
+        // The partition benchmark's endpoints (partition.rs).
+        mesh.respond("keyed", |req: Request| async move { Ok(req.body) });
+        mesh.respond("all", |req: Request| async move { Ok(req.body) });
         let publisher = mesh.clone();
         mesh.respond("burst", move |req: Request| {
             let n = req.body["n"].as_u64().unwrap_or(0);
@@ -110,7 +116,12 @@ impl Drop for Server {
 }
 
 fn start_server() -> Server {
-    let env = format!("bench-{}", std::process::id());
+    start_server_in(&format!("bench-{}", std::process::id()))
+}
+
+/// A server process in environment `env`.
+fn start_server_in(env: &str) -> Server {
+    let env = env.to_owned();
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env(SERVER_VAR, &env)
         .stdin(Stdio::piped())
@@ -213,8 +224,9 @@ async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
 }
 
 fn benches(c: &mut Criterion) {
-    let server = start_server();
     let rt = runtime();
+    partition::report(&rt);
+    let server = start_server();
     let mesh = rt.block_on(connect_mesh(&server));
     let raw_addr = format!("127.0.0.1:{}", server.raw_port);
 
