@@ -9,6 +9,7 @@
 //! gateway-example client-types [--out services.d.ts]
 //! gateway-example math [--nats URL] [--env ENV]
 //! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
+//! gateway-example echo-node --name NAME --http-port PORT
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -18,6 +19,7 @@
 
 mod api_docs;
 mod demo;
+mod echo_node;
 mod gateway;
 mod http;
 mod pattern;
@@ -69,6 +71,9 @@ enum Cmd {
     Math(pattern::MathArgs),
     /// Act once with a Hemera message: the result on stdout, or the error object on stderr.
     Act(pattern::ActArgs),
+    /// Run an echo node: join the loopback mesh, provide the stream `echo`, and serve meshage's
+    /// HTTP API (`POST /api/echo/KEY`, `POST /api/broadcast/echo/KEY`) on 127.0.0.1.
+    EchoNode(EchoNodeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +81,16 @@ struct ClientTypesArgs {
     /// Write the declarations to this file (a `.d.ts`) instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct EchoNodeArgs {
+    /// The node's name, in every reply.
+    #[arg(long)]
+    name: String,
+    /// The port of its HTTP API on 127.0.0.1 (0: any free port; the ready line names it).
+    #[arg(long)]
+    http_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +223,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Math(args) => pattern::math(args).await,
         Cmd::Act(args) => pattern::act(args).await,
+        Cmd::EchoNode(args) => {
+            echo_node::run(
+                &args.name,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
+                stop_signal(false),
+            )
+            .await
+        }
     }
 }
 
@@ -343,5 +366,21 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+        let cli = Cli::try_parse_from([
+            "gateway-example",
+            "echo-node",
+            "--name",
+            "e1",
+            "--http-port",
+            "4100",
+        ])
+        .expect("echo-node");
+        match cli.command {
+            Some(Cmd::EchoNode(args)) => {
+                assert_eq!((args.name.as_str(), args.http_port), ("e1", 4100));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["gateway-example", "echo-node", "--name", "e1"]).is_err());
     }
 }

@@ -19,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
+#[path = "mesh/partition.rs"]
+mod partition;
+
 const SERVER_VAR: &str = "PLUME_BENCH_SERVER_ENV";
 const MSG: usize = 100;
 const WINDOW: u64 = 2000;
@@ -65,6 +68,9 @@ fn server(env: String) {
             .await
             .expect("mesh");
         mesh.respond("echo", |req: Request| async move { Ok(req.body) });
+        // The partition benchmark's endpoints (partition.rs).
+        mesh.respond("keyed", |req: Request| async move { Ok(req.body) });
+        mesh.respond("all", |req: Request| async move { Ok(req.body) });
         let publisher = mesh.clone();
         mesh.respond("burst", move |req: Request| {
             let n = req.body["n"].as_u64().unwrap_or(0);
@@ -110,7 +116,12 @@ impl Drop for Server {
 }
 
 fn start_server() -> Server {
-    let env = format!("bench-{}", std::process::id());
+    start_server_in(&format!("bench-{}", std::process::id()))
+}
+
+/// A server process in environment `env`.
+fn start_server_in(env: &str) -> Server {
+    let env = env.to_owned();
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .env(SERVER_VAR, &env)
         .stdin(Stdio::piped())
@@ -185,7 +196,7 @@ async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
         raw.read_exact(&mut back).await.expect("read");
         raw_ns.push(t.elapsed().as_nanos());
         let t = Instant::now();
-        mesh.request("echo", body.clone()).await.expect("echo");
+        mesh.to("echo").send(&body).await.expect("echo");
         mesh_ns.push(t.elapsed().as_nanos());
     }
     raw_ns.sort_unstable();
@@ -213,8 +224,9 @@ async fn interleaved_p50(mesh: Mesh, mut raw: TcpStream) -> TcpStream {
 }
 
 fn benches(c: &mut Criterion) {
-    let server = start_server();
     let rt = runtime();
+    partition::report(&rt);
+    let server = start_server();
     let mesh = rt.block_on(connect_mesh(&server));
     let raw_addr = format!("127.0.0.1:{}", server.raw_port);
 
@@ -257,7 +269,7 @@ fn benches(c: &mut Criterion) {
                 let body = payload();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    mesh.request("echo", body.clone()).await.expect("echo");
+                    mesh.to("echo").send(&body).await.expect("echo");
                 }
                 start.elapsed()
             }))
@@ -301,7 +313,7 @@ fn benches(c: &mut Criterion) {
                         tokio::spawn(async move {
                             let body = payload();
                             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < iters {
-                                mesh.request("echo", body.clone()).await.expect("echo");
+                                mesh.to("echo").send(&body).await.expect("echo");
                             }
                         })
                     })
@@ -319,7 +331,7 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut sub = mesh.subscribe("ticks");
     // The server reads our subscribe frame before this request on the same link.
-    rt.block_on(mesh.request("burst", json!({"n": 0})))
+    rt.block_on(mesh.to("burst").send(&json!({"n": 0})))
         .expect("sync");
     g.bench_function(BenchmarkId::new("events", WINDOW), |b| {
         b.iter_custom(|iters| {
@@ -328,7 +340,10 @@ fn benches(c: &mut Criterion) {
                 let mut left = iters;
                 while left > 0 {
                     let n = left.min(WINDOW);
-                    mesh.request("burst", json!({"n": n})).await.expect("burst");
+                    mesh.to("burst")
+                        .send(&json!({"n": n}))
+                        .await
+                        .expect("burst");
                     for _ in 0..n {
                         sub.recv().await.expect("event");
                     }

@@ -110,6 +110,13 @@ pub(crate) trait Remote: Send + Sync + 'static {
     fn call<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Bytes, CallError>>;
     /// Round-trip time.
     fn ping(&self, deadline: Instant) -> BoxFuture<'_, Result<Duration, Error>>;
+    /// Whether a call sent here reaches [`node`](Self::node) itself (a peer link does), rather
+    /// than whichever provider of the endpoint the engine picks (NATS's queue groups). Calls
+    /// by partition key and broadcasts need the node itself, through [`Engine::direct`]
+    /// otherwise.
+    fn reaches_the_node(&self) -> bool {
+        true
+    }
 }
 
 /// What an engine does for the mesh.

@@ -49,6 +49,7 @@ mod engine;
 mod error;
 pub mod memory;
 mod mesh;
+pub mod meshage;
 #[cfg(feature = "nats")]
 mod nats;
 pub mod protocol;
@@ -64,6 +65,6 @@ pub use discovery::{
 };
 pub use engine::Removal;
 pub use mesh::{
-    Balance, CallOptions, Handler, Mesh, MeshError, ProviderInfo, RawBody, RawHandler, RawRequest,
-    Request, Subscription, TableEvent, TableWatch,
+    Balance, CallBuilder, CallOptions, Handler, Mesh, MeshError, ProviderInfo, RawBody, RawHandler,
+    RawRequest, Reply, Request, Subscription, TableEvent, TableWatch, partition_owner,
 };

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::wire::{HEALTH_METHOD, endpoint};
 use crate::discovery::NodeId;
-use crate::mesh::{CallOptions, Mesh};
+use crate::mesh::Mesh;
 
 /// What the healthcheck sees of the running plugin.
 pub(crate) trait HealthView: Send + Sync {
@@ -61,16 +61,12 @@ impl Health {
                     async move {
                         let started = Instant::now();
                         let outcome = mesh
-                            .call_on(
-                                *node,
-                                &name,
-                                Some(HEALTH_METHOD),
-                                Value::Null,
-                                CallOptions {
-                                    timeout: Some(timeout),
-                                    idempotent: true,
-                                },
-                            )
+                            .to(&name)
+                            .on(*node)
+                            .method(HEALTH_METHOD)
+                            .timeout(timeout)
+                            .idempotent(true)
+                            .send(&Value::Null)
                             .await;
                         let latency = started.elapsed();
                         let ok = matches!(outcome, Ok(Value::Bool(true)));

@@ -30,6 +30,7 @@ mod app_ext;
 mod consumer;
 mod handle;
 mod health;
+mod merge;
 mod mount;
 mod options;
 mod proxy;
@@ -113,6 +114,9 @@ pub struct Distribution {
     pub(crate) distributed_methods: NameFilter,
     pub(crate) idempotent_methods: Vec<String>,
     pub(crate) forward_extras: Vec<String>,
+    /// Local paths of remote services mounted partitioned, with the data field that keys a
+    /// `create`.
+    pub(crate) partitioned: Vec<(String, String)>,
     pub(crate) key: String,
     pub(crate) environment: String,
     pub(crate) healthcheck_path: String,
@@ -203,6 +207,7 @@ impl Distribution {
             distributed_methods: NameFilter::All,
             idempotent_methods: Vec::new(),
             forward_extras: Vec::new(),
+            partitioned: Vec::new(),
             key: DEFAULT_KEY.to_owned(),
             environment: DEFAULT_ENVIRONMENT.to_owned(),
             healthcheck_path: DEFAULT_HEALTHCHECK_PATH.to_owned(),
@@ -369,6 +374,28 @@ impl Distribution {
         S: Into<String>,
     {
         self.forward_extras = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Mount the remote service at local `path` partitioned: each replica holds its own
+    /// records, and the proxy routes by id with rendezvous hashing over the live replicas
+    /// (see `Mesh::to(..).key(..)`). `get`, `update`, `patch` and `remove` with an id go to
+    /// the replica that owns the id; `create` goes to the owner of the value of `create_key`
+    /// in the data (use the id field, e.g. `"id"`, so that a record lives where its id is
+    /// routed; data without it goes to any replica); `find`, and `patch`/`remove` without an
+    /// id, ask every replica, and `find` merges their pages (`$sort`, `$skip`, `$limit` and
+    /// `total` right over the union, as long as `$skip + $limit` stays within the replicas'
+    /// `paginate.max`).
+    ///
+    /// ```
+    /// use plume_transport::distribution::Distribution;
+    /// let d = Distribution::new().partitioned("todos", "id");
+    /// ```
+    #[must_use]
+    pub fn partitioned(mut self, path: &str, create_key: &str) -> Self {
+        let path = plume::normalize_path(path);
+        self.partitioned.retain(|(p, _)| *p != path);
+        self.partitioned.push((path, create_key.to_owned()));
         self
     }
 

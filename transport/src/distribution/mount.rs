@@ -87,6 +87,11 @@ impl Shared {
             descriptor.clone(),
             self.opts.timeout,
             self.extras.clone(),
+            self.opts
+                .partitioned
+                .iter()
+                .find(|(path, _)| path == local)
+                .map(|(_, field)| Arc::from(field.as_str())),
         );
         let state = proxy.state.clone();
         state.available.store(true, Ordering::Release);

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use plume::{Error, Forward, Id, Method, Params, RawJson, Result, Service, async_trait};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+use super::merge::find_merged;
 
 use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
 use crate::mesh::{CallOptions, Mesh};
@@ -31,6 +33,8 @@ pub(crate) struct Proxy {
     pub(crate) timeout: Duration,
     pub(crate) extras: Arc<[String]>,
     pub(crate) state: Arc<ProxyState>,
+    /// Mounted partitioned: the data field that keys a `create`.
+    pub(crate) partition: Option<Arc<str>>,
 }
 
 impl Proxy {
@@ -40,6 +44,7 @@ impl Proxy {
         descriptor: ServiceDescriptor,
         timeout: Duration,
         extras: Arc<[String]>,
+        partition: Option<Arc<str>>,
     ) -> Self {
         Self {
             mesh,
@@ -49,6 +54,7 @@ impl Proxy {
             timeout,
             extras,
             state: Arc::new(ProxyState::default()),
+            partition,
         }
     }
 
@@ -59,10 +65,82 @@ impl Proxy {
         data: Option<&Value>,
         params: &Params,
     ) -> Result<Value> {
+        if let Some(field) = &self.partition {
+            return self
+                .forward_partitioned(field, method, id, data, params)
+                .await;
+        }
         let (body, options) = self.prepare(method, id, data, params)?;
         self.mesh
-            .call_with(&self.name, Some(method.as_str()), &body, options)
+            .to(&self.name)
+            .method(method.as_str())
+            .options(options)
+            .send(&body)
             .await
+    }
+
+    /// A call to a partitioned service: by id to its owner, `find` and calls without an id to
+    /// every replica (see [`Distribution::partitioned`](super::Distribution::partitioned)).
+    async fn forward_partitioned(
+        &self,
+        field: &str,
+        method: &Method,
+        id: Option<&Id>,
+        data: Option<&Value>,
+        params: &Params,
+    ) -> Result<Value> {
+        let key = match (method, id) {
+            (_, Some(id)) => Some(id.to_string()),
+            (Method::Create, None) => data.and_then(|d| d.get(field)).and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let every =
+            key.is_none() && matches!(method, Method::Find | Method::Patch | Method::Remove);
+        if !every {
+            let (body, options) = self.prepare(method, id, data, params)?;
+            let call = self
+                .mesh
+                .to(&self.name)
+                .method(method.as_str())
+                .options(options);
+            return match &key {
+                Some(key) => call.key(key).send(&body).await,
+                None => call.send(&body).await,
+            };
+        }
+        let ask = |query: Map<String, Value>| async move {
+            let mut each = params.clone();
+            each.query = query;
+            let (body, options) = self.prepare(method, None, data, &each)?;
+            let replies = self
+                .mesh
+                .to(&self.name)
+                .method(method.as_str())
+                .options(options)
+                .broadcast(&body)
+                .await?;
+            replies
+                .into_iter()
+                .map(|r| r.result)
+                .collect::<Result<Vec<Value>>>()
+        };
+        if *method == Method::Find {
+            return find_merged(&params.query, ask).await;
+        }
+        // patch/remove of many: every replica's changed records, in one list.
+        let lists = ask(params.query.clone()).await?;
+        let mut all = Vec::new();
+        for list in lists {
+            match list {
+                Value::Array(items) => all.extend(items),
+                one => all.push(one),
+            }
+        }
+        Ok(Value::Array(all))
     }
 
     /// [`forward`](Self::forward), with the result as JSON text.
@@ -73,9 +151,16 @@ impl Proxy {
         data: Option<&Value>,
         params: &Params,
     ) -> Result<RawJson> {
+        if self.partition.is_some() {
+            let value = self.forward(method, id, data, params).await?;
+            return Ok(RawJson::from_value(&value));
+        }
         let (body, options) = self.prepare(method, id, data, params)?;
         self.mesh
-            .call_json_with(&self.name, Some(method.as_str()), &body, options)
+            .to(&self.name)
+            .method(method.as_str())
+            .options(options)
+            .send_json(&body)
             .await
     }
 

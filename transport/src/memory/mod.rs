@@ -23,6 +23,8 @@
 //! the network at once, as a crash would.
 
 #[cfg(test)]
+mod partition_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};

@@ -14,7 +14,7 @@ use super::Network;
 use crate::{Balance, CallOptions, Mesh, Removal, Request, TableEvent};
 use plume::ErrorKind;
 
-async fn node(net: &Network, key: &str) -> Mesh {
+pub(super) async fn node(net: &Network, key: &str) -> Mesh {
     node_with(net, key, Balance::RoundRobin).await
 }
 
@@ -31,7 +31,7 @@ async fn node_with(net: &Network, key: &str, balance: Balance) -> Mesh {
 }
 
 /// Wait until `mesh` sees `count` providers of `name`.
-async fn providers(mesh: &Mesh, name: &str, count: usize) {
+pub(super) async fn providers(mesh: &Mesh, name: &str, count: usize) {
     let mut watch = mesh.watch();
     while mesh.providers(name).len() != count {
         tokio::time::timeout(Duration::from_secs(5), watch.next())
@@ -40,7 +40,7 @@ async fn providers(mesh: &Mesh, name: &str, count: usize) {
     }
 }
 
-fn opts(timeout: u64, idempotent: bool) -> CallOptions {
+pub(super) fn opts(timeout: u64, idempotent: bool) -> CallOptions {
     CallOptions {
         timeout: Some(Duration::from_secs(timeout)),
         idempotent,
@@ -48,7 +48,7 @@ fn opts(timeout: u64, idempotent: bool) -> CallOptions {
 }
 
 /// A handler answering with its node's key.
-fn whoami(mesh: &Mesh, name: &str) {
+pub(super) fn whoami(mesh: &Mesh, name: &str) {
     let key = mesh.key().to_owned();
     mesh.respond(name, move |_r: Request| {
         let key = key.clone();
@@ -203,7 +203,10 @@ async fn a_slow_provider_gives_timeout_at_the_deadline() {
 }
 
 /// A provider that takes a call and then crashes (leaves the network with it in flight).
-async fn crashing_provider(net: &Network, name: &str) -> (Mesh, Arc<tokio::sync::Notify>) {
+pub(super) async fn crashing_provider(
+    net: &Network,
+    name: &str,
+) -> (Mesh, Arc<tokio::sync::Notify>) {
     let m = node(net, "crashing").await;
     let taken = Arc::new(tokio::sync::Notify::new());
     m.respond(name, {

@@ -2,7 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::table::Target;
+use super::ring::score;
+use super::table::{Route, Target};
 use super::{Balance, Inner};
 use crate::discovery::NodeId;
 
@@ -24,10 +25,6 @@ impl Inner {
             Some(list) if !list.is_empty() => list,
             _ => return Err(NoPick::NoRoute),
         };
-        let live = |r: &&super::Route| match &r.target {
-            Target::Local(_) => true,
-            Target::Remote(remote) => remote.is_live(),
-        };
         let chosen = match self.cfg.balance {
             Balance::RoundRobin => {
                 let count = list.iter().filter(live).count();
@@ -47,5 +44,42 @@ impl Inner {
                 .ok_or(NoPick::NoneLive)?,
         };
         Ok((chosen.node, chosen.target.clone()))
+    }
+
+    /// The owner of the partition key whose hash is `key` among the live providers of `name`
+    /// (rendezvous hashing, see [`ring`](super::ring)).
+    pub(super) fn pick_owner(&self, name: &str, key: u64) -> Result<(NodeId, Target), NoPick> {
+        let routes = self.routes_read();
+        let list = match routes.get(name) {
+            Some(list) if !list.is_empty() => list,
+            _ => return Err(NoPick::NoRoute),
+        };
+        let owner = list
+            .iter()
+            .filter(live)
+            .max_by_key(|r| score(key, r.node))
+            .ok_or(NoPick::NoneLive)?;
+        Ok((owner.node, owner.target.clone()))
+    }
+
+    /// Every live provider of `name`.
+    pub(super) fn live_providers(&self, name: &str) -> Vec<(NodeId, Target)> {
+        self.routes_read()
+            .get(name)
+            .map(|list| {
+                list.iter()
+                    .filter(live)
+                    .map(|r| (r.node, r.target.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Whether new calls may go to `route`.
+fn live(route: &&Route) -> bool {
+    match &route.target {
+        Target::Local(_) => true,
+        Target::Remote(remote) => remote.is_live(),
     }
 }

@@ -10,20 +10,22 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 
 use super::balance::NoPick;
-use super::handler::{RawBody, RawRequest};
+use std::sync::Arc;
+
+use super::handler::{EndpointHandler, RawBody, RawRequest};
 use super::reply::ReplyForm;
 use super::table::Target;
-use super::{CallOptions, LOG, Mesh};
+use super::{CallOptions, Inner, LOG, Mesh};
 use crate::discovery::NodeId;
-use crate::engine::{Call, CallError, Counted};
+use crate::engine::{Call, CallError, Counted, Remote};
 use crate::protocol::{RequestMsg, encode_payload};
 use plume::{Error, RawJson};
 
 /// How long a call waits before asking again when the engine says nobody listens yet.
-const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
+pub(super) const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
 
 /// The encoded request for `name`, with the time left until `deadline`.
-fn request_payload<B: Serialize + ?Sized>(
+pub(super) fn request_payload<B: Serialize + ?Sized>(
     name: &str,
     method: Option<&str>,
     body: &B,
@@ -40,6 +42,9 @@ fn request_payload<B: Serialize + ?Sized>(
 
 impl Mesh {
     /// Call endpoint `name` on one of its live providers.
+    ///
+    /// The same as `self.to(name).options(options).send(&body)` with `method` set (see
+    /// [`to`](Self::to), the call builder, which every call form goes through).
     ///
     /// Errors: `Unavailable` when no provider appeared before the deadline, when the mesh is
     /// shutting down, when a non-idempotent call's link died (its outcome is unknown), or at
@@ -58,7 +63,8 @@ impl Mesh {
 
     /// [`call`](Self::call) with any serializable body, encoded straight into the request frame
     /// (no `serde_json::Value` is built on the way). The provider's handler sees it as a
-    /// [`Value`], as if it had been sent with `call`.
+    /// [`Value`], as if it had been sent with `call`. The same as
+    /// `self.to(name).options(options).send(body)`.
     pub async fn call_with<B: Serialize + ?Sized + Sync>(
         &self,
         name: &str,
@@ -66,13 +72,18 @@ impl Mesh {
         body: &B,
         options: CallOptions,
     ) -> Result<Value, Error> {
-        self.call_as(name, method, body, options).await
+        self.to(name)
+            .method_opt(method)
+            .options(options)
+            .send(body)
+            .await
     }
 
     /// [`call_with`](Self::call_with), with the result as JSON text: a provider's MessagePack
     /// reply is written out as JSON directly, without a [`Value`] on the way (what a gateway
     /// wants for an HTTP response body). The text is what serializing the `Value` that
-    /// [`call_with`](Self::call_with) returns would give.
+    /// [`call_with`](Self::call_with) returns would give. The same as
+    /// `self.to(name).options(options).send_json(body)`.
     pub async fn call_json_with<B: Serialize + ?Sized + Sync>(
         &self,
         name: &str,
@@ -80,15 +91,41 @@ impl Mesh {
         body: &B,
         options: CallOptions,
     ) -> Result<RawJson, Error> {
-        self.call_as(name, method, body, options).await
+        self.to(name)
+            .method_opt(method)
+            .options(options)
+            .send_json(body)
+            .await
     }
 
-    async fn call_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
+    /// Call `name` on one given node, whether or not it is known to provide it (a node that does
+    /// not answers NotFound). Not retried; `Unavailable` when there is no link to the node. The
+    /// same as `self.to(name).on(node).options(options).send(&body)`.
+    pub async fn call_on(
+        &self,
+        node: NodeId,
+        name: &str,
+        method: Option<&str>,
+        body: Value,
+        options: CallOptions,
+    ) -> Result<Value, Error> {
+        self.to(name)
+            .method_opt(method)
+            .options(options)
+            .on(node)
+            .send(&body)
+            .await
+    }
+
+    /// The call of a [`CallBuilder`](super::CallBuilder) without a node: to the owner of the
+    /// partition key whose hash is `key` when given, else to a provider the balance picks.
+    pub(super) async fn call_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
         &self,
         name: &str,
         method: Option<&str>,
         body: &B,
         options: CallOptions,
+        key: Option<u64>,
     ) -> Result<R, Error> {
         let inner = &self.inner;
         if inner.activity.is_draining() {
@@ -102,12 +139,17 @@ impl Mesh {
         // proxy, instead of holding the caller until a provider comes back or the deadline.
         let mut lost_provider = false;
         loop {
-            let (node, target) = match inner.pick(name) {
+            let picked = match key {
+                Some(key) => inner.pick_owner(name, key),
+                None => inner.pick(name),
+            };
+            let (node, target) = match picked {
                 Ok(picked) => picked,
                 // Providers whose links are all gone are on their way out of the table, and
                 // one lost under this call is gone: fail at once rather than hold the caller
-                // until the deadline.
-                Err(why) if why == NoPick::NoneLive || lost_provider => {
+                // until the deadline. A partitioned call does not wait either: its owner is
+                // one of the providers there are now.
+                Err(why) if why == NoPick::NoneLive || lost_provider || key.is_some() => {
                     return Err(Error::unavailable(format!(
                         "no provider for '{name}' is left"
                     )));
@@ -135,20 +177,11 @@ impl Mesh {
             let remote = match target {
                 Target::Local(handler) => {
                     let _pending = Counted::new(&inner.local_pending);
-                    let request = RawRequest {
-                        name: name.to_string(),
-                        method: method.map(str::to_string),
-                        body: RawBody::value(serde_json::to_value(body).map_err(|e| {
-                            Error::bad_request(format!("the call body is not valid JSON: {e}"))
-                        })?),
-                        deadline: deadline.into_std(),
-                        from: inner.node,
-                    };
-                    return match timeout_at(deadline, handler.call(request)).await {
-                        Ok(r) => r.map(R::from_value),
-                        Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
-                    };
+                    return call_local(inner.node, &handler, name, method, body, deadline).await;
                 }
+                // A partitioned call goes to the owner itself, not to whichever provider
+                // the engine would pick (NATS's queue groups).
+                Target::Remote(remote) if key.is_some() => inner.addressed(node, remote)?,
                 Target::Remote(remote) => remote,
             };
             let call = Call {
@@ -180,16 +213,15 @@ impl Mesh {
         }
     }
 
-    /// Call `name` on one given node, whether or not it is known to provide it (a node that does
-    /// not answers NotFound). Not retried; `Unavailable` when there is no link to the node.
-    pub async fn call_on(
+    /// The call of a [`CallBuilder`](super::CallBuilder) to one given node. Not retried.
+    pub(super) async fn call_node_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
         &self,
         node: NodeId,
         name: &str,
         method: Option<&str>,
-        body: Value,
+        body: &B,
         options: CallOptions,
-    ) -> Result<Value, Error> {
+    ) -> Result<R, Error> {
         let inner = &self.inner;
         let deadline = Instant::now() + options.timeout.unwrap_or(inner.cfg.timeout);
         if node == inner.node {
@@ -198,29 +230,19 @@ impl Mesh {
                     "node {node} does not provide '{name}'"
                 )));
             };
-            let request = RawRequest {
-                name: name.to_string(),
-                method: method.map(str::to_string),
-                body: RawBody::value(body),
-                deadline: deadline.into_std(),
-                from: inner.node,
-            };
-            return match timeout_at(deadline, handler.call(request)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
-            };
+            return call_local(inner.node, &handler, name, method, body, deadline).await;
         }
         let Some(remote) = inner.engine.direct(node) else {
             return Err(Error::unavailable(format!("no link to node {node}")));
         };
         let call = Call {
             name,
-            payload: request_payload(name, method, &body, deadline),
+            payload: request_payload(name, method, body, deadline),
             deadline,
             idempotent: false,
         };
         match remote.call(call).await {
-            Ok(payload) => Value::from_payload(&payload),
+            Ok(payload) => R::from_payload(&payload),
             Err(e) => Err(e.into_error(name, Some(node))),
         }
     }
@@ -231,5 +253,47 @@ impl Mesh {
             return Err(Error::unavailable(format!("no link to node {node}")));
         };
         remote.ping(Instant::now() + self.inner.cfg.timeout).await
+    }
+}
+
+impl Inner {
+    /// The way to `node` itself: its route's `remote` when that reaches the node (a peer
+    /// link), else the engine's direct way (the node's own subject on NATS).
+    pub(super) fn addressed(
+        &self,
+        node: NodeId,
+        remote: Arc<dyn Remote>,
+    ) -> Result<Arc<dyn Remote>, Error> {
+        if remote.reaches_the_node() {
+            return Ok(remote);
+        }
+        self.engine
+            .direct(node)
+            .ok_or_else(|| Error::unavailable(format!("no route to node {node}")))
+    }
+}
+
+/// Run the handler of `name` on this node (`from`), within `deadline`.
+pub(super) async fn call_local<B: Serialize + ?Sized + Sync, R: ReplyForm>(
+    from: NodeId,
+    handler: &EndpointHandler,
+    name: &str,
+    method: Option<&str>,
+    body: &B,
+    deadline: Instant,
+) -> Result<R, Error> {
+    let request = RawRequest {
+        name: name.to_string(),
+        method: method.map(str::to_string),
+        body: RawBody::value(
+            serde_json::to_value(body)
+                .map_err(|e| Error::bad_request(format!("the call body is not valid JSON: {e}")))?,
+        ),
+        deadline: deadline.into_std(),
+        from,
+    };
+    match timeout_at(deadline, handler.call(request)).await {
+        Ok(r) => r.map(R::from_value),
+        Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
     }
 }

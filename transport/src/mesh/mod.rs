@@ -2,7 +2,8 @@
 //!
 //! The work is split by what it does: [`table`] keeps routes and topics (and is the
 //! [`Sink`](crate::engine::Sink) engines report to), [`balance`] picks a provider, [`call`]
-//! waits, retries and keeps deadlines, [`serve`] answers calls from peers, [`drain`] stops the
+//! waits, retries and keeps deadlines, [`request`] is the call builder (every form of call, the
+//! broadcast included), [`ring`] says who owns a partition key, [`serve`] answers calls from peers, [`drain`] stops the
 //! node. Which engine carries the node ([`tcp`](crate::tcp), [`nats`](crate::nats),
 //! [`memory`](crate::memory)) is decided once, by the [`MeshBuilder`](crate::MeshBuilder); the
 //! mesh sees only the [`Engine`](crate::engine::Engine) trait.
@@ -12,6 +13,8 @@ mod call;
 mod drain;
 mod handler;
 mod reply;
+mod request;
+mod ring;
 mod serve;
 mod table;
 #[cfg(test)]
@@ -39,6 +42,8 @@ use crate::sync::lock;
 pub use crate::engine::Balance;
 pub use crate::error::MeshError;
 pub use handler::{Handler, RawBody, RawHandler, RawRequest, Request};
+pub use request::{CallBuilder, Reply};
+pub use ring::partition_owner;
 use table::{LocalState, Route};
 
 const LOG: &str = "plume::mesh";
@@ -211,7 +216,7 @@ impl Mesh {
 
     /// cote-style: call `kind` with default options.
     pub async fn request(&self, kind: &str, payload: Value) -> Result<Value, plume::Error> {
-        self.call(kind, None, payload, CallOptions::default()).await
+        self.to(kind).send(&payload).await
     }
 }
 

@@ -125,6 +125,10 @@ impl Remote for Provider {
         })
     }
 
+    fn reaches_the_node(&self) -> bool {
+        self.direct
+    }
+
     fn ping(&self, deadline: Instant) -> BoxFuture<'_, Result<Duration, Error>> {
         Box::pin(self.engine.ping(self.node, deadline))
     }
