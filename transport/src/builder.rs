@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-#[cfg(not(feature = "nats"))]
-use crate::discovery::ConfigError;
-use crate::discovery::{DiscoveryConfig, DiscoveryMode, NodeId, PeerEvent};
+use crate::discovery::{ConfigError, DiscoveryConfig, DiscoveryMode, NodeId, PeerEvent};
 use crate::engine::{Balance, Engine, Settings};
 use crate::error::MeshError;
 use crate::mesh::Mesh;
@@ -38,10 +36,7 @@ impl Default for MeshBuilder {
             environment: "default".into(),
             key: String::new(),
             discovery: DiscoveryConfig::default(),
-            secret: std::env::var("PLUME_MESH_SECRET")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(|s| Arc::from(s.into_bytes().into_boxed_slice())),
+            secret: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: None,
             memory: None,
@@ -61,6 +56,14 @@ impl Default for MeshBuilder {
 }
 
 impl MeshBuilder {
+    /// A builder configured from the process environment: the discovery variables of
+    /// [`DiscoveryConfig::from_env`] (`PLUME_DISCOVERY`, ..., `PLUME_MESH_SECRET`). Nothing else
+    /// reads the environment: [`Mesh::builder`] and `MeshBuilder::default()` do not.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let discovery = DiscoveryConfig::from_env()?;
+        Ok(Self::default().discovery(discovery))
+    }
+
     /// The environment (default `default`): nodes in different environments never see each other.
     #[must_use]
     pub fn environment(mut self, env: impl Into<String>) -> Self {
@@ -90,8 +93,9 @@ impl MeshBuilder {
         self
     }
 
-    /// The mesh secret (default: `PLUME_MESH_SECRET` when set). With a secret, links need a
-    /// mutual HMAC challenge–response and beacons are signed.
+    /// The mesh secret (default: none, or the one of the [`discovery`](Self::discovery)
+    /// settings). With a secret, links are encrypted and authenticated (Noise, keyed by the
+    /// secret) and beacons are signed. [`from_env`](Self::from_env) reads `PLUME_MESH_SECRET`.
     #[must_use]
     pub fn secret<S: AsRef<[u8]>>(mut self, secret: Option<S>) -> Self {
         self.secret = secret.map(|s| Arc::from(s.as_ref().to_vec().into_boxed_slice()));
@@ -182,7 +186,8 @@ impl MeshBuilder {
                 node,
                 environment: self.environment.clone(),
                 key: self.key.clone(),
-                secret: self.secret,
+                // One secret for beacons and links.
+                secret: self.secret.or_else(|| self.discovery.secret.clone()),
                 listen: self.listen,
                 discovery: self.discovery,
                 peers: self.peers,

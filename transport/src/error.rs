@@ -70,15 +70,19 @@ pub(crate) enum HandshakeError {
     /// Exactly one side has a mesh secret.
     #[error("one side has a mesh secret and the other does not")]
     SecretMismatch,
-    /// The peer's challenge is not 32 bytes.
-    #[error("bad challenge length")]
-    Challenge,
-    /// The mesh secret cannot key the HMAC.
-    #[error("the mesh secret cannot key the HMAC")]
-    Key,
-    /// The peer's proof is wrong.
+    /// A handshake message does not open: the peer does not know the mesh secret, or the
+    /// message was altered or replayed.
     #[error("the peer does not know the mesh secret")]
     Unauthenticated,
+    /// Our hello does not fit in one handshake message.
+    #[error("the hello does not fit in a handshake message")]
+    Oversized,
+    /// A handshake message holds no whole hello frame.
+    #[error("a handshake message holds no whole hello")]
+    Truncated,
+    /// The Noise state could not be set up.
+    #[error("encryption setup failed")]
+    Crypto(#[from] crate::tcp::CryptoError),
 }
 
 /// Why an established link ended.
@@ -104,6 +108,10 @@ pub(crate) enum LinkError {
     /// A frame that is not allowed at this point of the link.
     #[error("unexpected {0} {1}")]
     Unexpected(Kind, &'static str),
+    /// A record of an encrypted link does not open: it was modified, replayed, reordered or
+    /// injected.
+    #[error("a record does not authenticate")]
+    Crypto(#[from] crate::tcp::CryptoError),
 }
 
 impl LinkError {

@@ -5,7 +5,10 @@
 
 mod handshake;
 mod link;
+mod noise;
 mod outbox;
+
+pub(crate) use noise::CryptoError;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
