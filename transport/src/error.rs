@@ -187,4 +187,11 @@ pub enum MeshError {
     /// Discovery could not start.
     #[error("mesh discovery: {0}")]
     Discovery(#[source] std::io::Error),
+    /// Listening beyond loopback without a mesh secret, and without
+    /// [`MeshBuilder::insecure`](crate::MeshBuilder::insecure) (`PLUME_MESH_INSECURE=1`).
+    #[error(
+        "refusing to listen on {0} without a mesh secret: set PLUME_MESH_SECRET, listen on \
+         loopback, or allow an open mesh with PLUME_MESH_INSECURE=1"
+    )]
+    Insecure(std::net::SocketAddr),
 }

@@ -338,3 +338,56 @@ async fn a_replayed_handshake_and_call_get_nothing_served() {
     assert_eq!(p.served.load(Ordering::SeqCst), served + 1);
     assert_eq!(*p.relay.conns.borrow(), 1, "the real link never dropped");
 }
+
+/// A node with a secret and no peers.
+async fn lone(name: &str) -> (Mesh, mpsc::Sender<PeerEvent>) {
+    let (tx, rx) = mpsc::channel(8);
+    let mesh = builder(name, Some("lone-secret"))
+        .peers(rx)
+        .start()
+        .await
+        .expect("starts");
+    (mesh, tx)
+}
+
+#[tokio::test]
+async fn a_secured_node_says_nothing_to_a_stranger() {
+    let (node, _peers) = lone("stranger").await;
+    let mut conn = TcpStream::connect(node.local_addr()).await.expect("dial");
+    // A record of the size of a first handshake message, not made with the secret.
+    let mut junk = vec![0u8, 200];
+    junk.extend([7u8; 200]);
+    conn.write_all(&junk).await.expect("write");
+    let mut back = Vec::new();
+    // Closed (a reset counts too), and not one byte came back.
+    let _closed = timeout(WAIT, conn.read_to_end(&mut back))
+        .await
+        .expect("the node closes the connection");
+    assert!(back.is_empty(), "the node answered a stranger: {back:?}");
+}
+
+#[tokio::test]
+async fn handshakes_at_once_are_capped() {
+    let (node, _peers) = lone("cap").await;
+    let addr = node.local_addr();
+    // 64 connections that never say anything hold every handshake slot.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(addr).await.expect("dial"));
+    }
+    let mut extra = TcpStream::connect(addr).await.expect("dial");
+    let mut b = [0u8; 1];
+    let n = timeout(WAIT, extra.read(&mut b))
+        .await
+        .expect("the connection beyond the cap is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // The others are still waiting for their handshake (their timeout has not passed).
+    for c in &idle {
+        let r = c.try_read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{r:?}"
+        );
+    }
+}

@@ -118,6 +118,8 @@ pub struct Distribution {
     mesh_secret: Option<Option<Arc<[u8]>>>,
     listen: SocketAddr,
     advertise: Option<SocketAddr>,
+    /// `PLUME_MESH_INSECURE=1`: see [`MeshBuilder::insecure`].
+    insecure: bool,
     customize: Option<Box<dyn FnOnce(MeshBuilder) -> MeshBuilder + Send + Sync>>,
 }
 
@@ -208,6 +210,7 @@ impl Distribution {
             mesh_secret: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
+            insecure: false,
             customize: None,
         }
     }
@@ -239,6 +242,7 @@ impl Distribution {
         }
         d.mesh_secret = Some(discovery.secret.clone());
         d.discovery = discovery;
+        d.insecure = get("PLUME_MESH_INSECURE").is_some_and(|v| v == "1");
         Ok(d)
     }
 
@@ -468,6 +472,7 @@ impl Distribution {
             .key(self.key.clone())
             .listen(self.listen)
             .timeout(self.timeout)
+            .insecure(self.insecure)
             .secret(discovery.secret.clone());
         builder = if on_nats {
             // On NATS the mesh runs discovery itself; the table watcher starts with a

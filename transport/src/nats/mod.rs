@@ -12,6 +12,8 @@
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
+#[cfg(test)]
+mod props;
 mod remote;
 mod serve;
 mod srv;

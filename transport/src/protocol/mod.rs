@@ -395,4 +395,4 @@ impl fmt::Display for Kind {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
