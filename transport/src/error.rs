@@ -108,6 +108,9 @@ pub(crate) enum LinkError {
     /// A frame that is not allowed at this point of the link.
     #[error("unexpected {0} {1}")]
     Unexpected(Kind, &'static str),
+    /// The peer went past a per-link limit.
+    #[error("more {0} than the limit of {1}")]
+    TooMany(&'static str, usize),
     /// A record of an encrypted link does not open: it was modified, replayed, reordered or
     /// injected.
     #[error("a record does not authenticate")]

@@ -28,6 +28,8 @@ use crate::sync::lock;
 use plume::Error;
 
 const LOG: &str = "plume::mesh";
+/// Most topics a peer may subscribe to on one link; beyond them the link closes.
+pub(crate) const MAX_REMOTE_TOPICS: usize = 4096;
 
 /// A live link to a peer.
 #[derive(Debug)]
@@ -374,6 +376,9 @@ impl Reader<'_> {
                     return Err(LinkError::Unexpected(frame.kind, "a second time"));
                 }
                 let snap: TableSnapshot = frame.parse()?;
+                if snap.topics.len() > MAX_REMOTE_TOPICS {
+                    return Err(LinkError::TooMany("subscribed topics", MAX_REMOTE_TOPICS));
+                }
                 *lock(&link.remote_topics) = snap.topics.into_iter().collect();
                 self.added(snap.entries);
                 *got_snapshot = true;
@@ -385,7 +390,11 @@ impl Reader<'_> {
             }
             Kind::Subscribe => {
                 let t: Topic = frame.parse()?;
-                lock(&link.remote_topics).insert(t.topic);
+                let mut topics = lock(&link.remote_topics);
+                if topics.len() >= MAX_REMOTE_TOPICS && !topics.contains(&t.topic) {
+                    return Err(LinkError::TooMany("subscribed topics", MAX_REMOTE_TOPICS));
+                }
+                topics.insert(t.topic);
             }
             Kind::Unsubscribe => {
                 let t: Topic = frame.parse()?;
