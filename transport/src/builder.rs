@@ -242,15 +242,19 @@ impl MeshBuilder {
     /// The NATS engine for this node.
     #[cfg(feature = "nats")]
     async fn nats_engine(&self, url: &str, node: NodeId) -> Result<Arc<dyn Engine>, MeshError> {
+        let mut discovery = self.discovery.clone();
         if self.secret.is_some() {
-            tracing::warn!(target: LOG, "PLUME_MESH_SECRET is not used on NATS: secure the NATS server itself (credentials, TLS)");
+            discovery.secret.clone_from(&self.secret);
+        }
+        if discovery.secret.is_some() {
+            tracing::info!(target: LOG, "NATS: announcements are signed with the mesh secret; calls and events are not, so secure the NATS server itself (credentials, TLS)");
         }
         let engine = crate::nats::NatsEngine::connect(
             url,
             node,
             &self.environment,
             &self.key,
-            &self.discovery,
+            &discovery,
             self.cfg.max_in_flight,
         )
         .await

@@ -33,8 +33,8 @@ mod net;
 mod pending;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-mod signed;
+#[cfg_attr(not(all(feature = "redis", feature = "nats")), allow(dead_code))]
+pub(crate) mod signed;
 mod state;
 
 use std::collections::{HashMap, HashSet};

@@ -1,5 +1,5 @@
-//! Signed discovery records: the Redis registry values and notifications (and NATS
-//! announcements) carry an HMAC-SHA256 keyed by the mesh secret when one is set
+//! Signed discovery records: the Redis registry values and notifications, and NATS
+//! announcements (in a header, [`tag`]), carry an HMAC-SHA256 keyed by the mesh secret when one is set
 //! (`docs/protocol.md`, "Signed records").
 //!
 //! A signed value is the JSON object `{"signed": "<the record's JSON text>", "mac": [32 bytes]}`:
@@ -20,7 +20,7 @@ struct Signed<'a> {
     mac: Vec<u8>,
 }
 
-fn mac(secret: &[u8], label: &str, environment: &str, text: &str) -> HmacSha256 {
+fn mac(secret: &[u8], label: &str, environment: &str, text: &[u8]) -> HmacSha256 {
     // invariant: HMAC takes keys of any length.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -29,7 +29,7 @@ fn mac(secret: &[u8], label: &str, environment: &str, text: &str) -> HmacSha256 
     mac.update(b"\0");
     mac.update(environment.as_bytes());
     mac.update(b"\0");
-    mac.update(text.as_bytes());
+    mac.update(text);
     mac
 }
 
@@ -39,7 +39,7 @@ pub(crate) fn seal(text: String, secret: Option<&[u8]>, label: &str, environment
     let Some(secret) = secret else {
         return text;
     };
-    let tag = mac(secret, label, environment, &text)
+    let tag = mac(secret, label, environment, text.as_bytes())
         .finalize()
         .into_bytes();
     serde_json::to_string(&Signed {
@@ -61,11 +61,36 @@ pub(crate) fn open(
     match (secret, signed) {
         (None, None) => Some(String::from_utf8_lossy(value).into_owned()),
         (None, Some(_)) | (Some(_), None) => None,
-        (Some(secret), Some(s)) => mac(secret, label, environment, &s.signed)
+        (Some(secret), Some(s)) => mac(secret, label, environment, s.signed.as_bytes())
             .verify_slice(&s.mac)
             .ok()
             .map(|()| s.signed.into_owned()),
     }
+}
+
+/// The MAC of `data` as hex, for a message header (NATS announcements).
+pub(crate) fn tag(secret: &[u8], label: &str, environment: &str, data: &[u8]) -> String {
+    mac(secret, label, environment, data)
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `hex` is the MAC of `data` (checked in constant time).
+pub(crate) fn check(secret: &[u8], label: &str, environment: &str, data: &[u8], hex: &str) -> bool {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return false;
+    }
+    let bytes: Option<Vec<u8>> = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    bytes.is_some_and(|b| {
+        mac(secret, label, environment, data)
+            .verify_slice(&b)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -92,6 +117,20 @@ mod tests {
         );
         let forged = s.replace("127.0.0.1:1", "10.0.0.66:1");
         assert_eq!(open(forged.as_bytes(), Some(b"k"), "record", "env"), None);
+    }
+
+    #[test]
+    fn header_tags_check_only_with_the_same_secret_label_environment_and_data() {
+        let t = tag(b"k", "hello", "env", b"data");
+        assert_eq!(t.len(), 64);
+        assert!(check(b"k", "hello", "env", b"data", &t));
+        assert!(!check(b"k2", "hello", "env", b"data", &t));
+        assert!(!check(b"k", "delta", "env", b"data", &t));
+        assert!(!check(b"k", "hello", "env2", b"data", &t));
+        assert!(!check(b"k", "hello", "env", b"date", &t));
+        assert!(!check(b"k", "hello", "env", b"data", &t[..62]));
+        assert!(!check(b"k", "hello", "env", b"data", "zz"));
+        assert!(!check(b"k", "hello", "env", b"data", &"é".repeat(32)));
     }
 
     #[test]
