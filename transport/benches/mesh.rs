@@ -34,6 +34,14 @@ fn workers() -> usize {
         .unwrap_or(1)
 }
 
+/// The mesh secret of both nodes (`PLUME_BENCH_MESH_SECRET`, default none): with one, the
+/// mesh benchmarks run over encrypted links (`docs/benchmarks.md`, "Encrypted links").
+fn secret() -> Option<String> {
+    std::env::var("PLUME_BENCH_MESH_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers())
@@ -64,6 +72,7 @@ fn server(env: String) {
         let mesh = Mesh::builder()
             .environment(env)
             .key("bench-server")
+            .secret(secret())
             .start()
             .await
             .expect("mesh");
@@ -148,6 +157,7 @@ async fn connect_mesh(server: &Server) -> Mesh {
     let mesh = Mesh::builder()
         .environment(&server.env)
         .key("bench-client")
+        .secret(secret())
         .start()
         .await
         .expect("mesh");

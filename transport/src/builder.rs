@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-#[cfg(not(feature = "nats"))]
-use crate::discovery::ConfigError;
-use crate::discovery::{DiscoveryConfig, DiscoveryMode, NodeId, PeerEvent};
+use crate::discovery::{ConfigError, DiscoveryConfig, DiscoveryMode, NodeId, PeerEvent};
 use crate::engine::{Balance, Engine, Settings};
 use crate::error::MeshError;
 use crate::mesh::Mesh;
@@ -29,6 +27,7 @@ pub struct MeshBuilder {
     listen: SocketAddr,
     peers: Option<mpsc::Receiver<PeerEvent>>,
     memory: Option<crate::memory::Network>,
+    insecure: bool,
     cfg: Settings,
 }
 
@@ -38,13 +37,11 @@ impl Default for MeshBuilder {
             environment: "default".into(),
             key: String::new(),
             discovery: DiscoveryConfig::default(),
-            secret: std::env::var("PLUME_MESH_SECRET")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .map(|s| Arc::from(s.into_bytes().into_boxed_slice())),
+            secret: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: None,
             memory: None,
+            insecure: false,
             cfg: Settings {
                 timeout: Duration::from_secs(10),
                 balance: Balance::RoundRobin,
@@ -61,6 +58,25 @@ impl Default for MeshBuilder {
 }
 
 impl MeshBuilder {
+    /// A builder configured from the process environment: the discovery variables of
+    /// [`DiscoveryConfig::from_env`] (`PLUME_DISCOVERY`, ..., `PLUME_MESH_SECRET`). Nothing else
+    /// reads the environment: [`Mesh::builder`] and `MeshBuilder::default()` do not.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let discovery = DiscoveryConfig::from_env()?;
+        let insecure = std::env::var("PLUME_MESH_INSECURE").is_ok_and(|v| v == "1");
+        Ok(Self::default().discovery(discovery).insecure(insecure))
+    }
+
+    /// Allow listening beyond loopback without a mesh secret (default: refused, with
+    /// [`MeshError::Insecure`]): anyone who reaches the port can then join the mesh and read
+    /// its traffic. Logged as a warning at every start. `PLUME_MESH_INSECURE=1` through the
+    /// `from_env` constructors.
+    #[must_use]
+    pub fn insecure(mut self, allow: bool) -> Self {
+        self.insecure = allow;
+        self
+    }
+
     /// The environment (default `default`): nodes in different environments never see each other.
     #[must_use]
     pub fn environment(mut self, env: impl Into<String>) -> Self {
@@ -90,8 +106,9 @@ impl MeshBuilder {
         self
     }
 
-    /// The mesh secret (default: `PLUME_MESH_SECRET` when set). With a secret, links need a
-    /// mutual HMAC challenge–response and beacons are signed.
+    /// The mesh secret (default: none, or the one of the [`discovery`](Self::discovery)
+    /// settings). With a secret, links are encrypted and authenticated (Noise, keyed by the
+    /// secret) and beacons are signed. [`from_env`](Self::from_env) reads `PLUME_MESH_SECRET`.
     #[must_use]
     pub fn secret<S: AsRef<[u8]>>(mut self, secret: Option<S>) -> Self {
         self.secret = secret.map(|s| Arc::from(s.as_ref().to_vec().into_boxed_slice()));
@@ -178,11 +195,14 @@ impl MeshBuilder {
         {
             (self.nats_engine(url, node).await?, self.listen)
         } else {
+            // One secret for beacons and links.
+            let secret = self.secret.or_else(|| self.discovery.secret.clone());
+            exposure(self.listen, secret.is_some(), self.insecure)?;
             let engine = crate::tcp::TcpEngine::bind(crate::tcp::TcpConfig {
                 node,
                 environment: self.environment.clone(),
                 key: self.key.clone(),
-                secret: self.secret,
+                secret,
                 listen: self.listen,
                 discovery: self.discovery,
                 peers: self.peers,
@@ -205,19 +225,36 @@ impl MeshBuilder {
     }
 }
 
+/// Whether a node may listen on `listen`: beyond loopback only with a secret, or when an open
+/// mesh is allowed explicitly (then with a warning, at every start).
+fn exposure(listen: SocketAddr, secret: bool, insecure: bool) -> Result<(), MeshError> {
+    if secret || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if !insecure {
+        return Err(MeshError::Insecure(listen));
+    }
+    tracing::warn!(target: LOG, %listen, "PLUME_MESH_INSECURE: the mesh listens beyond loopback without a secret; anyone who reaches this port can join the mesh and read its traffic");
+    Ok(())
+}
+
 impl MeshBuilder {
     /// The NATS engine for this node.
     #[cfg(feature = "nats")]
     async fn nats_engine(&self, url: &str, node: NodeId) -> Result<Arc<dyn Engine>, MeshError> {
+        let mut discovery = self.discovery.clone();
         if self.secret.is_some() {
-            tracing::warn!(target: LOG, "PLUME_MESH_SECRET is not used on NATS: secure the NATS server itself (credentials, TLS)");
+            discovery.secret.clone_from(&self.secret);
+        }
+        if discovery.secret.is_some() {
+            tracing::info!(target: LOG, "NATS: announcements are signed with the mesh secret; calls and events are not, so secure the NATS server itself (credentials, TLS)");
         }
         let engine = crate::nats::NatsEngine::connect(
             url,
             node,
             &self.environment,
             &self.key,
-            &self.discovery,
+            &discovery,
             self.cfg.max_in_flight,
         )
         .await
@@ -243,5 +280,41 @@ impl Mesh {
     /// A builder with the defaults.
     pub fn builder() -> MeshBuilder {
         MeshBuilder::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_needs_a_secret_or_an_explicit_insecure() {
+        let lo = SocketAddr::from(([127, 0, 0, 1], 0));
+        let lo6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
+        let any = SocketAddr::from(([0, 0, 0, 0], 4000));
+        let lan = SocketAddr::from(([192, 168, 1, 10], 4000));
+        for addr in [lo, lo6] {
+            assert!(exposure(addr, false, false).is_ok());
+        }
+        for addr in [any, lan] {
+            assert!(matches!(
+                exposure(addr, false, false),
+                Err(MeshError::Insecure(a)) if a == addr
+            ));
+            assert!(exposure(addr, true, false).is_ok(), "with a secret");
+            assert!(exposure(addr, false, true).is_ok(), "allowed explicitly");
+        }
+    }
+
+    #[tokio::test]
+    async fn start_refuses_an_open_mesh_beyond_loopback_before_binding() {
+        // Refused before any socket exists: nothing listens on the machine's interfaces.
+        let err = Mesh::builder()
+            .listen(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .start()
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, MeshError::Insecure(_)), "{err}");
+        assert!(err.to_string().contains("PLUME_MESH_INSECURE=1"), "{err}");
     }
 }

@@ -70,15 +70,19 @@ pub(crate) enum HandshakeError {
     /// Exactly one side has a mesh secret.
     #[error("one side has a mesh secret and the other does not")]
     SecretMismatch,
-    /// The peer's challenge is not 32 bytes.
-    #[error("bad challenge length")]
-    Challenge,
-    /// The mesh secret cannot key the HMAC.
-    #[error("the mesh secret cannot key the HMAC")]
-    Key,
-    /// The peer's proof is wrong.
+    /// A handshake message does not open: the peer does not know the mesh secret, or the
+    /// message was altered or replayed.
     #[error("the peer does not know the mesh secret")]
     Unauthenticated,
+    /// Our hello does not fit in one handshake message.
+    #[error("the hello does not fit in a handshake message")]
+    Oversized,
+    /// A handshake message holds no whole hello frame.
+    #[error("a handshake message holds no whole hello")]
+    Truncated,
+    /// The Noise state could not be set up.
+    #[error("encryption setup failed")]
+    Crypto(#[from] crate::tcp::CryptoError),
 }
 
 /// Why an established link ended.
@@ -104,6 +108,13 @@ pub(crate) enum LinkError {
     /// A frame that is not allowed at this point of the link.
     #[error("unexpected {0} {1}")]
     Unexpected(Kind, &'static str),
+    /// The peer went past a per-link limit.
+    #[error("more {0} than the limit of {1}")]
+    TooMany(&'static str, usize),
+    /// A record of an encrypted link does not open: it was modified, replayed, reordered or
+    /// injected.
+    #[error("a record does not authenticate")]
+    Crypto(#[from] crate::tcp::CryptoError),
 }
 
 impl LinkError {
@@ -179,4 +190,11 @@ pub enum MeshError {
     /// Discovery could not start.
     #[error("mesh discovery: {0}")]
     Discovery(#[source] std::io::Error),
+    /// Listening beyond loopback without a mesh secret, and without
+    /// [`MeshBuilder::insecure`](crate::MeshBuilder::insecure) (`PLUME_MESH_INSECURE=1`).
+    #[error(
+        "refusing to listen on {0} without a mesh secret: set PLUME_MESH_SECRET, listen on \
+         loopback, or allow an open mesh with PLUME_MESH_INSECURE=1"
+    )]
+    Insecure(std::net::SocketAddr),
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use plume_transport::{DiscoveryConfig, Mesh, Request};
+use plume_transport::{MeshBuilder, Request};
 use serde_json::json;
 
 #[tokio::main]
@@ -33,12 +33,12 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other}"),
         }
     }
-    let discovery = DiscoveryConfig::from_env()?;
-    let mesh = Mesh::builder()
-        .environment(env)
-        .key(key)
-        .discovery(discovery)
-        .secret(secret)
+    // The discovery variables, PLUME_MESH_SECRET and PLUME_MESH_INSECURE; `--secret` wins.
+    let mut builder = MeshBuilder::from_env()?.environment(env).key(key);
+    if secret.is_some() {
+        builder = builder.secret(secret);
+    }
+    let mesh = builder
         .drain_timeout(Duration::from_secs(5))
         .start()
         .await?;

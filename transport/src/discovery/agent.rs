@@ -1,6 +1,6 @@
 //! The agent task: beacons out, datagrams in, timers, events.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,8 +14,6 @@ use super::net::{Fanout, Transport};
 use super::state::{Handled, PeerTable, jittered};
 use super::{LocalNode, PROTOCOL_VERSION, PeerEvent, Shared};
 
-/// Most events held for a slow receiver before the oldest are dropped.
-const MAX_PENDING_EVENTS: usize = 4096;
 /// Most addresses remembered as gossip candidates.
 const MAX_CANDIDATES: usize = 1024;
 
@@ -39,7 +37,7 @@ pub(crate) struct Agent<T> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) table: PeerTable,
     pub(crate) seq: u64,
-    pub(crate) pending: VecDeque<PeerEvent>,
+    pub(crate) pending: super::pending::Pending,
     /// `seeds` mode: addresses heard of (peer lists, expired peers) that
     /// we beacon to until they expire.
     pub(crate) candidates: HashMap<SocketAddr, Instant>,
@@ -236,13 +234,11 @@ impl<T: Transport> Agent<T> {
             }
             PeerEvent::Down { node } => tracing::debug!(%node, "peer down"),
         }
-        if self.pending.len() >= MAX_PENDING_EVENTS {
+        if self.pending.push(event) {
             tracing::error!(
-                "discovery event receiver is not keeping up; dropping the oldest event"
+                "discovery event receiver is not keeping up; dropping the oldest news (never a Down)"
             );
-            self.pending.pop_front();
         }
-        self.pending.push_back(event);
         self.publish_peers();
     }
 

@@ -30,11 +30,14 @@ mod agent;
 mod codec;
 mod config;
 mod net;
+mod pending;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg_attr(not(all(feature = "redis", feature = "nats")), allow(dead_code))]
+pub(crate) mod signed;
 mod state;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -209,8 +212,8 @@ impl Discovery {
         let agent = redis::RedisAgent::new(
             url,
             local,
-            config.heartbeat,
-            config.node_timeout,
+            (config.heartbeat, config.node_timeout),
+            config.secret.clone(),
             shared.clone(),
         )?;
         tracing::debug!(%node, "redis discovery starting");
@@ -273,7 +276,7 @@ impl Discovery {
             node_timeout: config.node_timeout,
             shared: shared.clone(),
             seq: 0,
-            pending: VecDeque::new(),
+            pending: pending::Pending::default(),
             candidates: HashMap::new(),
             self_addrs: HashSet::new(),
         };

@@ -6,11 +6,15 @@
 //! each heartbeat the agent also scans the registry, which repairs any missed notification: a
 //! key that expired is a dead node.
 //!
+//! With a mesh secret, values and notifications are signed ([`signed`](super::signed)); unsigned
+//! or wrongly signed ones are ignored, so a client that can write to Redis cannot point a node
+//! at another address.
+//!
 //! If Redis goes away the agent keeps its last-known peers (they still have their links),
 //! logs once, retries on every heartbeat, and registers again when Redis returns. It never
 //! panics and never ends the process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,15 +29,17 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::agent::Command;
+use super::signed;
 use super::state::jittered;
 use super::{LocalNode, NodeId, PROTOCOL_VERSION, PeerEvent, PeerInfo, Shared};
 
-/// Most events held for a slow receiver before the oldest are dropped.
-const MAX_PENDING_EVENTS: usize = 4096;
 /// Notifications buffered between the pub/sub task and the agent.
 const NOTIFY_CHANNEL: usize = 1024;
 /// Most registry keys read per scan.
 const MAX_NODES: usize = 10_000;
+/// The labels of signed values: a registry record cannot pass for a notification.
+const RECORD: &str = "redis-record";
+const NOTICE: &str = "redis-notice";
 
 /// A registry value and a notification body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,9 +79,10 @@ pub(crate) struct RedisAgent {
     local: LocalNode,
     heartbeat: Duration,
     node_timeout: Duration,
+    secret: Option<Arc<[u8]>>,
     shared: Arc<Shared>,
     peers: HashMap<NodeId, PeerInfo>,
-    pending: VecDeque<PeerEvent>,
+    pending: super::pending::Pending,
     /// Since when Redis has been unreachable (None while it answers).
     outage: Option<Instant>,
     /// Until then, peers missing from the registry are kept: after an outage, they may not
@@ -98,8 +105,8 @@ impl RedisAgent {
     pub(crate) fn new(
         url: &str,
         local: LocalNode,
-        heartbeat: Duration,
-        node_timeout: Duration,
+        (heartbeat, node_timeout): (Duration, Duration),
+        secret: Option<Arc<[u8]>>,
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
         let client = redis::Client::open(url).map_err(|e| {
@@ -118,9 +125,10 @@ impl RedisAgent {
             local,
             heartbeat,
             node_timeout,
+            secret,
             shared,
             peers: HashMap::new(),
-            pending: VecDeque::new(),
+            pending: super::pending::Pending::default(),
             outage: None,
             grace_until: Instant::now(),
         })
@@ -136,6 +144,12 @@ impl RedisAgent {
         }
     }
 
+    /// `value` signed when there is a secret.
+    fn seal(&self, value: &impl Serialize, label: &str) -> String {
+        let text = serde_json::to_string(value).unwrap_or_default();
+        signed::seal(text, self.secret.as_deref(), label, &self.local.environment)
+    }
+
     pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -148,7 +162,11 @@ impl RedisAgent {
             self.channel.clone(),
             self.heartbeat,
             notify_tx,
-            stop.clone(),
+            (
+                stop.clone(),
+                self.secret.clone(),
+                self.local.environment.clone(),
+            ),
         ));
         let _stop = stop.drop_guard();
         let shared = self.shared.clone();
@@ -195,11 +213,9 @@ impl RedisAgent {
     }
 
     fn emit(&mut self, event: PeerEvent) {
-        if self.pending.len() >= MAX_PENDING_EVENTS {
-            self.pending.pop_front();
-            tracing::warn!(node = %self.local.node, "discovery receiver too slow; oldest event dropped");
+        if self.pending.push(event) {
+            tracing::warn!(node = %self.local.node, "discovery receiver too slow; oldest news dropped (never a Down)");
         }
-        self.pending.push_back(event);
         let peers: Vec<PeerInfo> = self.peers.values().cloned().collect();
         *crate::sync::lock(&self.shared.peers) = peers;
     }
@@ -280,7 +296,7 @@ impl RedisAgent {
         let record = self.record();
         let op = if self.outage.is_some() { "up" } else { op };
         let result = timeout(self.heartbeat, async {
-            let value = serde_json::to_string(&record).unwrap_or_default();
+            let value = self.seal(&record, RECORD);
             let ttl = u64::try_from(self.node_timeout.as_millis()).unwrap_or(u64::MAX);
             let _: () = redis::cmd("SET")
                 .arg(&self.node_key)
@@ -294,7 +310,7 @@ impl RedisAgent {
                     op: op.to_owned(),
                     record: record.clone(),
                 };
-                let body = serde_json::to_string(&notice).unwrap_or_default();
+                let body = self.seal(&notice, NOTICE);
                 let _: i64 = conn.publish(&self.channel, body).await?;
             }
             // Bytes, not strings: one value (or key) that is not UTF-8 must not fail the scan.
@@ -339,7 +355,12 @@ impl RedisAgent {
     fn reconcile(&mut self, values: Vec<Option<Vec<u8>>>) {
         let mut seen = Vec::new();
         for v in values.into_iter().flatten() {
-            let Ok(record) = serde_json::from_slice::<Record>(&v) else {
+            let (secret, env) = (self.secret.as_deref(), &self.local.environment);
+            let Some(text) = signed::open(&v, secret, RECORD, env) else {
+                tracing::debug!(node = %self.local.node, "ignoring an unsigned or badly signed registry record");
+                continue;
+            };
+            let Ok(record) = serde_json::from_str::<Record>(&text) else {
                 continue;
             };
             if let Some(info) = record.info() {
@@ -369,7 +390,7 @@ impl RedisAgent {
             op: "leave".to_owned(),
             record: self.record(),
         };
-        let body = serde_json::to_string(&notice).unwrap_or_default();
+        let body = self.seal(&notice, NOTICE);
         let done = timeout(self.heartbeat, async {
             let _: i64 = conn.del(&self.node_key).await?;
             let _: i64 = conn.publish(&self.channel, body).await?;
@@ -388,7 +409,7 @@ async fn subscriber(
     channel: String,
     heartbeat: Duration,
     tx: mpsc::Sender<Notice>,
-    stop: CancellationToken,
+    (stop, secret, environment): (CancellationToken, Option<Arc<[u8]>>, String),
 ) {
     loop {
         let connected = async {
@@ -415,7 +436,12 @@ async fn subscriber(
                         m = stream.next() => m,
                     };
                     let Some(msg) = msg else { break };
-                    let Ok(body) = msg.get_payload::<String>() else {
+                    let Ok(body) = msg.get_payload::<Vec<u8>>() else {
+                        continue;
+                    };
+                    let Some(body) = signed::open(&body, secret.as_deref(), NOTICE, &environment)
+                    else {
+                        tracing::debug!("ignoring an unsigned or badly signed redis notification");
                         continue;
                     };
                     match serde_json::from_str::<Notice>(&body) {

@@ -28,6 +28,11 @@ pub(crate) fn jittered(heartbeat: Duration, unit: f64) -> Duration {
     heartbeat.mul_f64(JITTER_MIN + (JITTER_MAX - JITTER_MIN) * unit)
 }
 
+/// Most peers one table holds (the Redis registry's scan reads as many): beacons of further
+/// new nodes are ignored until some leave or expire, so a flood of forged node ids cannot grow
+/// the table, nor the dial loops and links behind it.
+pub(crate) const MAX_PEERS: usize = 10_000;
+
 /// What a received message meant.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Handled {
@@ -106,6 +111,7 @@ impl PeerTable {
             table_version: beacon.table_version,
             protocol: beacon.protocol,
         };
+        let full = self.peers.len() >= MAX_PEERS;
         match self.peers.get_mut(&msg.node) {
             Some(e) => {
                 e.last_seen = now;
@@ -116,6 +122,10 @@ impl PeerTable {
                     PeerEvent::Updated(info)
                 });
                 Handled::Beacon { event, new: false }
+            }
+            None if full => {
+                tracing::debug!(node = %msg.node, %src, "peer table full; beacon of a new node ignored");
+                Handled::Ignored
             }
             None => {
                 self.peers.insert(
@@ -225,6 +235,30 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_table_is_capped_but_known_peers_keep_beating() {
+        let mut t = table();
+        let now = Instant::now();
+        for n in 0..MAX_PEERS as u128 {
+            let h = t.on_message(beacon(100 + n, 1, "env", 0, false), src(1), now);
+            assert!(matches!(h, Handled::Beacon { new: true, .. }));
+        }
+        let h = t.on_message(beacon(1 << 100, 1, "env", 0, false), src(1), now);
+        assert_eq!(h, Handled::Ignored, "a new node beyond the cap");
+        let h = t.on_message(beacon(100, 2, "env", 7, false), src(1), now);
+        assert!(matches!(
+            h,
+            Handled::Beacon {
+                event: Some(PeerEvent::Updated(_)),
+                new: false
+            }
+        ));
+        // One leaves: a new node fits again.
+        t.on_message(beacon(101, 2, "env", 0, true), src(1), now);
+        let h = t.on_message(beacon(1 << 100, 2, "env", 0, false), src(1), now);
+        assert!(matches!(h, Handled::Beacon { new: true, .. }));
     }
 
     #[test]

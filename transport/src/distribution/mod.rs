@@ -126,6 +126,8 @@ pub struct Distribution {
     mesh_secret: Option<Option<Arc<[u8]>>>,
     listen: SocketAddr,
     advertise: Option<SocketAddr>,
+    /// `PLUME_MESH_INSECURE=1`: see [`MeshBuilder::insecure`].
+    insecure: bool,
     customize: Option<Box<dyn FnOnce(MeshBuilder) -> MeshBuilder + Send + Sync>>,
 }
 
@@ -217,6 +219,7 @@ impl Distribution {
             mesh_secret: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
+            insecure: false,
             customize: None,
         }
     }
@@ -248,6 +251,7 @@ impl Distribution {
         }
         d.mesh_secret = Some(discovery.secret.clone());
         d.discovery = discovery;
+        d.insecure = get("PLUME_MESH_INSECURE").is_some_and(|v| v == "1");
         Ok(d)
     }
 
@@ -499,6 +503,7 @@ impl Distribution {
             .key(self.key.clone())
             .listen(self.listen)
             .timeout(self.timeout)
+            .insecure(self.insecure)
             .secret(discovery.secret.clone());
         builder = if on_nats {
             // On NATS the mesh runs discovery itself; the table watcher starts with a

@@ -12,6 +12,8 @@
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
+#[cfg(test)]
+mod props;
 mod remote;
 mod serve;
 mod srv;
@@ -33,7 +35,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::discovery::{DiscoveryConfig, NodeId};
+use crate::discovery::{DiscoveryConfig, NodeId, signed};
 use crate::engine::{Engine, EngineKind, Remote, Sink};
 use crate::protocol::{PROTOCOL_VERSION, TableDelta};
 use crate::sync::lock;
@@ -44,6 +46,8 @@ use subjects::token;
 const LOG: &str = "plume::nats";
 /// The header naming the sending node.
 const NODE_HEADER: &str = "Plume-Node";
+/// With a mesh secret: the HMAC of an announcement (hello, table delta, table snapshot), hex.
+const MAC_HEADER: &str = "Plume-Mac";
 /// Events queued for the NATS connection before new ones are dropped.
 const EVENT_QUEUE: usize = 4096;
 /// Snapshot answers queued for the engine loop.
@@ -90,6 +94,8 @@ pub(crate) struct NatsEngine {
     environment: String,
     heartbeat: Duration,
     node_timeout: Duration,
+    /// The mesh secret: announcements are signed with it, and unsigned ones ignored.
+    secret: Option<Arc<[u8]>>,
     /// Control commands: rare and issued from synchronous API calls that cannot wait, and the
     /// loop must see every one of them in order, so this channel is unbounded.
     ctl: mpsc::UnboundedSender<Ctl>,
@@ -161,6 +167,7 @@ impl NatsEngine {
             .validate()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (heartbeat, node_timeout) = (discovery.heartbeat, discovery.node_timeout);
+        let secret = discovery.secret.clone();
         let addrs = servers(url)?;
         let (conn_tx, mut conn_rx) = mpsc::channel::<async_nats::Event>(16);
         let client = async_nats::ConnectOptions::new()
@@ -191,6 +198,7 @@ impl NatsEngine {
             environment: environment.to_owned(),
             heartbeat,
             node_timeout,
+            secret,
             ctl,
             ctl_rx: Mutex::new(Some(ctl_rx)),
             events,
@@ -248,6 +256,39 @@ impl NatsEngine {
         h
     }
 
+    /// The headers of an announcement `what` by `node`: signed when there is a secret.
+    fn announce_headers(&self, what: &str, node: NodeId, payload: &[u8]) -> HeaderMap {
+        let mut h = self.headers();
+        if let Some(secret) = &self.secret {
+            let label = format!("nats-{what}:{node}");
+            let tag = signed::tag(secret, &label, &self.environment, payload);
+            h.insert(MAC_HEADER, tag.as_str());
+        }
+        h
+    }
+
+    /// Whether an announcement `what` by `node` may be read: signed with our secret when we
+    /// have one, unsigned when we have none.
+    fn verified(&self, what: &str, node: NodeId, m: &async_nats::Message) -> bool {
+        let tag = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MAC_HEADER))
+            .map(|v| v.as_str());
+        let ok = match (&self.secret, tag) {
+            (None, None) => true,
+            (None, Some(_)) | (Some(_), None) => false,
+            (Some(secret), Some(tag)) => {
+                let label = format!("nats-{what}:{node}");
+                signed::check(secret, &label, &self.environment, &m.payload, tag)
+            }
+        };
+        if !ok {
+            tracing::debug!(target: LOG, node = %self.node, peer = %node, what, "ignoring an unsigned or badly signed announcement");
+        }
+        ok
+    }
+
     fn hello(&self, leaving: bool) -> (String, Bytes) {
         let hello = Hello {
             node: self.node.to_string(),
@@ -264,7 +305,12 @@ impl NatsEngine {
 
     async fn say_hello(&self, leaving: bool) {
         let (subject, body) = self.hello(leaving);
-        if let Err(e) = self.client.publish(subject, body).await {
+        let headers = self.announce_headers("hello", self.node, &body);
+        if let Err(e) = self
+            .client
+            .publish_with_headers(subject, headers, body)
+            .await
+        {
             tracing::debug!(target: LOG, error = %e, "hello not sent");
         }
     }

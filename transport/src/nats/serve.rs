@@ -119,7 +119,8 @@ impl NatsEngine {
                     let Some(sink) = sink.upgrade() else { return };
                     let mut snap = Bytes::new();
                     sink.with_table(&mut |s| snap = encode_payload(&s));
-                    let _ = self.client.publish(reply, snap).await;
+                    let headers = self.announce_headers("snapshot", self.node, &snap);
+                    let _ = self.client.publish_with_headers(reply, headers, snap).await;
                 }
                 _ => {}
             }

@@ -101,7 +101,7 @@ impl NatsEngine {
                 Some(m) = disc.next() => {
                     let Ok(h) = serde_json::from_slice::<Hello>(&m.payload) else { continue };
                     let Ok(node) = h.node.parse::<NodeId>() else { continue };
-                    if node == self.node || h.protocol != PROTOCOL_VERSION {
+                    if node == self.node || h.protocol != PROTOCOL_VERSION || !self.verified("hello", node, &m) {
                         continue;
                     }
                     if h.leaving {
@@ -125,7 +125,7 @@ impl NatsEngine {
                 Some(m) = table.next() => {
                     let Ok(d) = decode_payload::<Delta>(&m.payload) else { continue };
                     let Ok(node) = d.node.parse::<NodeId>() else { continue };
-                    if node == self.node {
+                    if node == self.node || !self.verified("delta", node, &m) {
                         continue;
                     }
                     let peer = peers.entry(node).or_insert_with(|| self.peer(node, d.key.clone()));
@@ -181,7 +181,10 @@ impl NatsEngine {
                 .send_request(this.node_subject(node, "table"), request)
                 .await
             {
-                Ok(m) => decode_payload::<TableSnapshot>(&m.payload).ok(),
+                Ok(m) if this.verified("snapshot", node, &m) => {
+                    decode_payload::<TableSnapshot>(&m.payload).ok()
+                }
+                Ok(_) => None,
                 Err(e) => {
                     tracing::debug!(target: LOG, peer = %node, error = %e, "table snapshot request failed");
                     None
@@ -320,11 +323,14 @@ impl NatsEngine {
             key: self.key.clone(),
             delta,
         };
+        let payload = encode_payload(&d);
+        let headers = self.announce_headers("delta", self.node, &payload);
         if let Err(e) = self
             .client
-            .publish(
+            .publish_with_headers(
                 self.subject(&["table", &self.node.to_string()]),
-                encode_payload(&d),
+                headers,
+                payload,
             )
             .await
         {

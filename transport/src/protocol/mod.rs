@@ -26,7 +26,8 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 pub enum Kind {
     /// First frame of each side: [`Hello`].
     Hello = 1,
-    /// Challenge response when a mesh secret is set: [`Auth`].
+    /// No longer sent: the HMAC challenge of earlier versions (links with a mesh secret are now
+    /// encrypted, `docs/protocol.md`). [`Auth`].
     Auth = 2,
     /// The sender's full service table and topic subscriptions: [`TableSnapshot`].
     TableSnapshot = 3,
@@ -240,7 +241,7 @@ pub struct Hello {
     pub key: String,
     /// Whether the sender has a mesh secret; must equal the receiver's.
     pub auth: bool,
-    /// 32 random bytes: the challenge the other side signs.
+    /// 32 random bytes without a secret (kept for the wire format; unused), empty with one.
     pub nonce: Vec<u8>,
 }
 
@@ -394,4 +395,4 @@ impl fmt::Display for Kind {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

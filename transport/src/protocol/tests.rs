@@ -6,7 +6,8 @@ fn arb_kind() -> impl Strategy<Value = Kind> {
     (0usize..Kind::ALL.len()).prop_map(|i| Kind::ALL[i])
 }
 
-fn arb_json() -> impl Strategy<Value = Value> {
+/// Arbitrary JSON values, a few levels deep (also used by the NATS decoder properties).
+pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TcpEngine;
 use super::handshake::Handshaken;
+use super::noise::Opener;
 use super::outbox::{Outbox, QueueError};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote, Removal, Served, Sink, response};
@@ -27,6 +28,8 @@ use crate::sync::lock;
 use plume::Error;
 
 const LOG: &str = "plume::mesh";
+/// Most topics a peer may subscribe to on one link; beyond them the link closes.
+pub(crate) const MAX_REMOTE_TOPICS: usize = 4096;
 
 /// A live link to a peer.
 #[derive(Debug)]
@@ -183,9 +186,12 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
         rd,
         wr,
         buf,
+        plain,
+        cipher,
     } = conn;
+    let (sealer, opener) = cipher.unzip();
     let closed = engine.shutdown.child_token();
-    let out = Outbox::new(wr, engine.cfg.write_buffer, closed.clone());
+    let out = Outbox::new(wr, engine.cfg.write_buffer, closed.clone(), sealer);
     let link = Arc::new(Link {
         peer,
         key,
@@ -208,12 +214,17 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
     let writer = tokio::spawn(link.out.clone().run_writer());
     *lock(&link.writer) = Some(writer);
     engine.register_link(sink.as_ref(), &link);
+    let incoming = Incoming {
+        rd,
+        opener,
+        raw: buf,
+        plain,
+    };
     tokio::spawn(read_loop(
         engine.clone(),
         sink.clone(),
         link.clone(),
-        rd,
-        buf,
+        incoming,
     ));
     tracing::debug!(target: LOG, node = %engine.node, peer = %peer, "link up");
     link
@@ -223,8 +234,7 @@ async fn read_loop(
     engine: Arc<TcpEngine>,
     sink: Arc<dyn Sink>,
     link: Arc<Link>,
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
+    mut incoming: Incoming,
 ) {
     let via: Arc<dyn Remote> = link.clone();
     let reader = Reader {
@@ -233,7 +243,7 @@ async fn read_loop(
         link: &link,
         via: &via,
     };
-    let reason = reader.run(&mut rd, &mut buf).await;
+    let reason = reader.run(&mut incoming).await;
     let quiet = link.closed.is_cancelled() || reason.is_clean_close();
     let reason = &reason as &dyn std::error::Error;
     if quiet {
@@ -249,6 +259,46 @@ async fn read_loop(
     sink.activity().notify();
 }
 
+/// The read side of a link: the socket and, on an encrypted link, what opens its records.
+struct Incoming {
+    rd: OwnedReadHalf,
+    opener: Option<Opener>,
+    /// Bytes read and not yet opened (encrypted links) or decoded (plain links).
+    raw: BytesMut,
+    /// Frames opened during the handshake, decoded first.
+    plain: BytesMut,
+}
+
+impl Incoming {
+    /// Move what was read into `buf` as plaintext frames.
+    fn open(&mut self, buf: &mut BytesMut) -> Result<(), LinkError> {
+        match &mut self.opener {
+            None => {
+                if buf.is_empty() {
+                    std::mem::swap(buf, &mut self.raw);
+                } else {
+                    buf.extend_from_slice(&self.raw.split());
+                }
+            }
+            Some(opener) => opener.open(&mut self.raw, buf)?,
+        }
+        Ok(())
+    }
+
+    /// Read from the socket once; 0 when the peer closed.
+    async fn read(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        let into = if self.opener.is_some() {
+            &mut self.raw
+        } else {
+            buf
+        };
+        if into.capacity() - into.len() < 8 * 1024 {
+            into.reserve(64 * 1024);
+        }
+        self.rd.read_buf(into).await
+    }
+}
+
 /// What a link's reader works with.
 struct Reader<'a> {
     engine: &'a Arc<TcpEngine>,
@@ -259,8 +309,11 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn run(&self, rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> LinkError {
+    async fn run(&self, incoming: &mut Incoming) -> LinkError {
         let link = self.link;
+        let mut plain = std::mem::take(&mut incoming.plain);
+        plain.reserve(64 * 1024);
+        let buf = &mut plain;
         let mut got_snapshot = false;
         let interval = self.engine.cfg.ping_interval;
         let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -269,6 +322,9 @@ impl Reader<'_> {
         let closed = link.closed.cancelled();
         tokio::pin!(closed);
         loop {
+            if let Err(e) = incoming.open(buf) {
+                return e;
+            }
             {
                 // The replies to the requests of this read leave in one write.
                 let _cork = link.out.cork();
@@ -284,13 +340,10 @@ impl Reader<'_> {
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 8 * 1024 {
-                buf.reserve(64 * 1024);
-            }
             tokio::select! {
                 // Fixed order: no random start per wake-up, and data first.
                 biased;
-                r = rd.read_buf(buf) => match r {
+                r = incoming.read(buf) => match r {
                     Ok(0) => return LinkError::PeerClosed,
                     Ok(_) => last_rx = Instant::now(),
                     Err(e) => return LinkError::Read(e),
@@ -323,6 +376,9 @@ impl Reader<'_> {
                     return Err(LinkError::Unexpected(frame.kind, "a second time"));
                 }
                 let snap: TableSnapshot = frame.parse()?;
+                if snap.topics.len() > MAX_REMOTE_TOPICS {
+                    return Err(LinkError::TooMany("subscribed topics", MAX_REMOTE_TOPICS));
+                }
                 *lock(&link.remote_topics) = snap.topics.into_iter().collect();
                 self.added(snap.entries);
                 *got_snapshot = true;
@@ -334,7 +390,11 @@ impl Reader<'_> {
             }
             Kind::Subscribe => {
                 let t: Topic = frame.parse()?;
-                lock(&link.remote_topics).insert(t.topic);
+                let mut topics = lock(&link.remote_topics);
+                if topics.len() >= MAX_REMOTE_TOPICS && !topics.contains(&t.topic) {
+                    return Err(LinkError::TooMany("subscribed topics", MAX_REMOTE_TOPICS));
+                }
+                topics.insert(t.topic);
             }
             Kind::Unsubscribe => {
                 let t: Topic = frame.parse()?;

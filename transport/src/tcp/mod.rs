@@ -5,7 +5,10 @@
 
 mod handshake;
 mod link;
+mod noise;
 mod outbox;
+
+pub(crate) use noise::CryptoError;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +34,9 @@ use link::Link;
 use outbox::QueueError;
 
 const LOG: &str = "plume::mesh";
+/// Incoming handshakes at once; a connection beyond them is closed at once (each handshake is
+/// also bounded by the handshake timeout).
+const MAX_HANDSHAKES: usize = 64;
 
 /// The delays between redials of a peer: from 40 ms, doubling up to 1.6 s, each with a random
 /// jitter of up to its own length (so 40–80 ms at first, at most 3.2 s).
@@ -77,6 +83,8 @@ pub(crate) struct TcpEngine {
     accept_stop: CancellationToken,
     /// Draining: new links get a goaway at once.
     draining: AtomicBool,
+    /// Permits for incoming handshakes ([`MAX_HANDSHAKES`]).
+    handshakes: Arc<tokio::sync::Semaphore>,
     links: Mutex<HashMap<NodeId, Arc<Link>>>,
     adverts: Mutex<HashMap<NodeId, Advert>>,
     discovery: Option<Discovery>,
@@ -132,6 +140,7 @@ impl TcpEngine {
             shutdown: CancellationToken::new(),
             accept_stop: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
             links: Mutex::new(HashMap::new()),
             adverts: Mutex::new(HashMap::new()),
             discovery,
@@ -201,9 +210,15 @@ impl TcpEngine {
                 () = self.shutdown.cancelled() => break,
                 r = listener.accept() => match r {
                     Ok((stream, addr)) => {
+                        let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+                            tracing::debug!(target: LOG, node = %self.node, %addr, "too many handshakes at once; connection closed");
+                            continue;
+                        };
                         let (engine, sink) = (self.clone(), sink.clone());
                         tokio::spawn(async move {
-                            if let Err(reason) = engine.establish(&sink, stream, None).await {
+                            let result = engine.establish(&sink, stream, None).await;
+                            drop(permit);
+                            if let Err(reason) = result {
                                 let reason = &reason as &dyn std::error::Error;
                                 tracing::warn!(target: LOG, node = %engine.node, %addr, reason, "refused an incoming link");
                             }

@@ -12,6 +12,9 @@
 //! - [`Outbox::cork`] holds inline writes back until the guard drops (the link's reader corks
 //!   while it handles the frames of one read, so the replies to a batch of requests leave in
 //!   one write).
+//!
+//! On an encrypted link ([`Sealer`]) what is queued is sealed into records just before it is
+//! written: one AEAD per write (per 64 KiB), not per frame.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +25,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::noise::Sealer;
 use crate::protocol::{Frame, HEADER_LEN};
 use crate::sync::lock;
 
@@ -38,7 +42,11 @@ pub(crate) enum QueueError {
 
 #[derive(Debug)]
 struct State {
+    /// Frames not written yet (plaintext).
     buf: BytesMut,
+    /// On an encrypted link: sealed records not written yet.
+    wire: BytesMut,
+    sealer: Option<Sealer>,
     /// The writer task owns the socket's write side until the buffer is empty.
     flushing: bool,
     closed: bool,
@@ -57,11 +65,37 @@ pub(crate) struct Outbox {
     closed: CancellationToken,
 }
 
+impl State {
+    /// Bytes waiting, sealed or not.
+    fn queued(&self) -> usize {
+        self.buf.len() + self.wire.len()
+    }
+
+    /// What goes on the socket next: the frames themselves, or on an encrypted link the records
+    /// they are sealed into now.
+    fn outgoing(&mut self) -> Result<&mut BytesMut, super::CryptoError> {
+        match &mut self.sealer {
+            None => Ok(&mut self.buf),
+            Some(sealer) => {
+                sealer.seal(&mut self.buf, &mut self.wire)?;
+                Ok(&mut self.wire)
+            }
+        }
+    }
+}
+
 impl Outbox {
-    pub(crate) fn new(wr: OwnedWriteHalf, limit: usize, closed: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(
+        wr: OwnedWriteHalf,
+        limit: usize,
+        closed: CancellationToken,
+        sealer: Option<Sealer>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(64 * 1024),
+                wire: BytesMut::new(),
+                sealer,
                 flushing: false,
                 closed: false,
                 corked: 0,
@@ -92,7 +126,7 @@ impl Outbox {
             return Err(QueueError::Closed);
         }
         let need = HEADER_LEN + frame.payload.len();
-        if !st.buf.is_empty() && st.buf.len() + need > self.limit {
+        if st.queued() > 0 && st.queued() + need > self.limit {
             return Err(QueueError::Full);
         }
         frame.encode_into(&mut st.buf);
@@ -101,18 +135,23 @@ impl Outbox {
 
     /// Write the buffer with one non-blocking write; leave the rest to the writer task.
     fn write_inline(&self, mut st: MutexGuard<'_, State>) {
-        match self.wr.try_write(&st.buf) {
-            Ok(n) => {
-                st.buf.advance(n);
-                if st.buf.is_empty() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        let written = st.outgoing().map_err(io::Error::other).and_then(|out| {
+            let n = match self.wr.try_write(out) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            out.advance(n);
+            Ok(out.is_empty())
+        });
+        match written {
+            Ok(true) => return,
+            Ok(false) => {}
             Err(e) => {
                 tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
                 st.closed = true;
                 st.buf.clear();
+                st.wire.clear();
                 drop(st);
                 self.closed.cancel();
                 return;
@@ -133,7 +172,7 @@ impl Outbox {
     fn uncork(&self) {
         let mut st = lock(&self.state);
         st.corked = st.corked.saturating_sub(1);
-        if st.corked > 0 || st.flushing || st.closed || st.buf.is_empty() {
+        if st.corked > 0 || st.flushing || st.closed || st.queued() == 0 {
             return;
         }
         self.write_inline(st);
@@ -180,7 +219,7 @@ impl Outbox {
 
     fn is_full(&self) -> bool {
         let st = lock(&self.state);
-        !st.buf.is_empty() && st.buf.len() >= self.limit
+        st.queued() > 0 && st.queued() >= self.limit
     }
 
     async fn write_all(&self, mut chunk: &[u8]) -> io::Result<()> {
@@ -210,14 +249,18 @@ impl Outbox {
             loop {
                 let chunk = {
                     let mut st = lock(&self.state);
-                    if st.buf.is_empty() {
+                    if st.queued() == 0 {
                         st.flushing = false;
                         break;
                     }
-                    st.buf.split()
+                    st.outgoing().map(BytesMut::split)
                 };
                 self.space.notify_waiters();
-                if let Err(e) = self.write_all(&chunk).await {
+                let written = match chunk {
+                    Ok(chunk) => self.write_all(&chunk).await,
+                    Err(e) => Err(io::Error::other(e)),
+                };
+                if let Err(e) = written {
                     tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
                     self.closed.cancel();
                     lock(&self.state).closed = true;
@@ -228,7 +271,7 @@ impl Outbox {
         let rest = {
             let mut st = lock(&self.state);
             st.closed = true;
-            st.buf.split()
+            st.outgoing().map(BytesMut::split).unwrap_or_default()
         };
         self.space.notify_waiters();
         if !rest.is_empty() {
