@@ -81,6 +81,10 @@ def main():
     row("GET /todos via gateway on NATS, 64 conns", "get_nats_c64_rps", "req/s",
         "same topology, `PLUME_DISCOVERY=nats`, same run")
     row("p50 via gateway on NATS, 1 conn", "get_nats_c1_p50us", "µs")
+    gpl = row("GET /todos via gateway, plain links, 64 conns", "get_plainlinks_c64_rps", "req/s",
+              "a fresh topology, interleaved with the next row")
+    gno = row("GET /todos via gateway, encrypted links (mesh secret), 64 conns", "get_noise_c64_rps", "req/s",
+              "the same topology with `PLUME_MESH_SECRET`: Noise NNpsk0 links")
     d64 = row("GET /todos direct to replica, 64 conns", "get_direct_c64_rps", "req/s")
     f64 = row("GET plain-axum floor, 64 conns", "get_floor_c64_rps", "req/s")
     g64p = row("p50 via gateway, 64 conns", "get_gw_c64_p50us", "µs")
@@ -140,6 +144,9 @@ def main():
     r = ratio(p64, pd64)
     target("POST via gateway, 64 conns", f"{fmt(p64)} req/s = {fmt(r)} × direct, {fmt(ratio(p64, FD['post_c64']))} × f-d",
            "≥ 0.5 × direct and ≥ 8 × f-d (12,480)", both(r is not None and r >= 0.5, p64 is not None and p64 >= 8 * FD["post_c64"]))
+    r = ratio(gno, gpl)
+    target("GET via gateway on encrypted links (issue 14)", f"{fmt(gno)} req/s = {fmt(r)} × plain links",
+           "≥ 0.85 × the same without a secret", None if r is None else r >= 0.85)
     target("discovery", f"{fmt(disc)} ms", "≤ 300 ms", None if disc is None else disc <= 300)
     target("failover: failed GETs per replica kill", fmt(ff), "0", None if ff is None else ff == 0)
     target("failover: clean 503 after the last replica dies", f"{fmt(f503)} ms", "≤ 3,000 ms", None if f503 is None else f503 <= 3000)

@@ -274,6 +274,35 @@ for r in $(seq 1 "$RUNS"); do
   wrk_get_gw get_nats_c1 "$r" 1
 done
 
+# --- encrypted links (issue 14): two fresh loopback topologies, one with a mesh secret -------
+log "GET /todos through a gateway on plain and on encrypted (Noise) links, interleaved"
+for p in gateway-nats todos-a-nats todos-b-nats nats; do stop_pid "${PID_OF[$p]}"; done
+TOPO_GW=""
+topology() { # SUFFIX [VAR=VALUE...]: a gateway and two replicas on a private loopback mesh
+  local sfx=$1 pg pa pb
+  shift
+  local env=(env "PLUME_ENV=bench-$sfx-$$-$RANDOM" "PLUME_DISCOVERY_PORT=$(free_port udp)" "$@")
+  pg=$(free_port tcp)
+  pa=$(free_port tcp)
+  pb=$(free_port tcp)
+  start "gateway-$sfx" "${env[@]}" "$GX" gateway --port "$pg"
+  start "todos-a-$sfx" "${env[@]}" "$GX" todos --name todos-a --port "$pa" --store memory
+  start "todos-b-$sfx" "${env[@]}" "$GX" todos --name todos-b --port "$pb" --store memory
+  wait_for "http://127.0.0.1:$pa/todos" "Hello from todos-a" 30000
+  wait_for "http://127.0.0.1:$pb/todos" "Hello from todos-b" 30000
+  TOPO_GW="http://127.0.0.1:$pg"
+}
+topology plain
+GW_PLAIN=$TOPO_GW
+topology secret "PLUME_MESH_SECRET=bench-mesh-secret-$RANDOM$RANDOM"
+GW_SECRET=$TOPO_GW
+GW=$GW_PLAIN && login && topology_ready && TOKEN_PLAIN=$TOKEN
+GW=$GW_SECRET && login && topology_ready && TOKEN_SECRET=$TOKEN
+for r in $(seq 1 "$RUNS"); do
+  GW=$GW_PLAIN TOKEN=$TOKEN_PLAIN wrk_get_gw get_plainlinks_c64 "$r" 64
+  GW=$GW_SECRET TOKEN=$TOKEN_SECRET wrk_get_gw get_noise_c64 "$r" 64
+done
+
 # --- report ----------------------------------------------------------------------------------
 log "writing docs/benchmarks.md"
 python3 bench/report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}"

@@ -13,8 +13,11 @@ use crate::{http, say, todos};
 
 /// How long the gateway may take to answer a logged-in `find` from every replica.
 pub(super) const READY_DEADLINE: Duration = Duration::from_secs(30);
-/// The pause between two readiness probes (bounded by `READY_DEADLINE`).
-const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// The pause between two readiness probes (bounded by `READY_DEADLINE`), drawn anew each time
+/// from this range: two checks running at once (both replicas restarted together) must not fall
+/// into step with the gateway's round-robin, where each would only ever meet the replica the
+/// other is not waiting for (seen: a check that never saw its replica).
+const PROBE_INTERVAL_MS: std::ops::Range<u64> = 50..150;
 /// How long one probe request may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,7 +46,8 @@ pub(super) async fn wait_ready(gateway: SocketAddr, replicas: &[&str]) -> anyhow
                 last_error.as_deref().unwrap_or("none")
             );
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        let pause = rand::random_range(PROBE_INTERVAL_MS);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
