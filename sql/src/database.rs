@@ -208,7 +208,12 @@ async fn connect_sqlite(url: &str, options: &ConnectOptions) -> Result<SqlitePoo
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(options.sqlite_synchronous);
     }
-    let mut pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
+    // No ping before each use: a SQLite connection is a file handle in this process, with no
+    // server that could have gone away (on PostgreSQL the ping is what lets calls recover after
+    // a restart). It was one more trip to sqlx's worker thread per statement.
+    let mut pool = SqlitePoolOptions::new()
+        .acquire_timeout(options.acquire_timeout)
+        .test_before_acquire(false);
     pool = if in_memory {
         // Every connection to `:memory:` opens a new, empty database: keep exactly one, forever.
         pool.max_connections(1)

@@ -53,7 +53,7 @@ async fn seed(url: &str, rows: u64) -> Result<()> {
     service.create_table().await?;
     // The same statements on either pool (their query types differ, hence a macro).
     macro_rules! on_pool {
-        ($pool:expr, $placeholder:expr) => {{
+        ($pool:expr, $placeholder:expr, $indexes:expr) => {{
             let pool = $pool;
             let mut i = 0u64;
             while i < rows {
@@ -74,18 +74,29 @@ async fn seed(url: &str, rows: u64) -> Result<()> {
                 q.execute(pool).await?;
                 i += n as u64;
             }
-            for sql in [
-                "CREATE INDEX people_age ON people (age)",
-                "CREATE INDEX people_name ON people (name)",
-                "ANALYZE people",
-            ] {
+            for sql in $indexes {
                 sqlx::query(sql).execute(pool).await?;
             }
         }};
     }
+    // The indexes of the query both servers answer. On PostgreSQL Plume sorts text by code point
+    // with nulls first, ties by id (`ORDER BY name COLLATE "C" ASC NULLS FIRST, id`, the memory
+    // adapter's order), while knex sends `ORDER BY name ASC` (the database collation, nulls
+    // last): each gets the `name` index its ORDER BY can walk. On SQLite one index serves both.
+    let sqlite = [
+        "CREATE INDEX people_age ON people (age)",
+        "CREATE INDEX people_name ON people (name)",
+        "ANALYZE people",
+    ];
+    let postgres = [
+        "CREATE INDEX people_age ON people (age)",
+        "CREATE INDEX people_name ON people (name)",
+        r#"CREATE INDEX people_name_c ON people (name COLLATE "C" ASC NULLS FIRST, id)"#,
+        "ANALYZE people",
+    ];
     match db.pool() {
-        Pool::Sqlite(pool) => on_pool!(pool, |_| "?".to_string()),
-        Pool::Postgres(pool) => on_pool!(pool, |c: usize| format!("${c}")),
+        Pool::Sqlite(pool) => on_pool!(pool, |_| "?".to_string(), sqlite),
+        Pool::Postgres(pool) => on_pool!(pool, |c: usize| format!("${c}"), postgres),
     }
     db.close().await;
     println!("seeded {rows} rows");
