@@ -173,7 +173,7 @@ fn main() {
     });
     mesh.bench_function("request_64", |b| {
         b.to_async(&rt).iter(|| async {
-            let all = join_all((0..64).map(|_| mb.request("plain.add", body.clone()))).await;
+            let all = join_all((0..64).map(|_| mb.to("plain.add").send(&body))).await;
             assert!(all.iter().all(|r: &Result<Value, _>| r.is_ok()));
         })
     });
