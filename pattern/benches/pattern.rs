@@ -2,7 +2,7 @@
 //! - `nats/act_1_in_flight`: one Plume act at a time (Plume responder, Plume caller);
 //! - `nats/act_64_in_flight`: 64 acts at once;
 //! - `mesh/pattern_act_64` vs `mesh/request_64`: the pattern act on the TCP mesh against the
-//!   mesh's plain request, 64 in flight each.
+//!   mesh's plain call (`mesh.to(name).send`), 64 in flight each.
 //!
 //! Before criterion runs, the Node figures (a nats-hemera 7.0.2 responder and caller, from
 //! tests/hemera) and the load average are printed. Needs `nats-server`, `node` and `npm`.
