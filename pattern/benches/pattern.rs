@@ -2,7 +2,7 @@
 //! - `nats/act_1_in_flight`: one Plume act at a time (Plume responder, Plume caller);
 //! - `nats/act_64_in_flight`: 64 acts at once;
 //! - `mesh/pattern_act_64` vs `mesh/request_64`: the pattern act on the TCP mesh against the
-//!   mesh's plain request, 64 in flight each.
+//!   mesh's plain call (`mesh.to(name).send`), 64 in flight each.
 //!
 //! Before criterion runs, the Node figures (a nats-hemera 7.0.2 responder and caller, from
 //! tests/hemera) and the load average are printed. Needs `nats-server`, `node` and `npm`.
@@ -173,7 +173,7 @@ fn main() {
     });
     mesh.bench_function("request_64", |b| {
         b.to_async(&rt).iter(|| async {
-            let all = join_all((0..64).map(|_| mb.request("plain.add", body.clone()))).await;
+            let all = join_all((0..64).map(|_| mb.to("plain.add").send(&body))).await;
             assert!(all.iter().all(|r: &Result<Value, _>| r.is_ok()));
         })
     });

@@ -326,7 +326,9 @@ async fn bad_input_is_a_clear_error_never_a_panic() {
         json!({"pattern": [1], "request": {"type": "request"}}),
     ] {
         let reply = mb
-            .call("hemera.t", None, body.clone(), opts)
+            .to("hemera.t")
+            .options(opts)
+            .send(&body)
             .await
             .expect("reply");
         assert_eq!(

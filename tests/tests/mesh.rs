@@ -63,7 +63,8 @@ async fn wait_providers(mesh: &Mesh, name: &str, nodes: &[&Node]) {
 
 async fn whoami(mesh: &Mesh) -> String {
     let v = mesh
-        .request("whoami", json!(null))
+        .to("whoami")
+        .send(&json!(null))
         .await
         .expect("whoami answers");
     v["node"].as_str().expect("node").to_string()
@@ -76,7 +77,9 @@ async fn assert_no_whoami_provider(mesh: &Mesh) {
         idempotent: true,
     };
     let err = mesh
-        .call("whoami", None, Value::Null, opts)
+        .to("whoami")
+        .options(opts)
+        .send(&Value::Null)
         .await
         .expect_err("no usable provider is left");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -89,7 +92,7 @@ async fn a_new_node_is_discovered_and_called() {
     let a = start_node(&env, &[]).await;
     wait_providers(&mesh, "echo", &[&a]).await;
     assert_eq!(
-        mesh.request("echo", json!({"hi": 1})).await.expect("echo"),
+        mesh.to("echo").send(&json!({"hi": 1})).await.expect("echo"),
         json!({"hi": 1})
     );
     let b = start_node(&env, &[]).await;
@@ -140,7 +143,7 @@ async fn load(
                     timeout: Some(Duration::from_secs(10)),
                     idempotent,
                 };
-                match mesh.call("echo", None, json!({"n": 1}), opts).await {
+                match mesh.to("echo").options(opts).send(&json!({"n": 1})).await {
                     Ok(v) => assert_eq!(v, json!({"n": 1})),
                     Err(e) => failures.push(e),
                 }

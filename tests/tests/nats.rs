@@ -72,7 +72,10 @@ async fn two_environments_on_one_nats_server_are_invisible_to_each_other() {
     };
     let err = dgb
         .mesh()
-        .call("messages", Some("find"), json!({}), opts)
+        .to("messages")
+        .method("find")
+        .options(opts)
+        .send(&json!({}))
         .await
         .expect_err("no provider in B");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -123,13 +126,18 @@ async fn nats_calls_keep_the_mesh_semantics() {
     wait_mesh_provider(&b, "slow").await;
     wait_mesh_provider(&b, "conflict").await;
     assert_eq!(
-        b.request("add", json!({"a": 2, "b": 3}))
+        b.to("add")
+            .send(&json!({"a": 2, "b": 3}))
             .await
             .expect("sum"),
         json!(5)
     );
     b.ping(a.node_id()).await.expect("ping over NATS");
-    let err = b.request("conflict", Value::Null).await.expect_err("typed");
+    let err = b
+        .to("conflict")
+        .send(&Value::Null)
+        .await
+        .expect_err("typed");
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert_eq!(err.data(), Some(&json!({"id": 7})));
     let short = CallOptions {
@@ -137,20 +145,27 @@ async fn nats_calls_keep_the_mesh_semantics() {
         idempotent: false,
     };
     let err = b
-        .call("slow", None, Value::Null, short)
+        .to("slow")
+        .options(short)
+        .send(&Value::Null)
         .await
         .expect_err("late");
     assert_eq!(err.kind(), ErrorKind::Timeout);
     let started = std::time::Instant::now();
     let err = b
-        .call("nobody", None, Value::Null, short)
+        .to("nobody")
+        .options(short)
+        .send(&Value::Null)
         .await
         .expect_err("no provider");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(started.elapsed() >= Duration::from_millis(300));
     // A call to one node that does not provide the name: NotFound at once.
     let err = b
-        .call_on(a.node_id(), "nothing-here", None, Value::Null, short)
+        .to("nothing-here")
+        .on(a.node_id())
+        .options(short)
+        .send(&Value::Null)
         .await
         .expect_err("not provided");
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -187,7 +202,8 @@ async fn nats_service_api_shows_plume_services_to_standard_tooling() {
     a.respond("stock/items", |_r: Request| async move { Ok(json!(3)) });
     let b = nats_mesh(&server, &env, "caller").await;
     wait_mesh_provider(&b, "stock/items").await;
-    b.request("stock/items", Value::Null)
+    b.to("stock/items")
+        .send(&Value::Null)
         .await
         .expect("one call");
 

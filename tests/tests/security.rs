@@ -144,13 +144,10 @@ async fn queries_over_a_limit_are_400_over_the_mesh() {
     timeout(WAIT, dc.remote_ready("messages"))
         .await
         .expect("messages proxy");
-    let call = |query: Value| {
-        dc.mesh().call(
-            "svc:messages",
-            Some("find"),
-            json!({"params": {"query": query}}),
-            plume_transport::CallOptions::default(),
-        )
+    let mesh = dc.mesh();
+    let call = move |query: Value| async move {
+        let body = json!({"params": {"query": query}});
+        mesh.to("svc:messages").method("find").send(&body).await
     };
     let mut deep = json!({"a": 1});
     for _ in 0..9 {

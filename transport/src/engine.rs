@@ -134,7 +134,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn unsubscribe(&self, topic: &str);
     /// Send an event to the other nodes that subscribed to `topic` (fire and forget).
     fn publish(&self, topic: &str, data: &Value);
-    /// A way to reach `node` itself, for [`Mesh::call_on`](crate::Mesh::call_on) and pings.
+    /// A way to reach `node` itself, for [`CallBuilder::on`](crate::CallBuilder::on) and pings.
     fn direct(&self, node: NodeId) -> Option<Arc<dyn Remote>>;
     /// The nodes this node has a link with.
     fn peers(&self) -> Vec<NodeId>;

@@ -36,7 +36,7 @@
 //!     let b = req.body["b"].as_i64().unwrap_or(0);
 //!     Ok(json!(a + b))
 //! });
-//! let sum = mesh.request("add", json!({"a": 1, "b": 2})).await?;
+//! let sum = mesh.to("add").send(&json!({"a": 1, "b": 2})).await?;
 //! assert_eq!(sum, json!(3));
 //! mesh.shutdown().await;
 //! # Ok(()) }

@@ -334,25 +334,31 @@ async fn unexposed_paths_and_methods_are_refused_by_the_provider() {
     let opts = plume_transport::CallOptions::default();
     // A peer that forges a call to an unpublished path gets NotFound at once.
     let err = mesh
-        .call_on(node, "svc:internal", Some("find"), body.clone(), opts)
+        .to("svc:internal")
+        .method("find")
+        .on(node)
+        .options(opts)
+        .send(&body)
         .await
         .expect_err("internal refused");
     assert_eq!(err.kind(), ErrorKind::NotFound);
     // A method the service does not expose: MethodNotAllowed.
     let err = mesh
-        .call_on(
-            node,
-            "svc:readonly",
-            Some("remove"),
-            json!({"id": 1, "params": {}}),
-            opts,
-        )
+        .to("svc:readonly")
+        .method("remove")
+        .on(node)
+        .options(opts)
+        .send(&json!({"id": 1, "params": {}}))
         .await
         .expect_err("remove refused");
     assert_eq!(err.kind(), ErrorKind::MethodNotAllowed);
     // A custom method that is not distributed: MethodNotAllowed from the provider...
     let err = mesh
-        .call_on(node, "svc:public", Some("secret"), body.clone(), opts)
+        .to("svc:public")
+        .method("secret")
+        .on(node)
+        .options(opts)
+        .send(&body)
         .await
         .expect_err("secret refused");
     assert_eq!(err.kind(), ErrorKind::MethodNotAllowed);
@@ -364,14 +370,22 @@ async fn unexposed_paths_and_methods_are_refused_by_the_provider() {
         json!(7),
     ] {
         let err = mesh
-            .call_on(node, "svc:public", Some("get"), bad.clone(), opts)
+            .to("svc:public")
+            .method("get")
+            .on(node)
+            .options(opts)
+            .send(&bad)
             .await
             .expect_err("malformed body");
         assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
         assert!(err.message().contains("malformed call body"), "{err:?}");
         let own = p.mesh();
         let err = own
-            .call_on(own.node_id(), "svc:public", Some("get"), bad, opts)
+            .to("svc:public")
+            .method("get")
+            .on(own.node_id())
+            .options(opts)
+            .send(&bad)
             .await
             .expect_err("malformed body, local");
         assert_eq!(err.kind(), ErrorKind::BadRequest);

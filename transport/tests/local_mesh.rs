@@ -94,19 +94,17 @@ async fn calls_cross_the_link_and_errors_keep_their_class() {
     wait_providers(b, "fail", 1).await;
 
     let got = b
-        .call(
-            "echo",
-            Some("get"),
-            json!({"x": [1, 2.5, "s"]}),
-            CallOptions::default(),
-        )
+        .to("echo")
+        .method("get")
+        .send(&json!({"x": [1, 2.5, "s"]}))
         .await;
     assert_eq!(
         got.expect("echo answers"),
         json!({"method": "get", "body": {"x": [1, 2.5, "s"]}, "from": b.node_id().to_string()})
     );
     let err = b
-        .request("fail", json!(null))
+        .to("fail")
+        .send(&json!(null))
         .await
         .expect_err("fail fails");
     assert_eq!(err.kind(), ErrorKind::Conflict);
@@ -122,13 +120,9 @@ async fn calls_cross_the_link_and_errors_keep_their_class() {
     // A name the node does not provide gets an immediate NotFound reply.
     let started = Instant::now();
     let err = b
-        .call_on(
-            a.node_id(),
-            "nothing-here",
-            None,
-            json!(1),
-            CallOptions::default(),
-        )
+        .to("nothing-here")
+        .on(a.node_id())
+        .send(&json!(1))
         .await
         .expect_err("not provided");
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -163,25 +157,13 @@ async fn a_result_comes_as_json_text_from_a_peer_and_from_this_node() {
     wait_providers(b, "remote", 1).await;
     let expected = serde_json::to_vec(&answer).expect("encodes");
     for name in ["remote", "local"] {
-        let raw = b
-            .call_json_with(name, None, &json!(1), CallOptions::default())
-            .await
-            .expect("answers");
+        let raw = b.to(name).send_json(&json!(1)).await.expect("answers");
         assert_eq!(raw.as_bytes(), expected.as_slice(), "{name}");
-        let value = b
-            .call_with(name, None, &json!(1), CallOptions::default())
-            .await
-            .expect("answers");
+        let value = b.to(name).send(&json!(1)).await.expect("answers");
         assert_eq!(value, answer, "{name}");
-        let null = b
-            .call_json_with(name, None, &Value::Null, CallOptions::default())
-            .await
-            .expect("answers");
+        let null = b.to(name).send_json(&Value::Null).await.expect("answers");
         assert!(null.is_null(), "{name}");
-        let err = b
-            .call_json_with(name, None, &true, CallOptions::default())
-            .await
-            .expect_err("fails");
+        let err = b.to(name).send_json(&true).await.expect_err("fails");
         assert_eq!((err.kind(), err.message()), (ErrorKind::Conflict, "taken"));
     }
 }
@@ -229,16 +211,13 @@ async fn a_call_waits_for_a_provider_that_appears() {
     let call = tokio::spawn({
         let b = b.clone();
         async move {
-            b.call(
-                "late",
-                None,
-                json!(null),
-                CallOptions {
+            b.to("late")
+                .options(CallOptions {
                     timeout: Some(WAIT),
                     idempotent: false,
-                },
-            )
-            .await
+                })
+                .send(&json!(null))
+                .await
         }
     });
     // The call is waiting; now the provider appears on the other node.
@@ -272,15 +251,12 @@ async fn a_slow_provider_gives_timeout_408() {
     });
     wait_providers(b, "slow", 1).await;
     let err = b
-        .call(
-            "slow",
-            None,
-            json!(null),
-            CallOptions {
-                timeout: Some(Duration::from_millis(300)),
-                idempotent: true,
-            },
-        )
+        .to("slow")
+        .options(CallOptions {
+            timeout: Some(Duration::from_millis(300)),
+            idempotent: true,
+        })
+        .send(&json!(null))
         .await
         .expect_err("times out");
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -298,7 +274,8 @@ async fn round_robin_spreads_calls_evenly() {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..30 {
         let who = caller
-            .request("whoami", json!(null))
+            .to("whoami")
+            .send(&json!(null))
             .await
             .expect("answers");
         *counts
@@ -330,7 +307,7 @@ async fn least_pending_avoids_a_busy_provider() {
     // One call parks on the busy provider.
     let parked = tokio::spawn({
         let caller = caller.clone();
-        async move { caller.request("work", json!(null)).await }
+        async move { caller.to("work").send(&json!(null)).await }
     });
     timeout(WAIT, entered_rx.recv())
         .await
@@ -339,7 +316,7 @@ async fn least_pending_avoids_a_busy_provider() {
     wait_providers(&caller, "work", 2).await;
     for _ in 0..10 {
         assert_eq!(
-            caller.request("work", json!(null)).await.expect("answers"),
+            caller.to("work").send(&json!(null)).await.expect("answers"),
             json!("free")
         );
     }
@@ -368,16 +345,13 @@ async fn a_dead_link_retries_idempotent_calls_and_fails_others_as_unknown() {
         let call = tokio::spawn({
             let c = c.clone();
             async move {
-                c.call(
-                    "op",
-                    None,
-                    json!(null),
-                    CallOptions {
+                c.to("op")
+                    .options(CallOptions {
                         timeout: Some(WAIT),
                         idempotent,
-                    },
-                )
-                .await
+                    })
+                    .send(&json!(null))
+                    .await
             }
         });
         timeout(WAIT, entered_rx.recv())
@@ -448,7 +422,7 @@ async fn a_call_whose_last_provider_dies_fails_at_once_instead_of_waiting() {
                 timeout: Some(WAIT * 20),
                 idempotent: true,
             };
-            c.call("op", None, json!(null), options).await
+            c.to("op").options(options).send(&json!(null)).await
         }
     });
     timeout(WAIT, entered_rx.recv())
@@ -492,22 +466,20 @@ async fn a_wrong_secret_means_no_link_and_no_calls() {
     wait_providers(right, "guarded", 1).await;
     assert_eq!(
         right
-            .request("guarded", json!(null))
+            .to("guarded")
+            .send(&json!(null))
             .await
             .expect("same secret"),
         json!(a.node_id().to_string())
     );
     for other in [wrong, none] {
         let err = other
-            .call(
-                "guarded",
-                None,
-                json!(null),
-                CallOptions {
-                    timeout: Some(Duration::from_millis(500)),
-                    idempotent: false,
-                },
-            )
+            .to("guarded")
+            .options(CallOptions {
+                timeout: Some(Duration::from_millis(500)),
+                idempotent: false,
+            })
+            .send(&json!(null))
             .await
             .expect_err("no link");
         assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -521,15 +493,12 @@ async fn different_environments_never_link() {
     let (a, b) = (&nodes[0].mesh, &nodes[1].mesh);
     a.respond("x", whoami(a));
     let err = b
-        .call(
-            "x",
-            None,
-            json!(null),
-            CallOptions {
-                timeout: Some(Duration::from_millis(500)),
-                idempotent: false,
-            },
-        )
+        .to("x")
+        .options(CallOptions {
+            timeout: Some(Duration::from_millis(500)),
+            idempotent: false,
+        })
+        .send(&json!(null))
         .await
         .expect_err("invisible");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -546,7 +515,7 @@ async fn events_reach_subscribers_only_after_subscribe() {
     wait_providers(other, "sync", 1).await;
 
     let mut sub = sub_node.subscribe("ticks");
-    sub_node.request("sync", json!(null)).await.expect("sync");
+    sub_node.to("sync").send(&json!(null)).await.expect("sync");
     let mut local = publisher.subscribe("ticks");
     for i in 0..100 {
         publisher.publish("ticks", json!({"n": i}));
@@ -561,10 +530,10 @@ async fn events_reach_subscribers_only_after_subscribe() {
         assert_eq!(local.recv().await.expect("local event"), json!({"n": i}));
     }
     drop(sub);
-    sub_node.request("sync", json!(null)).await.expect("sync");
+    sub_node.to("sync").send(&json!(null)).await.expect("sync");
     // After unsubscribing, a new subscription elsewhere sees only new events.
     let mut late = other.subscribe("ticks");
-    other.request("sync", json!(null)).await.expect("sync");
+    other.to("sync").send(&json!(null)).await.expect("sync");
     publisher.publish("ticks", json!("after"));
     assert_eq!(
         timeout(WAIT, late.recv()).await.expect("in time"),
@@ -598,7 +567,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
     for _ in 0..10 {
         let c = c.clone();
         calls.push(tokio::spawn(
-            async move { c.request("job", json!(null)).await },
+            async move { c.to("job").send(&json!(null)).await },
         ));
     }
     for _ in 0..5 {
@@ -620,7 +589,8 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
             .expect("a leaves the table");
     }
     assert_eq!(
-        a.request("job", json!(null))
+        a.to("job")
+            .send(&json!(null))
             .await
             .expect_err("refused")
             .kind(),
@@ -641,7 +611,7 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
         .expect("joined");
     for _ in 0..10 {
         assert_eq!(
-            c.request("job", json!(null)).await.expect("b answers"),
+            c.to("job").send(&json!(null)).await.expect("b answers"),
             json!(b.node_id().to_string())
         );
     }
@@ -674,7 +644,8 @@ async fn malformed_and_oversized_frames_close_the_connection() {
         .respond("ok", |_req: Request| async move { Ok(json!(true)) });
     assert_eq!(
         node.mesh
-            .request("ok", json!(null))
+            .to("ok")
+            .send(&json!(null))
             .await
             .expect("local call"),
         json!(true)
@@ -744,7 +715,8 @@ async fn a_cut_link_is_redialled_while_the_peer_is_advertised() {
     assert_eq!(
         dialer
             .mesh
-            .request("here", json!(null))
+            .to("here")
+            .send(&json!(null))
             .await
             .expect("answers again"),
         json!(target_id.to_string())
@@ -782,11 +754,11 @@ async fn a_panicking_handler_answers_general_error_and_the_link_survives() {
     wait_providers(b, "boom-later", 1).await;
     wait_providers(b, "fine", 1).await;
     for name in ["boom-now", "boom-later"] {
-        let err = b.request(name, json!(null)).await.expect_err("panicked");
+        let err = b.to(name).send(&json!(null)).await.expect_err("panicked");
         assert_eq!(err.kind(), ErrorKind::GeneralError, "{name}");
     }
     assert_eq!(
-        b.request("fine", json!(null)).await.expect("link alive"),
+        b.to("fine").send(&json!(null)).await.expect("link alive"),
         json!(a.node_id().to_string())
     );
 }

@@ -160,7 +160,7 @@ async fn unsigned_or_badly_signed_announcements_are_ignored_with_a_secret() {
     assert_eq!(n.providers("svc").len(), 1, "a forged withdrawal was read");
     assert!(n.providers("evil").is_empty(), "a forged node was read");
     assert_eq!(
-        n.request("svc", json!("still here")).await.expect("call"),
+        n.to("svc").send(&json!("still here")).await.expect("call"),
         json!("still here")
     );
 }

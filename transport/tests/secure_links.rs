@@ -189,17 +189,14 @@ async fn wait_providers(mesh: &Mesh, n: usize) {
 
 /// Call `count` on the other node of the pair.
 async fn call_other(from: &Mesh, other: &Mesh, body: Value) -> Result<Value, plume::Error> {
-    from.call_on(
-        other.node_id(),
-        "count",
-        None,
-        body,
-        CallOptions {
+    from.to("count")
+        .on(other.node_id())
+        .options(CallOptions {
             timeout: Some(Duration::from_secs(2)),
             idempotent: false,
-        },
-    )
-    .await
+        })
+        .send(&body)
+        .await
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

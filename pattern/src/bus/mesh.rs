@@ -97,7 +97,7 @@ pub(super) async fn request(
         timeout: Some(timeout),
         idempotent: false,
     };
-    match mesh.call_with(&endpoint(topic), None, env, options).await {
+    match mesh.to(&endpoint(topic)).options(options).send(env).await {
         Ok(reply) => response_from_value(reply),
         // No provider within the deadline, or one that did not answer in time: Hemera's
         // caller sees a timeout in both cases.
@@ -126,7 +126,7 @@ pub(super) fn publish(mesh: &Mesh, topic: &str, env: &RequestEnvelope) {
     if !mesh.providers(&name).is_empty() {
         let mesh = mesh.clone();
         tokio::spawn(async move {
-            if let Err(e) = mesh.call(&name, None, body, CallOptions::default()).await {
+            if let Err(e) = mesh.to(&name).send(&body).await {
                 tracing::debug!(target: LOG, %name, "pubsub call: {e}");
             }
         });

@@ -161,12 +161,9 @@ pub async fn proxies_calls_and_events(backend: &Backend, env: &str) {
     // A forged call whose body is not a call body: the replica answers BadRequest.
     let err = dg
         .mesh()
-        .call(
-            "svc:messages",
-            Some("get"),
-            json!({"id": true, "params": {}}),
-            plume_transport::CallOptions::default(),
-        )
+        .to("svc:messages")
+        .method("get")
+        .send(&json!({"id": true, "params": {}}))
         .await
         .expect_err("malformed body");
     assert_eq!(err.kind(), ErrorKind::BadRequest, "{err:?}");

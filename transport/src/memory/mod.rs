@@ -14,7 +14,7 @@
 //! a.respond("add", |req: Request| async move {
 //!     Ok(json!(req.body["a"].as_i64().unwrap_or(0) + req.body["b"].as_i64().unwrap_or(0)))
 //! });
-//! assert_eq!(b.request("add", json!({"a": 1, "b": 2})).await?, json!(3));
+//! assert_eq!(b.to("add").send(&json!({"a": 1, "b": 2})).await?, json!(3));
 //! # Ok(()) }
 //! ```
 //!

@@ -47,6 +47,16 @@ pub(super) fn opts(timeout: u64, idempotent: bool) -> CallOptions {
     }
 }
 
+/// A call of `name` with a null body from `mesh`, on a task of its own.
+fn spawn_call(
+    mesh: &Mesh,
+    name: &'static str,
+    options: CallOptions,
+) -> tokio::task::JoinHandle<Result<Value, plume::Error>> {
+    let mesh = mesh.clone();
+    tokio::spawn(async move { mesh.to(name).options(options).send(&Value::Null).await })
+}
+
 /// A handler answering with its node's key.
 pub(super) fn whoami(mesh: &Mesh, name: &str) {
     let key = mesh.key().to_owned();
@@ -68,20 +78,33 @@ async fn calls_route_to_the_provider_and_errors_keep_their_class() {
     });
     providers(&b, "echo", 1).await;
     let got = b
-        .call("echo", Some("get"), json!([1, 2]), opts(5, false))
+        .to("echo")
+        .method("get")
+        .options(opts(5, false))
+        .send(&json!([1, 2]))
         .await
         .expect("answered");
     assert_eq!(got, json!({ "body": [1, 2], "method": "get" }));
-    let err = b.request("refuse", Value::Null).await.expect_err("refused");
+    let err = b
+        .to("refuse")
+        .send(&Value::Null)
+        .await
+        .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Conflict);
-    // call_on reaches the named node; one that does not provide the name answers NotFound.
+    // `.on(node)` reaches the named node; one that does not provide the name answers NotFound.
     let got = b
-        .call_on(a.node_id(), "echo", None, json!(1), opts(5, false))
+        .to("echo")
+        .on(a.node_id())
+        .options(opts(5, false))
+        .send(&json!(1))
         .await
         .expect("answered");
     assert_eq!(got["body"], json!(1));
     let err = a
-        .call_on(b.node_id(), "echo", None, Value::Null, opts(5, false))
+        .to("echo")
+        .on(b.node_id())
+        .options(opts(5, false))
+        .send(&Value::Null)
         .await
         .expect_err("b provides nothing");
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -94,16 +117,15 @@ async fn a_call_waits_for_a_provider_until_its_deadline() {
     let (a, b) = (node(&net, "a").await, node(&net, "b").await);
     let started = Instant::now();
     let err = b
-        .call("later", None, Value::Null, opts(3, false))
+        .to("later")
+        .options(opts(3, false))
+        .send(&Value::Null)
         .await
         .expect_err("nobody provides it");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert_eq!(started.elapsed(), Duration::from_secs(3));
 
-    let call = tokio::spawn({
-        let b = b.clone();
-        async move { b.call("later", None, Value::Null, opts(3, false)).await }
-    });
+    let call = spawn_call(&b, "later", opts(3, false));
     tokio::time::sleep(Duration::from_secs(2)).await;
     whoami(&a, "later");
     assert_eq!(call.await.expect("joined").expect("answered"), json!("a"));
@@ -122,7 +144,7 @@ async fn round_robin_spreads_calls_evenly() {
     providers(&caller, "svc", 3).await;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..30 {
-        let who = caller.request("svc", Value::Null).await.expect("answered");
+        let who = caller.to("svc").send(&Value::Null).await.expect("answered");
         *counts
             .entry(who.as_str().unwrap_or_default().to_owned())
             .or_default() += 1;
@@ -146,14 +168,7 @@ async fn least_pending_avoids_a_busy_provider() {
     let mut hanging = Vec::new();
     let mut answers = 0;
     while answers < 10 {
-        let call = tokio::spawn({
-            let caller = caller.clone();
-            async move {
-                caller
-                    .call("svc", None, Value::Null, opts(120, false))
-                    .await
-            }
-        });
+        let call = spawn_call(&caller, "svc", opts(120, false));
         tokio::time::sleep(Duration::from_millis(10)).await;
         if call.is_finished() {
             let who = call.await.expect("joined").expect("answered");
@@ -188,7 +203,9 @@ async fn a_slow_provider_gives_timeout_at_the_deadline() {
     providers(&b, "slow", 1).await;
     let started = Instant::now();
     let err = b
-        .call("slow", None, Value::Null, opts(2, false))
+        .to("slow")
+        .options(opts(2, false))
+        .send(&Value::Null)
         .await
         .expect_err("late");
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -229,14 +246,7 @@ async fn a_lost_provider_retries_idempotent_calls_and_fails_others_as_unknown() 
         let caller = node(&net, "caller").await;
         let (crashing, taken) = crashing_provider(&net, "job").await;
         providers(&caller, "job", 1).await;
-        let call = tokio::spawn({
-            let caller = caller.clone();
-            async move {
-                caller
-                    .call("job", None, Value::Null, opts(30, idempotent))
-                    .await
-            }
-        });
+        let call = spawn_call(&caller, "job", opts(30, idempotent));
         taken.notified().await;
         // A survivor appears, then the provider holding the call dies.
         let survivor = node(&net, "survivor").await;
@@ -264,10 +274,7 @@ async fn an_idempotent_call_fails_at_once_when_no_provider_is_left() {
     let (crashing, taken) = crashing_provider(&net, "job").await;
     providers(&caller, "job", 1).await;
     let started = Instant::now();
-    let call = tokio::spawn({
-        let caller = caller.clone();
-        async move { caller.call("job", None, Value::Null, opts(30, true)).await }
-    });
+    let call = spawn_call(&caller, "job", opts(30, true));
     taken.notified().await;
     net.disconnect(crashing.node_id());
     let err = call
@@ -303,12 +310,7 @@ async fn shutdown_finishes_calls_in_flight_and_peers_route_elsewhere() {
     providers(&caller, "job", 2).await;
     // One call in flight on each provider.
     let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let caller = caller.clone();
-            tokio::spawn(
-                async move { caller.call("job", None, Value::Null, opts(30, false)).await },
-            )
-        })
+        .map(|_| spawn_call(&caller, "job", opts(30, false)))
         .collect();
     while started_calls.load(Ordering::SeqCst) < 2 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -343,13 +345,14 @@ async fn shutdown_finishes_calls_in_flight_and_peers_route_elsewhere() {
     assert_eq!(caller.providers("job").len(), 1);
     for _ in 0..3 {
         assert_eq!(
-            caller.request("job", Value::Null).await.expect("answered"),
+            caller.to("job").send(&Value::Null).await.expect("answered"),
             json!("staying")
         );
     }
     // A drained node takes no new call of its own.
     let err = leaving
-        .request("job", Value::Null)
+        .to("job")
+        .send(&Value::Null)
         .await
         .expect_err("stopped");
     assert_eq!(err.kind(), ErrorKind::Unavailable);

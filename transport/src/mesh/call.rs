@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 
@@ -19,7 +18,7 @@ use super::{CallOptions, Inner, LOG, Mesh};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote};
 use crate::protocol::{RequestMsg, encode_payload};
-use plume::{Error, RawJson};
+use plume::Error;
 
 /// How long a call waits before asking again when the engine says nobody listens yet.
 pub(super) const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
@@ -41,82 +40,6 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
 }
 
 impl Mesh {
-    /// Call endpoint `name` on one of its live providers.
-    ///
-    /// The same as `self.to(name).options(options).send(&body)` with `method` set (see
-    /// [`to`](Self::to), the call builder, which every call form goes through).
-    ///
-    /// Errors: `Unavailable` when no provider appeared before the deadline, when the mesh is
-    /// shutting down, when a non-idempotent call's link died (its outcome is unknown), or at
-    /// once when the link of the provider died under the call and no other provider is left;
-    /// `Timeout` when a provider took the call but did not answer in time; otherwise the
-    /// provider's own error, with its class.
-    pub async fn call(
-        &self,
-        name: &str,
-        method: Option<&str>,
-        body: Value,
-        options: CallOptions,
-    ) -> Result<Value, Error> {
-        self.call_with(name, method, &body, options).await
-    }
-
-    /// [`call`](Self::call) with any serializable body, encoded straight into the request frame
-    /// (no `serde_json::Value` is built on the way). The provider's handler sees it as a
-    /// [`Value`], as if it had been sent with `call`. The same as
-    /// `self.to(name).options(options).send(body)`.
-    pub async fn call_with<B: Serialize + ?Sized + Sync>(
-        &self,
-        name: &str,
-        method: Option<&str>,
-        body: &B,
-        options: CallOptions,
-    ) -> Result<Value, Error> {
-        self.to(name)
-            .method_opt(method)
-            .options(options)
-            .send(body)
-            .await
-    }
-
-    /// [`call_with`](Self::call_with), with the result as JSON text: a provider's MessagePack
-    /// reply is written out as JSON directly, without a [`Value`] on the way (what a gateway
-    /// wants for an HTTP response body). The text is what serializing the `Value` that
-    /// [`call_with`](Self::call_with) returns would give. The same as
-    /// `self.to(name).options(options).send_json(body)`.
-    pub async fn call_json_with<B: Serialize + ?Sized + Sync>(
-        &self,
-        name: &str,
-        method: Option<&str>,
-        body: &B,
-        options: CallOptions,
-    ) -> Result<RawJson, Error> {
-        self.to(name)
-            .method_opt(method)
-            .options(options)
-            .send_json(body)
-            .await
-    }
-
-    /// Call `name` on one given node, whether or not it is known to provide it (a node that does
-    /// not answers NotFound). Not retried; `Unavailable` when there is no link to the node. The
-    /// same as `self.to(name).on(node).options(options).send(&body)`.
-    pub async fn call_on(
-        &self,
-        node: NodeId,
-        name: &str,
-        method: Option<&str>,
-        body: Value,
-        options: CallOptions,
-    ) -> Result<Value, Error> {
-        self.to(name)
-            .method_opt(method)
-            .options(options)
-            .on(node)
-            .send(&body)
-            .await
-    }
-
     /// The call of a [`CallBuilder`](super::CallBuilder) without a node: to the owner of the
     /// partition key whose hash is `key` when given, else to a provider the balance picks.
     pub(super) async fn call_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(

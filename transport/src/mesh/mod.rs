@@ -209,14 +209,10 @@ impl Mesh {
         self.inner.engine.peers()
     }
 
-    /// cote-style: provide `kind` with a null descriptor.
+    /// cote-style: provide `kind` with a null descriptor (call it with
+    /// [`to(kind).send(&payload)`](Self::to)).
     pub fn respond(&self, kind: &str, handler: impl Handler) {
         self.provide(kind, Value::Null, handler);
-    }
-
-    /// cote-style: call `kind` with default options.
-    pub async fn request(&self, kind: &str, payload: Value) -> Result<Value, plume::Error> {
-        self.to(kind).send(&payload).await
     }
 }
 

@@ -94,11 +94,6 @@ impl<'a> CallBuilder<'a> {
         self
     }
 
-    pub(super) fn method_opt(mut self, method: Option<&'a str>) -> Self {
-        self.method = method;
-        self
-    }
-
     /// How long the call may take in all (waiting for a provider included); the mesh's default
     /// otherwise. A broadcast collects the replies within this one deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {

@@ -29,7 +29,9 @@ async fn no_provider_waits_until_the_deadline_then_unavailable() {
         idempotent: false,
     };
     let err = mesh
-        .call("nobody", None, Value::Null, opts)
+        .to("nobody")
+        .options(opts)
+        .send(&Value::Null)
         .await
         .expect_err("no provider");
     assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
@@ -45,7 +47,7 @@ async fn a_waiting_call_takes_a_provider_that_appears_before_the_deadline() {
     };
     let call = tokio::spawn({
         let mesh = mesh.clone();
-        async move { mesh.call("later", None, Value::Null, opts).await }
+        async move { mesh.to("later").options(opts).send(&Value::Null).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     mesh.respond("later", |_r: Request| async move { Ok(Value::from(5)) });
@@ -68,7 +70,9 @@ async fn a_local_handler_past_its_deadline_gives_timeout() {
         idempotent: false,
     };
     let err = mesh
-        .call("slow", None, Value::Null, opts)
+        .to("slow")
+        .options(opts)
+        .send(&Value::Null)
         .await
         .expect_err("late");
     assert_eq!(err.kind(), plume::ErrorKind::Timeout);
@@ -84,7 +88,7 @@ async fn shutdown_refuses_new_calls_and_drains_in_flight_ones() {
     });
     let call = tokio::spawn({
         let mesh = mesh.clone();
-        async move { mesh.request("job", Value::Null).await }
+        async move { mesh.to("job").send(&Value::Null).await }
     });
     tokio::task::yield_now().await;
     let started = Instant::now();
@@ -98,7 +102,11 @@ async fn shutdown_refuses_new_calls_and_drains_in_flight_ones() {
         call.await.expect("joined").expect("finished"),
         Value::from("done")
     );
-    let err = mesh.request("job", Value::Null).await.expect_err("refused");
+    let err = mesh
+        .to("job")
+        .send(&Value::Null)
+        .await
+        .expect_err("refused");
     assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
 }
 
@@ -265,7 +273,9 @@ async fn a_call_fails_at_once_when_every_listed_provider_has_lost_its_link() {
         idempotent: true,
     };
     let err = mesh
-        .call("todos", None, Value::Null, opts)
+        .to("todos")
+        .options(opts)
+        .send(&Value::Null)
         .await
         .expect_err("no live provider");
     assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
