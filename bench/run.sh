@@ -262,8 +262,10 @@ PBN=$(free_port tcp)
 start nats nats-server -a 127.0.0.1 -p "$PN"
 nats_env=(env -u PLUME_DISCOVERY_PORT PLUME_DISCOVERY=nats "PLUME_NATS_URL=nats://127.0.0.1:$PN")
 start gateway-nats "${nats_env[@]}" "$GX" gateway --port "$PGN"
-start todos-a-nats "${nats_env[@]}" "$GX" todos --name todos-a --port "$PAN"
-start todos-b-nats "${nats_env[@]}" "$GX" todos --name todos-b --port "$PBN"
+# --store memory, as start_replica: the demo's default store (a shared SQLite file) would measure
+# SQLite too, and the figures would not compare with the loopback ones or with earlier runs.
+start todos-a-nats "${nats_env[@]}" "$GX" todos --name todos-a --port "$PAN" --store memory
+start todos-b-nats "${nats_env[@]}" "$GX" todos --name todos-b --port "$PBN" --store memory
 GW="http://127.0.0.1:$PGN"
 wait_for "http://127.0.0.1:$PAN/todos" "Hello from todos-a" 30000
 wait_for "http://127.0.0.1:$PBN/todos" "Hello from todos-b" 30000
