@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 expect=158
 
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "adapter-tests.sh: $tool is required" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/npm.sh
+source "$root/scripts/lib/npm.sh"
+need_tools adapter-tests.sh node npm cargo
 # shellcheck source=scripts/lib/postgres.sh
 source "$root/scripts/lib/postgres.sh"
 pg_bin_dir >/dev/null || { echo "adapter-tests.sh: PostgreSQL (initdb, pg_ctl) is not installed" >&2; exit 1; }
@@ -28,17 +28,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> npm ci in $work"
-tar -C "$root/tests/adapter" --exclude=node_modules -cf - . | tar -C "$work" -xf -
-(cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+npm_ci_copy "$root/tests/adapter" "$work"
 
 if [ -n "${PLUME_ADAPTER_BIN:-}" ]; then
   bin=$PLUME_ADAPTER_BIN
 else
   echo "==> cargo build -p plume-tests --bin adapter-test-server"
   cargo build --locked -p plume-tests --bin adapter-test-server
-  target_dir=$(cargo metadata --format-version 1 --no-deps | node -e \
-    'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+  target_dir=$(cargo_target_dir)
   bin="$target_dir/debug/adapter-test-server"
 fi
 [ -x "$bin" ] || { echo "adapter-tests.sh: server binary $bin not found" >&2; exit 1; }

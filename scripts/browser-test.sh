@@ -14,9 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "browser-test.sh: $tool is required" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/npm.sh
+source "$root/scripts/lib/npm.sh"
+need_tools browser-test.sh node npm cargo
 if [ -z "${PLUME_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
   echo "==> installing chromium"
   export DEBIAN_FRONTEND=noninteractive
@@ -26,8 +26,7 @@ fi
 
 echo "==> cargo build -p gateway-example"
 cargo build --locked -p gateway-example
-target_dir=$(cargo metadata --format-version 1 --no-deps | node -e \
-  'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+target_dir=$(cargo_target_dir)
 bin="$target_dir/debug/gateway-example"
 artifacts=${PLUME_ARTIFACTS:-"$target_dir/artifacts/browser"}
 
@@ -36,9 +35,7 @@ mkdir -p "$artifacts"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/plume-browser.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-cp tests/browser/package.json tests/browser/package-lock.json tests/browser/*.mjs "$work/"
-echo "==> npm ci in $work"
-(cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+npm_ci_copy "$root/tests/browser" "$work"
 
 free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'

@@ -11,21 +11,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "client-types.sh: $tool is required" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/npm.sh
+source "$root/scripts/lib/npm.sh"
+need_tools client-types.sh node npm cargo
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/plume-client-types.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-tar -C "$root/tests/client-types" --exclude=node_modules -cf - . | tar -C "$work" -xf -
-echo "==> npm ci in $work"
-(cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+npm_ci_copy "$root/tests/client-types" "$work"
 
 if [ -n "${PLUME_GATEWAY_BIN:-}" ]; then
   bin=$PLUME_GATEWAY_BIN
 else
   cargo build --locked -p gateway-example
-  bin="${CARGO_TARGET_DIR:-$root/target}/debug/gateway-example"
+  bin="$(cargo_target_dir)/debug/gateway-example"
 fi
 "$bin" client-types --out "$work/plume-services.d.ts"
 grep -q "export interface ServiceTypes" "$work/plume-services.d.ts" \

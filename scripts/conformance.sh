@@ -25,25 +25,21 @@ if [ ! -f "$suite/conformance.mjs" ] || [ ! -f "$suite/package-lock.json" ]; the
   echo "conformance.sh: no suite with a lockfile at $suite" >&2
   exit 1
 fi
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "conformance.sh: $tool is required" >&2; exit 1; }
-done
+# shellcheck source=scripts/lib/npm.sh
+source "$root/scripts/lib/npm.sh"
+need_tools conformance.sh node npm cargo
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/plume-conformance.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# Copy the suite without any node_modules a developer may have installed next to it.
-tar -C "$suite" --exclude=node_modules -cf - . | tar -C "$work" -xf -
-echo "==> npm ci in $work"
-(cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+npm_ci_copy "$suite" "$work"
 
 if [ -n "${PLUME_CONFORMANCE_BIN:-}" ]; then
   bin=$PLUME_CONFORMANCE_BIN
 else
   echo "==> cargo build -p plume-tests --bin conformance-server"
   cargo build --locked -p plume-tests --bin conformance-server
-  target_dir=$(cargo metadata --format-version 1 --no-deps | node -e \
-    'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+  target_dir=$(cargo_target_dir)
   bin="$target_dir/debug/conformance-server"
 fi
 [ -x "$bin" ] || { echo "conformance.sh: server binary $bin not found" >&2; exit 1; }
