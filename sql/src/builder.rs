@@ -108,7 +108,7 @@ impl<T> SqlServiceBuilder<T> {
         Ok(SqlService {
             db: self.db,
             table: self.table,
-            columns,
+            columns: columns.into(),
             paginate: self.paginate,
             multi: self.multi,
             _record: PhantomData,

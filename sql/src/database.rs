@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use plume::{Error, Result};
@@ -14,6 +14,8 @@ use sqlx::sqlite::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::batch::{Batcher, Check};
+use crate::schema::Column;
 use crate::transaction::Registry;
 
 /// Which database a [`Database`] talks to.
@@ -80,6 +82,8 @@ pub struct Database {
     pub(crate) transactions: Arc<Registry>,
     /// SQLite: one write transaction of this process at a time (see [`Database::write_turn`]).
     write_gate: Arc<Semaphore>,
+    /// SQLite: the group-commit writer of single creates (started by the first one).
+    batcher: Arc<OnceLock<Batcher>>,
     acquire_timeout: Duration,
 }
 
@@ -130,6 +134,7 @@ impl Database {
             pool,
             transactions: Arc::new(Registry::new(limit as usize)),
             write_gate: Arc::new(Semaphore::new(1)),
+            batcher: Arc::new(OnceLock::new()),
             acquire_timeout,
         }
     }
@@ -142,12 +147,24 @@ impl Database {
     /// the busy timeout still covers other processes sharing the file. Bounded by the pool's
     /// acquire timeout (then `503`, as for a connection).
     pub(crate) async fn write_turn(&self) -> Result<OwnedSemaphorePermit> {
-        let turn = self.write_gate.clone().acquire_owned();
-        match tokio::time::timeout(self.acquire_timeout, turn).await {
-            Ok(Ok(permit)) => Ok(permit),
-            // The gate is never closed; a timeout is a database too busy to take the write.
-            Ok(Err(_)) | Err(_) => Err(Error::unavailable("The database is busy")),
-        }
+        take_turn(&self.write_gate, self.acquire_timeout).await
+    }
+
+    /// SQLite: insert one record with `stmt` (an `INSERT … RETURNING` of `columns`) in the next
+    /// group commit (see [`crate::batch`]). SQLite only.
+    pub(crate) async fn grouped_insert(
+        &self,
+        stmt: sea_query::InsertStatement,
+        columns: Arc<[Column]>,
+        check: Check,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let Pool::Sqlite(pool) = &self.pool else {
+            return Err(Error::general_error("Group commit is for SQLite"));
+        };
+        let batcher = self.batcher.get_or_init(|| {
+            Batcher::start(pool.clone(), self.write_gate.clone(), self.acquire_timeout)
+        });
+        batcher.insert(stmt, columns, check).await
     }
 
     /// The backend.
@@ -182,6 +199,18 @@ impl Database {
             Pool::Sqlite(p) => p.close().await,
             Pool::Postgres(p) => p.close().await,
         }
+    }
+}
+
+/// Wait up to `timeout` for the write turn of `gate` (see [`Database::write_turn`]).
+pub(crate) async fn take_turn(
+    gate: &Arc<Semaphore>,
+    timeout: Duration,
+) -> Result<OwnedSemaphorePermit> {
+    match tokio::time::timeout(timeout, gate.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        // The gate is never closed; a timeout is a database too busy to take the write.
+        Ok(Err(_)) | Err(_) => Err(Error::unavailable("The database is busy")),
     }
 }
 

@@ -33,6 +33,7 @@
 //! See [`guide`] (`docs/sql.md`) for migrations, transactions, PostgreSQL and the operator
 //! table with each backend's rules.
 
+mod batch;
 mod builder;
 mod database;
 mod exec;

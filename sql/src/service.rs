@@ -15,7 +15,7 @@ use crate::database::{Backend, Database};
 use crate::exec::Session;
 use crate::filter::{self, SqlQuery};
 use crate::schema::{Column, TableDef, to_sql};
-use crate::transaction::Tx;
+use crate::transaction::{SharedTx, Tx};
 
 /// A Feathers service over one SQL table, like `@feathersjs/knex`: the whole common query syntax
 /// plus `$like`, `$notlike` and `$ilike`, pagination, `multi`, and Feathers errors.
@@ -40,7 +40,7 @@ use crate::transaction::Tx;
 pub struct SqlService<T = Value> {
     pub(crate) db: Database,
     pub(crate) table: TableDef,
-    pub(crate) columns: Vec<Column>,
+    pub(crate) columns: std::sync::Arc<[Column]>,
     pub(crate) paginate: Option<Paginate>,
     pub(crate) multi: Multi,
     pub(crate) _record: PhantomData<fn() -> T>,
@@ -126,7 +126,13 @@ impl<T> SqlService<T> {
 
     /// The session of a call that writes: the hook's transaction, or one of its own.
     pub(crate) async fn writer(&self, params: &Params) -> Result<Session<'_>> {
-        Ok(match self.db.transactions.lock(params).await? {
+        let shared = self.db.transactions.lock(params).await?;
+        self.writer_in(shared).await
+    }
+
+    /// The session of a call that writes in `shared` (already locked) or in one of its own.
+    pub(crate) async fn writer_in(&self, shared: Option<SharedTx>) -> Result<Session<'_>> {
+        Ok(match shared {
             Some(shared) => Session::Shared(shared),
             None => Session::Own(Tx::begin(&self.db).await?),
         })
@@ -135,7 +141,7 @@ impl<T> SqlService<T> {
     /// The columns a result shows: all, or the id and the `$select`ed ones.
     pub(crate) fn shown(&self, query: &Query) -> Vec<Column> {
         match &query.select {
-            None => self.columns.clone(),
+            None => self.columns.to_vec(),
             Some(fields) => self
                 .columns
                 .iter()
@@ -241,6 +247,11 @@ impl<T> SqlService<T> {
 impl<T: DeserializeOwned> SqlService<T> {
     /// Check that a record deserializes into `T`.
     pub(crate) fn validate(&self, record: &Map<String, Value>) -> Result<()> {
+        Self::validate_record(record)
+    }
+
+    /// Check that a record deserializes into `T` (as a plain function: see [`crate::batch`]).
+    pub(crate) fn validate_record(record: &Map<String, Value>) -> Result<()> {
         let value = Value::Object(record.clone());
         serde_path_to_error::deserialize::<_, T>(&value)
             .map(drop)

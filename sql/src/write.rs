@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use plume::memory::is_truthy;
 use plume::{Error, Id, Method, Params, Result};
-use sea_query::{Alias, Expr, ExprTrait, Func};
+use sea_query::{Alias, Expr, ExprTrait, Func, InsertStatement};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -26,6 +26,8 @@ fn object(data: Value) -> Result<Map<String, Value>> {
 
 impl<T: DeserializeOwned> SqlService<T> {
     /// `create(data, params)`: one record, or (with `multi`) an array of them in one transaction.
+    /// On SQLite, a single create outside a caller's transaction goes to the database's group
+    /// commit (see [`crate::batch`]).
     pub async fn create(&self, data: Value, params: Params) -> Result<Value> {
         let parsed = filter::parse(&params.query, &self.table)?;
         let (items, many) = match data {
@@ -35,7 +37,17 @@ impl<T: DeserializeOwned> SqlService<T> {
             }
             single => (vec![single], false),
         };
-        let mut session = self.writer(&params).await?;
+        let shared = self.db.transactions.lock(&params).await?;
+        if shared.is_none() && !many && self.backend() == Backend::Sqlite {
+            let item = items.into_iter().next().unwrap_or(Value::Null);
+            let (stmt, _) = self.insert_statement(object(item)?)?;
+            let record = self
+                .db
+                .grouped_insert(stmt, self.columns.clone(), Self::validate_record)
+                .await?;
+            return Ok(self.select_fields(&parsed.query, &record));
+        }
+        let mut session = self.writer_in(shared).await?;
         let mut created = Vec::with_capacity(items.len());
         for item in items {
             let record = self.insert(&mut session, object(item)?).await?;
@@ -54,6 +66,23 @@ impl<T: DeserializeOwned> SqlService<T> {
         session: &mut Session<'_>,
         data: Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        let (stmt, explicit_id) = self.insert_statement(data)?;
+        let mut rows = session.conn()?.fetch(&stmt, &self.columns).await?;
+        let record = rows
+            .pop()
+            .ok_or_else(|| Error::general_error("The insert returned no row"))?;
+        self.validate(&record)?;
+        if explicit_id
+            && self.backend() == Backend::Postgres
+            && self.table.id_generation == IdGeneration::Integer
+        {
+            self.advance_sequence(session).await?;
+        }
+        Ok(record)
+    }
+
+    /// The `INSERT … RETURNING` of one record, and whether the data gave the id.
+    fn insert_statement(&self, data: Map<String, Value>) -> Result<(InsertStatement, bool)> {
         let mut row = self.data_row(&data)?;
         let id_column = self.columns[0].clone();
         let explicit_id = data.get(&self.table.id).filter(|v| is_truthy(v));
@@ -87,18 +116,7 @@ impl<T: DeserializeOwned> SqlService<T> {
         stmt.returning(
             sea_query::Query::returning().columns(self.columns.iter().map(|c| Alias::new(&c.name))),
         );
-        let mut rows = session.conn()?.fetch(&stmt, &self.columns).await?;
-        let record = rows
-            .pop()
-            .ok_or_else(|| Error::general_error("The insert returned no row"))?;
-        self.validate(&record)?;
-        if explicit_id.is_some()
-            && self.backend() == Backend::Postgres
-            && self.table.id_generation == IdGeneration::Integer
-        {
-            self.advance_sequence(session).await?;
-        }
-        Ok(record)
+        Ok((stmt, explicit_id.is_some()))
     }
 
     /// After a record was created with an explicit integer id on PostgreSQL: move the id

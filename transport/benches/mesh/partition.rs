@@ -36,6 +36,7 @@ pub(crate) fn report(rt: &Runtime) {
         let mesh = Mesh::builder()
             .environment(&env)
             .key("bench-client")
+            .secret(super::secret())
             .start()
             .await
             .expect("mesh");
