@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::batch::{Batcher, Check};
+use crate::batch::{Batcher, Check, Insert};
 use crate::schema::Column;
 use crate::transaction::Registry;
 
@@ -150,11 +150,11 @@ impl Database {
         take_turn(&self.write_gate, self.acquire_timeout).await
     }
 
-    /// SQLite: insert one record with `stmt` (an `INSERT … RETURNING` of `columns`) in the next
-    /// group commit (see [`crate::batch`]). SQLite only.
+    /// SQLite: insert one record (returning `columns`) in the next group commit (see
+    /// [`crate::batch`]). SQLite only.
     pub(crate) async fn grouped_insert(
         &self,
-        stmt: sea_query::InsertStatement,
+        insert: Insert,
         columns: Arc<[Column]>,
         check: Check,
     ) -> Result<serde_json::Map<String, serde_json::Value>> {
@@ -164,7 +164,7 @@ impl Database {
         let batcher = self.batcher.get_or_init(|| {
             Batcher::start(pool.clone(), self.write_gate.clone(), self.acquire_timeout)
         });
-        batcher.insert(stmt, columns, check).await
+        batcher.insert(insert, columns, check).await
     }
 
     /// The backend.

@@ -8,6 +8,7 @@ use sea_query::{Alias, Expr, ExprTrait, Func, InsertStatement};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::batch::Insert;
 use crate::database::Backend;
 use crate::exec::Session;
 use crate::filter;
@@ -39,11 +40,11 @@ impl<T: DeserializeOwned> SqlService<T> {
         };
         let shared = self.db.transactions.lock(&params).await?;
         if shared.is_none() && !many && self.backend() == Backend::Sqlite {
-            let item = items.into_iter().next().unwrap_or(Value::Null);
-            let (stmt, _) = self.insert_statement(object(item)?)?;
+            let item = object(items.into_iter().next().unwrap_or(Value::Null))?;
+            let insert = self.grouped(item)?;
             let record = self
                 .db
-                .grouped_insert(stmt, self.columns.clone(), Self::validate_record)
+                .grouped_insert(insert, self.columns.clone(), Self::validate_record)
                 .await?;
             return Ok(self.select_fields(&parsed.query, &record));
         }
@@ -79,6 +80,25 @@ impl<T: DeserializeOwned> SqlService<T> {
             self.advance_sequence(session).await?;
         }
         Ok(record)
+    }
+
+    /// One record for the group commit: a row that may share a statement when the database makes
+    /// its id, otherwise a statement of its own.
+    fn grouped(&self, data: Map<String, Value>) -> Result<Insert> {
+        let auto_id = self.table.id_generation == IdGeneration::Integer
+            && !data.get(&self.table.id).is_some_and(is_truthy);
+        if auto_id {
+            let row = self.data_row(&data)?;
+            if !row.is_empty() {
+                let (names, values) = row.into_iter().map(|(c, v)| (c.name, v)).unzip();
+                return Ok(Insert::Row {
+                    table: self.table.name.as_str().into(),
+                    names,
+                    values,
+                });
+            }
+        }
+        Ok(Insert::Statement(Box::new(self.insert_statement(data)?.0)))
     }
 
     /// The `INSERT … RETURNING` of one record, and whether the data gave the id.
