@@ -12,6 +12,21 @@ need_wrk() { # wrk, from Debian's packages when missing
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 }
 
+need_nginx() { # nginx, from Debian's packages when missing, without starting its system service
+  command -v nginx >/dev/null && return 0
+  log "installing nginx (its service is not started: a policy-rc.d refuses it while installing)"
+  local policy=/usr/sbin/policy-rc.d ours=0 status=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    ours=1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null ||
+    status=1
+  [[ $ours == 0 ]] || rm -f "$policy"
+  return $status
+}
+
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 now_us() { date +%s%6N; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
@@ -48,17 +63,32 @@ s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else soc
 s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
 }
 
+wait_line() { # NAME NEEDLE: wait (30 s at most) for NEEDLE in NAME's log, or fail
+  local i
+  for i in $(seq 1 300); do
+    grep -q "$2" "$WORK/$1.log" 2>/dev/null && return 0
+    kill -0 "${PID_OF[$1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$1 did not start:"
+  cat "$WORK/$1.log" >&2
+  return 1
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # --- wrk -------------------------------------------------------------------------------------
-wrk_run() { # KEY RUN URL CONNS [LUA]: one wrk run; appends KEY_{rps,p50us,failed,load}_rRUN
+wrk_run() { # KEY RUN URL CONNS [LUA]: one wrk run; appends KEY_{rps,p50us,p99us,failed,load}_rRUN
+  # (WRK_NETNS=NAME runs wrk inside that network namespace.)
   local key=$1 run=$2 url=$3 conns=$4 lua=${5:-} threads=2 out
   [[ $conns -lt 2 ]] && threads=1
   local args=(-t "$threads" -c "$conns" -d "${SECS}s" --latency)
   [[ -n "$lua" ]] && args+=(-s "$lua")
   [[ -n "${WRK_HEADER:-}" ]] && args+=(-H "$WRK_HEADER")
   put "${key}_load_r$run" "$(loadavg)"
-  out=$(wrk "${args[@]}" "$url" 2>&1) || { log "wrk failed for $key"; return 0; }
+  local prefix=()
+  [[ -n "${WRK_NETNS:-}" ]] && prefix=(ip netns exec "$WRK_NETNS")
+  out=$("${prefix[@]}" wrk "${args[@]}" "$url" 2>&1) || { log "wrk failed for $key"; return 0; }
   printf '%s\n' "$out" >>"$WORK/wrk.log"
   printf '%s\n' "$out" | python3 -c '
 import re, sys
@@ -66,11 +96,13 @@ text = sys.stdin.read(); key, run = sys.argv[1], sys.argv[2]
 unit = {"us": 1, "ms": 1000, "s": 1000000}
 rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
 p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
 if rps: print(f"{key}_rps_r{run} {rps.group(1)}")
 if p50: print(f"{key}_p50us_r{run} {float(p50.group(1)) * unit[p50.group(2)]:.1f}")
+if p99: print(f"{key}_p99us_r{run} {float(p99.group(1)) * unit[p99.group(2)]:.1f}")
 print(f"{key}_failed_r{run} {failed}")
 ' "$key" "$run" >>"$RESULTS"
 }

@@ -36,10 +36,22 @@ def load(path):
     return runs, single
 
 
-def main():
-    results, doc = sys.argv[1], sys.argv[2]
-    runs, single = load(results)
-    missing = []
+def fmt(v, digits=None):
+    if v is None:
+        return "no number"
+    if digits is not None:
+        return f"{v:.{digits}f}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+
+def median_or_missing(runs, missing):
+    """med(key): the median of a figure's runs, or None (and the key noted in MISSING)."""
 
     def med(key):
         values = runs.get(key, [])
@@ -48,21 +60,18 @@ def main():
             return None
         return statistics.median(values)
 
+    return med
+
+
+def main():
+    results, doc = sys.argv[1], sys.argv[2]
+    runs, single = load(results)
+    missing = []
+    med = median_or_missing(runs, missing)
+
     def spread(key):
         values = sorted(runs.get(key, []))
         return "–".join(fmt(v) for v in (values[0], values[-1])) if len(values) > 1 else ""
-
-    def fmt(v, digits=None):
-        if v is None:
-            return "no number"
-        if digits is not None:
-            return f"{v:.{digits}f}"
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
-
-    def ratio(a, b):
-        return None if a is None or b in (None, 0) else a / b
 
     def load_of(key):
         values = runs.get(key + "_load", [])

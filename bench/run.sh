@@ -6,8 +6,10 @@
 # Starts, on 127.0.0.1 only: a plain-axum floor, a raw TCP echo server, and the demo topology
 # (gateway + todos-a + todos-b on a private loopback mesh: unique PLUME_ENV and discovery port).
 # Every wrk figure is the median of BENCH_RUNS (default 3) runs of BENCH_SECONDS (default 5) s.
+# Then the anchors (bench/anchors.sh): nginx and Moleculer in front of the same replicas.
 # BENCH_GATEWAY_BIN runs another gateway-example binary (to compare builds); BENCH_DOC writes
-# another file than docs/benchmarks.md; BENCH_KEEP=1 keeps the logs.
+# another file than docs/benchmarks.md; BENCH_KEEP=1 keeps the logs; BENCH_ANCHORS_ONLY=1 runs
+# only the anchors (and rewrites only their section).
 # Exits non-zero when any figure could not be measured. Kills only the processes it started.
 set -euo pipefail
 
@@ -86,6 +88,35 @@ topology_ready() { # both replicas answer through the gateway
     wait_for "$GW/todos" "Hello from todos-b" 30000 "$TOKEN"
 }
 
+put machine_nproc "$(nproc)"
+put machine_cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo | tr ' ' '_')"
+put machine_mem_mib "$(awk '/MemTotal/ {printf "%d", $2/1024}' /proc/meminfo)"
+put date "$(date -u +%Y-%m-%dT%H:%MZ)"
+put commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+# --- the sections of the run: all of them, or (BENCH_ANCHORS_ONLY=1) only the anchors ----------
+TOPO_GW=""
+topology() { # SUFFIX [VAR=VALUE...]: a gateway and two replicas on a private loopback mesh
+  local sfx=$1 pg pa pb
+  shift
+  local env=(env "PLUME_ENV=bench-$sfx-$$-$RANDOM" "PLUME_DISCOVERY_PORT=$(free_port udp)" "$@")
+  pg=$(free_port tcp)
+  pa=$(free_port tcp)
+  pb=$(free_port tcp)
+  start "gateway-$sfx" "${env[@]}" "$GX" gateway --port "$pg"
+  start "todos-a-$sfx" "${env[@]}" "$GX" todos --name todos-a --port "$pa" --store memory
+  start "todos-b-$sfx" "${env[@]}" "$GX" todos --name todos-b --port "$pb" --store memory
+  wait_for "http://127.0.0.1:$pa/todos" "Hello from todos-a" 30000
+  wait_for "http://127.0.0.1:$pb/todos" "Hello from todos-b" 30000
+  TOPO_GW="http://127.0.0.1:$pg"
+  TOPO_PA=$pa
+}
+
+wrk_get_gw() { # KEY RUN CONNS: GET /todos through the gateway with the JWT
+  WRK_HEADER="Authorization: Bearer $TOKEN" wrk_run "$1" "$2" "$GW/todos" "$3"
+}
+
+main_sections() {
 log "starting floor, echo server, gateway :$PG, todos-a :$PA, todos-b :$PB (env $PLUME_ENV)"
 start floor "$FLOOR" "$PF"
 start echo "$PROBE" echo "$PE"
@@ -99,11 +130,6 @@ login
 topology_ready
 log "topology ready"
 
-put machine_nproc "$(nproc)"
-put machine_cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo | tr ' ' '_')"
-put machine_mem_mib "$(awk '/MemTotal/ {printf "%d", $2/1024}' /proc/meminfo)"
-put date "$(date -u +%Y-%m-%dT%H:%MZ)"
-put commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 # --- RSS at idle -----------------------------------------------------------------------------
 sleep 1
@@ -124,9 +150,6 @@ sample_rss() { # RUN: sample RSS of the topology every 0.25 s for SECS s, keep t
 }
 
 export BENCH_TOKEN=$TOKEN
-wrk_get_gw() { # KEY RUN CONNS: GET /todos through the gateway with the JWT
-  WRK_HEADER="Authorization: Bearer $TOKEN" wrk_run "$1" "$2" "$GW/todos" "$3"
-}
 
 log "raw TCP ping-pong floor"
 for r in $(seq 1 "$RUNS"); do
@@ -279,21 +302,6 @@ done
 # --- encrypted links (issue 14): two fresh loopback topologies, one with a mesh secret -------
 log "GET /todos through a gateway on plain and on encrypted (Noise) links, interleaved"
 for p in gateway-nats todos-a-nats todos-b-nats nats; do stop_pid "${PID_OF[$p]}"; done
-TOPO_GW=""
-topology() { # SUFFIX [VAR=VALUE...]: a gateway and two replicas on a private loopback mesh
-  local sfx=$1 pg pa pb
-  shift
-  local env=(env "PLUME_ENV=bench-$sfx-$$-$RANDOM" "PLUME_DISCOVERY_PORT=$(free_port udp)" "$@")
-  pg=$(free_port tcp)
-  pa=$(free_port tcp)
-  pb=$(free_port tcp)
-  start "gateway-$sfx" "${env[@]}" "$GX" gateway --port "$pg"
-  start "todos-a-$sfx" "${env[@]}" "$GX" todos --name todos-a --port "$pa" --store memory
-  start "todos-b-$sfx" "${env[@]}" "$GX" todos --name todos-b --port "$pb" --store memory
-  wait_for "http://127.0.0.1:$pa/todos" "Hello from todos-a" 30000
-  wait_for "http://127.0.0.1:$pb/todos" "Hello from todos-b" 30000
-  TOPO_GW="http://127.0.0.1:$pg"
-}
 topology plain
 GW_PLAIN=$TOPO_GW
 topology secret "PLUME_MESH_SECRET=bench-mesh-secret-$RANDOM$RANDOM"
@@ -305,6 +313,26 @@ for r in $(seq 1 "$RUNS"); do
   GW=$GW_SECRET TOKEN=$TOKEN_SECRET wrk_get_gw get_noise_c64 "$r" 64
 done
 
+  for p in gateway-plain todos-a-plain todos-b-plain gateway-secret todos-a-secret todos-b-secret; do
+    stop_pid "${PID_OF[$p]}"
+  done
+}
+
+if [[ -z ${BENCH_ANCHORS_ONLY:-} ]]; then
+  main_sections
+fi
+
+# --- anchors (issue 22): nginx and Moleculer in front of the same replicas, same run ---------
+# shellcheck source=bench/anchors.sh
+source "$ROOT/bench/anchors.sh"
+trap 'anchors_cleanup; cleanup' EXIT
+run_anchors
+
 # --- report ----------------------------------------------------------------------------------
 log "writing docs/benchmarks.md"
-python3 bench/report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}"
+status=0
+if [[ -z ${BENCH_ANCHORS_ONLY:-} ]]; then
+  python3 bench/report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
+fi
+python3 bench/anchors_report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
+exit $status

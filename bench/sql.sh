@@ -67,18 +67,6 @@ log "seeding $ROWS rows into SQLite and PostgreSQL"
 cp "$WORK/seed.db" "$WORK/plume.db"
 cp "$WORK/seed.db" "$WORK/knex.db"
 
-wait_line() { # NAME NEEDLE: wait (30 s at most) for NEEDLE in NAME's log, or fail
-  local i
-  for i in $(seq 1 300); do
-    grep -q "$2" "$WORK/$1.log" 2>/dev/null && return 0
-    kill -0 "${PID_OF[$1]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "$1 did not start:"
-  cat "$WORK/$1.log" >&2
-  return 1
-}
-
 QUERY='people?age%5B%24gt%5D=30&%24sort%5Bname%5D=1&%24limit=10'
 cat >"$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
