@@ -103,6 +103,12 @@ run_anchors() {
   wait_line mol-nats-gw "moleculer ready"
   local moln="http://127.0.0.1:$mp" molt="http://127.0.0.1:46080"
 
+  # Warm-up (Node's JIT, connection pools), not recorded: 2 s of GET on each.
+  local url
+  for url in "$ngx1" "$ngx2" "$moln"; do wrk -t2 -c64 -d2s "$url/todos" >/dev/null 2>&1 || true; done
+  "${nsx[@]}" wrk -t2 -c64 -d2s "$molt/todos" >/dev/null 2>&1 || true
+  wrk -t2 -c64 -d2s -H "Authorization: Bearer $token" "$gw/todos" >/dev/null 2>&1 || true
+
   log "anchors: GET /todos, $RUNS x ${SECS}s each, turn about"
   local r c
   for r in $(seq 1 "$RUNS"); do
