@@ -6,7 +6,8 @@
 # Starts, on 127.0.0.1 only: a plain-axum floor, a raw TCP echo server, and the demo topology
 # (gateway + todos-a + todos-b on a private loopback mesh: unique PLUME_ENV and discovery port).
 # Every wrk figure is the median of BENCH_RUNS (default 3) runs of BENCH_SECONDS (default 5) s.
-# Then the anchors (bench/anchors.sh): nginx and Moleculer in front of the same replicas.
+# Then the anchors (bench/anchors.sh): nginx and Moleculer in front of the same replicas, and the
+# scale curves (bench/curves.sh).
 # BENCH_GATEWAY_BIN runs another gateway-example binary (to compare builds); BENCH_DOC writes
 # another file than docs/benchmarks.md; BENCH_KEEP=1 keeps the logs; BENCH_ANCHORS_ONLY=1 runs
 # only the anchors (and rewrites only their section).
@@ -328,6 +329,11 @@ source "$ROOT/bench/anchors.sh"
 trap 'anchors_cleanup; cleanup' EXIT
 run_anchors
 
+# --- scale curves (issue 22, part 2) ---------------------------------------------------------
+# shellcheck source=bench/curves.sh
+source "$ROOT/bench/curves.sh"
+run_payload_curve
+
 # --- report ----------------------------------------------------------------------------------
 log "writing docs/benchmarks.md"
 status=0
@@ -335,4 +341,5 @@ if [[ -z ${BENCH_ANCHORS_ONLY:-} ]]; then
   python3 bench/report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
 fi
 python3 bench/anchors_report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
+python3 bench/curves_report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
 exit $status
