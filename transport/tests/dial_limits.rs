@@ -22,6 +22,8 @@ const WAIT: Duration = Duration::from_secs(10);
 const MAX_DIALS: usize = 32;
 /// `dial::UNVERIFIED_TRIES`.
 const UNVERIFIED_TRIES: usize = 3;
+/// `dial::MAX_ADVERTS`.
+const MAX_ADVERTS: u128 = 10_000;
 
 /// A node fed by a static peers channel.
 async fn node(name: &str) -> (Mesh, mpsc::Sender<PeerEvent>) {
@@ -135,4 +137,43 @@ async fn an_id_never_reached_is_forgotten_after_a_few_dials() {
         "{} more dials of a forgotten id",
         more.len()
     );
+}
+
+#[tokio::test]
+async fn announced_ids_beyond_the_cap_are_ignored() {
+    let (_node, tx) = node("cap").await;
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    for id in 0..MAX_ADVERTS {
+        announce(&tx, id, silent.local_addr().expect("addr")).await;
+    }
+    let first = timeout(WAIT, silent.accept())
+        .await
+        .expect("the node dials")
+        .expect("accept");
+    // One more id, alone at its address: tracked, it would be dialled at once (its address is
+    // free and dials in flight are far from their cap).
+    let other = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    announce(&tx, MAX_ADVERTS, other.local_addr().expect("addr")).await;
+    // Then one id leaves and another comes, alone at a third address: the node handles its
+    // announcements in order, so once it dials this one it has handled the one before.
+    tx.send(PeerEvent::Down {
+        node: NodeId(u128::MAX),
+    })
+    .await
+    .expect("down");
+    let sentinel = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    announce(&tx, MAX_ADVERTS + 1, sentinel.local_addr().expect("addr")).await;
+    let _dialled = timeout(WAIT, sentinel.accept())
+        .await
+        .expect("an id within the cap is dialled")
+        .expect("accept");
+    let mut held = Vec::new();
+    accept_until(
+        &other,
+        Instant::now() + Duration::from_millis(300),
+        &mut held,
+    )
+    .await;
+    assert!(held.is_empty(), "an id past the cap was dialled");
+    drop(first);
 }
