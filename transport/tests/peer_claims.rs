@@ -9,7 +9,9 @@ use bytes::BytesMut;
 use plume::{App, MemoryService, Params};
 use plume_transport::discovery::NodeId;
 use plume_transport::distribution::{Distribution, DistributionHandle};
-use plume_transport::protocol::{EventMsg, Frame, Hello, Kind, PROTOCOL_VERSION, TableSnapshot};
+use plume_transport::protocol::{
+    EventMsg, Frame, Goaway, Hello, Kind, PROTOCOL_VERSION, TableDelta, TableSnapshot,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -203,6 +205,41 @@ async fn a_peer_cannot_withdraw_another_nodes_service() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Closed first: the raw peer would not acknowledge the consumer's goaway.
+    drop(raw);
+    consumer.shutdown().await;
+}
+
+/// On the mesh itself a peer's table changes and goaway touch only the routes of its own link
+/// (by construction: the table removes what goes through the link they came on). A guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_remove_another_nodes_routes() {
+    let e = env("routes");
+    let (_provider, p, consumer, c) = provider_and_consumer(&e, Duration::from_secs(30)).await;
+    let mut raw = RawPeer::link(&c, &e).await;
+    let delta = TableDelta {
+        version: 2,
+        added: Vec::new(),
+        removed: vec!["svc:todos".into()],
+    };
+    raw.send(Frame::with(Kind::TableDelta, 0, &delta)).await;
+    let goaway = Goaway {
+        reason: "forged".into(),
+        ack: false,
+    };
+    raw.send(Frame::with(Kind::Goaway, 0, &goaway)).await;
+    raw.sync().await;
+    let providers: Vec<NodeId> = c
+        .mesh()
+        .providers("svc:todos")
+        .iter()
+        .map(|i| i.node)
+        .collect();
+    assert_eq!(providers, [p.mesh().node_id()]);
+    let proxy = consumer.service("todos").expect("mounted");
+    proxy
+        .find(Params::new())
+        .await
+        .expect("the proxy still answers");
     drop(raw);
     consumer.shutdown().await;
 }

@@ -266,7 +266,20 @@ impl Subscription {
     }
 
     /// The next event, with the node that published it: the peer whose link it came on (on
-    /// NATS, the node its message names), or this node.
+    /// NATS, the node its message names), or this node. What a node may publish is the
+    /// subscriber's to check (the distribution plugin relays a service's events only from its
+    /// providers).
+    ///
+    /// ```
+    /// # async fn demo(mesh: plume_transport::Mesh, trusted: plume_transport::discovery::NodeId) {
+    /// let mut prices = mesh.subscribe("prices");
+    /// while let Some((from, price)) = prices.recv_from().await {
+    ///     if from == trusted {
+    ///         println!("{price}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn recv_from(&mut self) -> Option<(NodeId, Value)> {
         self.stream.next().await
     }
