@@ -154,8 +154,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn provider_added(&self, via: &Arc<dyn Remote>, key: &str, entries: Vec<Entry>);
     /// The node behind `via` no longer provides `names` (all its endpoints when `None`).
     fn provider_removed(&self, via: &Arc<dyn Remote>, names: Option<&[String]>, why: Removal);
-    /// An event arrived from another node.
-    fn deliver(&self, topic: &str, data: Value);
+    /// An event arrived from node `from` (the link's peer; on NATS, the node the message
+    /// names).
+    fn deliver(&self, from: NodeId, topic: &str, data: Value);
     /// Serve a call from node `from`: `payload` is an encoded `RequestMsg`. `admit` sees the
     /// endpoint name and whether this node provides it, and may refuse the call (the refusal is
     /// the answer). Err: the payload is not a request (`FrameError::Payload`).

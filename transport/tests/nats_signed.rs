@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use plume_transport::discovery::{DiscoveryConfig, DiscoveryMode, NodeId};
 use plume_transport::protocol::{Entry, encode_payload};
 use plume_transport::{Mesh, Request};
@@ -63,6 +64,10 @@ impl Nats {
 }
 
 async fn node(url: &str, env: &str, key: &str) -> Mesh {
+    node_with(url, env, key, Some(Arc::from(&b"nats-secret"[..]))).await
+}
+
+async fn node_with(url: &str, env: &str, key: &str, secret: Option<Arc<[u8]>>) -> Mesh {
     Mesh::builder()
         .environment(env)
         .key(key)
@@ -70,7 +75,7 @@ async fn node(url: &str, env: &str, key: &str) -> Mesh {
             mode: DiscoveryMode::Nats { url: url.into() },
             heartbeat: Duration::from_millis(200),
             node_timeout: Duration::from_secs(5),
-            secret: Some(Arc::from(&b"nats-secret"[..])),
+            secret,
         })
         .start()
         .await
@@ -163,4 +168,89 @@ async fn unsigned_or_badly_signed_announcements_are_ignored_with_a_secret() {
         n.to("svc").send(&json!("still here")).await.expect("call"),
         json!("still here")
     );
+}
+
+/// A hello as the NATS engine encodes it.
+#[derive(Serialize)]
+struct Hello {
+    node: String,
+    key: String,
+    version: u64,
+    protocol: u16,
+    leaving: bool,
+}
+
+/// A flood of hellos naming fresh node ids (issue 14, item 5; without a secret anyone on the
+/// NATS server can send them, with one any holder of it) costs the node bounded work: one hello
+/// of its own per 50 ms to answer the newcomers, not one each, and at most 32 table-snapshot
+/// requests in flight, not one per id. The forger listens on the snapshot subjects of the ids
+/// it invents and never answers, so each request stays in flight for the node timeout (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fresh_node_ids_costs_bounded_answers_and_requests() {
+    const FLOOD: usize = 500;
+    let (server, forger) = nats_server().await;
+    let env = format!("natsflood{}", std::process::id());
+    let n = node_with(&server.url(), &env, "n", None).await;
+    let own = n.node_id().to_string();
+    let mut hellos = forger
+        .subscribe(format!("plume.{env}.disc.>"))
+        .await
+        .expect("subscribe");
+    let mut requests = forger
+        .subscribe(format!("plume.{env}.node.*.table"))
+        .await
+        .expect("subscribe");
+    forger.flush().await.expect("flush");
+    // The node's first heartbeat: it is up and heard.
+    timeout(WAIT, async {
+        while let Some(m) = hellos.next().await {
+            if sender(&m) == own {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the node says hello");
+    for _ in 0..FLOOD {
+        let id = NodeId::random().to_string();
+        let hello = Hello {
+            node: id.clone(),
+            key: "forged".into(),
+            version: 1,
+            protocol: plume_transport::protocol::PROTOCOL_VERSION,
+            leaving: false,
+        };
+        forger
+            .publish(
+                format!("plume.{env}.disc.forged.{id}"),
+                serde_json::to_vec(&hello).expect("json").into(),
+            )
+            .await
+            .expect("publish");
+    }
+    forger.flush().await.expect("flush");
+    // Count for one second (every forged hello is handled within it, and unbounded, each would
+    // have had its answer and its request by then).
+    let until = Instant::now() + Duration::from_secs(1);
+    let (mut answers, mut asked) = (0usize, 0usize);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => break,
+            Some(m) = hellos.next() => answers += usize::from(sender(&m) == own),
+            Some(_) = requests.next() => asked += 1,
+        }
+    }
+    assert!(asked >= 1, "the node asks newcomers for their tables");
+    assert!(asked <= 32, "{asked} snapshot requests in flight at once");
+    // 20 gaps of 50 ms and 5 heartbeats of 200 ms, with room for a slow scheduler.
+    assert!(answers <= 40, "{answers} hellos for {FLOOD} newcomers");
+    drop(n);
+}
+
+fn sender(m: &async_nats::Message) -> String {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get("Plume-Node"))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
 }

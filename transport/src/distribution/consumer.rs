@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Distribution;
-use super::runtime::{Action, LOG, MAX_WITHDRAWN, Remote, Shared, State};
+use super::runtime::{Action, LOG, MAX_SERVICES_PER_PEER, MAX_WITHDRAWN, Remote, Shared, State};
 use super::wire::{DESCRIPTOR_VERSION, ServiceDescriptor, Withdrawn, endpoint, path_of};
 use crate::discovery::NodeId;
 use crate::mesh::TableEvent;
@@ -59,11 +59,16 @@ pub(super) fn provider_added(
         tracing::warn!(target: LOG, %name, "descriptor path does not match its endpoint; ignored");
         return Action::None;
     }
-    st.nodes
+    let names = &mut st
+        .nodes
         .entry(node)
         .or_insert_with(|| (key.clone(), HashSet::new()))
-        .1
-        .insert(name.to_owned());
+        .1;
+    if names.len() >= MAX_SERVICES_PER_PEER && !names.contains(name) {
+        tracing::warn!(target: LOG, peer = %node, path = %remote_path, max = MAX_SERVICES_PER_PEER, "the peer publishes too many services; this one is not mounted");
+        return Action::None;
+    }
+    names.insert(name.to_owned());
     st.withdrawn.remove(&(node, remote_path.to_owned()));
     if !rules.opts.remote_services.matches(&d) {
         return Action::None;
@@ -181,8 +186,13 @@ pub(super) fn provider_removed(
     Action::StartGrace { local, epoch }
 }
 
-/// A withdrawal notice (`notice`, from the withdrawn topic) arrived.
-pub(super) fn withdrawal_notice(st: &mut State, rules: &Rules<'_>, notice: &Value) -> Action {
+/// A withdrawal notice (`notice`, from the withdrawn topic) arrived from node `from`.
+pub(super) fn withdrawal_notice(
+    st: &mut State,
+    rules: &Rules<'_>,
+    from: NodeId,
+    notice: &Value,
+) -> Action {
     let Ok(w) = serde_json::from_value::<Withdrawn>(notice.clone()) else {
         return Action::None;
     };
@@ -190,6 +200,11 @@ pub(super) fn withdrawal_notice(st: &mut State, rules: &Rules<'_>, notice: &Valu
         return Action::None;
     };
     if node == rules.node {
+        return Action::None;
+    }
+    if node != from {
+        // A node withdraws only what it published itself.
+        tracing::warn!(target: LOG, peer = %from, named = %node, path = %w.path, "a withdrawal notice for another node; ignored");
         return Action::None;
     }
     let still_provider = st
@@ -284,8 +299,8 @@ impl Shared {
         });
     }
 
-    pub(super) fn on_withdrawn(self: &Arc<Self>, notice: &Value) {
-        self.decide(|st, rules| withdrawal_notice(st, rules, notice));
+    pub(super) fn on_withdrawn(self: &Arc<Self>, from: NodeId, notice: &Value) {
+        self.decide(|st, rules| withdrawal_notice(st, rules, from, notice));
     }
 
     pub(super) fn grace_over(self: &Arc<Self>, local: &str, epoch: u64) {
@@ -358,10 +373,10 @@ pub(super) async fn table_loop(
                 let Some(s) = weak.upgrade() else { break };
                 s.on_table(ev);
             }
-            msg = withdrawn.recv() => {
-                let Some(msg) = msg else { break };
+            msg = withdrawn.recv_from() => {
+                let Some((from, msg)) = msg else { break };
                 let Some(s) = weak.upgrade() else { break };
-                s.on_withdrawn(&msg);
+                s.on_withdrawn(from, &msg);
             }
             path = recheck.recv() => {
                 let Some(path) = path else { break };
@@ -376,6 +391,9 @@ pub(super) async fn table_loop(
 mod tests {
     use serde_json::json;
 
+    use super::super::health::{Health, HealthView};
+    use super::super::proxy::ProxyState;
+    use super::super::runtime::Mounted;
     use super::*;
 
     const ME: NodeId = NodeId(1);
@@ -401,6 +419,18 @@ mod tests {
     fn removed(st: &mut State, opts: &Distribution, node: NodeId, path: &str) -> Action {
         let rules = Rules { node: ME, opts };
         provider_removed(st, &rules, &endpoint(path), node, false)
+    }
+
+    /// A mounted proxy for the state machine (a stand-in service: nothing calls it).
+    fn test_mounted() -> Mounted {
+        let view: std::sync::Weak<dyn HealthView> = std::sync::Weak::<Shared>::new();
+        Mounted {
+            service: Arc::new(Health { view }),
+            state: Arc::new(ProxyState::default()),
+            signature: (vec!["find".to_owned()], Vec::new()),
+            events_task: None,
+            grace_task: None,
+        }
     }
 
     fn mounts(action: &Action, path: &str) -> bool {
@@ -493,7 +523,7 @@ mod tests {
         };
         let notice = json!({ "node": A.to_string(), "path": "todos" });
         assert!(matches!(
-            withdrawal_notice(&mut st, &rules, &notice),
+            withdrawal_notice(&mut st, &rules, A, &notice),
             Action::None
         ));
         assert!(st.withdrawn.contains(&(A, "todos".to_owned())));
@@ -505,15 +535,89 @@ mod tests {
         for n in 0..(MAX_WITHDRAWN + 10) {
             st.withdrawn.insert((NodeId(1000 + n as u128), "x".into()));
         }
-        withdrawal_notice(&mut st, &rules, &notice);
+        withdrawal_notice(&mut st, &rules, A, &notice);
         assert!(st.withdrawn.len() <= MAX_WITHDRAWN);
         // Malformed notices and our own are ignored.
         for bad in [json!(7), json!({ "node": ME.to_string(), "path": "todos" })] {
             assert!(matches!(
-                withdrawal_notice(&mut st, &rules, &bad),
+                withdrawal_notice(&mut st, &rules, ME, &bad),
                 Action::None
             ));
         }
+    }
+
+    #[test]
+    fn a_withdrawal_notice_from_another_node_is_refused() {
+        let (mut st, opts) = (State::default(), Distribution::new());
+        let rules = Rules {
+            node: ME,
+            opts: &opts,
+        };
+        let notice = json!({ "node": A.to_string(), "path": "todos" });
+        // A still provides the path: B's notice is not remembered for A's next removal.
+        added(&mut st, &opts, A, &descriptor("todos", &["find"]));
+        assert!(matches!(
+            withdrawal_notice(&mut st, &rules, B, &notice),
+            Action::None
+        ));
+        assert!(st.withdrawn.is_empty());
+        // A's link died: its proxy is in its grace period, which B's notice does not cut short.
+        if let Some(r) = st.remotes.get_mut("todos") {
+            r.mounted = Some(test_mounted());
+        }
+        assert!(matches!(
+            removed(&mut st, &opts, A, "todos"),
+            Action::StartGrace { .. }
+        ));
+        assert!(matches!(
+            withdrawal_notice(&mut st, &rules, B, &notice),
+            Action::None
+        ));
+        assert!(st.remotes.contains_key("todos"));
+        // A's own notice ends it.
+        assert!(matches!(
+            withdrawal_notice(&mut st, &rules, A, &notice),
+            Action::Unmount { .. }
+        ));
+        assert!(!st.remotes.contains_key("todos"));
+    }
+
+    #[test]
+    fn a_peer_gets_a_bounded_number_of_proxies() {
+        let (mut st, opts) = (State::default(), Distribution::new());
+        let paths = |n: usize| (0..n).map(|i| format!("svc{i}"));
+        for (i, path) in paths(MAX_SERVICES_PER_PEER + 50).enumerate() {
+            let action = added(&mut st, &opts, A, &descriptor(&path, &["find"]));
+            assert_eq!(
+                mounts(&action, &path),
+                i < MAX_SERVICES_PER_PEER,
+                "{path} of a peer announcing {} services",
+                i + 1
+            );
+        }
+        assert_eq!(st.remotes.len(), MAX_SERVICES_PER_PEER);
+        assert_eq!(st.nodes[&A].1.len(), MAX_SERVICES_PER_PEER);
+        // Re-describing a path it has is not a new one; another peer has its own allowance.
+        assert!(mounts(
+            &added(&mut st, &opts, A, &descriptor("svc0", &["find", "get"])),
+            "svc0"
+        ));
+        assert!(mounts(
+            &added(&mut st, &opts, B, &descriptor("other", &["find"])),
+            "other"
+        ));
+        // A path it was refused stays refused while it is at the cap, and is mounted once it
+        // withdrew another one.
+        let last = format!("svc{MAX_SERVICES_PER_PEER}");
+        assert!(matches!(
+            added(&mut st, &opts, A, &descriptor(&last, &["find"])),
+            Action::None
+        ));
+        removed(&mut st, &opts, A, "svc1");
+        assert!(mounts(
+            &added(&mut st, &opts, A, &descriptor(&last, &["find"])),
+            &last
+        ));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use plume::{Method, Params, Service};
 use tokio::task::AbortHandle;
 
 use super::proxy::ProxyState;
-use super::runtime::{Shared, same_service};
-use super::wire::{EventEnvelope, ServiceDescriptor, topic};
+use super::runtime::{LOG, Shared, same_service};
+use super::wire::{EventEnvelope, ServiceDescriptor, endpoint, topic};
 use crate::discovery::NodeId;
 
 impl Shared {
@@ -27,7 +27,14 @@ impl Shared {
             .events
             .iter()
             .filter(|e| self.opts.distributed_events.matches(&d.path, e))
-            .map(|e| self.mesh.subscribe(&topic(&d.path, e)))
+            .map(|e| {
+                // Each event with the node that published it.
+                let sub = self.mesh.subscribe(&topic(&d.path, e));
+                futures::stream::unfold(sub, |mut sub| async move {
+                    sub.recv_from().await.map(|event| (event, sub))
+                })
+                .boxed()
+            })
             .collect();
         if subs.is_empty() {
             state.events_ready.store(true, Ordering::Release);
@@ -48,11 +55,18 @@ impl Shared {
                 s.bump();
             }
             drop(weak);
-            while let Some(v) = stream.next().await {
+            let name = endpoint(&remote_path);
+            while let Some((from, v)) = stream.next().await {
                 let Ok(env) = serde_json::from_value::<EventEnvelope>(v) else {
                     continue;
                 };
                 if env.path != remote_path {
+                    continue;
+                }
+                // Only a provider of the path publishes its events, and only those it
+                // announced: anything else is a peer injecting events on a foreign topic.
+                if !mesh.provider_has(&name, from, |d| announces_event(d, &env.event)) {
+                    tracing::warn!(target: LOG, path = %remote_path, event = %env.event, peer = %from, "an event from a node that does not provide it; dropped");
                     continue;
                 }
                 let Some(handle) = app.service(&local) else {
@@ -83,4 +97,11 @@ impl Shared {
         });
         Some(task.abort_handle())
     }
+}
+
+/// Whether descriptor `d` (as published on the mesh) lists `event` among its events.
+fn announces_event(d: &serde_json::Value, event: &str) -> bool {
+    d.get("events")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|events| events.iter().any(|e| e.as_str() == Some(event)))
 }

@@ -27,6 +27,10 @@ pub(super) const LOG: &str = "plume::distribution";
 /// service could take). Overflow only delays a mount until the next table event.
 pub(super) const RECHECK_QUEUE: usize = 1024;
 
+/// Services one peer may publish to this node: beyond them, its further paths are not mounted
+/// (nor remembered), each refusal logged.
+pub(super) const MAX_SERVICES_PER_PEER: usize = 1024;
+
 /// At most this many early withdrawal notices are remembered.
 pub(super) const MAX_WITHDRAWN: usize = 4096;
 

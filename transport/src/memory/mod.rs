@@ -65,6 +65,7 @@ enum Msg {
         delta: TableDelta,
     },
     Event {
+        from: NodeId,
         topic: String,
         data: Value,
     },
@@ -289,7 +290,7 @@ impl MemoryEngine {
                         sink.provider_added(&via, key, delta.added);
                     }
                 }
-                Msg::Event { topic, data } => sink.deliver(&topic, data),
+                Msg::Event { from, topic, data } => sink.deliver(from, &topic, data),
                 Msg::Request {
                     from,
                     payload,
@@ -430,6 +431,7 @@ impl Engine for MemoryEngine {
         for (node, m) in members.iter() {
             if *node != self.node && m.topics.contains(topic) {
                 let _ = m.inbox.send(Msg::Event {
+                    from: self.node,
                     topic: topic.to_owned(),
                     data: data.clone(),
                 });

@@ -248,7 +248,7 @@ impl Stream for TableWatch {
 pub struct Subscription {
     topic: String,
     inner: Arc<Inner>,
-    stream: Pin<Box<dyn Stream<Item = Value> + Send>>,
+    stream: Pin<Box<dyn Stream<Item = (NodeId, Value)> + Send>>,
 }
 
 impl fmt::Debug for Subscription {
@@ -262,6 +262,25 @@ impl fmt::Debug for Subscription {
 impl Subscription {
     /// The next event.
     pub async fn recv(&mut self) -> Option<Value> {
+        self.stream.next().await.map(|(_, data)| data)
+    }
+
+    /// The next event, with the node that published it: the peer whose link it came on (on
+    /// NATS, the node its message names), or this node. What a node may publish is the
+    /// subscriber's to check (the distribution plugin relays a service's events only from its
+    /// providers).
+    ///
+    /// ```
+    /// # async fn demo(mesh: plume_transport::Mesh, trusted: plume_transport::discovery::NodeId) {
+    /// let mut prices = mesh.subscribe("prices");
+    /// while let Some((from, price)) = prices.recv_from().await {
+    ///     if from == trusted {
+    ///         println!("{price}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv_from(&mut self) -> Option<(NodeId, Value)> {
         self.stream.next().await
     }
 
@@ -274,7 +293,10 @@ impl Subscription {
 impl Stream for Subscription {
     type Item = Value;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Value>> {
-        self.stream.as_mut().poll_next(cx)
+        self.stream
+            .as_mut()
+            .poll_next(cx)
+            .map(|event| event.map(|(_, data)| data))
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, sleep_until};
 
 use super::call::{NO_RESPONDERS_RETRY, call_local, request_payload};
 use super::reply::ReplyForm;
@@ -219,6 +219,10 @@ impl<'a> CallBuilder<'a> {
 
 /// One provider's share of a broadcast: asked again shortly while the engine knows nobody on
 /// its subject yet (a provider announced before it listens), within the deadline.
+///
+/// Every engine's [`Remote::call`] keeps the call's deadline itself (a peer link's wait for
+/// the reply, NATS's request timeout), as for a single send: no timer of its own here, so a
+/// broadcast arms one timer per provider, not two.
 async fn call_remote(
     remote: &dyn Remote,
     node: NodeId,
@@ -234,17 +238,12 @@ async fn call_remote(
             deadline,
             idempotent: options.idempotent,
         };
-        match timeout_at(deadline, remote.call(call)).await {
-            Ok(Ok(reply)) => return Value::from_payload(&reply),
-            Ok(Err(CallError::NoResponders)) if Instant::now() < deadline => {
+        match remote.call(call).await {
+            Ok(reply) => return Value::from_payload(&reply),
+            Err(CallError::NoResponders) if Instant::now() < deadline => {
                 sleep_until(deadline.min(Instant::now() + NO_RESPONDERS_RETRY)).await;
             }
-            Ok(Err(e)) => return Err(e.into_error(name, Some(node))),
-            Err(_) => {
-                return Err(Error::timeout(format!(
-                    "'{name}' on node {node} did not answer in time"
-                )));
-            }
+            Err(e) => return Err(e.into_error(name, Some(node))),
         }
     }
 }

@@ -44,7 +44,8 @@ struct LocalEndpoint {
 }
 
 struct TopicState {
-    tx: broadcast::Sender<Value>,
+    /// Each event with the node that published it.
+    tx: broadcast::Sender<(NodeId, Value)>,
     count: usize,
 }
 
@@ -96,10 +97,10 @@ impl Inner {
             .map(|e| e.handler.clone())
     }
 
-    fn deliver_local(&self, topic: &str, data: Value) {
+    fn deliver_local(&self, from: NodeId, topic: &str, data: Value) {
         let local = lock(&self.local);
         if let Some(t) = local.topics.get(topic) {
-            let _ = t.tx.send(data);
+            let _ = t.tx.send((from, data));
         }
     }
 
@@ -234,8 +235,8 @@ impl Sink for Inner {
         self.table_bumped();
     }
 
-    fn deliver(&self, topic: &str, data: Value) {
-        self.deliver_local(topic, data);
+    fn deliver(&self, from: NodeId, topic: &str, data: Value) {
+        self.deliver_local(from, topic, data);
     }
 
     fn serve(
@@ -314,6 +315,20 @@ impl Mesh {
         inner.local_changed(local, name, None);
     }
 
+    /// Whether `node` provides `name` with a descriptor `check` accepts (without cloning any).
+    pub(crate) fn provider_has(
+        &self,
+        name: &str,
+        node: NodeId,
+        check: impl FnOnce(&Value) -> bool,
+    ) -> bool {
+        self.inner
+            .routes_read()
+            .get(name)
+            .and_then(|list| list.iter().find(|r| r.node == node))
+            .is_some_and(|r| check(&r.descriptor))
+    }
+
     /// The live providers of `name` (this node included when it provides it).
     pub fn providers(&self, name: &str) -> Vec<ProviderInfo> {
         self.inner
@@ -378,7 +393,7 @@ impl Mesh {
     /// warning is logged).
     pub fn publish(&self, topic: &str, data: Value) {
         self.inner.engine.publish(topic, &data);
-        self.inner.deliver_local(topic, data);
+        self.inner.deliver_local(self.inner.node, topic, data);
     }
 
     /// Receive the events published on `topic` anywhere in the mesh from now on.

@@ -55,20 +55,26 @@ impl NatsEngine {
                 m = sub.next() => m,
             };
             let Some(m) = m else { break };
-            let from_self = m
+            let from = m
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(NODE_HEADER))
-                .is_some_and(|v| v.as_str() == own);
-            if from_self {
+                .map(|v| v.as_str());
+            if from == Some(own.as_str()) {
                 continue; // Delivered locally when published.
             }
+            // Every node names itself on what it publishes; who may publish what is the
+            // subscriber's business (the distribution plugin checks the providers).
+            let Some(from) = from.and_then(|f| f.parse::<NodeId>().ok()) else {
+                tracing::debug!(target: LOG, %topic, "ignoring an event that names no node");
+                continue;
+            };
             let Ok(data) = serde_json::from_slice::<Value>(&m.payload) else {
                 tracing::debug!(target: LOG, %topic, "ignoring a malformed event");
                 continue;
             };
             let Some(sink) = sink.upgrade() else { break };
-            sink.deliver(&topic, data);
+            sink.deliver(from, &topic, data);
         }
         let _ = sub.unsubscribe().await;
     }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Duration, Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::remote::Provider;
@@ -20,6 +20,16 @@ use crate::protocol::{
     PROTOCOL_VERSION, TableDelta, TableSnapshot, decode_payload, encode_payload,
 };
 use crate::sync::lock;
+
+/// Peers tracked at once (as many as a beacon agent's peer table): hellos and deltas of further
+/// new nodes are ignored until some go silent.
+const MAX_PEERS: usize = 10_000;
+/// Table snapshot requests in flight at once; a peer whose turn does not come is asked at its
+/// next hello.
+const MAX_FETCHES: usize = 32;
+/// The shortest gap between two hellos that answer newcomers: newcomers within it share one
+/// answer, sent at its end.
+const ANSWER_GAP: Duration = Duration::from_millis(50);
 
 /// A peer as the engine loop knows it.
 struct Peer {
@@ -74,6 +84,10 @@ impl NatsEngine {
         let mut peers: HashMap<NodeId, Peer> = HashMap::new();
         let (results_tx, mut results) = mpsc::channel::<(NodeId, TableSnapshot)>(RESULT_QUEUE);
         let mut topics: HashMap<String, CancellationToken> = HashMap::new();
+        let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
+        // The last answer to a newcomer, and the one due when newcomers came since.
+        let mut answered: Option<Instant> = None;
+        let mut answer_due: Option<Instant> = None;
         let _ = self.client.flush().await;
         self.say_hello(false).await;
         let mut tick = tokio::time::interval(self.heartbeat);
@@ -97,6 +111,16 @@ impl NatsEngine {
                         }
                     }
                 }
+                () = async {
+                    match answer_due {
+                        Some(at) => sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if answer_due.is_some() => {
+                    answer_due = None;
+                    answered = Some(Instant::now());
+                    self.say_hello(false).await;
+                }
                 Some(c) = ctl.recv() => self.on_ctl(&sink, c, &mut topics).await,
                 Some(m) = disc.next() => {
                     let Ok(h) = serde_json::from_slice::<Hello>(&m.payload) else { continue };
@@ -111,21 +135,38 @@ impl NatsEngine {
                         continue;
                     }
                     let fresh = !peers.contains_key(&node);
+                    if fresh && peers.len() >= MAX_PEERS {
+                        tracing::debug!(target: LOG, node = %self.node, peer = %node, "peer table full; hello of a new node ignored");
+                        continue;
+                    }
                     let peer = peers.entry(node).or_insert_with(|| self.peer(node, h.key.clone()));
                     peer.seen = Instant::now();
                     peer.key = h.key;
                     if fresh {
-                        // Answer a newcomer at once, so it need not wait for our heartbeat.
-                        self.say_hello(false).await;
+                        // Answer a newcomer soon, so it need not wait for our heartbeat; one
+                        // answer per gap, whatever the number of newcomers.
+                        let now = Instant::now();
+                        match answered {
+                            Some(at) if now < at + ANSWER_GAP => {
+                                answer_due.get_or_insert(at + ANSWER_GAP);
+                            }
+                            _ => {
+                                answered = Some(now);
+                                self.say_hello(false).await;
+                            }
+                        }
                     }
                     if peer.version != h.version {
-                        self.fetch(node, peer, &results_tx);
+                        self.fetch(node, peer, &results_tx, &fetches);
                     }
                 }
                 Some(m) = table.next() => {
                     let Ok(d) = decode_payload::<Delta>(&m.payload) else { continue };
                     let Ok(node) = d.node.parse::<NodeId>() else { continue };
                     if node == self.node || !self.verified("delta", node, &m) {
+                        continue;
+                    }
+                    if !peers.contains_key(&node) && peers.len() >= MAX_PEERS {
                         continue;
                     }
                     let peer = peers.entry(node).or_insert_with(|| self.peer(node, d.key.clone()));
@@ -140,7 +181,7 @@ impl NatsEngine {
                         }
                         self.apply(sink.as_ref(), peer, d.delta.added, &d.delta.removed);
                     } else if d.delta.version > peer.version {
-                        self.fetch(node, peer, &results_tx);
+                        self.fetch(node, peer, &results_tx, &fetches);
                     }
                 }
                 Some((node, snap)) = results.recv() => {
@@ -165,10 +206,14 @@ impl NatsEngine {
         node: NodeId,
         peer: &mut Peer,
         results: &mpsc::Sender<(NodeId, TableSnapshot)>,
+        permits: &Arc<Semaphore>,
     ) {
         if peer.fetching {
             return;
         }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            return;
+        };
         peer.fetching = true;
         let this = self.clone();
         let results = results.clone();
@@ -196,6 +241,7 @@ impl NatsEngine {
                 entries: Vec::new(),
                 topics: Vec::new(),
             });
+            drop(permit);
             let _ = results.send((node, snap)).await;
         });
     }

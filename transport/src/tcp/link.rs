@@ -416,7 +416,7 @@ impl Reader<'_> {
             }
             Kind::Event => {
                 let ev: EventMsg = frame.parse()?;
-                sink.deliver(&ev.topic, ev.data);
+                sink.deliver(link.peer, &ev.topic, ev.data);
             }
             Kind::Ping => {
                 let _ = link.out.try_send(&Frame::empty(Kind::Pong, frame.id));

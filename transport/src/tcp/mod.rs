@@ -3,6 +3,7 @@
 //! The node with the lower id dials, the other accepts ([`handshake`]); each [`link`] has a
 //! reader and a batching write buffer ([`outbox`]). See `docs/protocol.md`.
 
+mod dial;
 mod handshake;
 mod link;
 mod noise;
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,18 +37,6 @@ const LOG: &str = "plume::mesh";
 /// Incoming handshakes at once; a connection beyond them is closed at once (each handshake is
 /// also bounded by the handshake timeout).
 const MAX_HANDSHAKES: usize = 64;
-
-/// The delays between redials of a peer: from 40 ms, doubling up to 1.6 s, each with a random
-/// jitter of up to its own length (so 40–80 ms at first, at most 3.2 s).
-fn redial_delays() -> ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(40))
-        .with_max_delay(Duration::from_millis(1600))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
 
 /// What the TCP engine needs to start.
 #[derive(Debug)]
@@ -87,6 +75,8 @@ pub(crate) struct TcpEngine {
     handshakes: Arc<tokio::sync::Semaphore>,
     links: Mutex<HashMap<NodeId, Arc<Link>>>,
     adverts: Mutex<HashMap<NodeId, Advert>>,
+    /// The bounds on dialling announced peers ([`dial`]).
+    dials: dial::Dials,
     discovery: Option<Discovery>,
     /// The listener and the peer events, until [`Engine::start`].
     startup: Mutex<Option<(TcpListener, mpsc::Receiver<PeerEvent>)>>,
@@ -143,6 +133,7 @@ impl TcpEngine {
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
             links: Mutex::new(HashMap::new()),
             adverts: Mutex::new(HashMap::new()),
+            dials: dial::Dials::new(),
             discovery,
             startup: Mutex::new(Some((listener, events))),
             sink: std::sync::OnceLock::new(),
@@ -254,6 +245,10 @@ impl TcpEngine {
                         a.info = info;
                         continue;
                     }
+                    if adverts.len() >= dial::MAX_ADVERTS {
+                        tracing::debug!(target: LOG, node = %self.node, peer = %info.node, "too many announced peers; this one is ignored");
+                        continue;
+                    }
                     let token = self.shutdown.child_token();
                     let node = info.node;
                     adverts.insert(
@@ -281,59 +276,6 @@ impl TcpEngine {
                         l.closed.cancel();
                     }
                 }
-            }
-        }
-    }
-
-    async fn dial_loop(
-        self: Arc<Self>,
-        sink: Arc<dyn Sink>,
-        node: NodeId,
-        token: CancellationToken,
-    ) {
-        let mut delays = redial_delays();
-        loop {
-            if token.is_cancelled() {
-                return;
-            }
-            let addr = match lock(&self.adverts).get(&node) {
-                Some(a) => a.info.addr,
-                None => return,
-            };
-            let attempt = async {
-                let stream = timeout(self.cfg.handshake_timeout, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| HandshakeError::ConnectTimeout)?
-                    .map_err(HandshakeError::Connect)?;
-                self.establish(&sink, stream, Some(node)).await
-            };
-            let result = tokio::select! {
-                () = token.cancelled() => return,
-                r = attempt => r,
-            };
-            match result {
-                Ok(link) => {
-                    delays = redial_delays();
-                    tokio::select! {
-                        () = link.closed.cancelled() => {}
-                        () = token.cancelled() => {
-                            // A draining peer closes its own link once its calls are done.
-                            if !link.draining.load(Ordering::Acquire) {
-                                link.closed.cancel();
-                            }
-                            return;
-                        }
-                    }
-                }
-                Err(reason) => {
-                    let reason = &reason as &dyn std::error::Error;
-                    tracing::debug!(target: LOG, node = %self.node, peer = %node, %addr, reason, "dial failed");
-                }
-            }
-            let delay = delays.next().unwrap_or(Duration::from_millis(1600));
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -456,28 +398,5 @@ impl Engine for TcpEngine {
                 l.join_writer(Duration::from_secs(1)).await;
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redials_back_off_with_jitter_and_a_cap() {
-        let delays: Vec<Duration> = redial_delays().take(12).collect();
-        let base = [
-            40u64, 80, 160, 320, 640, 1280, 1600, 1600, 1600, 1600, 1600, 1600,
-        ];
-        for (d, base) in delays.iter().zip(base) {
-            let base = Duration::from_millis(base);
-            assert!(*d >= base && *d < base * 2, "{d:?} vs {base:?}");
-        }
-        assert!(
-            delays
-                .windows(2)
-                .any(|w| w[0] != w[1] && w[0] >= Duration::from_millis(1600)),
-            "delays at the cap are jittered: {delays:?}"
-        );
     }
 }
