@@ -1,13 +1,15 @@
-//! An act's message taken apart: its `$` options checked, and the request envelope built.
+//! An act's message taken apart: its `$` options checked, its parts kept apart (the payload,
+//! meta, delegate, trace ids) so that each bus encodes its own envelope from them without
+//! building JSON maps first (see `crate::wire`).
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::envelope::{RequestEnvelope, TYPE_PUBSUB, TYPE_REQUEST, new_id, timestamp_ms};
+use crate::envelope::{new_id, timestamp_ms};
 use crate::error::HemeraError;
 use crate::handler::Parent;
-use crate::hemera::{Options, request_part};
+use crate::hemera::Options;
 use crate::pattern::{kind_of, method_of};
 
 /// How many replies an act waits for.
@@ -27,20 +29,33 @@ pub(crate) const MAX_REPLIES: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct Message {
     pub(crate) topic: String,
-    pub(crate) method: String,
     pub(crate) timeout: Duration,
     pub(crate) replies: Option<Replies>,
-    pub(crate) envelope: RequestEnvelope,
+    /// `pubsub$: true`: published, no reply.
+    pub(crate) pubsub: bool,
+    /// The message without its `$` keys: the payload the handler sees (with `topic`).
+    pub(crate) pattern: Map<String, Value>,
+    /// `meta$` over the parent's meta.
+    pub(crate) meta: Map<String, Value>,
+    /// `delegate$`.
+    pub(crate) delegate: Map<String, Value>,
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+    pub(crate) parent_span_id: Option<String>,
+    /// The other keys of `trace$` (sent in Hemera's `trace` over the generated ones).
+    pub(crate) trace_extra: Map<String, Value>,
+    pub(crate) request_id: String,
+    pub(crate) timestamp: f64,
 }
 
 impl Message {
-    /// Check `message` and build its envelope, inheriting `parent`'s meta and trace.
+    /// Check `message` and take it apart, inheriting `parent`'s meta and trace.
     pub(crate) fn parse(
         message: Value,
-        parent: Option<&Parent>,
+        parent: Option<&Parent<'_>>,
         options: &Options,
     ) -> Result<Message, HemeraError> {
-        let Value::Object(message) = message else {
+        let Value::Object(mut message) = message else {
             return Err(HemeraError::hemera(format!(
                 "act: the message must be a JSON object, got {}",
                 kind_of(&message)
@@ -69,68 +84,72 @@ impl Message {
                 }
             },
         };
-        let meta_own = object_option(&message, "meta$")?;
-        let delegate = object_option(&message, "delegate$")?;
-        let trace_own = object_option(&message, "trace$")?;
         let pubsub = match message.get("pubsub$") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(HemeraError::hemera("act: `pubsub$` must be a boolean")),
         };
+        let replies = replies_of(&message)?;
         let request_id = match message.get("requestId$") {
-            None | Some(Value::Null) => new_id(),
-            Some(Value::String(id)) => id.clone(),
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id.clone()),
             Some(_) => return Err(HemeraError::hemera("act: `requestId$` must be a string")),
         };
-        let replies = replies_of(&message)?;
-        let method = method_of(&message);
+        let meta_own = object_option(&mut message, "meta$")?;
+        let delegate = object_option(&mut message, "delegate$")?;
+        let mut trace_extra = object_option(&mut message, "trace$")?;
 
         let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
         meta.extend(meta_own);
-        let mut trace = Map::new();
-        let trace_id = parent.map_or_else(new_id, |p| p.trace_id.clone());
-        trace.insert("traceId".into(), Value::String(trace_id));
-        trace.insert("spanId".into(), Value::String(new_id()));
-        if let Some(p) = parent {
-            trace.insert("parentSpanId".into(), Value::String(p.span_id.clone()));
-        }
-        trace.insert("timestamp".into(), Value::from(timestamp_ms()));
-        trace.insert("service".into(), Value::from(topic.as_str()));
-        trace.insert("method".into(), Value::from(method.as_str()));
-        trace.extend(trace_own);
-
-        let pattern: Map<String, Value> = message
-            .into_iter()
-            .filter(|(k, _)| !k.ends_with('$'))
-            .collect();
-        let kind = if pubsub { TYPE_PUBSUB } else { TYPE_REQUEST };
-        Ok(Message {
-            envelope: RequestEnvelope {
-                pattern,
-                meta,
-                delegate,
-                trace,
-                request: request_part(kind, request_id, &topic, &method),
+        let mut own_id = |key: &str| match trace_extra.get(key) {
+            Some(Value::String(_)) => match trace_extra.shift_remove(key) {
+                Some(Value::String(id)) => Some(id),
+                _ => None,
             },
+            _ => None,
+        };
+        let trace_id = own_id("traceId")
+            .or_else(|| parent.map(|p| p.trace_id.to_owned()))
+            .unwrap_or_else(new_id);
+        let span_id = own_id("spanId").unwrap_or_else(new_id);
+        let parent_span_id =
+            own_id("parentSpanId").or_else(|| parent.map(|p| p.span_id.to_owned()));
+
+        message.retain(|k, _| !k.ends_with('$'));
+        Ok(Message {
             topic,
-            method,
             timeout,
             replies,
+            pubsub,
+            pattern: message,
+            meta,
+            delegate,
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_extra,
+            request_id: request_id.unwrap_or_else(new_id),
+            timestamp: timestamp_ms(),
         })
+    }
+
+    /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).
+    pub(crate) fn method(&self) -> String {
+        method_of(&self.pattern)
     }
 }
 
 /// `message[key]`: an object, or empty when absent.
 fn object_option(
-    message: &Map<String, Value>,
+    message: &mut Map<String, Value>,
     key: &str,
 ) -> Result<Map<String, Value>, HemeraError> {
-    match message.get(key) {
+    match message.shift_remove(key) {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(Value::Object(m)) => Ok(m),
         Some(other) => Err(HemeraError::hemera(format!(
             "act: `{key}` must be an object, got {}",
-            kind_of(other)
+            kind_of(&other)
         ))),
     }
 }
@@ -157,6 +176,7 @@ fn replies_of(message: &Map<String, Value>) -> Result<Option<Replies>, HemeraErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tests::envelope_of;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Message, HemeraError> {
@@ -171,8 +191,8 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(m.timeout, Duration::from_millis(150));
-        assert_eq!(m.method, "a:1,b:2,cmd:add,topic:math");
-        let env = &m.envelope;
+        assert_eq!(m.method(), "a:1,b:2,cmd:add,topic:math");
+        let env = &envelope_of(&m);
         assert_eq!(
             Value::Object(env.pattern.clone()),
             json!({"topic": "math", "cmd": "add", "a": 1, "b": 2})
@@ -187,10 +207,11 @@ mod tests {
 
     #[test]
     fn nested_acts_inherit_meta_and_trace_without_leaking() {
+        let meta = [("user".to_string(), json!("u"))].into_iter().collect();
         let parent = Parent {
-            meta: [("user".to_string(), json!("u"))].into_iter().collect(),
-            trace_id: "T".into(),
-            span_id: "S".into(),
+            meta: &meta,
+            trace_id: "T",
+            span_id: "S",
         };
         let m = Message::parse(
             json!({"topic": "a", "meta$": {"x": 1}}),
@@ -198,13 +219,14 @@ mod tests {
             &Options::default(),
         )
         .expect("ok");
+        let env = envelope_of(&m);
         assert_eq!(
-            Value::Object(m.envelope.meta.clone()),
+            Value::Object(env.meta.clone()),
             json!({"user": "u", "x": 1})
         );
-        assert_eq!(m.envelope.trace["traceId"], json!("T"));
-        assert_eq!(m.envelope.trace["parentSpanId"], json!("S"));
-        assert_ne!(m.envelope.trace["spanId"], json!("S"));
+        assert_eq!(env.trace["traceId"], json!("T"));
+        assert_eq!(env.trace["parentSpanId"], json!("S"));
+        assert_ne!(env.trace["spanId"], json!("S"));
         // the parent is untouched: a sibling act does not see `x`
         assert_eq!(parent.meta.len(), 1);
     }
