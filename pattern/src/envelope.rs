@@ -209,7 +209,8 @@ pub fn new_id() -> String {
             bits /= 36;
         }
     }
-    id.iter().map(|&b| char::from(b)).collect()
+    // The digits are ASCII: the check cannot fail.
+    std::str::from_utf8(&id).map_or_else(|_| String::new(), str::to_owned)
 }
 
 /// Milliseconds since this process first asked (Hemera's `process.hrtime()` in ms: monotonic and

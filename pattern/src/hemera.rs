@@ -1,7 +1,7 @@
 //! The node handle: `add`, `remove`, `act`, and serving one message (shared by both buses).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -59,7 +59,9 @@ impl std::fmt::Debug for Hemera {
 pub(crate) struct Inner {
     pub(crate) bus: Bus,
     pub(crate) options: Options,
-    topics: Mutex<Topics>,
+    /// Read by every served message, written by `add`/`remove`: a read-write lock, so that
+    /// messages served at once on several threads do not wait for each other.
+    topics: RwLock<Topics>,
     /// Serializes `add`/`remove` (which subscribe and unsubscribe on the bus).
     changes: tokio::sync::Mutex<()>,
     seq: AtomicU64,
@@ -73,7 +75,7 @@ impl Hemera {
             inner: Arc::new(Inner {
                 bus,
                 options,
-                topics: Mutex::new(Topics::new()),
+                topics: RwLock::new(Topics::new()),
                 changes: tokio::sync::Mutex::new(()),
                 seq: AtomicU64::new(0),
                 permits,
@@ -104,7 +106,7 @@ impl Hemera {
         let options = TopicOptions::of(pattern.source())?;
         let schema = Schema::of(pattern.source())?.map(Arc::new);
         let _changes = self.inner.changes.lock().await;
-        let existing = self.topics().get(&topic).map(|t| t.options.clone());
+        let existing = self.topics_read().get(&topic).map(|t| t.options.clone());
         match existing {
             Some(o) if o != options => {
                 return Err(HemeraError::hemera(format!(
@@ -164,7 +166,7 @@ impl Hemera {
     /// served.
     pub async fn remove_topic(&self, topic: &str) -> bool {
         let _changes = self.inner.changes.lock().await;
-        let served = self.topics().contains_key(topic);
+        let served = self.topics_read().contains_key(topic);
         if served {
             self.drop_topic(topic).await;
         }
@@ -180,7 +182,7 @@ impl Hemera {
     /// Stop serving every topic.
     pub async fn close(&self) {
         let _changes = self.inner.changes.lock().await;
-        let topics: Vec<String> = self.topics().keys().cloned().collect();
+        let topics: Vec<String> = self.topics_read().keys().cloned().collect();
         for topic in topics {
             self.drop_topic(&topic).await;
         }
@@ -263,7 +265,10 @@ impl Hemera {
             span_id,
             method,
         } = incoming;
-        let handler = self.topics().get(topic).and_then(|t| t.lookup(&pattern));
+        let handler = self
+            .topics_read()
+            .get(topic)
+            .and_then(|t| t.lookup(&pattern));
         // The method string names the pattern in errors (and is sent by Hemera callers).
         let method = method.unwrap_or_else(|| method_of(&pattern));
         let outcome = match handler {
@@ -305,10 +310,18 @@ impl Hemera {
     }
 
     /// The topics (a short lock; never held across an await).
-    pub(crate) fn topics(&self) -> MutexGuard<'_, Topics> {
+    pub(crate) fn topics(&self) -> RwLockWriteGuard<'_, Topics> {
         self.inner
             .topics
-            .lock()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The topics, to read (a short lock; never held across an await).
+    fn topics_read(&self) -> RwLockReadGuard<'_, Topics> {
+        self.inner
+            .topics
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -71,6 +71,75 @@ impl Message {
                 ));
             }
         };
+        // Most messages carry no `$` option: one pass over the keys spares their lookups.
+        let mut own = if message.keys().any(|k| k.ends_with('$')) {
+            let own = Own::take(&mut message, options)?;
+            message.retain(|k, _| !k.ends_with('$'));
+            own
+        } else {
+            Own::none(options)
+        };
+        let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
+        meta.extend(std::mem::take(&mut own.meta));
+        let trace_id = own
+            .id("traceId")
+            .or_else(|| parent.map(|p| p.trace_id.to_owned()))
+            .unwrap_or_else(new_id);
+        let span_id = own.id("spanId").unwrap_or_else(new_id);
+        let parent_span_id = own
+            .id("parentSpanId")
+            .or_else(|| parent.map(|p| p.span_id.to_owned()));
+        Ok(Message {
+            topic,
+            timeout: own.timeout,
+            replies: own.replies,
+            pubsub: own.pubsub,
+            pattern: message,
+            meta,
+            delegate: own.delegate,
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_extra: own.trace,
+            request_id: own.request_id.unwrap_or_else(new_id),
+            timestamp: timestamp_ms(),
+        })
+    }
+
+    /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).
+    pub(crate) fn method(&self) -> String {
+        method_of(&self.pattern)
+    }
+}
+
+/// The `$` options of an act's message.
+struct Own {
+    timeout: Duration,
+    pubsub: bool,
+    replies: Option<Replies>,
+    request_id: Option<String>,
+    meta: Map<String, Value>,
+    delegate: Map<String, Value>,
+    trace: Map<String, Value>,
+}
+
+impl Own {
+    /// A message without options.
+    fn none(options: &Options) -> Own {
+        Own {
+            timeout: options.timeout,
+            pubsub: false,
+            replies: None,
+            request_id: None,
+            meta: Map::new(),
+            delegate: Map::new(),
+            trace: Map::new(),
+        }
+    }
+
+    /// Check and take the options of `message` (its `meta$`, `delegate$` and `trace$` are
+    /// moved out of it).
+    fn take(message: &mut Map<String, Value>, options: &Options) -> Result<Own, HemeraError> {
         let timeout = match message.get("timeout$") {
             None | Some(Value::Null) => options.timeout,
             Some(v) => match v.as_f64() {
@@ -89,53 +158,32 @@ impl Message {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(HemeraError::hemera("act: `pubsub$` must be a boolean")),
         };
-        let replies = replies_of(&message)?;
+        let replies = replies_of(message)?;
         let request_id = match message.get("requestId$") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => Some(id.clone()),
             Some(_) => return Err(HemeraError::hemera("act: `requestId$` must be a string")),
         };
-        let meta_own = object_option(&mut message, "meta$")?;
-        let delegate = object_option(&mut message, "delegate$")?;
-        let mut trace_extra = object_option(&mut message, "trace$")?;
+        Ok(Own {
+            timeout,
+            pubsub,
+            replies,
+            request_id,
+            meta: object_option(message, "meta$")?,
+            delegate: object_option(message, "delegate$")?,
+            trace: object_option(message, "trace$")?,
+        })
+    }
 
-        let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
-        meta.extend(meta_own);
-        let mut own_id = |key: &str| match trace_extra.get(key) {
-            Some(Value::String(_)) => match trace_extra.shift_remove(key) {
+    /// The string `trace$` key `key`, taken out (a non-string one stays, sent as given).
+    fn id(&mut self, key: &str) -> Option<String> {
+        match self.trace.get(key) {
+            Some(Value::String(_)) => match self.trace.shift_remove(key) {
                 Some(Value::String(id)) => Some(id),
                 _ => None,
             },
             _ => None,
-        };
-        let trace_id = own_id("traceId")
-            .or_else(|| parent.map(|p| p.trace_id.to_owned()))
-            .unwrap_or_else(new_id);
-        let span_id = own_id("spanId").unwrap_or_else(new_id);
-        let parent_span_id =
-            own_id("parentSpanId").or_else(|| parent.map(|p| p.span_id.to_owned()));
-
-        message.retain(|k, _| !k.ends_with('$'));
-        Ok(Message {
-            topic,
-            timeout,
-            replies,
-            pubsub,
-            pattern: message,
-            meta,
-            delegate,
-            trace_id,
-            span_id,
-            parent_span_id,
-            trace_extra,
-            request_id: request_id.unwrap_or_else(new_id),
-            timestamp: timestamp_ms(),
-        })
-    }
-
-    /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).
-    pub(crate) fn method(&self) -> String {
-        method_of(&self.pattern)
+        }
     }
 }
 
@@ -203,6 +251,22 @@ mod tests {
         assert_eq!(env.request["type"], json!("request"));
         assert_eq!(env.trace["service"], json!("math"));
         assert!(env.trace.get("parentSpanId").is_none());
+    }
+
+    #[test]
+    fn messages_without_options_get_the_defaults() {
+        let m = parse(json!({"topic": "math", "cmd": "add", "a": 1})).expect("ok");
+        assert_eq!(m.timeout, Options::default().timeout);
+        assert_eq!((m.pubsub, m.replies), (false, None));
+        let env = envelope_of(&m);
+        assert_eq!(
+            Value::Object(env.pattern),
+            json!({"topic": "math", "cmd": "add", "a": 1})
+        );
+        assert!(env.meta.is_empty() && env.delegate.is_empty());
+        assert_eq!(env.request["id"].as_str().map(str::len), Some(22));
+        assert_ne!(m.trace_id, m.span_id);
+        assert!(m.parent_span_id.is_none());
     }
 
     #[test]
