@@ -183,6 +183,10 @@ mod tests {
         assert_eq!(e.props["instancePath"], json!("/b"));
         assert_eq!(e.props["keyword"], json!("required"));
         let e = s.check(&json!({"a": -1, "b": "x"})).expect_err("a < 0");
+        assert_eq!(
+            e.message,
+            "invalid payload at `a`: -1 is less than the minimum of 0"
+        );
         assert_eq!(e.props["keyword"], json!("minimum"));
         assert_eq!(e.props["field"], json!("a"));
     }
