@@ -199,6 +199,7 @@ pub(crate) mod tests {
     use crate::envelope::{RequestEnvelope, decode_request};
     use crate::handler::Parent;
     use crate::hemera::Options;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn message(v: Value) -> Message {
@@ -266,6 +267,93 @@ pub(crate) mod tests {
         );
         let keys: Vec<&str> = env.trace.keys().map(String::as_str).collect();
         assert_eq!(keys.len(), 7, "no key twice: {keys:?}");
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..5).prop_map(|n| json!(n)),
+            "[a-z]{0,4}".prop_map(Value::String),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the message, its `$` options and the parent, the Hemera envelope written
+        /// from the parts is the one Hemera expects: the payload without `$` keys, the meta merged
+        /// over the parent's, each `trace$` key sent once and winning over the generated one,
+        /// the trace id and parent span inherited, `request` naming the method.
+        #[test]
+        fn hemera_envelopes_from_parts_are_exact(
+            payload in proptest::collection::btree_map("[a-z]{1,4}", leaf(), 0..5),
+            meta in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            parent_meta in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            trace in proptest::collection::btree_map(
+                prop_oneof![Just("traceId"), Just("spanId"), Just("parentSpanId"),
+                            Just("service"), Just("timestamp"), Just("extra")],
+                prop_oneof!["[A-Z]{1,4}".prop_map(Value::String), (0i64..9).prop_map(|n| json!(n))],
+                0..4),
+            with_parent in any::<bool>(),
+        ) {
+            let mut message: Map<String, Value> = payload.into_iter().collect();
+            message.insert("topic".into(), json!("t"));
+            let pattern = message.clone();
+            let meta: Map<String, Value> = meta.into_iter().collect();
+            let trace: Map<String, Value> =
+                trace.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            message.insert("meta$".into(), Value::Object(meta.clone()));
+            message.insert("trace$".into(), Value::Object(trace.clone()));
+            message.insert("timeout$".into(), json!(100));
+            let parent_meta: Map<String, Value> = parent_meta.into_iter().collect();
+            let parent = Parent { meta: &parent_meta, trace_id: "PT", span_id: "PS" };
+            let msg = Message::parse(
+                Value::Object(message),
+                with_parent.then_some(&parent),
+                &Options::default(),
+            )
+            .expect("message");
+            let env = envelope_of(&msg);
+
+            prop_assert_eq!(&env.pattern, &pattern);
+            let mut want_meta = if with_parent { parent_meta.clone() } else { Map::new() };
+            want_meta.extend(meta);
+            prop_assert_eq!(&env.meta, &want_meta);
+            let method = crate::pattern::method_of(&pattern);
+            prop_assert_eq!(
+                Value::Object(env.request.clone()),
+                json!({"id": env.request["id"], "type": "request", "service": "t", "method": method})
+            );
+            for (k, v) in &trace {
+                prop_assert_eq!(&env.trace[k], v, "trace$ key {}", k);
+            }
+            let generated = |k: &str, want: Value| -> Result<(), TestCaseError> {
+                if !trace.contains_key(k) {
+                    prop_assert_eq!(&env.trace[k], &want, "generated {}", k);
+                }
+                Ok(())
+            };
+            generated("service", json!("t"))?;
+            generated("method", json!(method))?;
+            if with_parent {
+                generated("traceId", json!("PT"))?;
+                generated("parentSpanId", json!("PS"))?;
+            } else {
+                prop_assert_eq!(
+                    env.trace.contains_key("parentSpanId"),
+                    trace.contains_key("parentSpanId")
+                );
+            }
+            let mut keys: Vec<&str> = env.trace.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            let mut want: Vec<&str> = ["traceId", "spanId", "timestamp", "service", "method"]
+                .into_iter()
+                .chain(trace.keys().map(String::as_str))
+                .chain((with_parent || trace.contains_key("parentSpanId")).then_some("parentSpanId"))
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            prop_assert_eq!(keys, want);
+        }
     }
 
     #[test]
