@@ -60,8 +60,9 @@ pub(super) async fn round_trip(client: &Client) -> Result<(), HemeraError> {
     }
 }
 
-/// Take the topic's messages, each served in a task of its own (at most
-/// [`Options::concurrency`](crate::Options::concurrency) at once).
+/// Take the topic's messages, each served as it comes and, when its handler waits, in a task of
+/// its own (at most [`Options::concurrency`](crate::Options::concurrency) at once). As on the
+/// mesh, a handler should not block before its first await: until then it holds up the topic.
 async fn receive(
     node: Weak<Inner>,
     client: Client,
@@ -84,10 +85,15 @@ async fn receive(
             break;
         };
         let (client, topic) = (client.clone(), topic.clone());
-        tokio::spawn(async move {
+        let mut serving = Box::pin(async move {
             answer(&node, &client, &topic, msg).await;
             drop(permit);
         });
+        // Polled once here: a handler that answers at once (most do) is served without a task
+        // of its own; one that waits continues in its own task.
+        if futures::poll!(serving.as_mut()).is_pending() {
+            tokio::spawn(serving);
+        }
     }
 }
 
