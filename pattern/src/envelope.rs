@@ -90,10 +90,18 @@ impl ResponseEnvelope {
     /// The outcome the caller sees: the error when there is one, else the result (`null` when
     /// the server sent none).
     pub fn outcome(self) -> Result<Value, HemeraError> {
-        match self.error {
-            Some(e) if !e.is_null() => Err(HemeraError::from_wire(e)),
-            _ => Ok(self.result.unwrap_or(Value::Null)),
-        }
+        outcome_of(self.result, self.error)
+    }
+}
+
+/// The error when there is one (not `null`), else the result (`null` when none was sent).
+pub(crate) fn outcome_of(
+    result: Option<Value>,
+    error: Option<Value>,
+) -> Result<Value, HemeraError> {
+    match error {
+        Some(e) if !e.is_null() => Err(HemeraError::from_wire(e)),
+        _ => Ok(result.unwrap_or(Value::Null)),
     }
 }
 
@@ -176,16 +184,33 @@ fn take_object(
 }
 
 /// A fresh id like NUID's: 22 upper-case alphanumeric characters.
+///
+/// Drawn from a per-thread [`SmallRng`](rand::rngs::SmallRng) seeded once from the OS-seeded
+/// thread RNG (two `u64` draws per id, written in base 36 into a stack buffer): ids only need to
+/// be unique, not unpredictable, and this is called three times per act.
 pub fn new_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    // 128 random bits in base 36: 22 digits hold 113 of them, plenty for an id.
-    let mut bits: u128 = rand::rng().random();
-    let mut id = String::with_capacity(22);
-    for _ in 0..22 {
-        id.push(char::from(ALPHABET[(bits % 36) as usize]));
-        bits /= 36;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
     }
-    id
+    const ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let (hi, lo): (u64, u64) = RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        (r.random(), r.random())
+    });
+    // 11 base-36 digits of each draw (36^11 < 2^64): 113 random bits in all.
+    let mut id = [0u8; 22];
+    for (half, mut bits) in id.chunks_exact_mut(11).zip([hi, lo]) {
+        for digit in half {
+            *digit = ALPHABET[(bits % 36) as usize];
+            bits /= 36;
+        }
+    }
+    // The digits are ASCII: the check cannot fail.
+    std::str::from_utf8(&id).map_or_else(|_| String::new(), str::to_owned)
 }
 
 /// Milliseconds since this process first asked (Hemera's `process.hrtime()` in ms: monotonic and
@@ -285,6 +310,18 @@ mod tests {
             id.chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         );
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| new_id()).collect();
+        assert_eq!(many.len(), 10_000, "ids repeat");
+        // every position takes many values (no constant digit from a short draw)
+        for i in 0..22 {
+            let distinct: std::collections::HashSet<u8> =
+                many.iter().map(|id| id.as_bytes()[i]).collect();
+            assert!(
+                distinct.len() > 20,
+                "position {i}: {} values",
+                distinct.len()
+            );
+        }
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

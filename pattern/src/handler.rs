@@ -72,20 +72,20 @@ impl Req {
     /// passed on.
     pub async fn act(&self, message: Value) -> Result<Value, HemeraError> {
         let parent = Parent {
-            meta: self.meta.clone(),
-            trace_id: self.trace_id.clone(),
-            span_id: self.span_id.clone(),
+            meta: &self.meta,
+            trace_id: &self.trace_id,
+            span_id: &self.span_id,
         };
         self.hemera.act_in(Some(&parent), message).await
     }
 }
 
 /// What a nested act inherits from the message whose handler makes it.
-#[derive(Debug, Clone)]
-pub(crate) struct Parent {
-    pub(crate) meta: Map<String, Value>,
-    pub(crate) trace_id: String,
-    pub(crate) span_id: String,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parent<'a> {
+    pub(crate) meta: &'a Map<String, Value>,
+    pub(crate) trace_id: &'a str,
+    pub(crate) span_id: &'a str,
 }
 
 /// Decode `pattern` into `T`, naming the field that does not fit.

@@ -1,7 +1,7 @@
 //! The node handle: `add`, `remove`, `act`, and serving one message (shared by both buses).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -10,14 +10,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::bus::Bus;
-use crate::envelope::{
-    RequestEnvelope, ResponseEnvelope, TYPE_PUBSUB, TYPE_REQUEST, new_id, timestamp_ms,
-};
+use crate::envelope::{new_id, timestamp_ms};
 use crate::error::HemeraError;
 use crate::handler::{Handler, Parent, ReplyNext, Req};
 use crate::message::Message;
 use crate::pattern::{Pattern, method_of};
 use crate::registry::{Entry, Topic, TopicOptions, Topics};
+use crate::schema::Schema;
 
 const LOG: &str = "plume::pattern";
 
@@ -60,7 +59,9 @@ impl std::fmt::Debug for Hemera {
 pub(crate) struct Inner {
     pub(crate) bus: Bus,
     pub(crate) options: Options,
-    topics: Mutex<Topics>,
+    /// Read by every served message, written by `add`/`remove`: a read-write lock, so that
+    /// messages served at once on several threads do not wait for each other.
+    topics: RwLock<Topics>,
     /// Serializes `add`/`remove` (which subscribe and unsubscribe on the bus).
     changes: tokio::sync::Mutex<()>,
     seq: AtomicU64,
@@ -74,7 +75,7 @@ impl Hemera {
             inner: Arc::new(Inner {
                 bus,
                 options,
-                topics: Mutex::new(Topics::new()),
+                topics: RwLock::new(Topics::new()),
                 changes: tokio::sync::Mutex::new(()),
                 seq: AtomicU64::new(0),
                 permits,
@@ -103,8 +104,9 @@ impl Hemera {
     ) -> Result<(), HemeraError> {
         let topic = pattern.topic()?.to_owned();
         let options = TopicOptions::of(pattern.source())?;
+        let schema = Schema::of(pattern.source())?.map(Arc::new);
         let _changes = self.inner.changes.lock().await;
-        let existing = self.topics().get(&topic).map(|t| t.options.clone());
+        let existing = self.topics_read().get(&topic).map(|t| t.options.clone());
         match existing {
             Some(o) if o != options => {
                 return Err(HemeraError::hemera(format!(
@@ -133,6 +135,7 @@ impl Hemera {
                 seq,
                 pattern,
                 handler: Arc::new(handler),
+                schema,
             });
         }
         Ok(())
@@ -163,7 +166,7 @@ impl Hemera {
     /// served.
     pub async fn remove_topic(&self, topic: &str) -> bool {
         let _changes = self.inner.changes.lock().await;
-        let served = self.topics().contains_key(topic);
+        let served = self.topics_read().contains_key(topic);
         if served {
             self.drop_topic(topic).await;
         }
@@ -179,7 +182,7 @@ impl Hemera {
     /// Stop serving every topic.
     pub async fn close(&self) {
         let _changes = self.inner.changes.lock().await;
-        let topics: Vec<String> = self.topics().keys().cloned().collect();
+        let topics: Vec<String> = self.topics_read().keys().cloned().collect();
         for topic in topics {
             self.drop_topic(&topic).await;
         }
@@ -224,17 +227,13 @@ impl Hemera {
                 "act_many needs `maxMessages$` or `expectedMessages$`",
             ));
         };
-        let body = encode(&msg.envelope)?;
         let app = &self.inner.options.name;
-        self.inner
-            .bus
-            .request_many(&msg.topic, body, msg.timeout, wanted, &msg.method, app)
-            .await
+        self.inner.bus.request_many(&msg, wanted, app).await
     }
 
     pub(crate) async fn act_in(
         &self,
-        parent: Option<&Parent>,
+        parent: Option<&Parent<'_>>,
         message: Value,
     ) -> Result<Value, HemeraError> {
         let msg = Message::parse(message, parent, &self.inner.options)?;
@@ -243,43 +242,58 @@ impl Hemera {
                 "`maxMessages$`/`expectedMessages$` give several replies: use act_many",
             ));
         }
-        let app = &self.inner.options.name;
-        if msg.envelope.kind() == TYPE_PUBSUB {
-            self.inner.bus.publish(&msg.topic, &msg.envelope).await?;
+        if msg.pubsub {
+            self.inner.bus.publish(&msg).await?;
             return Ok(Value::Null);
         }
-        let reply = self
-            .inner
-            .bus
-            .request(&msg.topic, &msg.envelope, msg.timeout, &msg.method, app)
-            .await?;
-        reply.outcome()
+        self.inner.bus.request(&msg, &self.inner.options.name).await
     }
 
-    /// Serve one request envelope that arrived on `topic`: the response to send (for a
-    /// `pubsub` message too; the bus sends it only when there is a reply subject).
+    /// Serve one message that arrived on `topic`: the handler's result, or the error object
+    /// (with this node's hop) to send back.
     pub(crate) async fn serve_one(
         &self,
         topic: &str,
-        env: RequestEnvelope,
+        incoming: Incoming,
         next: Option<ReplyNext>,
-    ) -> ResponseEnvelope {
-        let method = env
-            .trace_str("method")
-            .map_or_else(|| method_of(&env.pattern), str::to_owned);
+    ) -> Result<Value, Value> {
+        let Incoming {
+            pattern,
+            meta,
+            delegate,
+            trace_id,
+            span_id,
+            method,
+        } = incoming;
         let handler = self
-            .topics()
+            .topics_read()
             .get(topic)
-            .and_then(|t| t.lookup(&env.pattern));
+            .and_then(|t| t.lookup(&pattern));
+        // The method string names the pattern in errors (and is sent by Hemera callers).
+        let method = method.unwrap_or_else(|| method_of(&pattern));
         let outcome = match handler {
             None => Err(HemeraError::pattern_not_found(&method, self.name())),
-            Some(handler) => {
+            Some((handler, schema)) => {
+                // The pattern's JSON-schema rule first: a breach never reaches the handler.
+                let pattern = match schema {
+                    None => pattern,
+                    Some(schema) => {
+                        let payload = Value::Object(pattern);
+                        if let Err(e) = schema.check(&payload) {
+                            return Err(error_object(e, topic, &method, self.name()));
+                        }
+                        match payload {
+                            Value::Object(pattern) => pattern,
+                            _ => Map::new(),
+                        }
+                    }
+                };
                 let req = Req {
-                    trace_id: env.trace_str("traceId").unwrap_or_default().to_owned(),
-                    span_id: env.trace_str("spanId").unwrap_or_default().to_owned(),
-                    pattern: env.pattern,
-                    meta: env.meta.clone(),
-                    delegate: env.delegate,
+                    trace_id,
+                    span_id,
+                    pattern,
+                    meta,
+                    delegate,
                     hemera: self.clone(),
                     next,
                 };
@@ -292,30 +306,30 @@ impl Hemera {
                     })
             }
         };
-        let (result, error) = match outcome {
-            Ok(v) => (Some(v), None),
-            Err(e) => {
-                let hop = json!({"service": topic, "method": method, "app": self.name(),
-                                 "ts": timestamp_ms()});
-                (None, Some(with_hop(e, hop)))
-            }
-        };
-        ResponseEnvelope {
-            meta: env.meta,
-            trace: env.trace,
-            request: env.request,
-            result,
-            error,
-        }
+        outcome.map_err(|e| error_object(e, topic, &method, self.name()))
     }
 
     /// The topics (a short lock; never held across an await).
-    pub(crate) fn topics(&self) -> MutexGuard<'_, Topics> {
+    pub(crate) fn topics(&self) -> RwLockWriteGuard<'_, Topics> {
         self.inner
             .topics
-            .lock()
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The topics, to read (a short lock; never held across an await).
+    fn topics_read(&self) -> RwLockReadGuard<'_, Topics> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The error object sent back: `e` with this node's hop appended to its `hops`.
+fn error_object(e: HemeraError, topic: &str, method: &str, app: &str) -> Value {
+    let hop = json!({"service": topic, "method": method, "app": app, "ts": timestamp_ms()});
+    with_hop(e, hop)
 }
 
 /// The error object with `hop` appended to its `hops`.
@@ -333,30 +347,15 @@ fn with_hop(e: HemeraError, hop: Value) -> Value {
     value
 }
 
-/// A request envelope as JSON bytes.
-pub(crate) fn encode(env: &RequestEnvelope) -> Result<Vec<u8>, HemeraError> {
-    serde_json::to_vec(env)
-        .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
-}
-
-/// The `request` part of an envelope.
-pub(crate) fn request_part(
-    kind: &str,
-    id: String,
-    topic: &str,
-    method: &str,
-) -> Map<String, Value> {
-    let mut request = Map::new();
-    request.insert("id".into(), Value::String(id));
-    request.insert(
-        "type".into(),
-        Value::from(if kind == TYPE_PUBSUB {
-            TYPE_PUBSUB
-        } else {
-            TYPE_REQUEST
-        }),
-    );
-    request.insert("service".into(), Value::from(topic));
-    request.insert("method".into(), Value::from(method));
-    request
+/// A message as a server receives it, from either bus.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    /// The message without its `$` keys.
+    pub(crate) pattern: Map<String, Value>,
+    pub(crate) meta: Map<String, Value>,
+    pub(crate) delegate: Map<String, Value>,
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+    /// The caller's method string (`trace.method`), when it sent one.
+    pub(crate) method: Option<String>,
 }

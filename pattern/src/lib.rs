@@ -38,6 +38,8 @@ mod hemera;
 mod message;
 pub mod pattern;
 mod registry;
+mod schema;
+mod wire;
 
 #[doc = include_str!("../../docs/hemera.md")]
 pub mod guide {}

@@ -1,13 +1,15 @@
-//! An act's message taken apart: its `$` options checked, and the request envelope built.
+//! An act's message taken apart: its `$` options checked, its parts kept apart (the payload,
+//! meta, delegate, trace ids) so that each bus encodes its own envelope from them without
+//! building JSON maps first (see `crate::wire`).
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::envelope::{RequestEnvelope, TYPE_PUBSUB, TYPE_REQUEST, new_id, timestamp_ms};
+use crate::envelope::{new_id, timestamp_ms};
 use crate::error::HemeraError;
 use crate::handler::Parent;
-use crate::hemera::{Options, request_part};
+use crate::hemera::Options;
 use crate::pattern::{kind_of, method_of};
 
 /// How many replies an act waits for.
@@ -27,20 +29,33 @@ pub(crate) const MAX_REPLIES: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct Message {
     pub(crate) topic: String,
-    pub(crate) method: String,
     pub(crate) timeout: Duration,
     pub(crate) replies: Option<Replies>,
-    pub(crate) envelope: RequestEnvelope,
+    /// `pubsub$: true`: published, no reply.
+    pub(crate) pubsub: bool,
+    /// The message without its `$` keys: the payload the handler sees (with `topic`).
+    pub(crate) pattern: Map<String, Value>,
+    /// `meta$` over the parent's meta.
+    pub(crate) meta: Map<String, Value>,
+    /// `delegate$`.
+    pub(crate) delegate: Map<String, Value>,
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+    pub(crate) parent_span_id: Option<String>,
+    /// The other keys of `trace$` (sent in Hemera's `trace` over the generated ones).
+    pub(crate) trace_extra: Map<String, Value>,
+    pub(crate) request_id: String,
+    pub(crate) timestamp: f64,
 }
 
 impl Message {
-    /// Check `message` and build its envelope, inheriting `parent`'s meta and trace.
+    /// Check `message` and take it apart, inheriting `parent`'s meta and trace.
     pub(crate) fn parse(
         message: Value,
-        parent: Option<&Parent>,
+        parent: Option<&Parent<'_>>,
         options: &Options,
     ) -> Result<Message, HemeraError> {
-        let Value::Object(message) = message else {
+        let Value::Object(mut message) = message else {
             return Err(HemeraError::hemera(format!(
                 "act: the message must be a JSON object, got {}",
                 kind_of(&message)
@@ -56,6 +71,75 @@ impl Message {
                 ));
             }
         };
+        // Most messages carry no `$` option: one pass over the keys spares their lookups.
+        let mut own = if message.keys().any(|k| k.ends_with('$')) {
+            let own = Own::take(&mut message, options)?;
+            message.retain(|k, _| !k.ends_with('$'));
+            own
+        } else {
+            Own::none(options)
+        };
+        let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
+        meta.extend(std::mem::take(&mut own.meta));
+        let trace_id = own
+            .id("traceId")
+            .or_else(|| parent.map(|p| p.trace_id.to_owned()))
+            .unwrap_or_else(new_id);
+        let span_id = own.id("spanId").unwrap_or_else(new_id);
+        let parent_span_id = own
+            .id("parentSpanId")
+            .or_else(|| parent.map(|p| p.span_id.to_owned()));
+        Ok(Message {
+            topic,
+            timeout: own.timeout,
+            replies: own.replies,
+            pubsub: own.pubsub,
+            pattern: message,
+            meta,
+            delegate: own.delegate,
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_extra: own.trace,
+            request_id: own.request_id.unwrap_or_else(new_id),
+            timestamp: timestamp_ms(),
+        })
+    }
+
+    /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).
+    pub(crate) fn method(&self) -> String {
+        method_of(&self.pattern)
+    }
+}
+
+/// The `$` options of an act's message.
+struct Own {
+    timeout: Duration,
+    pubsub: bool,
+    replies: Option<Replies>,
+    request_id: Option<String>,
+    meta: Map<String, Value>,
+    delegate: Map<String, Value>,
+    trace: Map<String, Value>,
+}
+
+impl Own {
+    /// A message without options.
+    fn none(options: &Options) -> Own {
+        Own {
+            timeout: options.timeout,
+            pubsub: false,
+            replies: None,
+            request_id: None,
+            meta: Map::new(),
+            delegate: Map::new(),
+            trace: Map::new(),
+        }
+    }
+
+    /// Check and take the options of `message` (its `meta$`, `delegate$` and `trace$` are
+    /// moved out of it).
+    fn take(message: &mut Map<String, Value>, options: &Options) -> Result<Own, HemeraError> {
         let timeout = match message.get("timeout$") {
             None | Some(Value::Null) => options.timeout,
             Some(v) => match v.as_f64() {
@@ -69,68 +153,51 @@ impl Message {
                 }
             },
         };
-        let meta_own = object_option(&message, "meta$")?;
-        let delegate = object_option(&message, "delegate$")?;
-        let trace_own = object_option(&message, "trace$")?;
         let pubsub = match message.get("pubsub$") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(HemeraError::hemera("act: `pubsub$` must be a boolean")),
         };
+        let replies = replies_of(message)?;
         let request_id = match message.get("requestId$") {
-            None | Some(Value::Null) => new_id(),
-            Some(Value::String(id)) => id.clone(),
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id.clone()),
             Some(_) => return Err(HemeraError::hemera("act: `requestId$` must be a string")),
         };
-        let replies = replies_of(&message)?;
-        let method = method_of(&message);
-
-        let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
-        meta.extend(meta_own);
-        let mut trace = Map::new();
-        let trace_id = parent.map_or_else(new_id, |p| p.trace_id.clone());
-        trace.insert("traceId".into(), Value::String(trace_id));
-        trace.insert("spanId".into(), Value::String(new_id()));
-        if let Some(p) = parent {
-            trace.insert("parentSpanId".into(), Value::String(p.span_id.clone()));
-        }
-        trace.insert("timestamp".into(), Value::from(timestamp_ms()));
-        trace.insert("service".into(), Value::from(topic.as_str()));
-        trace.insert("method".into(), Value::from(method.as_str()));
-        trace.extend(trace_own);
-
-        let pattern: Map<String, Value> = message
-            .into_iter()
-            .filter(|(k, _)| !k.ends_with('$'))
-            .collect();
-        let kind = if pubsub { TYPE_PUBSUB } else { TYPE_REQUEST };
-        Ok(Message {
-            envelope: RequestEnvelope {
-                pattern,
-                meta,
-                delegate,
-                trace,
-                request: request_part(kind, request_id, &topic, &method),
-            },
-            topic,
-            method,
+        Ok(Own {
             timeout,
+            pubsub,
             replies,
+            request_id,
+            meta: object_option(message, "meta$")?,
+            delegate: object_option(message, "delegate$")?,
+            trace: object_option(message, "trace$")?,
         })
+    }
+
+    /// The string `trace$` key `key`, taken out (a non-string one stays, sent as given).
+    fn id(&mut self, key: &str) -> Option<String> {
+        match self.trace.get(key) {
+            Some(Value::String(_)) => match self.trace.shift_remove(key) {
+                Some(Value::String(id)) => Some(id),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
 /// `message[key]`: an object, or empty when absent.
 fn object_option(
-    message: &Map<String, Value>,
+    message: &mut Map<String, Value>,
     key: &str,
 ) -> Result<Map<String, Value>, HemeraError> {
-    match message.get(key) {
+    match message.shift_remove(key) {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(Value::Object(m)) => Ok(m),
         Some(other) => Err(HemeraError::hemera(format!(
             "act: `{key}` must be an object, got {}",
-            kind_of(other)
+            kind_of(&other)
         ))),
     }
 }
@@ -157,6 +224,7 @@ fn replies_of(message: &Map<String, Value>) -> Result<Option<Replies>, HemeraErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tests::envelope_of;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Message, HemeraError> {
@@ -171,8 +239,8 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(m.timeout, Duration::from_millis(150));
-        assert_eq!(m.method, "a:1,b:2,cmd:add,topic:math");
-        let env = &m.envelope;
+        assert_eq!(m.method(), "a:1,b:2,cmd:add,topic:math");
+        let env = &envelope_of(&m);
         assert_eq!(
             Value::Object(env.pattern.clone()),
             json!({"topic": "math", "cmd": "add", "a": 1, "b": 2})
@@ -186,11 +254,28 @@ mod tests {
     }
 
     #[test]
+    fn messages_without_options_get_the_defaults() {
+        let m = parse(json!({"topic": "math", "cmd": "add", "a": 1})).expect("ok");
+        assert_eq!(m.timeout, Options::default().timeout);
+        assert_eq!((m.pubsub, m.replies), (false, None));
+        let env = envelope_of(&m);
+        assert_eq!(
+            Value::Object(env.pattern),
+            json!({"topic": "math", "cmd": "add", "a": 1})
+        );
+        assert!(env.meta.is_empty() && env.delegate.is_empty());
+        assert_eq!(env.request["id"].as_str().map(str::len), Some(22));
+        assert_ne!(m.trace_id, m.span_id);
+        assert!(m.parent_span_id.is_none());
+    }
+
+    #[test]
     fn nested_acts_inherit_meta_and_trace_without_leaking() {
+        let meta = [("user".to_string(), json!("u"))].into_iter().collect();
         let parent = Parent {
-            meta: [("user".to_string(), json!("u"))].into_iter().collect(),
-            trace_id: "T".into(),
-            span_id: "S".into(),
+            meta: &meta,
+            trace_id: "T",
+            span_id: "S",
         };
         let m = Message::parse(
             json!({"topic": "a", "meta$": {"x": 1}}),
@@ -198,13 +283,14 @@ mod tests {
             &Options::default(),
         )
         .expect("ok");
+        let env = envelope_of(&m);
         assert_eq!(
-            Value::Object(m.envelope.meta.clone()),
+            Value::Object(env.meta.clone()),
             json!({"user": "u", "x": 1})
         );
-        assert_eq!(m.envelope.trace["traceId"], json!("T"));
-        assert_eq!(m.envelope.trace["parentSpanId"], json!("S"));
-        assert_ne!(m.envelope.trace["spanId"], json!("S"));
+        assert_eq!(env.trace["traceId"], json!("T"));
+        assert_eq!(env.trace["parentSpanId"], json!("S"));
+        assert_ne!(env.trace["spanId"], json!("S"));
         // the parent is untouched: a sibling act does not see `x`
         assert_eq!(parent.meta.len(), 1);
     }

@@ -163,28 +163,63 @@ impl fmt::Display for Pattern {
 
 /// Hemera's method string of a message: `key:value` of each primitive, non-`$` property, sorted
 /// lexicographically and joined by `,` (`Util.pattern`).
+///
+/// Written into one string: sorting the `key:value` strings is sorting by `key:` (the keys are
+/// distinct, so two of them differ within `key:`), unless a key holds a `:` itself.
 pub fn method_of(message: &Map<String, Value>) -> String {
-    let mut parts: Vec<String> = message
+    let mut props: Vec<(&str, &Value)> = message
         .iter()
         .filter(|(k, v)| !k.ends_with('$') && is_primitive(v))
-        .map(|(k, v)| format!("{k}:{}", js_string(v)))
+        .map(|(k, v)| (k.as_str(), v))
         .collect();
-    parts.sort();
-    parts.join(",")
+    if props.iter().any(|(k, _)| k.contains(':')) {
+        let mut parts: Vec<String> = props
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", js_string(v)))
+            .collect();
+        parts.sort();
+        return parts.join(",");
+    }
+    fn with_colon(k: &str) -> impl Iterator<Item = u8> + '_ {
+        k.bytes().chain(std::iter::once(b':'))
+    }
+    props.sort_unstable_by(|a, b| with_colon(a.0).cmp(with_colon(b.0)));
+    let mut out = String::with_capacity(props.len() * 12);
+    for (i, (k, v)) in props.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push(':');
+        write_js(&mut out, v);
+    }
+    out
 }
 
 /// A value as JavaScript's `String(v)` renders it (for primitives).
 fn js_string(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
+    let mut out = String::new();
+    write_js(&mut out, v);
+    out
+}
+
+/// [`js_string`] appended to `out`.
+fn write_js(out: &mut String, v: &Value) {
+    use std::fmt::Write;
+    // Writing to a String does not fail.
+    let _ = match v {
+        Value::String(s) => {
+            out.push_str(s);
+            Ok(())
+        }
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => i.to_string(),
-            (_, Some(u), _) => u.to_string(),
-            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
-            _ => n.to_string(),
+            (Some(i), _, _) => write!(out, "{i}"),
+            (_, Some(u), _) => write!(out, "{u}"),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => write!(out, "{f:.0}"),
+            _ => write!(out, "{n}"),
         },
-        other => other.to_string(),
-    }
+        other => write!(out, "{other}"),
+    };
 }
 
 fn is_primitive(v: &Value) -> bool {
@@ -275,6 +310,18 @@ mod tests {
     }
 
     proptest! {
+        /// The method string is the sorted `key:value` strings joined by `,` (keys that are
+        /// prefixes of others included).
+        #[test]
+        fn method_string_sorts_key_value_strings(
+            props in proptest::collection::btree_map("[a-c:]{1,3}", "[0-9;z]{0,2}", 0..8)) {
+            let message: Map<String, Value> =
+                props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let mut parts: Vec<String> = props.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            parts.sort();
+            prop_assert_eq!(method_of(&message), parts.join(","));
+        }
+
         /// A pattern made of a subset of a message's properties always matches it, and changing
         /// one of the pattern's values in the message makes it not match.
         #[test]

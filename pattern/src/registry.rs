@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::error::HemeraError;
 use crate::handler::Handler;
 use crate::pattern::Pattern;
+use crate::schema::Schema;
 
 /// How a topic is subscribed (from the `$` keys of its patterns), as Hemera: one subscription
 /// per topic, shared by every pattern of the topic, with the options of the first.
@@ -71,6 +72,8 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) pattern: Pattern,
     pub(crate) handler: Arc<dyn Handler>,
+    /// The pattern's JSON-schema rule (`properties` or `schema`), compiled at `add`.
+    pub(crate) schema: Option<Arc<Schema>>,
 }
 
 /// The patterns of one topic, in order of preference.
@@ -90,12 +93,15 @@ impl Topic {
         self.entries.insert(at, entry);
     }
 
-    /// The handler of the most specific pattern `message` matches.
-    pub(crate) fn lookup(&self, message: &Map<String, Value>) -> Option<Arc<dyn Handler>> {
+    /// The handler (and rule) of the most specific pattern `message` matches.
+    pub(crate) fn lookup(
+        &self,
+        message: &Map<String, Value>,
+    ) -> Option<(Arc<dyn Handler>, Option<Arc<Schema>>)> {
         self.entries
             .iter()
             .find(|e| e.pattern.matches(message))
-            .map(|e| Arc::clone(&e.handler))
+            .map(|e| (Arc::clone(&e.handler), e.schema.clone()))
     }
 }
 
@@ -132,6 +138,7 @@ mod tests {
                 seq: seq as u64,
                 pattern: p.clone(),
                 handler: handler(seq as i64),
+                schema: None,
             });
         }
         t

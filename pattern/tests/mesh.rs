@@ -322,8 +322,9 @@ async fn bad_input_is_a_clear_error_never_a_panic() {
     };
     for body in [
         json!("not an envelope"),
-        json!({"pattern": {"topic": "t"}}),
-        json!({"pattern": [1], "request": {"type": "request"}}),
+        json!({"meta": {}}),
+        json!({"pattern": [1]}),
+        json!({"pattern": {"topic": "t"}, "traceId": 5}),
     ] {
         let reply = mb
             .to("hemera.t")
@@ -336,8 +337,16 @@ async fn bad_input_is_a_clear_error_never_a_panic() {
             json!("HemeraParseError"),
             "{body}: {reply}"
         );
-        assert_eq!(reply["request"]["id"], json!(""));
+        assert!(reply.get("result").is_none(), "{reply}");
     }
+    // the smallest envelope, a pattern alone, is served
+    let reply = mb
+        .to("hemera.t")
+        .options(opts)
+        .send(&json!({"pattern": {"topic": "t", "cmd": "ok"}}))
+        .await
+        .expect("reply");
+    assert_eq!(reply, json!({"result": "ok"}));
     server.close().await;
     ma.shutdown().await;
     mb.shutdown().await;
@@ -409,4 +418,106 @@ async fn responders_share_load_and_pubsub_fans_out() {
     for m in [m1, m2, mc] {
         m.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_rules_check_payloads_across_the_mesh() {
+    let env = unique_env("schema");
+    let (ma, mb) = (mesh_node(&env, "a").await, mesh_node(&env, "b").await);
+    let server = Hemera::mesh(ma.clone(), options("srv"));
+    let caller = Hemera::mesh(mb.clone(), options("caller"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    server
+        .add(
+            json!({"topic": "orders", "cmd": "create", "schema": {"request": {
+            "type": "object", "required": ["qty", "items"],
+            "properties": {
+                "qty": {"type": "integer", "minimum": 1},
+                "items": {"type": "array", "items": {"type": "object",
+                          "required": ["sku"], "properties": {"sku": {"type": "string"}}}}
+            }}}}),
+            move |r: Req| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(json!({"qty": r.pattern["qty"]})) }
+            },
+        )
+        .await
+        .expect("add");
+    server
+        .add(
+            json!({"topic": "orders", "cmd": "note", "properties": {"text": {"type": "string"}}}),
+            |_r: Req| async move { Ok(json!("noted")) },
+        )
+        .await
+        .expect("add");
+
+    let ok = first_reply(
+        &caller,
+        json!({"topic": "orders", "cmd": "create", "qty": 2, "items": [{"sku": "a"}]}),
+    )
+    .await;
+    assert_eq!(ok, Ok(json!({"qty": 2})));
+    for (message, field, pointer, keyword) in [
+        (
+            json!({"topic": "orders", "cmd": "create", "qty": 0, "items": []}),
+            "qty",
+            "/qty",
+            "minimum",
+        ),
+        (
+            json!({"topic": "orders", "cmd": "create", "items": []}),
+            "qty",
+            "/qty",
+            "required",
+        ),
+        (
+            json!({"topic": "orders", "cmd": "create", "qty": 1,
+                   "items": [{"sku": "a"}, {"sku": 7}]}),
+            "items[1].sku",
+            "/items/1/sku",
+            "type",
+        ),
+        (
+            json!({"topic": "orders", "cmd": "note", "text": 5}),
+            "text",
+            "/text",
+            "type",
+        ),
+    ] {
+        let e = caller.act(message.clone()).await.expect_err("invalid");
+        assert_eq!(e.name, "PayloadValidationError", "{message}: {e:?}");
+        assert_eq!(e.props["field"], json!(field), "{message}");
+        assert_eq!(e.props["instancePath"], json!(pointer), "{message}");
+        assert_eq!(e.props["keyword"], json!(keyword), "{message}");
+        assert!(e.message.contains(&format!("`{field}`")), "{}", e.message);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a breach never reaches the handler"
+    );
+    // the `$` options are not part of the checked payload; a property the rule does not name
+    // passes
+    assert_eq!(
+        caller
+            .act(
+                json!({"topic": "orders", "cmd": "note", "text": "hi", "extra": 1,
+                        "timeout$": 5000})
+            )
+            .await,
+        Ok(json!("noted"))
+    );
+    // a rule that is not JSON schema is refused at add
+    let e = server
+        .add(
+            json!({"topic": "orders", "cmd": "bad", "properties": {"x": {"type": "numbr"}}}),
+            |_r: Req| async move { Ok(Value::Null) },
+        )
+        .await
+        .expect_err("bad schema");
+    assert!(e.message.contains("not valid JSON schema"), "{}", e.message);
+    server.close().await;
+    ma.shutdown().await;
+    mb.shutdown().await;
 }

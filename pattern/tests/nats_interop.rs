@@ -44,6 +44,18 @@ async fn plume_service(node: &Hemera, notes: Arc<Mutex<Vec<Value>>>) {
     )
     .await
     .expect("add");
+    // A JSON-schema rule (hemera-ajv's `properties`): checked before the handler runs.
+    node.add(
+        json!({"topic": "plume", "cmd": "schema",
+               "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+        |r: Req| async move {
+            Ok(json!(
+                r.pattern["a"].as_f64().unwrap_or(0.0) + r.pattern["b"].as_f64().unwrap_or(0.0)
+            ))
+        },
+    )
+    .await
+    .expect("add");
     node.add(add("fail"), |_r: Req| async move {
         Err::<Value, _>(
             HemeraError::new("BusinessError", "no funds")
@@ -101,7 +113,7 @@ async fn hemera_acts_reach_plume_adds() {
     let url = server.url();
     let mut client = Peer::spawn("client.js", &[&url]);
     let mut cases = HashMap::new();
-    while cases.len() < 10 {
+    while cases.len() < 12 {
         let line = client.json().await;
         let label = line["case"].as_str().expect("case").to_owned();
         cases.insert(label, line);
@@ -133,6 +145,21 @@ async fn hemera_acts_reach_plume_adds() {
     let invalid = &cases["invalid"]["error"];
     assert_eq!(invalid["name"], "PayloadValidationError", "{invalid}");
     assert_eq!(invalid["field"], "a");
+
+    // The schema rule's breach reaches the Hemera caller, naming the field.
+    let schema = &cases["schema"]["error"];
+    assert_eq!(schema["name"], "PayloadValidationError", "{schema}");
+    assert_eq!(schema["field"], "b");
+    assert_eq!(schema["instancePath"], "/b");
+    assert_eq!(schema["keyword"], "type");
+    assert!(
+        schema["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`b`")),
+        "{schema}"
+    );
+    assert_eq!(schema["hops"][0]["app"], "plume-srv");
+    assert_eq!(cases["schemaok"]["data"], json!(3));
 
     let timeout = &cases["timeout"];
     assert_eq!(timeout["error"]["name"], "TimeoutError", "{timeout}");

@@ -37,6 +37,8 @@ hemera.ready(async () => {
   await run('notfound', { topic: 'plume', cmd: 'nope' })
   await run('fail', { topic: 'plume', cmd: 'fail' })
   await run('invalid', { topic: 'plume', cmd: 'typed', a: 'x', b: 2 })
+  await run('schema', { topic: 'plume', cmd: 'schema', a: 1, b: 'x' })
+  await run('schemaok', { topic: 'plume', cmd: 'schema', a: 1, b: 2 })
   await run('timeout', { topic: 'plume', cmd: 'slow', timeout$: 200 })
   await run('meta', { topic: 'plume', cmd: 'meta', meta$: { k: 1 }, delegate$: { d: 2 } })
   await run('nested', { topic: 'plume', cmd: 'nested', meta$: { user: 'u1' } })

@@ -1,20 +1,24 @@
-//! The same envelopes on the Plume mesh: a topic is the endpoint `hemera.<topic>` (its
-//! providers share the load, as a NATS queue group does), and a `pubsub$` topic is the mesh
-//! event topic of that name (every subscriber gets every message).
+//! The same API on the Plume mesh: a topic is the endpoint `hemera.<topic>` (its providers
+//! share the load, as a NATS queue group does), and a `pubsub$` topic is the mesh event topic of
+//! that name (every subscriber gets every message).
+//!
+//! Both ends are Plume, so the envelopes are the compact ones of [`crate::wire`]: the request
+//! is decoded once, from MessagePack, straight into its parts (a raw endpoint), and the reply is
+//! `{result}` or `{error}`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use plume::ErrorKind;
-use plume_transport::{CallOptions, Mesh, Request};
+use plume_transport::{CallOptions, Mesh, RawRequest};
 use serde_json::Value;
 
-use super::{LOG, Serving, undecodable_reply};
-use crate::envelope::{RequestEnvelope, ResponseEnvelope, request_from_value, response_from_value};
+use super::{LOG, Serving};
 use crate::error::HemeraError;
-use crate::hemera::{Hemera, Inner};
+use crate::hemera::{Hemera, Incoming, Inner};
+use crate::message::Message;
 use crate::registry::TopicOptions;
+use crate::wire::{MeshRequest, mesh_outcome, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
 pub(crate) fn endpoint(topic: &str) -> String {
@@ -31,8 +35,13 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
             while let Some(body) = sub.recv().await {
                 let Some(inner) = weak.upgrade() else { break };
                 let node = Hemera { inner };
-                let response = answer(&node, &topic, body).await;
-                if let Some(e) = response.error {
+                let decoded = serde_json::from_value::<MeshRequest<'static>>(body)
+                    .map_err(|e| format!("undecodable message: {e}"));
+                let outcome = match decoded {
+                    Ok(req) => node.serve_one(&topic, incoming(req), None).await,
+                    Err(e) => Err(Value::from(e)),
+                };
+                if let Err(e) = outcome {
                     tracing::warn!(target: LOG, %topic, "pubsub message failed: {e}");
                 }
             }
@@ -45,7 +54,9 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     let served = Arc::new(AtomicU64::new(0));
     let max = options.max_messages;
     let (topic_owned, mesh_owned) = (topic.to_owned(), mesh.clone());
-    mesh.respond(&name, move |req: Request| {
+    mesh.provide_raw(&name, Value::Null, move |req: RawRequest| {
+        // Decoded before the first await: the body holds a piece of the link's read buffer.
+        let decoded = req.body.decode::<MeshRequest<'static>>();
         let (weak, topic, mesh, served): (Weak<Inner>, _, _, _) = (
             weak.clone(),
             topic_owned.clone(),
@@ -61,12 +72,19 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
             if max.is_some_and(|m| n > m) {
                 return Err(plume::Error::unavailable("maxMessages$ reached"));
             }
-            let response = answer(&node, &topic, req.body).await;
+            let outcome = match decoded {
+                Ok(req) => node.serve_one(&topic, incoming(req), None).await,
+                Err(e) => {
+                    tracing::warn!(target: LOG, %topic, "undecodable request: {}", e.message());
+                    let e = HemeraError::parse(format!("undecodable request: {}", e.message()));
+                    Err(serde_json::to_value(&e).unwrap_or(Value::Null))
+                }
+            };
             if max.is_some_and(|m| n == m) {
                 node.topics().remove(&topic);
                 mesh.withdraw(&endpoint(&topic));
             }
-            Ok(response.into_value())
+            Ok(mesh_reply(outcome))
         }
     });
     Serving {
@@ -75,38 +93,38 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     }
 }
 
-async fn answer(node: &Hemera, topic: &str, body: Value) -> ResponseEnvelope {
-    match request_from_value(body) {
-        Ok(env) => node.serve_one(topic, env, None).await,
-        Err(e) => {
-            tracing::warn!(target: LOG, topic, "undecodable request: {}", e.message);
-            undecodable_reply(e)
-        }
+fn incoming(req: MeshRequest<'static>) -> Incoming {
+    Incoming {
+        pattern: req.pattern.into_owned(),
+        meta: req.meta.into_owned(),
+        delegate: req.delegate.into_owned(),
+        trace_id: req.trace_id.into_owned(),
+        span_id: req.span_id.into_owned(),
+        method: None,
     }
 }
 
-pub(super) async fn request(
-    mesh: &Mesh,
-    topic: &str,
-    env: &RequestEnvelope,
-    timeout: Duration,
-    method: &str,
-    app: &str,
-) -> Result<ResponseEnvelope, HemeraError> {
+pub(super) async fn request(mesh: &Mesh, msg: &Message, app: &str) -> Result<Value, HemeraError> {
     let options = CallOptions {
-        timeout: Some(timeout),
+        timeout: Some(msg.timeout),
         idempotent: false,
     };
-    match mesh.to(&endpoint(topic)).options(options).send(env).await {
-        Ok(reply) => response_from_value(reply),
+    let name = endpoint(&msg.topic);
+    match mesh
+        .to(&name)
+        .options(options)
+        .send(&MeshRequest::of(msg))
+        .await
+    {
+        Ok(reply) => mesh_outcome(reply),
         // No provider within the deadline, or one that did not answer in time: Hemera's
         // caller sees a timeout in both cases.
         Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {
-            Err(HemeraError::timeout(method, app).with("cause", Value::from(e.message())))
+            Err(HemeraError::timeout(&msg.method(), app).with("cause", Value::from(e.message())))
         }
         // The provider's node no longer serves the topic (removed under the call).
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            Err(HemeraError::pattern_not_found(method, app)
+            Err(HemeraError::pattern_not_found(&msg.method(), app)
                 .with("isServer", Value::Bool(false))
                 .with("cause", Value::from(e.message())))
         }
@@ -116,10 +134,10 @@ pub(super) async fn request(
 
 /// Fan out to the `pubsub$` subscribers, and hand one copy to a provider of the topic's
 /// endpoint when there is one (as a NATS queue group gets one copy); nobody waits for it.
-pub(super) fn publish(mesh: &Mesh, topic: &str, env: &RequestEnvelope) {
-    let name = endpoint(topic);
-    let Ok(body) = serde_json::to_value(env) else {
-        tracing::warn!(target: LOG, topic, "pubsub message does not encode");
+pub(super) fn publish(mesh: &Mesh, msg: &Message) {
+    let name = endpoint(&msg.topic);
+    let Ok(body) = serde_json::to_value(MeshRequest::of(msg)) else {
+        tracing::warn!(target: LOG, topic = %msg.topic, "pubsub message does not encode");
         return;
     };
     mesh.publish(&name, body.clone());

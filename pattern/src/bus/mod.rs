@@ -5,18 +5,15 @@
 mod mesh;
 mod nats;
 
+use plume_transport::Mesh;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
-
-use plume_transport::Mesh;
-use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
-use crate::envelope::{RequestEnvelope, ResponseEnvelope};
 use crate::error::HemeraError;
 use crate::hemera::Hemera;
-use crate::message::Replies;
+use crate::message::{Message, Replies};
 use crate::registry::TopicOptions;
 
 const LOG: &str = "plume::pattern";
@@ -111,35 +108,23 @@ impl Bus {
         }
     }
 
-    /// Send a request and wait (until `timeout`) for its reply.
-    pub(crate) async fn request(
-        &self,
-        topic: &str,
-        env: &RequestEnvelope,
-        timeout: Duration,
-        method: &str,
-        app: &str,
-    ) -> Result<ResponseEnvelope, HemeraError> {
+    /// Send an act and wait (until its timeout) for the reply's outcome.
+    pub(crate) async fn request(&self, msg: &Message, app: &str) -> Result<Value, HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => nats::request(client, topic, env, timeout, method, app).await,
-            Kind::Mesh(m) => mesh::request(m, topic, env, timeout, method, app).await,
+            Kind::Nats(client) => nats::request(client, msg, app).await,
+            Kind::Mesh(m) => mesh::request(m, msg, app).await,
         }
     }
 
-    /// Send a request and collect several replies (NATS only).
+    /// Send an act and collect several replies (NATS only).
     pub(crate) async fn request_many(
         &self,
-        topic: &str,
-        body: Vec<u8>,
-        timeout: Duration,
+        msg: &Message,
         replies: Replies,
-        method: &str,
         app: &str,
     ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => {
-                nats::request_many(client, topic, body, timeout, replies, method, app).await
-            }
+            Kind::Nats(client) => nats::request_many(client, msg, replies, app).await,
             Kind::Mesh(_) => Err(HemeraError::hemera(
                 "`maxMessages$`/`expectedMessages$` need the NATS bus: a mesh call has one reply",
             )),
@@ -147,15 +132,11 @@ impl Bus {
     }
 
     /// Publish a `pubsub$` message (no reply).
-    pub(crate) async fn publish(
-        &self,
-        topic: &str,
-        env: &RequestEnvelope,
-    ) -> Result<(), HemeraError> {
+    pub(crate) async fn publish(&self, msg: &Message) -> Result<(), HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => nats::publish(client, topic, env).await,
+            Kind::Nats(client) => nats::publish(client, msg).await,
             Kind::Mesh(m) => {
-                mesh::publish(m, topic, env);
+                mesh::publish(m, msg);
                 Ok(())
             }
         }
@@ -173,20 +154,5 @@ impl Drop for Bus {
                 }
             }
         }
-    }
-}
-
-/// The reply to a request that did not decode: Hemera's shape (`request.id` empty, `trace`
-/// empty) with the parse error.
-pub(crate) fn undecodable_reply(error: HemeraError) -> ResponseEnvelope {
-    let mut request = Map::new();
-    request.insert("type".into(), Value::from("request"));
-    request.insert("id".into(), Value::from(""));
-    ResponseEnvelope {
-        meta: Map::new(),
-        trace: Map::new(),
-        request,
-        result: None,
-        error: serde_json::to_value(&error).ok(),
     }
 }

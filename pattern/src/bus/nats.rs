@@ -4,17 +4,18 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_nats::{Client, Message, RequestErrorKind, Subscriber};
+use async_nats::{Client, RequestErrorKind, Subscriber};
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{LOG, Serving, undecodable_reply};
-use crate::envelope::{RequestEnvelope, ResponseEnvelope, decode_request, decode_response};
+use super::{LOG, Serving};
+use crate::envelope::{RequestEnvelope, ResponseEnvelope, decode_request};
 use crate::error::HemeraError;
 use crate::handler::ReplyNext;
-use crate::hemera::{Hemera, Inner, encode};
-use crate::message::{MAX_REPLIES, Replies};
+use crate::hemera::{Hemera, Incoming, Inner};
+use crate::message::{MAX_REPLIES, Message, Replies};
 use crate::registry::TopicOptions;
+use crate::wire::{HemeraRequest, decode_outcome};
 
 pub(super) async fn serve(
     client: &Client,
@@ -59,8 +60,9 @@ pub(super) async fn round_trip(client: &Client) -> Result<(), HemeraError> {
     }
 }
 
-/// Take the topic's messages, each served in a task of its own (at most
-/// [`Options::concurrency`](crate::Options::concurrency) at once).
+/// Take the topic's messages, each served as it comes and, when its handler waits, in a task of
+/// its own (at most [`Options::concurrency`](crate::Options::concurrency) at once). As on the
+/// mesh, a handler should not block before its first await: until then it holds up the topic.
 async fn receive(
     node: Weak<Inner>,
     client: Client,
@@ -83,21 +85,52 @@ async fn receive(
             break;
         };
         let (client, topic) = (client.clone(), topic.clone());
-        tokio::spawn(async move {
+        let mut serving = Box::pin(async move {
             answer(&node, &client, &topic, msg).await;
             drop(permit);
         });
+        // Polled once here: a handler that answers at once (most do) is served without a task
+        // of its own; one that waits continues in its own task.
+        if futures::poll!(serving.as_mut()).is_pending() {
+            tokio::spawn(serving);
+        }
     }
 }
 
-async fn answer(node: &Hemera, client: &Client, topic: &str, msg: Message) {
+async fn answer(node: &Hemera, client: &Client, topic: &str, msg: async_nats::Message) {
     let response = match decode_request(&msg.payload) {
         Ok(env) => {
+            let RequestEnvelope {
+                pattern,
+                meta,
+                delegate,
+                trace,
+                request,
+            } = env;
+            let text = |key: &str| trace.get(key).and_then(Value::as_str).map(str::to_owned);
+            let incoming = Incoming {
+                pattern,
+                meta: meta.clone(),
+                delegate,
+                trace_id: text("traceId").unwrap_or_default(),
+                span_id: text("spanId").unwrap_or_default(),
+                method: text("method"),
+            };
             let next = msg
                 .reply
                 .clone()
-                .map(|reply| stream_to(client, reply, &env));
-            node.serve_one(topic, env, next).await
+                .map(|reply| stream_to(client, reply, &meta, &trace, &request));
+            let (result, error) = match node.serve_one(topic, incoming, next).await {
+                Ok(v) => (Some(v), None),
+                Err(e) => (None, Some(e)),
+            };
+            ResponseEnvelope {
+                meta,
+                trace,
+                request,
+                result,
+                error,
+            }
         }
         Err(e) => {
             tracing::warn!(target: LOG, subject = %msg.subject, "undecodable request: {}", e.message);
@@ -121,11 +154,32 @@ async fn answer(node: &Hemera, client: &Client, topic: &str, msg: Message) {
     }
 }
 
+/// The reply to a request that did not decode: Hemera's shape (`request.id` empty, `trace`
+/// empty) with the parse error.
+fn undecodable_reply(error: HemeraError) -> ResponseEnvelope {
+    let mut request = Map::new();
+    request.insert("type".into(), Value::from("request"));
+    request.insert("id".into(), Value::from(""));
+    ResponseEnvelope {
+        meta: Map::new(),
+        trace: Map::new(),
+        request,
+        result: None,
+        error: serde_json::to_value(&error).ok(),
+    }
+}
+
 /// Intermediate replies of a streaming handler: full response envelopes (the request's meta,
 /// trace and request echoed) published to the reply subject.
-fn stream_to(client: &Client, reply: async_nats::Subject, env: &RequestEnvelope) -> ReplyNext {
+fn stream_to(
+    client: &Client,
+    reply: async_nats::Subject,
+    meta: &Map<String, Value>,
+    trace: &Map<String, Value>,
+    request: &Map<String, Value>,
+) -> ReplyNext {
     let client = client.clone();
-    let (meta, trace, request) = (env.meta.clone(), env.trace.clone(), env.request.clone());
+    let (meta, trace, request) = (meta.clone(), trace.clone(), request.clone());
     Arc::new(move |value: Value| {
         let response = ResponseEnvelope {
             meta: meta.clone(),
@@ -148,22 +202,24 @@ fn stream_to(client: &Client, reply: async_nats::Subject, env: &RequestEnvelope)
 
 pub(super) async fn request(
     client: &Client,
-    topic: &str,
-    env: &RequestEnvelope,
-    timeout: Duration,
-    method: &str,
+    msg: &Message,
     app: &str,
-) -> Result<ResponseEnvelope, HemeraError> {
-    let body = encode(env)?;
+) -> Result<Value, HemeraError> {
+    let method = msg.method();
+    let body = HemeraRequest {
+        msg,
+        method: &method,
+    }
+    .to_vec()?;
     let request = async_nats::Request::new()
         .payload(body.into())
-        .timeout(Some(timeout));
-    match client.send_request(topic.to_owned(), request).await {
-        Ok(msg) => decode_response(&msg.payload),
+        .timeout(Some(msg.timeout));
+    match client.send_request(msg.topic.clone(), request).await {
+        Ok(reply) => decode_outcome(&reply.payload),
         Err(e) => Err(match e.kind() {
-            RequestErrorKind::TimedOut => HemeraError::timeout(method, app),
-            RequestErrorKind::NoResponders => no_responders(topic, method, app),
-            _ => HemeraError::hemera(format!("NATS request on `{topic}` failed: {e}")),
+            RequestErrorKind::TimedOut => HemeraError::timeout(&method, app),
+            RequestErrorKind::NoResponders => no_responders(&msg.topic, &method, app),
+            _ => HemeraError::hemera(format!("NATS request on `{}` failed: {e}", msg.topic)),
         }),
     }
 }
@@ -183,13 +239,16 @@ fn no_responders(topic: &str, method: &str, app: &str) -> HemeraError {
 
 pub(super) async fn request_many(
     client: &Client,
-    topic: &str,
-    body: Vec<u8>,
-    timeout: Duration,
+    msg: &Message,
     replies: Replies,
-    method: &str,
     app: &str,
 ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
+    let method = msg.method();
+    let body = HemeraRequest {
+        msg,
+        method: &method,
+    }
+    .to_vec()?;
     let nats = |e: &dyn std::fmt::Display| HemeraError::hemera(format!("NATS: {e}"));
     let inbox = client.new_inbox();
     let mut sub = client
@@ -197,10 +256,10 @@ pub(super) async fn request_many(
         .await
         .map_err(|e| nats(&e))?;
     client
-        .publish_with_reply(topic.to_owned(), inbox, body.into())
+        .publish_with_reply(msg.topic.clone(), inbox, body.into())
         .await
         .map_err(|e| nats(&e))?;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + msg.timeout;
     let limit = match replies {
         Replies::Exactly(n) => n,
         Replies::Unbounded => MAX_REPLIES,
@@ -208,11 +267,11 @@ pub(super) async fn request_many(
     let mut out = Vec::new();
     while out.len() < limit {
         match tokio::time::timeout_at(deadline, sub.next()).await {
-            Ok(Some(msg)) => out.push(decode_response(&msg.payload).and_then(|r| r.outcome())),
+            Ok(Some(reply)) => out.push(decode_outcome(&reply.payload)),
             Ok(None) => break,
             Err(_) => {
                 if matches!(replies, Replies::Exactly(_)) {
-                    out.push(Err(HemeraError::timeout(method, app)));
+                    out.push(Err(HemeraError::timeout(&method, app)));
                 }
                 break;
             }
@@ -221,14 +280,16 @@ pub(super) async fn request_many(
     Ok(out)
 }
 
-pub(super) async fn publish(
-    client: &Client,
-    topic: &str,
-    env: &RequestEnvelope,
-) -> Result<(), HemeraError> {
-    let body = encode(env)?;
+pub(super) async fn publish(client: &Client, msg: &Message) -> Result<(), HemeraError> {
+    let method = msg.method();
+    let body = HemeraRequest {
+        msg,
+        method: &method,
+    }
+    .to_vec()?;
+    let topic = &msg.topic;
     client
-        .publish(topic.to_owned(), body.into())
+        .publish(topic.clone(), body.into())
         .await
         .map_err(|e| HemeraError::hemera(format!("NATS publish on `{topic}`: {e}")))?;
     client

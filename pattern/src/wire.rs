@@ -1,0 +1,406 @@
+//! The envelopes as each bus encodes them: written straight from an act's parts ([`Message`])
+//! without building JSON maps first, and read straight into what the receiver uses.
+//!
+//! - **NATS**: Hemera's envelopes ([`crate::envelope`]), what nats-hemera 7 sends and expects.
+//!   The caller reads only `result` and `error` of a reply (the echoed `meta`, `trace` and
+//!   `request` are skipped, not decoded).
+//! - **Mesh** (Plume to Plume, no Hemera on the other side): a compact request
+//!   `{pattern, meta?, delegate?, traceId, spanId}` and a reply `{result}` or `{error}`.
+
+use std::borrow::Cow;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::envelope::{TYPE_PUBSUB, TYPE_REQUEST, decode_response, outcome_of};
+use crate::error::HemeraError;
+use crate::message::Message;
+
+/// Hemera's request envelope of an act (NATS), encoded from its parts; `method` is the
+/// message's method string (`Message::method`), computed once by the sender.
+pub(crate) struct HemeraRequest<'a> {
+    pub(crate) msg: &'a Message,
+    pub(crate) method: &'a str,
+}
+
+impl HemeraRequest<'_> {
+    /// The envelope as JSON bytes.
+    pub(crate) fn to_vec(&self) -> Result<Vec<u8>, HemeraError> {
+        serde_json::to_vec(self)
+            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
+    }
+}
+
+impl Serialize for HemeraRequest<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.msg;
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("pattern", &m.pattern)?;
+        map.serialize_entry("meta", &m.meta)?;
+        map.serialize_entry("delegate", &m.delegate)?;
+        map.serialize_entry(
+            "trace",
+            &Trace {
+                msg: m,
+                method: self.method,
+            },
+        )?;
+        map.serialize_entry(
+            "request",
+            &RequestPart {
+                id: &m.request_id,
+                kind: if m.pubsub { TYPE_PUBSUB } else { TYPE_REQUEST },
+                service: &m.topic,
+                method: self.method,
+            },
+        )?;
+        map.end()
+    }
+}
+
+/// The keys of `trace` that an act generates (a `trace$` key of the same name replaces one).
+const TRACE_KEYS: [&str; 6] = [
+    "traceId",
+    "spanId",
+    "parentSpanId",
+    "timestamp",
+    "service",
+    "method",
+];
+
+/// `trace`: the generated ids, timestamp, service and method, each replaced by the `trace$`
+/// key of its name when there is one, then the other `trace$` keys.
+struct Trace<'a> {
+    msg: &'a Message,
+    method: &'a str,
+}
+
+impl Serialize for Trace<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn put<M: SerializeMap, T: Serialize + ?Sized>(
+            map: &mut M,
+            own: &Map<String, Value>,
+            key: &'static str,
+            generated: &T,
+        ) -> Result<(), M::Error> {
+            match own.get(key) {
+                Some(v) => map.serialize_entry(key, v),
+                None => map.serialize_entry(key, generated),
+            }
+        }
+        let (m, own) = (self.msg, &self.msg.trace_extra);
+        let mut map = s.serialize_map(None)?;
+        put(&mut map, own, "traceId", &m.trace_id)?;
+        put(&mut map, own, "spanId", &m.span_id)?;
+        if m.parent_span_id.is_some() || own.contains_key("parentSpanId") {
+            put(&mut map, own, "parentSpanId", &m.parent_span_id)?;
+        }
+        put(&mut map, own, "timestamp", &m.timestamp)?;
+        put(&mut map, own, "service", &m.topic)?;
+        put(&mut map, own, "method", self.method)?;
+        for (k, v) in own {
+            if !TRACE_KEYS.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// `request`: `{id, type, service, method}`.
+#[derive(Serialize)]
+struct RequestPart<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    service: &'a str,
+    method: &'a str,
+}
+
+/// What a caller reads of a Hemera response: `result` and `error` (the rest is skipped).
+#[derive(Deserialize)]
+struct Outcome {
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// The outcome of a Hemera response body: its error when there is one, else its result.
+pub(crate) fn decode_outcome(body: &[u8]) -> Result<Value, HemeraError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // Not an object: the full decoder says what it is instead.
+        return decode_response(body).and_then(|r| r.outcome());
+    }
+    let outcome: Outcome = serde_json::from_slice(body)
+        .map_err(|e| HemeraError::parse(format!("the reply is not a Hemera response: {e}")))?;
+    outcome_of(outcome.result, outcome.error)
+}
+
+/// An act on the mesh: the message and what the handler sees of its caller.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MeshRequest<'a> {
+    pub(crate) pattern: Cow<'a, Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub(crate) meta: Cow<'a, Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub(crate) delegate: Cow<'a, Map<String, Value>>,
+    #[serde(default)]
+    pub(crate) trace_id: Cow<'a, str>,
+    #[serde(default)]
+    pub(crate) span_id: Cow<'a, str>,
+}
+
+/// `skip_serializing_if` hands the field by reference.
+#[allow(clippy::ptr_arg)]
+fn is_empty(map: &Cow<'_, Map<String, Value>>) -> bool {
+    map.is_empty()
+}
+
+impl<'a> MeshRequest<'a> {
+    /// The mesh request of `msg`, borrowing its parts.
+    pub(crate) fn of(msg: &'a Message) -> Self {
+        MeshRequest {
+            pattern: Cow::Borrowed(&msg.pattern),
+            meta: Cow::Borrowed(&msg.meta),
+            delegate: Cow::Borrowed(&msg.delegate),
+            trace_id: Cow::Borrowed(&msg.trace_id),
+            span_id: Cow::Borrowed(&msg.span_id),
+        }
+    }
+}
+
+/// A mesh reply: `{"result": v}` or `{"error": e}`.
+pub(crate) fn mesh_reply(outcome: Result<Value, Value>) -> Value {
+    let mut object = Map::with_capacity(1);
+    match outcome {
+        Ok(v) => object.insert("result".into(), v),
+        Err(e) => object.insert("error".into(), e),
+    };
+    Value::Object(object)
+}
+
+/// The outcome of a mesh reply.
+pub(crate) fn mesh_outcome(reply: Value) -> Result<Value, HemeraError> {
+    let Value::Object(mut object) = reply else {
+        return Err(HemeraError::parse(format!(
+            "the reply must be a JSON object, got {}",
+            crate::pattern::kind_of(&reply)
+        )));
+    };
+    outcome_of(object.remove("result"), object.remove("error"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::envelope::{RequestEnvelope, decode_request};
+    use crate::handler::Parent;
+    use crate::hemera::Options;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn message(v: Value) -> Message {
+        Message::parse(v, None, &Options::default()).expect("message")
+    }
+
+    /// The Hemera envelope of `msg`, as a server decodes it.
+    pub(crate) fn envelope_of(msg: &Message) -> RequestEnvelope {
+        let body = HemeraRequest {
+            msg,
+            method: &msg.method(),
+        }
+        .to_vec()
+        .expect("encodes");
+        decode_request(&body).expect("decodes")
+    }
+
+    #[test]
+    fn hemera_request_has_every_part() {
+        let m = message(json!({"topic": "math", "cmd": "add", "a": 1, "b": 2,
+                               "meta$": {"k": 1}, "delegate$": {"d": 2}, "requestId$": "R"}));
+        let env = envelope_of(&m);
+        assert_eq!(
+            Value::Object(env.pattern),
+            json!({"topic": "math", "cmd": "add", "a": 1, "b": 2})
+        );
+        assert_eq!(Value::Object(env.meta), json!({"k": 1}));
+        assert_eq!(Value::Object(env.delegate), json!({"d": 2}));
+        assert_eq!(
+            Value::Object(env.request),
+            json!({"id": "R", "type": "request", "service": "math",
+                   "method": "a:1,b:2,cmd:add,topic:math"})
+        );
+        let keys: Vec<&str> = env.trace.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["traceId", "spanId", "timestamp", "service", "method"]
+        );
+        assert_eq!(env.trace["traceId"], json!(m.trace_id));
+        assert_eq!(env.trace["method"], json!("a:1,b:2,cmd:add,topic:math"));
+        assert!(env.trace["timestamp"].is_f64());
+    }
+
+    #[test]
+    fn trace_options_replace_generated_keys_once() {
+        let parent = Parent {
+            meta: &Map::new(),
+            trace_id: "T",
+            span_id: "S",
+        };
+        let m = Message::parse(
+            json!({"topic": "t", "pubsub$": true,
+                   "trace$": {"spanId": "MINE", "service": 7, "extra": true}}),
+            Some(&parent),
+            &Options::default(),
+        )
+        .expect("message");
+        let env = envelope_of(&m);
+        assert_eq!(env.kind(), "pubsub");
+        assert_eq!(
+            Value::Object(env.trace.clone()),
+            json!({"traceId": "T", "spanId": "MINE", "parentSpanId": "S",
+                   "timestamp": env.trace["timestamp"], "service": 7, "method": "topic:t",
+                   "extra": true})
+        );
+        let keys: Vec<&str> = env.trace.keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 7, "no key twice: {keys:?}");
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..5).prop_map(|n| json!(n)),
+            "[a-z]{0,4}".prop_map(Value::String),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the message, its `$` options and the parent, the Hemera envelope written
+        /// from the parts is the one Hemera expects: the payload without `$` keys, the meta merged
+        /// over the parent's, each `trace$` key sent once and winning over the generated one,
+        /// the trace id and parent span inherited, `request` naming the method.
+        #[test]
+        fn hemera_envelopes_from_parts_are_exact(
+            payload in proptest::collection::btree_map("[a-z]{1,4}", leaf(), 0..5),
+            meta in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            parent_meta in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            trace in proptest::collection::btree_map(
+                prop_oneof![Just("traceId"), Just("spanId"), Just("parentSpanId"),
+                            Just("service"), Just("timestamp"), Just("extra")],
+                prop_oneof!["[A-Z]{1,4}".prop_map(Value::String), (0i64..9).prop_map(|n| json!(n))],
+                0..4),
+            with_parent in any::<bool>(),
+        ) {
+            let mut message: Map<String, Value> = payload.into_iter().collect();
+            message.insert("topic".into(), json!("t"));
+            let pattern = message.clone();
+            let meta: Map<String, Value> = meta.into_iter().collect();
+            let trace: Map<String, Value> =
+                trace.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            message.insert("meta$".into(), Value::Object(meta.clone()));
+            message.insert("trace$".into(), Value::Object(trace.clone()));
+            message.insert("timeout$".into(), json!(100));
+            let parent_meta: Map<String, Value> = parent_meta.into_iter().collect();
+            let parent = Parent { meta: &parent_meta, trace_id: "PT", span_id: "PS" };
+            let msg = Message::parse(
+                Value::Object(message),
+                with_parent.then_some(&parent),
+                &Options::default(),
+            )
+            .expect("message");
+            let env = envelope_of(&msg);
+
+            prop_assert_eq!(&env.pattern, &pattern);
+            let mut want_meta = if with_parent { parent_meta.clone() } else { Map::new() };
+            want_meta.extend(meta);
+            prop_assert_eq!(&env.meta, &want_meta);
+            let method = crate::pattern::method_of(&pattern);
+            prop_assert_eq!(
+                Value::Object(env.request.clone()),
+                json!({"id": env.request["id"], "type": "request", "service": "t", "method": method})
+            );
+            for (k, v) in &trace {
+                prop_assert_eq!(&env.trace[k], v, "trace$ key {}", k);
+            }
+            let generated = |k: &str, want: Value| -> Result<(), TestCaseError> {
+                if !trace.contains_key(k) {
+                    prop_assert_eq!(&env.trace[k], &want, "generated {}", k);
+                }
+                Ok(())
+            };
+            generated("service", json!("t"))?;
+            generated("method", json!(method))?;
+            if with_parent {
+                generated("traceId", json!("PT"))?;
+                generated("parentSpanId", json!("PS"))?;
+            } else {
+                prop_assert_eq!(
+                    env.trace.contains_key("parentSpanId"),
+                    trace.contains_key("parentSpanId")
+                );
+            }
+            let mut keys: Vec<&str> = env.trace.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            let mut want: Vec<&str> = ["traceId", "spanId", "timestamp", "service", "method"]
+                .into_iter()
+                .chain(trace.keys().map(String::as_str))
+                .chain((with_parent || trace.contains_key("parentSpanId")).then_some("parentSpanId"))
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            prop_assert_eq!(keys, want);
+        }
+    }
+
+    #[test]
+    fn outcomes_of_hemera_replies() {
+        let full = br#"{"meta":{"a":1},"trace":{"traceId":"T"},"request":{"id":"R"},"result":3,"error":null}"#;
+        assert_eq!(decode_outcome(full), Ok(json!(3)));
+        assert_eq!(decode_outcome(br#" {"error":null}"#), Ok(Value::Null));
+        let e = decode_outcome(br#"{"result":null,"error":{"name":"E","message":"m","code":1}}"#)
+            .expect_err("error");
+        assert_eq!((e.name.as_str(), e.code()), ("E", Some(&json!(1))));
+        for bad in [&b"[1]"[..], b"3", b"nope", b"{\"result\":", b""] {
+            let e = decode_outcome(bad).expect_err("bad reply");
+            assert_eq!(
+                e.name,
+                "HemeraParseError",
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let odd = decode_outcome(br#"{"error":"text"}"#).expect_err("error");
+        assert_eq!(odd.name, "HemeraError");
+    }
+
+    #[test]
+    fn mesh_requests_round_trip_and_skip_empty_parts() {
+        let m = message(json!({"topic": "math", "cmd": "add", "a": 1, "delegate$": {"d": 1}}));
+        let req = MeshRequest::of(&m);
+        let value = serde_json::to_value(&req).expect("encodes");
+        assert_eq!(
+            value,
+            json!({"pattern": {"topic": "math", "cmd": "add", "a": 1}, "delegate": {"d": 1},
+                   "traceId": m.trace_id, "spanId": m.span_id})
+        );
+        let back: MeshRequest<'static> = serde_json::from_value(value).expect("decodes");
+        assert_eq!(back, req);
+        assert!(serde_json::from_value::<MeshRequest<'static>>(json!({"meta": {}})).is_err());
+    }
+
+    #[test]
+    fn mesh_replies_carry_result_or_error() {
+        assert_eq!(mesh_outcome(mesh_reply(Ok(json!([1])))), Ok(json!([1])));
+        let e = HemeraError::new("E", "m").with_code(2);
+        let back = mesh_outcome(mesh_reply(Err(serde_json::to_value(&e).expect("encodes"))));
+        assert_eq!(back, Err(e));
+        assert_eq!(
+            mesh_outcome(json!(3)).expect_err("bad").name,
+            "HemeraParseError"
+        );
+    }
+}
