@@ -261,6 +261,7 @@ impl Member {
         // Rounds start every `renew` whatever they wait for (a lost member's timeout), so the
         // lease is extended well before the followers' grants run out.
         let mut last_round = Instant::now();
+        let born = last_round;
         loop {
             let wake = if lease.is_some() {
                 last_round + renew
@@ -286,12 +287,15 @@ impl Member {
                 None => {
                     let now = Instant::now();
                     let backed = lock(&self.voter).backing(now);
-                    if backed.is_some() {
+                    // A new member first listens for a lease: discovery finds the others, and
+                    // a leader already there asks for its vote.
+                    if backed.is_some() || now.duration_since(born) < self.settings.lease {
                         continue;
                     }
                     let term = highest.max(lock(&self.voter).seen()) + 1;
                     highest = term;
-                    let mut l = Lease::new(term, self.settings.lease, self.settings.drift);
+                    let mut l = Lease::new(term, self.settings.lease, self.settings.drift)
+                        .min_members(self.settings.min_members);
                     if self.round(link.as_ref(), &mut l, &mut highest).await {
                         self.refresh_configs(set.as_ref()).await;
                         lease = Some(l);

@@ -25,6 +25,10 @@ pub struct Settings {
     /// The leader forgets a lost member (one at a time) after this long, so the majority is
     /// counted over the members that may come back. Default 30 s.
     pub forget_after: Duration,
+    /// The majority is counted over at least this many members, however few are known: with
+    /// 2 or more, nodes that start together and have not found each other yet cannot each lead
+    /// a set of one. Default 1 (a lone node may lead).
+    pub min_members: usize,
 }
 
 impl Default for Settings {
@@ -37,6 +41,7 @@ impl Default for Settings {
             health_interval: Duration::from_secs(1),
             silent_after: Duration::from_millis(1200),
             forget_after: Duration::from_secs(30),
+            min_members: 1,
         }
     }
 }
@@ -53,6 +58,9 @@ impl Settings {
         }
         if self.call_timeout.is_zero() || self.call_timeout > self.lease {
             return bad("call_timeout must be non-zero and at most lease");
+        }
+        if self.min_members == 0 || self.min_members > crate::view::MAX_MEMBERS {
+            return bad("min_members must be between 1 and 1024");
         }
         if self.health_interval.is_zero() {
             return bad("health_interval must be non-zero");

@@ -133,6 +133,9 @@ struct Cluster {
     sick: Arc<Mutex<HashSet<String>>>,
     nodes: Vec<Node>,
     next: u128,
+    settings: Settings,
+    /// New nodes are told of the others at once (discovery found them).
+    introduce: bool,
 }
 
 impl Cluster {
@@ -151,14 +154,16 @@ impl Cluster {
             sick: Arc::default(),
             nodes: Vec::new(),
             next: 1,
+            settings: Settings::default(),
+            introduce: true,
         }
     }
 
     fn add(&mut self, name: &str) {
         let id = NodeId(self.next);
         self.next += 1;
-        let member = Arc::new(Member::new(id, Settings::default()));
-        for n in &self.nodes {
+        let member = Arc::new(Member::new(id, self.settings));
+        for n in self.nodes.iter().filter(|_| self.introduce) {
             member.member_up(n.id);
             n.manager.member().member_up(id);
         }
@@ -534,5 +539,42 @@ async fn a_lone_member_of_three_runs_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(c.running().is_empty());
     assert!(c.leader().is_none());
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn strangers_do_not_each_lead_a_set_of_one() {
+    // Three nodes start before discovery has found anyone: with `min_members` 2 none leads
+    // alone; once they know each other, exactly one leads and all run.
+    let mut c = Cluster::new(3);
+    c.settings.min_members = 2;
+    c.introduce = false;
+    for n in ["a", "b", "c"] {
+        c.add(n);
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(c.running().is_empty());
+    assert!(c.leader().is_none());
+    c.heal(); // introduces every node to every other
+    c.wait("all running", LIMIT, |c| c.counts() == [1, 1, 1])
+        .await;
+    let leaders = c
+        .nodes
+        .iter()
+        .filter(|n| n.manager.member().is_leader())
+        .count();
+    assert_eq!(leaders, 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_node_may_lead_when_the_set_may_have_one_member() {
+    let mut c = Cluster::new(2);
+    c.add("a");
+    let took = c
+        .wait("both running", LIMIT, |c| c.running().len() == 2)
+        .await;
+    // It first listens for one lease, then stands.
+    assert!(took >= Settings::default().lease);
     c.shutdown().await;
 }

@@ -118,6 +118,8 @@ pub struct Lease {
     drift: Duration,
     /// Per voter: until when its grant certainly holds, on this node's clock.
     grants: BTreeMap<NodeId, Instant>,
+    /// The majority is counted over at least this many members.
+    min_members: usize,
 }
 
 impl Lease {
@@ -128,7 +130,15 @@ impl Lease {
             lease,
             drift,
             grants: BTreeMap::new(),
+            min_members: 1,
         }
+    }
+
+    /// Count the majority over at least `n` members, however few are known (so that nodes
+    /// that have not found each other yet cannot each lead a set of their own).
+    pub fn min_members(mut self, n: usize) -> Lease {
+        self.min_members = n;
+        self
     }
 
     /// `voter` granted a request that left this node at `sent`.
@@ -141,9 +151,10 @@ impl Lease {
     /// Until when a majority of `members` certainly back this node (None: not now).
     ///
     /// The majority is of `members` (the set's members as this node knows them), counting only
-    /// grants of members; the answer is the `k`-th latest expiry, `k = members / 2 + 1`.
+    /// grants of members; the answer is the `k`-th latest expiry, `k = n / 2 + 1` where `n` is
+    /// the number of members, or [`min_members`](Self::min_members) if larger.
     pub fn holds_until(&self, members: &[NodeId], now: Instant) -> Option<Instant> {
-        let need = members.len() / 2 + 1;
+        let need = members.len().max(self.min_members) / 2 + 1;
         let mut expiries: Vec<Instant> = members
             .iter()
             .filter_map(|m| self.grants.get(m).copied())
@@ -229,6 +240,15 @@ mod tests {
         assert_eq!(lone.holds_until(&members, t0), None);
         // Past the expiry the lease is gone.
         assert_eq!(l.holds_until(&members, t0 + LEASE), None);
+        // Alone, a node leads only when the set may have one member.
+        let mut solo = Lease::new(1, LEASE, DRIFT);
+        solo.granted(NodeId(1), t0);
+        assert!(solo.holds_until(&[NodeId(1)], t0).is_some());
+        let mut solo = Lease::new(1, LEASE, DRIFT).min_members(3);
+        solo.granted(NodeId(1), t0);
+        assert_eq!(solo.holds_until(&[NodeId(1)], t0), None);
+        solo.granted(NodeId(2), t0);
+        assert!(solo.holds_until(&[NodeId(1), NodeId(2)], t0).is_some());
     }
 
     #[tokio::test(start_paused = true)]
