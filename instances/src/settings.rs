@@ -23,7 +23,8 @@ pub struct Settings {
     /// loses its own once its leases expire. Default 1.2 s (three renewals).
     pub silent_after: Duration,
     /// The leader forgets a lost member (one at a time) after this long, so the majority is
-    /// counted over the members that may come back. Default 30 s.
+    /// counted over the members that may come back: a set of three that lost one tolerates
+    /// the loss of another only once the first is forgotten. Default 10 s.
     pub forget_after: Duration,
     /// The majority is counted over at least this many members, however few are known: with
     /// 2 or more, nodes that start together and have not found each other yet cannot each lead
@@ -40,7 +41,7 @@ impl Default for Settings {
             call_timeout: Duration::from_millis(300),
             health_interval: Duration::from_secs(1),
             silent_after: Duration::from_millis(1200),
-            forget_after: Duration::from_secs(30),
+            forget_after: Duration::from_secs(10),
             min_members: 1,
         }
     }
