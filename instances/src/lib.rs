@@ -34,6 +34,8 @@
 //! ```
 
 pub mod assign;
+#[doc = include_str!("../../docs/instances.md")]
+pub mod guide {}
 pub mod ledger;
 pub mod mesh;
 mod node;
