@@ -36,6 +36,8 @@
 pub mod assign;
 #[doc = include_str!("../../docs/instances.md")]
 pub mod guide {}
+#[cfg(feature = "nats")]
+pub mod kv;
 pub mod ledger;
 pub mod mesh;
 mod node;
