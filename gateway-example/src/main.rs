@@ -10,7 +10,7 @@
 //! gateway-example math [--nats URL] [--env ENV]
 //! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
 //! gateway-example echo-node --name NAME --http-port PORT
-//! gateway-example workers --name NAME --configs N [--http-port PORT] [--min-members M]
+//! gateway-example workers --name NAME --configs N [--http-port PORT] [--min-members M] [--quiet]
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -97,6 +97,9 @@ struct WorkersArgs {
     /// cannot each lead alone before they have found each other).
     #[arg(long, default_value_t = 2)]
     min_members: usize,
+    /// Instances do not print `tick` lines (to measure the manager's own cost).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 &args.name,
                 args.configs,
                 args.min_members,
+                args.quiet,
                 SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
                 stop_signal(false),
             )

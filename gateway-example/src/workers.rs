@@ -38,6 +38,8 @@ struct Workers {
     configs: u32,
     /// Configurations whose next health check fails.
     sick: Arc<Mutex<HashSet<String>>>,
+    /// No `tick` lines.
+    quiet: bool,
 }
 
 /// One running instance.
@@ -61,7 +63,7 @@ impl InstanceSet for Workers {
         config: &InstanceConfig,
         fencing: u64,
     ) -> Result<Worker, plume::Error> {
-        let (id, name) = (config.id.clone(), self.name.clone());
+        let (id, name, quiet) = (config.id.clone(), self.name.clone(), self.quiet);
         crate::say(&format!(
             "start {id} {name} {} fencing {fencing}",
             unix_ms()
@@ -72,7 +74,9 @@ impl InstanceSet for Workers {
                 let mut every = tokio::time::interval(TICK);
                 loop {
                     every.tick().await;
-                    crate::say(&format!("tick {id} {name} {}", unix_ms()));
+                    if !quiet {
+                        crate::say(&format!("tick {id} {name} {}", unix_ms()));
+                    }
                 }
             }
         });
@@ -133,6 +137,7 @@ pub(crate) async fn run(
     name: &str,
     configs: u32,
     min_members: usize,
+    quiet: bool,
     http: SocketAddr,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -142,6 +147,7 @@ pub(crate) async fn run(
         name: name.to_owned(),
         configs,
         sick: Arc::clone(&sick),
+        quiet,
     };
     let settings = Settings {
         min_members,
