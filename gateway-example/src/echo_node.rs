@@ -15,6 +15,23 @@ use serde_json::json;
 /// The stream every echo node provides.
 pub(crate) const STREAM: &str = "echo";
 
+/// Join the mesh with node key `key`: its environment is `PLUME_ENV` (default `default`), its
+/// discovery the `PLUME_DISCOVERY…` variables (default: loopback).
+pub(crate) async fn join_mesh(key: &str, drain: Duration) -> anyhow::Result<Mesh> {
+    let environment = std::env::var("PLUME_ENV")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    Mesh::builder()
+        .environment(environment)
+        .key(key)
+        .discovery(DiscoveryConfig::from_env()?)
+        .drain_timeout(drain)
+        .start()
+        .await
+        .context("joining the mesh")
+}
+
 /// Run the echo node `name` with its HTTP API on `http` until `stop` resolves. The mesh's
 /// environment is `PLUME_ENV` (default `default`), its discovery the `PLUME_DISCOVERY…`
 /// variables (default: loopback).
@@ -23,18 +40,7 @@ pub(crate) async fn run(
     http: SocketAddr,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let environment = std::env::var("PLUME_ENV")
-        .ok()
-        .filter(|e| !e.is_empty())
-        .unwrap_or_else(|| "default".to_owned());
-    let mesh = Mesh::builder()
-        .environment(environment)
-        .key("echo-node")
-        .discovery(DiscoveryConfig::from_env()?)
-        .drain_timeout(Duration::from_secs(5))
-        .start()
-        .await
-        .context("joining the mesh")?;
+    let mesh = join_mesh("echo-node", Duration::from_secs(5)).await?;
     let me = name.to_owned();
     mesh.respond(STREAM, move |req: Request| {
         let me = me.clone();

@@ -10,6 +10,7 @@
 //! gateway-example math [--nats URL] [--env ENV]
 //! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
 //! gateway-example echo-node --name NAME --http-port PORT
+//! gateway-example workers --name NAME --configs N [--http-port PORT] [--min-members M] [--quiet]
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -24,6 +25,7 @@ mod gateway;
 mod http;
 mod pattern;
 mod todos;
+mod workers;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -74,6 +76,30 @@ enum Cmd {
     /// Run an echo node: join the loopback mesh, provide the stream `echo`, and serve meshage's
     /// HTTP API (`POST /api/echo/KEY`, `POST /api/broadcast/echo/KEY`) on 127.0.0.1.
     EchoNode(EchoNodeArgs),
+    /// Join the loopback mesh as a member of the instance set `workers` with configurations
+    /// 1..=N: each instance running here prints `start`/`tick`/`stop CFG NAME UNIX_MS` lines;
+    /// `GET /instances` on 127.0.0.1 shows who runs what.
+    Workers(WorkersArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkersArgs {
+    /// The node's name, in every line it prints.
+    #[arg(long)]
+    name: String,
+    /// The number of configurations (ids 1..=N).
+    #[arg(long)]
+    configs: u32,
+    /// The port of its JSON API on 127.0.0.1 (0: any free port; the ready line names it).
+    #[arg(long, default_value_t = 0)]
+    http_port: u16,
+    /// Count the majority over at least this many members (2 or more: nodes started together
+    /// cannot each lead alone before they have found each other).
+    #[arg(long, default_value_t = 2)]
+    min_members: usize,
+    /// Instances do not print `tick` lines (to measure the manager's own cost).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +252,17 @@ async fn main() -> anyhow::Result<()> {
         Cmd::EchoNode(args) => {
             echo_node::run(
                 &args.name,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
+                stop_signal(false),
+            )
+            .await
+        }
+        Cmd::Workers(args) => {
+            workers::run(
+                &args.name,
+                args.configs,
+                args.min_members,
+                args.quiet,
                 SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
                 stop_signal(false),
             )

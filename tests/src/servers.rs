@@ -26,6 +26,8 @@ pub struct Server {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// nats-server with JetStream (`-js`, its store in `dir`).
+    jetstream: bool,
 }
 
 /// A port no one listens on right now (the OS picks it; a race with another process is
@@ -51,6 +53,10 @@ pub fn available(kind: Kind) -> bool {
 impl Server {
     /// Start a server on a free loopback port and wait until it accepts connections.
     pub fn start(kind: Kind) -> Server {
+        Server::launch(kind, false)
+    }
+
+    fn launch(kind: Kind, jetstream: bool) -> Server {
         assert!(
             available(kind),
             "{kind:?} server not installed: apt-get install -y nats-server redis-server (scripts/test.sh does it)"
@@ -66,9 +72,19 @@ impl Server {
             port: free_port(),
             dir,
             child: None,
+            jetstream,
         };
         server.spawn();
         server
+    }
+
+    /// A `nats-server -js` (JetStream, its store in a temporary directory) on a free loopback
+    /// port, killed (by PID) when dropped.
+    ///
+    /// # Panics
+    /// When nats-server is not installed or does not start: a test failure.
+    pub fn start_jetstream() -> Server {
+        Server::launch(Kind::Nats, true)
     }
 
     fn spawn(&mut self) {
@@ -77,6 +93,9 @@ impl Server {
             Kind::Nats => {
                 let mut c = Command::new("nats-server");
                 c.args(["-a", "127.0.0.1", "-p", &port]);
+                if self.jetstream {
+                    c.arg("-js").arg("-sd").arg(&self.dir);
+                }
                 c
             }
             Kind::Redis => {
