@@ -1,0 +1,14 @@
+//! Plume nodes in a feathers-distributed fleet.
+//!
+//! [feathers-distributed](https://github.com/kalisio/feathers-distributed) 3.0 links Node
+//! Feathers apps over [cote](https://github.com/dashersw/cote) 1.2: UDP hello datagrams for
+//! discovery, axon req/rep and pub/sub over AMP frames for calls and events. This crate speaks
+//! those protocols so a Plume App can provide services to a Node gateway, and mount a Node
+//! app's services as proxies (`docs/cote.md`).
+//!
+//! Layers, each using only those before it: the codecs ([`amp`], [`hello`], [`fd`]) ← the
+//! sockets ([`discovery`], [`axon`]) ← the node ([`CoteNode`]), which joins an App to the fleet.
+
+pub mod amp;
+pub mod fd;
+pub mod hello;
