@@ -10,5 +10,13 @@
 //! sockets ([`discovery`], [`axon`]) ← the node ([`CoteNode`]), which joins an App to the fleet.
 
 pub mod amp;
+pub mod axon;
+pub mod config;
+pub mod discovery;
 pub mod fd;
 pub mod hello;
+mod node;
+mod proxy;
+
+pub use config::{ConfigError, CoteConfig};
+pub use node::{CoteError, CoteNode};

@@ -1,0 +1,40 @@
+// Load through a gateway while a replica dies:
+//   node load.mjs http://127.0.0.1:PORT SURVIVOR
+// Creates todos with 4 concurrent loops. Prints `BOTH` once two replicas have answered, then,
+// after a `killed` line on stdin, `RECOVERED <failed calls>` once 20 calls in a row succeeded
+// (all answered by SURVIVOR). Bounded: 3000 calls and 60 s, then it exits 1.
+import readline from 'node:readline'
+
+const [base, survivor] = process.argv.slice(2)
+const seen = new Set()
+let killed = false
+let failures = 0
+let streak = 0
+let calls = 0
+let saidBoth = false
+const stopAt = Date.now() + 60000
+readline.createInterface({ input: process.stdin }).on('line', (l) => { if (l.trim() === 'killed') killed = true })
+
+async function loop () {
+  while (calls < 3000 && Date.now() < stopAt) {
+    calls++
+    let ok = false
+    let replica
+    try {
+      const res = await fetch(base + '/todos', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'load' }) })
+      const body = await res.json()
+      ok = res.status === 201
+      replica = body.replica
+    } catch (e) {}
+    if (ok) seen.add(replica)
+    if (!saidBoth && seen.size >= 2) { saidBoth = true; console.log('BOTH') }
+    if (killed) {
+      if (ok && replica === survivor) streak++
+      else { failures++; streak = 0 }
+      if (streak >= 20) { console.log('RECOVERED ' + failures); process.exit(0) }
+    }
+  }
+}
+await Promise.all([loop(), loop(), loop(), loop()])
+console.log('GAVE UP calls=' + calls + ' failures=' + failures + ' seen=' + [...seen])
+process.exit(1)
