@@ -176,6 +176,18 @@ fn node(ns: &Netns, dir: &Path, script: &str, env: &[(&str, &str)]) -> Proc {
     Proc::spawn(cmd, script)
 }
 
+/// `replica.mjs` on 3034, named `node-1`, key `todos`.
+async fn node_replica(ns: &Netns, dir: &Path) -> Proc {
+    let mut p = node(
+        ns,
+        dir,
+        "replica.mjs",
+        &[("PORT", "3034"), ("NAME", "node-1")],
+    );
+    p.wait_for("LISTENING", JOIN).await;
+    p
+}
+
 /// `gateway-example todos --store memory` with `PLUME_DISCOVERY=cote`, in the namespace.
 async fn plume_replica(ns: &Netns, name: &str, port: u16) -> Proc {
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_gateway-example"));
@@ -233,13 +245,7 @@ async fn mixed_fleet(ns: &Netns, dir: &Path, gateway_env: &[(&str, &str)]) -> [P
     env.extend_from_slice(gateway_env);
     let mut gateway = node(ns, dir, "gateway.mjs", &env);
     gateway.wait_for("SERVICE todos", JOIN).await;
-    let mut node_replica = node(
-        ns,
-        dir,
-        "replica.mjs",
-        &[("PORT", "3034"), ("NAME", "node-1")],
-    );
-    node_replica.wait_for("LISTENING", JOIN).await;
+    let node_replica = node_replica(ns, dir).await;
     [plume, gateway, node_replica]
 }
 
@@ -272,4 +278,34 @@ async fn a_node_gateway_recovers_when_a_plume_replica_is_killed_under_load() {
         .parse()
         .expect("a count");
     assert!(failed <= 40, "{failed} calls failed after the kill");
+}
+
+/// `gateway-example cote-gateway` on `port`, in the namespace, waiting until it mounts `todos`.
+async fn plume_gateway(ns: &Netns, port: u16) -> Proc {
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_gateway-example"));
+    let port_arg = port.to_string();
+    cmd.args(["cote-gateway", "--port", &port_arg])
+        .envs(COTE_TIMERS);
+    let mut p = Proc::spawn(cmd, "cote-gateway");
+    p.wait_for("SERVICE todos", JOIN).await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plume_gateway_serves_a_node_replica() {
+    let dir = node_dir();
+    let ns = Netns::new();
+    let _node_replica = node_replica(&ns, dir.path()).await;
+    let _gateway = plume_gateway(&ns, 3030).await;
+    scenario(&ns, dir.path(), 3030, "node-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_and_a_plume_replica_share_the_calls_of_a_plume_gateway() {
+    let dir = node_dir();
+    let ns = Netns::new();
+    let _plume = plume_replica(&ns, "todos-r", 3033).await;
+    let _node_replica = node_replica(&ns, dir.path()).await;
+    let _gateway = plume_gateway(&ns, 3030).await;
+    scenario(&ns, dir.path(), 3030, "todos-r,node-1").await;
 }
