@@ -8,6 +8,20 @@
 //!
 //! Layers, each using only those before it: the codecs ([`amp`], [`hello`], [`fd`]) ← the
 //! sockets ([`discovery`], [`axon`]) ← the node ([`CoteNode`]), which joins an App to the fleet.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use plume_cote::{CoteConfig, CoteNode};
+//!
+//! let app = plume::App::new();
+//! // … app.use_service("todos", …), app.listen(…) …
+//! let mut config = CoteConfig::from_env()?; // COTE_* timers, PLUME_KEY, PLUME_COTE_*
+//! config.key = "todos".into(); // feathers-distributed's `key`
+//! let node = CoteNode::start(&app, config).await?; // keep it while the App serves
+//! # drop(node);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod amp;
 pub mod axon;
