@@ -211,24 +211,37 @@ impl Publisher {
     }
 }
 
+/// What a pending request learns: its reply, or that its connection died first.
+enum Outcome {
+    Reply(Result<Value, Error>),
+    Lost,
+}
+
 /// One requester connection to a responder.
 struct ReqConn {
     iid: String,
     tx: mpsc::Sender<Bytes>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, Error>>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     alive: AtomicBool,
 }
 
 impl ReqConn {
+    /// The connection is dead: no new request goes to it, and every pending one learns so.
     fn fail_all(&self) {
         self.alive.store(false, Ordering::Release);
         let pending: Vec<_> = lock(&self.pending).drain().collect();
         for (_, tx) in pending {
-            let _ = tx.send(Err(Error::unavailable(
-                "the connection to the feathers-distributed responder was lost",
-            )));
+            let _ = tx.send(Outcome::Lost);
         }
     }
+}
+
+fn lost() -> Error {
+    Error::unavailable("the connection to the feathers-distributed responder was lost")
+}
+
+fn timed_out() -> Error {
+    Error::timeout("Request timed out.")
 }
 
 /// A requester: requests round-robin over its live responder connections.
@@ -328,7 +341,7 @@ impl Requester {
                     Some(Arg::Str(s)) => Err(error_from_wire(Value::String(s))),
                     Some(Arg::Raw(_)) => Err(Error::general_error("a binary error reply")),
                 };
-                let _ = tx.send(result);
+                let _ = tx.send(Outcome::Reply(result));
             })
             .await;
             conn.fail_all();
@@ -365,13 +378,34 @@ impl Requester {
     }
 
     /// Send `request` to one responder and wait for its reply until `timeout`. With no
-    /// responder connected the call waits (bounded in number) for one.
-    pub async fn send(&self, request: &Value, timeout: Duration) -> Result<Value, Error> {
+    /// responder connected the call waits (bounded in number) for one. When the responder's
+    /// connection dies before it answers, the call fails with `Unavailable`, or, when `retry`
+    /// (an idempotent call), goes to another responder while the deadline allows.
+    pub async fn send(
+        &self,
+        request: &Value,
+        timeout: Duration,
+        retry: bool,
+    ) -> Result<Value, Error> {
         let deadline = Instant::now() + timeout;
-        let conn = loop {
+        loop {
+            let conn = self.connection(deadline).await?;
+            match self.send_on(&conn, request, deadline).await? {
+                Outcome::Reply(result) => return result,
+                Outcome::Lost if retry => {
+                    tracing::debug!(iid = conn.iid, "cote: responder lost, retrying elsewhere");
+                }
+                Outcome::Lost => return Err(lost()),
+            }
+        }
+    }
+
+    /// A live connection, waiting (until `deadline`) for one.
+    async fn connection(&self, deadline: Instant) -> Result<Arc<ReqConn>, Error> {
+        loop {
             let notified = self.inner.ready.notified();
             if let Some(c) = self.pick() {
-                break c;
+                return Ok(c);
             }
             if self.inner.waiting.fetch_add(1, Ordering::AcqRel) >= self.inner.max_waiting {
                 self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -382,25 +416,46 @@ impl Requester {
             let woke = timeout_at(deadline, notified).await;
             self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
             if woke.is_err() {
-                return Err(Error::timeout("Request timed out."));
+                return Err(timed_out());
             }
-        };
+        }
+    }
+
+    async fn send_on(
+        &self,
+        conn: &ReqConn,
+        request: &Value,
+        deadline: Instant,
+    ) -> Result<Outcome, Error> {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}:{n}", self.inner.prefix);
         let frame = amp::encode_args(&[Arg::Json(request.clone()), Arg::Str(id.clone())])
             .map_err(Error::internal)?;
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id.clone(), tx);
-        if timeout_at(deadline, conn.tx.send(frame)).await.is_err() {
+        // fail_all marks the connection dead before it drains: a request registered after the
+        // drain sees the mark here.
+        if !conn.alive.load(Ordering::Acquire) {
             lock(&conn.pending).remove(&id);
-            return Err(Error::timeout("Request timed out."));
+            return Ok(Outcome::Lost);
         }
-        match timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::unavailable("the connection was lost")),
+        match timeout_at(deadline, conn.tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                lock(&conn.pending).remove(&id);
+                return Ok(Outcome::Lost);
+            }
             Err(_) => {
                 lock(&conn.pending).remove(&id);
-                Err(Error::timeout("Request timed out."))
+                return Err(timed_out());
+            }
+        }
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Ok(Outcome::Lost),
+            Err(_) => {
+                lock(&conn.pending).remove(&id);
+                Err(timed_out())
             }
         }
     }

@@ -30,7 +30,10 @@ impl CoteProxy {
     ) -> Result<Value> {
         let req = RpcRequest::call(&self.key, &self.path, method, id, data, params);
         let req = serde_json::to_value(&req)?;
-        self.requester.send(&req, self.timeout).await
+        // find, get and update may run twice: they go to another replica when theirs dies.
+        self.requester
+            .send(&req, self.timeout, method.is_idempotent())
+            .await
     }
 }
 

@@ -161,19 +161,19 @@ async fn requests_get_replies_and_errors_keep_their_class() {
         .await
         .expect("connects");
     let sum = requester
-        .send(&json!({"type": "add", "a": 41}), WAIT)
+        .send(&json!({"type": "add", "a": 41}), WAIT, false)
         .await
         .expect("a reply");
     assert_eq!(sum, json!(42));
     let err = requester
-        .send(&json!({"type": "other"}), WAIT)
+        .send(&json!({"type": "other"}), WAIT, false)
         .await
         .expect_err("an error");
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(err.data(), Some(&json!({"t": "other"})));
     // cote drops a request without a type and never answers; here it is a BadRequest.
     let err = requester
-        .send(&json!({"a": 1}), WAIT)
+        .send(&json!({"a": 1}), WAIT, false)
         .await
         .expect_err("an error");
     assert_eq!(err.kind(), ErrorKind::BadRequest);

@@ -262,22 +262,29 @@ async fn a_node_gateway_recovers_when_a_plume_replica_is_killed_under_load() {
     let dir = node_dir();
     let ns = Netns::new();
     let fleet = mixed_fleet(&ns, dir.path(), &[("FD_TIMEOUT", "2000")]).await;
-    let mut cmd = ns.command("node");
-    cmd.arg(dir.path().join("load.mjs"))
-        .args(["http://127.0.0.1:3030", "node-1"])
-        .current_dir(dir.path());
-    let mut load = Proc::spawn(cmd, "load.mjs");
-    load.wait_for("BOTH", JOIN).await;
-    fleet[0].sigkill();
-    load.say("killed").await;
-    let recovered = load.wait_for("RECOVERED", JOIN).await;
+    let failed = kill_under_load(&ns, dir.path(), &fleet[0], "create").await;
     // Only the calls in flight on the dead replica (or sent before the gateway saw its link
     // close) may fail: a few per load loop, not a stream.
-    let failed: usize = recovered
+    assert!(failed <= 40, "{failed} calls failed after the kill");
+}
+
+/// Load the gateway on 3030 with `method` calls (`load.mjs`) until both replicas answered,
+/// SIGKILL `victim`, and wait until `node-1` alone answers 20 calls in a row: the number of
+/// calls that failed meanwhile.
+async fn kill_under_load(ns: &Netns, dir: &Path, victim: &Proc, method: &str) -> usize {
+    let mut cmd = ns.command("node");
+    cmd.arg(dir.join("load.mjs"))
+        .args(["http://127.0.0.1:3030", "node-1", method])
+        .current_dir(dir);
+    let mut load = Proc::spawn(cmd, "load.mjs");
+    load.wait_for("BOTH", JOIN).await;
+    victim.sigkill();
+    load.say("killed").await;
+    let recovered = load.wait_for("RECOVERED", JOIN).await;
+    recovered
         .trim_start_matches("RECOVERED ")
         .parse()
-        .expect("a count");
-    assert!(failed <= 40, "{failed} calls failed after the kill");
+        .expect("a count")
 }
 
 /// `gateway-example cote-gateway` on `port`, in the namespace, waiting until it mounts `todos`.
@@ -308,4 +315,15 @@ async fn a_node_and_a_plume_replica_share_the_calls_of_a_plume_gateway() {
     let _node_replica = node_replica(&ns, dir.path()).await;
     let _gateway = plume_gateway(&ns, 3030).await;
     scenario(&ns, dir.path(), 3030, "todos-r,node-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plume_gateway_loses_no_idempotent_call_when_a_plume_replica_is_killed() {
+    let dir = node_dir();
+    let ns = Netns::new();
+    let plume = plume_replica(&ns, "todos-r", 3033).await;
+    let _node_replica = node_replica(&ns, dir.path()).await;
+    let _gateway = plume_gateway(&ns, 3030).await;
+    let failed = kill_under_load(&ns, dir.path(), &plume, "find").await;
+    assert_eq!(failed, 0, "finds failed after the kill");
 }

@@ -31,5 +31,7 @@ app.service('todos').hooks({
   }
 })
 app.use(errorHandler({ html: false, logger: false }))
+// One todo of its own, as the Plume demo's replicas have (`<name>-1`).
+await app.service('todos').create({ text: 'welcome' })
 await app.listen(port)
 say('LISTENING ' + port)
