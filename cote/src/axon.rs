@@ -32,6 +32,31 @@ use crate::fd::{error_from_wire, error_to_wire};
 const QUEUE: usize = 1024;
 /// Requests served at once per connection.
 const MAX_IN_FLIGHT: usize = 256;
+/// Connections a responder or publisher keeps at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Accept the next connection, closing those over the `open` limit (bounded cost per connection
+/// attempt) and pausing briefly after an accept error (out of descriptors) instead of spinning.
+async fn accept(
+    listener: &TcpListener,
+    open: &Arc<Semaphore>,
+) -> (TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => match open.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, peer, permit);
+                }
+                Err(_) => tracing::warn!(%peer, "cote: too many connections, one refused"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cote: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -84,13 +109,12 @@ pub type RepHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, Erro
 
 /// Serve axon requests on `listener` until the task is aborted.
 pub async fn serve_responder(listener: TcpListener, handler: RepHandler, max_frame: usize) {
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer, permit) = accept(&listener, &open).await;
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let (read, write) = stream.into_split();
             let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
             spawn_writer(write, rx);
@@ -136,7 +160,7 @@ pub async fn serve_responder(listener: TcpListener, handler: RepHandler, max_fra
 #[derive(Clone)]
 pub struct Publisher {
     namespace: Option<String>,
-    subs: Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>,
+    subs: Arc<Mutex<Vec<(u64, mpsc::Sender<Bytes>)>>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -160,11 +184,9 @@ impl Publisher {
         };
         let p = publisher.clone();
         tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
+            let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+            for id in 0u64.. {
+                let (stream, peer, permit) = accept(&listener, &open).await;
                 let (read, write) = stream.into_split();
                 let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
                 spawn_writer(write, rx);
@@ -173,9 +195,15 @@ impl Publisher {
                         let _ = tx.try_send(frame);
                     }
                 }
-                lock(&p.subs).push(tx);
-                // Subscribers send nothing; reading tells when they leave.
-                tokio::spawn(read_frames(read, 1024, peer, |_| {}));
+                lock(&p.subs).push((id, tx));
+                // Subscribers send nothing; reading tells when they leave (dropping their
+                // queue ends the writer).
+                let subs = p.subs.clone();
+                tokio::spawn(async move {
+                    read_frames(read, 1024, peer, |_| {}).await;
+                    lock(&subs).retain(|(i, _)| *i != id);
+                    drop(permit);
+                });
             }
         });
         publisher
@@ -195,7 +223,7 @@ impl Publisher {
         let Some(frame) = self.frame(topic, data) else {
             return;
         };
-        lock(&self.subs).retain(|tx| match tx.try_send(frame.clone()) {
+        lock(&self.subs).retain(|(_, tx)| match tx.try_send(frame.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(topic, "cote: a slow subscriber missed an event");

@@ -32,6 +32,8 @@ pub struct Peer {
     /// What it advertises.
     pub advertisement: Advertisement,
     last_seen: Instant,
+    /// Its link dropped: its next hello announces it again.
+    redial: bool,
 }
 
 /// A change of the peer table.
@@ -164,12 +166,12 @@ impl Discovery {
         lock(&self.inner.peers).values().cloned().collect()
     }
 
-    /// Drop a component from the table (its link died): its next hello adds it again, so a
-    /// client reconnects where cote's would not.
-    pub fn forget(&self, iid: &str) {
-        let removed = lock(&self.inner.peers).remove(iid);
-        if let Some(peer) = removed {
-            let _ = self.inner.events.send(PeerEvent::Removed(peer));
+    /// A link to the component dropped: its next hello is reported as [`PeerEvent::Added`]
+    /// again, so a client reconnects while the component lives (cote's never do). A component
+    /// that died falls silent and is removed at its node timeout as usual.
+    pub fn redial(&self, iid: &str) {
+        if let Some(p) = lock(&self.inner.peers).get_mut(iid) {
+            p.redial = true;
         }
     }
 
@@ -262,7 +264,7 @@ fn receive(inner: &Inner, bytes: &[u8], from: IpAddr) {
         let mut peers = lock(&inner.peers);
         if let Some(p) = peers.get_mut(&hello.iid) {
             p.last_seen = Instant::now();
-            None
+            std::mem::take(&mut p.redial).then(|| p.clone())
         } else if peers.len() >= inner.max_peers {
             drop(peers);
             return drop_datagram(inner, from, &"the peer table is full");
@@ -273,6 +275,7 @@ fn receive(inner: &Inner, bytes: &[u8], from: IpAddr) {
                 address: from,
                 advertisement: hello.data.advertisement,
                 last_seen: Instant::now(),
+                redial: false,
             };
             peers.insert(hello.iid, peer.clone());
             Some(peer)

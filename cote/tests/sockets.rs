@@ -82,6 +82,20 @@ async fn two_nodes_hear_each_other_on_the_loopback_broadcast_address() {
 }
 
 #[tokio::test]
+async fn a_redialled_component_is_announced_again_at_its_next_hello() {
+    let port = free_udp_port();
+    let a = Discovery::start(&config(port)).await.expect("a starts");
+    let b = Discovery::start(&config(port)).await.expect("b starts");
+    let mut events = b.subscribe();
+    let iid = a.advertise(ad("from-a")).await;
+    assert_eq!(next_added(&mut events).await, "from-a");
+    // Its link dropped (cote's clients would never reconnect): the next hello re-announces it.
+    b.redial(&iid);
+    assert_eq!(next_added(&mut events).await, "from-a");
+    assert_eq!(b.peers().len(), 1);
+}
+
+#[tokio::test]
 async fn bad_hellos_and_a_flood_are_dropped_and_the_table_stays_bounded() {
     let port = free_udp_port();
     let d = Discovery::start(&config(port)).await.expect("starts");

@@ -51,13 +51,13 @@ impl Inner {
             Some(AxonType::Rep) => {
                 let discovery = self.discovery.clone();
                 let iid = peer.iid.clone();
-                let forget = iid.clone();
+                let again = iid.clone();
                 if let Err(e) = requester
-                    .connect(iid, addr, move || discovery.forget(&forget))
+                    .connect(iid, addr, move || discovery.redial(&again))
                     .await
                 {
                     tracing::warn!(%addr, error = %e, "cote: cannot connect to a responder");
-                    self.discovery.forget(&peer.iid);
+                    self.discovery.redial(&peer.iid);
                 }
             }
             Some(AxonType::PubEmitter) => self.subscribe_events(peer, addr, ns).await,
@@ -96,29 +96,34 @@ impl Inner {
     }
 
     async fn subscribe_to(
-        &self,
+        self: &Arc<Self>,
         peer: &Peer,
         addr: SocketAddr,
         namespace: String,
         on_event: impl Fn(&str, Value) + Send + Sync + 'static,
     ) {
-        if lock(&self.subs).contains_key(&peer.iid) {
+        if lock(&self.subs)
+            .get(&peer.iid)
+            .is_some_and(|h| !h.is_finished())
+        {
             return;
         }
-        let discovery = self.discovery.clone();
+        let weak = Arc::downgrade(self);
         let iid = peer.iid.clone();
         let max = self.config.max_frame;
-        match axon::subscribe(addr, Some(namespace), max, on_event, move || {
-            discovery.forget(&iid)
-        })
-        .await
-        {
+        let on_close = move || {
+            if let Some(n) = weak.upgrade() {
+                lock(&n.subs).remove(&iid);
+                n.discovery.redial(&iid);
+            }
+        };
+        match axon::subscribe(addr, Some(namespace), max, on_event, on_close).await {
             Ok(handle) => {
                 lock(&self.subs).insert(peer.iid.clone(), handle);
             }
             Err(e) => {
                 tracing::warn!(%addr, error = %e, "cote: cannot connect to a publisher");
-                self.discovery.forget(&peer.iid);
+                self.discovery.redial(&peer.iid);
             }
         }
     }
