@@ -10,7 +10,10 @@ export const cote = {
   highestPort: Number(process.env.HIGHEST_PORT || 20000)
 }
 
-export const delays = { publicationDelay: 300, componentDelay: 50, timeout: Number(process.env.FD_TIMEOUT || 5000) }
+// feathers-distributed publishes its services once, publicationDelay after it sees a new
+// services subscriber; that subscriber connects when it hears the publisher's next hello. A delay
+// over the hello interval lets the connection come first (a shorter one loses the publication).
+export const delays = { publicationDelay: 1000, componentDelay: 50, timeout: Number(process.env.FD_TIMEOUT || 5000) }
 
 // One line per fact on stdout: the test waits on these.
 export function say (line) {

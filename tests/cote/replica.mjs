@@ -1,5 +1,7 @@
 // A feathers-distributed replica of `todos` (a memory service) under KEY (default `todos`):
-// it consumes nothing. Results carry `replica: NAME`. Prints `LISTENING <port>`.
+// it consumes nothing. Results carry `replica: NAME`. Prints `LISTENING <port>`, and
+// `EVENTS SUBSCRIBER` whenever a gateway's events subscriber connects (events published before
+// that are lost: cote's pub/sub keeps nothing), `PUBLISHED <path>` whenever it publishes.
 import { feathers } from '@feathersjs/feathers'
 import express, { rest, json, errorHandler } from '@feathersjs/express'
 import { MemoryService } from '@feathersjs/memory'
@@ -35,3 +37,17 @@ app.use(errorHandler({ html: false, logger: false }))
 await app.service('todos').create({ text: 'welcome' })
 await app.listen(port)
 say('LISTENING ' + port)
+// The publishers are made a few component delays after configure. feathers-distributed
+// installs a service's event listeners when it publishes the service (publicationDelay after
+// start): `PUBLISHED <path>` says that moment has passed.
+const watch = setInterval(() => {
+  if (!app.serviceEventsPublisher || !app.servicePublisher) return
+  clearInterval(watch)
+  // cote's Publisher holds an axon pub-emitter, which holds the pub socket that accepts.
+  app.serviceEventsPublisher.sock.sock.on('connect', () => say('EVENTS SUBSCRIBER'))
+  const publish = app.servicePublisher.publish.bind(app.servicePublisher)
+  app.servicePublisher.publish = (topic, data) => {
+    publish(topic, data)
+    if (topic === 'service') say('PUBLISHED ' + data.path)
+  }
+}, 10)
