@@ -207,13 +207,14 @@ async fn plume_replica(ns: &Netns, name: &str, port: u16) -> Proc {
     p
 }
 
-/// Run `scenario.mjs` against the gateway on `port` and expect `SCENARIO OK`.
-async fn scenario(ns: &Netns, dir: &Path, port: u16, expect_replicas: &str) {
+/// Run `scenario.mjs` (with `env`) against the gateway on `port` and expect `SCENARIO OK`.
+async fn scenario(ns: &Netns, dir: &Path, port: u16, expect_replicas: &str, env: &[(&str, &str)]) {
     let mut cmd = ns.command("node");
     cmd.arg(dir.join("scenario.mjs"))
         .arg(format!("http://127.0.0.1:{port}"))
         .current_dir(dir)
         .env("EXPECT_REPLICAS", expect_replicas)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -237,7 +238,14 @@ async fn a_node_gateway_serves_a_plume_replica() {
     let mut gateway = node(&ns, dir.path(), "gateway.mjs", &[("PORT", "3030")]);
     gateway.wait_for("LISTENING", JOIN).await;
     gateway.wait_for("SERVICE todos", JOIN).await;
-    scenario(&ns, dir.path(), 3030, "todos-r").await;
+    scenario(
+        &ns,
+        dir.path(),
+        3030,
+        "todos-r",
+        &[("HEALTHCHECK", "todos")],
+    )
+    .await;
 }
 
 /// A Plume replica `todos-r`, then a Node gateway on 3030 (with `gateway_env`) that mounts its
@@ -261,7 +269,14 @@ async fn a_node_and_a_plume_replica_share_the_calls_of_a_node_gateway() {
     let mut fleet = mixed_fleet(&ns, dir.path(), &[]).await;
     // Events published before the gateway's subscriber connects are lost (cote keeps none).
     fleet[2].wait_for("EVENTS SUBSCRIBER", JOIN).await;
-    scenario(&ns, dir.path(), 3030, "todos-r,node-1").await;
+    scenario(
+        &ns,
+        dir.path(),
+        3030,
+        "todos-r,node-1",
+        &[("HEALTHCHECK", "todos")],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +327,7 @@ async fn a_plume_gateway_serves_a_node_replica() {
     let mut node_replica = node_replica(&ns, dir.path()).await;
     let _gateway = plume_gateway(&ns, 3030).await;
     node_replica.wait_for("EVENTS SUBSCRIBER", JOIN).await;
-    scenario(&ns, dir.path(), 3030, "node-1").await;
+    scenario(&ns, dir.path(), 3030, "node-1", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +338,7 @@ async fn a_node_and_a_plume_replica_share_the_calls_of_a_plume_gateway() {
     let mut node_replica = node_replica(&ns, dir.path()).await;
     let _gateway = plume_gateway(&ns, 3030).await;
     node_replica.wait_for("EVENTS SUBSCRIBER", JOIN).await;
-    scenario(&ns, dir.path(), 3030, "todos-r,node-1").await;
+    scenario(&ns, dir.path(), 3030, "todos-r,node-1", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 // CRUD, query syntax, errors (class and code), and every event reaching this socket.io client
 // exactly once. Env EXPECT_REPLICAS=a,b: creates must be answered by each of these replicas
 // (then, each replica having its own store, only creates and their events are checked).
+// Env HEALTHCHECK=KEY: a Node gateway's healthcheck of that key must find `todos` healthy.
 // Prints `SCENARIO OK` and exits 0, or throws (exit 1) naming what failed.
 import assert from 'node:assert/strict'
 import { feathers } from '@feathersjs/feathers'
@@ -31,6 +32,21 @@ for (const e of Object.keys(seen)) todos.on(e, (d) => seen[e].push(d))
 await new Promise((resolve, reject) => { socket.on('connect', resolve); socket.on('connect_error', reject) })
 
 const tag = 'scenario-' + process.pid
+
+// Readiness: a gateway's events subscriber connects to a replica's events publisher a hello
+// after it mounts the service, and cote keeps no event for later. Probe creates (not counted
+// below) until an event came back from every expected replica: at most 40, 300 ms each.
+{
+  const from = new Set()
+  const want = expectReplicas.length ? expectReplicas : [undefined]
+  const probe = 'probe-' + process.pid
+  todos.on('created', (d) => { if (typeof d.text === 'string' && d.text.startsWith(probe)) from.add(expectReplicas.length ? d.replica : undefined) })
+  for (let i = 0; i < 40 && !want.every((r) => from.has(r)); i++) {
+    await http('POST', '/todos', { text: `${probe}-${i}` })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+  }
+  assert.ok(want.every((r) => from.has(r)), 'no event came back from ' + want.filter((r) => !from.has(r)))
+}
 // With several replicas, each has its own store: only creates (and their events) are checked.
 const full = expectReplicas.length <= 1
 const want = []
@@ -108,6 +124,12 @@ if (full) {
   assert.equal(mine('patched').length, 1, 'one patched event: ' + JSON.stringify(seen.patched))
   assert.equal(mine('updated').length, 0, 'no updated event')
   assert.equal(seen.removed.filter((d) => d.id === id).length, 1, 'one removed event')
+}
+// A feathers-distributed gateway's healthcheck asks each replica's responder (`healthcheck`).
+if (process.env.HEALTHCHECK) {
+  const health = await http('GET', '/distribution/healthcheck/' + process.env.HEALTHCHECK)
+  assert.equal(health.status, 200, JSON.stringify(health))
+  assert.deepEqual(health.body, { todos: true })
 }
 socket.close()
 console.log('SCENARIO OK')
