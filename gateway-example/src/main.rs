@@ -4,6 +4,7 @@
 //! gateway-example [demo] [--port 3030] [--todos-ports 3031,3032] [--restart]
 //!                        [--store sql|memory] [--data-dir DIR] [--database-url URL]
 //! gateway-example gateway [--host 127.0.0.1] [--port 3030]
+//! gateway-example cote-gateway [--host 127.0.0.1] [--port 3030]   (a feathers-distributed fleet)
 //! gateway-example todos --name todos-a [--host 127.0.0.1] [--port 3031]
 //!                       [--store sql|memory] [--database-url URL]
 //! gateway-example client-types [--out services.d.ts]
@@ -19,6 +20,7 @@
 #![allow(clippy::print_stdout)]
 
 mod api_docs;
+mod cote_gateway;
 mod demo;
 mod echo_node;
 mod gateway;
@@ -65,6 +67,9 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run a todos replica (REST and socket.io without authentication, distribution key `todos`).
     Todos(TodosArgs),
+    /// Run a Plume gateway in front of a feathers-distributed fleet (cote discovery, see
+    /// docs/cote.md): every service the Node apps publish, over REST and socket.io.
+    CoteGateway(GatewayArgs),
     /// Print (or write) the TypeScript declarations of the services' types for the Feathers JS
     /// client (`feathers<ServiceTypes>()`).
     ClientTypes(ClientTypesArgs),
@@ -242,6 +247,13 @@ async fn main() -> anyhow::Result<()> {
             todos::run(
                 &args.name,
                 &store,
+                SocketAddr::new(args.host, args.port),
+                stop_signal(args.watchdog),
+            )
+            .await
+        }
+        Cmd::CoteGateway(args) => {
+            cote_gateway::run(
                 SocketAddr::new(args.host, args.port),
                 stop_signal(args.watchdog),
             )

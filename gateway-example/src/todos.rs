@@ -217,11 +217,17 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let app = replica_app(name, store).await?;
     let server = app.listen(addr).await?;
-    Distribution::from_env()?
-        .key(KEY)
-        .remote_services(false)
-        .start(&app)
-        .await?;
+    // PLUME_DISCOVERY=cote: join a feathers-distributed fleet instead of the Plume mesh.
+    let _cote = if plume_cote::CoteConfig::selected() {
+        Some(plume_cote::CoteNode::start(&app, cote_config()?).await?)
+    } else {
+        Distribution::from_env()?
+            .key(KEY)
+            .remote_services(false)
+            .start(&app)
+            .await?;
+        None
+    };
     crate::say(&format!(
         "todos {name} listening on http://{}",
         server.local_addr()
@@ -230,6 +236,16 @@ pub(crate) async fn run(
     tracing::info!(replica = name, "stopping");
     app.shutdown().await;
     Ok(())
+}
+
+/// The cote settings of a replica: the environment's, with the key `todos` unless `PLUME_KEY`
+/// names another.
+fn cote_config() -> anyhow::Result<plume_cote::CoteConfig> {
+    let mut config = plume_cote::CoteConfig::from_env()?;
+    if std::env::var("PLUME_KEY").map_or(true, |k| k.is_empty()) {
+        config.key = KEY.to_owned();
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ async fn creates_at_once_each_get_their_own_record() {
     let mut held = stored(&service).await;
     held.sort_by_key(|r| r["age"].as_i64());
     assert_eq!(held, created);
-    let mut ids: Vec<i64> = created.iter().map(|r| r["id"].as_i64().expect("id")).collect();
+    let mut ids: Vec<i64> = created
+        .iter()
+        .map(|r| r["id"].as_i64().expect("id"))
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 200);
@@ -78,7 +81,10 @@ async fn a_conflict_fails_only_its_own_create() {
     let db = file_db(&dir).await;
     let service = accounts::<Value>(&db).await;
     service
-        .create(json!({"email": "taken@example.com", "age": 1}), Params::new())
+        .create(
+            json!({"email": "taken@example.com", "age": 1}),
+            Params::new(),
+        )
         .await
         .expect("first");
     let emails: Vec<String> = (0..50)
@@ -87,9 +93,11 @@ async fn a_conflict_fails_only_its_own_create() {
             _ => format!("user{i}@example.com"),
         })
         .collect();
-    let outcomes = join_all(emails.iter().map(|email| {
-        service.create(json!({"email": email, "age": 2}), Params::new())
-    }))
+    let outcomes = join_all(
+        emails
+            .iter()
+            .map(|email| service.create(json!({"email": email, "age": 2}), Params::new())),
+    )
     .await;
     for (i, outcome) in outcomes.iter().enumerate() {
         match i {
