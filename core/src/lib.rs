@@ -40,6 +40,7 @@ pub mod channels;
 pub mod docs;
 pub mod hooks;
 pub mod memory;
+pub mod metrics;
 pub mod query;
 #[cfg(feature = "server")]
 pub mod realtime;

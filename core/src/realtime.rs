@@ -345,6 +345,7 @@ async fn on_connect(app: App, socket: SocketRef) {
     })
     .join(&id);
     tracing::debug!(target: "plume::realtime", conn = %id, authenticated, "connected");
+    crate::metrics::socket(1.0);
 
     let on_message = {
         let app = app.clone();
@@ -369,6 +370,7 @@ async fn on_connect(app: App, socket: SocketRef) {
             app.leave_all(&id);
             sync::write(&Connections::of(&app).map).remove(&id);
             tracing::debug!(target: "plume::realtime", conn = %id, "disconnected");
+            crate::metrics::socket(-1.0);
             async {}
         }
     };
@@ -497,10 +499,11 @@ async fn run_method(
         Some(other) => other.to_string(),
         None => "undefined".to_owned(),
     };
-    let lookup = app
-        .lookup(&path)
-        .filter(|l| l.id.is_none())
-        .ok_or_else(|| Error::not_found(format!("Service '{path}' not found")))?;
+    let Some(lookup) = app.lookup(&path).filter(|l| l.id.is_none()) else {
+        let err = Error::not_found(format!("Service '{path}' not found"));
+        crate::metrics::unknown_path(crate::Provider::Socketio, &err);
+        return Err(err);
+    };
     let method = Method::from_name(event);
     if !lookup.handle.exposes(&method) {
         return Err(Error::method_not_allowed_on(event, &path));

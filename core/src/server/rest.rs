@@ -129,10 +129,11 @@ fn allowed(handle: &crate::ServiceHandle, with_id: bool) -> String {
 async fn handle(state: &RestState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
-    let lookup = state
-        .app
-        .lookup(path)
-        .ok_or_else(|| Error::not_found(format!("Path {path} not found")))?;
+    let Some(lookup) = state.app.lookup(path) else {
+        let err = Error::not_found(format!("Path {path} not found"));
+        crate::metrics::unknown_path(Provider::Rest, &err);
+        return Err(err);
+    };
     let id = lookup
         .id
         .as_deref()
