@@ -54,6 +54,7 @@ mod readme {}
 #[cfg(feature = "server")]
 pub mod server;
 pub mod sync;
+pub mod trace;
 
 pub use app::{App, Lookup, Plugin, WeakApp, normalize_path};
 pub use async_trait::async_trait;

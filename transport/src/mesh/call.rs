@@ -36,6 +36,8 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
         method: method.map(str::to_string),
         body,
         timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+        // The next hop of the caller's trace.
+        traceparent: plume::trace::current().map(|ctx| ctx.child().traceparent()),
     })
 }
 

@@ -57,7 +57,7 @@ proptest! {
 
     #[test]
     fn damaged_requests_never_panic_the_head_and_body_decoders(body in arb_json(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
-        let msg = RequestMsg { name: "svc:todos".to_owned(), method: Some("find".to_owned()), body, timeout_ms: 9 };
+        let msg = RequestMsg { name: "svc:todos".to_owned(), method: Some("find".to_owned()), body, timeout_ms: 9, traceparent: None };
         let mut bytes = encode_payload(&msg).to_vec();
         let i = at.index(bytes.len());
         bytes[i] = byte;
@@ -75,7 +75,7 @@ proptest! {
     /// map encoding (what nodes send) and the array one.
     #[test]
     fn head_and_body_decode_as_the_whole_request(name in "[a-z./:]{0,16}", method in proptest::option::of("[a-z$]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
-        let msg = RequestMsg { name, method, body, timeout_ms };
+        let msg = RequestMsg { name, method, body, timeout_ms, traceparent: None };
         let compact = rmp_serde::to_vec(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let named = encode_payload(&msg);
         prop_assert_eq!(peek_request_name(&named), Some(msg.name.as_str()));
@@ -110,7 +110,7 @@ proptest! {
 
     #[test]
     fn payloads_round_trip(name in "[a-z./]{0,16}", method in proptest::option::of("[a-z]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
-        let msg = RequestMsg { name, method, body, timeout_ms };
+        let msg = RequestMsg { name, method, body, timeout_ms, traceparent: None };
         let frame = Frame::with(Kind::Request, 9, &msg);
         prop_assert_eq!(frame.parse::<RequestMsg>().map_err(|e| TestCaseError::fail(e.to_string()))?, msg);
     }
@@ -160,6 +160,7 @@ fn names_of_every_string_width_are_peeked() {
             method: None,
             body: Value::Null,
             timeout_ms: 1,
+            traceparent: None,
         };
         let payload = encode_payload(&msg);
         assert_eq!(peek_request_name(&payload), Some(name.as_str()), "{len}");
