@@ -210,3 +210,47 @@ fn errors_keep_their_class_in_a_response() {
     let back: ResponseMsg = decode_payload(&encode_payload(&msg)).expect("decodes");
     assert_eq!(plume::Error::from_json(back.err.expect("err")), err);
 }
+
+/// A request as nodes before the `traceparent` field read and wrote it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct RequestBeforeTrace {
+    name: String,
+    method: Option<String>,
+    body: Value,
+    timeout_ms: u64,
+}
+
+/// The optional `traceparent` of a request: an older node reads a request that has it (and
+/// ignores it), a request of an older node reads as one without it, and a request without a
+/// trace is encoded byte for byte as before.
+#[test]
+fn the_traceparent_field_is_optional_both_ways() {
+    let traced = RequestMsg {
+        name: "svc:todos".to_owned(),
+        method: Some("find".to_owned()),
+        body: json!({"a": 1}),
+        timeout_ms: 500,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+    };
+    let old: RequestBeforeTrace = decode_payload(&encode_payload(&traced)).expect("old reads new");
+    assert_eq!(
+        (old.name.as_str(), old.timeout_ms, &old.body),
+        ("svc:todos", 500, &json!({"a": 1}))
+    );
+    let body: Value = decode_request_body(&encode_payload(&traced)).expect("the body alone");
+    assert_eq!(body, json!({"a": 1}));
+
+    let from_old = encode_payload(&old);
+    let new: RequestMsg = decode_payload(&from_old).expect("new reads old");
+    assert_eq!(new.traceparent, None);
+    assert_eq!(new.name, "svc:todos");
+    let untraced = RequestMsg {
+        traceparent: None,
+        ..new
+    };
+    assert_eq!(
+        encode_payload(&untraced),
+        from_old,
+        "no trace: the old bytes"
+    );
+}
