@@ -33,6 +33,8 @@ use crate::channels::{ANONYMOUS, AUTHENTICATED};
 use crate::error::{Error, Result};
 use crate::params::{ConnectionId, Id, Method, Params, Provider};
 use crate::sync;
+use crate::trace::{self, TraceContext};
+use tracing::Instrument;
 
 /// The default path of the authentication service.
 pub const DEFAULT_AUTH_PATH: &str = "authentication";
@@ -447,10 +449,16 @@ async fn on_message<E: fmt::Display>(
             "Too many calls in flight on this connection (the maximum is {})",
             app.realtime_options().max_calls_in_flight
         ))),
-        Ok(args) => AssertUnwindSafe(run_method(&app, &id, &event, args))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked")))),
+        Ok(args) => {
+            // Each call starts a trace (socket.io has no per-call headers to continue one).
+            let ctx = TraceContext::new_root();
+            let span = tracing::error_span!("call", trace_id = %ctx.trace_id_field());
+            let run = AssertUnwindSafe(run_method(&app, &id, &event, args)).catch_unwind();
+            trace::scope(ctx, run)
+                .instrument(span)
+                .await
+                .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked"))))
+        }
         Err(err) => Err(Error::bad_request(format!("Invalid arguments: {err}"))),
     };
     drop(slot);

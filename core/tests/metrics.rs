@@ -8,6 +8,8 @@
 mod gate;
 #[path = "support/http.rs"]
 mod http_client;
+#[path = "support/polling.rs"]
+mod polling;
 #[path = "support/prometheus.rs"]
 mod prometheus;
 
@@ -83,17 +85,30 @@ async fn scraped_counters_equal_the_calls_made() {
         .find(Params::default())
         .await
         .expect("an internal find");
+    // Over socket.io: a find, and a call for a path that is no service.
+    let (mut socket, _connected) = polling::PollingSocket::open(&app, None).await;
+    let (ack, _) = socket.call("find", &[json!("todos")]).await;
+    assert_eq!(ack.first(), Some(&Value::Null), "{ack:?}");
+    let (ack, _) = socket.call("find", &[json!("nowhere")]).await;
+    assert_eq!(
+        ack.first().map(|e| e["code"].clone()),
+        Some(json!(404)),
+        "{ack:?}"
+    );
 
     let samples = scrape(addr).await;
     assert_eq!(calls(&samples, "todos", "create", "rest", "ok"), 3.0);
     assert_eq!(calls(&samples, "todos", "find", "rest", "ok"), 2.0);
     assert_eq!(calls(&samples, "todos", "find", "internal", "ok"), 1.0);
+    assert_eq!(calls(&samples, "todos", "find", "socketio", "ok"), 1.0);
+    assert_eq!(calls(&samples, "other", "other", "socketio", "404"), 1.0);
+    assert_eq!(value(&samples, "plume_sockets_connected", &[]), Some(1.0));
     assert_eq!(calls(&samples, "todos", "get", "rest", "404"), 1.0);
     assert_eq!(calls(&samples, "todos", "get", "rest", "ok"), 0.0);
     assert_eq!(calls(&samples, "todos", "patch", "rest", "ok"), 1.0);
     assert_eq!(calls(&samples, "other", "other", "rest", "404"), 2.0);
     assert_eq!(latency_count(&samples, "todos", "create"), 3.0);
-    assert_eq!(latency_count(&samples, "todos", "find"), 3.0);
+    assert_eq!(latency_count(&samples, "todos", "find"), 4.0);
     assert_eq!(latency_count(&samples, "todos", "get"), 1.0);
     let in_flight = [("path", "todos"), ("method", "find")];
     assert_eq!(

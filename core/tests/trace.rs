@@ -4,6 +4,8 @@
 
 #[path = "support/http.rs"]
 mod http_client;
+#[path = "support/polling.rs"]
+mod polling;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -81,4 +83,23 @@ async fn a_request_continues_or_starts_a_trace_and_answers_traceparent() {
     assert_eq!(response.status, 404);
     assert!(response.headers.contains_key("traceparent"));
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_socketio_call_runs_in_a_trace_of_its_own() {
+    let app = App::new();
+    app.use_service("traced", Traced);
+    let (mut socket, _connected) = polling::PollingSocket::open(&app, None).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (ack, _) = socket.call("find", &[json!("traced")]).await;
+        assert_eq!(ack.first(), Some(&Value::Null), "{ack:?}");
+        let traceparent = ack.get(1).and_then(Value::as_str).expect("a traceparent");
+        seen.push(
+            TraceContext::parse(traceparent)
+                .expect("a valid one")
+                .trace_id(),
+        );
+    }
+    assert_ne!(seen[0], seen[1]);
 }
