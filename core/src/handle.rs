@@ -284,7 +284,7 @@ impl ServiceHandle {
             .start(&entry.path, &entry.offered, &method, &params);
         let outcome = call(method, params).await;
         if let Some(guard) = guard {
-            guard.finish(&entry.path, outcome.as_ref().err());
+            guard.finish(outcome.as_ref().err());
         }
         outcome
     }

@@ -41,41 +41,48 @@ mod imp {
     use crate::error::Error;
     use crate::params::{Method, Params, Provider};
 
-    /// One method's handles: a success counter per provider, the latency and the in-flight
-    /// gauge.
+    /// One method's handles: the latency, the in-flight gauge, and a success counter per
+    /// provider, made on its first success (a series appears once it has a sample, so a scrape
+    /// holds only the methods and providers that were used).
     struct MethodHandles {
+        path: String,
         method: String,
-        ok: [Counter; 4],
+        ok: [OnceLock<Counter>; 4],
         duration: Histogram,
         in_flight: Gauge,
     }
 
     impl MethodHandles {
         fn new(path: &str, method: &str) -> Self {
-            let labels = |provider: &'static str| {
-                [
-                    ("path", path.to_owned()),
-                    ("method", method.to_owned()),
-                    ("provider", provider.to_owned()),
-                    ("outcome", "ok".to_owned()),
-                ]
-            };
             let both = [("path", path.to_owned()), ("method", method.to_owned())];
             Self {
+                path: path.to_owned(),
                 method: method.to_owned(),
-                ok: PROVIDERS.map(|p| metrics::counter!(CALLS, &labels(p))),
+                ok: Default::default(),
                 duration: metrics::histogram!(CALL_DURATION, &both),
                 in_flight: metrics::gauge!(CALLS_IN_FLIGHT, &both),
             }
         }
+
+        fn ok(&self, provider: usize) -> &Counter {
+            self.ok[provider].get_or_init(|| {
+                metrics::counter!(
+                    CALLS,
+                    "path" => self.path.clone(),
+                    "method" => self.method.clone(),
+                    "provider" => PROVIDERS[provider],
+                    "outcome" => "ok",
+                )
+            })
+        }
     }
 
-    /// A service's call metrics; its handles are made on its first call after
+    /// A service's call metrics: the handles of a method are made on its first call after
     /// [`App::enable_metrics`](crate::App::enable_metrics).
     #[derive(Default)]
     pub(crate) struct CallMetrics {
         /// One per offered method, in order, then one for `other`.
-        handles: OnceLock<Box<[MethodHandles]>>,
+        handles: OnceLock<Box<[OnceLock<MethodHandles>]>>,
     }
 
     impl CallMetrics {
@@ -91,18 +98,16 @@ mod imp {
             if !crate::metrics::enabled() {
                 return None;
             }
-            let handles = self.handles.get_or_init(|| {
-                offered
-                    .iter()
-                    .map(|m| MethodHandles::new(path, m.as_str()))
-                    .chain(std::iter::once(MethodHandles::new(path, OTHER)))
-                    .collect()
+            let slots = self
+                .handles
+                .get_or_init(|| (0..=offered.len()).map(|_| OnceLock::new()).collect());
+            let index = offered.iter().position(|m| m == method);
+            let handles = slots.get(index.unwrap_or(offered.len()))?.get_or_init(|| {
+                let name = index
+                    .and_then(|i| offered.get(i))
+                    .map_or(OTHER, Method::as_str);
+                MethodHandles::new(path, name)
             });
-            let index = offered
-                .iter()
-                .position(|m| m == method)
-                .unwrap_or(offered.len());
-            let handles = handles.get(index)?;
             handles.in_flight.increment(1.0);
             Some(CallGuard {
                 handles,
@@ -123,14 +128,14 @@ mod imp {
     impl CallGuard<'_> {
         /// The call ended: count it under its outcome (`ok` or the error's code) and record its
         /// latency.
-        pub(crate) fn finish(self, path: &str, error: Option<&Error>) {
+        pub(crate) fn finish(self, error: Option<&Error>) {
             let h = self.handles;
             h.duration.record(self.started.elapsed().as_secs_f64());
             match error {
-                None => h.ok[self.provider].increment(1),
+                None => h.ok(self.provider).increment(1),
                 Some(err) => metrics::counter!(
                     CALLS,
-                    "path" => path.to_owned(),
+                    "path" => h.path.clone(),
                     "method" => h.method.clone(),
                     "provider" => PROVIDERS[self.provider],
                     "outcome" => err.code().to_string(),
@@ -189,7 +194,7 @@ mod imp {
     }
 
     impl CallGuard {
-        pub(crate) fn finish(self, _: &str, _: Option<&Error>) {
+        pub(crate) fn finish(self, _: Option<&Error>) {
             match self {}
         }
     }
