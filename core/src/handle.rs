@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{ListenerId, Listeners, ServiceEvent};
 use crate::forward::{Forward, RawJson, method_args};
 use crate::hooks::{BoxFuture, Chain, HookContext, HookRegistry, HookType, Invoke};
+use crate::metrics::CallMetrics;
 use crate::params::{Id, IntoNullableId, Method, Params};
 use crate::service::{Service, ServiceOptions, dispatch};
 
@@ -31,6 +32,8 @@ pub(crate) struct ServiceEntry {
     events: Vec<String>,
     hooks: HookRegistry,
     listeners: Listeners,
+    /// Its calls' metrics (feature `metrics`, once enabled).
+    metrics: CallMetrics,
 }
 
 impl ServiceEntry {
@@ -66,6 +69,7 @@ impl ServiceEntry {
             events,
             hooks,
             listeners: Listeners::default(),
+            metrics: CallMetrics::default(),
         }
     }
 
@@ -221,7 +225,10 @@ impl ServiceHandle {
         data: Option<Value>,
         params: Params,
     ) -> Result<Value> {
-        match self.run(method, id, data, params, false).await? {
+        let reply = self.measured(method, params, |method, params| {
+            self.run(method, id, data, params, false)
+        });
+        match reply.await? {
             Reply::Value(value) => Ok(value),
             Reply::Json(raw) => raw.to_value(),
         }
@@ -237,7 +244,10 @@ impl ServiceHandle {
         data: Option<Value>,
         params: Params,
     ) -> Result<Reply> {
-        self.run(method, id, data, params, true).await
+        self.measured(method, params, |method, params| {
+            self.run(method, id, data, params, true)
+        })
+        .await
     }
 
     /// Like [`dispatch`](Self::dispatch), but returns the whole hook context of a successful
@@ -249,10 +259,34 @@ impl ServiceHandle {
         data: Option<Value>,
         params: Params,
     ) -> Result<HookContext> {
-        let (chain, mut ctx) = self.prepare(method, id, data, params)?;
-        chain.run(&mut ctx, &self.invoker(false)).await?;
-        self.finish(&mut ctx);
-        Ok(ctx)
+        self.measured(method, params, |method, params| async move {
+            let (chain, mut ctx) = self.prepare(method, id, data, params)?;
+            chain.run(&mut ctx, &self.invoker(false)).await?;
+            self.finish(&mut ctx);
+            Ok(ctx)
+        })
+        .await
+    }
+
+    /// Run `call` measured (feature `metrics`): its outcome, latency and time in flight.
+    async fn measured<T, F>(
+        &self,
+        method: Method,
+        params: Params,
+        call: impl FnOnce(Method, Params) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let entry = &self.entry;
+        let guard = entry
+            .metrics
+            .start(&entry.path, &entry.offered, &method, &params);
+        let outcome = call(method, params).await;
+        if let Some(guard) = guard {
+            guard.finish(outcome.as_ref().err());
+        }
+        outcome
     }
 
     fn invoker(&self, take: bool) -> ServiceInvoke<'_> {

@@ -40,6 +40,7 @@ pub mod channels;
 pub mod docs;
 pub mod hooks;
 pub mod memory;
+pub mod metrics;
 pub mod query;
 #[cfg(feature = "server")]
 pub mod realtime;
@@ -53,6 +54,7 @@ mod readme {}
 #[cfg(feature = "server")]
 pub mod server;
 pub mod sync;
+pub mod trace;
 
 pub use app::{App, Lookup, Plugin, WeakApp, normalize_path};
 pub use async_trait::async_trait;

@@ -33,6 +33,8 @@ use crate::channels::{ANONYMOUS, AUTHENTICATED};
 use crate::error::{Error, Result};
 use crate::params::{ConnectionId, Id, Method, Params, Provider};
 use crate::sync;
+use crate::trace::{self, TraceContext};
+use tracing::Instrument;
 
 /// The default path of the authentication service.
 pub const DEFAULT_AUTH_PATH: &str = "authentication";
@@ -345,6 +347,7 @@ async fn on_connect(app: App, socket: SocketRef) {
     })
     .join(&id);
     tracing::debug!(target: "plume::realtime", conn = %id, authenticated, "connected");
+    crate::metrics::socket(1.0);
 
     let on_message = {
         let app = app.clone();
@@ -369,6 +372,7 @@ async fn on_connect(app: App, socket: SocketRef) {
             app.leave_all(&id);
             sync::write(&Connections::of(&app).map).remove(&id);
             tracing::debug!(target: "plume::realtime", conn = %id, "disconnected");
+            crate::metrics::socket(-1.0);
             async {}
         }
     };
@@ -445,10 +449,16 @@ async fn on_message<E: fmt::Display>(
             "Too many calls in flight on this connection (the maximum is {})",
             app.realtime_options().max_calls_in_flight
         ))),
-        Ok(args) => AssertUnwindSafe(run_method(&app, &id, &event, args))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked")))),
+        Ok(args) => {
+            // Each call starts a trace (socket.io has no per-call headers to continue one).
+            let ctx = TraceContext::new_root();
+            let span = tracing::error_span!("call", trace_id = %ctx.trace_id_field());
+            let run = AssertUnwindSafe(run_method(&app, &id, &event, args)).catch_unwind();
+            trace::scope(ctx, run)
+                .instrument(span)
+                .await
+                .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked"))))
+        }
         Err(err) => Err(Error::bad_request(format!("Invalid arguments: {err}"))),
     };
     drop(slot);
@@ -497,10 +507,11 @@ async fn run_method(
         Some(other) => other.to_string(),
         None => "undefined".to_owned(),
     };
-    let lookup = app
-        .lookup(&path)
-        .filter(|l| l.id.is_none())
-        .ok_or_else(|| Error::not_found(format!("Service '{path}' not found")))?;
+    let Some(lookup) = app.lookup(&path).filter(|l| l.id.is_none()) else {
+        let err = Error::not_found(format!("Service '{path}' not found"));
+        crate::metrics::unknown_path(crate::Provider::Socketio, &err);
+        return Err(err);
+    };
     let method = Method::from_name(event);
     if !lookup.handle.exposes(&method) {
         return Err(Error::method_not_allowed_on(event, &path));

@@ -1,6 +1,8 @@
 //! `App::serve`: the server as a future, its graceful shutdown, and a bind failure as an
 //! `io::Error`. Real sockets on loopback, hyper's client.
 
+#[path = "support/gate.rs"]
+mod gate;
 #[path = "support/http.rs"]
 mod http_client;
 
@@ -8,30 +10,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use plume::{App, Params, Result, Service, ServiceOptions, async_trait};
-use serde_json::{Value, json};
+use gate::Gate;
+use plume::{App, ServiceOptions};
+use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A service whose `find` starts, says so, and answers only once released.
-#[derive(Default)]
-struct Gate {
-    started: Notify,
-    release: Notify,
-}
-
-#[async_trait]
-impl Service for Gate {
-    async fn find(&self, _params: Params) -> Result<Value> {
-        self.started.notify_one();
-        self.release.notified().await;
-        Ok(json!(["done"]))
-    }
-}
 
 async fn bound() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -61,6 +61,8 @@ pub(crate) async fn gateway_app() -> Result<App> {
         .await?;
     app.add_routes(web_routes);
     app.enable_docs(crate::api_docs::options());
+    // Prometheus metrics at GET /metrics (see the guide's "Metrics").
+    app.enable_metrics().map_err(plume::Error::internal)?;
     Ok(app)
 }
 

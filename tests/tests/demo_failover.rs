@@ -15,6 +15,9 @@ mod fd;
 #[allow(dead_code)]
 #[path = "../../sql/tests/common/postgres.rs"]
 mod postgres;
+/// The Prometheus text format reader of core's tests.
+#[path = "../../core/tests/support/prometheus.rs"]
+mod prometheus;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -627,4 +630,167 @@ async fn a_launcher_killed_by_sigkill_leaves_no_child_behind() {
     // Killed, it could not remove its data directory: the test does.
     let dir = data_file.parent().expect("a directory");
     std::fs::remove_dir_all(dir).expect("the data directory is there");
+}
+
+/// `GET /metrics` of the process on `port`, parsed.
+async fn scrape(port: u16) -> Vec<prometheus::Sample> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<axum::body::Bytes>>();
+    let uri = format!("http://127.0.0.1:{port}/metrics");
+    let response = within("a scrape", client.get(uri.parse().expect("a uri")))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 200);
+    let body = within("the scrape's body", response.into_body().collect())
+        .await
+        .expect("a body")
+        .to_bytes();
+    prometheus::parse(std::str::from_utf8(&body).expect("text"))
+}
+
+/// The change of one series between two scrapes (a series not there yet counts as 0).
+fn delta(
+    before: &[prometheus::Sample],
+    after: &[prometheus::Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let at = |s| prometheus::value(s, name, labels).unwrap_or(0.0);
+    at(after) - at(before)
+}
+
+fn rest_calls<'a>(method: &'a str, outcome: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("path", "todos"),
+        ("method", method),
+        ("provider", "rest"),
+        ("outcome", outcome),
+    ]
+}
+
+/// Issue #19: after a known series of calls through the demo's gateway — reads, errors, a
+/// failed login, an unknown path and a read retried across a replica's SIGKILL — the counters
+/// and histogram counts the gateway and a replica serve at `GET /metrics` changed by exactly
+/// what was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_calls_made_through_the_gateway() {
+    let mut demo = Launcher::start_with(Restart::Key, &[], &["--store", "memory"]).await;
+    let port = demo.port;
+    let b_port = demo.todos_ports[1];
+    let token = login(port).await;
+    let gateway_0 = scrape(port).await;
+    let b_0 = scrape(b_port).await;
+
+    for _ in 0..4 {
+        assert_eq!(get(port, "/todos", &token).await.status, 200);
+    }
+    assert_eq!(get(port, "/todos/no-such-todo", &token).await.status, 404);
+    assert_eq!(http(port, "GET", "/todos", None, &[]).await.status, 401);
+    assert_eq!(get(port, "/no/such/path", &token).await.status, 404);
+    let wrong = json!({"strategy": "local", "email": "demo@plume.local", "password": "wrong"});
+    let res = http(port, "POST", "/authentication", Some(&wrong), &[]).await;
+    assert_eq!(res.status, 401, "{res:?}");
+
+    // A read held by a frozen replica (SIGSTOP) when it is killed: the gateway retries it on
+    // the other one. Reads go round robin: the ones todos-b answers at once are counted too.
+    let a_pid = demo.pid("todos-a");
+    signal(a_pid, "-STOP");
+    let mut answered_at_once = 0.0;
+    // The wait yields the held read's task, to be awaited after the kill.
+    #[allow(clippy::async_yields_async)]
+    let held = within("a read held by the frozen replica", async {
+        loop {
+            let read = tokio::spawn({
+                let token = token.clone();
+                async move { get(port, "/todos", &token).await }
+            });
+            let in_flight = [("path", "todos"), ("method", "find")];
+            loop {
+                if read.is_finished() {
+                    break;
+                }
+                let now = scrape(port).await;
+                if prometheus::value(&now, "plume_calls_in_flight", &in_flight) == Some(1.0) {
+                    return read;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(read.await.expect("joins").status, 200);
+            answered_at_once += 1.0;
+        }
+    })
+    .await;
+    demo.kill_child("todos-a").await;
+    let retried = within("the held read", held).await.expect("joins");
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(retried.body["replica"], "todos-b", "{retried:?}");
+    // Three more reads, all answered by todos-b.
+    for _ in 0..3 {
+        assert_eq!(get(port, "/todos", &token).await.status, 200);
+    }
+
+    let gateway_1 = scrape(port).await;
+    let b_1 = scrape(b_port).await;
+    let finds_ok = 4.0 + answered_at_once + 1.0 + 3.0;
+    let d = |labels: &[(&str, &str)], name: &str| delta(&gateway_0, &gateway_1, name, labels);
+    assert_eq!(d(&rest_calls("find", "ok"), "plume_calls_total"), finds_ok);
+    assert_eq!(d(&rest_calls("get", "404"), "plume_calls_total"), 1.0);
+    assert_eq!(d(&rest_calls("find", "401"), "plume_calls_total"), 1.0);
+    let unknown = [("path", "other"), ("method", "other"), ("provider", "rest")];
+    assert_eq!(
+        d(
+            &[unknown.as_slice(), &[("outcome", "404")]].concat(),
+            "plume_calls_total"
+        ),
+        1.0
+    );
+    let find = [("path", "todos"), ("method", "find")];
+    assert_eq!(
+        d(&find, "plume_call_duration_seconds_count"),
+        finds_ok + 1.0
+    );
+    assert_eq!(
+        d(
+            &[("path", "todos"), ("method", "get")],
+            "plume_call_duration_seconds_count"
+        ),
+        1.0
+    );
+    assert_eq!(d(&[("outcome", "401")], "plume_logins_total"), 1.0);
+    assert_eq!(d(&[("outcome", "ok")], "plume_logins_total"), 0.0);
+    // The mesh: every proxied call that reached a provider, the one lost with todos-a and its
+    // retry, and todos-a's endpoints gone with it.
+    assert_eq!(d(&[("outcome", "lost")], "plume_mesh_calls_total"), 1.0);
+    assert_eq!(d(&[], "plume_mesh_retries_total"), 1.0);
+    assert_eq!(
+        d(&[("outcome", "ok")], "plume_mesh_calls_total"),
+        finds_ok + 1.0
+    );
+    assert!(
+        d(
+            &[("reason", "node_lost")],
+            "plume_mesh_discovery_losses_total"
+        ) >= 1.0
+    );
+    assert_eq!(
+        prometheus::value(&gateway_1, "plume_mesh_links_up", &[]),
+        Some(1.0)
+    );
+    // todos-b served its share over the mesh: at least the retried read and the last three.
+    let b_finds = [
+        ("path", "todos"),
+        ("method", "find"),
+        ("provider", "mesh"),
+        ("outcome", "ok"),
+    ];
+    let served_by_b = delta(&b_0, &b_1, "plume_calls_total", &b_finds);
+    assert!(
+        (4.0..=finds_ok).contains(&served_by_b),
+        "todos-b served {served_by_b} of {finds_ok}"
+    );
+    assert!(prometheus::value(&b_1, "process_resident_memory_bytes", &[]).is_some_and(|b| b > 1e6));
+
+    stop_launcher(demo, "-INT").await;
 }

@@ -374,6 +374,7 @@ fn benches(c: &mut Criterion) {
         method: Some("create".to_string()),
         body: json!({"id": 42, "text": "the quick brown fox", "user": {"id": 7, "name": "ann", "roles": ["admin", "dev"]}, "ratio": 0.25, "tags": ["a", "b", "c"]}),
         timeout_ms: 10_000,
+        traceparent: None,
     };
     g.bench_function("json", |b| {
         b.iter(|| {

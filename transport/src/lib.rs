@@ -50,6 +50,7 @@ mod error;
 pub mod memory;
 mod mesh;
 pub mod meshage;
+pub mod metrics;
 #[cfg(feature = "nats")]
 mod nats;
 pub mod protocol;

@@ -286,6 +286,7 @@ async fn frames_injected_by_a_relay_get_no_call_through() {
             method: None,
             body: json!("injected"),
             timeout_ms: 1000,
+            traceparent: None,
         },
     );
     p.relay.inject.send_replace(frame.to_bytes().to_vec());

@@ -480,6 +480,23 @@ fn in_feathers_order(result: Value) -> Value {
 #[async_trait]
 impl Service for AuthenticationService {
     async fn create(&self, data: Value, params: Params) -> Result<Value> {
+        let outcome = self.login(data, params).await;
+        crate::metrics::login(outcome.as_ref().err());
+        outcome
+    }
+
+    async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
+        self.logout(id, params).await
+    }
+
+    fn methods(&self) -> Vec<Method> {
+        vec![Method::Create, Method::Remove]
+    }
+}
+
+impl AuthenticationService {
+    /// `create`: authenticate with a strategy, then issue an access token.
+    async fn login(&self, data: Value, params: Params) -> Result<Value> {
         let config = &self.inner.config;
         let mut result = self
             .authenticate(&data, &params, &config.strategies)
@@ -517,7 +534,8 @@ impl Service for AuthenticationService {
         Ok(in_feathers_order(result))
     }
 
-    async fn remove(&self, id: Option<Id>, params: Params) -> Result<Value> {
+    /// `remove`: end the authentication of a connection.
+    async fn logout(&self, id: Option<Id>, params: Params) -> Result<Value> {
         let Some(auth) = Self::params_authentication(&params) else {
             return Err(Error::not_authenticated(NO_STRATEGY));
         };
@@ -538,9 +556,5 @@ impl Service for AuthenticationService {
         let mut result = self.authenticate(&auth, &params, &jwt_only).await?;
         self.strip_entity(&mut result);
         Ok(in_feathers_order(result))
-    }
-
-    fn methods(&self) -> Vec<Method> {
-        vec![Method::Create, Method::Remove]
     }
 }

@@ -17,8 +17,10 @@ use crate::handle::Reply;
 use crate::params::{Id, Method, Params, Provider};
 use crate::server::RestService;
 use crate::server::query::parse_query;
+use crate::trace::{self, TRACEPARENT, TraceContext};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
+use tracing::Instrument;
 
 /// The header that names a custom method on `POST /<path>`.
 pub const SERVICE_METHOD_HEADER: &str = "x-service-method";
@@ -50,8 +52,28 @@ pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Re
     }
 }
 
-/// Handle one request, turning every failure (a panic included) into a Feathers error response.
+/// Handle one request in its trace context: the request's `traceparent` (this hop is a child
+/// span of it) or a new trace; the `request` span holds its trace id, and the response says
+/// `traceparent`.
 async fn respond(state: RestState, req: Request) -> Response {
+    let ctx = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::new_root, |parent| parent.child());
+    let span = tracing::error_span!("request", trace_id = %ctx.trace_id_field());
+    let mut response = trace::scope(ctx, respond_traced(state, req))
+        .instrument(span)
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&ctx.traceparent()) {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
+    response
+}
+
+/// Handle one request, turning every failure (a panic included) into a Feathers error response.
+async fn respond_traced(state: RestState, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let outcome = AssertUnwindSafe(handle(&state, req))
@@ -129,10 +151,12 @@ fn allowed(handle: &crate::ServiceHandle, with_id: bool) -> String {
 async fn handle(state: &RestState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
-    let lookup = state
-        .app
-        .lookup(path)
-        .ok_or_else(|| Error::not_found(format!("Path {path} not found")))?;
+    tracing::debug!(target: "plume::rest", method = %parts.method, %path, "request");
+    let Some(lookup) = state.app.lookup(path) else {
+        let err = Error::not_found(format!("Path {path} not found"));
+        crate::metrics::unknown_path(Provider::Rest, &err);
+        return Err(err);
+    };
     let id = lookup
         .id
         .as_deref()

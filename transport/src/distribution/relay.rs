@@ -92,6 +92,7 @@ impl Shared {
                     ctx.event = Some(env.event.clone());
                     Arc::new(ctx)
                 });
+                crate::metrics::event_relayed();
                 handle.emit_with_context(&env.event, env.data, context);
             }
         });

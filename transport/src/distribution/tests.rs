@@ -194,6 +194,7 @@ fn request(body: &impl serde::Serialize) -> bytes::Bytes {
         method: Some("find".to_owned()),
         body,
         timeout_ms: 10_000,
+        traceparent: None,
     })
 }
 

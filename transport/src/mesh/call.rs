@@ -36,6 +36,8 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
         method: method.map(str::to_string),
         body,
         timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+        // The next hop of the caller's trace.
+        traceparent: plume::trace::current().map(|ctx| ctx.child().traceparent()),
     })
 }
 
@@ -113,10 +115,16 @@ impl Mesh {
                 deadline,
                 idempotent: options.idempotent,
             };
-            match remote.call(call).await {
+            let sent = remote.call(call).await;
+            crate::metrics::call(sent.as_ref().map(|_| ()));
+            match sent {
                 Ok(payload) => return R::from_payload(&payload),
-                Err(CallError::NotSent) => lost_provider = true,
+                Err(CallError::NotSent) => {
+                    crate::metrics::retry();
+                    lost_provider = true;
+                }
                 Err(CallError::Lost) if options.idempotent && Instant::now() < deadline => {
+                    crate::metrics::retry();
                     tracing::debug!(target: LOG, %name, peer = %node, "provider lost; retrying an idempotent call");
                     // Only a provider that is gone now counts as lost (a route that stays
                     // may take the retry).
@@ -130,6 +138,7 @@ impl Mesh {
                     if Instant::now() >= deadline {
                         return Err(Error::unavailable(format!("no provider for '{name}'")));
                     }
+                    crate::metrics::retry();
                 }
                 Err(e) => return Err(e.into_error(name, Some(node))),
             }
@@ -164,7 +173,9 @@ impl Mesh {
             deadline,
             idempotent: false,
         };
-        match remote.call(call).await {
+        let sent = remote.call(call).await;
+        crate::metrics::call(sent.as_ref().map(|_| ()));
+        match sent {
             Ok(payload) => R::from_payload(&payload),
             Err(e) => Err(e.into_error(name, Some(node))),
         }

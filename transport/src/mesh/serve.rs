@@ -10,12 +10,14 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 use tokio::time::Instant;
 
-use super::Inner;
 use super::handler::{EndpointHandler, RawBody, RawRequest};
+use super::{Inner, LOG};
 use crate::discovery::NodeId;
 use crate::engine::{Running, Served, panicked};
 use crate::protocol::{FrameError, Kind, RequestMsg, decode_payload, peek_request_name};
 use plume::Error;
+use plume::trace::TraceContext;
+use tracing::Instrument;
 
 impl Inner {
     /// Serve `payload` from node `from` ([`Sink::serve`](crate::engine::Sink::serve)).
@@ -55,6 +57,7 @@ impl Inner {
                 method: m.method,
                 body: RawBody::value(m.body),
                 timeout_ms: m.timeout_ms,
+                traceparent: m.traceparent,
             };
             return Ok((req, Some(handler.clone())));
         }
@@ -70,6 +73,7 @@ impl Inner {
             method: head.method,
             body: RawBody::msgpack(payload),
             timeout_ms: head.timeout_ms,
+            traceparent: head.traceparent,
         };
         Ok((req, handler))
     }
@@ -93,6 +97,7 @@ pub(super) fn start(
         ))));
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
+    let trace = req.traceparent.as_deref().and_then(TraceContext::parse);
     let request = RawRequest {
         name: req.name,
         method: req.method,
@@ -103,6 +108,13 @@ pub(super) fn start(
     let Ok(mut fut) = catch_unwind(AssertUnwindSafe(|| handler.call(request))) else {
         return Served::Ready(Err(panicked()));
     };
+    if let Some(ctx) = trace {
+        // The provider's side of the caller's trace: its span joins the trace (the caller made
+        // this hop's span id), and calls it makes carry it on.
+        let span = tracing::error_span!("serve", trace_id = %ctx.trace_id_field());
+        span.in_scope(|| tracing::debug!(target: LOG, peer = %from, "serving a call"));
+        fut = Box::pin(plume::trace::scope(ctx, fut).instrument(span));
+    }
     let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
     match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
         Ok(Poll::Ready(result)) => Served::Ready(result),

@@ -79,6 +79,18 @@ fn through(route: &Route, via: &Arc<dyn Remote>) -> bool {
     matches!(&route.target, Target::Remote(r) if std::ptr::addr_eq(Arc::as_ptr(r), Arc::as_ptr(via)))
 }
 
+/// How many other nodes the routes reach (for the metric).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+fn peers(routes: &HashMap<String, Vec<Route>>) -> usize {
+    let nodes: std::collections::HashSet<NodeId> = routes
+        .values()
+        .flatten()
+        .filter(|r| matches!(r.target, Target::Remote(_)))
+        .map(|r| r.node)
+        .collect();
+    nodes.len()
+}
+
 impl Inner {
     fn table_bumped(&self) {
         self.table_changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -175,6 +187,7 @@ impl Sink for Inner {
         }
         let node = via.node();
         let mut routes = write(&self.routes);
+        let added = entries.len();
         for e in entries {
             let list = routes.entry(e.name.clone()).or_default();
             list.retain(|r| r.node != node);
@@ -191,6 +204,7 @@ impl Sink for Inner {
                 descriptor: e.descriptor,
             });
         }
+        crate::metrics::table(added, 0, None, || peers(&routes));
         drop(routes);
         self.table_bumped();
     }
@@ -220,6 +234,7 @@ impl Sink for Inner {
             }
         }
         routes.retain(|_, l| !l.is_empty());
+        crate::metrics::table(0, removed.len(), Some(why), || peers(&routes));
         drop(routes);
         if removed.is_empty() {
             return;
@@ -392,6 +407,7 @@ impl Mesh {
     /// Events are fire-and-forget: a peer whose write queue is full misses this event (a
     /// warning is logged).
     pub fn publish(&self, topic: &str, data: Value) {
+        crate::metrics::event_published();
         self.inner.engine.publish(topic, &data);
         self.inner.deliver_local(self.inner.node, topic, data);
     }
@@ -420,6 +436,7 @@ impl Mesh {
                 match rx.recv().await {
                     Ok(v) => return Some((v, rx)),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
+                        crate::metrics::events_dropped("lagged", n);
                         tracing::warn!(target: LOG, missed = n, "subscriber lagged; events lost");
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,

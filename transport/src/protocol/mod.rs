@@ -301,6 +301,10 @@ pub struct RequestMsg<B = Value> {
     pub body: B,
     /// Milliseconds left before the caller's deadline.
     pub timeout_ms: u64,
+    /// The caller's W3C trace context (`traceparent`), when its call has one. Optional: a node
+    /// of an earlier version neither sends nor reads it (see docs/protocol.md, "Calls").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The body of an encoded [`RequestMsg`] alone: the other fields are skipped, not built (and may
@@ -315,6 +319,8 @@ struct BodyOf<B> {
     body: B,
     #[serde(rename = "timeout_ms", default)]
     _timeout_ms: IgnoredAny,
+    #[serde(rename = "traceparent", default)]
+    _traceparent: IgnoredAny,
 }
 
 /// Decode the body of an encoded [`RequestMsg`] payload straight into `B` (a handler's own type),

@@ -57,7 +57,7 @@ proptest! {
 
     #[test]
     fn damaged_requests_never_panic_the_head_and_body_decoders(body in arb_json(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
-        let msg = RequestMsg { name: "svc:todos".to_owned(), method: Some("find".to_owned()), body, timeout_ms: 9 };
+        let msg = RequestMsg { name: "svc:todos".to_owned(), method: Some("find".to_owned()), body, timeout_ms: 9, traceparent: None };
         let mut bytes = encode_payload(&msg).to_vec();
         let i = at.index(bytes.len());
         bytes[i] = byte;
@@ -75,7 +75,7 @@ proptest! {
     /// map encoding (what nodes send) and the array one.
     #[test]
     fn head_and_body_decode_as_the_whole_request(name in "[a-z./:]{0,16}", method in proptest::option::of("[a-z$]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
-        let msg = RequestMsg { name, method, body, timeout_ms };
+        let msg = RequestMsg { name, method, body, timeout_ms, traceparent: None };
         let compact = rmp_serde::to_vec(&msg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let named = encode_payload(&msg);
         prop_assert_eq!(peek_request_name(&named), Some(msg.name.as_str()));
@@ -110,7 +110,7 @@ proptest! {
 
     #[test]
     fn payloads_round_trip(name in "[a-z./]{0,16}", method in proptest::option::of("[a-z]{1,8}"), body in arb_json(), timeout_ms in any::<u64>()) {
-        let msg = RequestMsg { name, method, body, timeout_ms };
+        let msg = RequestMsg { name, method, body, timeout_ms, traceparent: None };
         let frame = Frame::with(Kind::Request, 9, &msg);
         prop_assert_eq!(frame.parse::<RequestMsg>().map_err(|e| TestCaseError::fail(e.to_string()))?, msg);
     }
@@ -160,6 +160,7 @@ fn names_of_every_string_width_are_peeked() {
             method: None,
             body: Value::Null,
             timeout_ms: 1,
+            traceparent: None,
         };
         let payload = encode_payload(&msg);
         assert_eq!(peek_request_name(&payload), Some(name.as_str()), "{len}");
@@ -208,4 +209,48 @@ fn errors_keep_their_class_in_a_response() {
     };
     let back: ResponseMsg = decode_payload(&encode_payload(&msg)).expect("decodes");
     assert_eq!(plume::Error::from_json(back.err.expect("err")), err);
+}
+
+/// A request as nodes before the `traceparent` field read and wrote it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct RequestBeforeTrace {
+    name: String,
+    method: Option<String>,
+    body: Value,
+    timeout_ms: u64,
+}
+
+/// The optional `traceparent` of a request: an older node reads a request that has it (and
+/// ignores it), a request of an older node reads as one without it, and a request without a
+/// trace is encoded byte for byte as before.
+#[test]
+fn the_traceparent_field_is_optional_both_ways() {
+    let traced = RequestMsg {
+        name: "svc:todos".to_owned(),
+        method: Some("find".to_owned()),
+        body: json!({"a": 1}),
+        timeout_ms: 500,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+    };
+    let old: RequestBeforeTrace = decode_payload(&encode_payload(&traced)).expect("old reads new");
+    assert_eq!(
+        (old.name.as_str(), old.timeout_ms, &old.body),
+        ("svc:todos", 500, &json!({"a": 1}))
+    );
+    let body: Value = decode_request_body(&encode_payload(&traced)).expect("the body alone");
+    assert_eq!(body, json!({"a": 1}));
+
+    let from_old = encode_payload(&old);
+    let new: RequestMsg = decode_payload(&from_old).expect("new reads old");
+    assert_eq!(new.traceparent, None);
+    assert_eq!(new.name, "svc:todos");
+    let untraced = RequestMsg {
+        traceparent: None,
+        ..new
+    };
+    assert_eq!(
+        encode_payload(&untraced),
+        from_old,
+        "no trace: the old bytes"
+    );
 }

@@ -162,7 +162,12 @@ impl TcpEngine {
 
     /// A handshaken link joins: replace any older link to the same node, queue our snapshot.
     fn register_link(&self, sink: &dyn Sink, link: &Arc<Link>) {
-        let old = lock(&self.links).insert(link.peer, link.clone());
+        let old = {
+            let mut links = lock(&self.links);
+            let old = links.insert(link.peer, link.clone());
+            crate::metrics::links(links.len(), true);
+            old
+        };
         if let Some(old) = old {
             tracing::debug!(target: LOG, node = %self.node, peer = %link.peer, "a newer link replaces the old one");
             old.closed.cancel();
@@ -183,6 +188,7 @@ impl TcpEngine {
         if links.get(&link.peer).is_some_and(|l| Arc::ptr_eq(l, link)) {
             links.remove(&link.peer);
         }
+        crate::metrics::links(links.len(), false);
     }
 
     fn send_to_ready_links(&self, frame: &Frame) {
@@ -353,6 +359,7 @@ impl Engine for TcpEngine {
                 })
                 .clone();
             if let Err(QueueError::Full) = l.out.try_send_batched(&f) {
+                crate::metrics::events_dropped("queue_full", 1);
                 tracing::warn!(target: LOG, peer = %l.peer, %topic, "write queue full; event dropped for this peer");
             }
         }

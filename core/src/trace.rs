@@ -1,0 +1,143 @@
+//! W3C trace context (`traceparent`) for a call: accepted on a REST request or started, kept in
+//! a task-local while the call runs (so code that carries it on, such as the mesh's calls, finds
+//! it with [`current`]), put in a `tracing` span (`trace_id` is in every log line of the call),
+//! and answered in a `traceparent` response header.
+//!
+//! ```
+//! use plume::trace::TraceContext;
+//!
+//! let ctx = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+//! assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! let child = ctx.child(); // the span of this hop: same trace, a new span id
+//! assert_eq!(child.trace_id(), ctx.trace_id());
+//! assert_ne!(child.span_id(), ctx.span_id());
+//! assert!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+//! ```
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+
+/// The header name, `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A trace id, a span id and the trace flags of one hop of a call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: u128,
+    span_id: u64,
+    flags: u8,
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.traceparent())
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+thread_local! {
+    /// A per-thread xorshift state for new ids, seeded once from the OS.
+    static RNG: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
+}
+
+/// A random non-zero u64 (xorshift64*; ids need to be unique, not secret).
+fn random_u64() -> u64 {
+    RNG.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D).max(1)
+    })
+}
+
+impl TraceContext {
+    /// A new trace (sampled).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+            span_id: random_u64(),
+            flags: 1,
+        }
+    }
+
+    /// Parse a `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`; a later version's value is
+    /// read by its first four fields). `None` for anything else, or all-zero ids.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let version = parts.next()?;
+        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(version, 2)
+            || version == "ff"
+            || !hex(trace, 32)
+            || !hex(span, 16)
+            || !hex(flags, 2)
+        {
+            return None;
+        }
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        let ctx = Self {
+            trace_id: u128::from_str_radix(trace, 16).ok()?,
+            span_id: u64::from_str_radix(span, 16).ok()?,
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        };
+        (ctx.trace_id != 0 && ctx.span_id != 0).then_some(ctx)
+    }
+
+    /// The context of the next hop: the same trace and flags, a new span id.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: random_u64(),
+            ..*self
+        }
+    }
+
+    /// The trace id, 32 lowercase hex digits.
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id, 16 lowercase hex digits.
+    pub fn span_id(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+
+    /// The `traceparent` value.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+
+    /// The trace id as a `tracing` field value, formatted only when a subscriber records it.
+    pub fn trace_id_field(&self) -> impl fmt::Display + use<> {
+        TraceIdField(self.trace_id)
+    }
+}
+
+struct TraceIdField(u128);
+
+impl fmt::Display for TraceIdField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// The trace context of the call this task is running, if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| *c).ok()
+}
+
+/// Run `f` with `ctx` as the [`current`] trace context.
+pub async fn scope<F: Future>(ctx: TraceContext, f: F) -> F::Output {
+    CURRENT.scope(ctx, f).await
+}
