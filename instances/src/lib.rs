@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
 pub mod assign;
 #[doc = include_str!("../../docs/instances.md")]
 pub mod guide {}

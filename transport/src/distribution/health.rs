@@ -1,9 +1,10 @@
 //! The healthcheck service: `find` checks the local key (every proxy), `get(key)` one key.
 
-use std::sync::Weak;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use plume::{Error, Id, Params, Result, Service, async_trait};
+use plume::{App, Error, Id, Params, Result, Service, async_trait};
 use serde_json::{Map, Value, json};
 
 use super::wire::{HEALTH_METHOD, endpoint};
@@ -20,6 +21,65 @@ pub(crate) trait HealthView: Send + Sync {
     fn timeout(&self) -> Duration;
     /// The key of this node's app.
     fn key(&self) -> String;
+    /// The extra sections of this node's verbose answer ([`HealthSections`]).
+    fn sections(&self) -> Map<String, Value>;
+}
+
+type Section = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// Extra sections of the verbose healthcheck of this node (`?verbose=true` on its own key):
+/// other plugins report their state there, next to the proxies, without the healthcheck
+/// knowing them (plume-instances adds `$instances`: which node runs which configuration).
+/// An App extension: [`HealthSections::of`]. Informational: a section never makes the check
+/// fail.
+///
+/// ```
+/// use plume_transport::distribution::HealthSections;
+/// let app = plume::App::new();
+/// HealthSections::of(&app).set("$jobs", || serde_json::json!({ "queued": 0 }));
+/// assert_eq!(HealthSections::of(&app).snapshot()["$jobs"]["queued"], 0);
+/// ```
+#[derive(Default)]
+pub struct HealthSections {
+    sections: Mutex<BTreeMap<String, Section>>,
+}
+
+impl std::fmt::Debug for HealthSections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.lock().keys()).finish()
+    }
+}
+
+impl HealthSections {
+    /// The sections of `app` (created when missing).
+    pub fn of(app: &App) -> Arc<HealthSections> {
+        app.extension_or_insert_with(HealthSections::default)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Section>> {
+        self.sections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Show `report()` under `key` in the verbose answer (replacing what was there). Start
+    /// the key with `$` so that it cannot be mistaken for a service path.
+    pub fn set(&self, key: &str, report: impl Fn() -> Value + Send + Sync + 'static) {
+        self.lock().insert(key.to_owned(), Arc::new(report));
+    }
+
+    /// Stop showing `key`; whether it was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.lock().remove(key).is_some()
+    }
+
+    /// Every section, reported now.
+    pub fn snapshot(&self) -> Map<String, Value> {
+        let sections: Vec<(String, Section)> = self
+            .lock()
+            .iter()
+            .map(|(k, f)| (k.clone(), Arc::clone(f)))
+            .collect();
+        sections.into_iter().map(|(k, f)| (k, f())).collect()
+    }
 }
 
 /// One proxy the healthcheck pings, and the replicas to ping.
@@ -51,6 +111,11 @@ impl Health {
         };
         let timeout = view.timeout();
         let mesh = view.mesh();
+        let sections = if verbose(params) && key == view.key() {
+            view.sections()
+        } else {
+            Map::new()
+        };
         drop(view);
         let checks = targets.into_iter().map(|t| {
             let mesh = mesh.clone();
@@ -104,6 +169,7 @@ impl Health {
             };
             map.insert(path, entry);
         }
+        map.extend(sections);
         if all_ok {
             Ok(Value::Object(map))
         } else {

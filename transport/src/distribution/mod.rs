@@ -60,6 +60,7 @@ use crate::mesh::{Mesh, MeshError};
 
 pub use app_ext::AppDistributionExt;
 pub use handle::DistributionHandle;
+pub use health::HealthSections;
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
 pub use wire::ServiceDescriptor;
 

@@ -309,4 +309,11 @@ impl HealthView for Shared {
     fn key(&self) -> String {
         self.opts.key.clone()
     }
+
+    fn sections(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.app
+            .extension::<super::health::HealthSections>()
+            .map(|s| s.snapshot())
+            .unwrap_or_default()
+    }
 }
