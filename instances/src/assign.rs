@@ -67,6 +67,40 @@ pub fn assign(
     out
 }
 
+/// Move every configuration assigned to a node that refuses it (`refused`: node → the ids it
+/// gave up) to the node with the fewest configurations that does not refuse it (ties: the
+/// smaller id); a configuration every node refuses is left unassigned. The counts may then
+/// differ by more than one, by at most the number of refused configurations.
+pub fn avoid_refused(
+    assignment: &mut BTreeMap<String, NodeId>,
+    nodes: &BTreeSet<NodeId>,
+    refused: &BTreeMap<NodeId, &BTreeSet<String>>,
+) {
+    let refuses = |n: &NodeId, c: &String| refused.get(n).is_some_and(|r| r.contains(c));
+    let misplaced: Vec<String> = assignment
+        .iter()
+        .filter(|(c, n)| refuses(n, c))
+        .map(|(c, _)| c.clone())
+        .collect();
+    for config in misplaced {
+        assignment.remove(&config);
+        let mut counts: BTreeMap<NodeId, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+        for n in assignment.values() {
+            if let Some(k) = counts.get_mut(n) {
+                *k += 1;
+            }
+        }
+        let target = counts
+            .iter()
+            .filter(|(n, _)| !refuses(n, &config))
+            .min_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
+            .map(|(n, _)| *n);
+        if let Some(node) = target {
+            assignment.insert(config, node);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +213,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn refused_configs_go_to_the_lightest_node_that_takes_them() {
+        let nodes = ids(3);
+        let mut a = assign(&nodes, &configs(7), &BTreeMap::new());
+        let before = a.clone();
+        // Node 1 refuses one of its own; node 2 refuses it too.
+        let mine: Vec<String> = a
+            .iter()
+            .filter(|(_, n)| **n == NodeId(1))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let bad = mine[0].clone();
+        let set: BTreeSet<String> = [bad.clone()].into();
+        let refused: BTreeMap<NodeId, &BTreeSet<String>> =
+            [(NodeId(1), &set), (NodeId(2), &set)].into();
+        avoid_refused(&mut a, &nodes, &refused);
+        assert_eq!(a.get(&bad), Some(&NodeId(3)));
+        // Only the refused one moved.
+        assert_eq!(moves(&before, &a), 1);
+        assert_eq!(a.len(), 7);
+        // Refused everywhere: nobody runs it.
+        let refused: BTreeMap<NodeId, &BTreeSet<String>> =
+            nodes.iter().map(|n| (*n, &set)).collect();
+        avoid_refused(&mut a, &nodes, &refused);
+        assert!(!a.contains_key(&bad));
+        assert_eq!(a.len(), 6);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use plume_transport::NodeId;
 use tokio::time::Instant;
 
-use crate::assign::assign;
+use crate::assign::{assign, avoid_refused};
 use crate::wire::{Grant, Grants, InstanceConfig};
 
 /// At most this many nodes are tracked (polls from more are refused).
@@ -29,6 +29,8 @@ struct NodeRecord {
     holds: BTreeMap<String, Hold>,
     /// What it ran under an earlier leader (a preference, not a lease).
     had: BTreeSet<String>,
+    /// What it gave up after repeated `create_instance` failures (never assigned to it).
+    refused: BTreeSet<String>,
 }
 
 /// The leader's per-config lease table for one term.
@@ -105,6 +107,24 @@ impl Ledger {
     fn next_fencing(&mut self) -> u64 {
         self.issued += 1;
         (self.term << 32) | (self.issued & 0xffff_ffff)
+    }
+
+    /// The configurations `from` refuses now (it failed to create them too often; its next
+    /// poll says so again while it does): they are assigned to other nodes. Call before
+    /// [`poll`](Ledger::poll). Unknown ids are ignored.
+    pub fn set_refused(&mut self, from: NodeId, refused: &[String]) {
+        if !self.nodes.contains_key(&from) && self.nodes.len() >= MAX_NODES {
+            return;
+        }
+        let refused: BTreeSet<String> = refused
+            .iter()
+            .filter(|c| self.configs.contains_key(*c))
+            .cloned()
+            .collect();
+        if refused.is_empty() && !self.nodes.contains_key(&from) {
+            return;
+        }
+        self.nodes.entry(from).or_default().refused = refused;
     }
 
     /// A poll from `from` (numbered `seq`, holding `held`, having run `had` before) at `now`,
@@ -250,7 +270,18 @@ impl Ledger {
         }
         current.extend(self.assignment.iter().map(|(c, n)| (c.clone(), *n)));
         let ids: BTreeSet<String> = self.configs.keys().cloned().collect();
-        self.assignment = assign(&self.eligible(live, now), &ids, &current);
+        let eligible = self.eligible(live, now);
+        let mut assignment = assign(&eligible, &ids, &current);
+        let refused: BTreeMap<NodeId, &BTreeSet<String>> = self
+            .nodes
+            .iter()
+            .filter(|(n, r)| !r.refused.is_empty() && eligible.contains(*n))
+            .map(|(n, r)| (*n, &r.refused))
+            .collect();
+        if !refused.is_empty() {
+            avoid_refused(&mut assignment, &eligible, &refused);
+        }
+        self.assignment = assignment;
         settled
     }
 }

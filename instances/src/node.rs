@@ -147,7 +147,12 @@ impl Member {
                 lock(&self.voter).release(from, term, now);
                 Answer::Released
             }
-            Message::Poll { seq, held, had } => {
+            Message::Poll {
+                seq,
+                held,
+                had,
+                refused,
+            } => {
                 let (live, members) = {
                     let view = lock(&self.view);
                     (view.live(), view.members())
@@ -156,6 +161,7 @@ impl Member {
                 let Some(l) = leading.as_mut().filter(|l| l.until > now) else {
                     return Answer::NotLeader;
                 };
+                l.ledger.set_refused(from, &refused);
                 match l.ledger.poll(from, seq, &held, &had, &live, now, l.until) {
                     Ok(mut grants) => {
                         grants.members = members.iter().map(NodeId::to_string).collect();

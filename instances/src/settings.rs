@@ -30,6 +30,12 @@ pub struct Settings {
     /// 2 or more, nodes that start together and have not found each other yet cannot each lead
     /// a set of one. Default 1 (a lone node may lead).
     pub min_members: usize,
+    /// After this many failed `create_instance` calls in a row for one configuration (retried
+    /// after `renew`, then twice as long, …), a node gives the configuration up for
+    /// `refuse_for`: it tells the leader, which moves it to another node. Default 3.
+    pub create_failures: u32,
+    /// How long a node that gave a configuration up refuses it. Default 30 s.
+    pub refuse_for: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +49,8 @@ impl Default for Settings {
             silent_after: Duration::from_millis(1200),
             forget_after: Duration::from_secs(10),
             min_members: 1,
+            create_failures: 3,
+            refuse_for: Duration::from_secs(30),
         }
     }
 }
@@ -62,6 +70,9 @@ impl Settings {
         }
         if self.min_members == 0 || self.min_members > crate::view::MAX_MEMBERS {
             return bad("min_members must be between 1 and 1024");
+        }
+        if self.create_failures == 0 || self.create_failures > 16 {
+            return bad("create_failures must be between 1 and 16");
         }
         if self.health_interval.is_zero() {
             return bad("health_interval must be non-zero");

@@ -16,6 +16,8 @@ use crate::{
     Settings,
 };
 
+mod backoff;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -77,6 +79,8 @@ struct Recorder {
     log: Arc<Mutex<Vec<Event>>>,
     configs: Arc<Mutex<Vec<InstanceConfig>>>,
     sick: Arc<Mutex<HashSet<String>>>,
+    /// (node, config): its `create_instance` fails there; every attempt is counted.
+    broken: Arc<Mutex<HashMap<(String, String), usize>>>,
 }
 
 #[async_trait]
@@ -92,6 +96,10 @@ impl InstanceSet for Recorder {
         config: &InstanceConfig,
         fencing: u64,
     ) -> Result<Self::Instance, plume::Error> {
+        if let Some(tries) = lock(&self.broken).get_mut(&(self.node.clone(), config.id.clone())) {
+            *tries += 1;
+            return Err(plume::Error::unavailable("broken here"));
+        }
         lock(&self.log).push(Event {
             config: config.id.clone(),
             node: self.node.clone(),
@@ -131,6 +139,7 @@ struct Cluster {
     log: Arc<Mutex<Vec<Event>>>,
     configs: Arc<Mutex<Vec<InstanceConfig>>>,
     sick: Arc<Mutex<HashSet<String>>>,
+    broken: Arc<Mutex<HashMap<(String, String), usize>>>,
     nodes: Vec<Node>,
     next: u128,
     settings: Settings,
@@ -152,6 +161,7 @@ impl Cluster {
                     .collect(),
             )),
             sick: Arc::default(),
+            broken: Arc::default(),
             nodes: Vec::new(),
             next: 1,
             settings: Settings::default(),
@@ -177,6 +187,7 @@ impl Cluster {
             log: Arc::clone(&self.log),
             configs: Arc::clone(&self.configs),
             sick: Arc::clone(&self.sick),
+            broken: Arc::clone(&self.broken),
         };
         self.nodes.push(Node {
             name: name.to_owned(),

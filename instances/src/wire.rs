@@ -29,6 +29,10 @@ pub enum Message {
         /// The ids it ran until its lease lapsed (a new leader keeps them here when it can).
         #[serde(default)]
         had: Vec<String>,
+        /// The ids it gave up after repeated `create_instance` failures (the leader grants
+        /// them elsewhere while they are listed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        refused: Vec<String>,
     },
 }
 
