@@ -11,7 +11,7 @@
 //! gateway-example math [--nats URL] [--env ENV]
 //! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
 //! gateway-example echo-node --name NAME --http-port PORT
-//! gateway-example workers --name NAME --configs N [--http-port PORT] [--min-members M] [--quiet]
+//! gateway-example workers --name NAME --configs N [--http-port PORT] [--min-members M] [--quiet] [--nats URL]
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -105,6 +105,10 @@ struct WorkersArgs {
     /// Instances do not print `tick` lines (to measure the manager's own cost).
     #[arg(long)]
     quiet: bool,
+    /// Run the set on the NATS JetStream key-value store of this server (`nats://…`) instead
+    /// of the mesh.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
                 args.configs,
                 args.min_members,
                 args.quiet,
+                args.nats.as_deref(),
                 SocketAddr::from((Ipv4Addr::LOCALHOST, args.http_port)),
                 stop_signal(false),
             )
