@@ -30,7 +30,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::assign::assign;
+use crate::assign::{assign, avoid_refused};
+use crate::backoff::Failures;
 use crate::node::LOG;
 use crate::runner::sleep_until_opt;
 use crate::{InstanceConfig, InstanceError, InstanceSet, Settings};
@@ -179,6 +180,7 @@ pub async fn register<S: InstanceSet>(
         held: BTreeMap::new(),
         leader_revision: None,
         holding: Arc::clone(&holding),
+        failures: Failures::default(),
     };
     let task = tokio::spawn(kv.run(rx));
     Ok(KvManager {
@@ -197,6 +199,8 @@ struct KvNode<S: InstanceSet> {
     held: BTreeMap<String, Held<S::Instance>>,
     leader_revision: Option<u64>,
     holding: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Configurations whose creation failed here (given up ones are listed in `member.<node>`).
+    failures: Failures,
 }
 
 impl<S: InstanceSet> KvNode<S> {
@@ -285,9 +289,14 @@ impl<S: InstanceSet> KvNode<S> {
     }
 
     async fn round(&mut self) {
-        let beat = self
-            .store
-            .put(format!("member.{}", self.me()), Bytes::new());
+        // The member key carries what this node has given up (JSON list; empty: nothing).
+        let refused = self.failures.refused(&self.settings);
+        let body = if refused.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::from(serde_json::to_vec(&refused).unwrap_or_default())
+        };
+        let beat = self.store.put(format!("member.{}", self.me()), body);
         if let Err(e) = self.op(beat).await {
             // The store is out of reach: nothing can be renewed; the leases run out.
             return tracing::debug!(target: LOG, "heartbeat: {e}");
@@ -378,7 +387,23 @@ impl<S: InstanceSet> KvNode<S> {
             }
         }
         let ids: BTreeSet<String> = by_id.keys().cloned().collect();
-        Ok(assign(&nodes, &ids, &current)
+        let mut assignment = assign(&nodes, &ids, &current);
+        // What members have given up (in their member keys) goes to other members.
+        let mut refused: BTreeMap<NodeId, BTreeSet<String>> = BTreeMap::new();
+        for node in &nodes {
+            if let Ok(Some(e)) = self.op(self.store.entry(format!("member.{node}"))).await
+                && !e.value.is_empty()
+                && let Ok(list) = serde_json::from_slice::<Vec<String>>(&e.value)
+            {
+                let list: BTreeSet<String> = list.into_iter().filter(|c| ids.contains(c)).collect();
+                refused.insert(*node, list);
+            }
+        }
+        if !refused.is_empty() {
+            let refused = refused.iter().map(|(n, r)| (*n, r)).collect();
+            avoid_refused(&mut assignment, &nodes, &refused);
+        }
+        Ok(assignment
             .into_iter()
             .filter_map(|(id, node)| {
                 Some((id.clone(), (node.to_string(), by_id.get(&id)?.clone())))
@@ -413,7 +438,10 @@ impl<S: InstanceSet> KvNode<S> {
             self.release(&id).await;
         }
         for (id, (node, config)) in assignment {
-            if node != me || self.held.contains_key(&id) {
+            if node != me
+                || self.held.contains_key(&id)
+                || !self.failures.may_create(&id, Instant::now())
+            {
                 continue;
             }
             let sent = Instant::now();
@@ -425,6 +453,7 @@ impl<S: InstanceSet> KvNode<S> {
             let until = self.lease_end(sent);
             match self.set.create_instance(&config, rev).await {
                 Ok(instance) => {
+                    self.failures.succeeded(&id);
                     self.held.insert(
                         id,
                         Held {
@@ -438,6 +467,9 @@ impl<S: InstanceSet> KvNode<S> {
                 }
                 Err(e) => {
                     tracing::warn!(target: LOG, %id, "create_instance failed: {e}");
+                    if self.failures.failed(&id, &self.settings) {
+                        tracing::warn!(target: LOG, %id, "create_instance keeps failing: giving it up here, for another node");
+                    }
                     let undo = self.store.delete_expect_revision(cfg_key(&id), Some(rev));
                     let _ = self.op(undo).await;
                 }
@@ -462,10 +494,26 @@ impl<S: InstanceSet> KvNode<S> {
                 continue;
             };
             self.set.disconnect_instance(h.instance).await;
-            if Instant::now() < h.until
-                && let Ok(instance) = self.set.create_instance(&h.config, h.fencing).await
-            {
-                self.held.insert(id, Held { instance, ..h });
+            let now = Instant::now();
+            if now < h.until && self.failures.may_create(&id, now) {
+                match self.set.create_instance(&h.config, h.fencing).await {
+                    Ok(instance) => {
+                        self.failures.succeeded(&id);
+                        self.held.insert(id, Held { instance, ..h });
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: LOG, %id, "create_instance failed: {e}");
+                        self.failures.failed(&id, &self.settings);
+                    }
+                }
+            }
+            // Not running any more: give the key back, so the set can move it.
+            let released = self
+                .store
+                .delete_expect_revision(cfg_key(&id), Some(h.revision));
+            if let Err(e) = self.op(released).await {
+                tracing::debug!(target: LOG, %id, "release: {e} (the key expires anyway)");
             }
         }
         self.publish();

@@ -35,6 +35,7 @@
 
 pub mod app;
 pub mod assign;
+mod backoff;
 #[doc = include_str!("../../docs/instances.md")]
 pub mod guide {}
 #[cfg(feature = "nats")]

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::InstanceSet;
+use crate::backoff::Failures;
 use crate::node::{LOG, Link, Member};
 use crate::wire::{Answer, Grants, InstanceConfig, Message};
 
@@ -19,17 +20,6 @@ struct Running<I> {
     config: InstanceConfig,
     fencing: u64,
     instance: I,
-}
-
-/// A configuration whose `create_instance` failed here lately.
-#[derive(Debug, Clone, Copy)]
-struct Failing {
-    /// Failures in a row.
-    count: u32,
-    /// Not retried before then.
-    retry_at: Instant,
-    /// Given up (reported to the leader, which moves it) until then.
-    refused_until: Option<Instant>,
 }
 
 /// What this node runs, for status pages: configuration id → fencing token.
@@ -46,8 +36,8 @@ pub(crate) struct Runner<S: InstanceSet> {
     had: Vec<String>,
     seq: u64,
     holding: Holding,
-    /// Configurations whose creation failed (at most one entry per granted configuration).
-    failing: BTreeMap<String, Failing>,
+    /// Configurations whose creation failed.
+    failures: Failures,
 }
 
 impl<S: InstanceSet> Runner<S> {
@@ -66,7 +56,7 @@ impl<S: InstanceSet> Runner<S> {
             had: Vec::new(),
             seq: 0,
             holding,
-            failing: BTreeMap::new(),
+            failures: Failures::default(),
         }
     }
 
@@ -134,7 +124,7 @@ impl<S: InstanceSet> Runner<S> {
             seq: self.seq,
             held: self.running.keys().cloned().collect(),
             had: self.had.clone(),
-            refused: self.refused(),
+            refused: self.failures.refused(self.member.settings()),
         };
         let sent = Instant::now();
         let settings = *self.member.settings();
@@ -197,14 +187,10 @@ impl<S: InstanceSet> Runner<S> {
         }
         self.until = Some(until);
         self.had.clear();
-        // A failure record of a configuration no longer granted here (and not given up) is
-        // forgotten: it starts afresh if it comes back.
-        self.failing
-            .retain(|id, f| f.refused_until.is_some() || granted.contains_key(id));
         let now = Instant::now();
         let start: BTreeSet<String> = granted
             .keys()
-            .filter(|id| !self.running.contains_key(*id) && self.may_create(id, now))
+            .filter(|id| !self.running.contains_key(*id) && self.failures.may_create(id, now))
             .cloned()
             .collect();
         for id in start {
@@ -219,48 +205,10 @@ impl<S: InstanceSet> Runner<S> {
         self.publish();
     }
 
-    /// The configurations given up now (expired refusals are forgotten).
-    fn refused(&mut self) -> Vec<String> {
-        let now = Instant::now();
-        self.failing
-            .retain(|_, f| f.refused_until.is_none_or(|u| u > now));
-        self.failing
-            .iter()
-            .filter(|(_, f)| f.refused_until.is_some())
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// Whether `id` may be created now: not given up, not waiting for its retry.
-    fn may_create(&self, id: &str, now: Instant) -> bool {
-        self.failing
-            .get(id)
-            .is_none_or(|f| f.refused_until.is_none() && now >= f.retry_at)
-    }
-
-    /// Count a failed creation of `id`: retry after `renew`, then twice as long, …; after
-    /// `create_failures` in a row, give it up for `refuse_for`.
-    fn failed(&mut self, id: &str) {
-        let settings = *self.member.settings();
-        let now = Instant::now();
-        let f = self.failing.entry(id.to_owned()).or_insert(Failing {
-            count: 0,
-            retry_at: now,
-            refused_until: None,
-        });
-        f.count += 1;
-        if f.count >= settings.create_failures {
-            f.refused_until = Some(now + settings.refuse_for);
-            tracing::warn!(target: LOG, %id, failures = f.count, "create_instance keeps failing: giving it up here, for another node");
-        } else {
-            f.retry_at = now + settings.renew * (1u32 << (f.count - 1).min(8));
-        }
-    }
-
     async fn create(&mut self, config: InstanceConfig, fencing: u64) {
         match self.set.create_instance(&config, fencing).await {
             Ok(instance) => {
-                self.failing.remove(&config.id);
+                self.failures.succeeded(&config.id);
                 self.running.insert(
                     config.id.clone(),
                     Running {
@@ -272,7 +220,9 @@ impl<S: InstanceSet> Runner<S> {
             }
             Err(e) => {
                 tracing::warn!(target: LOG, id = %config.id, "create_instance failed: {e}");
-                self.failed(&config.id);
+                if self.failures.failed(&config.id, self.member.settings()) {
+                    tracing::warn!(target: LOG, id = %config.id, "create_instance keeps failing: giving it up here, for another node");
+                }
             }
         }
     }
@@ -301,7 +251,7 @@ impl<S: InstanceSet> Runner<S> {
             if let Some(r) = self.running.remove(&id) {
                 self.set.disconnect_instance(r.instance).await;
                 let now = Instant::now();
-                if self.until.is_some_and(|u| now < u) && self.may_create(&id, now) {
+                if self.until.is_some_and(|u| now < u) && self.failures.may_create(&id, now) {
                     self.create(r.config, r.fencing).await;
                 }
             }

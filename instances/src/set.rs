@@ -48,7 +48,9 @@ pub trait InstanceSet: Send + Sync + 'static {
 
     /// Start an instance of `config`. `fencing` grows with every grant of any configuration
     /// of the set: an instance that writes somewhere can pass it along, and the receiver can
-    /// refuse a token lower than the last one it saw. An error is retried at the next renewal.
+    /// refuse a token lower than the last one it saw. An error is retried after `renew`, then
+    /// twice as long, …; after [`Settings::create_failures`](crate::Settings) in a row this
+    /// node gives the configuration up for `refuse_for`, and it moves to another node.
     async fn create_instance(
         &self,
         config: &InstanceConfig,

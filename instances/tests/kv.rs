@@ -3,7 +3,7 @@
 //! connection; every start and stop is logged with its instant and no configuration may run
 //! twice at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,18 @@ fn events(log: &Log) -> Vec<Event> {
     log.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
+/// Faults the test injects: (node, config) pairs whose creation fails there (attempts
+/// counted), and configurations whose next health check fails.
+#[derive(Default)]
+struct Faults {
+    broken: Mutex<BTreeMap<(String, String), usize>>,
+    sick: Mutex<BTreeSet<String>>,
+}
+
 struct Recorder {
     node: String,
     log: Log,
+    faults: Arc<Faults>,
 }
 
 #[async_trait::async_trait]
@@ -49,6 +58,17 @@ impl InstanceSet for Recorder {
         config: &InstanceConfig,
         fencing: u64,
     ) -> Result<Self::Instance, plume::Error> {
+        let key = (self.node.clone(), config.id.clone());
+        if let Some(tries) = self
+            .faults
+            .broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&key)
+        {
+            *tries += 1;
+            return Err(plume::Error::unavailable("broken here"));
+        }
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -60,6 +80,20 @@ impl InstanceSet for Recorder {
                 fencing,
             });
         Ok((config.id.clone(), fencing))
+    }
+
+    async fn healthcheck_instance(&self, (config, _): &Self::Instance) -> Result<(), plume::Error> {
+        let sick = self
+            .faults
+            .sick
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(config);
+        if sick {
+            Err(plume::Error::unavailable("sick"))
+        } else {
+            Ok(())
+        }
     }
 
     async fn disconnect_instance(&self, (config, fencing): Self::Instance) {
@@ -117,14 +151,26 @@ async fn wait(what: &str, limit: Duration, ok: impl Fn() -> bool) -> Duration {
 }
 
 async fn member(url: &str, set: &str, node: &str, log: &Log) -> plume_instances::kv::KvManager {
+    member_with(url, set, node, log, &Arc::default(), Settings::default()).await
+}
+
+async fn member_with(
+    url: &str,
+    set: &str,
+    node: &str,
+    log: &Log,
+    faults: &Arc<Faults>,
+    settings: Settings,
+) -> plume_instances::kv::KvManager {
     let client = async_nats::connect(url)
         .await
         .expect("connects to nats-server");
     let recorder = Recorder {
         node: node.to_owned(),
         log: Arc::clone(log),
+        faults: Arc::clone(faults),
     };
-    plume_instances::kv::register(client, set, recorder, Settings::default())
+    plume_instances::kv::register(client, set, recorder, settings)
         .await
         .expect("registers")
 }
@@ -199,6 +245,70 @@ async fn without_the_server_every_instance_stops_before_its_lease_ends() {
     // Back: everything runs again, once.
     server.restart();
     wait("all running again", SETTLE, || {
+        running(&log).len() == CONFIGS
+    })
+    .await;
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    assert!(running(&log).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_fails_everywhere_is_tried_a_bounded_number_of_times() {
+    let server = Server::start_jetstream();
+    let log: Log = Arc::default();
+    let faults: Arc<Faults> = Arc::default();
+    let settings = Settings {
+        refuse_for: Duration::from_secs(15),
+        ..Settings::default()
+    };
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(member_with(&server.url(), "failing", name, &log, &faults, settings).await);
+    }
+    wait("3/2/2", SETTLE, || counts(&log) == [3, 2, 2]).await;
+    // One configuration breaks on every member: its health check fails, and so does every
+    // creation. Each member tries it `create_failures` times (with backoff), then refuses it;
+    // once all three refuse it, nobody tries it until a refusal ends.
+    let bad = running(&log).into_keys().next().expect("something runs");
+    {
+        let mut broken = faults.broken.lock().unwrap_or_else(PoisonError::into_inner);
+        for n in ["a", "b", "c"] {
+            broken.insert((n.to_owned(), bad.clone()), 0);
+        }
+    }
+    faults
+        .sick
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(bad.clone());
+    let limit = settings.create_failures as usize;
+    let tries = || -> Vec<usize> {
+        faults
+            .broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .copied()
+            .collect()
+    };
+    let took = wait("every member gave it up", SETTLE, || {
+        tries().iter().all(|t| *t >= limit)
+    })
+    .await;
+    eprintln!("a configuration failing everywhere was given up by all after {took:?}");
+    assert_eq!(tries(), vec![limit; 3], "attempts per member");
+    // The other six run meanwhile.
+    let r = running(&log);
+    assert_eq!(r.len(), CONFIGS - 1, "{r:?}");
+    // Repaired: once the refusals end, it runs again (once).
+    faults
+        .broken
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    wait("all seven again", settings.refuse_for + SETTLE, || {
         running(&log).len() == CONFIGS
     })
     .await;
