@@ -104,7 +104,9 @@ pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> any
             hooks.before(authenticate(["jwt"]));
         })
         .start(&app)
-        .await?;
+        .await?
+        .mesh()
+        .set_name("gateway");
     crate::say(&format!(
         "gateway listening on http://{}",
         server.local_addr()
