@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use plume_tests::child::without_plume_env;
+use plume_tests::servers::{Kind, Server};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -16,15 +17,25 @@ use tokio::time::{Instant, timeout};
 const WAIT: Duration = Duration::from_secs(30);
 /// The node timeout of every process here.
 const NODE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Beyond the node timeout, for a node lost by its silence: expiry is checked once a heartbeat
+/// (200 ms), and the monitor's round comes after (200 ms).
+const EXPIRY_SLACK: Duration = Duration::from_millis(1000);
 
-fn command(env: &str, args: &[&str]) -> Command {
+/// Where the processes of one test meet: their environment and the discovery variables.
+struct Mesh {
+    env: String,
+    vars: Vec<(String, String)>,
+}
+
+fn command(mesh: &Mesh, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway-example"));
     cmd.args(args)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     without_plume_env(&mut cmd);
-    cmd.env("PLUME_ENV", env)
+    cmd.envs(mesh.vars.iter().map(|(k, v)| (k, v)));
+    cmd.env("PLUME_ENV", &mesh.env)
         .env("PLUME_HEARTBEAT_MS", "200")
         .env(
             "PLUME_NODE_TIMEOUT_MS",
@@ -34,7 +45,7 @@ fn command(env: &str, args: &[&str]) -> Command {
 }
 
 /// Start `args` and wait for its first line, which must start with `ready`.
-async fn start(env: &str, args: &[&str], ready: &str) -> Child {
+async fn start(env: &Mesh, args: &[&str], ready: &str) -> Child {
     let mut child = command(env, args).spawn().expect("the process starts");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let line = timeout(WAIT, lines.next_line())
@@ -48,7 +59,7 @@ async fn start(env: &str, args: &[&str], ready: &str) -> Child {
 }
 
 /// One `mesh --json` snapshot.
-async fn snapshot(env: &str) -> Value {
+async fn snapshot(env: &Mesh) -> Value {
     let out = command(env, &["mesh", "--json", "--wait", "5s"])
         .output()
         .await
@@ -103,16 +114,43 @@ async fn next_snapshot(lines: &mut Lines<BufReader<ChildStdout>>, deadline: Inst
     serde_json::from_str(&line).expect("a JSON line")
 }
 
+fn mesh(vars: &[(&str, String)]) -> Mesh {
+    Mesh {
+        env: format!(
+            "mesh-monitor-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ),
+        vars: vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
-    let env = format!(
-        "mesh-monitor-{}-{:x}",
-        std::process::id(),
-        rand::random::<u64>()
-    );
-    let _gateway = start(&env, &["gateway", "--port", "0"], "gateway listening on").await;
+async fn on_loopback_mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
+    // Links: a killed process's links close at once.
+    three_processes_and_a_kill(&mesh(&[]), 3, NODE_TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
+    let nats = Server::start(Kind::Nats);
+    let env = mesh(&[
+        ("PLUME_DISCOVERY", "nats".to_owned()),
+        ("PLUME_NATS_URL", nats.url()),
+    ]);
+    // No links on NATS; a killed node goes silent and expires.
+    three_processes_and_a_kill(&env, 0, NODE_TIMEOUT + EXPIRY_SLACK).await;
+}
+
+/// A gateway and two replicas: `mesh --json` lists exactly them (with `links` links between
+/// them); after a SIGKILL of one, `mesh --json --follow` drops it within `lost_within`.
+async fn three_processes_and_a_kill(env: &Mesh, links: usize, lost_within: Duration) {
+    let _gateway = start(env, &["gateway", "--port", "0"], "gateway listening on").await;
     let _a = start(
-        &env,
+        env,
         &[
             "todos", "--name", "todos-a", "--port", "0", "--store", "memory",
         ],
@@ -120,7 +158,7 @@ async fn mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
     )
     .await;
     let mut b = start(
-        &env,
+        env,
         &[
             "todos", "--name", "todos-b", "--port", "0", "--store", "memory",
         ],
@@ -139,7 +177,7 @@ async fn mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
     // Each run is a fresh monitor: ask again (bounded) until the replicas have published.
     let deadline = Instant::now() + WAIT;
     let snap = loop {
-        let snap = snapshot(&env).await;
+        let snap = snapshot(env).await;
         if nodes(&snap) == expected {
             break snap;
         }
@@ -148,10 +186,10 @@ async fn mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
             "mesh --json never listed exactly the three processes; last: {snap:#}"
         );
     };
-    // Every pair of the three is linked, each link with its round trip.
-    let links = snap["links"].as_array().expect("links");
-    assert_eq!(links.len(), 3, "{snap:#}");
-    assert!(links.iter().all(|l| l["rtt_ms"].is_number()), "{snap:#}");
+    // On links, every pair of the three is linked, each link with its round trip.
+    let listed = snap["links"].as_array().expect("links");
+    assert_eq!(listed.len(), links, "{snap:#}");
+    assert!(listed.iter().all(|l| l["rtt_ms"].is_number()), "{snap:#}");
     assert!(snap["nodes"].as_array().expect("nodes").iter().all(|n| {
         n["addr"]
             .as_str()
@@ -159,10 +197,10 @@ async fn mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
             && n["answered"] == true
     }));
 
-    // A monitor that stays: SIGKILL todos-b, and it leaves the monitor's snapshots within the
-    // node timeout.
+    // A monitor that stays: SIGKILL todos-b, and it leaves the monitor's snapshots within
+    // `lost_within`.
     let b_id = id_of(&snap, "todos-b");
-    let mut follower = command(&env, &["mesh", "--json", "--follow", "--interval", "200ms"])
+    let mut follower = command(env, &["mesh", "--json", "--follow", "--interval", "200ms"])
         .spawn()
         .expect("mesh --follow starts");
     let mut lines = BufReader::new(follower.stdout.take().expect("piped")).lines();
@@ -176,7 +214,7 @@ async fn mesh_json_lists_exactly_the_three_processes_and_a_killed_one_leaves() {
     b.start_kill().expect("SIGKILL todos-b");
     let killed = Instant::now();
     let _ = timeout(WAIT, b.wait()).await.expect("todos-b exits");
-    let gone_by = killed + NODE_TIMEOUT;
+    let gone_by = killed + lost_within;
     let last = loop {
         let s = next_snapshot(&mut lines, gone_by).await;
         let listed: Vec<&str> = s["nodes"]

@@ -173,6 +173,11 @@ impl Mesh {
         *lock(&self.inner.facts.name) = name[..end].to_owned();
     }
 
+    /// Every other node this node knows of: its links, or on NATS the nodes it hears.
+    pub(crate) fn known_nodes(&self) -> Vec<crate::discovery::NodeId> {
+        self.inner.engine.known_nodes()
+    }
+
     /// Mark this node as a monitor (it then reports `monitor: true` in its node info).
     pub(crate) fn mark_monitor(&self) {
         self.inner.facts.monitor.store(true, Ordering::Release);

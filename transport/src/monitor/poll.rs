@@ -99,7 +99,7 @@ async fn round(
     providers: &HashMap<NodeId, (String, HashSet<String>)>,
 ) -> Vec<Probe> {
     let me = mesh.node_id();
-    let mut nodes: Vec<NodeId> = mesh.linked_peers();
+    let mut nodes: Vec<NodeId> = mesh.known_nodes();
     nodes.extend(providers.keys().copied());
     if include_self {
         nodes.push(me);
