@@ -28,6 +28,9 @@ pub const MAX_REPORTED_LINKS: usize = 256;
 const LINK_PING_WAIT: Duration = Duration::from_millis(500);
 /// Longest node name kept ([`Mesh::set_name`]).
 const MAX_NAME: usize = 255;
+/// Answers within this time of the last measurement reuse its round trips: a peer that asks
+/// often cannot make this node ping all its links each time.
+const LINKS_FRESH: Duration = Duration::from_millis(250);
 
 /// A node's answer to [`NODE_INFO`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,12 +68,23 @@ pub struct LinkInfo {
 }
 
 /// What a node knows of itself for [`NODE_INFO`] (a field of the mesh's `Inner`).
-#[derive(Debug)]
 pub(crate) struct Facts {
     started: Instant,
     name: Mutex<String>,
     monitor: AtomicBool,
     handler: OnceLock<EndpointHandler>,
+    /// The last measured links, and when.
+    links: tokio::sync::Mutex<Option<(Instant, Vec<LinkInfo>)>>,
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts")
+            .field("started", &self.started)
+            .field("name", &self.name)
+            .field("monitor", &self.monitor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Facts {
@@ -88,13 +102,8 @@ impl Default for Facts {
             name: Mutex::new(format!("{program}[{}]", std::process::id())),
             monitor: AtomicBool::new(false),
             handler: OnceLock::new(),
+            links: tokio::sync::Mutex::new(None),
         }
-    }
-}
-
-impl std::fmt::Debug for EndpointHandler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EndpointHandler")
     }
 }
 
@@ -128,8 +137,36 @@ impl Inner {
         }
     }
 
-    /// This node's [`NodeInfo`], its links pinged until `deadline`.
+    /// This node's [`NodeInfo`], its links pinged until `deadline` (or as measured within
+    /// [`LINKS_FRESH`]).
     async fn node_info(&self, deadline: Instant) -> NodeInfo {
+        // One measurement at a time; those who wait for it share it.
+        let mut last = self.facts.links.lock().await;
+        let links = match &*last {
+            Some((at, links)) if at.elapsed() < LINKS_FRESH => links.clone(),
+            _ => {
+                let links = self.measure_links(deadline).await;
+                *last = Some((Instant::now(), links.clone()));
+                links
+            }
+        };
+        drop(last);
+        NodeInfo {
+            node: self.node.to_string(),
+            name: lock(&self.facts.name).clone(),
+            key: self.key.clone(),
+            environment: self.environment.clone(),
+            addr: self.local_addr.to_string(),
+            uptime_ms: u64::try_from(self.facts.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            protocol: PROTOCOL_VERSION,
+            monitor: self.facts.monitor.load(Ordering::Acquire),
+            services: self.endpoint_names(),
+            links,
+        }
+    }
+
+    /// Ping every link (at most [`MAX_REPORTED_LINKS`]) until `deadline`.
+    async fn measure_links(&self, deadline: Instant) -> Vec<LinkInfo> {
         let mut peers = self.engine.peers();
         peers.sort();
         peers.truncate(MAX_REPORTED_LINKS);
@@ -146,19 +183,7 @@ impl Inner {
                 }
             }
         });
-        let links = join_all(pings).await;
-        NodeInfo {
-            node: self.node.to_string(),
-            name: lock(&self.facts.name).clone(),
-            key: self.key.clone(),
-            environment: self.environment.clone(),
-            addr: self.local_addr.to_string(),
-            uptime_ms: u64::try_from(self.facts.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            protocol: PROTOCOL_VERSION,
-            monitor: self.facts.monitor.load(Ordering::Acquire),
-            services: self.endpoint_names(),
-            links,
-        }
+        join_all(pings).await
     }
 }
 
