@@ -4,7 +4,8 @@
 # tests/browser/demo.test.mjs, which starts the demo on free loopback ports and drives headless
 # Chromium against its page. Installs Debian's chromium when it is missing.
 #
-# It runs the demo on each mesh backend: loopback (the default), NATS and Redis.
+# It runs the demo on each mesh backend: loopback (the default), NATS and Redis; then
+# tests/browser/monitor.test.mjs, the mesh monitor page (/distribution/monitor) on loopback.
 #
 # Usage: scripts/browser-test.sh
 # Env:   PLUME_CHROMIUM   the browser binary (default /usr/bin/chromium)
@@ -97,3 +98,8 @@ for backend in $backends; do
   env "${backend_env[@]}" node demo.test.mjs --bin "$bin" --artifacts "$artifacts/$backend"
   stop_server
 done
+
+# The mesh monitor page (/distribution/monitor) on the loopback mesh: a gateway and two replicas,
+# the page lists them, and a SIGKILLed replica leaves it live.
+echo "==> browser test of the mesh monitor page against $bin (screenshots in $artifacts/monitor)"
+node monitor.test.mjs --bin "$bin" --artifacts "$artifacts/monitor"

@@ -115,6 +115,7 @@ mod tests {
             [
                 "authentication",
                 "distribution/healthcheck",
+                "distribution/mesh",
                 "todos",
                 "users"
             ]

@@ -41,6 +41,7 @@ pub(crate) async fn run(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mesh = join_mesh("echo-node", Duration::from_secs(5)).await?;
+    mesh.set_name(name);
     let me = name.to_owned();
     mesh.respond(STREAM, move |req: Request| {
         let me = me.clone();

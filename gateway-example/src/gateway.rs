@@ -95,7 +95,7 @@ fn asset(content_type: &'static str, body: &'static [u8]) -> impl IntoResponse {
 /// `gateway listening on http://<addr>` once both are up.
 pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let app = gateway_app().await?;
-    let server = app.listen(addr).await?;
+    // The plugin first: the routers `listen` builds then serve the mesh monitor's page.
     Distribution::from_env()?
         .key(KEY)
         .services(false)
@@ -104,7 +104,10 @@ pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> any
             hooks.before(authenticate(["jwt"]));
         })
         .start(&app)
-        .await?;
+        .await?
+        .mesh()
+        .set_name("gateway");
+    let server = app.listen(addr).await?;
     crate::say(&format!(
         "gateway listening on http://{}",
         server.local_addr()

@@ -12,6 +12,7 @@
 //! gateway-example act [--nats URL] [--env ENV] [--timeout MS] '<message JSON>'
 //! gateway-example echo-node --name NAME --http-port PORT
 //! gateway-example workers --name NAME --configs N [--http-port PORT] [--min-members M] [--quiet] [--nats URL]
+//! gateway-example mesh [--json [--wait 2s | --follow]] [--interval 1s]
 //! ```
 //!
 //! See docs/guide.md (the gateway section) and docs/configuration.md.
@@ -25,6 +26,7 @@ mod demo;
 mod echo_node;
 mod gateway;
 mod http;
+mod mesh_view;
 mod pattern;
 mod todos;
 mod workers;
@@ -85,6 +87,9 @@ enum Cmd {
     /// 1..=N: each instance running here prints `start`/`tick`/`stop CFG NAME UNIX_MS` lines;
     /// `GET /instances` on 127.0.0.1 shows who runs what.
     Workers(WorkersArgs),
+    /// Watch the mesh: a live view of its nodes, services, links and recent joins and losses
+    /// (as a monitor node that provides nothing); `--json` prints one snapshot.
+    Mesh(mesh_view::MeshArgs),
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Cmd::Mesh(args) => mesh_view::run(args, stop_signal(false)).await,
         Cmd::Workers(args) => {
             workers::run(
                 &args.name,

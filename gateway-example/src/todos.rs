@@ -227,7 +227,9 @@ pub(crate) async fn run(
             .key(KEY)
             .remote_services(false)
             .start(&app)
-            .await?;
+            .await?
+            .mesh()
+            .set_name(name);
         None
     };
     crate::say(&format!(

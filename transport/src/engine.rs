@@ -138,6 +138,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn direct(&self, node: NodeId) -> Option<Arc<dyn Remote>>;
     /// The nodes this node has a link with.
     fn peers(&self) -> Vec<NodeId>;
+    /// Every other node this node knows of, linked or not (the mesh monitor's list): on NATS,
+    /// the nodes whose hellos it hears; elsewhere its links.
+    fn known_nodes(&self) -> Vec<NodeId> {
+        self.peers()
+    }
     /// Stop taking new calls: tell the peers, and wait (until `deadline`) until they route
     /// nothing new here. True when they all confirmed.
     fn drain(&self, deadline: Instant) -> BoxFuture<'_, bool>;

@@ -51,6 +51,7 @@ pub mod memory;
 mod mesh;
 pub mod meshage;
 pub mod metrics;
+pub mod monitor;
 #[cfg(feature = "nats")]
 mod nats;
 pub mod protocol;

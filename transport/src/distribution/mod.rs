@@ -31,6 +31,7 @@ mod consumer;
 mod handle;
 mod health;
 mod merge;
+mod monitor;
 mod mount;
 mod options;
 mod proxy;
@@ -61,6 +62,7 @@ use crate::mesh::{Mesh, MeshError};
 pub use app_ext::AppDistributionExt;
 pub use handle::DistributionHandle;
 pub use health::HealthSections;
+pub use monitor::{LEASE, MONITOR_PAGE_PATH, MONITOR_SERVICE_PATH, SNAPSHOT_EVENT};
 pub use options::{NameFilter, OptionKeys, PathRename, ProxyHooks, ServiceFilter};
 pub use wire::ServiceDescriptor;
 
@@ -121,6 +123,8 @@ pub struct Distribution {
     pub(crate) key: String,
     pub(crate) environment: String,
     pub(crate) healthcheck_path: String,
+    /// Mount the mesh monitor ([`Distribution::monitor`]).
+    pub(crate) monitor: bool,
     discovery: DiscoveryConfig,
     heartbeat: Option<Duration>,
     node_timeout: Option<Duration>,
@@ -214,6 +218,7 @@ impl Distribution {
             key: DEFAULT_KEY.to_owned(),
             environment: DEFAULT_ENVIRONMENT.to_owned(),
             healthcheck_path: DEFAULT_HEALTHCHECK_PATH.to_owned(),
+            monitor: true,
             discovery: DiscoveryConfig::default(),
             heartbeat: None,
             node_timeout: None,

@@ -142,6 +142,8 @@ impl Shared {
             },
             ServiceOptions::new().methods([Method::Find, Method::Get]),
         );
+        // The mesh monitor: `distribution/mesh` and its page.
+        super::monitor::mount(&app, &shared);
 
         let weak = Arc::downgrade(&shared);
         app.on_service_added(move |handle| {

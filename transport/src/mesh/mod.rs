@@ -12,6 +12,7 @@ mod balance;
 mod call;
 mod drain;
 mod handler;
+mod info;
 mod reply;
 mod request;
 mod ring;
@@ -42,6 +43,7 @@ use crate::sync::lock;
 pub use crate::engine::Balance;
 pub use crate::error::MeshError;
 pub use handler::{Handler, RawBody, RawHandler, RawRequest, Request};
+pub use info::{LinkInfo, MAX_REPORTED_LINKS, NODE_INFO, NodeInfo};
 pub use request::{CallBuilder, Reply};
 pub use ring::partition_owner;
 use table::{LocalState, Route};
@@ -114,6 +116,8 @@ pub(crate) struct Inner {
     local_pending: AtomicUsize,
     waiting: AtomicUsize,
     engine: Arc<dyn Engine>,
+    /// What the node-info endpoint reports ([`info`]).
+    facts: info::Facts,
 }
 
 impl fmt::Debug for Inner {
@@ -161,7 +165,9 @@ impl Mesh {
             local_pending: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             engine,
+            facts: info::Facts::default(),
         });
+        info::install(&inner);
         let sink: Arc<dyn crate::engine::Sink> = inner.clone();
         inner.engine.clone().start(sink);
         Mesh { inner }

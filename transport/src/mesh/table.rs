@@ -107,6 +107,7 @@ impl Inner {
             .endpoints
             .get(name)
             .map(|e| e.handler.clone())
+            .or_else(|| self.builtin_handler(name))
     }
 
     fn deliver_local(&self, from: NodeId, topic: &str, data: Value) {

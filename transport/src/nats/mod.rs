@@ -110,6 +110,8 @@ pub(crate) struct NatsEngine {
     stop: CancellationToken,
     version: AtomicU64,
     peers_seen: AtomicUsize,
+    /// The nodes the engine loop tracks (for the mesh monitor), updated when they change.
+    known: Mutex<Vec<NodeId>>,
     /// The names of endpoints whose provider left: an idempotent call in flight to one of them
     /// is sent again.
     removed: broadcast::Sender<String>,
@@ -211,6 +213,7 @@ impl NatsEngine {
             stop: CancellationToken::new(),
             version: AtomicU64::new(0),
             peers_seen: AtomicUsize::new(0),
+            known: Mutex::new(Vec::new()),
             removed: broadcast::Sender::new(REMOVED_CAPACITY),
         });
         // Connection events: log outages once, and say hello again on every reconnection.
@@ -391,6 +394,10 @@ impl Engine for NatsEngine {
 
     fn peers(&self) -> Vec<NodeId> {
         Vec::new()
+    }
+
+    fn known_nodes(&self) -> Vec<NodeId> {
+        lock(&self.known).clone()
     }
 
     fn drain(&self, _deadline: Instant) -> BoxFuture<'_, bool> {

@@ -110,6 +110,9 @@ impl NatsEngine {
                             self.peer_gone(sink.as_ref(), &peer, Removal::NodeLost);
                         }
                     }
+                    // Also every heartbeat: a change the count below missed (a message handled
+                    // with `continue`) shows here.
+                    *lock(&self.known) = peers.keys().copied().collect();
                 }
                 () = async {
                     match answer_due {
@@ -197,7 +200,10 @@ impl NatsEngine {
                     self.apply(sink.as_ref(), peer, snap.entries, &removed);
                 }
             }
-            self.peers_seen.store(peers.len(), Ordering::Relaxed);
+            // A message adds or removes at most one peer: a changed count is a changed set.
+            if self.peers_seen.swap(peers.len(), Ordering::Relaxed) != peers.len() {
+                *lock(&self.known) = peers.keys().copied().collect();
+            }
         }
     }
 
