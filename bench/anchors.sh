@@ -7,8 +7,8 @@
 #     front of two todos replicas, over the TCP transporter (in a loopback-only network namespace
 #     this script creates and deletes; its UDP discovery is off as well, so nothing is broadcast
 #     even there) and over NATS (a nats-server on 127.0.0.1).
-# Sourced by bench/run.sh after bench/lib.sh; run_anchors needs GX, WORK, TOKEN helpers (login,
-# wait_for, topology) from run.sh.
+# Sourced by bench/run.sh after bench/lib.sh; run_anchors needs GX, WORK, TOKEN and helpers (login
+# from run.sh; wait_for and topology from bench/lib.sh).
 # shellcheck shell=bash
 
 MOLECULER_NS=""

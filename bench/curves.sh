@@ -1,5 +1,5 @@
 # Scale curves of bench/run.sh (docs/benchmarks.md, "Scale curves"; issue 22, part 2). Sourced
-# by bench/run.sh after bench/lib.sh; needs GX, WORK, TOKEN and the helpers of run.sh (login,
+# by bench/run.sh after bench/lib.sh; needs GX, WORK, TOKEN and the helpers of run.sh and lib.sh (login,
 # wait_for, wrk_get_gw).
 # shellcheck shell=bash
 

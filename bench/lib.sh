@@ -1,6 +1,7 @@
-# Shell helpers shared by bench/run.sh and bench/sql.sh (sourced, not run). The script that
-# sources this sets RESULTS (its results file), WORK (its scratch directory) and SECS (seconds per
-# wrk run) first; PID_OF and STARTED are declared here.
+# Shell helpers shared by bench/run.sh, bench/sql.sh and bench/observability.sh (sourced, not
+# run). The script that sources this sets RESULTS (its results file), WORK (its scratch
+# directory) and SECS (seconds per wrk run) first, and GX (gateway-example) and PROBE (bench's
+# probe) before it calls wait_for or topology; PID_OF and STARTED are declared here.
 # shellcheck shell=bash disable=SC2034 # PID_OF and STARTED are read by the sourcing script
 
 declare -A PID_OF=()
@@ -73,6 +74,28 @@ wait_line() { # NAME NEEDLE: wait (30 s at most) for NEEDLE in NAME's log, or fa
   log "$1 did not start:"
   cat "$WORK/$1.log" >&2
   return 1
+}
+
+wait_for() { # URL NEEDLE TIMEOUT_MS [TOKEN]: wait for a 200 carrying NEEDLE ($PROBE: bench's probe)
+  PROBE_TOKEN=${4:-} "$PROBE" until "$1" "$2" "$3" >/dev/null
+}
+
+TOPO_GW=""
+TOPO_PA=""
+topology() { # SUFFIX [VAR=VALUE...]: a gateway and two replicas ($GX) on a private loopback mesh
+  local sfx=$1 pg pa pb
+  shift
+  local env=(env "PLUME_ENV=bench-$sfx-$$-$RANDOM" "PLUME_DISCOVERY_PORT=$(free_port udp)" "$@")
+  pg=$(free_port tcp)
+  pa=$(free_port tcp)
+  pb=$(free_port tcp)
+  start "gateway-$sfx" "${env[@]}" "$GX" gateway --port "$pg"
+  start "todos-a-$sfx" "${env[@]}" "$GX" todos --name todos-a --port "$pa" --store memory
+  start "todos-b-$sfx" "${env[@]}" "$GX" todos --name todos-b --port "$pb" --store memory
+  wait_for "http://127.0.0.1:$pa/todos" "Hello from todos-a" 30000
+  wait_for "http://127.0.0.1:$pb/todos" "Hello from todos-b" 30000
+  TOPO_GW="http://127.0.0.1:$pg"
+  TOPO_PA=$pa
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

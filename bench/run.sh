@@ -64,10 +64,6 @@ start_replica() { # NAME PORT
   start "$1" "$GX" todos --name "$1" --port "$2" --store memory
 }
 
-wait_for() { # URL NEEDLE TIMEOUT_MS [TOKEN]: wait for a 200 carrying NEEDLE
-  PROBE_TOKEN=${4:-} "$PROBE" until "$1" "$2" "$3" >/dev/null
-}
-
 TOKEN=""
 login() {
   local i out
@@ -96,23 +92,6 @@ put date "$(date -u +%Y-%m-%dT%H:%MZ)"
 put commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 # --- the sections of the run: all of them, or (BENCH_ANCHORS_ONLY=1) only the anchors ----------
-TOPO_GW=""
-topology() { # SUFFIX [VAR=VALUE...]: a gateway and two replicas on a private loopback mesh
-  local sfx=$1 pg pa pb
-  shift
-  local env=(env "PLUME_ENV=bench-$sfx-$$-$RANDOM" "PLUME_DISCOVERY_PORT=$(free_port udp)" "$@")
-  pg=$(free_port tcp)
-  pa=$(free_port tcp)
-  pb=$(free_port tcp)
-  start "gateway-$sfx" "${env[@]}" "$GX" gateway --port "$pg"
-  start "todos-a-$sfx" "${env[@]}" "$GX" todos --name todos-a --port "$pa" --store memory
-  start "todos-b-$sfx" "${env[@]}" "$GX" todos --name todos-b --port "$pb" --store memory
-  wait_for "http://127.0.0.1:$pa/todos" "Hello from todos-a" 30000
-  wait_for "http://127.0.0.1:$pb/todos" "Hello from todos-b" 30000
-  TOPO_GW="http://127.0.0.1:$pg"
-  TOPO_PA=$pa
-}
-
 wrk_get_gw() { # KEY RUN CONNS: GET /todos through the gateway with the JWT
   WRK_HEADER="Authorization: Bearer $TOKEN" wrk_run "$1" "$2" "$GW/todos" "$3"
 }

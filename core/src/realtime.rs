@@ -450,14 +450,16 @@ async fn on_message<E: fmt::Display>(
             app.realtime_options().max_calls_in_flight
         ))),
         Ok(args) => {
-            // Each call starts a trace (socket.io has no per-call headers to continue one).
-            let ctx = TraceContext::new_root();
-            let span = tracing::error_span!("call", trace_id = %ctx.trace_id_field());
             let run = AssertUnwindSafe(run_method(&app, &id, &event, args)).catch_unwind();
-            trace::scope(ctx, run)
-                .instrument(span)
-                .await
-                .unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked"))))
+            let ran = if trace::enabled() {
+                // Each call starts a trace (socket.io has no per-call headers to continue one).
+                let ctx = TraceContext::new_root();
+                let span = tracing::error_span!("call", trace_id = %ctx.trace_id_field());
+                trace::scope(ctx, run).instrument(span).await
+            } else {
+                run.await
+            };
+            ran.unwrap_or_else(|_| Err(Error::internal(format!("a '{event}' call panicked"))))
         }
         Err(err) => Err(Error::bad_request(format!("Invalid arguments: {err}"))),
     };

@@ -17,6 +17,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The header name, `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
@@ -132,6 +133,23 @@ impl fmt::Display for TraceIdField {
     }
 }
 
+/// Whether REST requests and socket.io calls run in a trace context (on by default).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turn trace contexts on or off for the whole process. Off, a REST request neither reads nor
+/// answers `traceparent` and runs in no `request` span, a socket.io call starts no trace, and
+/// so mesh calls and events carry none (a mesh call that arrives with one is still served in
+/// its trace). For measuring what tracing costs (`PLUME_OBSERVABILITY=off` of the demo).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether trace contexts are on ([`set_enabled`]).
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// The trace context of the call this task is running, if any.
 pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(|c| *c).ok()
@@ -140,4 +158,10 @@ pub fn current() -> Option<TraceContext> {
 /// Run `f` with `ctx` as the [`current`] trace context.
 pub async fn scope<F: Future>(ctx: TraceContext, f: F) -> F::Output {
     CURRENT.scope(ctx, f).await
+}
+
+/// Run the synchronous `f` with `ctx` as the [`current`] trace context (an event re-emitted in
+/// the trace of the call that published it, say).
+pub fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
 }

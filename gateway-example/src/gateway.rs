@@ -61,9 +61,21 @@ pub(crate) async fn gateway_app() -> Result<App> {
         .await?;
     app.add_routes(web_routes);
     app.enable_docs(crate::api_docs::options());
-    // Prometheus metrics at GET /metrics (see the guide's "Metrics").
-    app.enable_metrics().map_err(plume::Error::internal)?;
+    observability(&app)?;
     Ok(app)
+}
+
+/// Prometheus metrics at `GET /metrics` and W3C trace contexts (see the guide's "Metrics"), on
+/// unless `PLUME_OBSERVABILITY=off`: the same binary with both off, to measure what they cost
+/// (`bench/observability.sh`).
+pub(crate) fn observability(app: &App) -> Result<()> {
+    let off = std::env::var("PLUME_OBSERVABILITY").is_ok_and(|v| v.eq_ignore_ascii_case("off"));
+    if off {
+        plume::trace::set_enabled(false);
+        tracing::info!("metrics and trace contexts are off (PLUME_OBSERVABILITY=off)");
+        return Ok(());
+    }
+    app.enable_metrics().map_err(plume::Error::internal)
 }
 
 /// The web page and the Feathers browser client it loads (embedded at build time).

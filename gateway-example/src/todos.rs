@@ -204,8 +204,7 @@ pub(crate) async fn replica_app(name: &str, store: &Store) -> Result<App> {
     let app = App::new();
     app.use_service(PATH, Todos::new(name, store).await?);
     app.publish(|_event, _app| vec![ANONYMOUS.to_owned(), AUTHENTICATED.to_owned()]);
-    // Prometheus metrics at GET /metrics (see the guide's "Metrics").
-    app.enable_metrics().map_err(plume::Error::internal)?;
+    crate::gateway::observability(&app)?;
     Ok(app)
 }
 

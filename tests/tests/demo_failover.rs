@@ -673,7 +673,7 @@ fn rest_calls<'a>(method: &'a str, outcome: &'a str) -> [(&'a str, &'a str); 4] 
 /// Issue #19: after a known series of calls through the demo's gateway — reads, errors, a
 /// failed login, an unknown path and a read retried across a replica's SIGKILL — the counters
 /// and histogram counts the gateway and a replica serve at `GET /metrics` changed by exactly
-/// what was done.
+/// what was done (calls per peer key and bytes on the mesh included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_calls_made_through_the_gateway() {
     let mut demo = Launcher::start_with(Restart::Key, &[], &["--store", "memory"]).await;
@@ -778,6 +778,21 @@ async fn metrics_count_the_calls_made_through_the_gateway() {
         prometheus::value(&gateway_1, "plume_mesh_links_up", &[]),
         Some(1.0)
     );
+    // Every attempt sent to a provider counts once by its replica-group key, whatever its
+    // outcome: as many as the mesh calls of every outcome.
+    let attempts: f64 = plume_transport::metrics::OUTCOMES
+        .iter()
+        .map(|o| d(&[("outcome", o)], "plume_mesh_calls_total"))
+        .sum();
+    assert_eq!(
+        d(&[("peer_key", "todos")], "plume_mesh_peer_calls_total"),
+        attempts
+    );
+    assert!(attempts >= finds_ok + 2.0, "{attempts}");
+    // The bytes of those calls went out and their answers came back.
+    assert!(d(&[], "plume_mesh_bytes_sent_total") > 0.0);
+    assert!(d(&[], "plume_mesh_bytes_received_total") > 0.0);
+    assert!(delta(&b_0, &b_1, "plume_mesh_bytes_received_total", &[]) > 0.0);
     // todos-b served its share over the mesh: at least the retried read and the last three.
     let b_finds = [
         ("path", "todos"),

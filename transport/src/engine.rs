@@ -26,6 +26,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::discovery::NodeId;
 use crate::protocol::{Entry, FrameError, ResponseMsg, TableDelta, TableSnapshot, encode_payload};
 use plume::Error;
+use plume::trace::TraceContext;
 
 pub(crate) use crate::error::CallError;
 
@@ -132,8 +133,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn subscribe(&self, topic: &str);
     /// This node's last subscriber of `topic` left (called with the table locked).
     fn unsubscribe(&self, topic: &str);
-    /// Send an event to the other nodes that subscribed to `topic` (fire and forget).
-    fn publish(&self, topic: &str, data: &Value);
+    /// Send an event to the other nodes that subscribed to `topic` (fire and forget), with the
+    /// trace context of the call that published it, if any.
+    fn publish(&self, topic: &str, data: &Value, trace: Option<TraceContext>);
     /// A way to reach `node` itself, for [`CallBuilder::on`](crate::CallBuilder::on) and pings.
     fn direct(&self, node: NodeId) -> Option<Arc<dyn Remote>>;
     /// The nodes this node has a link with.
@@ -160,8 +162,8 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// The node behind `via` no longer provides `names` (all its endpoints when `None`).
     fn provider_removed(&self, via: &Arc<dyn Remote>, names: Option<&[String]>, why: Removal);
     /// An event arrived from node `from` (the link's peer; on NATS, the node the message
-    /// names).
-    fn deliver(&self, from: NodeId, topic: &str, data: Value);
+    /// names), in the trace of the call that published it when it says one.
+    fn deliver(&self, from: NodeId, topic: &str, data: Value, trace: Option<TraceContext>);
     /// Serve a call from node `from`: `payload` is an encoded `RequestMsg`. `admit` sees the
     /// endpoint name and whether this node provides it, and may refuse the call (the refusal is
     /// the answer). Err: the payload is not a request (`FrameError::Payload`).

@@ -2,8 +2,9 @@
 //! the process called `App::enable_metrics` (plume's feature `metrics`), served on its
 //! `GET /metrics`. Without the feature every function here is an empty inline one.
 //!
-//! Labels are bounded: outcomes and reasons from fixed lists, never node ids, names or topics.
-//! The guide's "Metrics" section has the table.
+//! Labels are bounded: outcomes and reasons from fixed lists, and the provider's replica-group
+//! key (at most [`MAX_PEER_KEYS`] distinct values per process, then `other`); never node ids or
+//! topics. The guide's "Metrics" section has the table.
 
 use crate::engine::Removal;
 use crate::error::CallError;
@@ -32,6 +33,29 @@ pub const EVENTS_RELAYED: &str = "plume_mesh_events_relayed_total";
 /// `plume_mesh_events_dropped_total{reason}`: events lost (`queue_full` for a peer,
 /// `lagged` for a slow local subscriber).
 pub const EVENTS_DROPPED: &str = "plume_mesh_events_dropped_total";
+/// `plume_mesh_peer_calls_total{peer_key}`: calls this node sent to a provider on another node,
+/// by the provider's replica-group key.
+pub const PEER_CALLS: &str = "plume_mesh_peer_calls_total";
+/// `plume_mesh_bytes_sent_total`: bytes this node sent to other nodes (TCP: every byte written
+/// on its peer links; NATS: the payloads of its requests, replies and events).
+pub const BYTES_SENT: &str = "plume_mesh_bytes_sent_total";
+/// `plume_mesh_bytes_received_total`: bytes this node received from other nodes (as
+/// [`BYTES_SENT`]).
+pub const BYTES_RECEIVED: &str = "plume_mesh_bytes_received_total";
+/// The most distinct `peer_key` label values of [`PEER_CALLS`] in a process; the calls to
+/// providers of further keys count as `peer_key="other"`.
+pub const MAX_PEER_KEYS: usize = 64;
+
+/// Every `outcome` label value of [`MESH_CALLS`].
+pub const OUTCOMES: [&str; 7] = [
+    "ok",
+    "timeout",
+    "not_sent",
+    "lost",
+    "no_responders",
+    "busy",
+    "refused",
+];
 
 /// The `outcome` label of a mesh call.
 fn outcome(result: &Result<(), &CallError>) -> &'static str {
@@ -58,16 +82,6 @@ mod imp {
     fn handles<T>(cell: &'static OnceLock<T>, make: impl FnOnce() -> T) -> Option<&'static T> {
         plume::metrics::enabled().then(|| cell.get_or_init(make))
     }
-
-    const OUTCOMES: [&str; 7] = [
-        "ok",
-        "timeout",
-        "not_sent",
-        "lost",
-        "no_responders",
-        "busy",
-        "refused",
-    ];
 
     /// A call to another node ended.
     #[inline]
@@ -140,6 +154,47 @@ mod imp {
             counter!(EVENTS_DROPPED, "reason" => reason).increment(n);
         }
     }
+
+    /// A call was sent to a provider of replica-group `key`.
+    pub(crate) fn peer_call(key: &str) {
+        use std::collections::HashMap;
+        use std::sync::RwLock;
+        static KEYS: OnceLock<RwLock<HashMap<String, Counter>>> = OnceLock::new();
+        let Some(keys) = handles(&KEYS, RwLock::default) else {
+            return;
+        };
+        if let Some(c) = crate::sync::read(keys).get(key) {
+            c.increment(1);
+            return;
+        }
+        let mut keys = crate::sync::write(keys);
+        if keys.len() >= MAX_PEER_KEYS {
+            drop(keys);
+            counter!(PEER_CALLS, "peer_key" => "other").increment(1);
+            return;
+        }
+        keys.entry(key.to_owned())
+            .or_insert_with(|| counter!(PEER_CALLS, "peer_key" => key.to_owned()))
+            .increment(1);
+    }
+
+    /// `n` bytes sent to another node.
+    #[inline]
+    pub(crate) fn bytes_sent(n: usize) {
+        static SENT: OnceLock<Counter> = OnceLock::new();
+        if let Some(c) = handles(&SENT, || counter!(BYTES_SENT)) {
+            c.increment(n as u64);
+        }
+    }
+
+    /// `n` bytes received from another node.
+    #[inline]
+    pub(crate) fn bytes_received(n: usize) {
+        static RECEIVED: OnceLock<Counter> = OnceLock::new();
+        if let Some(c) = handles(&RECEIVED, || counter!(BYTES_RECEIVED)) {
+            c.increment(n as u64);
+        }
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -163,6 +218,12 @@ mod imp {
     pub(crate) fn event_relayed() {}
     #[inline(always)]
     pub(crate) fn events_dropped(_: &'static str, _: u64) {}
+    #[inline(always)]
+    pub(crate) fn peer_call(_: &str) {}
+    #[inline(always)]
+    pub(crate) fn bytes_sent(_: usize) {}
+    #[inline(always)]
+    pub(crate) fn bytes_received(_: usize) {}
 }
 
 pub(crate) use imp::*;

@@ -118,6 +118,7 @@ impl RawPeer {
             &EventMsg {
                 topic: topic.to_owned(),
                 data,
+                traceparent: None,
             },
         ))
         .await;

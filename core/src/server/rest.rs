@@ -54,8 +54,11 @@ pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Re
 
 /// Handle one request in its trace context: the request's `traceparent` (this hop is a child
 /// span of it) or a new trace; the `request` span holds its trace id, and the response says
-/// `traceparent`.
+/// `traceparent` (unless trace contexts are off: [`trace::set_enabled`]).
 async fn respond(state: RestState, req: Request) -> Response {
+    if !trace::enabled() {
+        return respond_traced(state, req).await;
+    }
     let ctx = req
         .headers()
         .get(TRACEPARENT)

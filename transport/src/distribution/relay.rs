@@ -31,7 +31,7 @@ impl Shared {
                 // Each event with the node that published it.
                 let sub = self.mesh.subscribe(&topic(&d.path, e));
                 futures::stream::unfold(sub, |mut sub| async move {
-                    sub.recv_from().await.map(|event| (event, sub))
+                    sub.recv_traced().await.map(|event| (event, sub))
                 })
                 .boxed()
             })
@@ -56,7 +56,7 @@ impl Shared {
             }
             drop(weak);
             let name = endpoint(&remote_path);
-            while let Some((from, v)) = stream.next().await {
+            while let Some((from, v, trace)) = stream.next().await {
                 let Ok(env) = serde_json::from_value::<EventEnvelope>(v) else {
                     continue;
                 };
@@ -93,7 +93,18 @@ impl Shared {
                     Arc::new(ctx)
                 });
                 crate::metrics::event_relayed();
-                handle.emit_with_context(&env.event, env.data, context);
+                let Some(trace) = trace else {
+                    handle.emit_with_context(&env.event, env.data, context);
+                    continue;
+                };
+                // Published in a traced call: re-emitted in its trace, in a `relay` span.
+                let span = tracing::error_span!("relay", trace_id = %trace.trace_id_field());
+                span.in_scope(|| {
+                    tracing::debug!(target: LOG, path = %local, event = %env.event, peer = %from, "relaying an event");
+                    plume::trace::sync_scope(trace, || {
+                        handle.emit_with_context(&env.event, env.data, context);
+                    });
+                });
             }
         });
         Some(task.abort_handle())

@@ -46,6 +46,7 @@ use crate::engine::{
 use crate::protocol::{TableDelta, TableSnapshot};
 use crate::sync::lock;
 use plume::Error;
+use plume::trace::TraceContext;
 
 /// What one node sends another.
 enum Msg {
@@ -68,6 +69,7 @@ enum Msg {
         from: NodeId,
         topic: String,
         data: Value,
+        trace: Option<TraceContext>,
     },
     Request {
         from: NodeId,
@@ -290,7 +292,12 @@ impl MemoryEngine {
                         sink.provider_added(&via, key, delta.added);
                     }
                 }
-                Msg::Event { from, topic, data } => sink.deliver(from, &topic, data),
+                Msg::Event {
+                    from,
+                    topic,
+                    data,
+                    trace,
+                } => sink.deliver(from, &topic, data, trace),
                 Msg::Request {
                     from,
                     payload,
@@ -426,7 +433,7 @@ impl Engine for MemoryEngine {
         }
     }
 
-    fn publish(&self, topic: &str, data: &Value) {
+    fn publish(&self, topic: &str, data: &Value, trace: Option<TraceContext>) {
         let members = lock(&self.network.members);
         for (node, m) in members.iter() {
             if *node != self.node && m.topics.contains(topic) {
@@ -434,6 +441,7 @@ impl Engine for MemoryEngine {
                     from: self.node,
                     topic: topic.to_owned(),
                     data: data.clone(),
+                    trace,
                 });
             }
         }

@@ -115,6 +115,7 @@ impl Mesh {
                 deadline,
                 idempotent: options.idempotent,
             };
+            inner.count_peer_call(name, node);
             let sent = remote.call(call).await;
             crate::metrics::call(sent.as_ref().map(|_| ()));
             match sent {
@@ -173,6 +174,7 @@ impl Mesh {
             deadline,
             idempotent: false,
         };
+        inner.count_peer_call(name, node);
         let sent = remote.call(call).await;
         crate::metrics::call(sent.as_ref().map(|_| ()));
         match sent {
@@ -191,6 +193,21 @@ impl Mesh {
 }
 
 impl Inner {
+    /// Count a call (one attempt) sent to `node`'s `name` under its replica-group key
+    /// (`plume_mesh_peer_calls_total`), when metrics are on.
+    fn count_peer_call(&self, name: &str, node: NodeId) {
+        if !plume::metrics::enabled() {
+            return;
+        }
+        let routes = self.routes_read();
+        if let Some(route) = routes
+            .get(name)
+            .and_then(|l| l.iter().find(|r| r.node == node))
+        {
+            crate::metrics::peer_call(&route.key);
+        }
+    }
+
     /// The way to `node` itself: its route's `remote` when that reaches the node (a peer
     /// link), else the engine's direct way (the node's own subject on NATS).
     pub(super) fn addressed(

@@ -39,6 +39,7 @@ use crate::discovery::{NodeId, PeerInfo};
 use crate::engine::{Activity, Engine, Settings};
 use crate::protocol::PROTOCOL_VERSION;
 use crate::sync::lock;
+use plume::trace::TraceContext;
 
 pub use crate::engine::Balance;
 pub use crate::error::MeshError;
@@ -254,8 +255,12 @@ impl Stream for TableWatch {
 pub struct Subscription {
     topic: String,
     inner: Arc<Inner>,
-    stream: Pin<Box<dyn Stream<Item = (NodeId, Value)> + Send>>,
+    stream: Pin<Box<dyn Stream<Item = Delivered> + Send>>,
 }
+
+/// An event as a subscription receives it: the node that published it, its data, and the trace
+/// context of the call that published it, when it ran in one.
+pub(crate) type Delivered = (NodeId, Value, Option<TraceContext>);
 
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,7 +273,7 @@ impl fmt::Debug for Subscription {
 impl Subscription {
     /// The next event.
     pub async fn recv(&mut self) -> Option<Value> {
-        self.stream.next().await.map(|(_, data)| data)
+        self.stream.next().await.map(|(_, data, _)| data)
     }
 
     /// The next event, with the node that published it: the peer whose link it came on (on
@@ -287,6 +292,14 @@ impl Subscription {
     /// # }
     /// ```
     pub async fn recv_from(&mut self) -> Option<(NodeId, Value)> {
+        self.stream.next().await.map(|(from, data, _)| (from, data))
+    }
+
+    /// The next event, with the node that published it and the W3C trace context of the call
+    /// it was published in (`None` when it ran in no trace, or its publisher is a node of an
+    /// earlier version): the span of this hop, a child of that call's. Code that handles the
+    /// event in [`plume::trace::scope`] joins the publisher's trace.
+    pub async fn recv_traced(&mut self) -> Option<(NodeId, Value, Option<TraceContext>)> {
         self.stream.next().await
     }
 
@@ -302,7 +315,7 @@ impl Stream for Subscription {
         self.stream
             .as_mut()
             .poll_next(cx)
-            .map(|event| event.map(|(_, data)| data))
+            .map(|event| event.map(|(_, data, _)| data))
     }
 }
 

@@ -10,12 +10,13 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::handler::EndpointHandler;
-use super::{Inner, LOG, Mesh, ProviderInfo, Subscription, TableEvent, TableWatch};
+use super::{Delivered, Inner, LOG, Mesh, ProviderInfo, Subscription, TableEvent, TableWatch};
 use crate::discovery::NodeId;
 use crate::engine::{Activity, Remote, Removal, Served, Sink};
 use crate::protocol::{Entry, FrameError, TableDelta, TableSnapshot};
 use crate::sync::{lock, read, write};
 use plume::Error;
+use plume::trace::TraceContext;
 
 /// Capacity of each topic's broadcast buffer.
 const TOPIC_CAPACITY: usize = 4096;
@@ -45,7 +46,7 @@ struct LocalEndpoint {
 
 struct TopicState {
     /// Each event with the node that published it.
-    tx: broadcast::Sender<(NodeId, Value)>,
+    tx: broadcast::Sender<Delivered>,
     count: usize,
 }
 
@@ -110,10 +111,10 @@ impl Inner {
             .or_else(|| self.builtin_handler(name))
     }
 
-    fn deliver_local(&self, from: NodeId, topic: &str, data: Value) {
+    fn deliver_local(&self, from: NodeId, topic: &str, data: Value, trace: Option<TraceContext>) {
         let local = lock(&self.local);
         if let Some(t) = local.topics.get(topic) {
-            let _ = t.tx.send((from, data));
+            let _ = t.tx.send((from, data, trace));
         }
     }
 
@@ -251,8 +252,8 @@ impl Sink for Inner {
         self.table_bumped();
     }
 
-    fn deliver(&self, from: NodeId, topic: &str, data: Value) {
-        self.deliver_local(from, topic, data);
+    fn deliver(&self, from: NodeId, topic: &str, data: Value, trace: Option<TraceContext>) {
+        self.deliver_local(from, topic, data, trace);
     }
 
     fn serve(
@@ -406,11 +407,15 @@ impl Mesh {
 
     /// Publish `data` on `topic` to local subscribers and to every node that subscribed to it.
     /// Events are fire-and-forget: a peer whose write queue is full misses this event (a
-    /// warning is logged).
+    /// warning is logged). Published while a call runs in a trace ([`plume::trace::current`]),
+    /// the event carries that trace to its subscribers
+    /// ([`Subscription::recv_traced`](super::Subscription::recv_traced)).
     pub fn publish(&self, topic: &str, data: Value) {
         crate::metrics::event_published();
-        self.inner.engine.publish(topic, &data);
-        self.inner.deliver_local(self.inner.node, topic, data);
+        let trace = plume::trace::current().map(|ctx| ctx.child());
+        self.inner.engine.publish(topic, &data, trace);
+        self.inner
+            .deliver_local(self.inner.node, topic, data, trace);
     }
 
     /// Receive the events published on `topic` anywhere in the mesh from now on.

@@ -38,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 use crate::discovery::{DiscoveryConfig, NodeId, signed};
 use crate::engine::{Engine, EngineKind, Remote, Sink};
 use crate::protocol::{PROTOCOL_VERSION, TableDelta};
+use plume::trace::TraceContext;
+
+/// An event waiting for the publisher task: its topic, data and trace context.
+type QueuedEvent = (String, Value, Option<TraceContext>);
 use crate::sync::lock;
 use remote::Provider;
 use srv::EndpointStats;
@@ -100,8 +104,8 @@ pub(crate) struct NatsEngine {
     /// loop must see every one of them in order, so this channel is unbounded.
     ctl: mpsc::UnboundedSender<Ctl>,
     ctl_rx: Mutex<Option<mpsc::UnboundedReceiver<Ctl>>>,
-    events: mpsc::Sender<(String, Value)>,
-    events_rx: Mutex<Option<mpsc::Receiver<(String, Value)>>>,
+    events: mpsc::Sender<QueuedEvent>,
+    events_rx: Mutex<Option<mpsc::Receiver<QueuedEvent>>>,
     started: SystemTime,
     stats: Mutex<HashMap<String, EndpointStats>>,
     endpoints: Mutex<HashMap<String, CancellationToken>>,
@@ -374,9 +378,10 @@ impl Engine for NatsEngine {
         let _ = self.ctl.send(Ctl::Unsubscribe(topic.to_owned()));
     }
 
-    fn publish(&self, topic: &str, data: &Value) {
+    fn publish(&self, topic: &str, data: &Value, trace: Option<TraceContext>) {
         if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.events.try_send((topic.to_owned(), data.clone()))
+            self.events
+                .try_send((topic.to_owned(), data.clone(), trace))
         {
             tracing::warn!(target: LOG, %topic, "NATS event queue full; event dropped");
         }

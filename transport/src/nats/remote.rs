@@ -31,6 +31,7 @@ impl NatsEngine {
             Some(n) => self.node_subject(n, "call"),
             None => self.svc_subject(name),
         };
+        crate::metrics::bytes_sent(call.payload.len());
         let request = async_nats::Request::new()
             .payload(call.payload)
             .headers(self.headers())
@@ -58,7 +59,10 @@ impl NatsEngine {
             () = removed => return Err(CallError::Lost),
         };
         match sent {
-            Ok(reply) => Ok(reply.payload),
+            Ok(reply) => {
+                crate::metrics::bytes_received(reply.payload.len());
+                Ok(reply.payload)
+            }
             Err(e) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => CallError::NoResponders,
                 async_nats::RequestErrorKind::TimedOut => CallError::Timeout,

@@ -19,20 +19,28 @@ use crate::engine::{Sink, malformed, response};
 use crate::protocol::encode_payload;
 use crate::sync::lock;
 use plume::Error;
+use plume::trace::{TRACEPARENT, TraceContext};
 
 impl NatsEngine {
-    pub(super) async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, Value)>) {
+    pub(super) async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<super::QueuedEvent>) {
         loop {
             let next = tokio::select! {
                 () = self.stop.cancelled() => return,
                 n = rx.recv() => n,
             };
-            let Some((topic, data)) = next else { return };
+            let Some((topic, data, trace)) = next else {
+                return;
+            };
             let subject = self.subject(&["evt", &token(&topic)]);
             let body = Bytes::from(serde_json::to_vec(&data).unwrap_or_default());
+            crate::metrics::bytes_sent(body.len());
+            let mut headers = self.headers();
+            if let Some(trace) = trace {
+                headers.insert(TRACEPARENT, trace.traceparent().as_str());
+            }
             if let Err(e) = self
                 .client
-                .publish_with_headers(subject, self.headers(), body)
+                .publish_with_headers(subject, headers, body)
                 .await
             {
                 tracing::debug!(target: LOG, error = %e, %topic, "event not published");
@@ -69,12 +77,18 @@ impl NatsEngine {
                 tracing::debug!(target: LOG, %topic, "ignoring an event that names no node");
                 continue;
             };
+            crate::metrics::bytes_received(m.payload.len());
             let Ok(data) = serde_json::from_slice::<Value>(&m.payload) else {
                 tracing::debug!(target: LOG, %topic, "ignoring a malformed event");
                 continue;
             };
+            let trace = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(TRACEPARENT))
+                .and_then(|v| TraceContext::parse(v.as_str()));
             let Some(sink) = sink.upgrade() else { break };
-            sink.deliver(from, &topic, data);
+            sink.deliver(from, &topic, data, trace);
         }
         let _ = sub.unsubscribe().await;
     }
@@ -144,6 +158,7 @@ impl NatsEngine {
         let Some(sink) = sink.upgrade() else { return };
         let permit = self.permits.clone().try_acquire_owned();
         let serving = sink.activity().serving();
+        crate::metrics::bytes_received(m.payload.len());
         tokio::spawn(async move {
             let started = Instant::now();
             let mut admit = |name: &str, _provided: bool| match &endpoint {
@@ -171,7 +186,9 @@ impl NatsEngine {
                     s.last_error = e.to_string();
                 }
             }
-            if let Err(e) = self.client.publish(reply, response(result)).await {
+            let answer = response(result);
+            crate::metrics::bytes_sent(answer.len());
+            if let Err(e) = self.client.publish(reply, answer).await {
                 tracing::debug!(target: LOG, error = %e, "reply not sent");
             }
             drop(serving);

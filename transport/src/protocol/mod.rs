@@ -383,6 +383,11 @@ pub struct EventMsg<D = Value> {
     pub topic: String,
     /// Data.
     pub data: D,
+    /// The W3C trace context (`traceparent`) of the call that published the event, when it ran
+    /// in one. Optional, like [`RequestMsg::traceparent`]: a node of an earlier version neither
+    /// sends nor reads it (see docs/protocol.md, "Events").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// `goaway`: the sender drains. `ack` is set on the answer to a goaway.

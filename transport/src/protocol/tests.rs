@@ -254,3 +254,33 @@ fn the_traceparent_field_is_optional_both_ways() {
         "no trace: the old bytes"
     );
 }
+
+/// An event as nodes before the `traceparent` field read and wrote it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct EventBeforeTrace {
+    topic: String,
+    data: Value,
+}
+
+/// The optional `traceparent` of an event, as of a request: each side reads the other's, and an
+/// event without a trace is the old bytes.
+#[test]
+fn the_traceparent_of_an_event_is_optional_both_ways() {
+    let traced = EventMsg {
+        topic: "todos created".to_owned(),
+        data: json!({"id": 1}),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+    };
+    let old: EventBeforeTrace = decode_payload(&encode_payload(&traced)).expect("old reads new");
+    assert_eq!(
+        old,
+        EventBeforeTrace {
+            topic: "todos created".to_owned(),
+            data: json!({"id": 1})
+        }
+    );
+    let from_old = encode_payload(&old);
+    let new: EventMsg = decode_payload(&from_old).expect("new reads old");
+    assert_eq!(new.traceparent, None);
+    assert_eq!(encode_payload(&new), from_old, "no trace: the old bytes");
+}

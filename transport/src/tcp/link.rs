@@ -26,6 +26,7 @@ use crate::protocol::{
 };
 use crate::sync::lock;
 use plume::Error;
+use plume::trace::TraceContext;
 
 const LOG: &str = "plume::mesh";
 /// Most topics a peer may subscribe to on one link; beyond them the link closes.
@@ -345,7 +346,10 @@ impl Reader<'_> {
                 biased;
                 r = incoming.read(buf) => match r {
                     Ok(0) => return LinkError::PeerClosed,
-                    Ok(_) => last_rx = Instant::now(),
+                    Ok(n) => {
+                        crate::metrics::bytes_received(n);
+                        last_rx = Instant::now();
+                    }
                     Err(e) => return LinkError::Read(e),
                 },
                 () = &mut closed => return LinkError::ClosedHere,
@@ -416,7 +420,8 @@ impl Reader<'_> {
             }
             Kind::Event => {
                 let ev: EventMsg = frame.parse()?;
-                sink.deliver(link.peer, &ev.topic, ev.data);
+                let trace = ev.traceparent.as_deref().and_then(TraceContext::parse);
+                sink.deliver(link.peer, &ev.topic, ev.data, trace);
             }
             Kind::Ping => {
                 let _ = link.out.try_send(&Frame::empty(Kind::Pong, frame.id));

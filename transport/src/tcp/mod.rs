@@ -32,6 +32,7 @@ use crate::protocol::{EventMsg, Frame, Goaway, Kind, PROTOCOL_VERSION, TableDelt
 use crate::sync::lock;
 use link::Link;
 use outbox::QueueError;
+use plume::trace::TraceContext;
 
 const LOG: &str = "plume::mesh";
 /// Incoming handshakes at once; a connection beyond them is closed at once (each handshake is
@@ -339,7 +340,7 @@ impl Engine for TcpEngine {
         ));
     }
 
-    fn publish(&self, topic: &str, data: &Value) {
+    fn publish(&self, topic: &str, data: &Value, trace: Option<TraceContext>) {
         let mut frame: Option<Frame> = None;
         let links = lock(&self.links);
         for l in links.values() {
@@ -354,6 +355,7 @@ impl Engine for TcpEngine {
                         &EventMsg {
                             topic: topic.to_string(),
                             data,
+                            traceparent: trace.map(|t| t.traceparent()),
                         },
                     )
                 })

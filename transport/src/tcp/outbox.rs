@@ -141,6 +141,7 @@ impl Outbox {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
             };
+            crate::metrics::bytes_sent(n);
             out.advance(n);
             Ok(out.is_empty())
         });
@@ -226,7 +227,10 @@ impl Outbox {
         while !chunk.is_empty() {
             self.wr.writable().await?;
             match self.wr.try_write(chunk) {
-                Ok(n) => chunk = &chunk[n..],
+                Ok(n) => {
+                    crate::metrics::bytes_sent(n);
+                    chunk = &chunk[n..];
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
