@@ -713,7 +713,20 @@ async fn metrics_count_the_calls_made_through_the_gateway() {
                 }
                 let now = scrape(port).await;
                 if prometheus::value(&now, "plume_calls_in_flight", &in_flight) == Some(1.0) {
-                    return read;
+                    // In flight at the gateway, and not at todos-b (a read that todos-b is slow
+                    // to answer on a loaded machine is not the held one): todos-b's count is
+                    // read after the gateway's, and the gateway's again after it, so a read
+                    // still on its way to todos-b would have to stay in transit across both.
+                    let at_b = scrape(b_port).await;
+                    let busy_b = prometheus::value(&at_b, "plume_calls_in_flight", &in_flight);
+                    let again = scrape(port).await;
+                    if busy_b.unwrap_or(0.0) == 0.0
+                        && !read.is_finished()
+                        && prometheus::value(&again, "plume_calls_in_flight", &in_flight)
+                            == Some(1.0)
+                    {
+                        return read;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
