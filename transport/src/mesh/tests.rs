@@ -343,3 +343,21 @@ async fn a_watcher_that_falls_behind_resyncs_and_misses_nothing() {
     }
     mesh.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_subscription_loses_the_newest_events_and_continues() {
+    let (mesh, _peers) = lone_node().await;
+    let mut sub = mesh.subscribe("t");
+    let queue = 4096;
+    for i in 0..queue + 10 {
+        mesh.publish("t", Value::from(i));
+    }
+    for i in 0..queue {
+        assert_eq!(sub.recv().await, Some(Value::from(i)));
+    }
+    // The ten that found the queue full are gone; the next one arrives.
+    mesh.publish("t", Value::from(-1));
+    assert_eq!(sub.recv().await, Some(Value::from(-1)));
+    drop(sub);
+    mesh.shutdown().await;
+}
