@@ -2,13 +2,14 @@
 //! mesh behind `authenticate("jwt")`, the distribution healthcheck, and the web page at `/`.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use plume::auth::{AuthenticationService, authenticate, hash_password, protect};
 use plume::{App, MemoryOptions, MemoryService, Method, Params, Result, ServiceOptions};
-use plume_transport::distribution::Distribution;
+use plume_transport::distribution::{Distribution, DistributionHandle};
 use serde_json::json;
 
 /// The demo user's e-mail.
@@ -102,13 +103,44 @@ fn asset(content_type: &'static str, body: &'static [u8]) -> impl IntoResponse {
     )
 }
 
+/// `GET /distribution/mounted`: `{"count":N}`, the number of remote services the gateway has
+/// mounted a proxy for; with `?providers`, `{"count":N,"providers":P}`, P their providers in
+/// all (what the scale curves of `bench/scale.sh` wait on; the paths are public anyway: each
+/// answers on REST). A count of 0 until the plugin has started.
+fn mounted_route(
+    handle: Arc<OnceLock<DistributionHandle>>,
+) -> impl Fn(axum::Router) -> axum::Router + Send + Sync + 'static {
+    move |router| {
+        let handle = handle.clone();
+        router.route(
+            "/distribution/mounted",
+            get(move |uri: axum::http::Uri| {
+                let with_providers = uri.query() == Some("providers");
+                let paths = handle.get().map(DistributionHandle::remote_paths);
+                let count = paths.as_ref().map_or(0, Vec::len);
+                let body = match (with_providers, handle.get(), &paths) {
+                    (false, _, _) => format!(r#"{{"count":{count}}}"#),
+                    (true, Some(h), Some(paths)) => {
+                        let providers: usize = paths.iter().map(|p| h.providers(p).len()).sum();
+                        format!(r#"{{"count":{count},"providers":{providers}}}"#)
+                    }
+                    (true, _, _) => format!(r#"{{"count":{count},"providers":0}}"#),
+                };
+                async move { ([(CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+    }
+}
+
 /// Run the gateway until `stop` resolves: serve on `addr`, consume every remote service with
 /// `authenticate("jwt")` on each proxy (publishing nothing), and print
 /// `gateway listening on http://<addr>` once both are up.
 pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let app = gateway_app().await?;
+    let handle = Arc::new(OnceLock::new());
+    app.add_routes(mounted_route(handle.clone()));
     // The plugin first: the routers `listen` builds then serve the mesh monitor's page.
-    Distribution::from_env()?
+    let distribution = Distribution::from_env()?
         .key(KEY)
         .services(false)
         .grace_period(UNAVAILABLE_FOR)
@@ -116,9 +148,10 @@ pub(crate) async fn run(addr: SocketAddr, stop: impl Future<Output = ()>) -> any
             hooks.before(authenticate(["jwt"]));
         })
         .start(&app)
-        .await?
-        .mesh()
-        .set_name("gateway");
+        .await?;
+    distribution.mesh().set_name("gateway");
+    // Set once: `run` starts the plugin once.
+    let _ = handle.set(distribution);
     let server = app.listen(addr).await?;
     crate::say(&format!(
         "gateway listening on http://{}",

@@ -4,7 +4,6 @@
 //! Each test runs in an environment (`PLUME_ENV`) of its own, so runs never see each other.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -12,11 +11,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use plume_tests::child::without_plume_env;
+use plume_tests::child::spawn_first_line;
 use plume_tests::servers::{Kind, Server};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::{Instant, timeout};
 
 /// How long a node may take to start, and the cluster to agree on its members.
@@ -36,30 +34,18 @@ struct EchoNode {
 impl EchoNode {
     /// Start `echo-node --name NAME --http-port 0` with `vars`, and wait for its ready line.
     async fn start(name: &str, vars: &[(String, String)]) -> EchoNode {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway-example"));
-        cmd.args(["echo-node", "--name", name, "--http-port", "0"])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        without_plume_env(&mut cmd);
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("echo-node starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = timeout(WAIT, lines.next_line())
-            .await
-            .expect("the ready line in time")
-            .expect("stdout readable")
-            .expect("echo-node exited before it was ready");
+        let (child, line) = spawn_first_line(
+            env!("CARGO_BIN_EXE_gateway-example"),
+            &["echo-node", "--name", name, "--http-port", "0"],
+            vars,
+            WAIT,
+        )
+        .await;
         let prefix = format!("echo-node {name} ready on http://127.0.0.1:");
         let port = line
             .strip_prefix(&prefix)
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        // Keep reading (and dropping) its stdout so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         EchoNode {
             name: name.to_owned(),
             port,

@@ -19,6 +19,40 @@ pub fn without_plume_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// Start `bin` with `args` and only the `PLUME_*` variables in `vars` (stdout piped, stdin
+/// null, killed on drop), and wait (at most `wait`) for its first line on stdout, which it
+/// returns with the child; the rest of its stdout is read and dropped in the background, so the
+/// child never blocks on a full pipe.
+///
+/// # Panics
+/// When the child cannot start, or exits or stays silent past `wait`: a test failure.
+pub async fn spawn_first_line<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    bin: &str,
+    args: &[&str],
+    vars: &[(K, V)],
+    wait: Duration,
+) -> (Child, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    without_plume_env(&mut cmd);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{bin} starts: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = timeout(wait, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{bin}: no line within {wait:?}"))
+        .expect("stdout readable")
+        .unwrap_or_else(|| panic!("{bin} exited before its first line"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, line)
+}
+
 /// A child process that announces readiness with a `READY <words...>` line on stdout.
 ///
 /// Its stdin stays open while the guard lives (children may treat end-of-input as "my parent is

@@ -12,7 +12,8 @@
 //! * `probe pingpong ADDR COUNT`: COUNT round trips of a 100-byte length-prefixed message with
 //!   the echo server; prints the median in µs (the raw TCP round trip of this machine).
 //!
-//! `PROBE_TOKEN` in the environment adds `Authorization: Bearer <token>`. Loopback only.
+//! `PROBE_TOKEN` in the environment adds `Authorization: Bearer <token>`; `PROBE_INTERVAL_MS`
+//! makes `until` wait that long between two requests (default: back to back). Loopback only.
 
 // A command-line tool whose output is its result.
 #![allow(clippy::print_stdout)]
@@ -188,6 +189,10 @@ async fn until(args: &[String]) -> anyhow::Result<()> {
     };
     let deadline = Instant::now() + Duration::from_millis(timeout_ms.parse()?);
     let needle = needle.as_bytes();
+    let interval = match std::env::var("PROBE_INTERVAL_MS") {
+        Ok(ms) if !ms.is_empty() => Duration::from_millis(ms.parse()?),
+        _ => Duration::ZERO,
+    };
     let mut conn = None;
     while Instant::now() < deadline {
         let (status, body) = request(&target, &mut conn).await;
@@ -198,7 +203,9 @@ async fn until(args: &[String]) -> anyhow::Result<()> {
         }
         if status < 100 {
             // Nothing listening yet: do not spin.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(1).max(interval)).await;
+        } else if !interval.is_zero() {
+            tokio::time::sleep(interval).await;
         }
     }
     bail!("no 200 containing the needle before the deadline")

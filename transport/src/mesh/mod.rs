@@ -250,8 +250,9 @@ impl Stream for TableWatch {
 
 /// Events of one topic, from [`Mesh::subscribe`]. Dropping it unsubscribes.
 ///
-/// Each subscription buffers up to 4096 events; one that falls further behind loses the oldest
-/// ones (a warning is logged) and continues.
+/// Each subscription queues up to 4096 events (taking memory only for those waiting); while its
+/// queue is full, new events are lost for it (a warning is logged, `lagged` in the metrics), and
+/// it continues with the events after.
 pub struct Subscription {
     topic: String,
     inner: Arc<Inner>,

@@ -1,13 +1,12 @@
 //! The service table: this node's endpoints and topics, the routes to every provider, and the
 //! [`Sink`] through which engines change it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use super::handler::EndpointHandler;
 use super::{Delivered, Inner, LOG, Mesh, ProviderInfo, Subscription, TableEvent, TableWatch};
@@ -18,8 +17,114 @@ use crate::sync::{lock, read, write};
 use plume::Error;
 use plume::trace::TraceContext;
 
-/// Capacity of each topic's broadcast buffer.
+/// Capacity of each subscription's queue.
 const TOPIC_CAPACITY: usize = 4096;
+
+/// A subscription's queue was full: the event is lost for it (counted and logged).
+fn full_queue(sent: Result<(), mpsc::error::TrySendError<Delivered>>) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = sent {
+        crate::metrics::events_dropped("lagged", 1);
+        tracing::warn!(target: LOG, "subscriber lagged; an event is lost");
+    }
+}
+
+/// The changes after now, and an `Added` for every provider the table holds now. Subscribing
+/// with the routes locked means every change after the snapshot is seen (changes update the
+/// routes before they send their event).
+fn watch_snapshot(inner: &Inner) -> (broadcast::Receiver<TableEvent>, Vec<TableEvent>) {
+    let routes = inner.routes_read();
+    let rx = inner.table_events.subscribe();
+    let snapshot = routes
+        .iter()
+        .flat_map(|(name, list)| {
+            list.iter().map(move |r| TableEvent::Added {
+                name: name.clone(),
+                node: r.node,
+                key: r.key.clone(),
+                descriptor: r.descriptor.clone(),
+            })
+        })
+        .collect();
+    (rx, snapshot)
+}
+
+/// What one [`TableWatch`] knows: its buffer, what it has reported (to resync after a lag),
+/// and the events it has yet to give.
+struct WatchState {
+    rx: broadcast::Receiver<TableEvent>,
+    /// Weak: a watcher does not keep the node alive (its events end with the node).
+    inner: Weak<Inner>,
+    /// The providers (endpoint, node) this watcher has reported and not reported gone.
+    known: HashSet<(String, NodeId)>,
+    /// The snapshot, or a resync's events, still to give.
+    queue: VecDeque<TableEvent>,
+}
+
+impl WatchState {
+    async fn next(&mut self) -> Option<TableEvent> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                self.track(&ev);
+                return Some(ev);
+            }
+            match self.rx.recv().await {
+                Ok(ev) => {
+                    self.track(&ev);
+                    return Some(ev);
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(target: LOG, missed, "table watcher lagged; resyncing from the table");
+                    self.resync()?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn track(&mut self, ev: &TableEvent) {
+        match ev {
+            TableEvent::Added { name, node, .. } => {
+                self.known.insert((name.clone(), *node));
+            }
+            TableEvent::Removed { name, node, .. } => {
+                self.known.remove(&(name.clone(), *node));
+            }
+        }
+    }
+
+    /// Read the table again: `Removed` for what is gone, `Added` for all there is. None once
+    /// the node is gone.
+    fn resync(&mut self) -> Option<()> {
+        let inner = self.inner.upgrade()?;
+        let (rx, snapshot) = watch_snapshot(&inner);
+        drop(inner);
+        self.rx = rx;
+        let now: HashSet<(&str, NodeId)> = snapshot
+            .iter()
+            .filter_map(|ev| match ev {
+                TableEvent::Added { name, node, .. } => Some((name.as_str(), *node)),
+                TableEvent::Removed { .. } => None,
+            })
+            .collect();
+        let mut gone: Vec<&(String, NodeId)> = self
+            .known
+            .iter()
+            .filter(|(name, node)| !now.contains(&(name.as_str(), *node)))
+            .collect();
+        gone.sort();
+        let removed: Vec<TableEvent> = gone
+            .into_iter()
+            .map(|(name, node)| TableEvent::Removed {
+                name: name.clone(),
+                node: *node,
+                reason: Removal::NodeLost,
+            })
+            .collect();
+        self.queue.extend(removed);
+        self.queue.extend(snapshot);
+        Some(())
+    }
+}
 
 /// How a route reaches its provider.
 #[derive(Clone)]
@@ -45,8 +150,11 @@ struct LocalEndpoint {
 }
 
 struct TopicState {
-    /// Each event with the node that published it.
-    tx: broadcast::Sender<Delivered>,
+    /// One queue per subscription, each event with the node that published it. A queue
+    /// (tokio's mpsc) takes memory as events wait in it, not up front: a gateway subscribes to
+    /// four topics per remote service, and a broadcast channel of 4,096 slots each made a
+    /// thousand mounted services cost 1.5 GB and seconds of page clearing.
+    subs: Vec<mpsc::Sender<Delivered>>,
     count: usize,
 }
 
@@ -112,10 +220,18 @@ impl Inner {
     }
 
     fn deliver_local(&self, from: NodeId, topic: &str, data: Value, trace: Option<TraceContext>) {
-        let local = lock(&self.local);
-        if let Some(t) = local.topics.get(topic) {
-            let _ = t.tx.send((from, data, trace));
+        let mut local = lock(&self.local);
+        let Some(t) = local.topics.get_mut(topic) else {
+            return;
+        };
+        t.subs.retain(|tx| !tx.is_closed());
+        let Some((last, others)) = t.subs.split_last() else {
+            return;
+        };
+        for tx in others {
+            full_queue(tx.try_send((from, data.clone(), trace)));
         }
+        full_queue(last.try_send((from, data, trace)));
     }
 
     /// A [`Subscription`] of `topic` ended.
@@ -367,41 +483,26 @@ impl Mesh {
     /// table holds now (this node's own endpoints included), then every change. A change that
     /// races with the snapshot may repeat what the snapshot said; none is lost.
     ///
-    /// Each watcher has its own buffer of 1024 events; a watcher that falls further behind
-    /// loses the oldest events (a warning is logged) and should resync with
-    /// [`providers`](Self::providers).
+    /// Each watcher has its own buffer of 1024 events. A watcher that falls further behind (a
+    /// peer's table of a thousand endpoints arrives at once) resyncs by itself: it reads the
+    /// table again, gives a [`Removed`](TableEvent::Removed) (reason
+    /// [`NodeLost`](Removal::NodeLost)) for every provider it had reported that is gone, then
+    /// an `Added` for every provider the table holds, and carries on with the changes after
+    /// that (a warning is logged).
     pub fn watch(&self) -> TableWatch {
-        let (rx, snapshot) = {
-            // Changes update the routes before they send their event: subscribing with the
-            // routes locked means every change after the snapshot is seen.
-            let routes = self.inner.routes_read();
-            let rx = self.inner.table_events.subscribe();
-            let snapshot: Vec<TableEvent> = routes
-                .iter()
-                .flat_map(|(name, list)| {
-                    list.iter().map(move |r| TableEvent::Added {
-                        name: name.clone(),
-                        node: r.node,
-                        key: r.key.clone(),
-                        descriptor: r.descriptor.clone(),
-                    })
-                })
-                .collect();
-            (rx, snapshot)
+        let (rx, snapshot) = watch_snapshot(&self.inner);
+        let state = WatchState {
+            rx,
+            inner: Arc::downgrade(&self.inner),
+            known: HashSet::new(),
+            queue: snapshot.into(),
         };
-        let changes = futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => return Some((ev, rx)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(target: LOG, missed = n, "table watcher lagged");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
+        let events = futures::stream::unfold(state, |mut st| async move {
+            let ev = st.next().await?;
+            Some((ev, st))
         });
         TableWatch {
-            stream: Box::pin(futures::stream::iter(snapshot).chain(changes)),
+            stream: Box::pin(events),
         }
     }
 
@@ -422,32 +523,26 @@ impl Mesh {
     pub fn subscribe(&self, topic: &str) -> Subscription {
         let inner = &self.inner;
         let mut local = lock(&inner.local);
-        let rx = match local.topics.get_mut(topic) {
+        let (tx, rx) = mpsc::channel(TOPIC_CAPACITY);
+        match local.topics.get_mut(topic) {
             Some(t) => {
                 t.count += 1;
-                t.tx.subscribe()
+                t.subs.push(tx);
             }
             None => {
-                let (tx, rx) = broadcast::channel(TOPIC_CAPACITY);
-                local
-                    .topics
-                    .insert(topic.to_string(), TopicState { tx, count: 1 });
+                local.topics.insert(
+                    topic.to_string(),
+                    TopicState {
+                        subs: vec![tx],
+                        count: 1,
+                    },
+                );
                 inner.engine.subscribe(topic);
-                rx
             }
-        };
+        }
         drop(local);
         let stream = futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(v) => return Some((v, rx)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        crate::metrics::events_dropped("lagged", n);
-                        tracing::warn!(target: LOG, missed = n, "subscriber lagged; events lost");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
+            rx.recv().await.map(|event| (event, rx))
         });
         Subscription {
             topic: topic.to_string(),

@@ -305,3 +305,59 @@ async fn nats_without_its_feature_is_an_error_naming_it() {
         "{err}: {source:?}"
     );
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_resyncs_and_misses_nothing() {
+    let (mesh, _peers) = lone_node().await;
+    mesh.provide("early", Value::Null, |_req: Request| async {
+        Ok(Value::Null)
+    });
+    let mut watch = mesh.watch();
+    // More changes than the watcher's buffer holds, while it reads nothing.
+    let count = WATCH_CAPACITY + 500;
+    for i in 0..count {
+        mesh.provide(&format!("e{i}"), Value::Null, |_req: Request| async {
+            Ok(Value::Null)
+        });
+    }
+    mesh.withdraw("early");
+    for i in 0..10 {
+        mesh.withdraw(&format!("e{i}"));
+    }
+    // What the events say the table holds must become what it holds.
+    let want: std::collections::BTreeSet<String> = (10..count).map(|i| format!("e{i}")).collect();
+    let mut have = std::collections::BTreeSet::new();
+    while have != want {
+        let ev = tokio::time::timeout(Duration::from_secs(5), watch.recv())
+            .await
+            .unwrap_or_else(|_| panic!("stuck with {} of {} endpoints", have.len(), want.len()))
+            .expect("the node is alive");
+        match ev {
+            TableEvent::Added { name, .. } => {
+                have.insert(name);
+            }
+            TableEvent::Removed { name, .. } => {
+                have.remove(&name);
+            }
+        }
+    }
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_subscription_loses_the_newest_events_and_continues() {
+    let (mesh, _peers) = lone_node().await;
+    let mut sub = mesh.subscribe("t");
+    let queue = 4096;
+    for i in 0..queue + 10 {
+        mesh.publish("t", Value::from(i));
+    }
+    for i in 0..queue {
+        assert_eq!(sub.recv().await, Some(Value::from(i)));
+    }
+    // The ten that found the queue full are gone; the next one arrives.
+    mesh.publish("t", Value::from(-1));
+    assert_eq!(sub.recv().await, Some(Value::from(-1)));
+    drop(sub);
+    mesh.shutdown().await;
+}
