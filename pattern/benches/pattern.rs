@@ -1,6 +1,8 @@
 //! Pattern RPC against nats-hemera, same run, same `nats-server`, one responder each:
 //! - `nats/act_1_in_flight`: one Plume act at a time (Plume responder, Plume caller);
 //! - `nats/act_64_in_flight`: 64 acts at once;
+//! - `nats/raw_request_1_in_flight`: a plain async-nats request to a subscriber that echoes it
+//!   (no Hemera envelope, no pattern node): the floor that the client and server set;
 //! - `mesh/pattern_act_64` vs `mesh/request_64`: the pattern act on the TCP mesh against the
 //!   mesh's plain call (`mesh.to(name).send`), 64 in flight each.
 //!
@@ -88,6 +90,30 @@ async fn plume_pair(url: &str) -> (Hemera, Hemera) {
     (responder, caller)
 }
 
+/// A plain NATS responder (echoes each request's payload) and a caller connection.
+async fn raw_nats_pair(url: &str) -> async_nats::Client {
+    let responder = async_nats::connect(url).await.expect("NATS");
+    let mut sub = responder.subscribe("raw.echo").await.expect("subscribe");
+    responder.flush().await.expect("flush");
+    tokio::spawn(async move {
+        while let Some(m) = futures::StreamExt::next(&mut sub).await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let caller = async_nats::connect(url).await.expect("NATS");
+    // The subscription is in place once a request finds it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while caller.request("raw.echo", "".into()).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the raw responder never answered"
+        );
+    }
+    caller
+}
+
 async fn mesh_pair() -> (Mesh, Mesh, Hemera, Hemera) {
     let env = format!("pattern-bench-{}", std::process::id());
     let start = |key: &'static str| {
@@ -148,14 +174,24 @@ fn main() {
     let mut nats = c.benchmark_group("nats");
     nats.bench_function("act_1_in_flight", |b| {
         b.to_async(&rt).iter(|| async {
-            assert_eq!(caller.act(msg.clone()).await, Ok(json!(3.0)));
+            assert_eq!(caller.act(&msg).await, Ok(json!(3.0)));
         })
     });
     nats.throughput(Throughput::Elements(64));
     nats.bench_function("act_64_in_flight", |b| {
         b.to_async(&rt).iter(|| async {
-            let all = join_all((0..64).map(|_| caller.act(msg.clone()))).await;
+            let all = join_all((0..64).map(|_| caller.act(&msg))).await;
             assert!(all.iter().all(Result::is_ok));
+        })
+    });
+    // The floor under both: a plain async-nats request to a subscriber that answers at once
+    // (same server, same process layout, no Hemera envelope).
+    let raw = rt.block_on(raw_nats_pair(&url));
+    nats.throughput(Throughput::Elements(1));
+    nats.bench_function("raw_request_1_in_flight", |b| {
+        b.to_async(&rt).iter(|| async {
+            let reply = raw.request("raw.echo", "3".into()).await.expect("reply");
+            assert_eq!(&reply.payload[..], b"3");
         })
     });
     nats.finish();
@@ -167,7 +203,7 @@ fn main() {
     mesh.throughput(Throughput::Elements(64));
     mesh.bench_function("pattern_act_64", |b| {
         b.to_async(&rt).iter(|| async {
-            let all = join_all((0..64).map(|_| mcaller.act(mmsg.clone()))).await;
+            let all = join_all((0..64).map(|_| mcaller.act(&mmsg))).await;
             assert!(all.iter().all(Result::is_ok));
         })
     });

@@ -1,6 +1,7 @@
 //! Handlers of added patterns: what a message looks like to them ([`Req`]), and typed handlers
 //! that decode the payload into their own type ([`typed`]).
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::marker::PhantomData;
 
@@ -11,13 +12,14 @@ use serde_json::{Map, Value};
 
 use crate::Hemera;
 use crate::error::HemeraError;
+use crate::payload::Payload;
 
 /// A message as a handler sees it.
 #[derive(Clone)]
 pub struct Req {
-    /// The message without its `$` options: the payload, `topic` and the other pattern keys
-    /// included.
-    pub pattern: Map<String, Value>,
+    /// The message without its `$` options, kept in the bytes it arrived in until asked for
+    /// ([`pattern`](Self::pattern), [`payload`](Self::payload)).
+    pub(crate) payload: Payload,
     /// The caller's `meta$` (and its parents'): passed on to every nested [`act`](Self::act).
     pub meta: Map<String, Value>,
     /// The caller's `delegate$`, for this call only (not passed on).
@@ -34,7 +36,7 @@ pub struct Req {
 impl std::fmt::Debug for Req {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Req")
-            .field("pattern", &self.pattern)
+            .field("pattern", self.pattern())
             .field("meta", &self.meta)
             .field("delegate", &self.delegate)
             .field("trace_id", &self.trace_id)
@@ -49,10 +51,22 @@ pub(crate) type ReplyNext =
     std::sync::Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), HemeraError>> + Send + Sync>;
 
 impl Req {
-    /// The payload decoded into `T` (serde): a payload that does not fit is a
-    /// `PayloadValidationError` naming the field.
+    /// The message without its `$` options: the payload, `topic` and the other pattern keys
+    /// included. Built from the received bytes on the first call (a handler that only uses
+    /// [`payload`](Self::payload), or a [`typed`] one, never builds it).
+    pub fn pattern(&self) -> &Map<String, Value> {
+        self.payload.map()
+    }
+
+    /// [`pattern`](Self::pattern), moved out.
+    pub fn into_pattern(self) -> Map<String, Value> {
+        self.payload.into_map()
+    }
+
+    /// The payload decoded into `T` (serde), straight from the received bytes: a payload that
+    /// does not fit is a `PayloadValidationError` naming the field.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HemeraError> {
-        decode_payload(&self.pattern)
+        self.payload.decode()
     }
 
     /// Send one reply now, before the handler's own result (Hemera's `this.reply.next(v)`): a
@@ -70,13 +84,13 @@ impl Req {
     /// A nested act: it carries this message's `meta` (merged under the nested message's own
     /// `meta$`) and trace id; its span's parent is this message's span. `delegate$` is not
     /// passed on.
-    pub async fn act(&self, message: Value) -> Result<Value, HemeraError> {
+    pub async fn act(&self, message: impl Borrow<Value>) -> Result<Value, HemeraError> {
         let parent = Parent {
             meta: &self.meta,
             trace_id: &self.trace_id,
             span_id: &self.span_id,
         };
-        self.hemera.act_in(Some(&parent), message).await
+        self.hemera.act_in(Some(&parent), message.borrow()).await
     }
 }
 
@@ -86,16 +100,6 @@ pub(crate) struct Parent<'a> {
     pub(crate) meta: &'a Map<String, Value>,
     pub(crate) trace_id: &'a str,
     pub(crate) span_id: &'a str,
-}
-
-/// Decode `pattern` into `T`, naming the field that does not fit.
-pub(crate) fn decode_payload<T: DeserializeOwned>(
-    pattern: &Map<String, Value>,
-) -> Result<T, HemeraError> {
-    serde_path_to_error::deserialize(pattern).map_err(|e| {
-        let field = e.path().to_string();
-        HemeraError::payload_validation(&field, e.into_inner().to_string())
-    })
 }
 
 /// Serves the messages of an added pattern.
@@ -161,7 +165,7 @@ where
     Fut: Future<Output = Result<R, HemeraError>> + Send + 'static,
 {
     fn call(&self, req: Req) -> BoxFuture<'static, Result<Value, HemeraError>> {
-        let payload = match decode_payload::<T>(&req.pattern) {
+        let payload = match req.payload.decode::<T>() {
             Ok(p) => p,
             Err(e) => return Box::pin(async move { Err(e) }),
         };

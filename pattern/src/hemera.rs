@@ -1,5 +1,6 @@
 //! The node handle: `add`, `remove`, `act`, and serving one message (shared by both buses).
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::error::HemeraError;
 use crate::handler::{Handler, Parent, ReplyNext, Req};
 use crate::message::Message;
 use crate::pattern::{Pattern, method_of};
+use crate::payload::Payload;
 use crate::registry::{Entry, Topic, TopicOptions, Topics};
 use crate::schema::Schema;
 
@@ -196,8 +198,11 @@ impl Hemera {
     /// (`traceId`/`spanId` to use), `requestId$`, `pubsub$` (publish, no reply: `Ok(null)` at
     /// once). Errors: the handler's (name, message, code, data kept), `PatternNotFound`,
     /// `TimeoutError`, `PayloadValidationError`, `HemeraError` for a bad message.
-    pub async fn act(&self, message: Value) -> Result<Value, HemeraError> {
-        self.act_in(None, message).await
+    ///
+    /// The message is given as a [`Value`] or borrowed (`&Value`): either way it is encoded from
+    /// where it is, not copied.
+    pub async fn act(&self, message: impl Borrow<Value>) -> Result<Value, HemeraError> {
+        self.act_in(None, message.borrow()).await
     }
 
     /// [`act`](Self::act) with a typed message and result: a result that does not decode into
@@ -208,7 +213,7 @@ impl Hemera {
     ) -> Result<T, HemeraError> {
         let message = serde_json::to_value(message)
             .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))?;
-        let value = self.act(message).await?;
+        let value = self.act(&message).await?;
         serde_json::from_value(value)
             .map_err(|e| HemeraError::parse(format!("the result does not fit the type: {e}")))
     }
@@ -219,9 +224,9 @@ impl Hemera {
     /// ends without one).
     pub async fn act_many(
         &self,
-        message: Value,
+        message: impl Borrow<Value>,
     ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
-        let msg = Message::parse(message, None, &self.inner.options)?;
+        let msg = Message::parse(message.borrow(), None, &self.inner.options)?;
         let Some(wanted) = msg.replies else {
             return Err(HemeraError::hemera(
                 "act_many needs `maxMessages$` or `expectedMessages$`",
@@ -234,7 +239,7 @@ impl Hemera {
     pub(crate) async fn act_in(
         &self,
         parent: Option<&Parent<'_>>,
-        message: Value,
+        message: &Value,
     ) -> Result<Value, HemeraError> {
         let msg = Message::parse(message, parent, &self.inner.options)?;
         if msg.replies.is_some() {
@@ -265,48 +270,71 @@ impl Hemera {
             span_id,
             method,
         } = incoming;
-        let handler = self
-            .topics_read()
-            .get(topic)
-            .and_then(|t| t.lookup(&pattern));
-        // The method string names the pattern in errors (and is sent by Hemera callers).
-        let method = method.unwrap_or_else(|| method_of(&pattern));
-        let outcome = match handler {
-            None => Err(HemeraError::pattern_not_found(&method, self.name())),
-            Some((handler, schema)) => {
-                // The pattern's JSON-schema rule first: a breach never reaches the handler.
-                let pattern = match schema {
-                    None => pattern,
-                    Some(schema) => {
-                        let payload = Value::Object(pattern);
-                        if let Err(e) = schema.check(&payload) {
-                            return Err(error_object(e, topic, &method, self.name()));
-                        }
-                        match payload {
-                            Value::Object(pattern) => pattern,
-                            _ => Map::new(),
-                        }
-                    }
-                };
-                let req = Req {
-                    trace_id,
-                    span_id,
-                    pattern,
-                    meta,
-                    delegate,
-                    hemera: self.clone(),
-                    next,
-                };
-                std::panic::AssertUnwindSafe(handler.call(req))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        tracing::error!(target: LOG, topic, %method, "a handler panicked");
-                        Err(HemeraError::hemera("the handler failed (panic)"))
-                    })
+        let handler = match pattern.props() {
+            Ok(props) => self.topics_read().get(topic).and_then(|t| t.lookup(&props)),
+            Err(e) => {
+                tracing::warn!(target: LOG, topic, "undecodable message: {}", e.message);
+                let method = method.unwrap_or_else(|| method_of(pattern.map()));
+                return Err(error_object(e, topic, &method, self.name()));
             }
         };
-        outcome.map_err(|e| error_object(e, topic, &method, self.name()))
+        let Some((handler, schema)) = handler else {
+            // The method string names the pattern in errors (and is sent by Hemera callers).
+            let method = method.unwrap_or_else(|| method_of(pattern.map()));
+            let e = HemeraError::pattern_not_found(&method, self.name());
+            return Err(error_object(e, topic, &method, self.name()));
+        };
+        // The pattern's JSON-schema rule first: a breach never reaches the handler.
+        let (payload, method) = match schema {
+            None => (pattern, method),
+            Some(schema) => {
+                let map = pattern.into_map();
+                let method = method.unwrap_or_else(|| method_of(&map));
+                let payload = Value::Object(map);
+                if let Err(e) = schema.check(&payload) {
+                    return Err(error_object(e, topic, &method, self.name()));
+                }
+                let Value::Object(map) = payload else {
+                    return Err(error_object(
+                        HemeraError::hemera("the payload is not a map"),
+                        topic,
+                        &method,
+                        self.name(),
+                    ));
+                };
+                (Payload::from_map(map), Some(method))
+            }
+        };
+        // Kept for an error's method string (`Req` moves into the handler): the received bytes
+        // are shared, not copied.
+        let for_errors = method.is_none().then(|| payload.clone());
+        let req = Req {
+            trace_id,
+            span_id,
+            payload,
+            meta,
+            delegate,
+            hemera: self.clone(),
+            next,
+        };
+        let outcome = std::panic::AssertUnwindSafe(handler.call(req))
+            .catch_unwind()
+            .await;
+        let method = || match (method, for_errors) {
+            (Some(m), _) => m,
+            (None, Some(p)) => method_of(p.map()),
+            (None, None) => String::new(),
+        };
+        match outcome {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(error_object(e, topic, &method(), self.name())),
+            Err(_) => {
+                let method = method();
+                tracing::error!(target: LOG, topic, %method, "a handler panicked");
+                let e = HemeraError::hemera("the handler failed (panic)");
+                Err(error_object(e, topic, &method, self.name()))
+            }
+        }
     }
 
     /// The topics (a short lock; never held across an await).
@@ -350,8 +378,8 @@ fn with_hop(e: HemeraError, hop: Value) -> Value {
 /// A message as a server receives it, from either bus.
 #[derive(Debug)]
 pub(crate) struct Incoming {
-    /// The message without its `$` keys.
-    pub(crate) pattern: Map<String, Value>,
+    /// The message without its `$` keys, as received.
+    pub(crate) pattern: Payload,
     pub(crate) meta: Map<String, Value>,
     pub(crate) delegate: Map<String, Value>,
     pub(crate) trace_id: String,

@@ -37,8 +37,10 @@ mod handler;
 mod hemera;
 mod message;
 pub mod pattern;
+mod payload;
 mod registry;
 mod schema;
+mod served;
 mod wire;
 
 #[doc = include_str!("../../docs/hemera.md")]

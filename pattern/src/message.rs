@@ -2,11 +2,14 @@
 //! meta, delegate, trace ids) so that each bus encodes its own envelope from them without
 //! building JSON maps first (see `crate::wire`).
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::envelope::{new_id, timestamp_ms};
+use crate::envelope::new_id;
 use crate::error::HemeraError;
 use crate::handler::Parent;
 use crate::hemera::Options;
@@ -25,46 +28,50 @@ pub(crate) enum Replies {
 /// The most replies `act_many` keeps (bounds its memory whatever the responders do).
 pub(crate) const MAX_REPLIES: usize = 10_000;
 
-/// One act, ready to send.
+/// One act, ready to send: its parts borrowed from the caller's message (no copy of the
+/// payload; its `$` keys are skipped when it is encoded).
 #[derive(Debug)]
-pub(crate) struct Message {
-    pub(crate) topic: String,
+pub(crate) struct Message<'a> {
+    pub(crate) topic: &'a str,
     pub(crate) timeout: Duration,
     pub(crate) replies: Option<Replies>,
     /// `pubsub$: true`: published, no reply.
     pub(crate) pubsub: bool,
-    /// The message without its `$` keys: the payload the handler sees (with `topic`).
-    pub(crate) pattern: Map<String, Value>,
+    /// The caller's message, `$` keys included (see [`payload`](Self::payload)).
+    message: &'a Map<String, Value>,
+    /// Whether `message` has `$` keys (most have none: then it is the payload as it is).
+    has_options: bool,
     /// `meta$` over the parent's meta.
-    pub(crate) meta: Map<String, Value>,
+    pub(crate) meta: Cow<'a, Map<String, Value>>,
     /// `delegate$`.
-    pub(crate) delegate: Map<String, Value>,
-    pub(crate) trace_id: String,
-    pub(crate) span_id: String,
-    pub(crate) parent_span_id: Option<String>,
-    /// The other keys of `trace$` (sent in Hemera's `trace` over the generated ones).
-    pub(crate) trace_extra: Map<String, Value>,
-    pub(crate) request_id: String,
-    pub(crate) timestamp: f64,
+    pub(crate) delegate: &'a Map<String, Value>,
+    pub(crate) trace_id: Cow<'a, str>,
+    pub(crate) span_id: Cow<'a, str>,
+    pub(crate) parent_span_id: Option<Cow<'a, str>>,
+    /// `trace$` (its keys are sent in Hemera's `trace` over the generated ones).
+    pub(crate) trace_extra: &'a Map<String, Value>,
+    /// `requestId$` (a fresh id otherwise, made when a NATS envelope is written).
+    pub(crate) request_id: Option<&'a str>,
 }
 
-impl Message {
+/// The empty map an absent option borrows.
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+
+impl<'a> Message<'a> {
     /// Check `message` and take it apart, inheriting `parent`'s meta and trace.
     pub(crate) fn parse(
-        message: Value,
-        parent: Option<&Parent<'_>>,
+        message: &'a Value,
+        parent: Option<&Parent<'a>>,
         options: &Options,
-    ) -> Result<Message, HemeraError> {
-        let Value::Object(mut message) = message else {
+    ) -> Result<Message<'a>, HemeraError> {
+        let Value::Object(message) = message else {
             return Err(HemeraError::hemera(format!(
                 "act: the message must be a JSON object, got {}",
-                kind_of(&message)
+                kind_of(message)
             )));
         };
         let topic = match message.get("topic") {
-            Some(Value::String(t)) if !t.is_empty() && !t.contains(char::is_whitespace) => {
-                t.clone()
-            }
+            Some(Value::String(t)) if !t.is_empty() && !t.contains(char::is_whitespace) => t,
             _ => {
                 return Err(HemeraError::hemera(
                     "act: the message needs a `topic`: a non-empty string without spaces",
@@ -72,74 +79,117 @@ impl Message {
             }
         };
         // Most messages carry no `$` option: one pass over the keys spares their lookups.
-        let mut own = if message.keys().any(|k| k.ends_with('$')) {
-            let own = Own::take(&mut message, options)?;
-            message.retain(|k, _| !k.ends_with('$'));
-            own
+        let has_options = message.keys().any(|k| k.ends_with('$'));
+        let own = if has_options {
+            Own::of(message, options)?
         } else {
             Own::none(options)
         };
-        let mut meta = parent.map(|p| p.meta.clone()).unwrap_or_default();
-        meta.extend(std::mem::take(&mut own.meta));
-        let trace_id = own
-            .id("traceId")
-            .or_else(|| parent.map(|p| p.trace_id.to_owned()))
-            .unwrap_or_else(new_id);
-        let span_id = own.id("spanId").unwrap_or_else(new_id);
-        let parent_span_id = own
-            .id("parentSpanId")
-            .or_else(|| parent.map(|p| p.span_id.to_owned()));
+        let meta = match parent.map(|p| p.meta).filter(|m| !m.is_empty()) {
+            None => Cow::Borrowed(own.meta),
+            Some(inherited) if own.meta.is_empty() => Cow::Borrowed(inherited),
+            Some(inherited) => {
+                let mut meta = inherited.clone();
+                meta.extend(own.meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Cow::Owned(meta)
+            }
+        };
+        let id = |key: &str| {
+            own.trace
+                .get(key)
+                .and_then(Value::as_str)
+                .map(Cow::Borrowed)
+        };
+        let trace_id = id("traceId")
+            .or_else(|| parent.map(|p| Cow::Borrowed(p.trace_id)))
+            .unwrap_or_else(|| Cow::Owned(new_id()));
+        let span_id = id("spanId").unwrap_or_else(|| Cow::Owned(new_id()));
+        let parent_span_id =
+            id("parentSpanId").or_else(|| parent.map(|p| Cow::Borrowed(p.span_id)));
         Ok(Message {
             topic,
             timeout: own.timeout,
             replies: own.replies,
             pubsub: own.pubsub,
-            pattern: message,
+            message,
+            has_options,
             meta,
             delegate: own.delegate,
             trace_id,
             span_id,
             parent_span_id,
             trace_extra: own.trace,
-            request_id: own.request_id.unwrap_or_else(new_id),
-            timestamp: timestamp_ms(),
+            request_id: own.request_id,
         })
+    }
+
+    /// The payload: the message without its `$` keys (`topic` and the pattern keys included).
+    pub(crate) fn payload(&self) -> Body<'_> {
+        Body {
+            message: self.message,
+            skip_options: self.has_options,
+        }
     }
 
     /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).
     pub(crate) fn method(&self) -> String {
-        method_of(&self.pattern)
+        method_of(self.message)
+    }
+}
+
+/// A message's payload, serialized as a map without the message's `$` keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Body<'a> {
+    message: &'a Map<String, Value>,
+    skip_options: bool,
+}
+
+impl Body<'_> {
+    /// The payload's entries.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        let skip = self.skip_options;
+        self.message
+            .iter()
+            .filter(move |(k, _)| !(skip && k.ends_with('$')))
+    }
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.skip_options {
+            return self.message.serialize(s);
+        }
+        s.collect_map(self.iter())
     }
 }
 
 /// The `$` options of an act's message.
-struct Own {
+struct Own<'a> {
     timeout: Duration,
     pubsub: bool,
     replies: Option<Replies>,
-    request_id: Option<String>,
-    meta: Map<String, Value>,
-    delegate: Map<String, Value>,
-    trace: Map<String, Value>,
+    request_id: Option<&'a str>,
+    meta: &'a Map<String, Value>,
+    delegate: &'a Map<String, Value>,
+    trace: &'a Map<String, Value>,
 }
 
-impl Own {
+impl<'a> Own<'a> {
     /// A message without options.
-    fn none(options: &Options) -> Own {
+    fn none(options: &Options) -> Own<'a> {
         Own {
             timeout: options.timeout,
             pubsub: false,
             replies: None,
             request_id: None,
-            meta: Map::new(),
-            delegate: Map::new(),
-            trace: Map::new(),
+            meta: &EMPTY,
+            delegate: &EMPTY,
+            trace: &EMPTY,
         }
     }
 
-    /// Check and take the options of `message` (its `meta$`, `delegate$` and `trace$` are
-    /// moved out of it).
-    fn take(message: &mut Map<String, Value>, options: &Options) -> Result<Own, HemeraError> {
+    /// Check the options of `message`.
+    fn of(message: &'a Map<String, Value>, options: &Options) -> Result<Own<'a>, HemeraError> {
         let timeout = match message.get("timeout$") {
             None | Some(Value::Null) => options.timeout,
             Some(v) => match v.as_f64() {
@@ -161,7 +211,7 @@ impl Own {
         let replies = replies_of(message)?;
         let request_id = match message.get("requestId$") {
             None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(id.clone()),
+            Some(Value::String(id)) => Some(id.as_str()),
             Some(_) => return Err(HemeraError::hemera("act: `requestId$` must be a string")),
         };
         Ok(Own {
@@ -174,30 +224,19 @@ impl Own {
             trace: object_option(message, "trace$")?,
         })
     }
-
-    /// The string `trace$` key `key`, taken out (a non-string one stays, sent as given).
-    fn id(&mut self, key: &str) -> Option<String> {
-        match self.trace.get(key) {
-            Some(Value::String(_)) => match self.trace.shift_remove(key) {
-                Some(Value::String(id)) => Some(id),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
 }
 
 /// `message[key]`: an object, or empty when absent.
-fn object_option(
-    message: &mut Map<String, Value>,
+fn object_option<'a>(
+    message: &'a Map<String, Value>,
     key: &str,
-) -> Result<Map<String, Value>, HemeraError> {
-    match message.shift_remove(key) {
-        None | Some(Value::Null) => Ok(Map::new()),
+) -> Result<&'a Map<String, Value>, HemeraError> {
+    match message.get(key) {
+        None | Some(Value::Null) => Ok(&*EMPTY),
         Some(Value::Object(m)) => Ok(m),
         Some(other) => Err(HemeraError::hemera(format!(
             "act: `{key}` must be an object, got {}",
-            kind_of(&other)
+            kind_of(other)
         ))),
     }
 }
@@ -227,17 +266,15 @@ mod tests {
     use crate::wire::tests::envelope_of;
     use serde_json::json;
 
-    fn parse(v: Value) -> Result<Message, HemeraError> {
+    fn parse(v: &Value) -> Result<Message<'_>, HemeraError> {
         Message::parse(v, None, &Options::default())
     }
 
     #[test]
     fn builds_hemera_envelopes() {
-        let m = parse(
-            json!({"topic": "math", "cmd": "add", "a": 1, "b": 2, "timeout$": 150,
-                             "meta$": {"k": 1}, "delegate$": {"d": 2}, "requestId$": "rid-1"}),
-        )
-        .expect("ok");
+        let v = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2, "timeout$": 150,
+                       "meta$": {"k": 1}, "delegate$": {"d": 2}, "requestId$": "rid-1"});
+        let m = parse(&v).expect("ok");
         assert_eq!(m.timeout, Duration::from_millis(150));
         assert_eq!(m.method(), "a:1,b:2,cmd:add,topic:math");
         let env = &envelope_of(&m);
@@ -255,7 +292,8 @@ mod tests {
 
     #[test]
     fn messages_without_options_get_the_defaults() {
-        let m = parse(json!({"topic": "math", "cmd": "add", "a": 1})).expect("ok");
+        let v = json!({"topic": "math", "cmd": "add", "a": 1});
+        let m = parse(&v).expect("ok");
         assert_eq!(m.timeout, Options::default().timeout);
         assert_eq!((m.pubsub, m.replies), (false, None));
         let env = envelope_of(&m);
@@ -277,12 +315,8 @@ mod tests {
             trace_id: "T",
             span_id: "S",
         };
-        let m = Message::parse(
-            json!({"topic": "a", "meta$": {"x": 1}}),
-            Some(&parent),
-            &Options::default(),
-        )
-        .expect("ok");
+        let v = json!({"topic": "a", "meta$": {"x": 1}});
+        let m = Message::parse(&v, Some(&parent), &Options::default()).expect("ok");
         let env = envelope_of(&m);
         assert_eq!(
             Value::Object(env.meta.clone()),
@@ -321,12 +355,12 @@ mod tests {
             ),
             (json!({"topic": "m", "pubsub$": 1}), "`pubsub$`"),
         ] {
-            let e = parse(bad.clone()).expect_err("bad");
+            let e = parse(&bad).expect_err("bad");
             assert_eq!(e.name, "HemeraError");
             assert!(e.message.contains(needle), "{bad}: {}", e.message);
         }
         assert_eq!(
-            parse(json!({"topic": "m", "maxMessages$": -1}))
+            parse(&json!({"topic": "m", "maxMessages$": -1}))
                 .expect("ok")
                 .replies,
             Some(Replies::Unbounded)

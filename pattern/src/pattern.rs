@@ -25,6 +25,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::error::HemeraError;
+use crate::payload::Props;
 
 /// One property of a pattern.
 #[derive(Debug, Clone)]
@@ -118,6 +119,18 @@ impl Pattern {
             .all(|(key, m)| match (m, message.get(key)) {
                 (Matcher::Equal(want), Some(got)) => json_eq(want, got),
                 (Matcher::Regex(re), Some(Value::String(got))) => re.is_match(got),
+                _ => false,
+            })
+    }
+
+    /// [`matches`](Self::matches) against a served payload's properties (borrowed from its
+    /// bytes, see `crate::payload`).
+    pub(crate) fn matches_props(&self, message: &Props<'_>) -> bool {
+        self.props
+            .iter()
+            .all(|(key, m)| match (m, message.get(key)) {
+                (Matcher::Equal(want), Some(got)) => got.equals(want),
+                (Matcher::Regex(re), Some(got)) => got.as_str().is_some_and(|s| re.is_match(s)),
                 _ => false,
             })
     }
@@ -249,6 +262,7 @@ pub(crate) fn kind_of(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -320,6 +334,42 @@ mod tests {
             let mut parts: Vec<String> = props.iter().map(|(k, v)| format!("{k}:{v}")).collect();
             parts.sort();
             prop_assert_eq!(method_of(&message), parts.join(","));
+        }
+
+        /// Matching a served payload in place (its properties read from MessagePack or JSON
+        /// bytes) decides as matching its JSON map does, for equality and regex properties.
+        #[test]
+        fn matching_in_place_agrees_with_matching_the_map(
+            message in proptest::collection::btree_map(
+                "[a-c]", prop_oneof![
+                    Just(Value::Null), any::<bool>().prop_map(Value::Bool),
+                    (-2i64..3).prop_map(|n| json!(n)), (-2i64..3).prop_map(|n| json!(n as f64)),
+                    "[ab]{0,2}".prop_map(Value::String), Just(json!([1])), Just(json!({"a": 1})),
+                ], 0..4),
+            props in proptest::collection::btree_map(
+                "[a-c]", prop_oneof![
+                    Just(Value::Null), any::<bool>().prop_map(Value::Bool),
+                    (-2i64..3).prop_map(|n| json!(n)), "[ab]{0,2}".prop_map(Value::String),
+                ], 0..3),
+            regex in proptest::option::of(("[a-c]", prop_oneof![Just("^a"), Just("b$"), Just("^$")])),
+        ) {
+            let mut source: Map<String, Value> = props.into_iter().collect();
+            source.insert("topic".into(), json!("t"));
+            let mut pattern = Pattern::new(&Value::Object(source)).expect("pattern");
+            if let Some((key, re)) = regex {
+                pattern = pattern.regex(&key, Regex::new(re).expect("re")).expect("regex");
+            }
+            let mut map: Map<String, Value> = message.into_iter().collect();
+            map.insert("topic".into(), json!("t"));
+            let want = pattern.matches(&map);
+            let value = Value::Object(map.clone());
+            for payload in [
+                Payload::from_map(map.clone()),
+                Payload::msgpack(rmp_serde::to_vec(&value).expect("encodes").into()),
+                Payload::json(serde_json::to_vec(&value).expect("encodes").into()),
+            ] {
+                prop_assert_eq!(pattern.matches_props(&payload.props().expect("a map")), want);
+            }
         }
 
         /// A pattern made of a subset of a message's properties always matches it, and changing

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::error::HemeraError;
 use crate::handler::Handler;
 use crate::pattern::Pattern;
+use crate::payload::Props;
 use crate::schema::Schema;
 
 /// How a topic is subscribed (from the `$` keys of its patterns), as Hemera: one subscription
@@ -96,11 +97,11 @@ impl Topic {
     /// The handler (and rule) of the most specific pattern `message` matches.
     pub(crate) fn lookup(
         &self,
-        message: &Map<String, Value>,
+        message: &Props<'_>,
     ) -> Option<(Arc<dyn Handler>, Option<Arc<Schema>>)> {
         self.entries
             .iter()
-            .find(|e| e.pattern.matches(message))
+            .find(|e| e.pattern.matches_props(message))
             .map(|e| (Arc::clone(&e.handler), e.schema.clone()))
     }
 }
@@ -124,7 +125,7 @@ mod tests {
         topic
             .entries
             .iter()
-            .find(|e| e.pattern.matches(&m))
+            .find(|e| e.pattern.matches_props(&Props::of_map(&m)))
             .map(|e| e.seq)
     }
 

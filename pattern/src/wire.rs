@@ -13,14 +13,20 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::envelope::{TYPE_PUBSUB, TYPE_REQUEST, decode_response, outcome_of};
+use bytes::Bytes;
+
+use crate::envelope::{
+    TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id, outcome_of, timestamp_ms,
+};
 use crate::error::HemeraError;
+use crate::hemera::Incoming;
 use crate::message::Message;
+use crate::payload::{Bin, Payload};
 
 /// Hemera's request envelope of an act (NATS), encoded from its parts; `method` is the
 /// message's method string (`Message::method`), computed once by the sender.
 pub(crate) struct HemeraRequest<'a> {
-    pub(crate) msg: &'a Message,
+    pub(crate) msg: &'a Message<'a>,
     pub(crate) method: &'a str,
 }
 
@@ -36,9 +42,9 @@ impl Serialize for HemeraRequest<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let m = self.msg;
         let mut map = s.serialize_map(Some(5))?;
-        map.serialize_entry("pattern", &m.pattern)?;
-        map.serialize_entry("meta", &m.meta)?;
-        map.serialize_entry("delegate", &m.delegate)?;
+        map.serialize_entry("pattern", &m.payload())?;
+        map.serialize_entry("meta", &*m.meta)?;
+        map.serialize_entry("delegate", m.delegate)?;
         map.serialize_entry(
             "trace",
             &Trace {
@@ -49,9 +55,11 @@ impl Serialize for HemeraRequest<'_> {
         map.serialize_entry(
             "request",
             &RequestPart {
-                id: &m.request_id,
+                id: m
+                    .request_id
+                    .map_or_else(|| Cow::Owned(new_id()), Cow::Borrowed),
                 kind: if m.pubsub { TYPE_PUBSUB } else { TYPE_REQUEST },
-                service: &m.topic,
+                service: m.topic,
                 method: self.method,
             },
         )?;
@@ -72,7 +80,7 @@ const TRACE_KEYS: [&str; 6] = [
 /// `trace`: the generated ids, timestamp, service and method, each replaced by the `trace$`
 /// key of its name when there is one, then the other `trace$` keys.
 struct Trace<'a> {
-    msg: &'a Message,
+    msg: &'a Message<'a>,
     method: &'a str,
 }
 
@@ -89,15 +97,15 @@ impl Serialize for Trace<'_> {
                 None => map.serialize_entry(key, generated),
             }
         }
-        let (m, own) = (self.msg, &self.msg.trace_extra);
+        let (m, own) = (self.msg, self.msg.trace_extra);
         let mut map = s.serialize_map(None)?;
         put(&mut map, own, "traceId", &m.trace_id)?;
         put(&mut map, own, "spanId", &m.span_id)?;
         if m.parent_span_id.is_some() || own.contains_key("parentSpanId") {
             put(&mut map, own, "parentSpanId", &m.parent_span_id)?;
         }
-        put(&mut map, own, "timestamp", &m.timestamp)?;
-        put(&mut map, own, "service", &m.topic)?;
+        put(&mut map, own, "timestamp", &timestamp_ms())?;
+        put(&mut map, own, "service", m.topic)?;
         put(&mut map, own, "method", self.method)?;
         for (k, v) in own {
             if !TRACE_KEYS.contains(&k.as_str()) {
@@ -111,7 +119,7 @@ impl Serialize for Trace<'_> {
 /// `request`: `{id, type, service, method}`.
 #[derive(Serialize)]
 struct RequestPart<'a> {
-    id: &'a str,
+    id: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: &'a str,
     service: &'a str,
@@ -138,37 +146,81 @@ pub(crate) fn decode_outcome(body: &[u8]) -> Result<Value, HemeraError> {
     outcome_of(outcome.result, outcome.error)
 }
 
-/// An act on the mesh: the message and what the handler sees of its caller.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// An act on the mesh as the caller writes it: the payload (the message without its `$` keys)
+/// as MessagePack bytes in one `bin`, which the responder keeps undecoded until its handler
+/// decodes them (see `crate::payload`), then what the handler sees of its caller.
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MeshRequest<'a> {
-    pub(crate) pattern: Cow<'a, Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "is_empty")]
-    pub(crate) meta: Cow<'a, Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "is_empty")]
-    pub(crate) delegate: Cow<'a, Map<String, Value>>,
-    #[serde(default)]
-    pub(crate) trace_id: Cow<'a, str>,
-    #[serde(default)]
-    pub(crate) span_id: Cow<'a, str>,
-}
-
-/// `skip_serializing_if` hands the field by reference.
-#[allow(clippy::ptr_arg)]
-fn is_empty(map: &Cow<'_, Map<String, Value>>) -> bool {
-    map.is_empty()
+    pub(crate) payload: Bin,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub(crate) meta: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub(crate) delegate: &'a Map<String, Value>,
+    pub(crate) trace_id: &'a str,
+    pub(crate) span_id: &'a str,
 }
 
 impl<'a> MeshRequest<'a> {
-    /// The mesh request of `msg`, borrowing its parts.
-    pub(crate) fn of(msg: &'a Message) -> Self {
-        MeshRequest {
-            pattern: Cow::Borrowed(&msg.pattern),
-            meta: Cow::Borrowed(&msg.meta),
-            delegate: Cow::Borrowed(&msg.delegate),
-            trace_id: Cow::Borrowed(&msg.trace_id),
-            span_id: Cow::Borrowed(&msg.span_id),
-        }
+    /// The mesh request of `msg`: its payload encoded, the rest borrowed.
+    pub(crate) fn of(msg: &'a Message<'a>) -> Result<Self, HemeraError> {
+        let mut payload = Vec::with_capacity(64);
+        rmp_serde::encode::write(&mut payload, &msg.payload())
+            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))?;
+        Ok(MeshRequest {
+            payload: Bin(payload),
+            meta: &msg.meta,
+            delegate: msg.delegate,
+            trace_id: &msg.trace_id,
+            span_id: &msg.span_id,
+        })
+    }
+}
+
+fn is_empty(map: &&Map<String, Value>) -> bool {
+    map.is_empty()
+}
+
+/// An act on the mesh as the responder reads it ([`MeshRequest`]).
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MeshIncoming {
+    #[serde(default)]
+    pub(crate) payload: Option<Bin>,
+    /// The payload as a map: what callers of the previous version send instead of `payload`.
+    #[serde(default)]
+    pub(crate) pattern: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub(crate) meta: Map<String, Value>,
+    #[serde(default)]
+    pub(crate) delegate: Map<String, Value>,
+    #[serde(default)]
+    pub(crate) trace_id: String,
+    #[serde(default)]
+    pub(crate) span_id: String,
+}
+
+impl MeshIncoming {
+    /// What the server takes from it: the payload stays in its MessagePack bytes. A request
+    /// with neither `payload` nor `pattern` is a parse error.
+    pub(crate) fn into_incoming(self) -> Result<Incoming, HemeraError> {
+        let pattern = match (self.payload, self.pattern) {
+            (Some(bytes), _) => Payload::msgpack(Bytes::from(bytes.0)),
+            (None, Some(map)) => Payload::from_map(map),
+            (None, None) => {
+                return Err(HemeraError::parse(
+                    "undecodable request: it has neither `payload` nor `pattern`",
+                ));
+            }
+        };
+        Ok(Incoming {
+            pattern,
+            meta: self.meta,
+            delegate: self.delegate,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            method: None,
+        })
     }
 }
 
@@ -202,12 +254,12 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn message(v: Value) -> Message {
+    fn message(v: &Value) -> Message<'_> {
         Message::parse(v, None, &Options::default()).expect("message")
     }
 
     /// The Hemera envelope of `msg`, as a server decodes it.
-    pub(crate) fn envelope_of(msg: &Message) -> RequestEnvelope {
+    pub(crate) fn envelope_of(msg: &Message<'_>) -> RequestEnvelope {
         let body = HemeraRequest {
             msg,
             method: &msg.method(),
@@ -219,8 +271,9 @@ pub(crate) mod tests {
 
     #[test]
     fn hemera_request_has_every_part() {
-        let m = message(json!({"topic": "math", "cmd": "add", "a": 1, "b": 2,
-                               "meta$": {"k": 1}, "delegate$": {"d": 2}, "requestId$": "R"}));
+        let v = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2,
+                       "meta$": {"k": 1}, "delegate$": {"d": 2}, "requestId$": "R"});
+        let m = message(&v);
         let env = envelope_of(&m);
         assert_eq!(
             Value::Object(env.pattern),
@@ -250,13 +303,9 @@ pub(crate) mod tests {
             trace_id: "T",
             span_id: "S",
         };
-        let m = Message::parse(
-            json!({"topic": "t", "pubsub$": true,
-                   "trace$": {"spanId": "MINE", "service": 7, "extra": true}}),
-            Some(&parent),
-            &Options::default(),
-        )
-        .expect("message");
+        let v = json!({"topic": "t", "pubsub$": true,
+                       "trace$": {"spanId": "MINE", "service": 7, "extra": true}});
+        let m = Message::parse(&v, Some(&parent), &Options::default()).expect("message");
         let env = envelope_of(&m);
         assert_eq!(env.kind(), "pubsub");
         assert_eq!(
@@ -306,8 +355,9 @@ pub(crate) mod tests {
             message.insert("timeout$".into(), json!(100));
             let parent_meta: Map<String, Value> = parent_meta.into_iter().collect();
             let parent = Parent { meta: &parent_meta, trace_id: "PT", span_id: "PS" };
+            let message = Value::Object(message);
             let msg = Message::parse(
-                Value::Object(message),
+                &message,
                 with_parent.then_some(&parent),
                 &Options::default(),
             )
@@ -378,18 +428,44 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn mesh_requests_round_trip_and_skip_empty_parts() {
-        let m = message(json!({"topic": "math", "cmd": "add", "a": 1, "delegate$": {"d": 1}}));
-        let req = MeshRequest::of(&m);
-        let value = serde_json::to_value(&req).expect("encodes");
+    fn mesh_requests_carry_the_payload_as_msgpack_and_skip_empty_parts() {
+        let v = json!({"topic": "math", "cmd": "add", "a": 1, "delegate$": {"d": 1},
+                       "timeout$": 5});
+        let m = message(&v);
+        let req = MeshRequest::of(&m).expect("encodes");
+        // what a remote responder reads: the request in MessagePack
+        let packed = rmp_serde::to_vec_named(&req).expect("encodes");
+        let back: MeshIncoming = rmp_serde::from_slice(&packed).expect("decodes");
+        assert_eq!(back.delegate, *json!({"d": 1}).as_object().expect("object"));
+        assert!(back.meta.is_empty());
         assert_eq!(
-            value,
-            json!({"pattern": {"topic": "math", "cmd": "add", "a": 1}, "delegate": {"d": 1},
-                   "traceId": m.trace_id, "spanId": m.span_id})
+            (&*back.trace_id, &*back.span_id),
+            (&*m.trace_id, &*m.span_id)
         );
-        let back: MeshRequest<'static> = serde_json::from_value(value).expect("decodes");
-        assert_eq!(back, req);
-        assert!(serde_json::from_value::<MeshRequest<'static>>(json!({"meta": {}})).is_err());
+        let incoming = back.into_incoming().expect("a payload");
+        assert_eq!(
+            Value::Object(incoming.pattern.into_map()),
+            json!({"topic": "math", "cmd": "add", "a": 1})
+        );
+        // a call made on this node hands the request over as a JSON value
+        let value = serde_json::to_value(&req).expect("encodes");
+        assert!(value.get("meta").is_none(), "{value}");
+        let back: MeshIncoming = serde_json::from_value(value).expect("decodes");
+        assert_eq!(
+            Value::Object(back.into_incoming().expect("a payload").pattern.into_map()),
+            json!({"topic": "math", "cmd": "add", "a": 1})
+        );
+        // the previous version's requests carry the payload as a map: still served
+        let old: MeshIncoming =
+            serde_json::from_value(json!({"pattern": {"topic": "t"}, "traceId": "T"}))
+                .expect("decodes");
+        let old = old.into_incoming().expect("a payload");
+        assert_eq!(Value::Object(old.pattern.into_map()), json!({"topic": "t"}));
+        let none: MeshIncoming = serde_json::from_value(json!({"meta": {}})).expect("decodes");
+        assert_eq!(
+            none.into_incoming().expect_err("no payload").name,
+            "HemeraParseError"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ async fn the_pattern_api_works_across_the_mesh() {
     server
         .add_pattern(re, |r: Req| async move {
             Err::<Value, _>(
-                HemeraError::new("BusinessError", format!("{} refused", r.pattern["cmd"]))
+                HemeraError::new("BusinessError", format!("{} refused", r.pattern()["cmd"]))
                     .with_code(409)
                     .with_data(json!({"why": "test"})),
             )
@@ -439,7 +439,7 @@ async fn json_schema_rules_check_payloads_across_the_mesh() {
             }}}}),
             move |r: Req| {
                 counted.fetch_add(1, Ordering::SeqCst);
-                async move { Ok(json!({"qty": r.pattern["qty"]})) }
+                async move { Ok(json!({"qty": r.pattern()["qty"]})) }
             },
         )
         .await

@@ -33,7 +33,7 @@ async fn plume_service(node: &Hemera, notes: Arc<Mutex<Vec<Value>>>) {
     let add = |cmd: &'static str| json!({"topic": "plume", "cmd": cmd});
     node.add(add("add"), |r: Req| async move {
         Ok(json!(
-            r.pattern["a"].as_i64().unwrap_or(0) + r.pattern["b"].as_i64().unwrap_or(0)
+            r.pattern()["a"].as_i64().unwrap_or(0) + r.pattern()["b"].as_i64().unwrap_or(0)
         ))
     })
     .await
@@ -50,7 +50,7 @@ async fn plume_service(node: &Hemera, notes: Arc<Mutex<Vec<Value>>>) {
                "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
         |r: Req| async move {
             Ok(json!(
-                r.pattern["a"].as_f64().unwrap_or(0.0) + r.pattern["b"].as_f64().unwrap_or(0.0)
+                r.pattern()["a"].as_f64().unwrap_or(0.0) + r.pattern()["b"].as_f64().unwrap_or(0.0)
             ))
         },
     )
@@ -96,7 +96,7 @@ async fn plume_service(node: &Hemera, notes: Arc<Mutex<Vec<Value>>>) {
             notes
                 .lock()
                 .expect("notes")
-                .push(Value::Object(r.pattern.clone()));
+                .push(Value::Object(r.pattern().clone()));
             Ok(Value::Null)
         }
     })

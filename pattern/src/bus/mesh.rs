@@ -15,10 +15,10 @@ use serde_json::Value;
 
 use super::{LOG, Serving};
 use crate::error::HemeraError;
-use crate::hemera::{Hemera, Incoming, Inner};
+use crate::hemera::{Hemera, Inner};
 use crate::message::Message;
 use crate::registry::TopicOptions;
-use crate::wire::{MeshRequest, mesh_outcome, mesh_reply};
+use crate::wire::{MeshIncoming, MeshRequest, mesh_outcome, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
 pub(crate) fn endpoint(topic: &str) -> String {
@@ -35,10 +35,11 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
             while let Some(body) = sub.recv().await {
                 let Some(inner) = weak.upgrade() else { break };
                 let node = Hemera { inner };
-                let decoded = serde_json::from_value::<MeshRequest<'static>>(body)
-                    .map_err(|e| format!("undecodable message: {e}"));
+                let decoded = serde_json::from_value::<MeshIncoming>(body)
+                    .map_err(|e| format!("undecodable message: {e}"))
+                    .and_then(|req| req.into_incoming().map_err(|e| e.message));
                 let outcome = match decoded {
-                    Ok(req) => node.serve_one(&topic, incoming(req), None).await,
+                    Ok(incoming) => node.serve_one(&topic, incoming, None).await,
                     Err(e) => Err(Value::from(e)),
                 };
                 if let Err(e) = outcome {
@@ -56,7 +57,11 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     let (topic_owned, mesh_owned) = (topic.to_owned(), mesh.clone());
     mesh.provide_raw(&name, Value::Null, move |req: RawRequest| {
         // Decoded before the first await: the body holds a piece of the link's read buffer.
-        let decoded = req.body.decode::<MeshRequest<'static>>();
+        let decoded = req
+            .body
+            .decode::<MeshIncoming>()
+            .map_err(|e| HemeraError::parse(format!("undecodable request: {}", e.message())))
+            .and_then(MeshIncoming::into_incoming);
         let (weak, topic, mesh, served): (Weak<Inner>, _, _, _) = (
             weak.clone(),
             topic_owned.clone(),
@@ -73,10 +78,9 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
                 return Err(plume::Error::unavailable("maxMessages$ reached"));
             }
             let outcome = match decoded {
-                Ok(req) => node.serve_one(&topic, incoming(req), None).await,
+                Ok(incoming) => node.serve_one(&topic, incoming, None).await,
                 Err(e) => {
-                    tracing::warn!(target: LOG, %topic, "undecodable request: {}", e.message());
-                    let e = HemeraError::parse(format!("undecodable request: {}", e.message()));
+                    tracing::warn!(target: LOG, %topic, "{}", e.message);
                     Err(serde_json::to_value(&e).unwrap_or(Value::Null))
                 }
             };
@@ -93,29 +97,18 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     }
 }
 
-fn incoming(req: MeshRequest<'static>) -> Incoming {
-    Incoming {
-        pattern: req.pattern.into_owned(),
-        meta: req.meta.into_owned(),
-        delegate: req.delegate.into_owned(),
-        trace_id: req.trace_id.into_owned(),
-        span_id: req.span_id.into_owned(),
-        method: None,
-    }
-}
-
-pub(super) async fn request(mesh: &Mesh, msg: &Message, app: &str) -> Result<Value, HemeraError> {
+pub(super) async fn request(
+    mesh: &Mesh,
+    msg: &Message<'_>,
+    app: &str,
+) -> Result<Value, HemeraError> {
     let options = CallOptions {
         timeout: Some(msg.timeout),
         idempotent: false,
     };
-    let name = endpoint(&msg.topic);
-    match mesh
-        .to(&name)
-        .options(options)
-        .send(&MeshRequest::of(msg))
-        .await
-    {
+    let name = endpoint(msg.topic);
+    let body = MeshRequest::of(msg)?;
+    match mesh.to(&name).options(options).send(&body).await {
         Ok(reply) => mesh_outcome(reply),
         // No provider within the deadline, or one that did not answer in time: Hemera's
         // caller sees a timeout in both cases.
@@ -134,9 +127,11 @@ pub(super) async fn request(mesh: &Mesh, msg: &Message, app: &str) -> Result<Val
 
 /// Fan out to the `pubsub$` subscribers, and hand one copy to a provider of the topic's
 /// endpoint when there is one (as a NATS queue group gets one copy); nobody waits for it.
-pub(super) fn publish(mesh: &Mesh, msg: &Message) {
-    let name = endpoint(&msg.topic);
-    let Ok(body) = serde_json::to_value(MeshRequest::of(msg)) else {
+pub(super) fn publish(mesh: &Mesh, msg: &Message<'_>) {
+    let name = endpoint(msg.topic);
+    let Ok(body) = MeshRequest::of(msg)
+        .and_then(|r| serde_json::to_value(r).map_err(|e| HemeraError::hemera(e.to_string())))
+    else {
         tracing::warn!(target: LOG, topic = %msg.topic, "pubsub message does not encode");
         return;
     };

@@ -109,7 +109,7 @@ impl Bus {
     }
 
     /// Send an act and wait (until its timeout) for the reply's outcome.
-    pub(crate) async fn request(&self, msg: &Message, app: &str) -> Result<Value, HemeraError> {
+    pub(crate) async fn request(&self, msg: &Message<'_>, app: &str) -> Result<Value, HemeraError> {
         match &self.kind {
             Kind::Nats(client) => nats::request(client, msg, app).await,
             Kind::Mesh(m) => mesh::request(m, msg, app).await,
@@ -119,7 +119,7 @@ impl Bus {
     /// Send an act and collect several replies (NATS only).
     pub(crate) async fn request_many(
         &self,
-        msg: &Message,
+        msg: &Message<'_>,
         replies: Replies,
         app: &str,
     ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
@@ -132,7 +132,7 @@ impl Bus {
     }
 
     /// Publish a `pubsub$` message (no reply).
-    pub(crate) async fn publish(&self, msg: &Message) -> Result<(), HemeraError> {
+    pub(crate) async fn publish(&self, msg: &Message<'_>) -> Result<(), HemeraError> {
         match &self.kind {
             Kind::Nats(client) => nats::publish(client, msg).await,
             Kind::Mesh(m) => {

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use async_nats::{Client, RequestErrorKind, Subscriber};
 use futures::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{LOG, Serving};
-use crate::envelope::{RequestEnvelope, ResponseEnvelope, decode_request};
 use crate::error::HemeraError;
 use crate::handler::ReplyNext;
-use crate::hemera::{Hemera, Incoming, Inner};
+use crate::hemera::{Hemera, Inner};
 use crate::message::{MAX_REPLIES, Message, Replies};
 use crate::registry::TopicOptions;
+use crate::served::{Echo, read_request};
 use crate::wire::{HemeraRequest, decode_outcome};
 
 pub(super) async fn serve(
@@ -98,102 +98,48 @@ async fn receive(
 }
 
 async fn answer(node: &Hemera, client: &Client, topic: &str, msg: async_nats::Message) {
-    let response = match decode_request(&msg.payload) {
-        Ok(env) => {
-            let RequestEnvelope {
-                pattern,
-                meta,
-                delegate,
-                trace,
-                request,
-            } = env;
-            let text = |key: &str| trace.get(key).and_then(Value::as_str).map(str::to_owned);
-            let incoming = Incoming {
-                pattern,
-                meta: meta.clone(),
-                delegate,
-                trace_id: text("traceId").unwrap_or_default(),
-                span_id: text("spanId").unwrap_or_default(),
-                method: text("method"),
-            };
+    let (echo, outcome) = match read_request(&msg.payload) {
+        Ok((incoming, echo)) => {
             let next = msg
                 .reply
                 .clone()
-                .map(|reply| stream_to(client, reply, &meta, &trace, &request));
-            let (result, error) = match node.serve_one(topic, incoming, next).await {
-                Ok(v) => (Some(v), None),
-                Err(e) => (None, Some(e)),
-            };
-            ResponseEnvelope {
-                meta,
-                trace,
-                request,
-                result,
-                error,
-            }
+                .map(|reply| stream_to(client, reply, echo.clone()));
+            let outcome = node.serve_one(topic, incoming, next).await;
+            (echo, outcome)
         }
         Err(e) => {
             tracing::warn!(target: LOG, subject = %msg.subject, "undecodable request: {}", e.message);
-            undecodable_reply(e)
+            let error = serde_json::to_value(&e).unwrap_or(Value::Null);
+            (Echo::undecodable(), Err(error))
         }
     };
     let Some(reply) = msg.reply else {
         // A pubsub message: nobody to tell, so the error is logged (as Hemera does).
-        if let Some(error) = &response.error {
+        if let Err(error) = &outcome {
             tracing::warn!(target: LOG, topic, %error, "message without a reply subject failed");
         }
         return;
     };
-    match serde_json::to_vec(&response) {
+    match echo.response(&outcome) {
         Ok(body) => {
             if let Err(e) = client.publish(reply, body.into()).await {
                 tracing::warn!(target: LOG, topic, "reply not sent: {e}");
             }
         }
-        Err(e) => tracing::warn!(target: LOG, topic, "reply does not encode: {e}"),
-    }
-}
-
-/// The reply to a request that did not decode: Hemera's shape (`request.id` empty, `trace`
-/// empty) with the parse error.
-fn undecodable_reply(error: HemeraError) -> ResponseEnvelope {
-    let mut request = Map::new();
-    request.insert("type".into(), Value::from("request"));
-    request.insert("id".into(), Value::from(""));
-    ResponseEnvelope {
-        meta: Map::new(),
-        trace: Map::new(),
-        request,
-        result: None,
-        error: serde_json::to_value(&error).ok(),
+        Err(e) => tracing::warn!(target: LOG, topic, "{}", e.message),
     }
 }
 
 /// Intermediate replies of a streaming handler: full response envelopes (the request's meta,
 /// trace and request echoed) published to the reply subject.
-fn stream_to(
-    client: &Client,
-    reply: async_nats::Subject,
-    meta: &Map<String, Value>,
-    trace: &Map<String, Value>,
-    request: &Map<String, Value>,
-) -> ReplyNext {
+fn stream_to(client: &Client, reply: async_nats::Subject, echo: Echo) -> ReplyNext {
     let client = client.clone();
-    let (meta, trace, request) = (meta.clone(), trace.clone(), request.clone());
     Arc::new(move |value: Value| {
-        let response = ResponseEnvelope {
-            meta: meta.clone(),
-            trace: trace.clone(),
-            request: request.clone(),
-            result: Some(value),
-            error: None,
-        };
+        let body = echo.response(&Ok(value));
         let (client, reply) = (client.clone(), reply.clone());
         Box::pin(async move {
-            let body = serde_json::to_vec(&response)
-                .map_err(|e| HemeraError::hemera(format!("reply does not encode: {e}")))?;
             client
-                .publish(reply, body.into())
+                .publish(reply, body?.into())
                 .await
                 .map_err(|e| HemeraError::hemera(format!("NATS publish of a reply: {e}")))
         })
@@ -202,7 +148,7 @@ fn stream_to(
 
 pub(super) async fn request(
     client: &Client,
-    msg: &Message,
+    msg: &Message<'_>,
     app: &str,
 ) -> Result<Value, HemeraError> {
     let method = msg.method();
@@ -214,11 +160,11 @@ pub(super) async fn request(
     let request = async_nats::Request::new()
         .payload(body.into())
         .timeout(Some(msg.timeout));
-    match client.send_request(msg.topic.clone(), request).await {
+    match client.send_request(msg.topic.to_owned(), request).await {
         Ok(reply) => decode_outcome(&reply.payload),
         Err(e) => Err(match e.kind() {
             RequestErrorKind::TimedOut => HemeraError::timeout(&method, app),
-            RequestErrorKind::NoResponders => no_responders(&msg.topic, &method, app),
+            RequestErrorKind::NoResponders => no_responders(msg.topic, &method, app),
             _ => HemeraError::hemera(format!("NATS request on `{}` failed: {e}", msg.topic)),
         }),
     }
@@ -239,7 +185,7 @@ fn no_responders(topic: &str, method: &str, app: &str) -> HemeraError {
 
 pub(super) async fn request_many(
     client: &Client,
-    msg: &Message,
+    msg: &Message<'_>,
     replies: Replies,
     app: &str,
 ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
@@ -256,7 +202,7 @@ pub(super) async fn request_many(
         .await
         .map_err(|e| nats(&e))?;
     client
-        .publish_with_reply(msg.topic.clone(), inbox, body.into())
+        .publish_with_reply(msg.topic.to_owned(), inbox, body.into())
         .await
         .map_err(|e| nats(&e))?;
     let deadline = tokio::time::Instant::now() + msg.timeout;
@@ -280,7 +226,7 @@ pub(super) async fn request_many(
     Ok(out)
 }
 
-pub(super) async fn publish(client: &Client, msg: &Message) -> Result<(), HemeraError> {
+pub(super) async fn publish(client: &Client, msg: &Message<'_>) -> Result<(), HemeraError> {
     let method = msg.method();
     let body = HemeraRequest {
         msg,
@@ -289,7 +235,7 @@ pub(super) async fn publish(client: &Client, msg: &Message) -> Result<(), Hemera
     .to_vec()?;
     let topic = &msg.topic;
     client
-        .publish(topic.clone(), body.into())
+        .publish(topic.to_string(), body.into())
         .await
         .map_err(|e| HemeraError::hemera(format!("NATS publish on `{topic}`: {e}")))?;
     client
