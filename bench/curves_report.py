@@ -18,8 +18,13 @@ HEADING = "### Scale curves (issue 22)"
 SIZES = [1024, 65536, 1048000]
 
 
-def svg_plot(title, xlabel, ylabel, series, xlog=True):
-    """A line plot as SVG text: SERIES is [(name, colour, [(x, y), ...])]."""
+def size_label(x):
+    """An x tick of the payload curve: a size in KiB or MiB."""
+    return f"{x / 1024:.0f} KiB" if x < 1000 * 1024 else f"{x / (1 << 20):.1f} MiB"
+
+
+def svg_plot(title, xlabel, ylabel, series, xlog=True, xtick=size_label):
+    """A line plot as SVG text: SERIES is [(name, colour, [(x, y), ...])]; XTICK labels an x."""
     w, h, left, right, top, bottom = 640, 360, 70, 160, 40, 50
     points = [p for _, _, pts in series for p in pts if p[1] is not None]
     if not points:
@@ -45,8 +50,7 @@ def svg_plot(title, xlabel, ylabel, series, xlog=True):
         out.append(f'<line x1="{left - 4}" y1="{sy(y):.1f}" x2="{w - right}" y2="{sy(y):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 8}" y="{sy(y) + 4:.1f}" text-anchor="end">{fmt(y)}</text>')
     for x in sorted({x for x, _ in points}):
-        label = f"{x / 1024:.0f} KiB" if x < 1000 * 1024 else f"{x / (1 << 20):.1f} MiB"
-        out.append(f'<text x="{sx(x):.1f}" y="{h - bottom + 18}" text-anchor="middle">{label}</text>')
+        out.append(f'<text x="{sx(x):.1f}" y="{h - bottom + 18}" text-anchor="middle">{xtick(x)}</text>')
     for i, (name, colour, pts) in enumerate(series):
         pts = [(x, y) for x, y in pts if y is not None]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)

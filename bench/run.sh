@@ -7,7 +7,7 @@
 # (gateway + todos-a + todos-b on a private loopback mesh: unique PLUME_ENV and discovery port).
 # Every wrk figure is the median of BENCH_RUNS (default 3) runs of BENCH_SECONDS (default 5) s.
 # Then the anchors (bench/anchors.sh): nginx and Moleculer in front of the same replicas, and the
-# scale curves (bench/curves.sh).
+# scale curves (bench/curves.sh, bench/curve_sockets.sh).
 # BENCH_GATEWAY_BIN runs another gateway-example binary (to compare builds); BENCH_DOC writes
 # another file than docs/benchmarks.md; BENCH_KEEP=1 keeps the logs; BENCH_ANCHORS_ONLY=1 runs
 # only the anchors (and rewrites only their section).
@@ -312,6 +312,10 @@ run_anchors
 # shellcheck source=bench/curves.sh
 source "$ROOT/bench/curves.sh"
 run_payload_curve
+# The sockets curve (bench/curve_sockets.sh; on its own it runs and reports only that curve).
+# shellcheck source=bench/curve_sockets.sh
+source "$ROOT/bench/curve_sockets.sh"
+run_sockets_curve
 
 # --- report ----------------------------------------------------------------------------------
 log "writing docs/benchmarks.md"
@@ -321,4 +325,5 @@ if [[ -z ${BENCH_ANCHORS_ONLY:-} ]]; then
 fi
 python3 bench/anchors_report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
 python3 bench/curves_report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
+python3 bench/curve_sockets_report.py "$RESULTS" "${BENCH_DOC:-docs/benchmarks.md}" || status=1
 exit $status

@@ -248,10 +248,6 @@ fn build_server(app: &App, options: RealtimeOptions, conns: Arc<Connections>) ->
         .max_payload(options.max_payload)
         .build_layer();
 
-    let on_connect = {
-        let app = app.clone();
-        move |socket: SocketRef| on_connect(app, socket)
-    };
     let middleware = {
         let app = app.clone();
         move |socket: SocketRef| handshake(app, socket)
@@ -329,24 +325,33 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
             socket: Some(socket.clone()),
         },
     );
-    if let Some(authentication) = authentication {
-        expiry::watch(&app, &conn_id(&socket), &authentication);
+    if let Some(authentication) = &authentication {
+        expiry::watch(&app, &conn_id(&socket), authentication);
     }
+    register(&app, &socket, authentication.is_some());
     Ok(())
 }
 
-async fn on_connect(app: App, socket: SocketRef) {
-    let id = conn_id(&socket);
-    let authenticated = app
-        .connection(&id)
-        .is_some_and(|c| c.authentication.is_some());
+/// The connect handler: everything was set up by [`handshake`] already.
+async fn on_connect(socket: SocketRef) {
+    tracing::debug!(target: "plume::realtime", conn = %conn_id(&socket), "connected");
+}
+
+/// Join the connection's first channel and register its message and disconnect handlers.
+///
+/// Called by the handshake middleware, before socketioxide answers the client's CONNECT: once
+/// the client has that answer it may emit at once (the Feathers client sends its
+/// `create authentication` right away), and an event that arrives before a handler is
+/// registered is dropped without an acknowledgement. The connect handler runs only after the
+/// answer is sent, as a task of its own, so registering there loses such calls under load.
+fn register(app: &App, socket: &SocketRef, authenticated: bool) {
+    let id = conn_id(socket);
     app.channel(if authenticated {
         AUTHENTICATED
     } else {
         ANONYMOUS
     })
     .join(&id);
-    tracing::debug!(target: "plume::realtime", conn = %id, authenticated, "connected");
     crate::metrics::socket(1.0);
 
     let on_message = {
