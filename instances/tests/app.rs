@@ -171,33 +171,20 @@ async fn three_apps_share_a_set_registered_on_the_app() {
         .await;
 
     // The verbose healthcheck of each App shows the set: its node, leader, what runs there.
-    let mut shown = 0;
-    for app in &apps {
-        let health = app
-            .service("distribution/healthcheck")
-            .expect("healthcheck mounted")
-            .find(Params::new().with_query(json!({ "verbose": "true" })))
-            .await
-            .expect("healthy");
-        let set = &health[HEALTH_SECTION]["workers"];
-        let node = app
-            .instance_set("workers")
-            .expect("registered")
-            .node()
-            .to_string();
-        assert_eq!(set["node"], Value::String(node), "{health}");
-        assert!(set["leader"].is_string(), "{health}");
-        shown += set["running"].as_object().map_or(0, serde_json::Map::len);
-        // Not verbose: no section.
-        let plain = app
-            .service("distribution/healthcheck")
-            .expect("healthcheck mounted")
-            .find(Params::new())
-            .await
-            .expect("healthy");
-        assert!(plain.get(HEALTH_SECTION).is_none(), "{plain}");
+    // A node records what it holds once `create_instance` has returned, a moment after the test's
+    // own record: the healthchecks are asked again (within SETTLE) until they show all seven.
+    let t0 = Instant::now();
+    loop {
+        let shown = healthchecks_show(&apps).await;
+        if shown == CONFIGS as usize {
+            break;
+        }
+        assert!(
+            t0.elapsed() < SETTLE,
+            "the healthchecks show {shown} running, not {CONFIGS}, after {SETTLE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(shown, CONFIGS as usize);
 
     // The same name twice on one App: the error of setup.
     let again = Workers {
@@ -257,4 +244,36 @@ async fn without_a_distribution_setup_fails() {
         err.message().contains("needs the distribution plugin"),
         "{err:?}"
     );
+}
+
+/// The number of configurations the verbose healthchecks of `apps` show running, after checking
+/// each shows its node and a leader, and that a plain healthcheck has no section.
+async fn healthchecks_show(apps: &[App]) -> usize {
+    let mut shown = 0;
+    for app in apps {
+        let health = app
+            .service("distribution/healthcheck")
+            .expect("healthcheck mounted")
+            .find(Params::new().with_query(json!({ "verbose": "true" })))
+            .await
+            .expect("healthy");
+        let set = &health[HEALTH_SECTION]["workers"];
+        let node = app
+            .instance_set("workers")
+            .expect("registered")
+            .node()
+            .to_string();
+        assert_eq!(set["node"], Value::String(node), "{health}");
+        assert!(set["leader"].is_string(), "{health}");
+        shown += set["running"].as_object().map_or(0, serde_json::Map::len);
+        // Not verbose: no section.
+        let plain = app
+            .service("distribution/healthcheck")
+            .expect("healthcheck mounted")
+            .find(Params::new())
+            .await
+            .expect("healthy");
+        assert!(plain.get(HEALTH_SECTION).is_none(), "{plain}");
+    }
+    shown
 }
