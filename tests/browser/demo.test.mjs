@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { launchLoopbackChromium } from './chromium.mjs';
 
 const STEP_TIMEOUT = 15_000; // one UI expectation
 const DEMO_READY_TIMEOUT = 120_000; // three processes start, mesh forms, login + find work
@@ -160,24 +160,10 @@ await step('the demo prints its ready line', async () => {
 });
 
 await step('the page loads the Feathers client from the gateway and asks for a login', async () => {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.PLUME_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--no-proxy-server',
-    ],
-    viewport: { width: 900, height: 1000 },
-    timeout: 60_000,
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT);
   // Loopback only: anything else the page would fetch is refused (and fails the check below).
-  const outside = [];
-  await context.route((u) => u.hostname !== '127.0.0.1', (route) => {
-    outside.push(route.request().url());
-    return route.abort();
-  });
+  const launched = await launchLoopbackChromium(userDataDir, { width: 900, height: 1000 }, STEP_TIMEOUT);
+  context = launched.context;
+  const outside = launched.outside;
   page1 = context.pages()[0] || (await context.newPage());
   const errors = [];
   page1.on('pageerror', (error) => errors.push(error.message));

@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { launchLoopbackChromium } from './chromium.mjs';
 
 const STEP_TIMEOUT = 15_000;
 const START_TIMEOUT = 60_000;
@@ -101,23 +101,10 @@ await step('a gateway and two replicas start', async () => {
 const userDataDir = mkdtempSync(path.join(tmpdir(), 'plume-chromium-'));
 let context;
 await step('the page asks for a login, and the snapshot needs one', async () => {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.PLUME_CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--no-proxy-server',
-    ],
-    viewport: { width: 1100, height: 800 },
-    timeout: 60_000,
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT);
-  const outside = [];
-  await context.route((u) => u.hostname !== '127.0.0.1', (route) => {
-    outside.push(route.request().url());
-    return route.abort();
-  });
+  // Loopback only: anything else the page would fetch is refused (and fails the check below).
+  const launched = await launchLoopbackChromium(userDataDir, { width: 1100, height: 800 }, STEP_TIMEOUT);
+  context = launched.context;
+  const outside = launched.outside;
   page = context.pages()[0] || (await context.newPage());
   const errors = [];
   page.on('pageerror', (error) => errors.push(error.message));
