@@ -75,6 +75,7 @@ impl Proxy {
             .to(&self.name)
             .method(method.as_str())
             .options(options)
+            .wait_for_provider(false)
             .send(&body)
             .await
     }
@@ -106,7 +107,8 @@ impl Proxy {
                 .mesh
                 .to(&self.name)
                 .method(method.as_str())
-                .options(options);
+                .options(options)
+                .wait_for_provider(false);
             return match &key {
                 Some(key) => call.key(key).send(&body).await,
                 None => call.send(&body).await,
@@ -160,6 +162,7 @@ impl Proxy {
             .to(&self.name)
             .method(method.as_str())
             .options(options)
+            .wait_for_provider(false)
             .send_json(&body)
             .await
     }

@@ -41,17 +41,27 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
     })
 }
 
+/// How [`Mesh::call_as`] picks its provider.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pick {
+    /// The hash of the partition key: the call goes to its owner (and never waits).
+    pub(super) key: Option<u64>,
+    /// With no provider in the table, wait (within the deadline) for one to appear.
+    pub(super) wait: bool,
+}
+
 impl Mesh {
     /// The call of a [`CallBuilder`](super::CallBuilder) without a node: to the owner of the
-    /// partition key whose hash is `key` when given, else to a provider the balance picks.
+    /// partition key whose hash is `how.key` when given, else to a provider the balance picks.
     pub(super) async fn call_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
         &self,
         name: &str,
         method: Option<&str>,
         body: &B,
         options: CallOptions,
-        key: Option<u64>,
+        how: Pick,
     ) -> Result<R, Error> {
+        let Pick { key, wait } = how;
         let inner = &self.inner;
         if inner.activity.is_draining() {
             return Err(Error::unavailable("the mesh node is shutting down"));
@@ -73,8 +83,8 @@ impl Mesh {
                 // Providers whose links are all gone are on their way out of the table, and
                 // one lost under this call is gone: fail at once rather than hold the caller
                 // until the deadline. A partitioned call does not wait either: its owner is
-                // one of the providers there are now.
-                Err(why) if why == NoPick::NoneLive || lost_provider || key.is_some() => {
+                // one of the providers there are now. Nor does a caller that asked not to.
+                Err(why) if why == NoPick::NoneLive || lost_provider || key.is_some() || !wait => {
                     return Err(Error::unavailable(format!(
                         "no provider for '{name}' is left"
                     )));

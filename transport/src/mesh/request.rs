@@ -53,6 +53,7 @@ pub struct CallBuilder<'a> {
     options: CallOptions,
     key: Option<&'a str>,
     node: Option<NodeId>,
+    wait: bool,
 }
 
 /// One provider's answer to a [`broadcast`](CallBuilder::broadcast).
@@ -74,6 +75,7 @@ impl Mesh {
             options: CallOptions::default(),
             key: None,
             node: None,
+            wait: true,
         }
     }
 
@@ -112,6 +114,15 @@ impl<'a> CallBuilder<'a> {
     /// Timeout and idempotency at once.
     pub fn options(mut self, options: CallOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Whether a call to an endpoint the table lists no provider of waits (within the
+    /// deadline) for one to appear: yes by default. `false` fails such a call at once with
+    /// `Unavailable`, as a caller that tracks the providers itself wants (a gateway's proxy:
+    /// the table may lose the last provider a moment before the proxy hears of it).
+    pub fn wait_for_provider(mut self, wait: bool) -> Self {
+        self.wait = wait;
         self
     }
 
@@ -158,12 +169,16 @@ impl<'a> CallBuilder<'a> {
             options,
             key,
             node,
+            wait,
         } = self;
         match node {
             Some(node) => mesh.call_node_as(node, name, method, body, options).await,
             None => {
-                mesh.call_as(name, method, body, options, key.map(key_hash))
-                    .await
+                let how = super::call::Pick {
+                    key: key.map(key_hash),
+                    wait,
+                };
+                mesh.call_as(name, method, body, options, how).await
             }
         }
     }

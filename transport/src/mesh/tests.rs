@@ -39,6 +39,30 @@ async fn no_provider_waits_until_the_deadline_then_unavailable() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_told_not_to_wait_is_unavailable_at_once() {
+    let (mesh, _peers) = lone_node().await;
+    let started = Instant::now();
+    let err = mesh
+        .to("nobody")
+        .timeout(Duration::from_secs(3))
+        .wait_for_provider(false)
+        .send(&Value::Null)
+        .await
+        .expect_err("no provider");
+    assert_eq!(err.kind(), plume::ErrorKind::Unavailable);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    // With a provider it is an ordinary call.
+    mesh.respond("nobody", |_r: Request| async move { Ok(Value::from(7)) });
+    let got = mesh
+        .to("nobody")
+        .wait_for_provider(false)
+        .send(&Value::Null)
+        .await
+        .expect("answered");
+    assert_eq!(got, Value::from(7));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiting_call_takes_a_provider_that_appears_before_the_deadline() {
     let (mesh, _peers) = lone_node().await;
     let opts = CallOptions {
