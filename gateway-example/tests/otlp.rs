@@ -2,9 +2,10 @@
 //! processes) export their spans over OTLP/HTTP to a collector this test runs on 127.0.0.1 (an
 //! axum server decoding `ExportTraceServiceRequest`s with opentelemetry-proto). One REST call
 //! with a known `traceparent` arrives as one trace: the gateway's `request` span (child of the
-//! caller's span), its mesh `call` span, and the replica's `serve` span (child of the call).
-//! Without an endpoint nothing is sent, not even to the default `127.0.0.1:4318`; a collector
-//! that never answers fails no call and is logged once.
+//! caller's span), its mesh `call` span, and the replica's `serve` span (child of the call),
+//! over the loopback mesh and over a real nats-server. Without an endpoint nothing is sent, not
+//! even to the default `127.0.0.1:4318`; a collector that never answers fails no call and is
+//! logged once.
 
 mod traced;
 
@@ -17,6 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
+use plume_tests::servers::{Kind, Server};
 use prost::Message;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -147,16 +149,32 @@ async fn traced_read(port: u16, token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rest_call_is_one_exported_trace_across_the_gateway_and_the_replica() {
+    one_exported_trace(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_nats_too() {
+    let server = Server::start(Kind::Nats);
+    one_exported_trace(&[
+        ("PLUME_DISCOVERY", "nats".into()),
+        ("PLUME_NATS_URL", server.url()),
+        ("PLUME_ENV", format!("otlp-{}", &secret()[..12])),
+    ])
+    .await;
+}
+
+/// A gateway and a replica on the mesh `vars` describe, exporting to a collector of the test:
+/// one traced read arrives as the chain request → call → serve.
+async fn one_exported_trace(vars: &[(&str, String)]) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
     let endpoint = format!("http://{}", listener.local_addr().expect("its address"));
     let collector = Collector::serve(listener);
-    let m = mesh(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
-    ])
-    .await;
+    let mut vars = vars.to_vec();
+    vars.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+    vars.push(("OTEL_BSP_SCHEDULE_DELAY", "100".into()));
+    let m = mesh(&vars).await;
     assert!(collector.spans_of(TRACE_ID).is_empty());
     let request_span = traced_read(m.port, &m.token).await;
 
