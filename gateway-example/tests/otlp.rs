@@ -106,12 +106,18 @@ impl Collector {
     /// Serve on `listener` (bound by the caller: a free port, or the default 4318).
     fn serve(listener: tokio::net::TcpListener) -> Collector {
         let c = Collector::default();
+        c.serve_also(listener);
+        c
+    }
+
+    /// Serve on another `listener` too, into the same counts.
+    fn serve_also(&self, listener: tokio::net::TcpListener) {
+        let c = self.clone();
         let app = Router::new()
             .route("/v1/traces", axum::routing::post(export))
             .fallback(other)
             .with_state(c.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.expect("collector") });
-        c
     }
 
     fn spans_of(&self, trace_id: &str) -> Vec<Got> {
@@ -231,6 +237,11 @@ async fn without_an_endpoint_nothing_is_sent_not_even_to_the_default_port() {
         .await
         .expect("the OTLP default port 127.0.0.1:4318 is free for this test");
     let collector = Collector::serve(listener);
+    // `localhost` may resolve to ::1 first: listen there too where this host has IPv6 loopback
+    // (a container without it cannot be sent to there either).
+    if let Ok(v6) = tokio::net::TcpListener::bind("[::1]:4318").await {
+        collector.serve_also(v6);
+    }
     // Every OpenTelemetry variable a user may set, but an endpoint.
     let m = mesh(&[
         ("OTEL_SERVICE_NAME", "plume-test".into()),
