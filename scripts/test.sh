@@ -80,7 +80,8 @@ feature_sets() {
     "plume --no-default-features --features auth" \
     "plume-transport --no-default-features" \
     "plume-transport --no-default-features --features nats" \
-    "plume-transport --no-default-features --features redis"; do
+    "plume-transport --no-default-features --features redis" \
+    "gateway-example --no-default-features"; do
     step "cargo clippy -p $set"
     # shellcheck disable=SC2086 # the set is words on purpose
     cargo clippy --locked -p $set -- -D warnings

@@ -459,7 +459,10 @@ async fn on_message<E: fmt::Display>(
             let ran = if trace::enabled() {
                 // Each call starts a trace (socket.io has no per-call headers to continue one).
                 let ctx = TraceContext::new_root();
-                let span = tracing::error_span!("call", trace_id = %ctx.trace_id_field());
+                let span = trace::hop_span(
+                    ctx,
+                    || tracing::error_span!("call", trace_id = %ctx.trace_id_field()),
+                );
                 trace::scope(ctx, run).instrument(span).await
             } else {
                 run.await

@@ -28,6 +28,8 @@ pub struct TraceContext {
     trace_id: u128,
     span_id: u64,
     flags: u8,
+    /// The span id of the hop this one is a [`child`](Self::child) of (0: none known).
+    parent: u64,
 }
 
 impl fmt::Debug for TraceContext {
@@ -64,6 +66,7 @@ impl TraceContext {
             trace_id: (u128::from(random_u64()) << 64) | u128::from(random_u64()),
             span_id: random_u64(),
             flags: 1,
+            parent: 0,
         }
     }
 
@@ -89,6 +92,7 @@ impl TraceContext {
             trace_id: u128::from_str_radix(trace, 16).ok()?,
             span_id: u64::from_str_radix(span, 16).ok()?,
             flags: u8::from_str_radix(flags, 16).ok()?,
+            parent: 0,
         };
         (ctx.trace_id != 0 && ctx.span_id != 0).then_some(ctx)
     }
@@ -97,6 +101,7 @@ impl TraceContext {
     pub fn child(&self) -> Self {
         Self {
             span_id: random_u64(),
+            parent: self.span_id,
             ..*self
         }
     }
@@ -117,6 +122,27 @@ impl TraceContext {
             "00-{:032x}-{:016x}-{:02x}",
             self.trace_id, self.span_id, self.flags
         )
+    }
+
+    /// The trace id's 16 bytes (big-endian, as in `traceparent`), for an exporter.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id.to_be_bytes()
+    }
+
+    /// The span id's 8 bytes (big-endian), for an exporter.
+    pub fn span_id_bytes(&self) -> [u8; 8] {
+        self.span_id.to_be_bytes()
+    }
+
+    /// The span id of the hop this context is a [`child`](Self::child) of, if known (a
+    /// context [`parse`](Self::parse)d or [`new_root`](Self::new_root) has none).
+    pub fn parent_span_id_bytes(&self) -> Option<[u8; 8]> {
+        (self.parent != 0).then(|| self.parent.to_be_bytes())
+    }
+
+    /// Whether the trace is sampled (flag `01`): an exporter sends only sampled hops.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
     }
 
     /// The trace id as a `tracing` field value, formatted only when a subscriber records it.
@@ -164,4 +190,31 @@ pub async fn scope<F: Future>(ctx: TraceContext, f: F) -> F::Output {
 /// the trace of the call that published it, say).
 pub fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
     CURRENT.sync_scope(ctx, f)
+}
+
+thread_local! {
+    /// The hop whose span [`hop_span`] is creating on this thread.
+    static NEW_HOP: Cell<Option<TraceContext>> = const { Cell::new(None) };
+}
+
+/// Create the `tracing` span of one hop of a trace (a REST request, a socket.io call, a mesh
+/// call or the provider's serving of it) with `make`. A `tracing` layer that exports spans
+/// (`plume-otlp`'s) reads the hop's ids with [`new_span_hop`] when it is told of the new span,
+/// so an exported span has Plume's trace id, span id and parent span id. Costs a thread-local
+/// write when nothing exports.
+pub fn hop_span<S>(ctx: TraceContext, make: impl FnOnce() -> S) -> S {
+    struct Restore(Option<TraceContext>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NEW_HOP.set(self.0);
+        }
+    }
+    let _restore = Restore(NEW_HOP.replace(Some(ctx)));
+    make()
+}
+
+/// For a `tracing` layer's `on_new_span`: the hop of the span being created, when
+/// [`hop_span`] creates it (`None` for any other span).
+pub fn new_span_hop() -> Option<TraceContext> {
+    NEW_HOP.get()
 }

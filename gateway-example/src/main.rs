@@ -28,6 +28,7 @@ mod gateway;
 mod http;
 mod mesh_view;
 mod pattern;
+mod telemetry;
 mod todos;
 mod workers;
 
@@ -211,15 +212,34 @@ struct TodosArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Cmd::Demo(cli.demo)) {
+    let command = cli.command.unwrap_or(Cmd::Demo(cli.demo));
+    let telemetry = telemetry::init(&command.service_name())?;
+    let result = run(command).await;
+    telemetry.finish().await;
+    result
+}
+
+impl Cmd {
+    /// The OpenTelemetry service name of this process (unless `OTEL_SERVICE_NAME` says).
+    fn service_name(&self) -> String {
+        match self {
+            Cmd::Demo(_) => "plume-demo".into(),
+            Cmd::Gateway(_) => "plume-gateway".into(),
+            Cmd::Todos(args) => format!("plume-{}", args.name),
+            Cmd::CoteGateway(_) => "plume-cote-gateway".into(),
+            Cmd::ClientTypes(_) => "plume-client-types".into(),
+            Cmd::Math(_) => "plume-math".into(),
+            Cmd::Act(_) => "plume-act".into(),
+            Cmd::EchoNode(args) => format!("plume-{}", args.name),
+            Cmd::Workers(args) => format!("plume-{}", args.name),
+            Cmd::Mesh(_) => "plume-mesh".into(),
+        }
+    }
+}
+
+async fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::Demo(args) => {
             let [a, b] = <[u16; 2]>::try_from(args.todos_ports)
                 .map_err(|ports| anyhow::anyhow!("--todos-ports takes two ports, got {ports:?}"))?;

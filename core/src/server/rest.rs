@@ -65,7 +65,10 @@ async fn respond(state: RestState, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::new_root, |parent| parent.child());
-    let span = tracing::error_span!("request", trace_id = %ctx.trace_id_field());
+    let span = trace::hop_span(
+        ctx,
+        || tracing::error_span!("request", trace_id = %ctx.trace_id_field()),
+    );
     let mut response = trace::scope(ctx, respond_traced(state, req))
         .instrument(span)
         .await;

@@ -19,16 +19,34 @@ use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote};
 use crate::protocol::{RequestMsg, encode_payload};
 use plume::Error;
+use plume::trace::TraceContext;
+use tracing::Instrument;
 
 /// How long a call waits before asking again when the engine says nobody listens yet.
 pub(super) const NO_RESPONDERS_RETRY: Duration = Duration::from_millis(50);
 
-/// The encoded request for `name`, with the time left until `deadline`.
+/// The next hop of the caller's trace for one outgoing call (when the caller runs in a trace),
+/// and its `call` span: a `trace`-level span that only an exporter (`plume-otlp`) wants, sent
+/// as the client span whose id the provider's `serve` span names as its parent.
+pub(super) fn next_hop(name: &str) -> (Option<TraceContext>, tracing::Span) {
+    let Some(hop) = plume::trace::current().map(|ctx| ctx.child()) else {
+        return (None, tracing::Span::none());
+    };
+    let span = plume::trace::hop_span(
+        hop,
+        || tracing::trace_span!(target: LOG, "call", trace_id = %hop.trace_id_field(), otel.kind = "client", endpoint = name),
+    );
+    (Some(hop), span)
+}
+
+/// The encoded request for `name`, with the time left until `deadline`, in the trace `hop`
+/// ([`next_hop`]).
 pub(super) fn request_payload<B: Serialize + ?Sized>(
     name: &str,
     method: Option<&str>,
     body: &B,
     deadline: Instant,
+    hop: Option<TraceContext>,
 ) -> bytes::Bytes {
     let left = deadline.saturating_duration_since(Instant::now());
     encode_payload(&RequestMsg {
@@ -36,8 +54,7 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
         method: method.map(str::to_string),
         body,
         timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-        // The next hop of the caller's trace.
-        traceparent: plume::trace::current().map(|ctx| ctx.child().traceparent()),
+        traceparent: hop.map(|ctx| ctx.traceparent()),
     })
 }
 
@@ -119,14 +136,15 @@ impl Mesh {
                 Target::Remote(remote) if key.is_some() => inner.addressed(node, remote)?,
                 Target::Remote(remote) => remote,
             };
+            let (hop, span) = next_hop(name);
             let call = Call {
                 name,
-                payload: request_payload(name, method, body, deadline),
+                payload: request_payload(name, method, body, deadline, hop),
                 deadline,
                 idempotent: options.idempotent,
             };
             inner.count_peer_call(name, node);
-            let sent = remote.call(call).await;
+            let sent = remote.call(call).instrument(span).await;
             crate::metrics::call(sent.as_ref().map(|_| ()));
             match sent {
                 Ok(payload) => return R::from_payload(&payload),
@@ -178,14 +196,15 @@ impl Mesh {
         let Some(remote) = inner.engine.direct(node) else {
             return Err(Error::unavailable(format!("no link to node {node}")));
         };
+        let (hop, span) = next_hop(name);
         let call = Call {
             name,
-            payload: request_payload(name, method, body, deadline),
+            payload: request_payload(name, method, body, deadline, hop),
             deadline,
             idempotent: false,
         };
         inner.count_peer_call(name, node);
-        let sent = remote.call(call).await;
+        let sent = remote.call(call).instrument(span).await;
         crate::metrics::call(sent.as_ref().map(|_| ()));
         match sent {
             Ok(payload) => R::from_payload(&payload),

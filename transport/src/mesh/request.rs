@@ -6,8 +6,9 @@ use futures::future::join_all;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
 
-use super::call::{NO_RESPONDERS_RETRY, call_local, request_payload};
+use super::call::{NO_RESPONDERS_RETRY, call_local, next_hop, request_payload};
 use super::reply::ReplyForm;
 use super::ring::key_hash;
 use super::table::Target;
@@ -210,7 +211,8 @@ impl<'a> CallBuilder<'a> {
             return Err(Error::unavailable(format!("no provider for '{name}'")));
         }
         // One encoding for every remote provider.
-        let payload = request_payload(name, method, body, deadline);
+        let (hop, span) = next_hop(name);
+        let payload = request_payload(name, method, body, deadline, hop);
         let calls = providers.into_iter().map(|(node, target)| {
             let payload = payload.clone();
             async move {
@@ -228,7 +230,7 @@ impl<'a> CallBuilder<'a> {
                 Reply { node, result }
             }
         });
-        Ok(join_all(calls).await)
+        Ok(join_all(calls).instrument(span).await)
     }
 }
 

@@ -97,7 +97,12 @@ pub(super) fn start(
         ))));
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let trace = req.traceparent.as_deref().and_then(TraceContext::parse);
+    // The provider's hop is a child of the caller's (whose span id is the caller's `call`).
+    let trace = req
+        .traceparent
+        .as_deref()
+        .and_then(TraceContext::parse)
+        .map(|caller| caller.child());
     let request = RawRequest {
         name: req.name,
         method: req.method,
@@ -109,9 +114,12 @@ pub(super) fn start(
         return Served::Ready(Err(panicked()));
     };
     if let Some(ctx) = trace {
-        // The provider's side of the caller's trace: its span joins the trace (the caller made
-        // this hop's span id), and calls it makes carry it on.
-        let span = tracing::error_span!("serve", trace_id = %ctx.trace_id_field());
+        // The provider's side of the caller's trace: its span joins the trace, and calls it
+        // makes carry it on.
+        let span = plume::trace::hop_span(
+            ctx,
+            || tracing::error_span!("serve", trace_id = %ctx.trace_id_field()),
+        );
         span.in_scope(|| tracing::debug!(target: LOG, peer = %from, "serving a call"));
         fut = Box::pin(plume::trace::scope(ctx, fut).instrument(span));
     }
