@@ -201,16 +201,16 @@ pub fn new_id() -> String {
         let mut r = r.borrow_mut();
         (r.random(), r.random())
     });
-    // 11 base-36 digits of each draw (36^11 < 2^64): 113 random bits in all.
-    let mut id = [0u8; 22];
-    for (half, mut bits) in id.chunks_exact_mut(11).zip([hi, lo]) {
-        for digit in half {
-            *digit = ALPHABET[(bits % 36) as usize];
+    // 11 base-36 digits of each draw (36^11 < 2^64): 113 random bits in all. Pushed as chars
+    // (ASCII): no UTF-8 check of a buffer afterwards.
+    let mut id = String::with_capacity(22);
+    for mut bits in [hi, lo] {
+        for _ in 0..11 {
+            id.push(char::from(ALPHABET[(bits % 36) as usize]));
             bits /= 36;
         }
     }
-    // The digits are ASCII: the check cannot fail.
-    std::str::from_utf8(&id).map_or_else(|_| String::new(), str::to_owned)
+    id
 }
 
 /// Milliseconds since this process first asked (Hemera's `process.hrtime()` in ms: monotonic and

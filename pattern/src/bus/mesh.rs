@@ -22,7 +22,12 @@ use crate::wire::{MeshIncoming, MeshRequest, mesh_outcome, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
 pub(crate) fn endpoint(topic: &str) -> String {
-    format!("hemera.{topic}")
+    // Made on every act: two copies into one allocation (no `format!` machinery).
+    const PREFIX: &str = "hemera.";
+    let mut name = String::with_capacity(PREFIX.len() + topic.len());
+    name.push_str(PREFIX);
+    name.push_str(topic);
+    name
 }
 
 pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOptions) -> Serving {
@@ -54,7 +59,8 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     }
     let served = Arc::new(AtomicU64::new(0));
     let max = options.max_messages;
-    let (topic_owned, mesh_owned) = (topic.to_owned(), mesh.clone());
+    // Shared with each call's future (a reference count, not a copy of the topic per call).
+    let (topic_owned, mesh_owned): (Arc<str>, _) = (Arc::from(topic), mesh.clone());
     mesh.provide_raw(&name, Value::Null, move |req: RawRequest| {
         // Decoded before the first await: the body holds a piece of the link's read buffer.
         let decoded = req
@@ -85,7 +91,7 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
                 }
             };
             if max.is_some_and(|m| n == m) {
-                node.topics().remove(&topic);
+                node.topics().remove(&*topic);
                 mesh.withdraw(&endpoint(&topic));
             }
             Ok(mesh_reply(outcome))
