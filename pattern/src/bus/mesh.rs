@@ -17,8 +17,9 @@ use super::{LOG, Serving};
 use crate::error::HemeraError;
 use crate::hemera::{Hemera, Inner};
 use crate::message::Message;
+use crate::outcome::MeshOutcome;
 use crate::registry::TopicOptions;
-use crate::wire::{MeshIncoming, MeshRequest, mesh_outcome, mesh_reply};
+use crate::wire::{MeshIncoming, MeshRequest, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
 pub(crate) fn endpoint(topic: &str) -> String {
@@ -114,8 +115,13 @@ pub(super) async fn request(
     };
     let name = endpoint(msg.topic);
     let body = MeshRequest::of(msg)?;
-    match mesh.to(&name).options(options).send(&body).await {
-        Ok(reply) => mesh_outcome(reply),
+    match mesh
+        .to(&name)
+        .options(options)
+        .send_decoded::<MeshOutcome, _>(&body)
+        .await
+    {
+        Ok(reply) => reply.into_result(),
         // No provider within the deadline, or one that did not answer in time: Hemera's
         // caller sees a timeout in both cases.
         Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {

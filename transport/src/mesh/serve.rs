@@ -43,8 +43,9 @@ impl Inner {
 
     /// Decode a request from a peer for the endpoint of this node that it names (`None` when
     /// there is none). A plain handler's body is decoded to a `Value` in one pass with the head;
-    /// for a raw handler only the head is (its body is skipped), and the handler decodes the body
-    /// itself. Err: the payload is not a request.
+    /// for a raw handler only the head is read (by walking the bytes when the request is in the
+    /// usual form, `read_request_head`; its body is located, not decoded), and the handler
+    /// decodes the body itself. Err: the payload is not a request.
     pub(super) fn decode_request(
         &self,
         payload: Bytes,
