@@ -36,6 +36,7 @@ mod error;
 mod handler;
 mod hemera;
 mod message;
+mod outcome;
 pub mod pattern;
 mod payload;
 mod registry;

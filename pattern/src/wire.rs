@@ -5,7 +5,8 @@
 //!   The caller reads only `result` and `error` of a reply (the echoed `meta`, `trace` and
 //!   `request` are skipped, not decoded).
 //! - **Mesh** (Plume to Plume, no Hemera on the other side): a compact request
-//!   `{pattern, meta?, delegate?, traceId, spanId}` and a reply `{result}` or `{error}`.
+//!   `{pattern, meta?, delegate?, traceId, spanId}` and a reply `{result}` or `{error}`, which the
+//!   caller reads straight from its MessagePack (`crate::outcome`).
 
 use std::borrow::Cow;
 
@@ -234,17 +235,6 @@ pub(crate) fn mesh_reply(outcome: Result<Value, Value>) -> Value {
     Value::Object(object)
 }
 
-/// The outcome of a mesh reply.
-pub(crate) fn mesh_outcome(reply: Value) -> Result<Value, HemeraError> {
-    let Value::Object(mut object) = reply else {
-        return Err(HemeraError::parse(format!(
-            "the reply must be a JSON object, got {}",
-            crate::pattern::kind_of(&reply)
-        )));
-    };
-    outcome_of(object.remove("result"), object.remove("error"))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -464,18 +454,6 @@ pub(crate) mod tests {
         let none: MeshIncoming = serde_json::from_value(json!({"meta": {}})).expect("decodes");
         assert_eq!(
             none.into_incoming().expect_err("no payload").name,
-            "HemeraParseError"
-        );
-    }
-
-    #[test]
-    fn mesh_replies_carry_result_or_error() {
-        assert_eq!(mesh_outcome(mesh_reply(Ok(json!([1])))), Ok(json!([1])));
-        let e = HemeraError::new("E", "m").with_code(2);
-        let back = mesh_outcome(mesh_reply(Err(serde_json::to_value(&e).expect("encodes"))));
-        assert_eq!(back, Err(e));
-        assert_eq!(
-            mesh_outcome(json!(3)).expect_err("bad").name,
             "HemeraParseError"
         );
     }

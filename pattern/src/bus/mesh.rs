@@ -17,12 +17,18 @@ use super::{LOG, Serving};
 use crate::error::HemeraError;
 use crate::hemera::{Hemera, Inner};
 use crate::message::Message;
+use crate::outcome::MeshOutcome;
 use crate::registry::TopicOptions;
-use crate::wire::{MeshIncoming, MeshRequest, mesh_outcome, mesh_reply};
+use crate::wire::{MeshIncoming, MeshRequest, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
 pub(crate) fn endpoint(topic: &str) -> String {
-    format!("hemera.{topic}")
+    // Made on every act: two copies into one allocation (no `format!` machinery).
+    const PREFIX: &str = "hemera.";
+    let mut name = String::with_capacity(PREFIX.len() + topic.len());
+    name.push_str(PREFIX);
+    name.push_str(topic);
+    name
 }
 
 pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOptions) -> Serving {
@@ -54,7 +60,8 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     }
     let served = Arc::new(AtomicU64::new(0));
     let max = options.max_messages;
-    let (topic_owned, mesh_owned) = (topic.to_owned(), mesh.clone());
+    // Shared with each call's future (a reference count, not a copy of the topic per call).
+    let (topic_owned, mesh_owned): (Arc<str>, _) = (Arc::from(topic), mesh.clone());
     mesh.provide_raw(&name, Value::Null, move |req: RawRequest| {
         // Decoded before the first await: the body holds a piece of the link's read buffer.
         let decoded = req
@@ -85,7 +92,7 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
                 }
             };
             if max.is_some_and(|m| n == m) {
-                node.topics().remove(&topic);
+                node.topics().remove(&*topic);
                 mesh.withdraw(&endpoint(&topic));
             }
             Ok(mesh_reply(outcome))
@@ -108,8 +115,13 @@ pub(super) async fn request(
     };
     let name = endpoint(msg.topic);
     let body = MeshRequest::of(msg)?;
-    match mesh.to(&name).options(options).send(&body).await {
-        Ok(reply) => mesh_outcome(reply),
+    match mesh
+        .to(&name)
+        .options(options)
+        .send_decoded::<MeshOutcome, _>(&body)
+        .await
+    {
+        Ok(reply) => reply.into_result(),
         // No provider within the deadline, or one that did not answer in time: Hemera's
         // caller sees a timeout in both cases.
         Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::discovery::NodeId;
-use crate::protocol::decode_request_body;
+use crate::protocol::{decode_payload, decode_request_body};
 use plume::Error;
 
 /// A call as a handler sees it.
@@ -58,6 +58,9 @@ enum Repr {
     Value(Value),
     /// A call from another node: the whole encoded `RequestMsg` payload.
     Msgpack(bytes::Bytes),
+    /// A call from another node: the encoded `RequestMsg` payload, and where its body lies in
+    /// it (its head was read by walking the bytes: `crate::protocol::read_request_head`).
+    Located(bytes::Bytes, std::ops::Range<usize>),
 }
 
 impl RawBody {
@@ -71,10 +74,15 @@ impl RawBody {
         Self(Repr::Msgpack(payload))
     }
 
+    /// A body at `body` in its encoded request (a call from another node).
+    pub(crate) fn located(payload: bytes::Bytes, body: std::ops::Range<usize>) -> Self {
+        Self(Repr::Located(payload, body))
+    }
+
     /// Whether the body is still encoded.
     #[cfg(test)]
     pub(crate) fn is_msgpack(&self) -> bool {
-        matches!(self.0, Repr::Msgpack(_))
+        matches!(self.0, Repr::Msgpack(_) | Repr::Located(..))
     }
 
     /// Decode the body as `T`, from MessagePack straight into `T` for a call from a peer (no
@@ -85,6 +93,10 @@ impl RawBody {
         match self.0 {
             Repr::Value(v) => serde_json::from_value(v).map_err(|e| e.to_string()),
             Repr::Msgpack(payload) => decode_request_body(&payload),
+            Repr::Located(payload, body) => match payload.get(body) {
+                Some(body) => decode_payload(body),
+                None => Err("the body lies outside the request".to_owned()),
+            },
         }
         .map_err(|e| Error::bad_request(format!("malformed call body: {e}")))
     }
@@ -93,7 +105,7 @@ impl RawBody {
     fn into_value(self) -> Result<Value, Error> {
         match self.0 {
             Repr::Value(v) => Ok(v),
-            repr @ Repr::Msgpack(_) => Self(repr).decode(),
+            repr @ (Repr::Msgpack(_) | Repr::Located(..)) => Self(repr).decode(),
         }
     }
 }

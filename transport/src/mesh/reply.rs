@@ -5,6 +5,7 @@
 use std::fmt;
 
 use plume::{Error, RawJson};
+use serde::de::DeserializeOwned;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +18,7 @@ pub(crate) trait ReplyForm: Sized + Send {
     /// Decode a reply payload: the result, or the provider's error.
     fn from_payload(payload: &[u8]) -> Result<Self, Error>;
     /// A result that never crossed a wire.
-    fn from_value(value: Value) -> Self;
+    fn from_value(value: Value) -> Result<Self, Error>;
 }
 
 impl ReplyForm for Value {
@@ -29,8 +30,8 @@ impl ReplyForm for Value {
         }
     }
 
-    fn from_value(value: Value) -> Self {
-        value
+    fn from_value(value: Value) -> Result<Self, Error> {
+        Ok(value)
     }
 }
 
@@ -44,8 +45,38 @@ impl ReplyForm for RawJson {
         }
     }
 
-    fn from_value(value: Value) -> Self {
-        RawJson::from_value(&value)
+    fn from_value(value: Value) -> Result<Self, Error> {
+        Ok(RawJson::from_value(&value))
+    }
+}
+
+/// A result decoded into `T` straight from the MessagePack reply (no [`Value`] on the way), for
+/// [`CallBuilder::send_decoded`](super::CallBuilder::send_decoded).
+pub(crate) struct Decoded<T>(pub(crate) T);
+
+/// [`ResponseMsg`] with the result decoded into `T`.
+#[derive(Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct TypedResponse<T> {
+    ok: Option<T>,
+    err: Option<Value>,
+}
+
+impl<T: DeserializeOwned + Send> ReplyForm for Decoded<T> {
+    fn from_payload(payload: &[u8]) -> Result<Self, Error> {
+        match decode_payload::<TypedResponse<T>>(payload) {
+            Ok(TypedResponse { err: Some(e), .. }) => Err(Error::from_json(e)),
+            Ok(TypedResponse { ok: Some(v), .. }) => Ok(Decoded(v)),
+            // No result (`nil`): what `T` makes of `null`.
+            Ok(TypedResponse { ok: None, .. }) => Self::from_value(Value::Null),
+            Err(e) => Err(malformed(e)),
+        }
+    }
+
+    fn from_value(value: Value) -> Result<Self, Error> {
+        serde_json::from_value(value)
+            .map(Decoded)
+            .map_err(|e| malformed(e.to_string()))
     }
 }
 

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::call::{NO_RESPONDERS_RETRY, call_local, next_hop, request_payload};
-use super::reply::ReplyForm;
+use super::reply::{Decoded, ReplyForm};
 use super::ring::key_hash;
 use super::table::Target;
 use super::{CallOptions, Mesh};
@@ -157,6 +158,18 @@ impl<'a> CallBuilder<'a> {
     /// an HTTP response body).
     pub async fn send_json<B: Serialize + ?Sized + Sync>(self, body: &B) -> Result<RawJson, Error> {
         self.send_as(body).await
+    }
+
+    /// [`send`](Self::send), with the result decoded into `T` (serde) straight from the
+    /// provider's MessagePack reply, without a [`Value`] on the way. A result that does not
+    /// decode into `T` is a `GeneralError` ("malformed reply"); a provider's error is returned
+    /// as by `send`.
+    pub async fn send_decoded<T, B>(self, body: &B) -> Result<T, Error>
+    where
+        T: DeserializeOwned + Send,
+        B: Serialize + ?Sized + Sync,
+    {
+        self.send_as::<B, Decoded<T>>(body).await.map(|d| d.0)
     }
 
     async fn send_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(

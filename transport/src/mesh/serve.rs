@@ -14,7 +14,9 @@ use super::handler::{EndpointHandler, RawBody, RawRequest};
 use super::{Inner, LOG};
 use crate::discovery::NodeId;
 use crate::engine::{Running, Served, panicked};
-use crate::protocol::{FrameError, Kind, RequestMsg, decode_payload, peek_request_name};
+use crate::protocol::{
+    FrameError, Kind, RequestMsg, decode_payload, peek_request_name, read_request_head,
+};
 use plume::Error;
 use plume::trace::TraceContext;
 use tracing::Instrument;
@@ -41,8 +43,9 @@ impl Inner {
 
     /// Decode a request from a peer for the endpoint of this node that it names (`None` when
     /// there is none). A plain handler's body is decoded to a `Value` in one pass with the head;
-    /// for a raw handler only the head is (its body is skipped), and the handler decodes the body
-    /// itself. Err: the payload is not a request.
+    /// for a raw handler only the head is read (by walking the bytes when the request is in the
+    /// usual form, `read_request_head`; its body is located, not decoded), and the handler
+    /// decodes the body itself. Err: the payload is not a request.
     pub(super) fn decode_request(
         &self,
         payload: Bytes,
@@ -61,8 +64,30 @@ impl Inner {
             };
             return Ok((req, Some(handler.clone())));
         }
-        // A raw handler, no handler, or a body that is not JSON (a plain handler then answers
-        // BadRequest): the head only.
+        // A raw handler: its head read from the bytes in one walk, the body located (not
+        // decoded, nor its strings checked: the handler decodes it, once).
+        if let Some((name, Some(handler @ EndpointHandler::Raw(_)))) = &peeked
+            && let Some(head) = read_request_head(&payload)
+            && head.name == *name
+        {
+            let handler = handler.clone();
+            let (body, timeout_ms) = (head.body.clone(), head.timeout_ms);
+            let (name, method, traceparent) = (
+                head.name.to_owned(),
+                head.method.map(str::to_owned),
+                head.traceparent.map(str::to_owned),
+            );
+            let req = RequestMsg {
+                name,
+                method,
+                body: RawBody::located(payload, body),
+                timeout_ms,
+                traceparent,
+            };
+            return Ok((req, Some(handler)));
+        }
+        // A raw handler's request in another form, no handler, or a body that is not JSON (a
+        // plain handler then answers BadRequest): the head only.
         let head = decode_payload::<RequestMsg<IgnoredAny>>(&payload)?;
         let handler = match peeked {
             Some((name, handler)) if name == head.name => handler,

@@ -11,6 +11,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod head;
+pub(crate) use head::read_request_head;
+
 /// The frame format version this crate speaks.
 pub const FRAME_VERSION: u8 = 1;
 /// The handshake protocol version carried in `hello`.

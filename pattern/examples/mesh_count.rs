@@ -1,0 +1,95 @@
+//! A bounded run of the two mesh benchmarks of `benches/pattern.rs`, for instruction counts
+//! (`valgrind --tool=callgrind`): two mesh nodes in this process (loopback TCP, tokio with 2
+//! workers, as the bench), then `BATCHES` rounds of 64 calls in flight of one kind:
+//!
+//! - `act`: the pattern act `{topic:'math',cmd:'add',a:1,b:2}` to a typed handler;
+//! - `request`: the plain mesh call (`mesh.to("plain.add").send`) of `{a:1,b:2}`.
+//!
+//! `cargo run --release -p plume-pattern --example mesh_count -- act 200`. The cost per call is
+//! the difference of two runs with different batch counts (the setup cancels out), divided by
+//! 64 × the difference of the batch counts: see docs/benchmarks.md, "Instruction counts".
+
+// A measuring tool: it reports on stdout, and a failure ends it.
+#![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
+use plume_transport::{Mesh, Request};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+struct Add {
+    a: f64,
+    b: f64,
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_default();
+    let batches: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(
+        kind == "act" || kind == "request",
+        "usage: mesh_count act|request BATCHES"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let env = format!("pattern-count-{}", std::process::id());
+        let start = |key: &'static str| {
+            Mesh::builder()
+                .environment(env.clone())
+                .key(key)
+                .secret(None::<&str>)
+                .start()
+        };
+        let (a, b) = (
+            start("a").await.expect("mesh"),
+            start("b").await.expect("mesh"),
+        );
+        a.respond("plain.add", |r: Request| async move {
+            Ok(json!(
+                r.body["a"].as_f64().unwrap_or(0.0) + r.body["b"].as_f64().unwrap_or(0.0)
+            ))
+        });
+        let responder = Hemera::mesh(a.clone(), Options::default());
+        responder
+            .add(
+                json!({"topic": "math", "cmd": "add"}),
+                typed(|p: Add, _r: Req| async move { Ok::<_, HemeraError>(p.a + p.b) }),
+            )
+            .await
+            .expect("add");
+        let caller = Hemera::mesh(b.clone(), Options::default());
+        // Under valgrind everything is some 50 times slower: a generous deadline.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while b.providers("plain.add").is_empty() || b.providers("hemera.math").is_empty() {
+            assert!(Instant::now() < deadline, "the mesh nodes never met");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let msg = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2});
+        let body = json!({"a": 1, "b": 2});
+        // One warm-up batch (links, buffers, pools), then the counted ones.
+        for _ in 0..=batches {
+            if kind == "act" {
+                let all = join_all((0..64).map(|_| caller.act(&msg))).await;
+                assert!(all.iter().all(|r| r == &Ok(json!(3.0))), "{all:?}");
+            } else {
+                let all = join_all((0..64).map(|_| b.to("plain.add").send(&body))).await;
+                assert!(
+                    all.iter()
+                        .all(|r: &Result<Value, _>| r.as_ref().ok() == Some(&json!(3.0))),
+                    "{all:?}"
+                );
+            }
+        }
+        println!("{kind}: {batches} batches of 64 done");
+        a.shutdown().await;
+        b.shutdown().await;
+    });
+}

@@ -1,0 +1,287 @@
+//! The head of an encoded [`RequestMsg`](super::RequestMsg) read by walking its MessagePack
+//! bytes, and where its body lies: what a raw handler's call needs ([`RawBody`] keeps the body
+//! undecoded), without decoding the head through serde with the body skipped as `IgnoredAny`
+//! (which checks every string of the body as UTF-8) and then again to reach the body.
+//!
+//! Only the form this crate writes is read here: a map with string keys, `name` a string,
+//! `method` and `traceparent` nil or a string, `timeout_ms` an unsigned integer, each key once.
+//! Anything else answers `None`, and the caller decodes the payload with serde as before (so
+//! both accept and refuse the same payloads).
+//!
+//! [`RawBody`]: crate::mesh::RawBody
+
+use std::ops::Range;
+
+/// The head of a request, borrowed from its payload, and the byte range of its body.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RequestHead<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) method: Option<&'a str>,
+    pub(crate) timeout_ms: u64,
+    pub(crate) traceparent: Option<&'a str>,
+    /// Where the body's MessagePack value lies in the payload.
+    pub(crate) body: Range<usize>,
+}
+
+/// Read the head of `payload` (see the module); `None` when it is not in the usual form.
+pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
+    let mut r = Reader { b: payload, at: 0 };
+    let entries = r.map_len()?;
+    let (mut name, mut method, mut timeout_ms, mut traceparent, mut body) =
+        (None, None, None, None, None);
+    for _ in 0..entries {
+        match r.str_bytes()? {
+            b"name" if name.is_none() => name = Some(r.str()?),
+            b"method" if method.is_none() => method = Some(r.opt_str()?),
+            b"timeout_ms" if timeout_ms.is_none() => timeout_ms = Some(r.uint()?),
+            b"traceparent" if traceparent.is_none() => traceparent = Some(r.opt_str()?),
+            b"body" if body.is_none() => {
+                let start = r.at;
+                r.at = skip_values(payload, start, 1)?;
+                body = Some(start..r.at);
+            }
+            // A repeated key (serde refuses it): the serde path says so.
+            b"name" | b"method" | b"timeout_ms" | b"traceparent" | b"body" => return None,
+            // An unknown key (serde ignores it).
+            _ => r.at = skip_values(payload, r.at, 1)?,
+        }
+    }
+    Some(RequestHead {
+        name: name?,
+        method: method.flatten(),
+        timeout_ms: timeout_ms?,
+        traceparent: traceparent.flatten(),
+        body: body?,
+    })
+}
+
+/// The end of the `count` MessagePack values that start at `at` in `b`; `None` when they do not
+/// fit in `b` or use the reserved marker. Iterative (a count of the values still to skip), so
+/// nesting costs no stack; every value takes at least one byte, so the loop ends with `b`.
+pub(crate) fn skip_values(b: &[u8], mut at: usize, mut count: u64) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<u64> {
+        let bytes = b.get(at..at.checked_add(n)?)?;
+        Some(bytes.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
+    };
+    while count > 0 {
+        let marker = *b.get(at)?;
+        at += 1;
+        count -= 1;
+        // (bytes to skip after the marker, values nested in this one)
+        let (skip, nested): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (1 + be(at, 1)?, 0),
+            0xc5 | 0xda => (2 + be(at, 2)?, 0),
+            0xc6 | 0xdb => (4 + be(at, 4)?, 0),
+            0xc7 => (2 + be(at, 1)?, 0),
+            0xc8 => (3 + be(at, 2)?, 0),
+            0xc9 => (5 + be(at, 4)?, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, be(at, 2)?),
+            0xdd => (4, be(at, 4)?),
+            0xde => (2, 2 * be(at, 2)?),
+            0xdf => (4, 2 * be(at, 4)?),
+            // 0xc1: never used.
+            _ => return None,
+        };
+        at = at.checked_add(usize::try_from(skip).ok()?)?;
+        if at > b.len() {
+            return None;
+        }
+        count = count.checked_add(nested)?;
+    }
+    Some(at)
+}
+
+/// A cursor over MessagePack bytes.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let x = *self.b.get(self.at)?;
+        self.at += 1;
+        Some(x)
+    }
+
+    fn be(&mut self, n: usize) -> Option<u64> {
+        let bytes = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(bytes.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
+    }
+
+    fn map_len(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x80..=0x8f => Some(u64::from(m & 0x0f)),
+            0xde => self.be(2),
+            0xdf => self.be(4),
+            _ => None,
+        }
+    }
+
+    /// A string's bytes (not checked as UTF-8: keys are compared as bytes).
+    fn str_bytes(&mut self) -> Option<&'a [u8]> {
+        let len = match self.byte()? {
+            m @ 0xa0..=0xbf => u64::from(m & 0x1f),
+            0xd9 => self.be(1)?,
+            0xda => self.be(2)?,
+            0xdb => self.be(4)?,
+            _ => return None,
+        };
+        let len = usize::try_from(len).ok()?;
+        let s = self.b.get(self.at..self.at.checked_add(len)?)?;
+        self.at += len;
+        Some(s)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.str_bytes()?).ok()
+    }
+
+    fn opt_str(&mut self) -> Option<Option<&'a str>> {
+        if self.b.get(self.at) == Some(&0xc0) {
+            self.at += 1;
+            return Some(None);
+        }
+        self.str().map(Some)
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x00..=0x7f => Some(u64::from(m)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{RequestMsg, decode_payload, encode_payload};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 64, 20, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..20).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,8}", inner, 0..20)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the body, the head read from the bytes is the one serde decodes, and the
+        /// body's range holds exactly the body.
+        #[test]
+        fn the_walked_head_agrees_with_serde(
+            body in value(),
+            name in ".{0,300}",
+            method in proptest::option::of(".{0,10}"),
+            timeout_ms in any::<u64>(),
+            traceparent in proptest::option::of("[0-9a-f-]{0,60}"),
+        ) {
+            let payload = encode_payload(&RequestMsg {
+                name: name.clone(),
+                method: method.clone(),
+                body: &body,
+                timeout_ms,
+                traceparent: traceparent.clone(),
+            });
+            let head = read_request_head(&payload).expect("our own form");
+            prop_assert_eq!(head.name, name.as_str());
+            prop_assert_eq!(head.method, method.as_deref());
+            prop_assert_eq!(head.timeout_ms, timeout_ms);
+            prop_assert_eq!(head.traceparent, traceparent.as_deref());
+            let back: Value = decode_payload(&payload[head.body.clone()]).expect("the body");
+            prop_assert_eq!(back, body);
+            prop_assert_eq!(skip_values(&payload, 0, 1), Some(payload.len()));
+        }
+
+        /// Truncated or garbled payloads never panic, and a head read from them is what serde
+        /// reads too.
+        #[test]
+        fn garbled_payloads_are_refused_or_agree(
+            body in value(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let payload = encode_payload(&RequestMsg {
+                name: "n".into(), method: None, body: &body, timeout_ms: 5, traceparent: None,
+            });
+            let mut bytes = payload.to_vec();
+            let (at, x) = flip;
+            let i = at.index(bytes.len());
+            bytes[i] ^= x;
+            bytes.truncate(cut.index(bytes.len() + 1));
+            if let Some(head) = read_request_head(&bytes) {
+                let serde = decode_payload::<RequestMsg<serde::de::IgnoredAny>>(&bytes);
+                if let Ok(m) = serde {
+                    prop_assert_eq!(m.name.as_str(), head.name);
+                    prop_assert_eq!(m.timeout_ms, head.timeout_ms);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_forms_are_left_to_serde() {
+        // the array form of a struct, a repeated key, a missing body, a signed timeout
+        let array = rmp_serde::to_vec(&RequestMsg {
+            name: "n".into(),
+            method: None,
+            body: json!(1),
+            timeout_ms: 1,
+            traceparent: None,
+        })
+        .expect("encodes");
+        assert_eq!(read_request_head(&array), None);
+        let twice = rmp_serde::to_vec_named(&json!({"name": "n", "body": 1, "timeout_ms": 1}))
+            .expect("encodes");
+        assert!(read_request_head(&twice).is_some());
+        let mut repeated = twice.clone();
+        repeated[0] += 1;
+        repeated.extend(rmp_serde::to_vec(&"body").expect("key"));
+        repeated.push(0x01);
+        assert_eq!(read_request_head(&repeated), None);
+        for bad in [
+            json!({"name": "n", "timeout_ms": 1}),
+            json!({"name": "n", "body": 1, "timeout_ms": -1}),
+            json!({"name": 3, "body": 1, "timeout_ms": 1}),
+        ] {
+            let bytes = rmp_serde::to_vec_named(&bad).expect("encodes");
+            assert_eq!(read_request_head(&bytes), None, "{bad}");
+        }
+        assert_eq!(skip_values(&[0xc1], 0, 1), None);
+        assert_eq!(skip_values(&[0xdf, 0xff, 0xff, 0xff, 0xff], 0, 1), None);
+    }
+}
