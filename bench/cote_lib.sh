@@ -33,6 +33,7 @@ spawn() { # NAME CMD...: run CMD in the namespace $NS, output in $WORK/NAME.log
   COTE_PIDS+=($!)
   # `ip netns exec` and `env` exec the command: this is its PID.
   COTE_PID_OF[$name]=$!
+  disown "$!" # killed by PID in cote_cleanup, without a job-control notice
 }
 
 wait_log() { # NAME TEXT: wait (30 s at most) until NAME's log has TEXT

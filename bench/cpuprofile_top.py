@@ -2,7 +2,7 @@
 
     python3 bench/cpuprofile_top.py FILE.cpuprofile... [--top N]
 
-Prints the share of sampled time (self time) per package or Node part (`node_modules/<pkg>`,
+Prints the share of the busy sampled time (self time, `(idle)` left out) per package or Node part (`node_modules/<pkg>`,
 `node:<internal module>`, `(garbage collector)`, `(program)`, ...) and the top N functions by
 self time. Several files are summed.
 """
@@ -49,11 +49,14 @@ def main() -> None:
     total = Counter()
     for path in args:
         total.update(self_times(path))
+    idle = sum(us for (_, a), us in total.items() if a == "(idle)")
+    for key in [k for k in total if k[1] == "(idle)"]:
+        del total[key]
     all_us = sum(total.values()) or 1
     areas = Counter()
     for (_, a), us in total.items():
         areas[a] += us
-    print(f"sampled {all_us / 1e6:.2f} s")
+    print(f"sampled {all_us / 1e6:.2f} s busy, {idle / 1e6:.2f} s idle; shares of the busy time")
     print("by area:")
     for a, us in areas.most_common(15):
         print(f"  {100 * us / all_us:5.1f} %  {a}")
