@@ -19,17 +19,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use plume::Error;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::amp::{self, Arg, FrameDecoder};
 use crate::fd::{error_from_wire, error_to_wire};
-use writer::spawn_writer;
-
-mod writer;
 
 /// Frames queued per connection before writers wait (or, for events, drop).
 const QUEUE: usize = 1024;
@@ -63,6 +60,18 @@ async fn accept(
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Write queued frames to a socket until the queue closes or a write fails.
+fn spawn_writer(mut write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
 }
 
 /// Read frames until the stream ends or breaks; each frame's arguments go to `on_frame`.
