@@ -31,61 +31,14 @@ GX="$(cargo_target_dir)/release/gateway-example"
 mkdir -p "$WORK/node"
 npm_ci_copy tests/cote "$WORK/node" >/dev/null
 
-NS=""
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  PIDS=()
-  [ -n "$NS" ] && ip netns del "$NS" 2>/dev/null || true
-  NS=""
-}
-trap 'cleanup; rm -rf "$WORK"' EXIT
+# shellcheck source=bench/cote_lib.sh
+source "$ROOT/bench/cote_lib.sh"
+trap 'cote_cleanup; rm -rf "$WORK"' EXIT
+URL=$COTE_URL
 
-topology_start() { # a fresh loopback-only namespace
-  cleanup
-  NS="cote-bench-$$-$RANDOM"
-  ip netns add "$NS"
-  ip -n "$NS" link set lo up
-}
-
-spawn() { # NAME CMD...: run CMD in the namespace, output in $WORK/NAME.log
-  local name=$1
-  shift
-  ip netns exec "$NS" "$@" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-}
-
-wait_line() { # NAME TEXT: wait (30 s at most) until NAME's log has TEXT
-  local i
-  for i in $(seq 300); do
-    grep -q "$2" "$WORK/$1.log" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "$1 never printed '$2':"
-  cat "$WORK/$1.log" >&2
-  exit 1
-}
-
-COTE_ENV=(env COTE_HELLO_INTERVAL=500 COTE_CHECK_INTERVAL=1000 COTE_NODE_TIMEOUT=1500)
-plume_replica() { spawn "$1" "${COTE_ENV[@]}" PLUME_DISCOVERY=cote "$GX" todos --name "$1" --port "$2" --store memory; wait_line "$1" listening; }
-node_replica() { spawn "$1" env PORT="$2" NAME="$1" node "$WORK/node/replica.mjs"; wait_line "$1" LISTENING; }
-node_gateway() { spawn gateway env PORT=3030 node "$WORK/node/gateway.mjs"; wait_line gateway "SERVICE todos"; }
-plume_gateway() { spawn gateway "${COTE_ENV[@]}" "$GX" cote-gateway --port 3030; wait_line gateway "SERVICE todos"; }
-
-URL='http://127.0.0.1:3030/todos?$limit=1'
-
-warm_up() { # until every replica named in $@ has answered (200 calls at most)
-  local seen="" i r
-  for i in $(seq 200); do
-    r=$(ip netns exec "$NS" curl -s "$URL" | python3 -c 'import json,sys; b=json.load(sys.stdin); b=b if isinstance(b,list) else b["data"]; print(b[0]["replica"])' || true)
-    case " $seen " in *" $r "*) ;; *) seen="$seen $r" ;; esac
-    local missing=0 want
-    for want in "$@"; do case " $seen " in *" $want "*) ;; *) missing=1 ;; esac; done
-    [ "$missing" = 0 ] && return 0
-  done
-  log "replicas $* did not all answer (saw:$seen)"
-  exit 1
+topology_start() { # a fresh loopback-only namespace (the previous one's processes gone)
+  cote_cleanup
+  netns_new
 }
 
 measure() { # LABEL: the median req/s of RUNS wrk runs, with the load average
@@ -132,5 +85,5 @@ node_gateway
 warm_up node-1 node-2
 measure "node-gateway→2-node-replicas"
 
-cleanup
+cote_cleanup
 cat "$RESULTS"
