@@ -11,8 +11,8 @@
 # gateway's RSS is read before the sockets (idle) and with all of them in.
 # BENCH_RUNS (default 3) runs per size; BENCH_SOCKETS_SIZES overrides the sizes (a quick check:
 # BENCH_SOCKETS_SIZES="100 1000" BENCH_RUNS=1); BENCH_DOC writes another file; BENCH_KEEP=1
-# keeps the logs. Raises the open-files limit (as root) and spreads the clients over the
-# source addresses 127.0.0.1–127.0.0.4. Kills only the processes it started.
+# keeps the logs; BENCH_SKIP_BUILD=1 skips the build. Raises the open-files limit (as root) and
+# spreads the clients over the source addresses 127.0.0.1–127.0.0.4. Kills only the processes it started.
 #
 # bench/run.sh sources this file too (GX and TARGET set) and calls run_sockets_curve.
 # shellcheck shell=bash
@@ -88,8 +88,12 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   source "$ROOT/bench/lib.sh"
   # BENCH_PROFILE=dev checks the script with debug builds (figures from those do not count).
   PROFILE=${BENCH_PROFILE:-release}
-  log "building $PROFILE binaries"
-  cargo build --profile "$PROFILE" -q -p gateway-example -p plume-bench --bin gateway-example --bin sockets
+  # BENCH_SKIP_BUILD=1 measures the binaries already built (e.g. a variant switched by the
+  # environment, which the gateway inherits).
+  if [[ -z "${BENCH_SKIP_BUILD:-}" ]]; then
+    log "building $PROFILE binaries"
+    cargo build --profile "$PROFILE" -q -p gateway-example -p plume-bench --bin gateway-example --bin sockets
+  fi
   TARGET=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   BIN_DIR="$TARGET/$([[ $PROFILE == dev ]] && echo debug || echo "$PROFILE")"

@@ -26,7 +26,10 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 
+mod compact;
 mod expiry;
+
+pub(crate) use compact::CompactHandshakeLayer;
 
 use crate::app::App;
 use crate::channels::{ANONYMOUS, AUTHENTICATED};
@@ -88,10 +91,16 @@ pub struct RealtimeOptions {
     /// The most calls one connection may have running at once (default 64); a call over it is
     /// answered at once with TooManyRequests (429).
     pub max_calls_in_flight: usize,
+    /// Each websocket's read buffer, in bytes (default 1 KiB; socketioxide's is 4 KiB): zeroed
+    /// at open and kept for the socket's life; a larger message takes several reads.
+    pub ws_read_buffer_size: usize,
 }
 
 /// The default of [`RealtimeOptions::max_calls_in_flight`].
 pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 64;
+
+/// The default of [`RealtimeOptions::ws_read_buffer_size`].
+pub const DEFAULT_WS_READ_BUFFER_SIZE: usize = 1024;
 
 impl Default for RealtimeOptions {
     fn default() -> Self {
@@ -99,6 +108,7 @@ impl Default for RealtimeOptions {
             auth_path: DEFAULT_AUTH_PATH.to_owned(),
             max_payload: 1_000_000,
             max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
+            ws_read_buffer_size: DEFAULT_WS_READ_BUFFER_SIZE,
         }
     }
 }
@@ -117,9 +127,21 @@ pub struct ConnectionInfo {
     pub remote_addr: Option<std::net::SocketAddr>,
 }
 
+/// One connection: what [`App::connection`] answers, without the headers (read from the
+/// socket's handshake request when asked, not copied per connection).
 struct Conn {
     info: ConnectionInfo,
     socket: Option<SocketRef>,
+}
+
+impl Conn {
+    fn info(&self) -> ConnectionInfo {
+        let mut info = self.info.clone();
+        if let Some(socket) = &self.socket {
+            info.headers = socket.req_parts().headers.clone();
+        }
+        info
+    }
 }
 
 /// The live connections of an App (an App extension).
@@ -179,7 +201,7 @@ impl App {
     pub fn connection(&self, conn: &ConnectionId) -> Option<ConnectionInfo> {
         let conns = Connections::of(self);
         let map = sync::read(&conns.map);
-        map.get(conn).map(|c| c.info.clone())
+        map.get(conn).map(Conn::info)
     }
 
     /// Log a connection in: store its authentication and user, leave `anonymous`, join
@@ -246,6 +268,7 @@ impl App {
 fn build_server(app: &App, options: RealtimeOptions, conns: Arc<Connections>) -> RealtimeServer {
     let (layer, io) = SocketIo::builder()
         .max_payload(options.max_payload)
+        .ws_read_buffer_size(options.ws_read_buffer_size)
         .build_layer();
 
     let middleware = {
@@ -297,14 +320,13 @@ fn conn_id(socket: &SocketRef) -> ConnectionId {
 async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error> {
     let parts = socket.req_parts();
     let mut info = ConnectionInfo {
-        headers: parts.headers.clone(),
         remote_addr: parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0),
         ..ConnectionInfo::default()
     };
-    let header = info
+    let header = parts
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

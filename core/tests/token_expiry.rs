@@ -44,6 +44,22 @@ async fn notes_events(socket: &mut PollingSocket) -> Vec<Value> {
         .collect()
 }
 
+/// The App's `count` connections are all logged in; 11 s later (past the tokens' `exp`) none
+/// is in any channel.
+async fn all_expire(app: &App, count: usize) {
+    let conns = app.connections();
+    assert_eq!(conns.len(), count);
+    assert!(conns.iter().all(|c| app.channel(AUTHENTICATED).contains(c)));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    for conn in conns {
+        assert!(
+            app.channels_of(&conn).is_empty(),
+            "{conn:?} in {:?} after its token expired",
+            app.channels_of(&conn)
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_socket_whose_token_expires_leaves_its_channels_and_gets_no_more_events() {
     let app = app().await;
@@ -99,15 +115,41 @@ async fn a_socket_authenticated_at_the_handshake_expires_too() {
         matches!(connected, Packet::Other(ref p) if p.starts_with("40")),
         "{connected:?}"
     );
-    let conns = app.connections();
-    assert_eq!(conns.len(), 2);
-    assert!(conns.iter().all(|c| app.channel(AUTHENTICATED).contains(c)));
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    for conn in conns {
-        assert!(
-            app.channels_of(&conn).is_empty(),
-            "{conn:?} in {:?} after its token expired",
-            app.channels_of(&conn)
-        );
+    all_expire(&app, 2).await;
+}
+
+/// Logged-in connections share one expiry timer: logging in many sockets starts no task per
+/// socket (a task each, with its timer and a copy of the token, was a share of every socket's
+/// memory in the gateway), and each is still logged out at its token's `exp`.
+#[tokio::test(start_paused = true)]
+async fn logged_in_sockets_share_one_expiry_timer() {
+    const SOCKETS: usize = 20;
+    let app = app().await;
+    let (mut first, _) = PollingSocket::open(&app, None).await;
+    let ack = first.login(EMAIL, PASSWORD).await;
+    let token = ack[1]["accessToken"].as_str().expect("token").to_owned();
+    let mut sockets = Vec::new();
+    for _ in 0..SOCKETS {
+        sockets.push(PollingSocket::open(&app, None).await.0);
     }
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    for socket in &mut sockets {
+        let jwt = json!({"strategy": "jwt", "accessToken": token});
+        let (ack, _) = socket
+            .call("create", &[json!("authentication"), jwt, json!({})])
+            .await;
+        assert_eq!(ack[0], Value::Null, "login: {ack:?}");
+    }
+    let after = tasks();
+    assert!(
+        after <= before + 1,
+        "{SOCKETS} logins started {} tasks",
+        after.saturating_sub(before)
+    );
+    all_expire(&app, SOCKETS + 1).await;
 }

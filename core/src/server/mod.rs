@@ -203,7 +203,11 @@ impl App {
             }
         }
         if options.socketio {
-            router = router.layer(self.socketio_layer());
+            // The compaction runs first: socketioxide keeps the parts of the request that opens
+            // a session for the socket's whole life (see realtime/compact.rs).
+            router = router
+                .layer(self.socketio_layer())
+                .layer(crate::realtime::CompactHandshakeLayer);
         }
         if let Some(cors) = options.cors {
             router = router.layer(cors);
