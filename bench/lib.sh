@@ -98,6 +98,21 @@ topology() { # SUFFIX [VAR=VALUE...]: a gateway and two replicas ($GX) on a priv
   TOPO_PA=$pa
 }
 
+token() { # GATEWAY [TRIES] [SECONDS]: log in as the demo user, print the access token
+  local i out="" tok tries=${2:-100} secs=${3:-2}
+  for i in $(seq 1 "$tries"); do
+    out=$(curl -s -m "$secs" -X POST "$1/authentication" -H 'content-type: application/json' \
+      -d '{"strategy":"local","email":"demo@plume.local","password":"plume-demo"}' || true)
+    tok=$(printf '%s' "$out" | python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["accessToken"])
+except Exception: pass' 2>/dev/null || true)
+    [[ -n "$tok" ]] && { printf '%s' "$tok"; return 0; }
+    sleep 0.1
+  done
+  log "login failed on $1: $out"
+  return 1
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # --- wrk -------------------------------------------------------------------------------------

@@ -35,20 +35,6 @@ export PLUME_DISCOVERY=loopback
 export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
 export RUST_LOG=${RUST_LOG:-warn}
 
-token() { # GATEWAY: log in, print the access token
-  local i out tok
-  for i in $(seq 1 100); do
-    out=$(curl -s -m 2 -X POST "$1/authentication" -H 'content-type: application/json' \
-      -d '{"strategy":"local","email":"demo@plume.local","password":"plume-demo"}' || true)
-    tok=$(printf '%s' "$out" | python3 -c 'import json,sys
-try: print(json.load(sys.stdin)["accessToken"])
-except Exception: pass' 2>/dev/null || true)
-    [[ -n "$tok" ]] && { printf '%s' "$tok"; return 0; }
-    sleep 0.1
-  done
-  log "login failed on $1: $out"
-  return 1
-}
 
 ready() { # GATEWAY TOKEN: both replicas answer through the gateway
   wait_for "$1/todos" "Hello from todos-a" 30000 "$2" && wait_for "$1/todos" "Hello from todos-b" 30000 "$2"

@@ -118,10 +118,15 @@ impl TraceContext {
 
     /// The `traceparent` value.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        // Written with a table, not `format!`: this runs on every traced request and mesh call.
+        let mut out = [0u8; TRACEPARENT_LEN];
+        out[..3].copy_from_slice(b"00-");
+        hex_into(&mut out[3..35], &self.trace_id.to_be_bytes());
+        out[35] = b'-';
+        hex_into(&mut out[36..52], &self.span_id.to_be_bytes());
+        out[52] = b'-';
+        hex_into(&mut out[53..], &[self.flags]);
+        ascii(&out).to_owned()
     }
 
     /// The trace id's 16 bytes (big-endian, as in `traceparent`), for an exporter.
@@ -155,8 +160,27 @@ struct TraceIdField(u128);
 
 impl fmt::Display for TraceIdField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut out = [0u8; 32];
+        hex_into(&mut out, &self.0.to_be_bytes());
+        f.write_str(ascii(&out))
     }
+}
+
+/// The length of a version-00 `traceparent` value.
+const TRACEPARENT_LEN: usize = 55;
+
+/// Write `bytes` as lowercase hex into `out` (twice their length).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
+/// The ASCII text `hex_into` and the dashes made (always ASCII, so never the empty fallback).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Whether REST requests and socket.io calls run in a trace context (on by default).

@@ -145,7 +145,8 @@ pub(super) fn start(
             ctx,
             || tracing::error_span!("serve", trace_id = %ctx.trace_id_field()),
         );
-        span.in_scope(|| tracing::debug!(target: LOG, peer = %from, "serving a call"));
+        // The span as the event's parent, not entered: no enter and exit when it is filtered.
+        tracing::debug!(target: LOG, parent: &span, peer = %from, "serving a call");
         fut = Box::pin(plume::trace::scope(ctx, fut).instrument(span));
     }
     let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
