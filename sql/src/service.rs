@@ -71,7 +71,9 @@ impl<T> SqlService<T> {
     }
 
     /// Create the table if it does not exist (for tests and small apps; real apps use
-    /// migrations).
+    /// migrations). Safe to call from several processes at once: on PostgreSQL, where two
+    /// concurrent `CREATE TABLE IF NOT EXISTS` of one table can fail (`type "…" already
+    /// exists`), the creations are serialized by a transaction-scoped advisory lock.
     pub async fn create_table(&self) -> Result<()> {
         let sql = match self.db.backend() {
             Backend::Sqlite => self
@@ -89,10 +91,7 @@ impl<T> SqlService<T> {
                 .execute(p)
                 .await
                 .map(drop),
-            crate::Pool::Postgres(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(p)
-                .await
-                .map(drop),
+            crate::Pool::Postgres(p) => create_serialized(p, sql).await,
         };
         result.map_err(crate::database::db_error)
     }
@@ -382,4 +381,26 @@ impl<T: DeserializeOwned + 'static> Service for SqlService<T> {
             "multi": self.multi.to_json(),
         })
     }
+}
+
+/// The advisory lock key under which every `create_table` on a PostgreSQL database runs
+/// ("plume_sql" in ASCII).
+const CREATE_TABLE_LOCK: i64 = 0x706c_756d_655f_7371;
+
+/// Run the DDL `sql` on PostgreSQL in a transaction that first takes
+/// [`CREATE_TABLE_LOCK`]: concurrent creators wait for each other, and the later ones find
+/// the table there.
+async fn create_serialized(
+    pool: &sqlx::PgPool,
+    sql: String,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CREATE_TABLE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }

@@ -111,3 +111,43 @@ async fn text_order_is_by_code_point_whatever_the_collation() {
     db.close().await;
     drop(server);
 }
+
+/// Replicas that start at once on one database each create the table: on PostgreSQL two
+/// concurrent `CREATE TABLE IF NOT EXISTS` can fail (`type "…" already exists`), so the adapter
+/// serializes them. Several pools (as several processes have) race on fresh tables, round after
+/// round; every creation succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_creating_one_table_at_once_all_succeed() {
+    use plume_sql::{ColumnType, SqlService};
+    let server = PgServer::start().expect("PostgreSQL must be installed and start");
+    let mut pools = Vec::new();
+    for _ in 0..4 {
+        pools.push(Database::connect(&server.url()).await.expect("connect"));
+    }
+    for round in 0..15 {
+        let table = format!("raced_{round}");
+        let creations = pools.iter().map(|db| {
+            let table = table.clone();
+            async move {
+                let service: SqlService = SqlService::builder(db, &table)
+                    .column("text", ColumnType::String)
+                    .build()
+                    .expect("valid names");
+                service.create_table().await
+            }
+        });
+        for (i, result) in futures::future::join_all(creations)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(e) = result {
+                panic!("round {round}: creator {i} failed: {e:?}");
+            }
+        }
+    }
+    for db in pools {
+        db.close().await;
+    }
+    drop(server);
+}
