@@ -20,6 +20,9 @@ mod servers;
 #[path = "../../core/tests/support/npm.rs"]
 mod npm;
 
+#[path = "support/mesh_pair.rs"]
+mod mesh_pair;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,17 +30,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use futures::future::join_all;
+use mesh_pair::{Add, mesh_pair};
 use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
-use plume_transport::{Mesh, Request};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use servers::{Kind, Server};
-
-#[derive(Deserialize)]
-struct Add {
-    a: f64,
-    b: f64,
-}
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
@@ -114,41 +110,6 @@ async fn raw_nats_pair(url: &str) -> async_nats::Client {
     caller
 }
 
-async fn mesh_pair() -> (Mesh, Mesh, Hemera, Hemera) {
-    let env = format!("pattern-bench-{}", std::process::id());
-    let start = |key: &'static str| {
-        Mesh::builder()
-            .environment(env.clone())
-            .key(key)
-            .secret(None::<&str>)
-            .start()
-    };
-    let (a, b) = (
-        start("a").await.expect("mesh"),
-        start("b").await.expect("mesh"),
-    );
-    a.respond("plain.add", |r: Request| async move {
-        Ok(json!(
-            r.body["a"].as_f64().unwrap_or(0.0) + r.body["b"].as_f64().unwrap_or(0.0)
-        ))
-    });
-    let responder = Hemera::mesh(a.clone(), Options::default());
-    responder
-        .add(
-            json!({"topic": "math", "cmd": "add"}),
-            typed(|p: Add, _r: Req| async move { Ok::<_, HemeraError>(p.a + p.b) }),
-        )
-        .await
-        .expect("add");
-    let caller = Hemera::mesh(b.clone(), Options::default());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while b.providers("plain.add").is_empty() || b.providers("hemera.math").is_empty() {
-        assert!(Instant::now() < deadline, "the mesh nodes never met");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (a, b, responder, caller)
-}
-
 fn main() {
     let server = Server::start(Kind::Nats);
     let url = server.url();
@@ -196,7 +157,7 @@ fn main() {
     });
     nats.finish();
 
-    let (ma, mb, _mr, mcaller) = rt.block_on(mesh_pair());
+    let (ma, mb, _mr, mcaller) = rt.block_on(mesh_pair(Duration::from_secs(15)));
     let mmsg = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2});
     let body = json!({"a": 1, "b": 2});
     let mut mesh = c.benchmark_group("mesh");

@@ -12,19 +12,14 @@
 // A measuring tool: it reports on stdout, and a failure ends it.
 #![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
-use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
-use plume_transport::{Mesh, Request};
-use serde::Deserialize;
+use mesh_pair::mesh_pair;
 use serde_json::{Value, json};
 
-#[derive(Deserialize)]
-struct Add {
-    a: f64,
-    b: f64,
-}
+#[path = "../benches/support/mesh_pair.rs"]
+mod mesh_pair;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,38 +35,8 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let env = format!("pattern-count-{}", std::process::id());
-        let start = |key: &'static str| {
-            Mesh::builder()
-                .environment(env.clone())
-                .key(key)
-                .secret(None::<&str>)
-                .start()
-        };
-        let (a, b) = (
-            start("a").await.expect("mesh"),
-            start("b").await.expect("mesh"),
-        );
-        a.respond("plain.add", |r: Request| async move {
-            Ok(json!(
-                r.body["a"].as_f64().unwrap_or(0.0) + r.body["b"].as_f64().unwrap_or(0.0)
-            ))
-        });
-        let responder = Hemera::mesh(a.clone(), Options::default());
-        responder
-            .add(
-                json!({"topic": "math", "cmd": "add"}),
-                typed(|p: Add, _r: Req| async move { Ok::<_, HemeraError>(p.a + p.b) }),
-            )
-            .await
-            .expect("add");
-        let caller = Hemera::mesh(b.clone(), Options::default());
-        // Under valgrind everything is some 50 times slower: a generous deadline.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while b.providers("plain.add").is_empty() || b.providers("hemera.math").is_empty() {
-            assert!(Instant::now() < deadline, "the mesh nodes never met");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Under valgrind everything is some 50 times slower: a generous deadline to meet.
+        let (a, b, _responder, caller) = mesh_pair(Duration::from_secs(120)).await;
         let msg = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2});
         let body = json!({"a": 1, "b": 2});
         // One warm-up batch (links, buffers, pools), then the counted ones.
