@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::merge::find_merged;
 
 use super::wire::{CallBodyRef, ServiceDescriptor, WireParamsRef, endpoint};
-use crate::mesh::{CallOptions, Mesh};
+use crate::mesh::{CallBuilder, CallOptions, Mesh};
 
 /// State shared between a proxy and the plugin.
 #[derive(Debug, Default)]
@@ -71,13 +71,7 @@ impl Proxy {
                 .await;
         }
         let (body, options) = self.prepare(method, id, data, params)?;
-        self.mesh
-            .to(&self.name)
-            .method(method.as_str())
-            .options(options)
-            .wait_for_provider(false)
-            .send(&body)
-            .await
+        self.call(method, options).send(&body).await
     }
 
     /// A call to a partitioned service: by id to its owner, `find` and calls without an id to
@@ -103,12 +97,7 @@ impl Proxy {
             key.is_none() && matches!(method, Method::Find | Method::Patch | Method::Remove);
         if !every {
             let (body, options) = self.prepare(method, id, data, params)?;
-            let call = self
-                .mesh
-                .to(&self.name)
-                .method(method.as_str())
-                .options(options)
-                .wait_for_provider(false);
+            let call = self.call(method, options);
             return match &key {
                 Some(key) => call.key(key).send(&body).await,
                 None => call.send(&body).await,
@@ -118,13 +107,7 @@ impl Proxy {
             let mut each = params.clone();
             each.query = query;
             let (body, options) = self.prepare(method, None, data, &each)?;
-            let replies = self
-                .mesh
-                .to(&self.name)
-                .method(method.as_str())
-                .options(options)
-                .broadcast(&body)
-                .await?;
+            let replies = self.call(method, options).broadcast(&body).await?;
             replies
                 .into_iter()
                 .map(|r| r.result)
@@ -158,13 +141,18 @@ impl Proxy {
             return Ok(RawJson::from_value(&value));
         }
         let (body, options) = self.prepare(method, id, data, params)?;
+        self.call(method, options).send_json(&body).await
+    }
+
+    /// A mesh call of `method` on the remote service. It does not wait for a provider: the
+    /// proxy tracks the providers itself, and the table may lose the last one a moment before
+    /// the proxy hears of it (a 503 at once, as after that moment).
+    fn call<'a>(&'a self, method: &'a Method, options: CallOptions) -> CallBuilder<'a> {
         self.mesh
             .to(&self.name)
             .method(method.as_str())
             .options(options)
             .wait_for_provider(false)
-            .send_json(&body)
-            .await
     }
 
     /// The body and options of a call, or why it cannot be sent.
