@@ -2,5 +2,7 @@
 
 pub mod cargo_bin;
 pub mod child;
+#[cfg(test)]
+mod ports_tests;
 pub mod process;
 pub mod servers;

@@ -2,7 +2,7 @@
 //! each runs in a temporary directory of its own, is killed by PID when the guard drops, and
 //! is ready once its port accepts connections (waited for with a deadline, never a fixed sleep).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,12 +30,9 @@ pub struct Server {
     jetstream: bool,
 }
 
-/// A port no one listens on right now (the OS picks it; a race with another process is
-/// possible but unlikely, and shows as a failed start).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+#[path = "ports.rs"]
+pub mod ports;
+pub use ports::free_port;
 
 /// Whether the binary for `kind` is installed (`scripts/test.sh` installs both).
 pub fn available(kind: Kind) -> bool {

@@ -4,7 +4,6 @@
 
 #![cfg(feature = "nats")]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +31,13 @@ impl Drop for Nats {
     }
 }
 
+/// Ports below the ephemeral range, reserved across test processes (shared with plume-tests).
+#[path = "../../tests/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
+
 async fn nats_server() -> (Nats, async_nats::Client) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = ports::free_port();
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())

@@ -4,7 +4,7 @@
 
 #![cfg(feature = "redis")]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,13 +40,13 @@ impl Drop for Redis {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+/// Ports below the ephemeral range, reserved across test processes (shared with plume-tests).
+#[path = "../../tests/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
 
 async fn redis_server() -> Redis {
-    let port = free_port();
+    let port = ports::free_port();
     let dir =
         std::env::temp_dir().join(format!("plume-redis-signed-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -56,10 +56,10 @@ fn id_of(flag: &str) -> Result<u32> {
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
+/// Ports below the ephemeral range, reserved across test processes (shared with plume-tests).
+#[path = "../../../tests/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
 
 impl PgServer {
     /// `initdb` and start a server.
@@ -78,7 +78,7 @@ impl PgServer {
         let mut server = PgServer {
             dir,
             bin,
-            port: free_port()?,
+            port: ports::free_port(),
             child: None,
             user,
         };
