@@ -37,22 +37,7 @@ command -v ip >/dev/null || { log "ip (iproute2) is required for the nodes curve
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 PROFILE=${BENCH_PROFILE:-release}
-log "building the $PROFILE binaries"
-if [[ $PROFILE == release ]]; then
-  cargo build --release -q -p gateway-example -p plume-bench
-else
-  cargo build -q -p gateway-example -p plume-bench
-fi
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-GX="$TARGET/$PROFILE/gateway-example"
-PROBE="$TARGET/$PROFILE/probe"
-MESH_NODE="$TARGET/$PROFILE/mesh-node"
-SERVICES_NODE="$TARGET/$PROFILE/services-node"
-
-export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
-export RUST_LOG=${RUST_LOG:-warn}
-unset PLUME_DISCOVERY PLUME_DISCOVERY_PORT PLUME_NATS_URL PLUME_ENV
+scale_binaries "$PROFILE"
 
 wait_for() { # URL NEEDLE TIMEOUT_MS [TOKEN]: wait for a 200 carrying NEEDLE
   PROBE_TOKEN=${4:-} "$PROBE" until "$1" "$2" "$3" >/dev/null

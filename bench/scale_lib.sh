@@ -5,6 +5,26 @@
 
 SCALE_NS=""
 
+scale_binaries() { # PROFILE: build gateway-example and the bench tools; set GX, PROBE,
+  # MESH_NODE and SERVICES_NODE, and the environment every process of the curves shares
+  log "building the $1 binaries"
+  if [[ $1 == release ]]; then
+    cargo build --release -q -p gateway-example -p plume-bench
+  else
+    cargo build -q -p gateway-example -p plume-bench
+  fi
+  local target
+  target=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  GX="$target/$1/gateway-example"
+  PROBE="$target/$1/probe"
+  MESH_NODE="$target/$1/mesh-node"
+  SERVICES_NODE="$target/$1/services-node"
+  export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
+  export RUST_LOG=${RUST_LOG:-warn}
+  unset PLUME_DISCOVERY PLUME_DISCOVERY_PORT PLUME_NATS_URL PLUME_ENV
+}
+
 scale_netns_up() { # create the loopback-only network namespace the nodes curve runs in
   SCALE_NS="plume-scale-$$"
   ip netns add "$SCALE_NS"
