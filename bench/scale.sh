@@ -37,14 +37,7 @@ command -v ip >/dev/null || { log "ip (iproute2) is required for the nodes curve
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 PROFILE=${BENCH_PROFILE:-release}
-log "building the $PROFILE binaries"
-if [[ $PROFILE == release ]]; then
-  cargo build --release -q -p gateway-example -p plume-bench
-else
-  cargo build -q -p gateway-example -p plume-bench
-fi
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+build_bench "$PROFILE"
 GX="$TARGET/$PROFILE/gateway-example"
 PROBE="$TARGET/$PROFILE/probe"
 MESH_NODE="$TARGET/$PROFILE/mesh-node"
