@@ -58,6 +58,17 @@ start() { # start NAME CMD...: run in the background, log to $WORK/NAME.log
   STARTED+=("$!")
 }
 
+build_bench() { # PROFILE: build gateway-example and bench's binaries in PROFILE (release|debug); sets TARGET
+  log "building the $1 binaries"
+  if [[ $1 == release ]]; then
+    cargo build --release -q -p gateway-example -p plume-bench
+  else
+    cargo build -q -p gateway-example -p plume-bench
+  fi
+  TARGET=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+}
+
 free_port() { # a free port on 127.0.0.1 (tcp or udp)
   python3 -c 'import socket,sys
 s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM)

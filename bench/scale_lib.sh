@@ -7,15 +7,8 @@ SCALE_NS=""
 
 scale_binaries() { # PROFILE: build gateway-example and the bench tools; set GX, PROBE,
   # MESH_NODE and SERVICES_NODE, and the environment every process of the curves shares
-  log "building the $1 binaries"
-  if [[ $1 == release ]]; then
-    cargo build --release -q -p gateway-example -p plume-bench
-  else
-    cargo build -q -p gateway-example -p plume-bench
-  fi
-  local target
-  target=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  build_bench "$1"
+  local target=$TARGET
   GX="$target/$1/gateway-example"
   PROBE="$target/$1/probe"
   MESH_NODE="$target/$1/mesh-node"

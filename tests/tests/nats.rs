@@ -256,3 +256,50 @@ async fn nats_service_api_shows_plume_services_to_standard_tooling() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Calls answered at once are answered from the endpoint's serving task, and calls whose handler
+/// waits continue in a task of their own: a waiting call must not hold up the quick calls behind
+/// it on the same endpoint, and every call names its caller (the `Plume-Node` header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_waiting_call_does_not_hold_up_quick_ones_and_names_its_caller() {
+    let server = Server::start(Kind::Nats);
+    let env = unique_env("nats-inline");
+    let a = nats_mesh(&server, &env, "a").await;
+    let b = nats_mesh(&server, &env, "b").await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let opened = gate.clone();
+    a.respond("mixed", move |r: Request| {
+        let gate = opened.clone();
+        async move {
+            if r.body["wait"].as_bool() == Some(true) {
+                gate.notified().await;
+            }
+            Ok(json!({"from": r.from.to_string(), "n": r.body["n"]}))
+        }
+    });
+    wait_mesh_provider(&b, "mixed").await;
+    let slow = {
+        let b = b.clone();
+        tokio::spawn(async move { b.to("mixed").send(&json!({"wait": true, "n": 0})).await })
+    };
+    within("quick calls behind a waiting one", async {
+        for n in 1..=20 {
+            let v = b.to("mixed").send(&json!({"n": n})).await.expect("quick");
+            assert_eq!(v, json!({"from": b.node_id().to_string(), "n": n}));
+        }
+    })
+    .await;
+    assert!(
+        !slow.is_finished(),
+        "the waiting call answered before its gate opened"
+    );
+    // `notify_one` keeps a permit when the handler has not reached its wait yet.
+    gate.notify_one();
+    let v = within("the waiting call", slow)
+        .await
+        .expect("task")
+        .expect("answer");
+    assert_eq!(v, json!({"from": b.node_id().to_string(), "n": 0}));
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -188,17 +188,6 @@ pub(crate) enum Served {
     Running(Running),
 }
 
-impl Served {
-    /// The answer, waiting for it if need be (the NATS engine's serving path).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub(crate) async fn answer(self) -> Result<Value, Error> {
-        match self {
-            Served::Ready(result) => result,
-            Served::Running(running) => running.finish().await,
-        }
-    }
-}
-
 /// A handler future with its deadline.
 pub(crate) struct Running {
     pub(crate) fut: BoxFuture<'static, Result<Value, Error>>,

@@ -94,6 +94,8 @@ pub(crate) struct NatsEngine {
     client: async_nats::Client,
     prefix: String,
     node: NodeId,
+    /// `node` as text, as the header every message carries names it.
+    node_name: String,
     key: String,
     environment: String,
     heartbeat: Duration,
@@ -200,6 +202,7 @@ impl NatsEngine {
             client,
             prefix: format!("plume.{}", token(environment)),
             node,
+            node_name: node.to_string(),
             key: key.to_owned(),
             environment: environment.to_owned(),
             heartbeat,
@@ -249,8 +252,13 @@ impl NatsEngine {
         s
     }
 
+    /// The subject of endpoint `name`'s queue group (built in one string: it is built per call).
     fn svc_subject(&self, name: &str) -> String {
-        self.subject(&["svc", &token(name)])
+        let mut s = String::with_capacity(self.prefix.len() + 5 + name.len() + 8);
+        s.push_str(&self.prefix);
+        s.push_str(".svc.");
+        subjects::push_token(&mut s, name);
+        s
     }
 
     fn node_subject(&self, node: NodeId, what: &str) -> String {
@@ -259,7 +267,7 @@ impl NatsEngine {
 
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(NODE_HEADER, self.node.to_string().as_str());
+        h.insert(NODE_HEADER, self.node_name.as_str());
         h
     }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use async_nats::{Message, Subscriber};
+use async_nats::{Message, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::srv::EndpointStats;
 use super::subjects::token;
 use super::{LOG, NODE_HEADER, NatsEngine};
 use crate::discovery::NodeId;
-use crate::engine::{Sink, malformed, response};
+use crate::engine::{Served, Sink, malformed, response};
 use crate::protocol::encode_payload;
 use crate::sync::lock;
 use plume::Error;
@@ -106,13 +107,13 @@ impl NatsEngine {
                 m = sub.next() => m,
             };
             let Some(m) = m else { return };
-            self.clone().serve_call(sink.clone(), m, Some(name.clone()));
+            self.serve_call(&sink, m, Some(&name)).await;
         }
         // Stop taking calls, but answer those NATS already handed to us.
         if sub.drain().await.is_ok() {
             let _ = timeout(self.node_timeout, async {
                 while let Some(m) = sub.next().await {
-                    self.clone().serve_call(sink.clone(), m, Some(name.clone()));
+                    self.serve_call(&sink, m, Some(&name)).await;
                 }
             })
             .await;
@@ -128,7 +129,7 @@ impl NatsEngine {
             let Some(m) = m else { return };
             let what = m.subject.rsplit('.').next().unwrap_or_default().to_owned();
             match what.as_str() {
-                "call" => self.clone().serve_call(sink.clone(), m, None),
+                "call" => self.serve_call(&sink, m, None).await,
                 "ping" => {
                     if let Some(reply) = m.reply {
                         let _ = self.client.publish(reply, Bytes::new()).await;
@@ -147,38 +148,75 @@ impl NatsEngine {
         }
     }
 
-    /// Serve one call in its own task, bounded by the in-flight cap.
-    pub(super) fn serve_call(
-        self: Arc<Self>,
-        sink: Weak<dyn Sink>,
+    /// Serve one call (to `endpoint`, or to this node's own subject when `None`). The handler's
+    /// first poll runs here (in [`Sink::serve`]): a handler that answers at once is answered
+    /// from this task, with no task of its own, so the answers to the calls of one read from
+    /// NATS leave together; a handler that is not ready continues in its own task, bounded by
+    /// the in-flight cap.
+    pub(super) async fn serve_call(
+        self: &Arc<Self>,
+        sink: &Weak<dyn Sink>,
         m: Message,
-        endpoint: Option<String>,
+        endpoint: Option<&str>,
     ) {
-        let Some(reply) = m.reply.clone() else { return };
+        let from = sender(&m);
+        let Message { reply, payload, .. } = m;
+        let Some(reply) = reply else { return };
         let Some(sink) = sink.upgrade() else { return };
-        let permit = self.permits.clone().try_acquire_owned();
         let serving = sink.activity().serving();
-        crate::metrics::bytes_received(m.payload.len());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let mut admit = |name: &str, _provided: bool| match &endpoint {
-                Some(e) if e != name => Err(Error::bad_request("the call names another endpoint")),
-                _ => Ok(()),
-            };
-            let result = match permit {
-                Err(_) => Err(Error::too_many_requests(format!(
-                    "node {} is serving too many calls",
-                    self.node
-                ))),
-                Ok(_permit) => match sink.serve(m.payload.clone(), sender(&m), &mut admit) {
-                    Err(e) => Err(malformed(&e)),
-                    Ok(served) => served.answer().await,
-                },
-            };
-            self.served.fetch_add(1, Ordering::Relaxed);
-            if let Some(name) = &endpoint {
-                let mut stats = lock(&self.stats);
-                let s = stats.entry(name.clone()).or_default();
+        crate::metrics::bytes_received(payload.len());
+        let started = Instant::now();
+        let permit = self.permits.clone().try_acquire_owned();
+        let mut admit = |name: &str, _provided: bool| match endpoint {
+            Some(e) if e != name => Err(Error::bad_request("the call names another endpoint")),
+            _ => Ok(()),
+        };
+        let served = match &permit {
+            Err(_) => Served::Ready(Err(Error::too_many_requests(format!(
+                "node {} is serving too many calls",
+                self.node
+            )))),
+            Ok(_) => match sink.serve(payload, from, &mut admit) {
+                Err(e) => Served::Ready(Err(malformed(&e))),
+                Ok(served) => served,
+            },
+        };
+        match served {
+            Served::Ready(result) => {
+                drop(permit);
+                self.answer(endpoint, started, reply, result).await;
+                drop(serving);
+            }
+            Served::Running(running) => {
+                let this = self.clone();
+                let endpoint = endpoint.map(str::to_owned);
+                tokio::spawn(async move {
+                    let result = running.finish().await;
+                    drop(permit);
+                    this.answer(endpoint.as_deref(), started, reply, result)
+                        .await;
+                    drop(serving);
+                });
+            }
+        }
+    }
+
+    /// Count the call in its endpoint's statistics and send its answer to `reply`.
+    async fn answer(
+        &self,
+        endpoint: Option<&str>,
+        started: Instant,
+        reply: Subject,
+        result: Result<Value, Error>,
+    ) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if let Some(name) = endpoint {
+            let mut stats = lock(&self.stats);
+            // Keyed by this node's endpoints (bounded); the name is copied only the first time.
+            if !stats.contains_key(name) {
+                stats.insert(name.to_owned(), EndpointStats::default());
+            }
+            if let Some(s) = stats.get_mut(name) {
                 s.requests += 1;
                 s.nanos += started.elapsed().as_nanos();
                 if let Err(e) = &result {
@@ -186,13 +224,12 @@ impl NatsEngine {
                     s.last_error = e.to_string();
                 }
             }
-            let answer = response(result);
-            crate::metrics::bytes_sent(answer.len());
-            if let Err(e) = self.client.publish(reply, answer).await {
-                tracing::debug!(target: LOG, error = %e, "reply not sent");
-            }
-            drop(serving);
-        });
+        }
+        let answer = response(result);
+        crate::metrics::bytes_sent(answer.len());
+        if let Err(e) = self.client.publish(reply, answer).await {
+            tracing::debug!(target: LOG, error = %e, "reply not sent");
+        }
     }
 }
 

@@ -3,18 +3,27 @@
 
 /// Escape `s` into one NATS subject token: `[A-Za-z0-9_-]` stay, every other byte is `~XX`.
 pub(crate) fn token(s: &str) -> String {
-    if s.is_empty() {
-        return "~".to_owned();
-    }
     let mut out = String::with_capacity(s.len());
+    push_token(&mut out, s);
+    out
+}
+
+/// Append [`token`]`(s)` to `out`.
+pub(super) fn push_token(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if s.is_empty() {
+        out.push('~');
+        return;
+    }
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("~{b:02X}"));
+            out.push('~');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
-    out
 }
 
 /// The NATS service name of a key: `[A-Za-z0-9_-]`, others become `_` (`plume` when empty).

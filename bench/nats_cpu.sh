@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Load-independent cost of one GET through the gateway, TCP mesh against NATS (issue 22, "NATS
+# GET ≥ 0.7 × TCP"; docs/benchmarks.md, "NATS GET: where the CPU goes"). A gateway and one todos
+# replica (memory store) per backend, a nats-server on 127.0.0.1 for the NATS pair; a bounded
+# number of GETs (bench's `probe load`) through each gateway, then per request:
+#   - CPU: utime+stime ticks of /proc/<pid>/stat of the gateway, the replica and nats-server,
+#     before and after (µs per request; load changes how long a run takes, hardly what it costs);
+#   - with NATS_CPU_STRACE=1: syscalls per request of each process (`strace -c -f`, attached for
+#     a second bounded run);
+#   - with NATS_CPU_CALLGRIND=1 (instead of the CPU figures): instructions per request of each
+#     gateway and replica, run under callgrind (counters zeroed before the run, dumped after; slow: use few requests).
+#
+#   bench/nats_cpu.sh                          # release build, 20,000 GETs on 64 connections
+#   NATS_CPU_REQUESTS=2000 NATS_CPU_CALLGRIND=1 BENCH_PROFILE=debug bench/nats_cpu.sh
+#
+# NATS_CPU_CONNS (64) connections; NATS_CPU_NO_BUILD=1 skips the build and NATS_CPU_GX=PATH uses
+# another gateway-example binary (e.g. a copy built from main, to compare before and after);
+# BENCH_KEEP=1 keeps the logs (and callgrind files). Everything
+# runs on 127.0.0.1; kills only the processes it started.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+WORK=$(mktemp -d /tmp/plume-natscpu.XXXXXX)
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+SECS=5
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+REQS=${NATS_CPU_REQUESTS:-20000}
+CONNS=${NATS_CPU_CONNS:-64}
+PROFILE=${BENCH_PROFILE:-release}
+if [[ -z ${NATS_CPU_NO_BUILD:-} ]]; then
+  build_bench "$PROFILE"
+else
+  TARGET=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+fi
+GX=${NATS_CPU_GX:-"$TARGET/$PROFILE/gateway-example"}
+PROBE="$TARGET/$PROFILE/probe"
+command -v nats-server >/dev/null || { log "nats-server is required (apt-get install nats-server)"; exit 1; }
+[[ -z ${NATS_CPU_STRACE:-} ]] || command -v strace >/dev/null || { log "strace is required"; exit 1; }
+[[ -z ${NATS_CPU_CALLGRIND:-} ]] || command -v valgrind >/dev/null || { log "valgrind is required"; exit 1; }
+
+export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
+export RUST_LOG=${RUST_LOG:-warn}
+unset PLUME_DISCOVERY PLUME_DISCOVERY_PORT PLUME_NATS_URL PLUME_ENV
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system ticks of a process
+
+NATS_PORT=$(free_port tcp)
+start nats nats-server -a 127.0.0.1 -p "$NATS_PORT"
+wait_line nats "Server is ready"
+
+pair() { # BACKEND: a gateway and one replica; sets GW_URL, GW_PID, REP_PID
+  local b=$1 pg pr env wrap=()
+  if [[ $b == nats ]]; then
+    env=(env "PLUME_ENV=natscpu-$$-$RANDOM" PLUME_DISCOVERY=nats "PLUME_NATS_URL=nats://127.0.0.1:$NATS_PORT")
+  else
+    env=(env "PLUME_ENV=natscpu-$$-$RANDOM" PLUME_DISCOVERY=loopback "PLUME_DISCOVERY_PORT=$(free_port udp)")
+  fi
+  if [[ -n ${NATS_CPU_CALLGRIND:-} ]]; then
+    wrap=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p")
+  fi
+  pg=$(free_port tcp)
+  pr=$(free_port tcp)
+  start "gw-$b" "${env[@]}" "${wrap[@]}" "$GX" gateway --port "$pg"
+  start "todos-$b" "${env[@]}" "${wrap[@]}" "$GX" todos --name todos-a --port "$pr" --store memory
+  GW_URL="http://127.0.0.1:$pg"
+  GW_PID=${PID_OF[gw-$b]}
+  REP_PID=${PID_OF[todos-$b]}
+  PROBE_INTERVAL_MS=20 "$PROBE" until "$GW_URL/distribution/mounted?providers" \
+    '"count":1,"providers":1}' 120000 >/dev/null
+}
+
+measure() { # BACKEND TOKEN: one bounded run; puts CPU µs per request of each process
+  local b=$1 tok=$2 p done procs=(gateway:"$GW_PID" replica:"$REP_PID") before=() after=() i
+  [[ $b == nats ]] && procs+=(natsserver:"${PID_OF[nats]}")
+  PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 30000 500 "$WORK/warm-$b.txt" >/dev/null
+  for p in "${procs[@]}"; do before+=("$(ticks "${p#*:}")"); done
+  PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/load-$b.txt" >/dev/null
+  for p in "${procs[@]}"; do after+=("$(ticks "${p#*:}")"); done
+  done=$(awk '$3 == 200' "$WORK/load-$b.txt" | wc -l)
+  [[ $done -gt 0 ]] || { log "$b: no GET answered 200"; return 1; }
+  put "${b}_ok" "$done"
+  for i in "${!procs[@]}"; do
+    # user and system ticks, before and after: µs per request of each, and their sum
+    read -r u0 s0 <<<"${before[$i]}"
+    read -r u1 s1 <<<"${after[$i]}"
+    put "${b}_${procs[$i]%%:*}_cpu_us_per_req" "$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v t="$TICK_US" -v n="$done" \
+      'BEGIN { printf "%.1f (user %.1f, system %.1f)", (u + s) * t / n, u * t / n, s * t / n }')"
+  done
+}
+
+strace_run() { # BACKEND TOKEN: syscalls per request of each process, strace attached
+  local b=$1 tok=$2 pids=("$GW_PID" "$REP_PID") names=(gateway replica) i spids=() done
+  [[ $b == nats ]] && pids+=("${PID_OF[nats]}") && names+=(natsserver)
+  for i in "${!pids[@]}"; do
+    strace -c -f -q -p "${pids[$i]}" -o "$WORK/strace-$b-${names[$i]}.txt" &
+    spids+=("$!")
+  done
+  sleep 1 # strace attaches asynchronously; its own output is the only signal, so give it a moment
+  PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/strace-load-$b.txt" >/dev/null
+  for i in "${spids[@]}"; do kill -INT "$i" 2>/dev/null || true; done
+  for i in "${spids[@]}"; do wait "$i" 2>/dev/null || true; done
+  done=$(awk '$3 == 200' "$WORK/strace-load-$b.txt" | wc -l)
+  for i in "${!names[@]}"; do
+    python3 - "$WORK/strace-$b-${names[$i]}.txt" "$done" "${b}_${names[$i]}" >>"$RESULTS" <<'EOF'
+import sys
+path, done, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+calls = {}
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        calls[f[-1]] = int(f[3])
+total = sum(calls.values())
+print(f"{key}_syscalls_per_req {total / done:.2f}")
+top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+print(f"{key}_top " + " ".join(f"{k}={v / done:.2f}" for k, v in top))
+EOF
+  done
+}
+
+callgrind_run() { # BACKEND TOKEN: instructions per request of the gateway and the replica
+  local b=$1 tok=$2 done p f
+  for p in "$GW_PID" "$REP_PID"; do callgrind_control -z "$p" >/dev/null 2>&1; done
+  PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/cg-load-$b.txt" >/dev/null
+  for p in "$GW_PID" "$REP_PID"; do callgrind_control -d "$p" >/dev/null 2>&1; done
+  done=$(awk '$3 == 200' "$WORK/cg-load-$b.txt" | wc -l)
+  for p in gateway:"$GW_PID" replica:"$REP_PID"; do
+    f=$(ls -t "$WORK/callgrind.${p#*:}".* | head -1)
+    python3 - "$f" "$done" "${b}_${p%%:*}" >>"$RESULTS" <<'EOF'
+import sys
+path, done, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for line in open(path):
+    if line.startswith("summary:") or line.startswith("totals:"):
+        print(f"{key}_instr_per_req {int(line.split()[1]) // done}")
+        break
+EOF
+  done
+}
+
+for b in tcp nats; do
+  pair "$b"
+  tok=$(token "$GW_URL")
+  if [[ -n ${NATS_CPU_CALLGRIND:-} ]]; then
+    PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 120000 200 "$WORK/warm.txt" >/dev/null
+    callgrind_run "$b" "$tok"
+  else
+    measure "$b" "$tok"
+    [[ -z ${NATS_CPU_STRACE:-} ]] || strace_run "$b" "$tok"
+  fi
+  stop_pid "$GW_PID"
+  stop_pid "$REP_PID"
+done
+cat "$RESULTS"
