@@ -11,11 +11,10 @@
 //! - A handshake `Authorization` header is checked by the [`ConnectionAuthenticator`] the auth
 //!   plugin registers; an invalid one refuses the connection (socket.io `connect_error`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -27,9 +26,11 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 
 mod compact;
+mod conns;
 mod expiry;
 
 pub(crate) use compact::CompactHandshakeLayer;
+use conns::{Conn, Connections};
 
 use crate::app::App;
 use crate::channels::{ANONYMOUS, AUTHENTICATED};
@@ -127,36 +128,6 @@ pub struct ConnectionInfo {
     pub remote_addr: Option<std::net::SocketAddr>,
 }
 
-/// One connection: what [`App::connection`] answers, without the headers (read from the
-/// socket's handshake request when asked, not copied per connection).
-struct Conn {
-    info: ConnectionInfo,
-    socket: Option<SocketRef>,
-}
-
-impl Conn {
-    fn info(&self) -> ConnectionInfo {
-        let mut info = self.info.clone();
-        if let Some(socket) = &self.socket {
-            info.headers = socket.req_parts().headers.clone();
-        }
-        info
-    }
-}
-
-/// The live connections of an App (an App extension).
-#[derive(Default)]
-struct Connections {
-    map: RwLock<HashMap<ConnectionId, Conn>>,
-}
-
-impl Connections {
-    fn of(app: &App) -> Arc<Connections> {
-        app.extension::<Connections>()
-            .unwrap_or_else(|| app.extension_or_insert_with(Connections::default))
-    }
-}
-
 /// The socket.io server of an App, created once by [`App::socketio_layer`].
 pub(crate) struct RealtimeServer {
     layer: SocketIoLayer,
@@ -213,8 +184,7 @@ impl App {
             let mut map = sync::write(&conns.map);
             match map.get_mut(conn) {
                 Some(c) => {
-                    c.info.authentication = Some(authentication);
-                    c.info.user = Some(user);
+                    c.log_in(&authentication, &user);
                     true
                 }
                 None => false,
@@ -223,10 +193,7 @@ impl App {
         if known {
             self.channel(ANONYMOUS).leave(conn);
             self.channel(AUTHENTICATED).join(conn);
-            let authentication = self.connection(conn).and_then(|c| c.authentication);
-            if let Some(authentication) = authentication {
-                expiry::watch(self, conn, &authentication);
-            }
+            expiry::watch(self, conn, &authentication);
         }
     }
 
@@ -238,8 +205,7 @@ impl App {
             let conns = Connections::of(self);
             let mut map = sync::write(&conns.map);
             if let Some(c) = map.get_mut(conn) {
-                c.info.authentication = None;
-                c.info.user = None;
+                c.log_out();
             }
         }
         self.leave_all(conn);
@@ -338,19 +304,12 @@ async fn handshake(app: App, socket: SocketRef) -> std::result::Result<(), Error
         info.authentication = Some(authentication);
         info.user = Some(user);
     }
-    let authentication = info.authentication.clone();
     let conns = Connections::of(&app);
-    sync::write(&conns.map).insert(
-        conn_id(&socket),
-        Conn {
-            info,
-            socket: Some(socket.clone()),
-        },
-    );
-    if let Some(authentication) = &authentication {
+    sync::write(&conns.map).insert(conn_id(&socket), Conn::new(socket.clone(), &info));
+    if let Some(authentication) = &info.authentication {
         expiry::watch(&app, &conn_id(&socket), authentication);
     }
-    register(&app, &socket, authentication.is_some());
+    register(&app, &socket, info.authentication.is_some());
     Ok(())
 }
 

@@ -41,7 +41,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// jemalloc instead of the system allocator: the request path allocates a lot (JSON values,
 /// frames, headers), and glibc's malloc costs a third of the gateway's throughput. mimalloc is
 /// as fast but asks for transparent huge pages on its arena, which made the idle gateway 15 MiB
-/// larger (see docs/benchmarks.md, "Gateway idle RSS").
+/// larger (see docs/benchmarks.md, "Gateway idle RSS"). The `system-allocator` feature keeps
+/// the system's, for heap profilers that hook malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
