@@ -15,6 +15,7 @@
 //! | feature | default | what it adds | dependencies |
 //! |---|---|---|---|
 //! | `server` | yes | REST and socket.io: `App::listen`, `App::into_router`, the `server` and `realtime` modules | axum, hyper, hyper-util, socketioxide, tower, tower-http, serde_qs, percent-encoding |
+//! | `log` | no | the log's event format `trace::log::TraceFormat`: each line of a call names its trace id | tracing-subscriber, tracing-log |
 //! | `auth` | yes | authentication: the `auth` module (JWT and local strategies, argon2 passwords), the hooks `authenticate`, `hash_password`, `protect` | jsonwebtoken, argon2, memmap2, base64 |
 //!
 //! Code that names a part whose feature is off does not compile. With `auth` but not `server`,

@@ -38,7 +38,6 @@ use crate::error::{Error, Result};
 use crate::params::{ConnectionId, Id, Method, Params, Provider};
 use crate::sync;
 use crate::trace::{self, TraceContext};
-use tracing::Instrument;
 
 /// The default path of the authentication service.
 pub const DEFAULT_AUTH_PATH: &str = "authentication";
@@ -442,9 +441,9 @@ async fn on_message<E: fmt::Display>(
                 let ctx = TraceContext::new_root();
                 let span = trace::hop_span(
                     ctx,
-                    || tracing::error_span!("call", trace_id = %ctx.trace_id_field()),
+                    || tracing::trace_span!("call", trace_id = %ctx.trace_id_field()),
                 );
-                trace::scope(ctx, run).instrument(span).await
+                trace::in_hop("call", ctx, span, run).await
             } else {
                 run.await
             };

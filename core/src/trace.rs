@@ -1,7 +1,10 @@
 //! W3C trace context (`traceparent`) for a call: accepted on a REST request or started, kept in
 //! a task-local while the call runs (so code that carries it on, such as the mesh's calls, finds
-//! it with [`current`]), put in a `tracing` span (`trace_id` is in every log line of the call),
-//! and answered in a `traceparent` response header.
+//! it with [`current`]; the log's event formatter, [`log::TraceFormat`] with the `log` feature,
+//! writes its trace id in every log line of the call), and answered in a `traceparent` response
+//! header. The `tracing` span of a hop ([`hop_span`]) is a `trace`-level span that only a
+//! subscriber interested in it creates (an OTLP exporter, `plume-otlp`): with none, a call
+//! allocates no span.
 //!
 //! ```
 //! use plume::trace::TraceContext;
@@ -17,7 +20,9 @@
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 /// The header name, `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
@@ -38,8 +43,18 @@ impl fmt::Debug for TraceContext {
     }
 }
 
+#[cfg(feature = "log")]
+pub mod log;
+
+/// What the task-local holds: the hop's context and its name (`request`, `serve`, ...).
+#[derive(Clone, Copy)]
+struct Current {
+    ctx: TraceContext,
+    hop: &'static str,
+}
+
 tokio::task_local! {
-    static CURRENT: TraceContext;
+    static CURRENT: Current;
 }
 
 thread_local! {
@@ -202,18 +217,82 @@ pub fn enabled() -> bool {
 
 /// The trace context of the call this task is running, if any.
 pub fn current() -> Option<TraceContext> {
-    CURRENT.try_with(|c| *c).ok()
+    CURRENT.try_with(|c| c.ctx).ok()
 }
 
-/// Run `f` with `ctx` as the [`current`] trace context.
+/// The name of the hop this task is running (`request`, `serve`, `call`, `relay`, or `trace`
+/// for [`scope`]) and its trace context, if any: what a log line of the call names
+/// (`request{trace_id=…}`).
+pub fn current_hop() -> Option<(&'static str, TraceContext)> {
+    CURRENT.try_with(|c| (c.hop, c.ctx)).ok()
+}
+
+/// Run `f` with `ctx` as the [`current`] trace context (its log lines name the hop `trace`).
 pub async fn scope<F: Future>(ctx: TraceContext, f: F) -> F::Output {
-    CURRENT.scope(ctx, f).await
+    hop_scope("trace", ctx, f).await
+}
+
+/// Run `f` as the hop `hop` (a name for log lines: `request`, `serve`, ...) of `ctx`'s trace:
+/// `ctx` is the [`current`] trace context while it runs.
+pub async fn hop_scope<F: Future>(hop: &'static str, ctx: TraceContext, f: F) -> F::Output {
+    in_hop(hop, ctx, tracing::Span::none(), f).await
+}
+
+/// `f` as the hop `hop` of `ctx`'s trace ([`hop_scope`]), in `span` (the hop's span from
+/// [`hop_span`], entered while `f` is polled unless it is disabled): one wrapper for both.
+pub fn in_hop<F: Future>(
+    hop: &'static str,
+    ctx: TraceContext,
+    span: tracing::Span,
+    f: F,
+) -> InHop<F> {
+    InHop {
+        current: Current { ctx, hop },
+        span,
+        fut: f,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future run as one hop of a trace ([`in_hop`]).
+    pub struct InHop<F> {
+        current: Current,
+        span: tracing::Span,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F> fmt::Debug for InHop<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InHop")
+            .field("hop", &self.current.hop)
+            .field("trace", &self.current.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for InHop<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // A disabled span (no subscriber wants hop spans) is not entered at all.
+        let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
+        let fut = this.fut;
+        CURRENT.sync_scope(*this.current, || fut.poll(cx))
+    }
 }
 
 /// Run the synchronous `f` with `ctx` as the [`current`] trace context (an event re-emitted in
 /// the trace of the call that published it, say).
 pub fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
-    CURRENT.sync_scope(ctx, f)
+    sync_hop_scope("trace", ctx, f)
+}
+
+/// [`sync_scope`] as the hop `hop` ([`hop_scope`]).
+pub fn sync_hop_scope<R>(hop: &'static str, ctx: TraceContext, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(Current { ctx, hop }, f)
 }
 
 thread_local! {
@@ -224,8 +303,9 @@ thread_local! {
 /// Create the `tracing` span of one hop of a trace (a REST request, a socket.io call, a mesh
 /// call or the provider's serving of it) with `make`. A `tracing` layer that exports spans
 /// (`plume-otlp`'s) reads the hop's ids with [`new_span_hop`] when it is told of the new span,
-/// so an exported span has Plume's trace id, span id and parent span id. Costs a thread-local
-/// write when nothing exports.
+/// so an exported span has Plume's trace id, span id and parent span id. Plume's hop spans are
+/// `trace`-level spans with a `trace_id` field: a log filtered at `debug` or above does not
+/// create them, so with no exporter this costs a thread-local write and no span.
 pub fn hop_span<S>(ctx: TraceContext, make: impl FnOnce() -> S) -> S {
     struct Restore(Option<TraceContext>);
     impl Drop for Restore {

@@ -21,7 +21,10 @@ fn log_layer<S>() -> impl tracing_subscriber::Layer<S> + Send + Sync
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer().with_writer(std::io::stderr)
+    // Each line of a call names its trace id from Plume's trace context: no span per call.
+    tracing_subscriber::fmt::layer()
+        .event_format(plume::trace::log::TraceFormat::new())
+        .with_writer(std::io::stderr)
 }
 
 /// Set up the log, and the export of `service`'s spans when an endpoint is configured.

@@ -7,6 +7,7 @@ pub fn init_tracing() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .event_format(plume::trace::log::TraceFormat::new())
         .with_writer(std::io::stderr)
         .init();
 }

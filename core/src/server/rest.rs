@@ -20,7 +20,6 @@ use crate::server::query::parse_query;
 use crate::trace::{self, TRACEPARENT, TraceContext};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
-use tracing::Instrument;
 
 /// The header that names a custom method on `POST /<path>`.
 pub const SERVICE_METHOD_HEADER: &str = "x-service-method";
@@ -53,8 +52,9 @@ pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Re
 }
 
 /// Handle one request in its trace context: the request's `traceparent` (this hop is a child
-/// span of it) or a new trace; the `request` span holds its trace id, and the response says
-/// `traceparent` (unless trace contexts are off: [`trace::set_enabled`]).
+/// span of it) or a new trace; it runs as the hop `request` of the trace (its log lines name the
+/// trace id), in a `request` span only when a subscriber wants one (an OTLP exporter), and the
+/// response says `traceparent` (unless trace contexts are off: [`trace::set_enabled`]).
 async fn respond(state: RestState, req: Request) -> Response {
     if !trace::enabled() {
         return respond_traced(state, req).await;
@@ -67,11 +67,9 @@ async fn respond(state: RestState, req: Request) -> Response {
         .map_or_else(TraceContext::new_root, |parent| parent.child());
     let span = trace::hop_span(
         ctx,
-        || tracing::error_span!("request", trace_id = %ctx.trace_id_field()),
+        || tracing::trace_span!("request", trace_id = %ctx.trace_id_field()),
     );
-    let mut response = trace::scope(ctx, respond_traced(state, req))
-        .instrument(span)
-        .await;
+    let mut response = trace::in_hop("request", ctx, span, respond_traced(state, req)).await;
     if let Ok(value) = HeaderValue::from_str(&ctx.traceparent()) {
         response.headers_mut().insert(TRACEPARENT, value);
     }

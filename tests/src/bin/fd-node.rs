@@ -189,6 +189,7 @@ fn parse_args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .event_format(plume::trace::log::TraceFormat::new())
         .with_writer(std::io::stderr)
         .init();
     let args = parse_args()?;

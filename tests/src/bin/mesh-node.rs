@@ -16,6 +16,7 @@ use serde_json::json;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .event_format(plume::trace::log::TraceFormat::new())
         .with_writer(std::io::stderr)
         .init();
     let mut env = "default".to_string();

@@ -97,13 +97,11 @@ impl Shared {
                     handle.emit_with_context(&env.event, env.data, context);
                     continue;
                 };
-                // Published in a traced call: re-emitted in its trace, in a `relay` span.
-                let span = tracing::error_span!("relay", trace_id = %trace.trace_id_field());
-                span.in_scope(|| {
+                // Published in a traced call: re-emitted in its trace, as the hop `relay` (its
+                // log lines name the trace id; no span).
+                plume::trace::sync_hop_scope("relay", trace, || {
                     tracing::debug!(target: LOG, path = %local, event = %env.event, peer = %from, "relaying an event");
-                    plume::trace::sync_scope(trace, || {
-                        handle.emit_with_context(&env.event, env.data, context);
-                    });
+                    handle.emit_with_context(&env.event, env.data, context);
                 });
             }
         });

@@ -19,7 +19,6 @@ use crate::protocol::{
 };
 use plume::Error;
 use plume::trace::TraceContext;
-use tracing::Instrument;
 
 impl Inner {
     /// Serve `payload` from node `from` ([`Sink::serve`](crate::engine::Sink::serve)).
@@ -141,13 +140,19 @@ pub(super) fn start(
     if let Some(ctx) = trace {
         // The provider's side of the caller's trace: its span joins the trace, and calls it
         // makes carry it on.
+        // The span only when a subscriber wants it (an OTLP exporter): a `trace`-level span.
         let span = plume::trace::hop_span(
             ctx,
-            || tracing::error_span!("serve", trace_id = %ctx.trace_id_field()),
+            || tracing::trace_span!("serve", trace_id = %ctx.trace_id_field()),
         );
-        // The span as the event's parent, not entered: no enter and exit when it is filtered.
-        tracing::debug!(target: LOG, parent: &span, peer = %from, "serving a call");
-        fut = Box::pin(plume::trace::scope(ctx, fut).instrument(span));
+        // Logged in the hop (its line names the trace id), checked first: no scope to set up
+        // when the line is filtered out.
+        if tracing::enabled!(target: LOG, tracing::Level::DEBUG) {
+            plume::trace::sync_hop_scope("serve", ctx, || {
+                tracing::debug!(target: LOG, parent: &span, peer = %from, "serving a call");
+            });
+        }
+        fut = Box::pin(plume::trace::in_hop("serve", ctx, span, fut));
     }
     let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
     match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
