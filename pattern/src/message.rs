@@ -100,10 +100,12 @@ impl<'a> Message<'a> {
                 .and_then(Value::as_str)
                 .map(Cow::Borrowed)
         };
+        let span_id = id("spanId").unwrap_or_else(|| Cow::Owned(new_id()));
+        // A root act's trace is named after its span (as a Zipkin root span may be): one id
+        // made per act, not two.
         let trace_id = id("traceId")
             .or_else(|| parent.map(|p| Cow::Borrowed(p.trace_id)))
-            .unwrap_or_else(|| Cow::Owned(new_id()));
-        let span_id = id("spanId").unwrap_or_else(|| Cow::Owned(new_id()));
+            .unwrap_or_else(|| span_id.clone());
         let parent_span_id =
             id("parentSpanId").or_else(|| parent.map(|p| Cow::Borrowed(p.span_id)));
         Ok(Message {
@@ -303,7 +305,9 @@ mod tests {
         );
         assert!(env.meta.is_empty() && env.delegate.is_empty());
         assert_eq!(env.request["id"].as_str().map(str::len), Some(22));
-        assert_ne!(m.trace_id, m.span_id);
+        // a root act: its trace is named after its span
+        assert_eq!(m.trace_id, m.span_id);
+        assert_eq!(m.span_id.len(), 22);
         assert!(m.parent_span_id.is_none());
     }
 

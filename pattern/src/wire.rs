@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use bytes::Bytes;
+use plume_transport::{Answer, Encoded};
 
 use crate::envelope::{
     TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id, outcome_of, timestamp_ms,
@@ -225,14 +226,24 @@ impl MeshIncoming {
     }
 }
 
-/// A mesh reply: `{"result": v}` or `{"error": e}`.
-pub(crate) fn mesh_reply(outcome: Result<Value, Value>) -> Value {
-    let mut object = Map::with_capacity(1);
-    match outcome {
-        Ok(v) => object.insert("result".into(), v),
-        Err(e) => object.insert("error".into(), e),
-    };
-    Value::Object(object)
+/// A mesh reply, `{"result": v}` or `{"error": e}`, encoded straight into the response (no map
+/// built for it).
+pub(crate) fn mesh_reply(outcome: &Result<Value, Value>) -> Result<Answer, plume::Error> {
+    Encoded::new(&MeshReply(outcome)).map(Answer::Encoded)
+}
+
+/// `{"result": v}` or `{"error": e}`.
+struct MeshReply<'a>(&'a Result<Value, Value>);
+
+impl Serialize for MeshReply<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        match self.0 {
+            Ok(v) => map.serialize_entry("result", v)?,
+            Err(e) => map.serialize_entry("error", e)?,
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
