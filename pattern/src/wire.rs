@@ -101,7 +101,7 @@ impl Serialize for Trace<'_> {
         }
         let (m, own) = (self.msg, self.msg.trace_extra);
         let mut map = s.serialize_map(None)?;
-        put(&mut map, own, "traceId", &m.trace_id)?;
+        put(&mut map, own, "traceId", m.trace_id())?;
         put(&mut map, own, "spanId", &m.span_id)?;
         if m.parent_span_id.is_some() || own.contains_key("parentSpanId") {
             put(&mut map, own, "parentSpanId", &m.parent_span_id)?;
@@ -173,7 +173,7 @@ impl<'a> MeshRequest<'a> {
             payload: Bin(payload),
             meta: &msg.meta,
             delegate: msg.delegate,
-            trace_id: &msg.trace_id,
+            trace_id: msg.trace_id(),
             span_id: &msg.span_id,
         })
     }
@@ -292,7 +292,7 @@ pub(crate) mod tests {
             keys,
             ["traceId", "spanId", "timestamp", "service", "method"]
         );
-        assert_eq!(env.trace["traceId"], json!(m.trace_id));
+        assert_eq!(env.trace["traceId"], json!(m.trace_id()));
         assert_eq!(env.trace["method"], json!("a:1,b:2,cmd:add,topic:math"));
         assert!(env.trace["timestamp"].is_f64());
     }
@@ -441,7 +441,7 @@ pub(crate) mod tests {
         assert!(back.meta.is_empty());
         assert_eq!(
             (&*back.trace_id, &*back.span_id),
-            (&*m.trace_id, &*m.span_id)
+            (m.trace_id(), &*m.span_id)
         );
         let incoming = back.into_incoming().expect("a payload");
         assert_eq!(
