@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::Hemera;
 use crate::error::HemeraError;
-use crate::payload::Payload;
+use crate::payload::{Payload, Props};
 
 /// A message as a handler sees it.
 #[derive(Clone)]
@@ -109,7 +109,25 @@ pub(crate) struct Parent<'a> {
 pub trait Handler: Send + Sync + 'static {
     /// Answer one message.
     fn call(&self, req: Req) -> BoxFuture<'static, Result<Value, HemeraError>>;
+
+    /// Answer one message whose payload matching has walked already (a typed handler decodes
+    /// from that walk instead of reading the payload again). Not for implementors: the default
+    /// is [`call`](Self::call).
+    #[doc(hidden)]
+    fn call_matched(
+        &self,
+        req: Req,
+        matched: Matched<'_>,
+    ) -> BoxFuture<'static, Result<Value, HemeraError>> {
+        let _ = matched;
+        self.call(req)
+    }
 }
+
+/// The properties matching walked in a served payload (see [`Handler::call_matched`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a>(pub(crate) &'a Props<'a>);
 
 impl<F, Fut> Handler for F
 where
@@ -169,6 +187,31 @@ where
             Ok(p) => p,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        self.answer(payload, req)
+    }
+
+    fn call_matched(
+        &self,
+        req: Req,
+        matched: Matched<'_>,
+    ) -> BoxFuture<'static, Result<Value, HemeraError>> {
+        // Decoded from matching's walk; anything it leaves goes the usual way (same answer).
+        match crate::view::decode::<T>(matched.0) {
+            Some(payload) => self.answer(payload, req),
+            None => self.call(req),
+        }
+    }
+}
+
+impl<T, R, F, Fut> Typed<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(T, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, HemeraError>> + Send + 'static,
+{
+    /// The handler's answer to `payload`, as a value.
+    fn answer(&self, payload: T, req: Req) -> BoxFuture<'static, Result<Value, HemeraError>> {
         let fut = (self.f)(payload, req);
         Box::pin(async move {
             let out = fut.await?;

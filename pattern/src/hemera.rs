@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::bus::Bus;
 use crate::envelope::{new_id, timestamp_ms};
 use crate::error::HemeraError;
-use crate::handler::{Handler, Parent, ReplyNext, Req};
+use crate::handler::{Handler, Matched, Parent, ReplyNext, Req};
 use crate::message::Message;
 use crate::pattern::{Pattern, method_of};
 use crate::payload::Payload;
@@ -270,8 +270,18 @@ impl Hemera {
             span_id,
             method,
         } = incoming;
-        let handler = match pattern.props() {
-            Ok(props) => self.topics_read().get(topic).and_then(|t| t.lookup(&props)),
+        // A MessagePack payload in the usual form is walked once, here, and its walk handed to
+        // the handler (a typed one decodes from it); its bytes are shared, not copied.
+        let bytes = pattern.msgpack_bytes();
+        let walked = bytes.as_deref().and_then(crate::walk::read_props);
+        let found = match &walked {
+            Some(props) => Ok(self.topics_read().get(topic).and_then(|t| t.lookup(props))),
+            None => pattern
+                .props()
+                .map(|props| self.topics_read().get(topic).and_then(|t| t.lookup(&props))),
+        };
+        let handler = match found {
+            Ok(found) => found,
             Err(e) => {
                 tracing::warn!(target: LOG, topic, "undecodable message: {}", e.message);
                 let method = method.unwrap_or_else(|| method_of(pattern.map()));
@@ -317,9 +327,15 @@ impl Hemera {
             hemera: self.clone(),
             next,
         };
-        let outcome = std::panic::AssertUnwindSafe(handler.call(req))
-            .catch_unwind()
-            .await;
+        // (a JSON-schema rule checks the payload without changing it: the walk still applies)
+        let fut = match &walked {
+            Some(props) => handler.call_matched(req, Matched(props)),
+            None => handler.call(req),
+        };
+        // Not kept across the handler's await.
+        drop(walked);
+        drop(bytes);
+        let outcome = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
         let method = || match (method, for_errors) {
             (Some(m), _) => m,
             (None, Some(p)) => method_of(p.map()),

@@ -42,6 +42,8 @@ mod payload;
 mod registry;
 mod schema;
 mod served;
+mod view;
+mod walk;
 mod wire;
 
 #[doc = include_str!("../../docs/hemera.md")]
@@ -51,6 +53,8 @@ pub use error::{
     HEMERA_ERROR, HemeraError, PARSE_ERROR, PATTERN_NOT_FOUND, PAYLOAD_VALIDATION_ERROR,
     TIMEOUT_ERROR,
 };
+#[doc(hidden)]
+pub use handler::Matched;
 pub use handler::{Handler, Req, Typed, typed};
 pub use hemera::{Hemera, Options};
 pub use pattern::Pattern;

@@ -45,7 +45,9 @@ pub(crate) struct Message<'a> {
     pub(crate) meta: Cow<'a, Map<String, Value>>,
     /// `delegate$`.
     pub(crate) delegate: &'a Map<String, Value>,
-    pub(crate) trace_id: Cow<'a, str>,
+    /// The trace id from `trace$` or the parent; `None` for a root act, whose trace id is its
+    /// span id ([`trace_id`](Self::trace_id)).
+    inherited_trace_id: Option<Cow<'a, str>>,
     pub(crate) span_id: Cow<'a, str>,
     pub(crate) parent_span_id: Option<Cow<'a, str>>,
     /// `trace$` (its keys are sent in Hemera's `trace` over the generated ones).
@@ -70,7 +72,17 @@ impl<'a> Message<'a> {
                 kind_of(message)
             )));
         };
-        let topic = match message.get("topic") {
+        // One pass over the keys finds the topic and whether there are `$` options (most
+        // messages carry none: their lookups are spared), with no hashing of a key.
+        let (mut topic, mut has_options) = (None, false);
+        for (k, v) in message {
+            if k == "topic" {
+                topic = Some(v);
+            } else if k.ends_with('$') {
+                has_options = true;
+            }
+        }
+        let topic = match topic {
             Some(Value::String(t)) if !t.is_empty() && !t.contains(char::is_whitespace) => t,
             _ => {
                 return Err(HemeraError::hemera(
@@ -78,8 +90,6 @@ impl<'a> Message<'a> {
                 ));
             }
         };
-        // Most messages carry no `$` option: one pass over the keys spares their lookups.
-        let has_options = message.keys().any(|k| k.ends_with('$'));
         let own = if has_options {
             Own::of(message, options)?
         } else {
@@ -100,10 +110,11 @@ impl<'a> Message<'a> {
                 .and_then(Value::as_str)
                 .map(Cow::Borrowed)
         };
-        let trace_id = id("traceId")
-            .or_else(|| parent.map(|p| Cow::Borrowed(p.trace_id)))
-            .unwrap_or_else(|| Cow::Owned(new_id()));
         let span_id = id("spanId").unwrap_or_else(|| Cow::Owned(new_id()));
+        // A root act's trace is named after its span (as a Zipkin root span may be): one id
+        // made per act, not two (and not copied).
+        let inherited_trace_id =
+            id("traceId").or_else(|| parent.map(|p| Cow::Borrowed(p.trace_id)));
         let parent_span_id =
             id("parentSpanId").or_else(|| parent.map(|p| Cow::Borrowed(p.span_id)));
         Ok(Message {
@@ -115,7 +126,7 @@ impl<'a> Message<'a> {
             has_options,
             meta,
             delegate: own.delegate,
-            trace_id,
+            inherited_trace_id,
             span_id,
             parent_span_id,
             trace_extra: own.trace,
@@ -129,6 +140,11 @@ impl<'a> Message<'a> {
             message: self.message,
             skip_options: self.has_options,
         }
+    }
+
+    /// The act's trace id: from `trace$` or the parent, else (a root act) its span id.
+    pub(crate) fn trace_id(&self) -> &str {
+        self.inherited_trace_id.as_deref().unwrap_or(&self.span_id)
     }
 
     /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).
@@ -303,7 +319,9 @@ mod tests {
         );
         assert!(env.meta.is_empty() && env.delegate.is_empty());
         assert_eq!(env.request["id"].as_str().map(str::len), Some(22));
-        assert_ne!(m.trace_id, m.span_id);
+        // a root act: its trace is named after its span
+        assert_eq!(m.trace_id(), m.span_id);
+        assert_eq!(m.span_id.len(), 22);
         assert!(m.parent_span_id.is_none());
     }
 

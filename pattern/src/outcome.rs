@@ -142,8 +142,17 @@ impl<'de> Visitor<'de> for OutcomeVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::mesh_reply;
+    use crate::wire;
+    use plume_transport::Answer;
     use serde_json::json;
+
+    /// A reply as the responder encodes it, read back as a value.
+    fn mesh_reply(outcome: Result<Value, Value>) -> Value {
+        match wire::mesh_reply(&outcome).expect("encodes") {
+            Answer::Encoded(e) => rmp_serde::from_slice(e.result_bytes()).expect("decodes"),
+            Answer::Value(v) => v,
+        }
+    }
 
     /// A reply as the caller reads it: from its MessagePack (a remote provider) and from its
     /// value (a provider on this node), the same outcome.

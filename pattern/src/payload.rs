@@ -105,6 +105,14 @@ impl Payload {
         })
     }
 
+    /// The payload's MessagePack bytes (a shared handle, not a copy), when it is in MessagePack.
+    pub(crate) fn msgpack_bytes(&self) -> Option<Bytes> {
+        match &self.repr {
+            Repr::Msgpack(bytes) => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
     /// The payload as a JSON map, moved out.
     pub(crate) fn into_map(mut self) -> Map<String, Value> {
         self.map();
@@ -119,11 +127,15 @@ impl Payload {
                 return Ok(Props(
                     self.map()
                         .iter()
-                        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Prim::of(v)))
+                        .map(|(k, v)| (Cow::Borrowed(k.as_bytes()), Prim::of(v)))
                         .collect(),
                 ));
             }
             Repr::Msgpack(bytes) => {
+                // The usual payload (primitive properties) is walked; serde reads the rest.
+                if let Some(props) = crate::walk::read_props(bytes) {
+                    return Ok(props);
+                }
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes.as_ref());
                 de.set_max_depth(MAX_DEPTH);
                 Props::deserialize(&mut de).map_err(|e| e.to_string())
@@ -142,9 +154,16 @@ impl Payload {
     pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T, HemeraError> {
         let direct = match &self.repr {
             Repr::Msgpack(bytes) => {
-                let mut de = rmp_serde::Deserializer::from_read_ref(bytes.as_ref());
-                de.set_max_depth(MAX_DEPTH);
-                T::deserialize(&mut de).ok()
+                // The usual payload is walked (as matching walked it) and decoded from there;
+                // serde reads the rest from the bytes.
+                match crate::walk::read_props(bytes).and_then(|p| crate::view::decode::<T>(&p)) {
+                    Some(value) => Some(value),
+                    None => {
+                        let mut de = rmp_serde::Deserializer::from_read_ref(bytes.as_ref());
+                        de.set_max_depth(MAX_DEPTH);
+                        T::deserialize(&mut de).ok()
+                    }
+                }
             }
             Repr::Json(bytes) => serde_json::from_slice(bytes).ok(),
             Repr::Map => None,
@@ -160,14 +179,30 @@ impl Payload {
 }
 
 /// The payload's top-level properties, their primitive values borrowed (compound values are
-/// only marked as such): what a pattern is matched against.
-#[derive(Debug, Default)]
-pub(crate) struct Props<'a>(Vec<(Cow<'a, str>, Prim<'a>)>);
+/// only marked as such): what a pattern is matched against. Keys and strings are kept as the
+/// bytes of valid UTF-8 (checked when read): matching compares them as bytes.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Props<'a>(Vec<(Cow<'a, [u8]>, Prim<'a>)>);
 
 impl<'a> Props<'a> {
+    /// The properties, in their order (repeated keys included).
+    pub(crate) fn entries(&self) -> &[(Cow<'a, [u8]>, Prim<'a>)] {
+        &self.0
+    }
+
+    /// The properties in `entries`, in their order.
+    pub(crate) fn from_vec(entries: Vec<(Cow<'a, [u8]>, Prim<'a>)>) -> Props<'a> {
+        Props(entries)
+    }
+
     /// The value of `key` (the last one, as a JSON map keeps, when a key repeats).
     pub(crate) fn get(&self, key: &str) -> Option<&Prim<'a>> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+        let key = key.as_bytes();
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| **k == *key)
+            .map(|(_, v)| v)
     }
 
     /// The properties of `map`, borrowed.
@@ -175,7 +210,7 @@ impl<'a> Props<'a> {
     pub(crate) fn of_map(map: &'a Map<String, Value>) -> Props<'a> {
         Props(
             map.iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Prim::of(v)))
+                .map(|(k, v)| (Cow::Borrowed(k.as_bytes()), Prim::of(v)))
                 .collect(),
         )
     }
@@ -187,7 +222,8 @@ pub(crate) enum Prim<'a> {
     Null,
     Bool(bool),
     Number(Number),
-    Str(Cow<'a, str>),
+    /// A string, as the bytes of valid UTF-8.
+    Str(Cow<'a, [u8]>),
     /// An object, an array (or, in MessagePack, binary data): never matched.
     Compound,
 }
@@ -198,7 +234,7 @@ impl<'a> Prim<'a> {
             Value::Null => Prim::Null,
             Value::Bool(b) => Prim::Bool(*b),
             Value::Number(n) => Prim::Number(n.clone()),
-            Value::String(s) => Prim::Str(Cow::Borrowed(s)),
+            Value::String(s) => Prim::Str(Cow::Borrowed(s.as_bytes())),
             Value::Array(_) | Value::Object(_) => Prim::Compound,
         }
     }
@@ -209,7 +245,7 @@ impl<'a> Prim<'a> {
             (Prim::Null, Value::Null) => true,
             (Prim::Bool(a), Value::Bool(b)) => a == b,
             (Prim::Number(a), Value::Number(b)) => a == b || a.as_f64() == b.as_f64(),
-            (Prim::Str(a), Value::String(b)) => a == b,
+            (Prim::Str(a), Value::String(b)) => **a == *b.as_bytes(),
             _ => false,
         }
     }
@@ -217,7 +253,7 @@ impl<'a> Prim<'a> {
     /// The string, for a regex property.
     pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
-            Prim::Str(s) => Some(s),
+            Prim::Str(s) => std::str::from_utf8(s).ok(),
             _ => None,
         }
     }
@@ -243,8 +279,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Props<'a> {
     }
 }
 
-/// A string, borrowed from the input when it can be.
-struct Text<'a>(Cow<'a, str>);
+/// A string (as its bytes), borrowed from the input when it can be.
+struct Text<'a>(Cow<'a, [u8]>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -255,13 +291,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
+                Ok(Text(Cow::Borrowed(v.as_bytes())))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
+                Ok(Text(Cow::Owned(v.as_bytes().to_vec())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
+                Ok(Text(Cow::Owned(v.into_bytes())))
             }
         }
         d.deserialize_str(TextVisitor(PhantomData))
@@ -299,13 +335,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Prim<'a> {
                 Ok(Number::from_f64(v).map_or(Prim::Compound, Prim::Number))
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Prim<'a>, E> {
-                Ok(Prim::Str(Cow::Borrowed(v)))
+                Ok(Prim::Str(Cow::Borrowed(v.as_bytes())))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Prim<'a>, E> {
-                Ok(Prim::Str(Cow::Owned(v.to_owned())))
+                Ok(Prim::Str(Cow::Owned(v.as_bytes().to_vec())))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Prim<'a>, E> {
-                Ok(Prim::Str(Cow::Owned(v)))
+                Ok(Prim::Str(Cow::Owned(v.into_bytes())))
             }
             fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Prim<'a>, E> {
                 Ok(Prim::Compound)
@@ -395,7 +431,7 @@ mod tests {
         for p in [msgpack(&v), json_bytes(&v), Payload::from_map(map.clone())] {
             assert_eq!(p.map(), &map);
             let props = p.props().expect("a map");
-            assert_eq!(props.get("cmd"), Some(&Prim::Str("add".into())));
+            assert_eq!(props.get("cmd"), Some(&Prim::Str(b"add"[..].into())));
             assert!(props.get("a").expect("a").equals(&json!(1.0)));
             assert!(props.get("a").expect("a").equals(&json!(1)));
             assert!(!props.get("a").expect("a").equals(&json!("1")));

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use bytes::Bytes;
+use plume_transport::{Answer, Encoded};
 
 use crate::envelope::{
     TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id, outcome_of, timestamp_ms,
@@ -100,7 +101,7 @@ impl Serialize for Trace<'_> {
         }
         let (m, own) = (self.msg, self.msg.trace_extra);
         let mut map = s.serialize_map(None)?;
-        put(&mut map, own, "traceId", &m.trace_id)?;
+        put(&mut map, own, "traceId", m.trace_id())?;
         put(&mut map, own, "spanId", &m.span_id)?;
         if m.parent_span_id.is_some() || own.contains_key("parentSpanId") {
             put(&mut map, own, "parentSpanId", &m.parent_span_id)?;
@@ -172,7 +173,7 @@ impl<'a> MeshRequest<'a> {
             payload: Bin(payload),
             meta: &msg.meta,
             delegate: msg.delegate,
-            trace_id: &msg.trace_id,
+            trace_id: msg.trace_id(),
             span_id: &msg.span_id,
         })
     }
@@ -225,14 +226,24 @@ impl MeshIncoming {
     }
 }
 
-/// A mesh reply: `{"result": v}` or `{"error": e}`.
-pub(crate) fn mesh_reply(outcome: Result<Value, Value>) -> Value {
-    let mut object = Map::with_capacity(1);
-    match outcome {
-        Ok(v) => object.insert("result".into(), v),
-        Err(e) => object.insert("error".into(), e),
-    };
-    Value::Object(object)
+/// A mesh reply, `{"result": v}` or `{"error": e}`, encoded straight into the response (no map
+/// built for it).
+pub(crate) fn mesh_reply(outcome: &Result<Value, Value>) -> Result<Answer, plume::Error> {
+    Encoded::new(&MeshReply(outcome)).map(Answer::Encoded)
+}
+
+/// `{"result": v}` or `{"error": e}`.
+struct MeshReply<'a>(&'a Result<Value, Value>);
+
+impl Serialize for MeshReply<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        match self.0 {
+            Ok(v) => map.serialize_entry("result", v)?,
+            Err(e) => map.serialize_entry("error", e)?,
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -281,7 +292,7 @@ pub(crate) mod tests {
             keys,
             ["traceId", "spanId", "timestamp", "service", "method"]
         );
-        assert_eq!(env.trace["traceId"], json!(m.trace_id));
+        assert_eq!(env.trace["traceId"], json!(m.trace_id()));
         assert_eq!(env.trace["method"], json!("a:1,b:2,cmd:add,topic:math"));
         assert!(env.trace["timestamp"].is_f64());
     }
@@ -430,7 +441,7 @@ pub(crate) mod tests {
         assert!(back.meta.is_empty());
         assert_eq!(
             (&*back.trace_id, &*back.span_id),
-            (&*m.trace_id, &*m.span_id)
+            (m.trace_id(), &*m.span_id)
         );
         let incoming = back.into_incoming().expect("a payload");
         assert_eq!(

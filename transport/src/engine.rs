@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout_at};
 
+use crate::answer::{Answer, Answering};
 use crate::discovery::NodeId;
 use crate::protocol::{Entry, FrameError, ResponseMsg, TableDelta, TableSnapshot, encode_payload};
 use plume::Error;
@@ -183,20 +184,20 @@ pub(crate) trait Sink: Send + Sync + 'static {
 /// A call being served: answered on the first poll, or still running.
 pub(crate) enum Served {
     /// The answer, ready at once.
-    Ready(Result<Value, Error>),
+    Ready(Result<Answer, Error>),
     /// A handler that was not ready at once; [`Running::finish`] drives it to its answer.
     Running(Running),
 }
 
 /// A handler future with its deadline.
 pub(crate) struct Running {
-    pub(crate) fut: BoxFuture<'static, Result<Value, Error>>,
+    pub(crate) fut: Answering,
     pub(crate) deadline: Instant,
 }
 
 impl Running {
     /// The answer: the handler's, GeneralError when it panics, Timeout past the deadline.
-    pub(crate) async fn finish(self) -> Result<Value, Error> {
+    pub(crate) async fn finish(self) -> Result<Answer, Error> {
         match timeout_at(self.deadline, AssertUnwindSafe(self.fut).catch_unwind()).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(panicked()),
@@ -222,9 +223,11 @@ pub(crate) fn panicked() -> Error {
 }
 
 /// The encoded [`ResponseMsg`] carrying `result`.
-pub(crate) fn response(result: Result<Value, Error>) -> Bytes {
+pub(crate) fn response(result: Result<Answer, Error>) -> Bytes {
     let msg = match result {
-        Ok(v) => ResponseMsg {
+        // Encoded by the handler: its bytes are the response.
+        Ok(Answer::Encoded(e)) => return e.into_response(),
+        Ok(Answer::Value(v)) => ResponseMsg {
             ok: Some(v),
             err: None,
         },

@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+mod answer;
 mod builder;
 pub mod discovery;
 pub mod distribution;
@@ -61,6 +62,7 @@ mod tcp;
 /// The mesh wire types, under their former name.
 pub use protocol as codec;
 
+pub use answer::{Answer, Encoded};
 pub use builder::MeshBuilder;
 pub use discovery::{
     ConfigError, Discovery, DiscoveryConfig, DiscoveryMode, LocalNode, NodeId, PeerEvent, PeerInfo,

@@ -6,6 +6,7 @@
 //! is decoded once, from MessagePack, straight into its parts (a raw endpoint), and the reply is
 //! `{result}` or `{error}`.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -19,6 +20,7 @@ use crate::hemera::{Hemera, Inner};
 use crate::message::Message;
 use crate::outcome::MeshOutcome;
 use crate::registry::TopicOptions;
+use crate::walk::read_mesh_request;
 use crate::wire::{MeshIncoming, MeshRequest, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
@@ -29,6 +31,33 @@ pub(crate) fn endpoint(topic: &str) -> String {
     name.push_str(PREFIX);
     name.push_str(topic);
     name
+}
+
+/// A served topic's state, shared by its calls.
+struct Provided {
+    node: Weak<Inner>,
+    topic: String,
+    mesh: Mesh,
+    /// Messages served (counted only with `maxMessages$`).
+    served: AtomicU64,
+    max: Option<u64>,
+}
+
+/// [`endpoint`], written into `buf` when it fits: no allocation per act.
+fn endpoint_in<'b>(topic: &str, buf: &'b mut [u8; 64]) -> Cow<'b, str> {
+    const PREFIX: &[u8] = b"hemera.";
+    let Some(out) = buf.get_mut(..PREFIX.len() + topic.len()) else {
+        return Cow::Owned(endpoint(topic));
+    };
+    let (head, tail) = out.split_at_mut(PREFIX.len());
+    head.copy_from_slice(PREFIX);
+    tail.copy_from_slice(topic.as_bytes());
+    let out: &'b [u8] = out;
+    match std::str::from_utf8(out) {
+        Ok(name) => Cow::Borrowed(name),
+        // (not reached: both parts are UTF-8)
+        Err(_) => Cow::Owned(endpoint(topic)),
+    }
 }
 
 pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOptions) -> Serving {
@@ -58,44 +87,54 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
             endpoint: None,
         };
     }
-    let served = Arc::new(AtomicU64::new(0));
-    let max = options.max_messages;
-    // Shared with each call's future (a reference count, not a copy of the topic per call).
-    let (topic_owned, mesh_owned): (Arc<str>, _) = (Arc::from(topic), mesh.clone());
+    // What each call's future needs, shared (one reference count per call).
+    let provided = Arc::new(Provided {
+        node: weak,
+        topic: topic.to_owned(),
+        mesh: mesh.clone(),
+        served: AtomicU64::new(0),
+        max: options.max_messages,
+    });
     mesh.provide_raw(&name, Value::Null, move |req: RawRequest| {
         // Decoded before the first await: the body holds a piece of the link's read buffer.
-        let decoded = req
-            .body
-            .decode::<MeshIncoming>()
-            .map_err(|e| HemeraError::parse(format!("undecodable request: {}", e.message())))
-            .and_then(MeshIncoming::into_incoming);
-        let (weak, topic, mesh, served): (Weak<Inner>, _, _, _) = (
-            weak.clone(),
-            topic_owned.clone(),
-            mesh_owned.clone(),
-            Arc::clone(&served),
-        );
+        // The usual request is walked (its payload a share of the received bytes); serde
+        // decodes any other form.
+        let walked = req.body.msgpack_bytes().and_then(|b| read_mesh_request(&b));
+        let decoded = match walked {
+            Some(incoming) => Ok(incoming),
+            None => req
+                .body
+                .decode::<MeshIncoming>()
+                .map_err(|e| HemeraError::parse(format!("undecodable request: {}", e.message())))
+                .and_then(MeshIncoming::into_incoming),
+        };
+        let p = Arc::clone(&provided);
         async move {
-            let Some(inner) = weak.upgrade() else {
+            let Some(inner) = p.node.upgrade() else {
                 return Err(plume::Error::unavailable("the pattern node is closed"));
             };
             let node = Hemera { inner };
-            let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-            if max.is_some_and(|m| n > m) {
+            // Counted only for a topic with `maxMessages$`.
+            let n = match p.max {
+                Some(_) => p.served.fetch_add(1, Ordering::Relaxed) + 1,
+                None => 0,
+            };
+            if p.max.is_some_and(|m| n > m) {
                 return Err(plume::Error::unavailable("maxMessages$ reached"));
             }
+            let topic = &*p.topic;
             let outcome = match decoded {
-                Ok(incoming) => node.serve_one(&topic, incoming, None).await,
+                Ok(incoming) => node.serve_one(topic, incoming, None).await,
                 Err(e) => {
                     tracing::warn!(target: LOG, %topic, "{}", e.message);
                     Err(serde_json::to_value(&e).unwrap_or(Value::Null))
                 }
             };
-            if max.is_some_and(|m| n == m) {
-                node.topics().remove(&*topic);
-                mesh.withdraw(&endpoint(&topic));
+            if p.max.is_some_and(|m| n == m) {
+                node.topics().remove(topic);
+                p.mesh.withdraw(&endpoint(topic));
             }
-            Ok(mesh_reply(outcome))
+            mesh_reply(&outcome)
         }
     });
     Serving {
@@ -113,7 +152,8 @@ pub(super) async fn request(
         timeout: Some(msg.timeout),
         idempotent: false,
     };
-    let name = endpoint(msg.topic);
+    let mut buf = [0u8; 64];
+    let name = endpoint_in(msg.topic, &mut buf);
     let body = MeshRequest::of(msg)?;
     match mesh
         .to(&name)

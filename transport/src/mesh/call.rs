@@ -273,7 +273,7 @@ pub(super) async fn call_local<B: Serialize + ?Sized + Sync, R: ReplyForm>(
         from,
     };
     match timeout_at(deadline, handler.call(request)).await {
-        Ok(r) => r.and_then(R::from_value),
+        Ok(r) => r.and_then(R::from_answer),
         Err(_) => Err(Error::timeout(format!("'{name}' did not answer in time"))),
     }
 }

@@ -4,10 +4,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::TryFutureExt;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::answer::{Answer, Answering};
 use crate::discovery::NodeId;
 use crate::protocol::{decode_payload, decode_request_body};
 use plume::Error;
@@ -101,6 +103,19 @@ impl RawBody {
         .map_err(|e| Error::bad_request(format!("malformed call body: {e}")))
     }
 
+    /// The body's own MessagePack bytes, for a handler that walks them itself: a share of the
+    /// received buffer (not a copy), when the call came from another node in the usual form;
+    /// `None` otherwise (a call made on this node, or a request in another form: use
+    /// [`decode`](Self::decode)).
+    pub fn msgpack_bytes(&self) -> Option<bytes::Bytes> {
+        match &self.0 {
+            Repr::Located(payload, body) if body.start <= body.end && body.end <= payload.len() => {
+                Some(payload.slice(body.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// The body as a value (what a [`Handler`] receives).
     fn into_value(self) -> Result<Value, Error> {
         match self.0 {
@@ -130,18 +145,22 @@ pub struct RawRequest {
 /// own type: a call from another node is decoded once, from MessagePack, with no
 /// `serde_json::Value` on the way. Same rules as [`Handler`]; it should decode the body before
 /// its first await (until then the body holds a piece of the link's read buffer).
+///
+/// It answers a value, or its result encoded once ([`Encoded`](crate::Encoded)): those bytes
+/// are written into the response as they are.
 pub trait RawHandler: Send + Sync + 'static {
     /// Answer one call.
-    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>>;
+    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Answer, Error>>;
 }
 
-impl<F, Fut> RawHandler for F
+impl<F, Fut, A> RawHandler for F
 where
     F: Fn(RawRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+    Fut: Future<Output = Result<A, Error>> + Send + 'static,
+    A: Into<Answer> + 'static,
 {
-    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>> {
-        Box::pin(self(request))
+    fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Answer, Error>> {
+        Box::pin(self(request).map_ok(Into::into))
     }
 }
 
@@ -157,10 +176,10 @@ pub(crate) enum EndpointHandler {
 impl EndpointHandler {
     /// The future answering `request` (a plain handler's body is decoded first: a body that
     /// does not decode answers BadRequest).
-    pub(crate) fn call(&self, request: RawRequest) -> BoxFuture<'static, Result<Value, Error>> {
+    pub(crate) fn call(&self, request: RawRequest) -> Answering {
         match self {
-            EndpointHandler::Raw(h) => h.call(request),
-            EndpointHandler::Plain(h) => match request.body.into_value() {
+            EndpointHandler::Raw(h) => Answering::Raw(h.call(request)),
+            EndpointHandler::Plain(h) => Answering::Plain(match request.body.into_value() {
                 Ok(body) => h.call(Request {
                     name: request.name,
                     method: request.method,
@@ -169,7 +188,7 @@ impl EndpointHandler {
                     from: request.from,
                 }),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
-            },
+            }),
         }
     }
 }

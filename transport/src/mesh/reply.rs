@@ -10,6 +10,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Answer;
 use crate::protocol::{ResponseMsg, decode_payload};
 
 /// A form of call result: how it is made from a reply payload (an encoded [`ResponseMsg`]) and
@@ -19,6 +20,15 @@ pub(crate) trait ReplyForm: Sized + Send {
     fn from_payload(payload: &[u8]) -> Result<Self, Error>;
     /// A result that never crossed a wire.
     fn from_value(value: Value) -> Result<Self, Error>;
+    /// What a handler on this node answered.
+    fn from_answer(answer: Answer) -> Result<Self, Error> {
+        match answer {
+            Answer::Value(v) => Self::from_value(v),
+            Answer::Encoded(e) => {
+                Self::from_value(decode_payload(e.result_bytes()).map_err(malformed)?)
+            }
+        }
+    }
 }
 
 impl ReplyForm for Value {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::handler::{EndpointHandler, RawBody, RawRequest};
 use super::{Inner, LOG};
+use crate::answer::Answering;
 use crate::discovery::NodeId;
 use crate::engine::{Running, Served, panicked};
 use crate::protocol::{
@@ -152,10 +153,12 @@ pub(super) fn start(
                 tracing::debug!(target: LOG, parent: &span, peer = %from, "serving a call");
             });
         }
-        fut = Box::pin(plume::trace::in_hop("serve", ctx, span, fut));
+        fut = Answering::Raw(Box::pin(plume::trace::in_hop("serve", ctx, span, fut)));
     }
     let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        std::pin::Pin::new(&mut fut).poll(&mut cx)
+    })) {
         Ok(Poll::Ready(result)) => Served::Ready(result),
         Ok(Poll::Pending) => Served::Running(Running { fut, deadline }),
         Err(_) => Served::Ready(Err(panicked())),

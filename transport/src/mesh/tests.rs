@@ -186,7 +186,10 @@ async fn requests_decode_for_the_kind_of_their_handler() {
             deadline: std::time::Instant::now(),
             from: NodeId(1),
         };
-        assert_eq!(handler.call(call(req.body)).await, Ok(Value::from(7)));
+        assert_eq!(
+            handler.call(call(req.body)).await,
+            Ok(crate::Answer::Value(Value::from(7)))
+        );
 
         let (req, _) = inner
             .decode_request(request_payload(name, &binary))

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::srv::EndpointStats;
 use super::subjects::token;
 use super::{LOG, NODE_HEADER, NatsEngine};
+use crate::answer::Answer;
 use crate::discovery::NodeId;
 use crate::engine::{Served, Sink, malformed, response};
 use crate::protocol::encode_payload;
@@ -207,7 +208,7 @@ impl NatsEngine {
         endpoint: Option<&str>,
         started: Instant,
         reply: Subject,
-        result: Result<Value, Error>,
+        result: Result<Answer, Error>,
     ) {
         self.served.fetch_add(1, Ordering::Relaxed);
         if let Some(name) = endpoint {

@@ -25,7 +25,7 @@ pub(crate) struct RequestHead<'a> {
 
 /// Read the head of `payload` (see the module); `None` when it is not in the usual form.
 pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
-    let mut r = Reader { b: payload, at: 0 };
+    let mut r = Reader::new(payload, 0);
     let entries = r.map_len()?;
     let (mut name, mut method, mut timeout_ms, mut traceparent, mut body) =
         (None, None, None, None, None);
@@ -58,7 +58,7 @@ pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
 /// The end of the `count` MessagePack values that start at `at` in `b`; `None` when they do not
 /// fit in `b` or use the reserved marker. Iterative (a count of the values still to skip), so
 /// nesting costs no stack; every value takes at least one byte, so the loop ends with `b`.
-pub(crate) fn skip_values(b: &[u8], mut at: usize, mut count: u64) -> Option<usize> {
+pub fn skip_values(b: &[u8], mut at: usize, mut count: u64) -> Option<usize> {
     let be = |at: usize, n: usize| -> Option<u64> {
         let bytes = b.get(at..at.checked_add(n)?)?;
         Some(bytes.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
@@ -104,26 +104,61 @@ pub(crate) fn skip_values(b: &[u8], mut at: usize, mut count: u64) -> Option<usi
     Some(at)
 }
 
-/// A cursor over MessagePack bytes.
-struct Reader<'a> {
+/// A cursor over MessagePack bytes, for readers that walk a payload in the usual form and leave
+/// anything else to serde (this module's head, and `plume-pattern`'s mesh envelopes). Each
+/// method reads one item at the cursor and moves past it, or answers `None` (the cursor is then
+/// somewhere inside the item: give up on the walk).
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
+    /// A cursor at `at` in `b`.
+    #[inline]
+    pub fn new(b: &'a [u8], at: usize) -> Self {
+        Self { b, at }
+    }
+
+    /// Where the cursor is.
+    #[inline]
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
+    /// The marker byte at the cursor, not moved past.
+    #[inline]
+    pub fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+
+    /// Skip one value (of any kind, nested ones included).
+    #[inline]
+    pub fn skip(&mut self) -> Option<()> {
+        self.at = skip_values(self.b, self.at, 1)?;
+        Some(())
+    }
+
+    /// One byte.
+    #[inline]
+    pub fn byte(&mut self) -> Option<u8> {
         let x = *self.b.get(self.at)?;
         self.at += 1;
         Some(x)
     }
 
-    fn be(&mut self, n: usize) -> Option<u64> {
+    /// An `n`-byte big-endian unsigned integer.
+    #[inline]
+    pub fn be(&mut self, n: usize) -> Option<u64> {
         let bytes = self.b.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(bytes.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
     }
 
-    fn map_len(&mut self) -> Option<u64> {
+    /// The length of a map.
+    #[inline]
+    pub fn map_len(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x80..=0x8f => Some(u64::from(m & 0x0f)),
             0xde => self.be(2),
@@ -133,7 +168,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A string's bytes (not checked as UTF-8: keys are compared as bytes).
-    fn str_bytes(&mut self) -> Option<&'a [u8]> {
+    #[inline]
+    pub fn str_bytes(&mut self) -> Option<&'a [u8]> {
         let len = match self.byte()? {
             m @ 0xa0..=0xbf => u64::from(m & 0x1f),
             0xd9 => self.be(1)?,
@@ -141,16 +177,39 @@ impl<'a> Reader<'a> {
             0xdb => self.be(4)?,
             _ => return None,
         };
+        self.take(len)
+    }
+
+    /// The next `len` bytes.
+    #[inline]
+    fn take(&mut self, len: u64) -> Option<&'a [u8]> {
         let len = usize::try_from(len).ok()?;
         let s = self.b.get(self.at..self.at.checked_add(len)?)?;
         self.at += len;
         Some(s)
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    /// A `bin`'s bytes, and where they lie.
+    #[inline]
+    pub fn bin(&mut self) -> Option<Range<usize>> {
+        let len = match self.byte()? {
+            0xc4 => self.be(1)?,
+            0xc5 => self.be(2)?,
+            0xc6 => self.be(4)?,
+            _ => return None,
+        };
+        let start = self.at;
+        self.take(len)?;
+        Some(start..self.at)
+    }
+
+    /// A string (checked as UTF-8).
+    #[inline]
+    pub fn str(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.str_bytes()?).ok()
     }
 
+    #[inline]
     fn opt_str(&mut self) -> Option<Option<&'a str>> {
         if self.b.get(self.at) == Some(&0xc0) {
             self.at += 1;
@@ -159,7 +218,9 @@ impl<'a> Reader<'a> {
         self.str().map(Some)
     }
 
-    fn uint(&mut self) -> Option<u64> {
+    /// An unsigned integer (a non-negative fixint or `uint` 8 to 64).
+    #[inline]
+    pub fn uint(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(u64::from(m)),
             0xcc => self.be(1),
@@ -172,7 +233,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::{RequestMsg, decode_payload, encode_payload};
     use proptest::prelude::*;
@@ -189,7 +250,8 @@ mod tests {
         ]
     }
 
-    fn value() -> impl Strategy<Value = Value> {
+    /// Any JSON value (nested up to 4 deep).
+    pub(crate) fn value() -> impl Strategy<Value = Value> {
         leaf().prop_recursive(4, 64, 20, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..20).prop_map(Value::Array),

@@ -11,8 +11,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-mod head;
+pub(crate) mod head;
 pub(crate) use head::read_request_head;
+pub use head::{Reader, skip_values};
 
 /// The frame format version this crate speaks.
 pub const FRAME_VERSION: u8 = 1;

@@ -470,7 +470,7 @@ impl Reader<'_> {
     /// Serve a request from the peer; its answer goes back on the link.
     fn serve(&self, frame: Frame) -> Result<(), FrameError> {
         let (engine, link, id) = (self.engine, self.link, frame.id);
-        let immediate = |result: Result<serde_json::Value, Error>| {
+        let immediate = |result: Result<crate::Answer, Error>| {
             let frame = Frame {
                 kind: Kind::Response,
                 id,
