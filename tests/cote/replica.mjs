@@ -43,8 +43,12 @@ say('LISTENING ' + port)
 const watch = setInterval(() => {
   if (!app.serviceEventsPublisher || !app.servicePublisher) return
   clearInterval(watch)
-  // cote's Publisher holds an axon pub-emitter, which holds the pub socket that accepts.
-  app.serviceEventsPublisher.sock.sock.on('connect', () => say('EVENTS SUBSCRIBER'))
+  // cote's Publisher holds an axon pub-emitter, which holds the pub socket that accepts. A
+  // subscriber may have connected before this tick (the publisher advertises itself as soon as
+  // it binds): axon keeps the accepted sockets in `socks`, so those are told too.
+  const pub = app.serviceEventsPublisher.sock.sock
+  for (let i = 0; i < pub.socks.length; i++) say('EVENTS SUBSCRIBER')
+  pub.on('connect', () => say('EVENTS SUBSCRIBER'))
   const publish = app.servicePublisher.publish.bind(app.servicePublisher)
   app.servicePublisher.publish = (topic, data) => {
     publish(topic, data)
