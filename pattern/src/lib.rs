@@ -41,6 +41,7 @@ pub mod pattern;
 mod payload;
 mod registry;
 mod schema;
+mod serve;
 mod served;
 mod view;
 mod walk;
