@@ -40,6 +40,7 @@ mod outcome;
 pub mod pattern;
 mod payload;
 mod registry;
+mod scan;
 mod schema;
 mod serve;
 mod served;

@@ -24,6 +24,7 @@ use crate::error::HemeraError;
 use crate::hemera::Incoming;
 use crate::message::Message;
 use crate::payload::{Bin, Payload};
+use crate::scan::Scan;
 
 /// Hemera's request envelope of an act (NATS), encoded from its parts; `method` is the
 /// message's method string (`Message::method`), computed once by the sender.
@@ -139,6 +140,12 @@ struct Outcome {
 
 /// The outcome of a Hemera response body: its error when there is one, else its result.
 pub(crate) fn decode_outcome(body: &[u8]) -> Result<Value, HemeraError> {
+    // The usual response: scanned once for `result` and `error`, only those parsed.
+    scan_outcome(body).unwrap_or_else(|| serde_outcome(body))
+}
+
+/// [`decode_outcome`] by serde, for any form.
+fn serde_outcome(body: &[u8]) -> Result<Value, HemeraError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         // Not an object: the full decoder says what it is instead.
         return decode_response(body).and_then(|r| r.outcome());
@@ -146,6 +153,32 @@ pub(crate) fn decode_outcome(body: &[u8]) -> Result<Value, HemeraError> {
     let outcome: Outcome = serde_json::from_slice(body)
         .map_err(|e| HemeraError::parse(format!("the reply is not a Hemera response: {e}")))?;
     outcome_of(outcome.result, outcome.error)
+}
+
+/// [`decode_outcome`] of a response in the usual form (`crate::scan`: no escapes in its
+/// strings, `result` and `error` once each): `None` for any other form, which serde reads.
+fn scan_outcome(body: &[u8]) -> Option<Result<Value, HemeraError>> {
+    let mut s = Scan::new(body)?;
+    let (mut result, mut error) = (None, None);
+    s.object(|key, s| {
+        let slot = match key {
+            b"result" => &mut result,
+            b"error" => &mut error,
+            _ => return s.value().map(drop),
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(s.value()?);
+        Some(())
+    })?;
+    s.end()?;
+    // As serde reads `Option<Value>`: `null` is none.
+    let parse = |part: Option<std::ops::Range<usize>>| match part {
+        None => Some(None),
+        Some(r) => serde_json::from_slice::<Option<Value>>(body.get(r)?).ok(),
+    };
+    Some(outcome_of(parse(result)?, parse(error)?))
 }
 
 /// An act on the mesh as the caller writes it: the payload (the message without its `$` keys)
@@ -426,6 +459,54 @@ pub(crate) mod tests {
         }
         let odd = decode_outcome(br#"{"error":"text"}"#).expect_err("error");
         assert_eq!(odd.name, "HemeraError");
+    }
+
+    /// A response as Hemera writes it: the request's parts echoed, then a result or an error.
+    fn response() -> impl Strategy<Value = Vec<u8>> {
+        let value = leaf().prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z$]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        (
+            value.clone(),
+            prop_oneof![Just(None), value.prop_map(Some)],
+            "[0-9A-Z]{22}",
+        )
+            .prop_map(|(result, error, id)| {
+                let mut r = json!({"meta": {"k": 1}, "trace": {"traceId": id, "spanId": id,
+                    "timestamp": 12.5, "service": "math", "method": "a:1,topic:math"},
+                    "request": {"id": id, "type": "request"}, "result": result});
+                if let Some(e) = error {
+                    r["error"] = e;
+                }
+                serde_json::to_vec(&r).expect("encodes")
+            })
+    }
+
+    proptest! {
+        /// The usual response is scanned, with serde's outcome; a garbled one is refused by
+        /// the scan or read as serde reads it.
+        #[test]
+        fn scanned_outcomes_are_serde_outcomes(
+            body in response(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let scanned = scan_outcome(&body);
+            prop_assert!(scanned.is_some(), "{}", String::from_utf8_lossy(&body));
+            prop_assert_eq!(scanned, Some(serde_outcome(&body)));
+            let mut body = body;
+            let (at, x) = flip;
+            let i = at.index(body.len());
+            body[i] ^= x;
+            body.truncate(cut.index(body.len() + 1));
+            if let Some(scanned) = scan_outcome(&body) {
+                prop_assert_eq!(scanned, serde_outcome(&body));
+            }
+        }
     }
 
     #[test]
