@@ -39,10 +39,14 @@ pub(crate) fn read_request(body: &Bytes) -> Result<(Incoming, Echo), HemeraError
 }
 
 /// The fast reader: `None` for anything but a well-formed request in the usual form (see
-/// `crate::scan`: no escapes in strings, no repeated keys among those read), scanned once.
+/// `crate::scan`: no escapes in strings, no repeated keys among those read), in one scan.
 fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
     let mut s = Scan::new(body)?;
     let mut parts: [Option<Range<usize>>; 5] = Default::default();
+    // `request.type`, and the ids a server reads of `trace` (a non-string one counts as
+    // absent), read on the way.
+    let mut kind: Option<Range<usize>> = None;
+    let mut ids: [Option<Option<Range<usize>>>; 3] = Default::default();
     s.object(|key, s| {
         let slot = match key {
             b"pattern" => 0,
@@ -52,11 +56,39 @@ fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
             b"request" => 4,
             _ => return s.value().map(drop),
         };
-        let part = parts.get_mut(slot)?;
-        if part.is_some() {
+        if parts.get(slot)?.is_some() {
             return None;
         }
-        *part = Some(s.value()?);
+        let range = match slot {
+            3 if s.at_object() => s.object(|key, s| {
+                let id = match key {
+                    b"traceId" => 0,
+                    b"spanId" => 1,
+                    b"method" => 2,
+                    _ => return s.value().map(drop),
+                };
+                let value = s.value()?;
+                let string = body.get(value.clone())?.first() == Some(&b'"');
+                let id = ids.get_mut(id)?;
+                if id.is_some() {
+                    return None;
+                }
+                *id = Some(string.then(|| value.start + 1..value.end - 1));
+                Some(())
+            }),
+            4 if s.at_object() => s.object(|key, s| {
+                let value = s.value()?;
+                if key == b"type" {
+                    if kind.is_some() {
+                        return None;
+                    }
+                    kind = Some(value);
+                }
+                Some(())
+            }),
+            _ => s.value(),
+        };
+        *parts.get_mut(slot)? = Some(range?);
         Some(())
     })?;
     s.end()?;
@@ -71,56 +103,28 @@ fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
         object(text(trace))?,
     );
     // `request.type` must be a string.
-    let mut kind = None;
-    Scan::new(request)?.object(|key, s| {
-        let value = s.value()?;
-        if key == b"type" {
-            if kind.is_some() {
-                return None;
-            }
-            kind = request.get(value);
-        }
-        Some(())
-    })?;
-    if kind.is_none_or(|k| k.first() != Some(&b'"')) {
+    if text(kind).is_none_or(|k| k.first() != Some(&b'"')) {
         return None;
-    }
-    // The ids a server reads of `trace` (a non-string one counts as absent).
-    let (mut trace_id, mut span_id, mut method) = (None, None, None);
-    if let Some(trace) = trace {
-        Scan::new(trace)?.object(|key, s| {
-            let slot = match key {
-                b"traceId" => &mut trace_id,
-                b"spanId" => &mut span_id,
-                b"method" => &mut method,
-                _ => return s.value().map(drop),
-            };
-            if slot.is_some() {
-                return None;
-            }
-            let value = trace.get(s.value()?)?;
-            *slot = Some(
-                value
-                    .strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .and_then(|v| std::str::from_utf8(v).ok()),
-            );
-            Some(())
-        })?;
     }
     let map = |text: Option<&[u8]>| match text {
         None => Some(Map::new()),
         Some(text) if is_empty_object(text) => Some(Map::new()),
         Some(text) => serde_json::from_slice::<Map<String, Value>>(text).ok(),
     };
-    let owned = |id: Option<Option<&str>>| id.flatten().map(str::to_owned);
+    // (the scan checked the body as UTF-8, and a string's range is within its quotes)
+    let owned = |id: &Option<Option<Range<usize>>>| {
+        let range = id.clone().flatten()?;
+        std::str::from_utf8(body.get(range)?)
+            .ok()
+            .map(str::to_owned)
+    };
     let incoming = Incoming {
         pattern: Payload::json(share(body, pattern)),
         meta: map(meta)?,
         delegate: map(delegate)?,
-        trace_id: owned(trace_id).unwrap_or_default(),
-        span_id: owned(span_id).unwrap_or_default(),
-        method: owned(method),
+        trace_id: owned(&ids[0]).unwrap_or_default(),
+        span_id: owned(&ids[1]).unwrap_or_default(),
+        method: owned(&ids[2]),
     };
     let echo = |part: Option<&[u8]>| part.map_or(Bytes::from_static(EMPTY), |p| share(body, p));
     let echo = Echo {

@@ -8,8 +8,6 @@
 //!   `{pattern, meta?, delegate?, traceId, spanId}` and a reply `{result}` or `{error}`, which the
 //!   caller reads straight from its MessagePack (`crate::outcome`).
 
-use std::borrow::Cow;
-
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -18,7 +16,7 @@ use bytes::Bytes;
 use plume_transport::{Answer, Encoded};
 
 use crate::envelope::{
-    TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id, outcome_of, timestamp_ms,
+    TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id_bytes, outcome_of, timestamp_ms,
 };
 use crate::error::HemeraError;
 use crate::hemera::Incoming;
@@ -31,13 +29,42 @@ use crate::scan::Scan;
 pub(crate) struct HemeraRequest<'a> {
     pub(crate) msg: &'a Message<'a>,
     pub(crate) method: &'a str,
+    /// `trace.timestamp`.
+    pub(crate) timestamp: f64,
+    /// `request.id` when the message has no `requestId$`.
+    fresh_id: Option<[u8; 22]>,
 }
 
-impl HemeraRequest<'_> {
-    /// The envelope as JSON bytes.
+impl<'a> HemeraRequest<'a> {
+    /// The envelope of `msg`, stamped now.
+    pub(crate) fn new(msg: &'a Message<'a>, method: &'a str) -> Self {
+        HemeraRequest {
+            msg,
+            method,
+            timestamp: timestamp_ms(),
+            fresh_id: msg.request_id.is_none().then(new_id_bytes),
+        }
+    }
+
+    /// `request.id`: `requestId$`, or a fresh id.
+    pub(crate) fn id(&self) -> &str {
+        match (self.msg.request_id, &self.fresh_id) {
+            (Some(id), _) => id,
+            // (ASCII: the fallback is not reached)
+            (None, Some(id)) => std::str::from_utf8(id).unwrap_or_default(),
+            (None, None) => "",
+        }
+    }
+
+    /// The envelope as JSON bytes: written by hand in the usual case (no `trace$`), by its
+    /// `Serialize` otherwise; the same bytes either way.
     pub(crate) fn to_vec(&self) -> Result<Vec<u8>, HemeraError> {
-        serde_json::to_vec(self)
-            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
+        let written = if self.msg.trace_extra.is_empty() {
+            self.write()
+        } else {
+            serde_json::to_vec(self)
+        };
+        written.map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
     }
 }
 
@@ -53,14 +80,13 @@ impl Serialize for HemeraRequest<'_> {
             &Trace {
                 msg: m,
                 method: self.method,
+                timestamp: self.timestamp,
             },
         )?;
         map.serialize_entry(
             "request",
             &RequestPart {
-                id: m
-                    .request_id
-                    .map_or_else(|| Cow::Owned(new_id()), Cow::Borrowed),
+                id: self.id(),
                 kind: if m.pubsub { TYPE_PUBSUB } else { TYPE_REQUEST },
                 service: m.topic,
                 method: self.method,
@@ -85,6 +111,7 @@ const TRACE_KEYS: [&str; 6] = [
 struct Trace<'a> {
     msg: &'a Message<'a>,
     method: &'a str,
+    timestamp: f64,
 }
 
 impl Serialize for Trace<'_> {
@@ -107,7 +134,7 @@ impl Serialize for Trace<'_> {
         if m.parent_span_id.is_some() || own.contains_key("parentSpanId") {
             put(&mut map, own, "parentSpanId", &m.parent_span_id)?;
         }
-        put(&mut map, own, "timestamp", &timestamp_ms())?;
+        put(&mut map, own, "timestamp", &self.timestamp)?;
         put(&mut map, own, "service", m.topic)?;
         put(&mut map, own, "method", self.method)?;
         for (k, v) in own {
@@ -122,7 +149,7 @@ impl Serialize for Trace<'_> {
 /// `request`: `{id, type, service, method}`.
 #[derive(Serialize)]
 struct RequestPart<'a> {
-    id: Cow<'a, str>,
+    id: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
     service: &'a str,
@@ -200,8 +227,8 @@ impl<'a> MeshRequest<'a> {
     /// The mesh request of `msg`: its payload encoded, the rest borrowed.
     pub(crate) fn of(msg: &'a Message<'a>) -> Result<Self, HemeraError> {
         let mut payload = Vec::with_capacity(64);
-        rmp_serde::encode::write(&mut payload, &msg.payload())
-            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))?;
+        let body = msg.payload();
+        crate::pack::write_map(&mut payload, body.len(), body.iter());
         Ok(MeshRequest {
             payload: Bin(payload),
             meta: &msg.meta,
@@ -294,12 +321,9 @@ pub(crate) mod tests {
 
     /// The Hemera envelope of `msg`, as a server decodes it.
     pub(crate) fn envelope_of(msg: &Message<'_>) -> RequestEnvelope {
-        let body = HemeraRequest {
-            msg,
-            method: &msg.method(),
-        }
-        .to_vec()
-        .expect("encodes");
+        let body = HemeraRequest::new(msg, &msg.method())
+            .to_vec()
+            .expect("encodes");
         decode_request(&body).expect("decodes")
     }
 

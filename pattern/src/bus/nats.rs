@@ -241,11 +241,7 @@ pub(super) async fn request(
     app: &str,
 ) -> Result<Value, HemeraError> {
     let method = msg.method();
-    let body = HemeraRequest {
-        msg,
-        method: &method,
-    }
-    .to_vec()?;
+    let body = HemeraRequest::new(msg, &method).to_vec()?;
     let request = async_nats::Request::new()
         .payload(body.into())
         .timeout(Some(msg.timeout));
@@ -279,11 +275,7 @@ pub(super) async fn request_many(
     app: &str,
 ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
     let method = msg.method();
-    let body = HemeraRequest {
-        msg,
-        method: &method,
-    }
-    .to_vec()?;
+    let body = HemeraRequest::new(msg, &method).to_vec()?;
     let nats = |e: &dyn std::fmt::Display| HemeraError::hemera(format!("NATS: {e}"));
     let inbox = client.new_inbox();
     let mut sub = client
@@ -317,11 +309,7 @@ pub(super) async fn request_many(
 
 pub(super) async fn publish(client: &Client, msg: &Message<'_>) -> Result<(), HemeraError> {
     let method = msg.method();
-    let body = HemeraRequest {
-        msg,
-        method: &method,
-    }
-    .to_vec()?;
+    let body = HemeraRequest::new(msg, &method).to_vec()?;
     let topic = &msg.topic;
     client
         .publish(topic.to_string(), body.into())
