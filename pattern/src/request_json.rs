@@ -61,7 +61,7 @@ fn map(
 
 /// A JSON string: as it is when nothing in it needs escaping (ids, names), else serde's.
 fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+    if crate::scan::special(s.as_bytes()).is_none() {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -8,7 +8,12 @@
 //! with serde instead: both readers serve the same input (property tests in `crate::served` and
 //! `crate::wire`).
 
+use std::borrow::Cow;
 use std::ops::Range;
+
+use serde_json::Number;
+
+use crate::payload::{Prim, Props};
 
 /// The deepest nesting scanned (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;
@@ -202,7 +207,7 @@ impl<'a> Scan<'a> {
 
 /// Where the first `"`, `\\` or control character of `b` is: eight bytes at a time (each
 /// tested at once by the usual bit tricks), then the rest one by one.
-fn special(b: &[u8]) -> Option<usize> {
+pub(crate) fn special(b: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
@@ -226,6 +231,38 @@ fn special(b: &[u8]) -> Option<usize> {
         .iter()
         .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
     Some(at + i)
+}
+
+/// The top-level properties of a JSON payload (an object of primitive values in the usual
+/// form), borrowed from `b`: what serde's `Props` decoder reads, or `None` (nested values,
+/// anything the scan refuses), and serde reads it.
+pub(crate) fn read_props(b: &[u8]) -> Option<Props<'_>> {
+    let mut s = Scan::new(b)?;
+    let mut props = Vec::with_capacity(8);
+    s.object(|key, s| {
+        let text = b.get(s.value()?)?;
+        let value = match text.first()? {
+            b'"' => Prim::Str(Cow::Borrowed(text.get(1..text.len() - 1)?)),
+            b'n' => Prim::Null,
+            b't' => Prim::Bool(true),
+            b'f' => Prim::Bool(false),
+            b'{' | b'[' => return None,
+            _ => Prim::Number(number(text)?),
+        };
+        props.push((Cow::Borrowed(key), value));
+        Some(())
+    })?;
+    s.end()?;
+    Some(Props::from_vec(props))
+}
+
+/// A scanned number as serde_json reads it (a short unsigned integer without its parser).
+fn number(text: &[u8]) -> Option<Number> {
+    if text.len() <= 18 && text.iter().all(u8::is_ascii_digit) {
+        let n = text.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        return Some(n.into());
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// `text`, the range of an object, when it has no entries.
@@ -283,6 +320,42 @@ mod tests {
     }
 
     proptest! {
+        /// Scanned payload properties are serde's (in order, repeated keys too); a payload of
+        /// plain primitive values is scanned; garbled ones are refused or agree.
+        #[test]
+        fn scanned_props_are_serdes(
+            entries in proptest::collection::vec((".{0,8}", value()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let mut text = b"{".to_vec();
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    text.push(b',');
+                }
+                text.extend(serde_json::to_vec(k).expect("encodes"));
+                text.push(b':');
+                text.extend(serde_json::to_vec(v).expect("encodes"));
+            }
+            text.push(b'}');
+            let serde = serde_json::from_slice::<Props<'_>>(&text).expect("a map");
+            let primitive = entries.iter().all(|(k, v)| {
+                !v.is_array() && !v.is_object() && plain(v) && plain(&json!(k))
+            });
+            match read_props(&text) {
+                Some(scanned) => prop_assert_eq!(scanned, serde),
+                None => prop_assert!(!primitive, "{}", String::from_utf8_lossy(&text)),
+            }
+            let (at, x) = flip;
+            let i = at.index(text.len());
+            text[i] ^= x;
+            text.truncate(cut.index(text.len() + 1));
+            if let Some(scanned) = read_props(&text) {
+                let serde = serde_json::from_slice::<Props<'_>>(&text);
+                prop_assert_eq!(Ok(scanned), serde.map_err(|e| e.to_string()));
+            }
+        }
+
         /// The word-at-a-time search finds what a byte-by-byte one finds.
         #[test]
         fn specials_are_found_as_one_by_one(b in proptest::collection::vec(any::<u8>(), 0..40)) {

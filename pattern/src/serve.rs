@@ -74,8 +74,15 @@ impl Hemera {
         let app = self.name();
         // A MessagePack payload in the usual form is walked once, here, and its walk handed to
         // the handler (a typed one decodes from it); its bytes are shared, not copied.
-        let bytes = pattern.msgpack_bytes();
-        let walked = bytes.as_deref().and_then(crate::walk::read_props);
+        // A JSON payload (NATS) in the usual form is scanned the same way.
+        let (bytes, json) = match pattern.msgpack_bytes() {
+            Some(bytes) => (Some(bytes), false),
+            None => (pattern.json_bytes(), true),
+        };
+        let walked = bytes.as_deref().and_then(|b| match json {
+            false => crate::walk::read_props(b),
+            true => crate::scan::read_props(b),
+        });
         let found = match &walked {
             Some(props) => Ok(self.topics_read().get(topic).and_then(|t| t.lookup(props))),
             None => pattern
