@@ -7,7 +7,8 @@
 //! - `act`: 64 pattern acts `{topic:'pmath',cmd:'add',a:1,b:2}` in flight, to a typed handler;
 //! - `act1`: 64 such acts one after the other (one in flight);
 //! - `raw`: 64 plain async-nats requests in flight to a subscriber that echoes them (no Hemera
-//!   envelope, no pattern node: the floor that the client sets).
+//!   envelope, no pattern node: the floor that the client sets);
+//! - `raw1`: 64 such requests one after the other.
 //!
 //! `cargo run --release -p plume-pattern --example nats_count -- act 200`. The cost per call is
 //! the difference of two runs with different batch counts (the setup cancels out), divided by
@@ -66,8 +67,8 @@ fn main() {
     let kind = args.next().unwrap_or_default();
     let batches: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(
-        ["act", "act1", "raw"].contains(&kind.as_str()),
-        "usage: nats_count act|act1|raw BATCHES"
+        ["act", "act1", "raw", "raw1"].contains(&kind.as_str()),
+        "usage: nats_count act|act1|raw|raw1 BATCHES"
     );
     let server = Server::start(Kind::Nats);
     let url = server.url();
@@ -90,7 +91,7 @@ fn main() {
             .await
             .expect("add");
         let caller = Hemera::connect(&url, options()).await.expect("NATS");
-        let raw = if kind == "raw" {
+        let raw = if kind.starts_with("raw") {
             Some(raw_pair(&url).await)
         } else {
             None
@@ -106,6 +107,12 @@ fn main() {
                 ("act1", _) => {
                     for _ in 0..64 {
                         assert_eq!(caller.act(&msg).await, Ok(json!(3.0)));
+                    }
+                }
+                ("raw1", Some(raw)) => {
+                    for _ in 0..64 {
+                        let reply = raw.request("raw.echo", "3".into()).await.expect("reply");
+                        assert_eq!(&reply.payload[..], b"3");
                     }
                 }
                 (_, Some(raw)) => {
