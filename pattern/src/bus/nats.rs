@@ -79,39 +79,38 @@ async fn receive(
         let Some(inner) = node.upgrade() else { break };
         let node = Hemera { inner };
         count += 1;
-        let last = max.is_some_and(|m| count >= m);
-        let answer = Answer::start(&node, &topic, msg);
-        let answer = match answer.settle(&node, &topic).await {
-            // Answered at once (most are): published from here, no task, no clones.
-            Ok(done) => {
-                done.send(&client, &topic).await;
-                None
-            }
-            Err(waiting) => Some(waiting),
-        };
-        if last {
+        if max.is_some_and(|m| count >= m) {
             // The last message of a `maxMessages$` topic: serve it, then drop the patterns.
-            if let Some(waiting) = answer {
-                waiting.finish(&node, &client, &topic).await;
-            }
+            let answer = Answer::start(&node, &topic, msg);
+            answer.finish(&node, &client, &topic).await;
             node.topics().remove(&*topic);
             break;
         }
-        let Some(waiting) = answer else { continue };
+        // At most `concurrency` messages served at once (taken without a wait when one is
+        // free, as it mostly is).
         let permits = &node.inner.permits;
         let permit = match Arc::clone(permits).try_acquire_owned() {
             Ok(permit) => permit,
-            // As many handlers wait as the node allows: the topic waits for one to end.
             Err(_) => match Arc::clone(permits).acquire_owned().await {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
         };
-        let (client, topic) = (client.clone(), Arc::clone(&topic));
-        tokio::spawn(async move {
-            waiting.finish(&node, &client, &topic).await;
-            drop(permit);
-        });
+        let answer = Answer::start(&node, &topic, msg);
+        match answer.settle(&node, &topic).await {
+            // Answered at once (most are): published from here, no task, no clones.
+            Ok(done) => {
+                done.send(&client, &topic).await;
+                drop(permit);
+            }
+            Err(waiting) => {
+                let (client, topic) = (client.clone(), Arc::clone(&topic));
+                tokio::spawn(async move {
+                    waiting.finish(&node, &client, &topic).await;
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 
