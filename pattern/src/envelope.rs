@@ -189,6 +189,13 @@ fn take_object(
 /// thread RNG (two `u64` draws per id, 55 bits of each written as 11 base-32 digits): ids only need to
 /// be unique, not unpredictable, and this is called three times per act.
 pub fn new_id() -> String {
+    let id = new_id_bytes();
+    // (ASCII digits and letters: not reached otherwise)
+    std::str::from_utf8(&id).unwrap_or_default().to_owned()
+}
+
+/// [`new_id`] as its 22 ASCII bytes (no allocation).
+pub(crate) fn new_id_bytes() -> [u8; 22] {
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
     use std::cell::RefCell;
@@ -202,11 +209,11 @@ pub fn new_id() -> String {
         (r.random(), r.random())
     });
     // 11 base-32 digits (5 bits each, by shifts and masks) of each draw: 110 random bits in
-    // all. The digits are ASCII, pushed as such.
-    let mut id = String::with_capacity(22);
-    for bits in [hi, lo] {
-        for i in 0..11 {
-            id.push(char::from(ALPHABET[((bits >> (5 * i)) & 31) as usize]));
+    // all.
+    let mut id = [0u8; 22];
+    for (half, bits) in id.chunks_exact_mut(11).zip([hi, lo]) {
+        for (i, digit) in half.iter_mut().enumerate() {
+            *digit = ALPHABET[((bits >> (5 * i)) & 31) as usize];
         }
     }
     id

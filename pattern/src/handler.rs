@@ -46,9 +46,8 @@ impl std::fmt::Debug for Req {
     }
 }
 
-/// Publishes one intermediate reply of a streaming handler.
-pub(crate) type ReplyNext =
-    std::sync::Arc<dyn Fn(Value) -> BoxFuture<'static, Result<(), HemeraError>> + Send + Sync>;
+/// Where a streaming handler's intermediate replies go (see [`Req::reply_next`]).
+pub(crate) use crate::bus::ReplyNext;
 
 impl Req {
     /// The message without its `$` options: the payload, `topic` and the other pattern keys
@@ -74,7 +73,7 @@ impl Req {
     /// result. Only on NATS, for a message with a reply subject; otherwise a `HemeraError`.
     pub async fn reply_next(&self, value: Value) -> Result<(), HemeraError> {
         match &self.next {
-            Some(next) => next(value).await,
+            Some(next) => self.hemera.inner.bus.reply_next(next, value).await,
             None => Err(HemeraError::hemera(
                 "reply_next needs a NATS message that asks for a reply",
             )),

@@ -5,22 +5,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::bus::Bus;
-use crate::envelope::{new_id, timestamp_ms};
+use crate::envelope::new_id;
 use crate::error::HemeraError;
-use crate::handler::{Handler, Matched, Parent, ReplyNext, Req};
+use crate::handler::{Handler, Parent};
 use crate::message::Message;
-use crate::pattern::{Pattern, method_of};
+use crate::pattern::Pattern;
 use crate::payload::Payload;
 use crate::registry::{Entry, Topic, TopicOptions, Topics};
 use crate::schema::Schema;
-
-const LOG: &str = "plume::pattern";
 
 /// Options of a node.
 #[derive(Debug, Clone)]
@@ -254,105 +251,6 @@ impl Hemera {
         self.inner.bus.request(&msg, &self.inner.options.name).await
     }
 
-    /// Serve one message that arrived on `topic`: the handler's result, or the error object
-    /// (with this node's hop) to send back.
-    pub(crate) async fn serve_one(
-        &self,
-        topic: &str,
-        incoming: Incoming,
-        next: Option<ReplyNext>,
-    ) -> Result<Value, Value> {
-        let Incoming {
-            pattern,
-            meta,
-            delegate,
-            trace_id,
-            span_id,
-            method,
-        } = incoming;
-        // A MessagePack payload in the usual form is walked once, here, and its walk handed to
-        // the handler (a typed one decodes from it); its bytes are shared, not copied.
-        let bytes = pattern.msgpack_bytes();
-        let walked = bytes.as_deref().and_then(crate::walk::read_props);
-        let found = match &walked {
-            Some(props) => Ok(self.topics_read().get(topic).and_then(|t| t.lookup(props))),
-            None => pattern
-                .props()
-                .map(|props| self.topics_read().get(topic).and_then(|t| t.lookup(&props))),
-        };
-        let handler = match found {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(target: LOG, topic, "undecodable message: {}", e.message);
-                let method = method.unwrap_or_else(|| method_of(pattern.map()));
-                return Err(error_object(e, topic, &method, self.name()));
-            }
-        };
-        let Some((handler, schema)) = handler else {
-            // The method string names the pattern in errors (and is sent by Hemera callers).
-            let method = method.unwrap_or_else(|| method_of(pattern.map()));
-            let e = HemeraError::pattern_not_found(&method, self.name());
-            return Err(error_object(e, topic, &method, self.name()));
-        };
-        // The pattern's JSON-schema rule first: a breach never reaches the handler.
-        let (payload, method) = match schema {
-            None => (pattern, method),
-            Some(schema) => {
-                let map = pattern.into_map();
-                let method = method.unwrap_or_else(|| method_of(&map));
-                let payload = Value::Object(map);
-                if let Err(e) = schema.check(&payload) {
-                    return Err(error_object(e, topic, &method, self.name()));
-                }
-                let Value::Object(map) = payload else {
-                    return Err(error_object(
-                        HemeraError::hemera("the payload is not a map"),
-                        topic,
-                        &method,
-                        self.name(),
-                    ));
-                };
-                (Payload::from_map(map), Some(method))
-            }
-        };
-        // Kept for an error's method string (`Req` moves into the handler): the received bytes
-        // are shared, not copied.
-        let for_errors = method.is_none().then(|| payload.clone());
-        let req = Req {
-            trace_id,
-            span_id,
-            payload,
-            meta,
-            delegate,
-            hemera: self.clone(),
-            next,
-        };
-        // (a JSON-schema rule checks the payload without changing it: the walk still applies)
-        let fut = match &walked {
-            Some(props) => handler.call_matched(req, Matched(props)),
-            None => handler.call(req),
-        };
-        // Not kept across the handler's await.
-        drop(walked);
-        drop(bytes);
-        let outcome = std::panic::AssertUnwindSafe(fut).catch_unwind().await;
-        let method = || match (method, for_errors) {
-            (Some(m), _) => m,
-            (None, Some(p)) => method_of(p.map()),
-            (None, None) => String::new(),
-        };
-        match outcome {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(error_object(e, topic, &method(), self.name())),
-            Err(_) => {
-                let method = method();
-                tracing::error!(target: LOG, topic, %method, "a handler panicked");
-                let e = HemeraError::hemera("the handler failed (panic)");
-                Err(error_object(e, topic, &method, self.name()))
-            }
-        }
-    }
-
     /// The topics (a short lock; never held across an await).
     pub(crate) fn topics(&self) -> RwLockWriteGuard<'_, Topics> {
         self.inner
@@ -362,33 +260,12 @@ impl Hemera {
     }
 
     /// The topics, to read (a short lock; never held across an await).
-    fn topics_read(&self) -> RwLockReadGuard<'_, Topics> {
+    pub(crate) fn topics_read(&self) -> RwLockReadGuard<'_, Topics> {
         self.inner
             .topics
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The error object sent back: `e` with this node's hop appended to its `hops`.
-fn error_object(e: HemeraError, topic: &str, method: &str, app: &str) -> Value {
-    let hop = json!({"service": topic, "method": method, "app": app, "ts": timestamp_ms()});
-    with_hop(e, hop)
-}
-
-/// The error object with `hop` appended to its `hops`.
-fn with_hop(e: HemeraError, hop: Value) -> Value {
-    let mut value =
-        serde_json::to_value(&e).unwrap_or_else(|_| json!({"name": e.name, "message": e.message}));
-    if let Some(obj) = value.as_object_mut() {
-        match obj.get_mut("hops") {
-            Some(Value::Array(hops)) => hops.push(hop),
-            _ => {
-                obj.insert("hops".into(), Value::Array(vec![hop]));
-            }
-        }
-    }
-    value
 }
 
 /// A message as a server receives it, from either bus.

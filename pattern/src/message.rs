@@ -161,6 +161,15 @@ pub(crate) struct Body<'a> {
 }
 
 impl Body<'_> {
+    /// How many entries the payload has.
+    pub(crate) fn len(&self) -> usize {
+        if self.skip_options {
+            self.iter().count()
+        } else {
+            self.message.len()
+        }
+    }
+
     /// The payload's entries.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         let skip = self.skip_options;

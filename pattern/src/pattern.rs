@@ -226,13 +226,37 @@ fn write_js(out: &mut String, v: &Value) {
             Ok(())
         }
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => write!(out, "{i}"),
-            (_, Some(u), _) => write!(out, "{u}"),
+            (Some(i), _, _) => {
+                if i < 0 {
+                    out.push('-');
+                }
+                push_digits(out, i.unsigned_abs());
+                Ok(())
+            }
+            (_, Some(u), _) => {
+                push_digits(out, u);
+                Ok(())
+            }
             (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => write!(out, "{f:.0}"),
             _ => write!(out, "{n}"),
         },
         other => write!(out, "{other}"),
     };
+}
+
+/// The decimal digits of `n` (what `{n}` writes, without the formatting machinery).
+fn push_digits(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while let Some(slot) = at.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+        *slot = b'0' + (n % 10) as u8;
+        at -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits.iter().skip(at).map(|&d| char::from(d)));
 }
 
 fn is_primitive(v: &Value) -> bool {
@@ -324,6 +348,15 @@ mod tests {
     }
 
     proptest! {
+        /// Integers are written as `{}` writes them.
+        #[test]
+        fn integers_are_written_as_formatted(i in any::<i64>(), u in any::<u64>()) {
+            let (mut a, mut b) = (String::new(), String::new());
+            write_js(&mut a, &json!(i));
+            write_js(&mut b, &json!(u));
+            prop_assert_eq!((a, b), (i.to_string(), u.to_string()));
+        }
+
         /// The method string is the sorted `key:value` strings joined by `,` (keys that are
         /// prefixes of others included).
         #[test]

@@ -113,6 +113,14 @@ impl Payload {
         }
     }
 
+    /// The payload's JSON bytes (a shared handle, not a copy), when it is in JSON.
+    pub(crate) fn json_bytes(&self) -> Option<Bytes> {
+        match &self.repr {
+            Repr::Json(bytes) => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
     /// The payload as a JSON map, moved out.
     pub(crate) fn into_map(mut self) -> Map<String, Value> {
         self.map();

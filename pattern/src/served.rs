@@ -1,7 +1,7 @@
 //! A Hemera request as a NATS server reads it, and the response it writes back, without
 //! building JSON maps: the request's `pattern` (the payload) stays in its JSON bytes (see
 //! `crate::payload`), and its `meta`, `trace` and `request` are echoed in the response as the
-//! raw JSON they came as (serde_json's `RawValue`), all shared with the received message's
+//! raw JSON they came as (found by one scan, `crate::scan`), all shared with the received message's
 //! buffer rather than copied.
 //!
 //! A request the fast reader refuses (not the shape this crate and Hemera send, or a repeated
@@ -9,14 +9,15 @@
 //! wrong otherwise: both readers serve the same requests.
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use std::ops::Range;
+
 use serde_json::{Map, Value};
 
 use crate::envelope::{RequestEnvelope, decode_request};
 use crate::error::HemeraError;
 use crate::hemera::Incoming;
-use crate::payload::{Payload, Prim};
+use crate::payload::Payload;
+use crate::scan::{Scan, is_empty_object};
 
 /// The parts of a request a response echoes, as JSON text (`{}` when the request had none).
 #[derive(Debug, Clone)]
@@ -24,39 +25,6 @@ pub(crate) struct Echo {
     meta: Bytes,
     trace: Bytes,
     request: Bytes,
-}
-
-/// What the fast reader takes of a request: every part raw.
-#[derive(Deserialize)]
-struct Raw<'a> {
-    #[serde(borrow)]
-    pattern: &'a RawValue,
-    #[serde(borrow, default)]
-    meta: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    delegate: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    trace: Option<&'a RawValue>,
-    #[serde(borrow)]
-    request: &'a RawValue,
-}
-
-/// The ids a server reads of `trace` (a non-string one counts as absent).
-#[derive(Deserialize, Default)]
-struct TraceIds<'a> {
-    #[serde(rename = "traceId", borrow, default)]
-    trace_id: Option<Prim<'a>>,
-    #[serde(rename = "spanId", borrow, default)]
-    span_id: Option<Prim<'a>>,
-    #[serde(borrow, default)]
-    method: Option<Prim<'a>>,
-}
-
-/// `request.type`, which must be a string.
-#[derive(Deserialize)]
-struct RequestType<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<&'a RawValue>,
 }
 
 const EMPTY: &[u8] = b"{}";
@@ -70,34 +38,95 @@ pub(crate) fn read_request(body: &Bytes) -> Result<(Incoming, Echo), HemeraError
     }
 }
 
-/// The fast reader: `None` for anything but a well-formed request without repeated keys.
+/// The fast reader: `None` for anything but a well-formed request in the usual form (see
+/// `crate::scan`: no escapes in strings, no repeated keys among those read), in one scan.
 fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
-    let raw: Raw<'_> = serde_json::from_slice(body).ok()?;
-    let pattern = object(Some(raw.pattern))??;
-    let request = object(Some(raw.request))??;
-    let kind: RequestType<'_> = serde_json::from_str(request).ok()?;
-    if !kind.kind.is_some_and(|k| k.get().starts_with('"')) {
+    let mut s = Scan::new(body)?;
+    let mut parts: [Option<Range<usize>>; 5] = Default::default();
+    // `request.type`, and the ids a server reads of `trace` (a non-string one counts as
+    // absent), read on the way.
+    let mut kind: Option<Range<usize>> = None;
+    let mut ids: [Option<Option<Range<usize>>>; 3] = Default::default();
+    s.object(|key, s| {
+        let slot = match key {
+            b"pattern" => 0,
+            b"meta" => 1,
+            b"delegate" => 2,
+            b"trace" => 3,
+            b"request" => 4,
+            _ => return s.value().map(drop),
+        };
+        if parts.get(slot)?.is_some() {
+            return None;
+        }
+        let range = match slot {
+            3 if s.at_object() => s.object(|key, s| {
+                let id = match key {
+                    b"traceId" => 0,
+                    b"spanId" => 1,
+                    b"method" => 2,
+                    _ => return s.value().map(drop),
+                };
+                let value = s.value()?;
+                let string = body.get(value.clone())?.first() == Some(&b'"');
+                let id = ids.get_mut(id)?;
+                if id.is_some() {
+                    return None;
+                }
+                *id = Some(string.then(|| value.start + 1..value.end - 1));
+                Some(())
+            }),
+            4 if s.at_object() => s.object(|key, s| {
+                let value = s.value()?;
+                if key == b"type" {
+                    if kind.is_some() {
+                        return None;
+                    }
+                    kind = Some(value);
+                }
+                Some(())
+            }),
+            _ => s.value(),
+        };
+        *parts.get_mut(slot)? = Some(range?);
+        Some(())
+    })?;
+    s.end()?;
+    let [pattern, meta, delegate, trace, request] = parts;
+    let text = |r: Option<Range<usize>>| r.and_then(|r| body.get(r));
+    // `pattern` and `request` must be objects; the others objects, null or absent.
+    let pattern = object(text(pattern))??;
+    let request = object(text(request))??;
+    let (meta, delegate, trace) = (
+        object(text(meta))?,
+        object(text(delegate))?,
+        object(text(trace))?,
+    );
+    // `request.type` must be a string.
+    if text(kind).is_none_or(|k| k.first() != Some(&b'"')) {
         return None;
     }
-    let (meta, delegate, trace) = (object(raw.meta)?, object(raw.delegate)?, object(raw.trace)?);
-    let map = |text: Option<&str>| match text {
+    let map = |text: Option<&[u8]>| match text {
         None => Some(Map::new()),
-        Some(text) => serde_json::from_str::<Map<String, Value>>(text).ok(),
+        Some(text) if is_empty_object(text) => Some(Map::new()),
+        Some(text) => serde_json::from_slice::<Map<String, Value>>(text).ok(),
     };
-    let ids: TraceIds<'_> = match trace {
-        None => TraceIds::default(),
-        Some(text) => serde_json::from_str(text).ok()?,
+    // (the scan checked the body as UTF-8, and a string's range is within its quotes)
+    let owned = |id: &Option<Option<Range<usize>>>| {
+        let range = id.clone().flatten()?;
+        std::str::from_utf8(body.get(range)?)
+            .ok()
+            .map(str::to_owned)
     };
-    let text = |p: Option<Prim<'_>>| p.and_then(|p| p.as_str().map(str::to_owned));
     let incoming = Incoming {
         pattern: Payload::json(share(body, pattern)),
         meta: map(meta)?,
         delegate: map(delegate)?,
-        trace_id: text(ids.trace_id).unwrap_or_default(),
-        span_id: text(ids.span_id).unwrap_or_default(),
-        method: text(ids.method),
+        trace_id: owned(&ids[0]).unwrap_or_default(),
+        span_id: owned(&ids[1]).unwrap_or_default(),
+        method: owned(&ids[2]),
     };
-    let echo = |part: Option<&str>| part.map_or(Bytes::from_static(EMPTY), |p| share(body, p));
+    let echo = |part: Option<&[u8]>| part.map_or(Bytes::from_static(EMPTY), |p| share(body, p));
     let echo = Echo {
         meta: echo(meta),
         trace: echo(trace),
@@ -108,10 +137,10 @@ fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
 
 /// A part of a request that must be an object: its text, `Some(None)` when absent or null,
 /// `None` when it is something else.
-fn object(part: Option<&RawValue>) -> Option<Option<&str>> {
-    match part.map(RawValue::get) {
-        None | Some("null") => Some(None),
-        Some(text) if text.starts_with('{') => Some(Some(text)),
+fn object(part: Option<&[u8]>) -> Option<Option<&[u8]>> {
+    match part {
+        None | Some(b"null") => Some(None),
+        Some(text) if text.first() == Some(&b'{') => Some(Some(text)),
         Some(_) => None,
     }
 }
@@ -147,13 +176,13 @@ fn from_envelope(env: RequestEnvelope) -> (Incoming, Echo) {
 
 /// `part` (text borrowed from `body`) as a piece of `body`'s buffer, shared rather than copied
 /// (copied if it were not `body`'s).
-fn share(body: &Bytes, part: &str) -> Bytes {
+fn share(body: &Bytes, part: &[u8]) -> Bytes {
     let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
     let at = part.as_ptr() as usize;
     if at >= start && at + part.len() <= end {
         body.slice(at - start..at - start + part.len())
     } else {
-        Bytes::copy_from_slice(part.as_bytes())
+        Bytes::copy_from_slice(part)
     }
 }
 
@@ -313,6 +342,73 @@ mod tests {
         ]
     }
 
+    /// What the fast reader read of `body` is what the full decoder reads, and the response
+    /// echoes the decoded parts.
+    fn agrees(body: &Bytes, read: (Incoming, Echo)) -> Result<(), TestCaseError> {
+        let (incoming, echo) = read;
+        let env = decode_request(body);
+        prop_assert!(
+            env.is_ok(),
+            "the full decoder refuses what the fast reader took: {:?}",
+            env
+        );
+        let Ok(env) = env else { return Ok(()) };
+        prop_assert_eq!(incoming.pattern.map(), &env.pattern);
+        prop_assert_eq!(&incoming.meta, &env.meta);
+        prop_assert_eq!(&incoming.delegate, &env.delegate);
+        prop_assert_eq!(
+            incoming.trace_id.as_str(),
+            env.trace_str("traceId").unwrap_or("")
+        );
+        prop_assert_eq!(
+            incoming.span_id.as_str(),
+            env.trace_str("spanId").unwrap_or("")
+        );
+        prop_assert_eq!(incoming.method.as_deref(), env.trace_str("method"));
+        let response =
+            decode_response(&echo.response(&Ok(json!(1))).expect("encodes")).expect("a response");
+        prop_assert_eq!(response.meta, env.meta);
+        prop_assert_eq!(response.trace, env.trace);
+        prop_assert_eq!(response.request, env.request);
+        Ok(())
+    }
+
+    /// A request as Hemera and this crate write it, with a payload of primitive values.
+    fn usual_request() -> impl Strategy<Value = Vec<u8>> {
+        let prim = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[a-zA-Z0-9 :,.]{0,24}".prop_map(Value::String),
+        ];
+        (
+            proptest::collection::btree_map("[a-zA-Z]{1,8}", prim.clone(), 0..6),
+            proptest::collection::btree_map("[a-z]{1,4}", prim, 0..3),
+            "[0-9A-Z]{22}",
+            "[0-9A-Z]{22}",
+            any::<bool>(),
+        )
+            .prop_map(|(payload, meta, trace, span, pretty)| {
+                let mut pattern: Map<String, Value> = payload.into_iter().collect();
+                pattern.insert("topic".into(), json!("math"));
+                let method = crate::pattern::method_of(&pattern);
+                let request = json!({
+                    "pattern": pattern,
+                    "meta": meta.into_iter().collect::<Map<String, Value>>(),
+                    "delegate": {},
+                    "trace": {"traceId": trace, "spanId": span, "timestamp": 8344889.436596,
+                              "service": "math", "method": method},
+                    "request": {"id": span, "type": "request", "service": "math", "method": method},
+                });
+                if pretty {
+                    serde_json::to_vec_pretty(&request).expect("encodes")
+                } else {
+                    serde_json::to_vec(&request).expect("encodes")
+                }
+            })
+    }
+
     proptest! {
         /// Whatever the request, the fast reader (when it takes it) reads what the full decoder
         /// reads, and the response echoes the decoded parts.
@@ -347,6 +443,36 @@ mod tests {
                 prop_assert_eq!(response.meta, env.meta);
                 prop_assert_eq!(response.trace, env.trace);
                 prop_assert_eq!(response.request, env.request);
+            }
+        }
+
+        /// The usual request is taken by the fast reader, and read as the full decoder reads it.
+        #[test]
+        fn usual_requests_are_read_fast(body in usual_request()) {
+            let body = Bytes::from(body);
+            let read = read_fast(&body);
+            prop_assert!(read.is_some(), "{}", String::from_utf8_lossy(&body));
+            if let Some(read) = read {
+                agrees(&body, read)?;
+            }
+        }
+
+        /// A garbled request (a byte changed, the end cut off) is refused by the fast reader,
+        /// or read as the full decoder reads it.
+        #[test]
+        fn garbled_requests_are_refused_or_agree(
+            body in usual_request(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let mut body = body;
+            let (at, x) = flip;
+            let i = at.index(body.len());
+            body[i] ^= x;
+            body.truncate(cut.index(body.len() + 1));
+            let body = Bytes::from(body);
+            if let Some(read) = read_fast(&body) {
+                agrees(&body, read)?;
             }
         }
     }

@@ -8,8 +8,6 @@
 //!   `{pattern, meta?, delegate?, traceId, spanId}` and a reply `{result}` or `{error}`, which the
 //!   caller reads straight from its MessagePack (`crate::outcome`).
 
-use std::borrow::Cow;
-
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -18,25 +16,55 @@ use bytes::Bytes;
 use plume_transport::{Answer, Encoded};
 
 use crate::envelope::{
-    TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id, outcome_of, timestamp_ms,
+    TYPE_PUBSUB, TYPE_REQUEST, decode_response, new_id_bytes, outcome_of, timestamp_ms,
 };
 use crate::error::HemeraError;
 use crate::hemera::Incoming;
 use crate::message::Message;
 use crate::payload::{Bin, Payload};
+use crate::scan::Scan;
 
 /// Hemera's request envelope of an act (NATS), encoded from its parts; `method` is the
 /// message's method string (`Message::method`), computed once by the sender.
 pub(crate) struct HemeraRequest<'a> {
     pub(crate) msg: &'a Message<'a>,
     pub(crate) method: &'a str,
+    /// `trace.timestamp`.
+    pub(crate) timestamp: f64,
+    /// `request.id` when the message has no `requestId$`.
+    fresh_id: Option<[u8; 22]>,
 }
 
-impl HemeraRequest<'_> {
-    /// The envelope as JSON bytes.
+impl<'a> HemeraRequest<'a> {
+    /// The envelope of `msg`, stamped now.
+    pub(crate) fn new(msg: &'a Message<'a>, method: &'a str) -> Self {
+        HemeraRequest {
+            msg,
+            method,
+            timestamp: timestamp_ms(),
+            fresh_id: msg.request_id.is_none().then(new_id_bytes),
+        }
+    }
+
+    /// `request.id`: `requestId$`, or a fresh id.
+    pub(crate) fn id(&self) -> &str {
+        match (self.msg.request_id, &self.fresh_id) {
+            (Some(id), _) => id,
+            // (ASCII: the fallback is not reached)
+            (None, Some(id)) => std::str::from_utf8(id).unwrap_or_default(),
+            (None, None) => "",
+        }
+    }
+
+    /// The envelope as JSON bytes: written by hand in the usual case (no `trace$`), by its
+    /// `Serialize` otherwise; the same bytes either way.
     pub(crate) fn to_vec(&self) -> Result<Vec<u8>, HemeraError> {
-        serde_json::to_vec(self)
-            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
+        let written = if self.msg.trace_extra.is_empty() {
+            self.write()
+        } else {
+            serde_json::to_vec(self)
+        };
+        written.map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))
     }
 }
 
@@ -52,14 +80,13 @@ impl Serialize for HemeraRequest<'_> {
             &Trace {
                 msg: m,
                 method: self.method,
+                timestamp: self.timestamp,
             },
         )?;
         map.serialize_entry(
             "request",
             &RequestPart {
-                id: m
-                    .request_id
-                    .map_or_else(|| Cow::Owned(new_id()), Cow::Borrowed),
+                id: self.id(),
                 kind: if m.pubsub { TYPE_PUBSUB } else { TYPE_REQUEST },
                 service: m.topic,
                 method: self.method,
@@ -84,6 +111,7 @@ const TRACE_KEYS: [&str; 6] = [
 struct Trace<'a> {
     msg: &'a Message<'a>,
     method: &'a str,
+    timestamp: f64,
 }
 
 impl Serialize for Trace<'_> {
@@ -106,7 +134,7 @@ impl Serialize for Trace<'_> {
         if m.parent_span_id.is_some() || own.contains_key("parentSpanId") {
             put(&mut map, own, "parentSpanId", &m.parent_span_id)?;
         }
-        put(&mut map, own, "timestamp", &timestamp_ms())?;
+        put(&mut map, own, "timestamp", &self.timestamp)?;
         put(&mut map, own, "service", m.topic)?;
         put(&mut map, own, "method", self.method)?;
         for (k, v) in own {
@@ -121,7 +149,7 @@ impl Serialize for Trace<'_> {
 /// `request`: `{id, type, service, method}`.
 #[derive(Serialize)]
 struct RequestPart<'a> {
-    id: Cow<'a, str>,
+    id: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
     service: &'a str,
@@ -139,6 +167,12 @@ struct Outcome {
 
 /// The outcome of a Hemera response body: its error when there is one, else its result.
 pub(crate) fn decode_outcome(body: &[u8]) -> Result<Value, HemeraError> {
+    // The usual response: scanned once for `result` and `error`, only those parsed.
+    scan_outcome(body).unwrap_or_else(|| serde_outcome(body))
+}
+
+/// [`decode_outcome`] by serde, for any form.
+fn serde_outcome(body: &[u8]) -> Result<Value, HemeraError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         // Not an object: the full decoder says what it is instead.
         return decode_response(body).and_then(|r| r.outcome());
@@ -146,6 +180,32 @@ pub(crate) fn decode_outcome(body: &[u8]) -> Result<Value, HemeraError> {
     let outcome: Outcome = serde_json::from_slice(body)
         .map_err(|e| HemeraError::parse(format!("the reply is not a Hemera response: {e}")))?;
     outcome_of(outcome.result, outcome.error)
+}
+
+/// [`decode_outcome`] of a response in the usual form (`crate::scan`: no escapes in its
+/// strings, `result` and `error` once each): `None` for any other form, which serde reads.
+fn scan_outcome(body: &[u8]) -> Option<Result<Value, HemeraError>> {
+    let mut s = Scan::new(body)?;
+    let (mut result, mut error) = (None, None);
+    s.object(|key, s| {
+        let slot = match key {
+            b"result" => &mut result,
+            b"error" => &mut error,
+            _ => return s.value().map(drop),
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(s.value()?);
+        Some(())
+    })?;
+    s.end()?;
+    // As serde reads `Option<Value>`: `null` is none.
+    let parse = |part: Option<std::ops::Range<usize>>| match part {
+        None => Some(None),
+        Some(r) => serde_json::from_slice::<Option<Value>>(body.get(r)?).ok(),
+    };
+    Some(outcome_of(parse(result)?, parse(error)?))
 }
 
 /// An act on the mesh as the caller writes it: the payload (the message without its `$` keys)
@@ -167,8 +227,8 @@ impl<'a> MeshRequest<'a> {
     /// The mesh request of `msg`: its payload encoded, the rest borrowed.
     pub(crate) fn of(msg: &'a Message<'a>) -> Result<Self, HemeraError> {
         let mut payload = Vec::with_capacity(64);
-        rmp_serde::encode::write(&mut payload, &msg.payload())
-            .map_err(|e| HemeraError::hemera(format!("the message does not encode: {e}")))?;
+        let body = msg.payload();
+        crate::pack::write_map(&mut payload, body.len(), body.iter());
         Ok(MeshRequest {
             payload: Bin(payload),
             meta: &msg.meta,
@@ -261,12 +321,9 @@ pub(crate) mod tests {
 
     /// The Hemera envelope of `msg`, as a server decodes it.
     pub(crate) fn envelope_of(msg: &Message<'_>) -> RequestEnvelope {
-        let body = HemeraRequest {
-            msg,
-            method: &msg.method(),
-        }
-        .to_vec()
-        .expect("encodes");
+        let body = HemeraRequest::new(msg, &msg.method())
+            .to_vec()
+            .expect("encodes");
         decode_request(&body).expect("decodes")
     }
 
@@ -426,6 +483,54 @@ pub(crate) mod tests {
         }
         let odd = decode_outcome(br#"{"error":"text"}"#).expect_err("error");
         assert_eq!(odd.name, "HemeraError");
+    }
+
+    /// A response as Hemera writes it: the request's parts echoed, then a result or an error.
+    fn response() -> impl Strategy<Value = Vec<u8>> {
+        let value = leaf().prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z$]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        (
+            value.clone(),
+            prop_oneof![Just(None), value.prop_map(Some)],
+            "[0-9A-Z]{22}",
+        )
+            .prop_map(|(result, error, id)| {
+                let mut r = json!({"meta": {"k": 1}, "trace": {"traceId": id, "spanId": id,
+                    "timestamp": 12.5, "service": "math", "method": "a:1,topic:math"},
+                    "request": {"id": id, "type": "request"}, "result": result});
+                if let Some(e) = error {
+                    r["error"] = e;
+                }
+                serde_json::to_vec(&r).expect("encodes")
+            })
+    }
+
+    proptest! {
+        /// The usual response is scanned, with serde's outcome; a garbled one is refused by
+        /// the scan or read as serde reads it.
+        #[test]
+        fn scanned_outcomes_are_serde_outcomes(
+            body in response(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let scanned = scan_outcome(&body);
+            prop_assert!(scanned.is_some(), "{}", String::from_utf8_lossy(&body));
+            prop_assert_eq!(scanned, Some(serde_outcome(&body)));
+            let mut body = body;
+            let (at, x) = flip;
+            let i = at.index(body.len());
+            body[i] ^= x;
+            body.truncate(cut.index(body.len() + 1));
+            if let Some(scanned) = scan_outcome(&body) {
+                prop_assert_eq!(scanned, serde_outcome(&body));
+            }
+        }
     }
 
     #[test]

@@ -16,10 +16,11 @@ use serde_json::Value;
 
 use super::{LOG, Serving};
 use crate::error::HemeraError;
-use crate::hemera::{Hemera, Inner};
+use crate::hemera::{Hemera, Incoming, Inner};
 use crate::message::Message;
 use crate::outcome::MeshOutcome;
 use crate::registry::TopicOptions;
+use crate::serve::Started;
 use crate::walk::read_mesh_request;
 use crate::wire::{MeshIncoming, MeshRequest, mesh_reply};
 
@@ -57,6 +58,35 @@ fn endpoint_in<'b>(topic: &str, buf: &'b mut [u8; 64]) -> Cow<'b, str> {
         Ok(name) => Cow::Borrowed(name),
         // (not reached: both parts are UTF-8)
         Err(_) => Cow::Owned(endpoint(topic)),
+    }
+}
+
+impl Provided {
+    /// A decoded call served (up to its handler's first await), with its node and its count.
+    fn start(
+        &self,
+        decoded: Result<Incoming, HemeraError>,
+    ) -> Result<(Hemera, Started, u64), plume::Error> {
+        let Some(inner) = self.node.upgrade() else {
+            return Err(plume::Error::unavailable("the pattern node is closed"));
+        };
+        let node = Hemera { inner };
+        // Counted only for a topic with `maxMessages$`.
+        let n = match self.max {
+            Some(_) => self.served.fetch_add(1, Ordering::Relaxed) + 1,
+            None => 0,
+        };
+        if self.max.is_some_and(|m| n > m) {
+            return Err(plume::Error::unavailable("maxMessages$ reached"));
+        }
+        let started = match decoded {
+            Ok(incoming) => node.start_one(&self.topic, incoming, None),
+            Err(e) => {
+                tracing::warn!(target: LOG, topic = %self.topic, "{}", e.message);
+                Started::Done(Err(serde_json::to_value(&e).unwrap_or(Value::Null)))
+            }
+        };
+        Ok((node, started, n))
     }
 }
 
@@ -108,28 +138,14 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
                 .map_err(|e| HemeraError::parse(format!("undecodable request: {}", e.message())))
                 .and_then(MeshIncoming::into_incoming),
         };
+        // Matched and handed to its handler here, on the link's reader: the future kept per
+        // call holds only the handler's future and what an error needs.
+        let served = provided.start(decoded);
         let p = Arc::clone(&provided);
         async move {
-            let Some(inner) = p.node.upgrade() else {
-                return Err(plume::Error::unavailable("the pattern node is closed"));
-            };
-            let node = Hemera { inner };
-            // Counted only for a topic with `maxMessages$`.
-            let n = match p.max {
-                Some(_) => p.served.fetch_add(1, Ordering::Relaxed) + 1,
-                None => 0,
-            };
-            if p.max.is_some_and(|m| n > m) {
-                return Err(plume::Error::unavailable("maxMessages$ reached"));
-            }
+            let (node, started, n) = served?;
             let topic = &*p.topic;
-            let outcome = match decoded {
-                Ok(incoming) => node.serve_one(topic, incoming, None).await,
-                Err(e) => {
-                    tracing::warn!(target: LOG, %topic, "{}", e.message);
-                    Err(serde_json::to_value(&e).unwrap_or(Value::Null))
-                }
-            };
+            let outcome = started.finish(node.name(), topic).await;
             if p.max.is_some_and(|m| n == m) {
                 node.topics().remove(topic);
                 p.mesh.withdraw(&endpoint(topic));

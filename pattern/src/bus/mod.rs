@@ -16,6 +16,8 @@ use crate::hemera::Hemera;
 use crate::message::{Message, Replies};
 use crate::registry::TopicOptions;
 
+pub(crate) use nats::ReplyNext;
+
 const LOG: &str = "plume::pattern";
 
 /// The carrier of one node.
@@ -127,6 +129,20 @@ impl Bus {
             Kind::Nats(client) => nats::request_many(client, msg, replies, app).await,
             Kind::Mesh(_) => Err(HemeraError::hemera(
                 "`maxMessages$`/`expectedMessages$` need the NATS bus: a mesh call has one reply",
+            )),
+        }
+    }
+
+    /// Send a streaming handler's intermediate reply (NATS only: a mesh call has one reply).
+    pub(crate) async fn reply_next(
+        &self,
+        next: &ReplyNext,
+        value: Value,
+    ) -> Result<(), HemeraError> {
+        match &self.kind {
+            Kind::Nats(client) => nats::reply_next(client, next, value).await,
+            Kind::Mesh(_) => Err(HemeraError::hemera(
+                "reply_next needs a NATS message that asks for a reply",
             )),
         }
     }

@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::{LOG, Serving};
 use crate::error::HemeraError;
-use crate::handler::ReplyNext;
 use crate::hemera::{Hemera, Inner};
 use crate::message::{MAX_REPLIES, Message, Replies};
 use crate::registry::TopicOptions;
+use crate::serve::Started;
 use crate::served::{Echo, read_request};
 use crate::wire::{HemeraRequest, decode_outcome};
 
@@ -60,9 +60,11 @@ pub(super) async fn round_trip(client: &Client) -> Result<(), HemeraError> {
     }
 }
 
-/// Take the topic's messages, each served as it comes and, when its handler waits, in a task of
-/// its own (at most [`Options::concurrency`](crate::Options::concurrency) at once). As on the
-/// mesh, a handler should not block before its first await: until then it holds up the topic.
+/// Take the topic's messages, each served as it comes (matched, its handler called and polled
+/// once here: most answer at once, and their reply is published from here) and, when its
+/// handler waits, finished in a task of its own (at most
+/// [`Options::concurrency`](crate::Options::concurrency) at once). As on the mesh, a handler
+/// should not block before its first await: until then it holds up the topic.
 async fn receive(
     node: Weak<Inner>,
     client: Client,
@@ -70,6 +72,8 @@ async fn receive(
     mut sub: Subscriber,
     max: Option<u64>,
 ) {
+    // Shared with the tasks of waiting handlers (no copy per message).
+    let topic: Arc<str> = Arc::from(topic);
     let mut count = 0u64;
     while let Some(msg) = sub.next().await {
         let Some(inner) = node.upgrade() else { break };
@@ -77,73 +81,157 @@ async fn receive(
         count += 1;
         if max.is_some_and(|m| count >= m) {
             // The last message of a `maxMessages$` topic: serve it, then drop the patterns.
-            answer(&node, &client, &topic, msg).await;
-            node.topics().remove(&topic);
+            let answer = Answer::start(&node, &topic, msg);
+            answer.finish(&node, &client, &topic).await;
+            node.topics().remove(&*topic);
             break;
         }
-        let Ok(permit) = Arc::clone(&node.inner.permits).acquire_owned().await else {
-            break;
+        // At most `concurrency` messages served at once (taken without a wait when one is
+        // free, as it mostly is).
+        let permits = &node.inner.permits;
+        let permit = match Arc::clone(permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match Arc::clone(permits).acquire_owned().await {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
         };
-        let (client, topic) = (client.clone(), topic.clone());
-        let mut serving = Box::pin(async move {
-            answer(&node, &client, &topic, msg).await;
-            drop(permit);
-        });
-        // Polled once here: a handler that answers at once (most do) is served without a task
-        // of its own; one that waits continues in its own task.
-        if futures::poll!(serving.as_mut()).is_pending() {
-            tokio::spawn(serving);
-        }
-    }
-}
-
-async fn answer(node: &Hemera, client: &Client, topic: &str, msg: async_nats::Message) {
-    let (echo, outcome) = match read_request(&msg.payload) {
-        Ok((incoming, echo)) => {
-            let next = msg
-                .reply
-                .clone()
-                .map(|reply| stream_to(client, reply, echo.clone()));
-            let outcome = node.serve_one(topic, incoming, next).await;
-            (echo, outcome)
-        }
-        Err(e) => {
-            tracing::warn!(target: LOG, subject = %msg.subject, "undecodable request: {}", e.message);
-            let error = serde_json::to_value(&e).unwrap_or(Value::Null);
-            (Echo::undecodable(), Err(error))
-        }
-    };
-    let Some(reply) = msg.reply else {
-        // A pubsub message: nobody to tell, so the error is logged (as Hemera does).
-        if let Err(error) = &outcome {
-            tracing::warn!(target: LOG, topic, %error, "message without a reply subject failed");
-        }
-        return;
-    };
-    match echo.response(&outcome) {
-        Ok(body) => {
-            if let Err(e) = client.publish(reply, body.into()).await {
-                tracing::warn!(target: LOG, topic, "reply not sent: {e}");
+        let answer = Answer::start(&node, &topic, msg);
+        match answer.settle(&node, &topic).await {
+            // Answered at once (most are): published from here, no task, no clones.
+            Ok(done) => {
+                done.send(&client, &topic).await;
+                drop(permit);
+            }
+            Err(waiting) => {
+                let (client, topic) = (client.clone(), Arc::clone(&topic));
+                tokio::spawn(async move {
+                    waiting.finish(&node, &client, &topic).await;
+                    drop(permit);
+                });
             }
         }
-        Err(e) => tracing::warn!(target: LOG, topic, "{}", e.message),
     }
 }
 
-/// Intermediate replies of a streaming handler: full response envelopes (the request's meta,
-/// trace and request echoed) published to the reply subject.
-fn stream_to(client: &Client, reply: async_nats::Subject, echo: Echo) -> ReplyNext {
-    let client = client.clone();
-    Arc::new(move |value: Value| {
-        let body = echo.response(&Ok(value));
-        let (client, reply) = (client.clone(), reply.clone());
-        Box::pin(async move {
-            client
-                .publish(reply, body?.into())
-                .await
-                .map_err(|e| HemeraError::hemera(format!("NATS publish of a reply: {e}")))
-        })
-    })
+/// One received message being served: what its reply echoes, where it goes, and the handler's
+/// progress (or its outcome).
+struct Answer {
+    echo: Echo,
+    reply: Option<async_nats::Subject>,
+    started: Started,
+}
+
+/// A served message's outcome, to publish.
+struct Done {
+    echo: Echo,
+    reply: Option<async_nats::Subject>,
+    outcome: Result<Value, Value>,
+}
+
+impl Answer {
+    /// Read `msg` and hand it to its handler (no await).
+    fn start(node: &Hemera, topic: &str, msg: async_nats::Message) -> Answer {
+        match read_request(&msg.payload) {
+            Ok((incoming, echo)) => {
+                let next = msg.reply.clone().map(|reply| ReplyNext {
+                    reply,
+                    echo: echo.clone(),
+                });
+                let started = node.start_one(topic, incoming, next);
+                Answer {
+                    echo,
+                    reply: msg.reply,
+                    started,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: LOG, subject = %msg.subject, "undecodable request: {}", e.message);
+                let error = serde_json::to_value(&e).unwrap_or(Value::Null);
+                Answer {
+                    echo: Echo::undecodable(),
+                    reply: msg.reply,
+                    started: Started::Done(Err(error)),
+                }
+            }
+        }
+    }
+
+    /// Poll the handler once: its outcome when it answered at once, else the answer to finish.
+    async fn settle(self, node: &Hemera, topic: &str) -> Result<Done, Answer> {
+        let Answer {
+            echo,
+            reply,
+            started,
+        } = self;
+        match started.settle(node.name(), topic).await {
+            Ok(outcome) => Ok(Done {
+                echo,
+                reply,
+                outcome,
+            }),
+            Err(started) => Err(Answer {
+                echo,
+                reply,
+                started,
+            }),
+        }
+    }
+
+    /// Await the handler and publish its outcome.
+    async fn finish(self, node: &Hemera, client: &Client, topic: &str) {
+        let outcome = self.started.finish(node.name(), topic).await;
+        Done {
+            echo: self.echo,
+            reply: self.reply,
+            outcome,
+        }
+        .send(client, topic)
+        .await;
+    }
+}
+
+impl Done {
+    /// Publish the response to the reply subject (a message without one logs its error).
+    async fn send(self, client: &Client, topic: &str) {
+        let Some(reply) = self.reply else {
+            // A pubsub message: nobody to tell, so the error is logged (as Hemera does).
+            if let Err(error) = &self.outcome {
+                tracing::warn!(target: LOG, topic, %error, "message without a reply subject failed");
+            }
+            return;
+        };
+        match self.echo.response(&self.outcome) {
+            Ok(body) => {
+                if let Err(e) = client.publish(reply, body.into()).await {
+                    tracing::warn!(target: LOG, topic, "reply not sent: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(target: LOG, topic, "{}", e.message),
+        }
+    }
+}
+
+/// Where a streaming handler's intermediate replies go: the request's reply subject, each a
+/// full response envelope (the request's meta, trace and request echoed). Published on the
+/// node's own connection (nothing is cloned per message for a handler that never streams).
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyNext {
+    reply: async_nats::Subject,
+    echo: Echo,
+}
+
+/// Publish one intermediate reply.
+pub(super) async fn reply_next(
+    client: &Client,
+    next: &ReplyNext,
+    value: Value,
+) -> Result<(), HemeraError> {
+    let body = next.echo.response(&Ok(value))?;
+    client
+        .publish(next.reply.clone(), body.into())
+        .await
+        .map_err(|e| HemeraError::hemera(format!("NATS publish of a reply: {e}")))
 }
 
 pub(super) async fn request(
@@ -152,11 +240,7 @@ pub(super) async fn request(
     app: &str,
 ) -> Result<Value, HemeraError> {
     let method = msg.method();
-    let body = HemeraRequest {
-        msg,
-        method: &method,
-    }
-    .to_vec()?;
+    let body = HemeraRequest::new(msg, &method).to_vec()?;
     let request = async_nats::Request::new()
         .payload(body.into())
         .timeout(Some(msg.timeout));
@@ -190,11 +274,7 @@ pub(super) async fn request_many(
     app: &str,
 ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
     let method = msg.method();
-    let body = HemeraRequest {
-        msg,
-        method: &method,
-    }
-    .to_vec()?;
+    let body = HemeraRequest::new(msg, &method).to_vec()?;
     let nats = |e: &dyn std::fmt::Display| HemeraError::hemera(format!("NATS: {e}"));
     let inbox = client.new_inbox();
     let mut sub = client
@@ -228,11 +308,7 @@ pub(super) async fn request_many(
 
 pub(super) async fn publish(client: &Client, msg: &Message<'_>) -> Result<(), HemeraError> {
     let method = msg.method();
-    let body = HemeraRequest {
-        msg,
-        method: &method,
-    }
-    .to_vec()?;
+    let body = HemeraRequest::new(msg, &method).to_vec()?;
     let topic = &msg.topic;
     client
         .publish(topic.to_string(), body.into())
