@@ -12,6 +12,7 @@
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
+mod caller;
 #[cfg(test)]
 mod props;
 mod remote;
