@@ -12,7 +12,6 @@
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
-mod caller;
 #[cfg(test)]
 mod props;
 mod remote;

@@ -9,9 +9,10 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use super::{LOG, NatsEngine, caller};
+use super::{LOG, NatsEngine};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote};
+use crate::protocol::caller;
 use plume::Error;
 
 impl NatsEngine {

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::srv::EndpointStats;
 use super::subjects::token;
-use super::{LOG, NODE_HEADER, NatsEngine, caller};
+use super::{LOG, NODE_HEADER, NatsEngine};
 use crate::answer::Answer;
 use crate::discovery::NodeId;
 use crate::engine::{Served, Sink, malformed, response};
-use crate::protocol::{FrameError, Kind, encode_payload};
+use crate::protocol::{FrameError, Kind, caller, encode_payload};
 use crate::sync::lock;
 use plume::Error;
 use plume::trace::{TRACEPARENT, TraceContext};
