@@ -222,17 +222,23 @@ impl NatsEngine {
     ) {
         self.served.fetch_add(1, Ordering::Relaxed);
         if let Some(name) = endpoint {
-            let mut stats = lock(&self.stats);
-            // Keyed by this node's endpoints (bounded); the name is copied only the first time.
-            if !stats.contains_key(name) {
-                stats.insert(name.to_owned(), EndpointStats::default());
-            }
-            if let Some(s) = stats.get_mut(name) {
+            let count = |s: &mut EndpointStats| {
                 s.requests += 1;
                 s.nanos += started.elapsed().as_nanos();
                 if let Err(e) = &result {
                     s.errors += 1;
                     s.last_error = e.to_string();
+                }
+            };
+            let mut stats = lock(&self.stats);
+            // Keyed by this node's endpoints (bounded); one lookup per call, and the name is
+            // copied only the first time.
+            match stats.get_mut(name) {
+                Some(s) => count(s),
+                None => {
+                    let mut s = EndpointStats::default();
+                    count(&mut s);
+                    stats.insert(name.to_owned(), s);
                 }
             }
         }
