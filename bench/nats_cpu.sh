@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Load-independent cost of one GET through the gateway, TCP mesh against NATS (issue 22, "NATS
 # GET ≥ 0.7 × TCP"; docs/benchmarks.md, "NATS GET: where the CPU goes"). A gateway and one todos
-# replica (memory store) per backend, a nats-server on 127.0.0.1 for the NATS pair; a bounded
+# replica (memory store; NATS_CPU_REPLICAS of them, 1 by default, to see the queue group spread
+# calls over several, as at bench/scale.sh's 8 and 16 nodes) per backend, a nats-server on
+# 127.0.0.1 for the NATS pair; a bounded
 # number of GETs (bench's `probe load`) through each gateway, then per request:
-#   - CPU: utime+stime ticks of /proc/<pid>/stat of the gateway, the replica and nats-server,
-#     before and after (µs per request; load changes how long a run takes, hardly what it costs);
+#   - CPU: utime+stime ticks of /proc/<pid>/stat of the gateway, the replicas (summed) and
+#     nats-server, before and after (µs per request; load changes how long a run takes, hardly what it costs);
 #   - with NATS_CPU_STRACE=1: syscalls per request of each process (`strace -c -f`, attached for
 #     a second bounded run);
 #   - with NATS_CPU_CALLGRIND=1 (instead of the CPU figures): instructions per request of each
@@ -12,6 +14,7 @@
 #
 #   bench/nats_cpu.sh                          # release build, 20,000 GETs on 64 connections
 #   NATS_CPU_REQUESTS=2000 NATS_CPU_CALLGRIND=1 BENCH_PROFILE=debug bench/nats_cpu.sh
+#   NATS_CPU_REPLICAS=7 bench/nats_cpu.sh      # 7 replicas: the 8-node point of the curve
 #
 # NATS_CPU_CONNS (64) connections; NATS_CPU_NO_BUILD=1 skips the build and NATS_CPU_GX=PATH uses
 # another gateway-example binary (e.g. a copy built from main, to compare before and after);
@@ -30,6 +33,8 @@ source "$ROOT/bench/lib.sh"
 
 REQS=${NATS_CPU_REQUESTS:-20000}
 CONNS=${NATS_CPU_CONNS:-64}
+REPLICAS=${NATS_CPU_REPLICAS:-1}
+[[ $REPLICAS =~ ^[1-9][0-9]?$ ]] || { log "NATS_CPU_REPLICAS: 1 to 99"; exit 1; }
 PROFILE=${BENCH_PROFILE:-release}
 if [[ -z ${NATS_CPU_NO_BUILD:-} ]]; then
   build_bench "$PROFILE"
@@ -54,8 +59,8 @@ NATS_PORT=$(free_port tcp)
 start nats nats-server -a 127.0.0.1 -p "$NATS_PORT"
 wait_line nats "Server is ready"
 
-pair() { # BACKEND: a gateway and one replica; sets GW_URL, GW_PID, REP_PID
-  local b=$1 pg pr env wrap=()
+pair() { # BACKEND: a gateway and REPLICAS replicas; sets GW_URL, GW_PID, REP_PIDS
+  local b=$1 pg pr env wrap=() i
   if [[ $b == nats ]]; then
     env=(env "PLUME_ENV=natscpu-$$-$RANDOM" PLUME_DISCOVERY=nats "PLUME_NATS_URL=nats://127.0.0.1:$NATS_PORT")
   else
@@ -65,23 +70,37 @@ pair() { # BACKEND: a gateway and one replica; sets GW_URL, GW_PID, REP_PID
     wrap=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p")
   fi
   pg=$(free_port tcp)
-  pr=$(free_port tcp)
   start "gw-$b" "${env[@]}" "${wrap[@]}" "$GX" gateway --port "$pg"
-  start "todos-$b" "${env[@]}" "${wrap[@]}" "$GX" todos --name todos-a --port "$pr" --store memory
   GW_URL="http://127.0.0.1:$pg"
   GW_PID=${PID_OF[gw-$b]}
-  REP_PID=${PID_OF[todos-$b]}
+  REP_PIDS=()
+  for i in $(seq 1 "$REPLICAS"); do
+    pr=$(free_port tcp)
+    start "todos-$b-$i" "${env[@]}" "${wrap[@]}" "$GX" todos --name "todos-$i" --port "$pr" --store memory
+    REP_PIDS+=("${PID_OF[todos-$b-$i]}")
+  done
   PROBE_INTERVAL_MS=20 "$PROBE" until "$GW_URL/distribution/mounted?providers" \
-    '"count":1,"providers":1}' 120000 >/dev/null
+    "\"count\":1,\"providers\":$REPLICAS}" 120000 >/dev/null
+}
+
+cpu_ticks() { # PID...: their user and system ticks, summed
+  local p u s tu=0 ts=0
+  for p in "$@"; do
+    read -r u s <<<"$(ticks "$p")"
+    tu=$((tu + u)) ts=$((ts + s))
+  done
+  echo "$tu $ts"
 }
 
 measure() { # BACKEND TOKEN: one bounded run; puts CPU µs per request of each process
-  local b=$1 tok=$2 p done procs=(gateway:"$GW_PID" replica:"$REP_PID") before=() after=() i
+  local b=$1 tok=$2 p done procs=(gateway:"$GW_PID" replica:"${REP_PIDS[*]}") before=() after=() i
   [[ $b == nats ]] && procs+=(natsserver:"${PID_OF[nats]}")
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 30000 500 "$WORK/warm-$b.txt" >/dev/null
-  for p in "${procs[@]}"; do before+=("$(ticks "${p#*:}")"); done
+  # shellcheck disable=SC2086 # the replicas' pids, one word each
+  for p in "${procs[@]}"; do before+=("$(cpu_ticks ${p#*:})"); done
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/load-$b.txt" >/dev/null
-  for p in "${procs[@]}"; do after+=("$(ticks "${p#*:}")"); done
+  # shellcheck disable=SC2086
+  for p in "${procs[@]}"; do after+=("$(cpu_ticks ${p#*:})"); done
   done=$(awk '$3 == 200' "$WORK/load-$b.txt" | wc -l)
   [[ $done -gt 0 ]] || { log "$b: no GET answered 200"; return 1; }
   put "${b}_ok" "$done"
@@ -94,11 +113,13 @@ measure() { # BACKEND TOKEN: one bounded run; puts CPU µs per request of each p
   done
 }
 
-strace_run() { # BACKEND TOKEN: syscalls per request of each process, strace attached
-  local b=$1 tok=$2 pids=("$GW_PID" "$REP_PID") names=(gateway replica) i spids=() done
+strace_run() { # BACKEND TOKEN: syscalls per request of each process (the replicas summed), strace attached
+  local b=$1 tok=$2 pids=("$GW_PID" "${REP_PIDS[*]}") names=(gateway replica) i p spids=() done args
   [[ $b == nats ]] && pids+=("${PID_OF[nats]}") && names+=(natsserver)
   for i in "${!pids[@]}"; do
-    strace -c -f -q -p "${pids[$i]}" -o "$WORK/strace-$b-${names[$i]}.txt" &
+    args=()
+    for p in ${pids[$i]}; do args+=(-p "$p"); done
+    strace -c -f -q "${args[@]}" -o "$WORK/strace-$b-${names[$i]}.txt" &
     spids+=("$!")
   done
   sleep 1 # strace attaches asynchronously; its own output is the only signal, so give it a moment
@@ -123,21 +144,25 @@ EOF
   done
 }
 
-callgrind_run() { # BACKEND TOKEN: instructions per request of the gateway and the replica
-  local b=$1 tok=$2 done p f
-  for p in "$GW_PID" "$REP_PID"; do callgrind_control -z "$p" >/dev/null 2>&1; done
+callgrind_run() { # BACKEND TOKEN: instructions per request of the gateway and the replicas (summed)
+  local b=$1 tok=$2 done p q files
+  for p in "$GW_PID" "${REP_PIDS[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/cg-load-$b.txt" >/dev/null
-  for p in "$GW_PID" "$REP_PID"; do callgrind_control -d "$p" >/dev/null 2>&1; done
+  for p in "$GW_PID" "${REP_PIDS[@]}"; do callgrind_control -d "$p" >/dev/null 2>&1; done
   done=$(awk '$3 == 200' "$WORK/cg-load-$b.txt" | wc -l)
-  for p in gateway:"$GW_PID" replica:"$REP_PID"; do
-    f=$(ls -t "$WORK/callgrind.${p#*:}".* | head -1)
-    python3 - "$f" "$done" "${b}_${p%%:*}" >>"$RESULTS" <<'EOF'
+  for p in gateway:"$GW_PID" replica:"${REP_PIDS[*]}"; do
+    files=()
+    for q in ${p#*:}; do files+=("$(ls -t "$WORK/callgrind.$q".* | head -1)"); done
+    python3 - "$done" "${b}_${p%%:*}" "${files[@]}" >>"$RESULTS" <<'EOF'
 import sys
-path, done, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-for line in open(path):
-    if line.startswith("summary:") or line.startswith("totals:"):
-        print(f"{key}_instr_per_req {int(line.split()[1]) // done}")
-        break
+done, key, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+total = 0
+for path in paths:
+    for line in open(path):
+        if line.startswith("summary:") or line.startswith("totals:"):
+            total += int(line.split()[1])
+            break
+print(f"{key}_instr_per_req {total // done}")
 EOF
   done
 }
@@ -153,6 +178,6 @@ for b in tcp nats; do
     [[ -z ${NATS_CPU_STRACE:-} ]] || strace_run "$b" "$tok"
   fi
   stop_pid "$GW_PID"
-  stop_pid "$REP_PID"
+  for p in "${REP_PIDS[@]}"; do stop_pid "$p"; done
 done
 cat "$RESULTS"

@@ -259,7 +259,7 @@ async fn nats_service_api_shows_plume_services_to_standard_tooling() {
 
 /// Calls answered at once are answered from the endpoint's serving task, and calls whose handler
 /// waits continue in a task of their own: a waiting call must not hold up the quick calls behind
-/// it on the same endpoint, and every call names its caller (the `Plume-Node` header).
+/// it on the same endpoint, and every call names its caller (the `from` entry of its payload).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_a_waiting_call_does_not_hold_up_quick_ones_and_names_its_caller() {
     let server = Server::start(Kind::Nats);

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{LOG, NatsEngine};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote};
+use crate::protocol::caller;
 use plume::Error;
 
 impl NatsEngine {
@@ -31,19 +32,23 @@ impl NatsEngine {
             Some(n) => self.node_subject(n, "call"),
             None => self.svc_subject(name),
         };
-        crate::metrics::bytes_sent(call.payload.len());
-        let request = async_nats::Request::new()
-            .payload(call.payload)
-            .headers(self.headers())
-            .timeout(Some(left));
+        // The call names this node in its payload (a plain NATS message, no header block to
+        // write, route and parse); in a header only when the payload is not in the usual form.
+        let request = match caller::stamp(call.payload, self.node) {
+            Ok(payload) => async_nats::Request::new().payload(payload),
+            Err(payload) => async_nats::Request::new()
+                .payload(payload)
+                .headers(self.headers()),
+        };
+        crate::metrics::bytes_sent(request.payload.as_ref().map_or(0, Bytes::len));
+        let request = request.timeout(Some(left));
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
         // may have been the one holding the call.
-        let mut removals = self.removed.subscribe();
-        let idempotent = call.idempotent;
+        let mut removals = (call.idempotent && node.is_none()).then(|| self.removed.subscribe());
         let removed = async {
-            if !idempotent || node.is_some() {
+            let Some(removals) = removals.as_mut() else {
                 return std::future::pending().await;
-            }
+            };
             loop {
                 match removals.recv().await {
                     Ok(n) if n == name => return,

@@ -18,7 +18,7 @@ use super::{LOG, NODE_HEADER, NatsEngine};
 use crate::answer::Answer;
 use crate::discovery::NodeId;
 use crate::engine::{Served, Sink, malformed, response};
-use crate::protocol::encode_payload;
+use crate::protocol::{FrameError, Kind, caller, encode_payload};
 use crate::sync::lock;
 use plume::Error;
 use plume::trace::{TRACEPARENT, TraceContext};
@@ -163,6 +163,12 @@ impl NatsEngine {
         let from = sender(&m);
         let Message { reply, payload, .. } = m;
         let Some(reply) = reply else { return };
+        // A caller of an earlier version names itself in the header; this version in the
+        // payload.
+        let from = match from {
+            Some(node) => Ok(node),
+            None => caller::read(&payload).map(|n| n.unwrap_or(NodeId(0))),
+        };
         let Some(sink) = sink.upgrade() else { return };
         let serving = sink.activity().serving();
         crate::metrics::bytes_received(payload.len());
@@ -172,12 +178,16 @@ impl NatsEngine {
             Some(e) if e != name => Err(Error::bad_request("the call names another endpoint")),
             _ => Ok(()),
         };
-        let served = match &permit {
-            Err(_) => Served::Ready(Err(Error::too_many_requests(format!(
+        let served = match (&permit, from) {
+            (Err(_), _) => Served::Ready(Err(Error::too_many_requests(format!(
                 "node {} is serving too many calls",
                 self.node
             )))),
-            Ok(_) => match sink.serve(payload, from, &mut admit) {
+            (Ok(_), Err(reason)) => Served::Ready(Err(malformed(&FrameError::Payload {
+                kind: Kind::Request,
+                reason,
+            }))),
+            (Ok(_), Ok(from)) => match sink.serve(payload, from, &mut admit) {
                 Err(e) => Served::Ready(Err(malformed(&e))),
                 Ok(served) => served,
             },
@@ -212,17 +222,23 @@ impl NatsEngine {
     ) {
         self.served.fetch_add(1, Ordering::Relaxed);
         if let Some(name) = endpoint {
-            let mut stats = lock(&self.stats);
-            // Keyed by this node's endpoints (bounded); the name is copied only the first time.
-            if !stats.contains_key(name) {
-                stats.insert(name.to_owned(), EndpointStats::default());
-            }
-            if let Some(s) = stats.get_mut(name) {
+            let count = |s: &mut EndpointStats| {
                 s.requests += 1;
                 s.nanos += started.elapsed().as_nanos();
                 if let Err(e) = &result {
                     s.errors += 1;
                     s.last_error = e.to_string();
+                }
+            };
+            let mut stats = lock(&self.stats);
+            // Keyed by this node's endpoints (bounded); one lookup per call, and the name is
+            // copied only the first time.
+            match stats.get_mut(name) {
+                Some(s) => count(s),
+                None => {
+                    let mut s = EndpointStats::default();
+                    count(&mut s);
+                    stats.insert(name.to_owned(), s);
                 }
             }
         }
@@ -234,11 +250,10 @@ impl NatsEngine {
     }
 }
 
-/// The node that sent `m` (its header), or node 0 when it does not say.
-fn sender(m: &Message) -> NodeId {
+/// The node that sent `m` as its header says (a caller of an earlier version), if it does.
+fn sender(m: &Message) -> Option<NodeId> {
     m.headers
-        .as_ref()
-        .and_then(|h| h.get(NODE_HEADER))
-        .and_then(|v| v.as_str().parse::<NodeId>().ok())
-        .unwrap_or(NodeId(0))
+        .as_ref()?
+        .get(NODE_HEADER)
+        .map(|v| v.as_str().parse::<NodeId>().unwrap_or(NodeId(0)))
 }

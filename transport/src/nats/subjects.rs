@@ -11,19 +11,24 @@ pub(crate) fn token(s: &str) -> String {
 /// Append [`token`]`(s)` to `out`.
 pub(super) fn push_token(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
     if s.is_empty() {
         out.push('~');
         return;
     }
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
+    // Runs of safe bytes copied whole (an endpoint's subject is built per call): a run starts
+    // after an escaped byte and holds only ASCII, so its ends are char boundaries.
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if !safe(b) {
+            out.push_str(s.get(run..i).unwrap_or_default());
             out.push('~');
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 15)]));
+            run = i + 1;
         }
     }
+    out.push_str(s.get(run..).unwrap_or_default());
 }
 
 /// The NATS service name of a key: `[A-Za-z0-9_-]`, others become `_` (`plume` when empty).
@@ -59,6 +64,9 @@ mod tests {
         }
         assert_eq!(token("todos"), "todos");
         assert_eq!(token("api/todos"), "api~2Ftodos");
+        assert_eq!(token("svc:todos"), "svc~3Atodos");
+        assert_eq!(token("ü:x"), "~C3~BC~3Ax");
+        assert_eq!(token(":"), "~3A");
         assert_ne!(token("a.b"), token("a~2Eb"));
     }
 

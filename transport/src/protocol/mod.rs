@@ -11,6 +11,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub(crate) mod caller;
 pub(crate) mod head;
 pub(crate) use head::read_request_head;
 pub use head::{Reader, skip_values};
@@ -334,8 +335,9 @@ pub(crate) fn decode_request_body<B: DeserializeOwned>(payload: &[u8]) -> Result
 }
 
 /// The endpoint name of an encoded [`RequestMsg`], read without decoding anything else, when the
-/// payload starts as this crate encodes one: a map whose first entry is `name`. `None` otherwise
-/// (the caller then decodes the head).
+/// payload starts as this crate encodes one: a map whose first entry is `name` (after the
+/// caller's entry, [`caller::stamp`], when there is one). `None` otherwise (the caller then
+/// decodes the head).
 pub(crate) fn peek_request_name(payload: &[u8]) -> Option<&str> {
     let (&marker, rest) = payload.split_first()?;
     let rest = match marker {
@@ -344,6 +346,7 @@ pub(crate) fn peek_request_name(payload: &[u8]) -> Option<&str> {
         0xdf => rest.get(4..)?,
         _ => return None,
     };
+    let rest = caller::skip_entry(rest);
     let (key, rest) = msgpack_str(rest)?;
     if key != "name" {
         return None;
