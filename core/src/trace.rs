@@ -1,10 +1,10 @@
-//! W3C trace context (`traceparent`) for a call: accepted on a REST request or started, kept in
-//! a task-local while the call runs (so code that carries it on, such as the mesh's calls, finds
-//! it with [`current`]; the log's event formatter, [`log::TraceFormat`] with the `log` feature,
-//! writes its trace id in every log line of the call), and answered in a `traceparent` response
-//! header. The `tracing` span of a hop ([`hop_span`]) is a `trace`-level span that only a
-//! subscriber interested in it creates (an OTLP exporter, `plume-otlp`): with none, a call
-//! allocates no span.
+//! W3C trace context (`traceparent`) for a call: accepted on a REST request or started, kept for
+//! the call's task while it runs (a thread-local set around each poll of its future: code that
+//! carries it on, such as the mesh's calls, finds it with [`current`]; the log's event
+//! formatter, [`log::TraceFormat`] with the `log` feature, writes its trace id in every log line
+//! of the call), and answered in a `traceparent` response header. The `tracing` span of a hop
+//! ([`hop_span`]) is a `trace`-level span that only a subscriber interested in it creates (an
+//! OTLP exporter, `plume-otlp`): with none, a call allocates no span.
 //!
 //! ```
 //! use plume::trace::TraceContext;
@@ -46,15 +46,41 @@ impl fmt::Debug for TraceContext {
 #[cfg(feature = "log")]
 pub mod log;
 
-/// What the task-local holds: the hop's context and its name (`request`, `serve`, ...).
+/// What [`CURRENT`] holds: the hop's context and its name (`request`, `serve`, ...).
 #[derive(Clone, Copy)]
 struct Current {
     ctx: TraceContext,
     hop: &'static str,
 }
 
-tokio::task_local! {
-    static CURRENT: Current;
+thread_local! {
+    /// The hop whose future (or synchronous scope) runs on this thread now: set around each
+    /// poll of an [`InHop`] and restored after it, so it is a task's own, as a task-local is
+    /// (a plain `Cell`, no lazy initialisation, no borrow flag: this runs at every poll).
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// Run `f` with `current` as this thread's hop, and put the one before back after it (also when
+/// `f` panics).
+fn with_current<R>(current: Current, f: impl FnOnce() -> R) -> R {
+    with_set(&CURRENT, Some(current), f)
+}
+
+/// Run `f` with the thread-local `key` set to `value`, and put back what it held after it (also
+/// when `f` panics).
+fn with_set<T: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            self.0.set(self.1);
+        }
+    }
+    let _restore = Restore(key, key.replace(value));
+    f()
 }
 
 thread_local! {
@@ -87,26 +113,33 @@ impl TraceContext {
 
     /// Parse a `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`; a later version's value is
     /// read by its first four fields). `None` for anything else, or all-zero ids.
+    ///
+    /// Read by its fixed layout (the dashes at 2, 35 and 52, hex digits by a table): this runs
+    /// on every mesh call a provider serves and on every REST request that has the header.
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
-        let version = parts.next()?;
-        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex(version, 2)
-            || version == "ff"
-            || !hex(trace, 32)
-            || !hex(span, 16)
-            || !hex(flags, 2)
-        {
+        let b = value.trim().as_bytes();
+        let head = b.get(..TRACEPARENT_LEN)?;
+        if head[2] != b'-' || head[35] != b'-' || head[52] != b'-' {
             return None;
         }
-        if version == "00" && parts.next().is_some() {
+        // Version ff is invalid (its text only: the old reader let `FF` pass, so does this one).
+        let version = hex_value(&head[..2])?;
+        if &head[..2] == b"ff" {
             return None;
         }
+        // After the flags: nothing, or (a later version) a dash and anything.
+        match b.get(TRACEPARENT_LEN) {
+            None => {}
+            Some(b'-') if version != 0 => {}
+            Some(_) => return None,
+        }
+        let trace_id = hex_value(&head[3..35])?;
+        let span_id = hex_value(&head[36..52])?;
+        let flags = hex_value(&head[53..55])?;
         let ctx = Self {
-            trace_id: u128::from_str_radix(trace, 16).ok()?,
-            span_id: u64::from_str_radix(span, 16).ok()?,
-            flags: u8::from_str_radix(flags, 16).ok()?,
+            trace_id,
+            span_id: u64::try_from(span_id).ok()?,
+            flags: u8::try_from(flags).ok()?,
             parent: 0,
         };
         (ctx.trace_id != 0 && ctx.span_id != 0).then_some(ctx)
@@ -133,6 +166,12 @@ impl TraceContext {
 
     /// The `traceparent` value.
     pub fn traceparent(&self) -> String {
+        ascii(&self.traceparent_bytes()).to_owned()
+    }
+
+    /// The `traceparent` value's 55 ASCII bytes, written on the stack (for a header value made
+    /// from them without a `String` in between).
+    pub fn traceparent_bytes(&self) -> [u8; TRACEPARENT_LEN] {
         // Written with a table, not `format!`: this runs on every traced request and mesh call.
         let mut out = [0u8; TRACEPARENT_LEN];
         out[..3].copy_from_slice(b"00-");
@@ -141,7 +180,7 @@ impl TraceContext {
         hex_into(&mut out[36..52], &self.span_id.to_be_bytes());
         out[52] = b'-';
         hex_into(&mut out[53..], &[self.flags]);
-        ascii(&out).to_owned()
+        out
     }
 
     /// The trace id's 16 bytes (big-endian, as in `traceparent`), for an exporter.
@@ -182,7 +221,7 @@ impl fmt::Display for TraceIdField {
 }
 
 /// The length of a version-00 `traceparent` value.
-const TRACEPARENT_LEN: usize = 55;
+pub const TRACEPARENT_LEN: usize = 55;
 
 /// Write `bytes` as lowercase hex into `out` (twice their length).
 fn hex_into(out: &mut [u8], bytes: &[u8]) {
@@ -191,6 +230,36 @@ fn hex_into(out: &mut [u8], bytes: &[u8]) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
+}
+
+/// The value of at most 32 hex digits (either case); `None` if any byte is not one.
+fn hex_value(digits: &[u8]) -> Option<u128> {
+    /// A byte's digit value, or 0xff for a byte that is no hex digit (a `static`: one table in
+    /// memory, not one built per call).
+    static VALUE: [u8; 256] = {
+        let mut table = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            table[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
+    let mut value = 0u128;
+    let mut bad = 0u8;
+    for &d in digits {
+        let v = VALUE[usize::from(d)];
+        bad |= v;
+        value = (value << 4) | u128::from(v & 0xf);
+    }
+    // A digit's value has its high bits clear; the marker 0xff has them set.
+    (bad & 0xf0 == 0).then_some(value)
 }
 
 /// The ASCII text `hex_into` and the dashes made (always ASCII, so never the empty fallback).
@@ -217,14 +286,14 @@ pub fn enabled() -> bool {
 
 /// The trace context of the call this task is running, if any.
 pub fn current() -> Option<TraceContext> {
-    CURRENT.try_with(|c| c.ctx).ok()
+    CURRENT.get().map(|c| c.ctx)
 }
 
 /// The name of the hop this task is running (`request`, `serve`, `call`, `relay`, or `trace`
 /// for [`scope`]) and its trace context, if any: what a log line of the call names
 /// (`request{trace_id=…}`).
 pub fn current_hop() -> Option<(&'static str, TraceContext)> {
-    CURRENT.try_with(|c| (c.hop, c.ctx)).ok()
+    CURRENT.get().map(|c| (c.hop, c.ctx))
 }
 
 /// Run `f` with `ctx` as the [`current`] trace context (its log lines name the hop `trace`).
@@ -280,7 +349,7 @@ impl<F: Future> Future for InHop<F> {
         // A disabled span (no subscriber wants hop spans) is not entered at all.
         let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
         let fut = this.fut;
-        CURRENT.sync_scope(*this.current, || fut.poll(cx))
+        with_current(*this.current, || fut.poll(cx))
     }
 }
 
@@ -292,7 +361,7 @@ pub fn sync_scope<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
 
 /// [`sync_scope`] as the hop `hop` ([`hop_scope`]).
 pub fn sync_hop_scope<R>(hop: &'static str, ctx: TraceContext, f: impl FnOnce() -> R) -> R {
-    CURRENT.sync_scope(Current { ctx, hop }, f)
+    with_current(Current { ctx, hop }, f)
 }
 
 thread_local! {
@@ -307,14 +376,7 @@ thread_local! {
 /// `trace`-level spans with a `trace_id` field: a log filtered at `debug` or above does not
 /// create them, so with no exporter this costs a thread-local write and no span.
 pub fn hop_span<S>(ctx: TraceContext, make: impl FnOnce() -> S) -> S {
-    struct Restore(Option<TraceContext>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            NEW_HOP.set(self.0);
-        }
-    }
-    let _restore = Restore(NEW_HOP.replace(Some(ctx)));
-    make()
+    with_set(&NEW_HOP, Some(ctx), make)
 }
 
 /// For a `tracing` layer's `on_new_span`: the hop of the span being created, when

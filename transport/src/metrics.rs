@@ -157,25 +157,53 @@ mod imp {
 
     /// A call was sent to a provider of replica-group `key`.
     pub(crate) fn peer_call(key: &str) {
+        if plume::metrics::enabled() {
+            peer_counter(key).increment(1);
+        }
+    }
+
+    /// The `plume_mesh_peer_calls_total` series of replica-group `key` (`other` once
+    /// [`MAX_PEER_KEYS`] keys have one), made on its first use.
+    fn peer_counter(key: &str) -> Counter {
         use std::collections::HashMap;
         use std::sync::RwLock;
         static KEYS: OnceLock<RwLock<HashMap<String, Counter>>> = OnceLock::new();
-        let Some(keys) = handles(&KEYS, RwLock::default) else {
-            return;
-        };
+        let keys = KEYS.get_or_init(RwLock::default);
         if let Some(c) = crate::sync::read(keys).get(key) {
-            c.increment(1);
-            return;
+            return c.clone();
         }
         let mut keys = crate::sync::write(keys);
-        if keys.len() >= MAX_PEER_KEYS {
-            drop(keys);
-            counter!(PEER_CALLS, "peer_key" => "other").increment(1);
-            return;
+        if keys.len() >= MAX_PEER_KEYS && !keys.contains_key(key) {
+            return counter!(PEER_CALLS, "peer_key" => "other");
         }
         keys.entry(key.to_owned())
             .or_insert_with(|| counter!(PEER_CALLS, "peer_key" => key.to_owned()))
-            .increment(1);
+            .clone()
+    }
+
+    /// One series of a metric.
+    pub(crate) type Series = Counter;
+
+    /// A route's `plume_mesh_peer_calls_total` series, found once (not per call: no label
+    /// hashed, no lock taken), when metrics are on.
+    #[derive(Clone, Default)]
+    pub(crate) struct PeerCalls(OnceLock<Counter>);
+
+    impl PeerCalls {
+        /// The series of a provider of replica-group `key` (what [`count`] takes), `None` while
+        /// metrics are off.
+        #[inline]
+        pub(crate) fn handle(&self, key: &str) -> Option<Counter> {
+            plume::metrics::enabled().then(|| self.0.get_or_init(|| peer_counter(key)).clone())
+        }
+    }
+
+    /// Count a call sent with a series from [`PeerCalls::handle`].
+    #[inline]
+    pub(crate) fn count(handle: Option<Counter>) {
+        if let Some(c) = handle {
+            c.increment(1);
+        }
     }
 
     /// `n` bytes sent to another node.
@@ -220,6 +248,23 @@ mod imp {
     pub(crate) fn events_dropped(_: &'static str, _: u64) {}
     #[inline(always)]
     pub(crate) fn peer_call(_: &str) {}
+
+    /// Without the feature `metrics`: nothing.
+    #[derive(Clone, Default)]
+    pub(crate) struct PeerCalls;
+
+    /// Never a series without the feature `metrics`.
+    pub(crate) enum Series {}
+
+    impl PeerCalls {
+        #[inline(always)]
+        pub(crate) fn handle(&self, _: &str) -> Option<Series> {
+            None
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count(_: Option<Series>) {}
     #[inline(always)]
     pub(crate) fn bytes_sent(_: usize) {}
     #[inline(always)]

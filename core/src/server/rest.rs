@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures::{FutureExt, StreamExt};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
@@ -51,6 +51,9 @@ pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Re
     }
 }
 
+/// `traceparent`, made once (a name from a `&str` is parsed at each use).
+static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+
 /// Handle one request in its trace context: the request's `traceparent` (this hop is a child
 /// span of it) or a new trace; it runs as the hop `request` of the trace (its log lines name the
 /// trace id), in a `request` span only when a subscriber wants one (an OTLP exporter), and the
@@ -61,7 +64,7 @@ async fn respond(state: RestState, req: Request) -> Response {
     }
     let ctx = req
         .headers()
-        .get(TRACEPARENT)
+        .get(&TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::new_root, |parent| parent.child());
@@ -70,8 +73,10 @@ async fn respond(state: RestState, req: Request) -> Response {
         || tracing::trace_span!("request", trace_id = %ctx.trace_id_field()),
     );
     let mut response = trace::in_hop("request", ctx, span, respond_traced(state, req)).await;
-    if let Ok(value) = HeaderValue::from_str(&ctx.traceparent()) {
-        response.headers_mut().insert(TRACEPARENT, value);
+    if let Ok(value) = HeaderValue::from_bytes(&ctx.traceparent_bytes()) {
+        response
+            .headers_mut()
+            .insert(TRACEPARENT_HEADER.clone(), value);
     }
     response
 }

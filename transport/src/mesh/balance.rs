@@ -17,9 +17,21 @@ pub(super) enum NoPick {
     NoneLive,
 }
 
+/// A provider picked: its node, the way to it, and (a remote one, metrics on) the series that
+/// counts the calls sent to it (`plume_mesh_peer_calls_total`).
+pub(super) type Picked = (NodeId, Target, Option<crate::metrics::Series>);
+
+fn picked(route: &Route) -> Picked {
+    let series = match route.target {
+        Target::Remote(_) => route.peer_calls.handle(&route.key),
+        Target::Local(_) => None,
+    };
+    (route.node, route.target.clone(), series)
+}
+
 impl Inner {
     /// Pick a live provider of `name`.
-    pub(super) fn pick(&self, name: &str) -> Result<(NodeId, Target), NoPick> {
+    pub(super) fn pick(&self, name: &str) -> Result<Picked, NoPick> {
         let routes = self.routes_read();
         let list = match routes.get(name) {
             Some(list) if !list.is_empty() => list,
@@ -43,12 +55,12 @@ impl Inner {
                 })
                 .ok_or(NoPick::NoneLive)?,
         };
-        Ok((chosen.node, chosen.target.clone()))
+        Ok(picked(chosen))
     }
 
     /// The owner of the partition key whose hash is `key` among the live providers of `name`
     /// (rendezvous hashing, see [`ring`](super::ring)).
-    pub(super) fn pick_owner(&self, name: &str, key: u64) -> Result<(NodeId, Target), NoPick> {
+    pub(super) fn pick_owner(&self, name: &str, key: u64) -> Result<Picked, NoPick> {
         let routes = self.routes_read();
         let list = match routes.get(name) {
             Some(list) if !list.is_empty() => list,
@@ -59,7 +71,7 @@ impl Inner {
             .filter(live)
             .max_by_key(|r| score(key, r.node))
             .ok_or(NoPick::NoneLive)?;
-        Ok((owner.node, owner.target.clone()))
+        Ok(picked(owner))
     }
 
     /// Every live provider of `name`.

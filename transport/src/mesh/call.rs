@@ -95,7 +95,7 @@ impl Mesh {
                 Some(key) => inner.pick_owner(name, key),
                 None => inner.pick(name),
             };
-            let (node, target) = match picked {
+            let (node, target, peer_calls) = match picked {
                 Ok(picked) => picked,
                 // Providers whose links are all gone are on their way out of the table, and
                 // one lost under this call is gone: fail at once rather than hold the caller
@@ -143,7 +143,7 @@ impl Mesh {
                 deadline,
                 idempotent: options.idempotent,
             };
-            inner.count_peer_call(name, node);
+            crate::metrics::count(peer_calls);
             let sent = remote.call(call).instrument(span).await;
             crate::metrics::call(sent.as_ref().map(|_| ()));
             match sent {

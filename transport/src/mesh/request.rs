@@ -87,7 +87,7 @@ impl Mesh {
         self.inner
             .pick_owner(name, key_hash(key))
             .ok()
-            .map(|(node, _)| node)
+            .map(|(node, ..)| node)
     }
 }
 

@@ -142,6 +142,8 @@ pub(super) struct Route {
     pub(super) key: String,
     pub(super) descriptor: Value,
     pub(super) target: Target,
+    /// Its `plume_mesh_peer_calls_total` series (by `key`), once a call was sent to it.
+    pub(super) peer_calls: crate::metrics::PeerCalls,
 }
 
 struct LocalEndpoint {
@@ -314,6 +316,7 @@ impl Sink for Inner {
                 key: key.to_owned(),
                 descriptor: e.descriptor.clone(),
                 target: Target::Remote(via.clone()),
+                peer_calls: Default::default(),
             });
             let _ = self.table_events.send(TableEvent::Added {
                 name: e.name,
@@ -424,6 +427,7 @@ impl Mesh {
                 key: inner.key.clone(),
                 descriptor: descriptor.clone(),
                 target: Target::Local(handler),
+                peer_calls: Default::default(),
             });
         }
         inner.local_changed(local, name, Some(descriptor));
