@@ -25,7 +25,7 @@
 #   BENCH_PROFILE=release BENCH_CONNS=64 BENCH_SERVICES="1 1000 1 1000 1 1000" bench/services_cost.sh
 #
 # BENCH_SERVICES ("1 1000"), BENCH_PROFILE (debug, or release), BENCH_OUT (a directory for the
-# figures and profiles; default a temporary one). Everything on 127.0.0.1; kills only the
+# figures and profiles; default a temporary one), BENCH_BIN_DIR (another build's binaries). Everything on 127.0.0.1; kills only the
 # processes it started.
 set -euo pipefail
 
@@ -51,6 +51,13 @@ if [[ ${BENCH_CALLGRIND:-0} == 1 ]]; then
   command -v valgrind >/dev/null || { log "valgrind is required for BENCH_CALLGRIND=1"; exit 1; }
 fi
 scale_binaries "$PROFILE"
+# BENCH_BIN_DIR: a directory with the binaries of another build (gateway-example, probe,
+# services-node), to count a before and an after with the same script.
+if [[ -n ${BENCH_BIN_DIR:-} ]]; then
+  GX=$BENCH_BIN_DIR/gateway-example
+  PROBE=$BENCH_BIN_DIR/probe
+  SERVICES_NODE=$BENCH_BIN_DIR/services-node
+fi
 
 ticks_of() { # PID...: the sum of their CPU ticks
   local t=0 pid

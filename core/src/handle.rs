@@ -217,72 +217,92 @@ impl ServiceHandle {
     /// Call `method` through the full hook chain. When `params.provider` is set (a call from a
     /// client), only exposed methods may be called.
     ///
+    /// The arguments move into the call's [`HookContext`] when the call is made (nothing else
+    /// happens before the future is first polled), and the future holds that context once: it
+    /// stays small, so the servers move it cheaply (see the `future_sizes` test).
+    ///
     /// This future is not cancel-safe in the sense that a dropped call may have run partially.
-    pub async fn dispatch(
+    pub fn dispatch(
         &self,
         method: Method,
         id: Option<Id>,
         data: Option<Value>,
         params: Params,
-    ) -> Result<Value> {
-        let reply = self.measured(method, params, |method, params| {
-            self.run(method, id, data, params, false)
-        });
-        match reply.await? {
-            Reply::Value(value) => Ok(value),
-            Reply::Json(raw) => raw.to_value(),
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
+        let mut ctx = self.context(method, id, data, params);
+        async move {
+            match self.measured(&mut ctx, false).await? {
+                Reply::Value(value) => Ok(value),
+                Reply::Json(raw) => raw.to_value(),
+            }
         }
     }
 
     /// [`dispatch`](Self::dispatch) for the REST server: a result the service hands over as
     /// JSON text (see [`Forward::forward_json`]) stays text when no hook needs it decoded.
     #[cfg(feature = "server")]
-    pub(crate) async fn dispatch_reply(
+    pub(crate) fn dispatch_reply(
         &self,
         method: Method,
         id: Option<Id>,
         data: Option<Value>,
         params: Params,
-    ) -> Result<Reply> {
-        self.measured(method, params, |method, params| {
-            self.run(method, id, data, params, true)
-        })
-        .await
+    ) -> impl Future<Output = Result<Reply>> + Send + '_ {
+        let mut ctx = self.context(method, id, data, params);
+        async move { self.measured(&mut ctx, true).await }
     }
 
     /// Like [`dispatch`](Self::dispatch), but returns the whole hook context of a successful
     /// call (the result is in `result`).
-    pub async fn dispatch_context(
+    pub fn dispatch_context(
         &self,
         method: Method,
         id: Option<Id>,
         data: Option<Value>,
         params: Params,
-    ) -> Result<HookContext> {
-        self.measured(method, params, |method, params| async move {
-            let (chain, mut ctx) = self.prepare(method, id, data, params)?;
-            chain.run(&mut ctx, &self.invoker(false)).await?;
-            self.finish(&mut ctx);
-            Ok(ctx)
-        })
-        .await
+    ) -> impl Future<Output = Result<HookContext>> + Send + '_ {
+        let mut ctx = self.context(method, id, data, params);
+        async move {
+            let entry = &self.entry;
+            let guard = entry
+                .metrics
+                .start(&entry.path, &entry.offered, &ctx.method, &ctx.params);
+            let outcome = self.run_context(&mut ctx).await;
+            if let Some(guard) = guard {
+                guard.finish(outcome.as_ref().err());
+            }
+            outcome.map(|()| ctx)
+        }
     }
 
-    /// Run `call` measured (feature `metrics`): its outcome, latency and time in flight.
-    async fn measured<T, F>(
+    /// The context of a call to this service: the arguments move into it once, and the call's
+    /// future holds it and lends it to the steps below (async functions taking it by value
+    /// would each keep a copy of it in their state).
+    fn context(
         &self,
         method: Method,
+        id: Option<Id>,
+        data: Option<Value>,
         params: Params,
-        call: impl FnOnce(Method, Params) -> F,
-    ) -> Result<T>
-    where
-        F: Future<Output = Result<T>>,
-    {
+    ) -> HookContext {
+        HookContext::new(
+            self.app.clone(),
+            self.entry.path.clone(),
+            method,
+            id,
+            data,
+            params,
+        )
+    }
+
+    /// Run the call of `ctx` measured (feature `metrics`): its outcome, latency and time in
+    /// flight.
+    async fn measured(&self, ctx: &mut HookContext, want_json: bool) -> Result<Reply> {
         let entry = &self.entry;
         let guard = entry
             .metrics
-            .start(&entry.path, &entry.offered, &method, &params);
-        let outcome = call(method, params).await;
+            .start(&entry.path, &entry.offered, &ctx.method, &ctx.params);
+        let outcome = self.run(ctx, want_json).await;
         if let Some(guard) = guard {
             guard.finish(outcome.as_ref().err());
         }
@@ -298,41 +318,31 @@ impl ServiceHandle {
         }
     }
 
-    /// Check that the call is allowed; collect its hooks and make its context.
-    fn prepare(
-        &self,
-        method: Method,
-        id: Option<Id>,
-        data: Option<Value>,
-        params: Params,
-    ) -> Result<(Chain, HookContext)> {
+    /// Check that the call of `ctx` is allowed, and collect its hooks.
+    fn prepare(&self, ctx: &mut HookContext) -> Result<Chain> {
         let entry = &self.entry;
+        let params = &ctx.params;
         let external = params.provider.is_some() || params.from_remote;
         let allowed = if external {
-            entry.exposes(&method)
+            entry.exposes(&ctx.method)
         } else {
-            entry.offered.contains(&method)
+            entry.offered.contains(&ctx.method)
         };
         if !allowed {
-            return Err(Error::method_not_allowed_on(method.as_str(), &entry.path));
+            return Err(Error::method_not_allowed_on(
+                ctx.method.as_str(),
+                &entry.path,
+            ));
         }
         if external && !params.query.is_empty() {
             self.app.query_limits().check(&params.query)?;
         }
-        let chain = Chain::collect(self.app.hooks(), &entry.hooks, &method);
-        let mut ctx = HookContext::new(
-            self.app.clone(),
-            entry.path.clone(),
-            method,
-            id,
-            data,
-            params,
-        );
+        let chain = Chain::collect(self.app.hooks(), &entry.hooks, &ctx.method);
         if entry.options.remote {
             // A proxy's events come from its provider, through the relay.
             ctx.event = None;
         }
-        Ok((chain, ctx))
+        Ok(chain)
     }
 
     /// A successful call: a missing result is null, and the call's event goes out.
@@ -343,27 +353,29 @@ impl ServiceHandle {
         self.emit_call_events(ctx);
     }
 
-    async fn run(
-        &self,
-        method: Method,
-        id: Option<Id>,
-        data: Option<Value>,
-        params: Params,
-        want_json: bool,
-    ) -> Result<Reply> {
-        let (chain, mut ctx) = self.prepare(method, id, data, params)?;
+    /// The call of [`dispatch_context`](Self::dispatch_context): the whole chain, the result
+    /// left in `ctx`.
+    async fn run_context(&self, ctx: &mut HookContext) -> Result<()> {
+        let chain = self.prepare(ctx)?;
+        chain.run(ctx, &self.invoker(false)).await?;
+        self.finish(ctx);
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &mut HookContext, want_json: bool) -> Result<Reply> {
+        let chain = self.prepare(ctx)?;
         if !chain.is_plain() {
-            chain.run(&mut ctx, &self.invoker(false)).await?;
+            chain.run(ctx, &self.invoker(false)).await?;
         } else {
-            let outcome = match self.run_plain(&chain, &mut ctx, want_json).await {
-                Err(err) => chain.run_error_hooks(&mut ctx, err).await.map(|()| None),
+            let outcome = match self.run_plain(&chain, ctx, want_json).await {
+                Err(err) => chain.run_error_hooks(ctx, err).await.map(|()| None),
                 ok => ok,
             };
             if let Some(raw) = outcome? {
                 return Ok(Reply::Json(raw));
             }
         }
-        self.finish(&mut ctx);
+        self.finish(ctx);
         Ok(Reply::Value(ctx.result.take().unwrap_or(Value::Null)))
     }
 
@@ -426,52 +438,68 @@ impl ServiceHandle {
     }
 
     /// `find(params)`.
-    pub async fn find(&self, params: Params) -> Result<Value> {
-        self.dispatch(Method::Find, None, None, params).await
+    pub fn find(&self, params: Params) -> impl Future<Output = Result<Value>> + Send + '_ {
+        self.dispatch(Method::Find, None, None, params)
     }
 
     /// `get(id, params)`. The id is anything that converts [`Into<Id>`](Id): `5`, `"abc"`, an
     /// [`Id`] or `&Id`; `update` takes the same, and `patch` and `remove` also take `None`.
-    pub async fn get(&self, id: impl Into<Id>, params: Params) -> Result<Value> {
+    pub fn get(
+        &self,
+        id: impl Into<Id>,
+        params: Params,
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
         self.dispatch(Method::Get, Some(id.into()), None, params)
-            .await
     }
 
     /// `create(data, params)`.
-    pub async fn create(&self, data: Value, params: Params) -> Result<Value> {
+    pub fn create(
+        &self,
+        data: Value,
+        params: Params,
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
         self.dispatch(Method::Create, None, Some(data), params)
-            .await
     }
 
     /// `update(id, data, params)`.
-    pub async fn update(&self, id: impl Into<Id>, data: Value, params: Params) -> Result<Value> {
+    pub fn update(
+        &self,
+        id: impl Into<Id>,
+        data: Value,
+        params: Params,
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
         self.dispatch(Method::Update, Some(id.into()), Some(data), params)
-            .await
     }
 
     /// `patch(id, data, params)`. The id is any id, as for [`get`](Self::get), or `None`
     /// (Feathers' `null`) to patch every record matching the query ([`IntoNullableId`]).
-    pub async fn patch(
+    pub fn patch(
         &self,
         id: impl IntoNullableId,
         data: Value,
         params: Params,
-    ) -> Result<Value> {
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
         self.dispatch(Method::Patch, id.into_nullable_id(), Some(data), params)
-            .await
     }
 
     /// `remove(id, params)`. The id is any id, as for [`get`](Self::get), or `None`
     /// (Feathers' `null`) to remove every record matching the query ([`IntoNullableId`]).
-    pub async fn remove(&self, id: impl IntoNullableId, params: Params) -> Result<Value> {
+    pub fn remove(
+        &self,
+        id: impl IntoNullableId,
+        params: Params,
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
         self.dispatch(Method::Remove, id.into_nullable_id(), None, params)
-            .await
     }
 
     /// A custom method.
-    pub async fn call(&self, method: &str, data: Value, params: Params) -> Result<Value> {
+    pub fn call(
+        &self,
+        method: &str,
+        data: Value,
+        params: Params,
+    ) -> impl Future<Output = Result<Value>> + Send + '_ {
         self.dispatch(Method::from_name(method), None, Some(data), params)
-            .await
     }
 
     /// Call `method` with typed data and a typed result.

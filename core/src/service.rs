@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::hooks::BoxFuture;
 use crate::params::{Id, IntoMethods, Method, Params};
 
 /// A Feathers service: JSON in, JSON out.
@@ -155,32 +156,37 @@ fn not_offered(method: &Method) -> Error {
 /// Call a method of a service by [`Method`], with the arguments each method takes.
 ///
 /// `id` is required for get and update; `data` for create, update, patch and custom methods.
-pub async fn dispatch(
-    service: &dyn Service,
-    method: &Method,
+///
+/// It hands back the method's own boxed future (an `async` method does nothing until it is
+/// polled), so a caller that awaits it holds a pointer, not a copy of the arguments.
+pub fn dispatch<'a>(
+    service: &'a dyn Service,
+    method: &'a Method,
     id: Option<Id>,
     data: Option<Value>,
     params: Params,
-) -> Result<Value> {
-    let id_required = |id: Option<Id>| id.ok_or_else(|| id_missing(method));
+) -> BoxFuture<'a, Result<Value>> {
+    let data = data.unwrap_or(Value::Null);
     match method {
-        Method::Find => service.find(params).await,
-        Method::Get => service.get(id_required(id)?, params).await,
-        Method::Create => service.create(data.unwrap_or(Value::Null), params).await,
-        Method::Update => {
-            let id = id_required(id)?;
-            service
-                .update(id, data.unwrap_or(Value::Null), params)
-                .await
-        }
-        Method::Patch => service.patch(id, data.unwrap_or(Value::Null), params).await,
-        Method::Remove => service.remove(id, params).await,
-        Method::Custom(name) => {
-            service
-                .call(name, data.unwrap_or(Value::Null), params)
-                .await
-        }
+        Method::Find => service.find(params),
+        Method::Get => match id {
+            Some(id) => service.get(id, params),
+            None => failed(id_missing(method)),
+        },
+        Method::Create => service.create(data, params),
+        Method::Update => match id {
+            Some(id) => service.update(id, data, params),
+            None => failed(id_missing(method)),
+        },
+        Method::Patch => service.patch(id, data, params),
+        Method::Remove => service.remove(id, params),
+        Method::Custom(name) => service.call(name, data, params),
     }
+}
+
+/// A call that fails without reaching the service.
+fn failed<'a>(err: Error) -> BoxFuture<'a, Result<Value>> {
+    Box::pin(std::future::ready(Err(err)))
 }
 
 /// The error of a `get` or `update` call without an id.

@@ -224,8 +224,10 @@ impl AuthenticationService {
     /// long ago is served from memory; an `updated`, `patched` or `removed` event of the
     /// entity service drops it at once.
     pub async fn get_entity(&self, id: Id) -> Result<Value> {
+        // The load (a service call) is boxed: the usual way here is the cache, and this future
+        // sits in every authenticated call's hook (see `future_sizes` in `handle.rs`).
         let Some(ttl) = self.inner.config.entity_cache else {
-            return self.load_entity(id).await;
+            return Box::pin(self.load_entity(id)).await;
         };
         let cache = &self.inner.cache;
         let now = tokio::time::Instant::now();
@@ -233,7 +235,7 @@ impl AuthenticationService {
             return Ok(entity);
         }
         let generation = cache.generation();
-        let entity = self.load_entity(id.clone()).await?;
+        let entity = Box::pin(self.load_entity(id.clone())).await?;
         cache.put_entity(&id, &entity, generation, ttl, now);
         Ok(entity)
     }

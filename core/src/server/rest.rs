@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use percent_encoding::percent_decode_str;
@@ -33,22 +34,28 @@ pub(crate) struct RestState {
 
 /// The axum fallback: every request that no other route took. A service with REST layers
 /// (see [`App::set_rest_layers`]) gets the request through them.
-pub(crate) async fn fallback(State(state): State<RestState>, req: Request) -> Response {
+///
+/// It answers with a boxed future made here, so that axum's own future around it, which axum
+/// boxes and moves per request, holds a pointer instead of the whole request's state (see the
+/// `future_sizes` test).
+pub(crate) fn fallback(
+    State(state): State<RestState>,
+    req: Request,
+) -> BoxFuture<'static, Response> {
     let Some(layers) = state.app.rest_layers_for_request(req.uri().path()) else {
-        return respond(state, req).await;
+        return respond(state, req);
     };
     let inner: RestService = BoxCloneSyncService::new(tower::service_fn(move |req: Request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(respond(state, req).await) }
+        respond(state.clone(), req).map(Ok::<_, Infallible>)
     }));
     let service = layers
         .iter()
         .rev()
         .fold(inner, |svc, layer| layer.apply(svc));
-    match service.oneshot(req).await {
+    Box::pin(service.oneshot(req).map(|outcome| match outcome {
         Ok(response) => response,
         Err(never) => match never {},
-    }
+    }))
 }
 
 /// `traceparent`, made once (a name from a `&str` is parsed at each use).
@@ -58,9 +65,9 @@ static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 /// span of it) or a new trace; it runs as the hop `request` of the trace (its log lines name the
 /// trace id), in a `request` span only when a subscriber wants one (an OTLP exporter), and the
 /// response says `traceparent` (unless trace contexts are off: [`trace::set_enabled`]).
-async fn respond(state: RestState, req: Request) -> Response {
+fn respond(state: RestState, req: Request) -> BoxFuture<'static, Response> {
     if !trace::enabled() {
-        return respond_traced(state, req).await;
+        return Box::pin(answer(state, req, None));
     }
     let ctx = req
         .headers()
@@ -72,33 +79,57 @@ async fn respond(state: RestState, req: Request) -> Response {
         ctx,
         || tracing::trace_span!("request", trace_id = %ctx.trace_id_field()),
     );
-    let mut response = trace::in_hop("request", ctx, span, respond_traced(state, req)).await;
-    if let Ok(value) = HeaderValue::from_bytes(&ctx.traceparent_bytes()) {
-        response
-            .headers_mut()
-            .insert(TRACEPARENT_HEADER.clone(), value);
-    }
-    response
+    Box::pin(trace::in_hop(
+        "request",
+        ctx,
+        span,
+        answer(state, req, Some(ctx)),
+    ))
 }
 
-/// Handle one request, turning every failure (a panic included) into a Feathers error response.
-async fn respond_traced(state: RestState, req: Request) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let outcome = AssertUnwindSafe(handle(&state, req))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(Error::internal(format!("{method} {path} panicked"))));
-    match outcome {
-        Ok(response) => response,
-        Err(err) => {
-            if err.code() >= 500 {
-                tracing::error!(target: "plume::rest", %method, %path, %err, "request failed");
-            } else {
-                tracing::debug!(target: "plume::rest", %method, %path, %err, "request failed");
+/// Handle one request, turning every failure (a panic included) into a Feathers error response,
+/// which says `traceparent` when `trace` is given.
+///
+/// One async block holds the request and lends it to [`handle`]: an async function taking it
+/// by value would keep a second copy of it in its state.
+// Not an `async fn`: it would keep its arguments twice in its future (see above).
+#[allow(clippy::manual_async_fn)]
+fn answer(
+    state: RestState,
+    mut req: Request,
+    trace: Option<TraceContext>,
+) -> impl Future<Output = Response> + Send {
+    async move {
+        let outcome = AssertUnwindSafe(handle(&state, &mut req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::internal(format!(
+                    "{} {} panicked",
+                    req.method(),
+                    req.uri().path()
+                )))
+            });
+        let mut response = match outcome {
+            Ok(response) => response,
+            Err(err) => {
+                let (method, path) = (req.method(), req.uri().path());
+                if err.code() >= 500 {
+                    tracing::error!(target: "plume::rest", %method, %path, %err, "request failed");
+                } else {
+                    tracing::debug!(target: "plume::rest", %method, %path, %err, "request failed");
+                }
+                error_response(&err)
             }
-            error_response(&err)
+        };
+        if let Some(ctx) = trace
+            && let Ok(value) = HeaderValue::from_bytes(&ctx.traceparent_bytes())
+        {
+            response
+                .headers_mut()
+                .insert(TRACEPARENT_HEADER.clone(), value);
         }
+        response
     }
 }
 
@@ -157,10 +188,11 @@ fn allowed(handle: &crate::ServiceHandle, with_id: bool) -> String {
     verbs.join(", ")
 }
 
-async fn handle(state: &RestState, req: Request) -> Result<Response> {
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path();
-    tracing::debug!(target: "plume::rest", method = %parts.method, %path, "request");
+/// Answer one request. It takes the request's headers and body (the caller keeps its method
+/// and URI for the log of a failure).
+async fn handle(state: &RestState, req: &mut Request) -> Result<Response> {
+    let path = req.uri().path();
+    tracing::debug!(target: "plume::rest", method = %req.method(), %path, "request");
     let Some(lookup) = state.app.lookup(path) else {
         let err = Error::not_found(format!("Path {path} not found"));
         crate::metrics::unknown_path(Provider::Rest, &err);
@@ -182,12 +214,12 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
     }
     let handle = lookup.handle;
 
-    let (method, id, has_body) = match parts.method {
+    let (method, id, has_body) = match *req.method() {
         http::Method::GET | http::Method::HEAD => match id {
             Some(id) => (Method::Get, Some(id), false),
             None => (Method::Find, None, false),
         },
-        http::Method::POST => match parts.headers.get(SERVICE_METHOD_HEADER) {
+        http::Method::POST => match req.headers().get(SERVICE_METHOD_HEADER) {
             Some(name) => {
                 let name = name.to_str().unwrap_or("").trim();
                 let method = Method::from_name(name);
@@ -214,7 +246,7 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
             )
                 .into_response());
         }
-        other => {
+        ref other => {
             return Err(Error::method_not_allowed(format!(
                 "Method {other} not allowed"
             )));
@@ -223,9 +255,10 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
     if !handle.exposes(&method) {
         return Err(Error::method_not_allowed_on(method.as_str(), handle.path()));
     }
-    let query = parse_query(parts.uri.query().unwrap_or(""))?;
+    let query = parse_query(req.uri().query().unwrap_or(""))?;
     let data = if has_body {
-        let read = read_json(&parts.headers, body, state.body_limit);
+        let body = std::mem::take(req.body_mut());
+        let read = read_json(req.headers(), body, state.body_limit);
         Some(
             tokio::time::timeout(state.body_timeout, read)
                 .await
@@ -243,11 +276,11 @@ async fn handle(state: &RestState, req: Request) -> Result<Response> {
         query,
         route,
         provider: Some(Provider::Rest),
-        remote_addr: parts
-            .extensions
+        remote_addr: req
+            .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0),
-        headers: parts.headers,
+        headers: std::mem::take(req.headers_mut()),
         ..Params::default()
     };
     let is_create = method == Method::Create;
@@ -332,5 +365,111 @@ mod tests {
         assert!(!is_json("text/plain"));
         assert!(!is_json(""));
         assert!(!is_json("application/x-www-form-urlencoded"));
+    }
+}
+
+/// The futures of a REST request stay small. An async function keeps its arguments and the
+/// future of each call it awaits inside its own future, and the server moves that future (into
+/// its box, through wrappers) on every request: when each layer took the request or the call's
+/// arguments by value again, 40 % of the gateway's instructions per GET were `memcpy`
+/// (docs/benchmarks.md, "The REST handler's future"). A layer that does so again grows these
+/// futures past the bounds (measured with rustc 1.95, x86_64; a newer compiler may lay them out
+/// a little differently).
+#[cfg(test)]
+mod future_sizes {
+    use std::mem::size_of_val;
+
+    use super::*;
+    use crate::Service;
+
+    struct Todos;
+
+    #[async_trait::async_trait]
+    impl Service for Todos {
+        async fn find(&self, _params: Params) -> Result<Value> {
+            Ok(Value::Array(Vec::new()))
+        }
+    }
+
+    fn state() -> RestState {
+        let app = App::new();
+        app.use_service("todos", Todos);
+        RestState {
+            app,
+            body_limit: 1024,
+            body_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_rest_request_future_stays_small() {
+        let state = state();
+        let request = || Request::new(Body::empty());
+        // What `fallback` boxes (its trace wrapper adds a few words).
+        let answering = answer(state.clone(), request(), None);
+        assert!(
+            size_of_val(&answering) <= 2_560,
+            "the REST request's future is {} bytes",
+            size_of_val(&answering)
+        );
+        let mut req = request();
+        let handling = handle(&state, &mut req);
+        assert!(
+            size_of_val(&handling) <= 2_048,
+            "the REST handler's future is {} bytes",
+            size_of_val(&handling)
+        );
+    }
+
+    #[test]
+    fn a_service_call_future_holds_its_context_once() {
+        let state = state();
+        let Some(todos) = state.app.service("todos") else {
+            panic!("todos is mounted");
+        };
+        let context = std::mem::size_of::<crate::HookContext>();
+        let calls = [
+            size_of_val(&todos.dispatch(Method::Find, None, None, Params::new())),
+            size_of_val(&todos.dispatch_reply(Method::Find, None, None, Params::new())),
+            size_of_val(&todos.dispatch_context(Method::Find, None, None, Params::new())),
+            size_of_val(&todos.find(Params::new())),
+            size_of_val(&todos.get(1, Params::new())),
+        ];
+        for size in calls {
+            // The context, and less than another one for everything else.
+            assert!(
+                size < 2 * context && size <= 1_792,
+                "a service call's future is {size} bytes (its context {context})"
+            );
+        }
+    }
+
+    /// The `authenticate` hook runs in every authenticated call: its future (which `async_trait`
+    /// boxes per call) does not hold a service call for the entity, which the cache usually
+    /// answers.
+    #[cfg(feature = "auth")]
+    #[test]
+    fn the_authenticate_hook_future_stays_small() {
+        use crate::hooks::Hook;
+        let state = state();
+        let Some(todos) = state.app.service("todos") else {
+            panic!("todos is mounted");
+        };
+        let mut ctx = crate::HookContext::new(
+            state.app.clone(),
+            "todos",
+            Method::Find,
+            None,
+            None,
+            Params::new(),
+        );
+        let hook = crate::auth::authenticate(["jwt"]);
+        let running = hook.run(&mut ctx);
+        assert!(
+            size_of_val(&*running) <= 1_024,
+            "the authenticate hook's future is {} bytes",
+            size_of_val(&*running)
+        );
+        drop(todos);
     }
 }

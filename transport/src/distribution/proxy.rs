@@ -66,9 +66,9 @@ impl Proxy {
         params: &Params,
     ) -> Result<Value> {
         if let Some(field) = &self.partition {
-            return self
-                .forward_partitioned(field, method, id, data, params)
-                .await;
+            // Boxed: the usual call, not partitioned, keeps a small future (the App boxes and
+            // moves it per call).
+            return Box::pin(self.forward_partitioned(field, method, id, data, params)).await;
         }
         let (body, options) = self.prepare(method, id, data, params)?;
         self.call(method, options).send(&body).await
@@ -136,8 +136,9 @@ impl Proxy {
         data: Option<&Value>,
         params: &Params,
     ) -> Result<RawJson> {
-        if self.partition.is_some() {
-            let value = self.forward(method, id, data, params).await?;
+        if let Some(field) = &self.partition {
+            let partitioned = self.forward_partitioned(field, method, id, data, params);
+            let value = Box::pin(partitioned).await?;
             return Ok(RawJson::from_value(&value));
         }
         let (body, options) = self.prepare(method, id, data, params)?;

@@ -1,8 +1,8 @@
 //! Publishing: this node's services on the mesh (one endpoint each, with its descriptor),
 //! serving the calls other nodes make to them, and relaying their events.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use plume::{Error, Method, Result, ServiceHandle};
 use serde_json::{Map, Value};
@@ -88,19 +88,12 @@ impl Shared {
             .published
             .insert(path.clone(), (handle.service().clone(), descriptor));
         let weak = Arc::downgrade(self);
-        let served = path.clone();
+        let served: Arc<str> = path.as_str().into();
         // A raw endpoint: the call body is decoded once, from the frame, straight into a
         // `CallBody` (no `serde_json::Value` of it on the way).
         self.mesh
             .provide_raw(&endpoint(&path), json, move |req: RawRequest| {
-                let weak = weak.clone();
-                let path = served.clone();
-                async move {
-                    match weak.upgrade() {
-                        Some(s) => s.serve(&path, req).await,
-                        None => Err(Error::unavailable("the node is shutting down")),
-                    }
-                }
+                serve(weak.clone(), served.clone(), req)
             });
         tracing::debug!(target: LOG, %path, "published");
     }
@@ -160,37 +153,41 @@ impl Shared {
         }
     }
 
-    /// Answer a call from a peer, after checking that the path and method are published.
-    pub(super) async fn serve(&self, path: &str, req: RawRequest) -> Result<Value> {
-        let Some(method) = req.method.as_deref() else {
+    /// What a peer's call of `path` asks for, once the path and the method are known to be
+    /// published: `None` for the healthcheck, else the service, the method and the call's body.
+    fn accept(
+        &self,
+        path: &str,
+        req: RawRequest,
+    ) -> Result<Option<(ServiceHandle, Method, CallBody)>> {
+        let Some(name) = req.method.as_deref() else {
             return Err(Error::bad_request("a service call needs a method"));
         };
-        let descriptor = {
-            let st = lock(&self.state);
-            st.published
-                .get(path)
-                .map(|(svc, d)| (svc.clone(), d.clone()))
-        };
         let handle = self.app.service(path);
-        let (handle, descriptor) = match (handle, descriptor) {
-            (Some(h), Some((svc, d))) if same_service(h.service(), &svc) => (h, d),
-            _ => {
-                return Err(Error::not_found(format!(
-                    "Service '{path}' is not published on this node"
-                )));
+        // Whether the method is published, read under the lock (the descriptor is not copied).
+        let published = {
+            let st = lock(&self.state);
+            match (&handle, st.published.get(path)) {
+                (Some(h), Some((svc, d))) if same_service(h.service(), svc) => {
+                    Some(d.methods.iter().any(|m| m == name))
+                }
+                _ => None,
             }
         };
-        if method == HEALTH_METHOD {
-            return Ok(Value::Bool(true));
+        let (Some(handle), Some(published)) = (handle, published) else {
+            return Err(Error::not_found(format!(
+                "Service '{path}' is not published on this node"
+            )));
+        };
+        if name == HEALTH_METHOD {
+            return Ok(None);
         }
-        let method = Method::from_name(method);
-        if !descriptor.methods.iter().any(|m| m == method.as_str()) {
-            return Err(Error::method_not_allowed_on(method.as_str(), path));
+        if !published {
+            return Err(Error::method_not_allowed_on(name, path));
         }
+        let method = Method::from_name(name);
         let body: CallBody = req.body.decode()?;
-        handle
-            .dispatch(method, body.id, body.data, body.params.into_params())
-            .await
+        Ok(Some((handle, method, body)))
     }
 
     pub(super) fn relay_local_event(&self, ev: &plume::ServiceEvent) {
@@ -215,6 +212,33 @@ impl Shared {
             Ok(v) => self.mesh.publish(&topic(&ev.path, &ev.event), v),
             Err(e) => tracing::warn!(target: LOG, error = %e, "event not relayed"),
         }
+    }
+}
+
+/// Answer a call from a peer to the service published at `path`, after checking that the
+/// path and method are published. One async block holds the request and the service call (an
+/// async function taking them by value would keep another copy in its future, which the mesh
+/// boxes per call).
+// Not an `async fn`: it would keep its arguments twice in its future (see above).
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    shared: Weak<Shared>,
+    path: Arc<str>,
+    req: RawRequest,
+) -> impl Future<Output = Result<Value>> + Send + 'static {
+    async move {
+        let Some(shared) = shared.upgrade() else {
+            return Err(Error::unavailable("the node is shutting down"));
+        };
+        let handle;
+        let call = match shared.accept(&path, req)? {
+            None => return Ok(Value::Bool(true)),
+            Some((service, method, body)) => {
+                handle = service;
+                handle.dispatch(method, body.id, body.data, body.params.into_params())
+            }
+        };
+        call.await
     }
 }
 

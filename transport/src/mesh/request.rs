@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::{Either, join_all};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -149,15 +149,21 @@ impl<'a> CallBuilder<'a> {
     /// outcome is unknown), or at once when the provider's link died under the call and none
     /// is left; `Timeout` when a provider took the call but did not answer in time; otherwise
     /// the provider's own error, with its class.
-    pub async fn send<B: Serialize + ?Sized + Sync>(self, body: &B) -> Result<Value, Error> {
-        self.send_as(body).await
+    pub fn send<B: Serialize + ?Sized + Sync>(
+        self,
+        body: &B,
+    ) -> impl Future<Output = Result<Value, Error>> {
+        self.send_as(body)
     }
 
     /// [`send`](Self::send), with the result as JSON text: a provider's MessagePack reply is
     /// written out as JSON directly, without a [`Value`] on the way (what a gateway wants for
     /// an HTTP response body).
-    pub async fn send_json<B: Serialize + ?Sized + Sync>(self, body: &B) -> Result<RawJson, Error> {
-        self.send_as(body).await
+    pub fn send_json<B: Serialize + ?Sized + Sync>(
+        self,
+        body: &B,
+    ) -> impl Future<Output = Result<RawJson, Error>> {
+        self.send_as(body)
     }
 
     /// [`send`](Self::send), with the result decoded into `T` (serde) straight from the
@@ -172,10 +178,13 @@ impl<'a> CallBuilder<'a> {
         self.send_as::<B, Decoded<T>>(body).await.map(|d| d.0)
     }
 
-    async fn send_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
+    /// The call's future: the mesh's own, without this builder kept beside it (`send` and
+    /// `send_json` are plain functions for the same reason: an async function keeps its
+    /// arguments in its future, and a gateway's proxy boxes and moves that future per call).
+    fn send_as<B: Serialize + ?Sized + Sync, R: ReplyForm>(
         self,
         body: &B,
-    ) -> Result<R, Error> {
+    ) -> impl Future<Output = Result<R, Error>> {
         let CallBuilder {
             mesh,
             name,
@@ -186,13 +195,13 @@ impl<'a> CallBuilder<'a> {
             wait,
         } = self;
         match node {
-            Some(node) => mesh.call_node_as(node, name, method, body, options).await,
+            Some(node) => Either::Left(mesh.call_node_as(node, name, method, body, options)),
             None => {
                 let how = super::call::Pick {
                     key: key.map(key_hash),
                     wait,
                 };
-                mesh.call_as(name, method, body, options, how).await
+                Either::Right(mesh.call_as(name, method, body, options, how))
             }
         }
     }
