@@ -69,6 +69,18 @@ build_bench() { # PROFILE: build gateway-example and bench's binaries in PROFILE
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 }
 
+bench_bins() { # PROFILE [BUILD]: build_bench PROFILE unless BUILD is 0; sets TARGET, GX and PROBE
+  # (BENCH_GATEWAY_BIN and BENCH_PROBE_BIN name other binaries)
+  if [[ ${2:-1} != 0 ]]; then
+    build_bench "$1"
+  else
+    TARGET=$(cargo metadata --format-version 1 --no-deps |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  fi
+  GX=${BENCH_GATEWAY_BIN:-$TARGET/$1/gateway-example}
+  PROBE=${BENCH_PROBE_BIN:-$TARGET/$1/probe}
+}
+
 free_port() { # a free port on 127.0.0.1 (tcp or udp)
   python3 -c 'import socket,sys
 s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM)

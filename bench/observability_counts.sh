@@ -36,14 +36,7 @@ source "$ROOT/bench/lib.sh"
 need_wrk
 [[ -z ${COUNTS_STRACE:-} ]] || command -v strace >/dev/null || { log "strace is required"; exit 1; }
 PROFILE=${BENCH_PROFILE:-release}
-if [[ ${COUNTS_BUILD:-1} != 0 ]]; then
-  log "building $PROFILE binaries"
-  cargo build --profile "${PROFILE/debug/dev}" -q -p gateway-example -p plume-bench
-fi
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-GX=${BENCH_GATEWAY_BIN:-$TARGET/$PROFILE/gateway-example}
-PROBE=${BENCH_PROBE_BIN:-$TARGET/$PROFILE/probe}
+bench_bins "$PROFILE" "${COUNTS_BUILD:-1}"
 export PLUME_DISCOVERY=loopback
 export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
 export RUST_LOG=${RUST_LOG:-warn}

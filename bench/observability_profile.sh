@@ -30,14 +30,7 @@ command -v valgrind >/dev/null || { log "valgrind is missing (apt-get install va
 # BENCH_PROFILE=debug profiles debug binaries (quicker to build; their counts are not the
 # release's). PROFILE_BUILD=0 uses the binaries already built.
 PROFILE=${BENCH_PROFILE:-release}
-if [[ ${PROFILE_BUILD:-1} != 0 ]]; then
-  log "building $PROFILE binaries"
-  cargo build --profile "${PROFILE/debug/dev}" -q -p gateway-example -p plume-bench
-fi
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-GX=${BENCH_GATEWAY_BIN:-$TARGET/$PROFILE/gateway-example}
-PROBE=${BENCH_PROBE_BIN:-$TARGET/$PROFILE/probe}
+bench_bins "$PROFILE" "${PROFILE_BUILD:-1}"
 export PLUME_DISCOVERY=loopback
 export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
 export RUST_LOG=${RUST_LOG:-warn}

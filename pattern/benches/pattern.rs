@@ -17,6 +17,9 @@
 #[path = "../../tests/src/servers.rs"]
 mod servers;
 
+#[path = "support/raw_nats.rs"]
+mod raw_nats;
+
 #[path = "../../core/tests/support/npm.rs"]
 mod npm;
 
@@ -26,12 +29,13 @@ mod mesh_pair;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use futures::future::join_all;
 use mesh_pair::{Add, mesh_pair};
 use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
+use raw_nats::raw_nats_pair;
 use serde_json::{Value, json};
 use servers::{Kind, Server};
 
@@ -86,30 +90,6 @@ async fn plume_pair(url: &str) -> (Hemera, Hemera) {
     (responder, caller)
 }
 
-/// A plain NATS responder (echoes each request's payload) and a caller connection.
-async fn raw_nats_pair(url: &str) -> async_nats::Client {
-    let responder = async_nats::connect(url).await.expect("NATS");
-    let mut sub = responder.subscribe("raw.echo").await.expect("subscribe");
-    responder.flush().await.expect("flush");
-    tokio::spawn(async move {
-        while let Some(m) = futures::StreamExt::next(&mut sub).await {
-            if let Some(reply) = m.reply {
-                let _ = responder.publish(reply, m.payload).await;
-            }
-        }
-    });
-    let caller = async_nats::connect(url).await.expect("NATS");
-    // The subscription is in place once a request finds it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while caller.request("raw.echo", "".into()).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the raw responder never answered"
-        );
-    }
-    caller
-}
-
 fn main() {
     let server = Server::start(Kind::Nats);
     let url = server.url();
@@ -147,7 +127,7 @@ fn main() {
     });
     // The floor under both: a plain async-nats request to a subscriber that answers at once
     // (same server, same process layout, no Hemera envelope).
-    let raw = rt.block_on(raw_nats_pair(&url));
+    let raw = rt.block_on(raw_nats_pair(&url, Duration::from_secs(10)));
     nats.throughput(Throughput::Elements(1));
     nats.bench_function("raw_request_1_in_flight", |b| {
         b.to_async(&rt).iter(|| async {

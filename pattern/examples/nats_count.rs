@@ -21,11 +21,14 @@
 #[path = "../../tests/src/servers.rs"]
 mod servers;
 
-use std::time::{Duration, Instant};
+#[path = "../benches/support/raw_nats.rs"]
+mod raw_nats;
 
-use futures::StreamExt;
+use std::time::Duration;
+
 use futures::future::join_all;
 use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
+use raw_nats::raw_nats_pair;
 use serde::Deserialize;
 use serde_json::json;
 use servers::{Kind, Server};
@@ -35,31 +38,6 @@ use servers::{Kind, Server};
 struct Add {
     a: f64,
     b: f64,
-}
-
-/// A plain responder on its own connection (echoes each request), and a caller connection
-/// that has seen it answer.
-async fn raw_pair(url: &str) -> async_nats::Client {
-    let responder = async_nats::connect(url).await.expect("NATS");
-    let mut sub = responder.subscribe("raw.echo").await.expect("subscribe");
-    responder.flush().await.expect("flush");
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if let Some(reply) = m.reply {
-                let _ = responder.publish(reply, m.payload).await;
-            }
-        }
-    });
-    let caller = async_nats::connect(url).await.expect("NATS");
-    // Under valgrind everything is some 50 times slower: a generous deadline.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while caller.request("raw.echo", "".into()).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the raw responder never answered"
-        );
-    }
-    caller
 }
 
 fn main() {
@@ -92,7 +70,7 @@ fn main() {
             .expect("add");
         let caller = Hemera::connect(&url, options()).await.expect("NATS");
         let raw = if kind.starts_with("raw") {
-            Some(raw_pair(&url).await)
+            Some(raw_nats_pair(&url, Duration::from_secs(120)).await)
         } else {
             None
         };
