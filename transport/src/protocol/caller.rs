@@ -8,8 +8,12 @@
 //! from the first entry in constant time (and the NATS engine from the `Plume-Node` header that
 //! earlier versions send).
 
+// Stamping and reading the entry are the NATS engine's (a TCP link knows its peer); skipping
+// it is every decoder's.
+#[cfg(any(feature = "nats", test))]
 use bytes::{Bytes, BytesMut};
 
+#[cfg(any(feature = "nats", test))]
 use crate::discovery::NodeId;
 
 /// The key of the entry, as MessagePack (fixstr of 4 bytes).
@@ -22,6 +26,7 @@ pub(crate) const ENTRY_LEN: usize = KEY.len() + VALUE_HEAD.len() + 16;
 /// `payload` (an encoded request: a map) with the entry naming `node` put first. Gives the
 /// payload back unchanged when it is not a map of fewer than 15 entries (a fixmap, as this
 /// crate encodes every request): the caller then names itself another way.
+#[cfg(any(feature = "nats", test))]
 pub(crate) fn stamp(payload: Bytes, node: NodeId) -> Result<Bytes, Bytes> {
     let Some(&marker @ 0x80..=0x8e) = payload.first() else {
         return Err(payload);
@@ -43,6 +48,7 @@ pub(crate) fn stamp(payload: Bytes, node: NodeId) -> Result<Bytes, Bytes> {
 }
 
 /// Where the first entry of the map `payload` starts (after its header), when it is a map.
+#[cfg(any(feature = "nats", test))]
 fn first_entry(payload: &[u8]) -> Option<usize> {
     match payload.first()? {
         0x81..=0x8f => Some(1),
@@ -55,6 +61,7 @@ fn first_entry(payload: &[u8]) -> Option<usize> {
 /// The node a request names in its first entry: `Ok(None)` when the payload is not a non-empty
 /// map or its first key is not `from` (a caller of an earlier version, or a plain NATS client).
 /// Err: a `from` that is not a 16-byte node id (the call is refused with the reason).
+#[cfg(any(feature = "nats", test))]
 pub(crate) fn read(payload: &[u8]) -> Result<Option<NodeId>, String> {
     let Some(at) = first_entry(payload) else {
         return Ok(None);
