@@ -279,12 +279,14 @@ pub(crate) async fn run(
     let manager = app
         .instance_set(SET)
         .context("the instance set did not start")?;
-    print_leader_changes(&manager);
+    // The ready line first: the leader task prints at once, and the ready line must be the
+    // first line a supervisor reads.
     crate::say(&format!(
         "workers {name} ready on http://{} node {}",
         server.local_addr(),
         manager.node()
     ));
+    print_leader_changes(&manager);
     drop(manager);
     stop.await;
     // The server first, then the set (every instance here stopped), then the mesh.

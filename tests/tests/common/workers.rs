@@ -164,11 +164,26 @@ impl Cluster {
         let mut child = cmd.spawn().expect("gateway-example workers starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let ready = timeout(SETTLE, lines.next_line())
-            .await
-            .expect("the ready line in time")
-            .expect("stdout readable")
-            .expect("the node exited before it was ready");
+        let process = self.nodes.len();
+        // Lines that come before the ready line (an instance started as the node joined) are
+        // kept in the log like every later one.
+        let ready = timeout(SETTLE, async {
+            loop {
+                let text = lines
+                    .next_line()
+                    .await
+                    .expect("stdout readable")
+                    .expect("the node exited before it was ready");
+                if text.starts_with("workers ") {
+                    return text;
+                }
+                if let Some(line) = parse(&text, process) {
+                    self.log.push(line);
+                }
+            }
+        })
+        .await
+        .expect("the ready line in time");
         // workers NAME ready on http://127.0.0.1:PORT node ID
         let words: Vec<&str> = ready.split_whitespace().collect();
         let port = words
@@ -177,7 +192,6 @@ impl Cluster {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line {ready:?}"));
         let id = words.get(6).map(|s| (*s).to_owned()).unwrap_or_default();
-        let process = self.nodes.len();
         let log = self.log.clone();
         tokio::spawn(async move {
             while let Ok(Some(text)) = lines.next_line().await {
