@@ -61,7 +61,7 @@ impl Hook for Authenticate {
             .filter(|_| service.as_ref().is_some_and(|s| s.builtin_jwt()));
         let (user, authentication) = match (token, service) {
             (Some(token), Some(service)) => {
-                let (user, authentication) = service.jwt_parts(&token).await?;
+                let (user, authentication) = service.jwt_parts(token).await?;
                 (user, Some(authentication))
             }
             (_, service) => {
@@ -104,7 +104,7 @@ impl Hook for Authenticate {
 impl Authenticate {
     /// The `Authorization` header's token, when the call has no `params.authentication`, is
     /// not a socket.io call, and `jwt` is one of this hook's strategies.
-    fn header_token(&self, ctx: &HookContext) -> Option<String> {
+    fn header_token<'c>(&self, ctx: &'c HookContext) -> Option<&'c str> {
         if ctx.params.authentication.is_some()
             || ctx.params.provider == Some(crate::params::Provider::Socketio)
             || !self.strategies.iter().any(|s| s == "jwt")
@@ -112,7 +112,7 @@ impl Authenticate {
             return None;
         }
         let header = ctx.params.headers.get(http::header::AUTHORIZATION)?;
-        super::authorization_token(header.to_str().ok()?).map(str::to_owned)
+        super::authorization_token(super::visible_ascii(header)?)
     }
 }
 

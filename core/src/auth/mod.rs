@@ -21,6 +21,7 @@
 
 mod cache;
 mod config;
+mod header;
 mod hooks;
 mod jwt;
 mod limit;
@@ -52,6 +53,7 @@ pub use config::{
     AuthConfig, DEFAULT_ENTITY_CACHE, JwtAlgorithm, JwtOptions, LocalOptions, SECRET_ENV,
     SETTINGS_KEY,
 };
+pub(crate) use header::{authorization_token, visible_ascii};
 pub use hooks::{Authenticate, HashPassword, Protect, authenticate, hash_password, protect};
 pub use jwt::decode_unverified;
 pub use limit::{DEFAULT_LOGIN_LIMIT, LoginLimit};
@@ -417,21 +419,6 @@ fn record_id(record: &Value) -> Option<Id> {
     ["id", "_id"]
         .iter()
         .find_map(|key| record.get(key).and_then(Id::from_value))
-}
-
-/// The token of an `Authorization` header, as [`parse_authorization`] reads it.
-pub(crate) fn authorization_token(header: &str) -> Option<&str> {
-    let header = header.trim();
-    if header.is_empty() {
-        return None;
-    }
-    let mut words = header.split_whitespace();
-    let first = words.next()?;
-    match words.next() {
-        None => Some(first),
-        Some(token) => (first.eq_ignore_ascii_case("bearer") || first.eq_ignore_ascii_case("jwt"))
-            .then_some(token),
-    }
 }
 
 /// The socket.io handshake check: a valid `Authorization` header logs the connection in with
