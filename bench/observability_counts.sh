@@ -18,6 +18,13 @@
 #
 #   bench/observability_counts.sh
 #
+# COUNTS_COMPARE=workers compares worker-thread counts instead (the same topology twice, every
+# process with PLUME_WORKERS=COUNTS_WORKERS_A, default 2, against COUNTS_WORKERS_B, default 1;
+# the modes are named w2 and w1; COUNTS_WORKERS_VAR names another variable, e.g.
+# TOKIO_WORKER_THREADS for a binary older than PLUME_WORKERS):
+#
+#   COUNTS_COMPARE=workers bench/observability_counts.sh
+#
 # Counts per request hardly depend on the machine's load (batching does a little: compare the
 # modes of one run). Kills only the processes it started.
 set -euo pipefail
@@ -69,24 +76,42 @@ print(utime, stime, minflt, io["syscr"], io["syscw"], io["rchar"], io["wchar"], 
 EOF
 }
 
-topology obs-off PLUME_OBSERVABILITY=off
-GW_OFF=$TOPO_GW
-topology obs-on
-GW_ON=$TOPO_GW
-TOKEN_OFF=$(token "$GW_OFF")
-TOKEN_ON=$(token "$GW_ON")
-for m in off on; do
-  gw=GW_${m^^}
-  tok=TOKEN_${m^^}
-  wait_for "${!gw}/todos" "Hello from todos-a" 30000 "${!tok}"
-  wait_for "${!gw}/todos" "Hello from todos-b" 30000 "${!tok}"
-  # One response as wrk gets it: the status line, the headers and the body.
-  put "${m}_response_bytes" "$(curl -s -i -H "Authorization: Bearer ${!tok}" "${!gw}/todos" | wc -c)"
+# The two modes (A and B) and the environment of each mode's three processes.
+declare -A MODE_ENV=()
+case ${COUNTS_COMPARE:-observability} in
+  observability)
+    MODES=(off on)
+    MODE_ENV[off]=PLUME_OBSERVABILITY=off
+    MODE_ENV[on]=
+    ;;
+  workers)
+    wa=${COUNTS_WORKERS_A:-2} wb=${COUNTS_WORKERS_B:-1} wvar=${COUNTS_WORKERS_VAR:-PLUME_WORKERS}
+    MODES=("w$wa" "w$wb")
+    MODE_ENV[w$wa]=$wvar=$wa
+    MODE_ENV[w$wb]=$wvar=$wb
+    ;;
+  *) log "COUNTS_COMPARE must be observability or workers"; exit 1 ;;
+esac
+MA=${MODES[0]} MB=${MODES[1]}
+declare -A GW_OF=() TOKEN_OF=()
+for m in "${MODES[@]}"; do
+  # shellcheck disable=SC2086 # an empty MODE_ENV is no argument, a set one is VAR=VALUE
+  topology "obs-$m" ${MODE_ENV[$m]}
+  GW_OF[$m]=$TOPO_GW
 done
-curl -s -D - -o /dev/null -H "Authorization: Bearer $TOKEN_ON" "$GW_ON/todos" | grep -qi '^traceparent:' ||
-  { log "the on gateway answers no traceparent"; exit 1; }
-[[ $(curl -s -o /dev/null -w '%{http_code}' "$GW_OFF/metrics") == 404 ]] ||
-  { log "the off gateway serves metrics"; exit 1; }
+for m in "${MODES[@]}"; do
+  TOKEN_OF[$m]=$(token "${GW_OF[$m]}")
+  wait_for "${GW_OF[$m]}/todos" "Hello from todos-a" 30000 "${TOKEN_OF[$m]}"
+  wait_for "${GW_OF[$m]}/todos" "Hello from todos-b" 30000 "${TOKEN_OF[$m]}"
+  # One response as wrk gets it: the status line, the headers and the body.
+  put "${m}_response_bytes" "$(curl -s -i -H "Authorization: Bearer ${TOKEN_OF[$m]}" "${GW_OF[$m]}/todos" | wc -c)"
+done
+if [[ ${COUNTS_COMPARE:-observability} == observability ]]; then
+  curl -s -D - -o /dev/null -H "Authorization: Bearer ${TOKEN_OF[on]}" "${GW_OF[on]}/todos" |
+    grep -qi '^traceparent:' || { log "the on gateway answers no traceparent"; exit 1; }
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "${GW_OF[off]}/metrics") == 404 ]] ||
+    { log "the off gateway serves metrics"; exit 1; }
+fi
 
 PROCS=(gateway todos-a todos-b)
 pids() { local n; for n in "${PROCS[@]}"; do printf '%s ' "${PID_OF[$n-obs-$1]}"; done; }
@@ -104,13 +129,12 @@ print(f"{(b[0] + b[1]) - (a[0] + a[1])}:{b[7] - a[7]}")' "${before[$i]}" "${afte
 }
 
 run() { # MODE ROUND: one wrk run; appends MODE_PROC_delta_rROUND (the snap fields' differences)
-  local m=$1 r=$2 url tok p before=() after=() i out n
-  url=GW_${m^^}
-  tok=TOKEN_${m^^}
+  local m=$1 r=$2 p before=() after=() i out n
   local cpu0 cpu1
   cpu0=$(head -1 /proc/stat)
   for p in $(pids "$m"); do before+=("$(snap "$p")"); done
-  out=$(/usr/bin/time -f 'wrkcpu %U %S' wrk -t 2 -c 64 -d "${SECS}s" -H "Authorization: Bearer ${!tok}" "${!url}/todos" 2>&1)
+  out=$(/usr/bin/time -f 'wrkcpu %U %S' wrk -t 2 -c 64 -d "${SECS}s" \
+    -H "Authorization: Bearer ${TOKEN_OF[$m]}" "${GW_OF[$m]}/todos" 2>&1)
   for p in $(pids "$m"); do after+=("$(snap "$p")"); done
   cpu1=$(head -1 /proc/stat)
   n=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
@@ -129,9 +153,7 @@ print(",".join(str(y - x) for x, y in zip(a, b)))' "${before[$i]}" "${after[$i]}
 }
 
 strace_run() { # MODE: one more wrk run with strace -c -f on every process
-  local m=$1 url tok p spids=() n i
-  url=GW_${m^^}
-  tok=TOKEN_${m^^}
+  local m=$1 p spids=() n i
   i=0
   for p in $(pids "$m"); do
     strace -c -f -q -p "$p" -o "$WORK/strace-$m-${PROCS[$i]}.txt" &
@@ -139,7 +161,7 @@ strace_run() { # MODE: one more wrk run with strace -c -f on every process
     i=$((i + 1))
   done
   sleep 1 # strace attaches asynchronously and says nothing when it has: give it a moment
-  n=$(wrk -t 2 -c 64 -d "${SECS}s" -H "Authorization: Bearer ${!tok}" "${!url}/todos" |
+  n=$(wrk -t 2 -c 64 -d "${SECS}s" -H "Authorization: Bearer ${TOKEN_OF[$m]}" "${GW_OF[$m]}/todos" |
     awk '/requests in/ {print $1}')
   for p in "${spids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   for p in "${spids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -147,27 +169,28 @@ strace_run() { # MODE: one more wrk run with strace -c -f on every process
 }
 
 log "idle CPU, ${IDLE}s per mode"
-idle off
-idle on
+idle "$MA"
+idle "$MB"
 log "wrk GET /todos, $RUNS interleaved rounds of ${SECS}s per mode"
 for r in $(seq 1 "$RUNS"); do
-  run off "$r"
-  run on "$r"
+  run "$MA" "$r"
+  run "$MB" "$r"
 done
 if [[ -n ${COUNTS_STRACE:-} ]]; then
   log "one round per mode under strace -c -f"
-  strace_run off
-  strace_run on
+  strace_run "$MA"
+  strace_run "$MB"
 fi
 
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
-python3 - "$RESULTS" "$TICK_US" "$IDLE" "$WORK" "${COUNTS_STRACE:-}" <<'EOF'
+python3 - "$RESULTS" "$TICK_US" "$IDLE" "$WORK" "${COUNTS_STRACE:-}" "$MA" "$MB" <<'EOF'
 import os, sys
 path, tick_us, idle_s, work, strace = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+A, B = sys.argv[6], sys.argv[7]
 vals = dict(line.split(None, 1) for line in open(path))
 vals = {k: v.strip() for k, v in vals.items()}
 procs = ["gateway", "todos-a", "todos-b"]
-print(f"response bytes (status line, headers, body): off {vals['off_response_bytes']}, on {vals['on_response_bytes']}")
+print(f"response bytes (status line, headers, body): {A} {vals[f'{A}_response_bytes']}, {B} {vals[f'{B}_response_bytes']}")
 print()
 names = ["CPU µs", "user µs", "system µs", "minor faults", "read syscalls", "write syscalls",
          "bytes read", "bytes written", "voluntary switches", "involuntary switches",
@@ -184,17 +207,17 @@ def per(mode):
         out[p] = [u + s, u, s] + [x / reqs for x in tot[2:9]] + [tot[9] / 1000 / reqs]
     out["all"] = [sum(out[p][i] for p in procs) for i in range(len(names))]
     return reqs, out
-roff, off = per("off")
-ron, on = per("on")
-print(f"requests: off {roff:,}, on {ron:,} (on / off = {ron / roff:.3f})")
+roff, off = per(A)
+ron, on = per(B)
+print(f"requests: {A} {roff:,}, {B} {ron:,} ({B} / {A} = {ron / roff:.3f})")
 print()
-print("| per GET /todos | process | off | on | on − off |")
+print(f"| per GET /todos | process | {A} | {B} | {B} − {A} |")
 print("|---|---|---|---|---|")
 for i, name in enumerate(names):
     for p in procs + ["all"]:
         a, b = off[p][i], on[p][i]
         print(f"| {name} | {p} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-for mode, reqs in (("off", roff), ("on", ron)):
+for mode, reqs in ((A, roff), (B, ron)):
     wrk = sum(float(v) for k, v in vals.items() if k.startswith(f"{mode}_wrk_r"))
     mach = [0] * 7
     for k, v in vals.items():
@@ -205,25 +228,25 @@ for mode, reqs in (("off", roff), ("on", ron)):
           f"user {us[0]:.2f}, nice {us[1]:.2f}, system {us[2]:.2f}, idle {us[3]:.2f}, "
           f"iowait {us[4]:.2f}, irq {us[5]:.2f}, softirq {us[6]:.2f}")
 print()
-print("| idle over %d s | process | off: CPU ms, voluntary switches | on |" % idle_s)
+print(f"| idle over {idle_s} s | process | {A}: CPU ms, voluntary switches | {B} |")
 print("|---|---|---|---|")
 for p in procs:
-    a = vals[f"off_{p}_idle"].split(":")
-    b = vals[f"on_{p}_idle"].split(":")
+    a = vals[f"{A}_{p}_idle"].split(":")
+    b = vals[f"{B}_{p}_idle"].split(":")
     print(f"| | {p} | {int(a[0]) * tick_us / 1000:.0f} ms, {a[1]} | {int(b[0]) * tick_us / 1000:.0f} ms, {b[1]} |")
 if strace:
     print()
-    print("| syscalls per GET (strace -c -f) | process | off | on |")
+    print(f"| syscalls per GET (strace -c -f) | process | {A} | {B} |")
     print("|---|---|---|---|")
     for p in procs:
         calls = {}
-        for m in ("off", "on"):
+        for m in (A, B):
             n = int(vals[f"{m}_strace_requests"])
             for line in open(os.path.join(work, f"strace-{m}-{p}.txt")):
                 f = line.split()
                 if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
                     calls.setdefault(f[-1], {})[m] = int(f[3]) / n
-        for c, d in sorted(calls.items(), key=lambda kv: -kv[1].get("on", 0)):
+        for c, d in sorted(calls.items(), key=lambda kv: -kv[1].get(B, 0)):
             if max(d.values()) >= 0.01:
-                print(f"| {c} | {p} | {d.get('off', 0):.3f} | {d.get('on', 0):.3f} |")
+                print(f"| {c} | {p} | {d.get(A, 0):.3f} | {d.get(B, 0):.3f} |")
 EOF

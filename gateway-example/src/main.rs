@@ -28,6 +28,7 @@ mod gateway;
 mod http;
 mod mesh_view;
 mod pattern;
+mod runtime;
 mod telemetry;
 mod todos;
 mod workers;
@@ -212,14 +213,19 @@ struct TodosArgs {
     watchdog: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Cmd::Demo(cli.demo));
-    let telemetry = telemetry::init(&command.service_name())?;
-    let result = run(command).await;
-    telemetry.finish().await;
-    result
+    let workers = runtime::workers(std::env::var_os(runtime::WORKERS_VAR).as_deref())?;
+    let rt = runtime::build(workers)?;
+    let workers = rt.metrics().num_workers();
+    rt.block_on(async {
+        let command = cli.command.unwrap_or(Cmd::Demo(cli.demo));
+        let telemetry = telemetry::init(&command.service_name())?;
+        tracing::info!(target: "gateway_example::runtime", "tokio runtime: {workers} worker threads");
+        let result = run(command).await;
+        telemetry.finish().await;
+        result
+    })
 }
 
 impl Cmd {
