@@ -7,6 +7,8 @@
 #     front of two todos replicas, over the TCP transporter (in a loopback-only network namespace
 #     this script creates and deletes; its UDP discovery is off as well, so nothing is broadcast
 #     even there) and over NATS (a nats-server on 127.0.0.1).
+# BENCH_ANCHORS_WORKERS=N adds a second Plume topology whose three processes run with
+# PLUME_WORKERS=N (tokio worker threads), measured turn about with the rest: its own row.
 # Sourced by bench/run.sh after bench/lib.sh; run_anchors needs GX, WORK, TOKEN and helpers (login
 # from run.sh; wait_for and topology from bench/lib.sh).
 # shellcheck shell=bash
@@ -67,6 +69,14 @@ run_anchors() {
   local gw=$TOPO_GW ra="http://127.0.0.1:${TOPO_PA}" pa=$TOPO_PA
   GW=$gw && login && topology_ready
   local token=$TOKEN
+  local gww="" tokw=""
+  if [[ -n ${BENCH_ANCHORS_WORKERS:-} ]]; then
+    topology anchorw "PLUME_WORKERS=$BENCH_ANCHORS_WORKERS"
+    gww=$TOPO_GW
+    GW=$gww && login && topology_ready
+    tokw=$TOKEN
+    put anchor_workers "$BENCH_ANCHORS_WORKERS"
+  fi
   # The todos the Moleculer replicas answer: what the Plume replica answers, byte for byte.
   curl -s -m 5 "$ra/todos" >"$WORK/todos.json"
 
@@ -108,12 +118,14 @@ run_anchors() {
   for url in "$ngx1" "$ngx2" "$moln"; do wrk -t2 -c64 -d2s "$url/todos" >/dev/null 2>&1 || true; done
   "${nsx[@]}" wrk -t2 -c64 -d2s "$molt/todos" >/dev/null 2>&1 || true
   wrk -t2 -c64 -d2s -H "Authorization: Bearer $token" "$gw/todos" >/dev/null 2>&1 || true
+  [[ -z $gww ]] || wrk -t2 -c64 -d2s -H "Authorization: Bearer $tokw" "$gww/todos" >/dev/null 2>&1 || true
 
   log "anchors: GET /todos, $RUNS x ${SECS}s each, turn about"
   local r c
   for r in $(seq 1 "$RUNS"); do
     for c in 64 1; do
       GW=$gw TOKEN=$token wrk_get_gw "anchor_gw_c$c" "$r" "$c"
+      [[ -z $gww ]] || GW=$gww TOKEN=$tokw wrk_get_gw "anchor_gwworkers_c$c" "$r" "$c"
       wrk_run "anchor_nginx1_c$c" "$r" "$ngx1/todos" "$c"
       wrk_run "anchor_nginx2_c$c" "$r" "$ngx2/todos" "$c"
       WRK_NETNS=$MOLECULER_NS wrk_run "anchor_moltcp_c$c" "$r" "$molt/todos" "$c"
@@ -124,6 +136,7 @@ run_anchors() {
   log "anchors: POST /todos, $RUNS x ${SECS}s each, turn about"
   for r in $(seq 1 "$RUNS"); do
     BENCH_TOKEN=$token wrk_run anchor_gw_post_c64 "$r" "$gw/todos" 64 bench/post.lua
+    [[ -z $gww ]] || BENCH_TOKEN=$tokw wrk_run anchor_gwworkers_post_c64 "$r" "$gww/todos" 64 bench/post.lua
     BENCH_TOKEN="" wrk_run anchor_nginx1_post_c64 "$r" "$ngx1/todos" 64 bench/post.lua
     BENCH_TOKEN="" wrk_run anchor_nginx2_post_c64 "$r" "$ngx2/todos" 64 bench/post.lua
     BENCH_TOKEN="" WRK_NETNS=$MOLECULER_NS wrk_run anchor_moltcp_post_c64 "$r" "$molt/todos" 64 bench/post.lua
@@ -134,5 +147,8 @@ run_anchors() {
     mol-nats-server gateway-anchor todos-a-anchor todos-b-anchor; do
     stop_pid "${PID_OF[$p]}"
   done
+  if [[ -n $gww ]]; then
+    for p in gateway-anchorw todos-a-anchorw todos-b-anchorw; do stop_pid "${PID_OF[$p]}"; done
+  fi
   anchors_cleanup
 }

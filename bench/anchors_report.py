@@ -33,7 +33,11 @@ def main():
     loads = [v for k, vs in runs.items() if k.startswith("anchor_") and k.endswith("_load") for v in vs]
     fig = {}
     rows = []
-    for key, what in ANCHORS:
+    anchors = list(ANCHORS)
+    workers = single.get("anchor_workers")
+    if workers:  # BENCH_ANCHORS_WORKERS: a second Plume topology, its processes on N workers
+        anchors.insert(1, ("gwworkers", f"Plume gateway, PLUME_WORKERS={workers} (gateway and replicas)"))
+    for key, what in anchors:
         f = {
             "get": med(f"anchor_{key}_c64_rps"),
             "p50": med(f"anchor_{key}_c64_p50us"),
@@ -43,7 +47,7 @@ def main():
         }
         fig[key] = f
     gw = fig["gw"]
-    for key, what in ANCHORS:
+    for key, what in anchors:
         f = fig[key]
         rows.append(
             f"| {what} | {fmt(f['get'])} | {fmt(ratio(gw['get'], f['get']))} × | {fmt(f['p50'])} | "
@@ -72,17 +76,29 @@ def main():
     p99n = fig[ngx_key]["p99"] if ngx_key else None
     target("p99, 64 conns, against that nginx", f"{fmt(gw['p99'])} µs / {fmt(p99n)} µs", "no worse",
            None if gw["p99"] is None or p99n is None else gw["p99"] <= p99n)
+    if workers:
+        gwn = fig["gwworkers"]
+        r = ratio(gwn["get"], ngx)
+        target(f"GET, 64 conns, PLUME_WORKERS={workers}, against that nginx",
+               f"{fmt(gwn['get'])} / {fmt(ngx)} req/s = {fmt(r)} ×", "≥ 1.25 ×", None if r is None else r >= 1.25)
     mol, _ = best("moltcp", "molnats")
     r = ratio(gw["get"], mol)
     target("GET, 64 conns, against Moleculer (its better transporter)",
            f"{fmt(gw['get'])} / {fmt(mol)} req/s = {fmt(r)} ×", "≥ 5 ×", None if r is None else r >= 5)
+    if workers:
+        r = ratio(fig["gwworkers"]["get"], mol)
+        target(f"GET, 64 conns, PLUME_WORKERS={workers}, against that Moleculer",
+               f"{fmt(fig['gwworkers']['get'])} / {fmt(mol)} req/s = {fmt(r)} ×", "≥ 5 ×",
+               None if r is None else r >= 5)
 
     load_text = f"{min(loads):.1f}–{max(loads):.1f}" if loads else "?"
+    all_workers = single.get("plume_workers", "default")
+    workers_text = "" if all_workers == "default" else f", PLUME_WORKERS={all_workers} (Plume's worker threads)"
     out = [
         BEGIN,
         "",
         f"Run of {single.get('date', '?')} at commit `{single.get('commit', '?')}`, "
-        f"{single.get('machine_nproc', '?')} CPUs; every process on this machine, wrk with 64 "
+        f"{single.get('machine_nproc', '?')} CPUs{workers_text}; every process on this machine, wrk with 64 "
         "connections (and 1 for the last latency column), median of the runs, each anchor in turn "
         f"with the gateway, run by run. Load average (1 min) when the runs started: {load_text}.",
         "The gateway's column is the gateway divided by the row (above 1: the gateway is faster).",

@@ -90,6 +90,8 @@ put machine_cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo | tr
 put machine_mem_mib "$(awk '/MemTotal/ {printf "%d", $2/1024}' /proc/meminfo)"
 put date "$(date -u +%Y-%m-%dT%H:%MZ)"
 put commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# PLUME_WORKERS (the worker threads of every Plume process here) goes into the reports.
+put plume_workers "${PLUME_WORKERS:-default}"
 
 # --- the sections of the run: all of them, or (BENCH_ANCHORS_ONLY=1) only the anchors ----------
 wrk_get_gw() { # KEY RUN CONNS: GET /todos through the gateway with the JWT
