@@ -231,6 +231,8 @@ mod tests {
     }
 
     #[test]
+    // The borrow picks the impl (as in the code `#[service]` generates).
+    #[allow(clippy::needless_borrow)]
     fn a_value_result_is_taken_as_it_is_and_others_serialized() {
         #[derive(Serialize)]
         struct Page {
