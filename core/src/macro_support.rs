@@ -61,6 +61,42 @@ pub fn to_value<R: Serialize>(result: R) -> Result<Value> {
     serde_json::to_value(result).map_err(Error::internal)
 }
 
+/// A method's result on its way to JSON ([`ResultJson::json`] picks how, by its type): a
+/// `serde_json::Value` is handed over as it is, anything else is serialized ([`to_value`]).
+/// Serializing a `Value` into a `Value` would copy every string and map of it (most services
+/// answer a `Value`).
+#[derive(Debug)]
+pub struct Out<R>(pub Option<R>);
+
+/// A result that is a `serde_json::Value` already: taken as it is. Picked over
+/// [`SerializeJson`] for `Out<Value>` (method resolution tries the receiver `&mut Out<Value>`
+/// before the auto-referenced `&mut &mut Out<R>`).
+pub trait ResultJson {
+    /// The result as JSON.
+    fn json(&mut self) -> Result<Value>;
+}
+
+impl ResultJson for Out<Value> {
+    fn json(&mut self) -> Result<Value> {
+        Ok(self.0.take().unwrap_or(Value::Null))
+    }
+}
+
+/// Any other result: serialized.
+pub trait SerializeJson {
+    /// The result as JSON.
+    fn json(&mut self) -> Result<Value>;
+}
+
+impl<R: Serialize> SerializeJson for &mut Out<R> {
+    fn json(&mut self) -> Result<Value> {
+        match self.0.take() {
+            Some(result) => to_value(result),
+            None => Ok(Value::Null),
+        }
+    }
+}
+
 /// Serialize a client argument (`data`). A failure is a BadRequest.
 pub fn to_data<D: Serialize>(data: D) -> Result<Value> {
     serde_json::to_value(data).map_err(|err| Error::bad_request(format!("Invalid data: {err}")))
@@ -192,5 +228,24 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::GeneralError);
         assert!(err.message().contains("'title'"));
         assert_eq!(unknown_method("x").kind(), ErrorKind::MethodNotAllowed);
+    }
+
+    #[test]
+    // The borrow picks the impl (as in the code `#[service]` generates).
+    #[allow(clippy::needless_borrow)]
+    fn a_value_result_is_taken_as_it_is_and_others_serialized() {
+        #[derive(Serialize)]
+        struct Page {
+            total: u32,
+        }
+        let v = serde_json::json!({"data": [{"id": 1}], "total": 1});
+        assert_eq!((&mut Out(Some(v.clone()))).json().ok(), Some(v));
+        assert_eq!(
+            (&mut Out(Some(Page { total: 2 }))).json().ok(),
+            Some(serde_json::json!({"total": 2}))
+        );
+        // A type that does not serialize to JSON (a map with non-string keys) is an error.
+        let odd: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert!((&mut Out(Some(odd))).json().is_err());
     }
 }

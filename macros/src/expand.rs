@@ -293,7 +293,12 @@ impl Expand<'_> {
         quote! {
             #drop_params
             let __out = <#self_ty>::#name(self, #id #data #params).await?;
-            #krate::__private::to_value(__out)
+            // A `Value` result as it is; any other serialized (see `Out`).
+            {
+                #[allow(unused_imports)]
+                use #krate::__private::{ResultJson as _, SerializeJson as _};
+                (&mut #krate::__private::Out(::core::option::Option::Some(__out))).json()
+            }
         }
     }
 

@@ -57,6 +57,17 @@ impl Encoded {
         Ok(Encoded(Bytes::from(buf)))
     }
 
+    /// A value result encoded by [`write_value`](crate::protocol::value::write_value) (the
+    /// bytes `new` writes for it, without serde's serializer in between): what the mesh answers
+    /// for a handler's value.
+    pub(crate) fn of_value(result: &Value) -> Result<Encoded, String> {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(PREFIX);
+        crate::protocol::value::write_value(&mut buf, result)?;
+        buf.extend_from_slice(SUFFIX);
+        Ok(Encoded(Bytes::from(buf)))
+    }
+
     /// The result's own MessagePack bytes.
     pub fn result_bytes(&self) -> &[u8] {
         self.0

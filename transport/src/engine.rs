@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout_at};
 
-use crate::answer::{Answer, Answering};
+use crate::answer::{Answer, Answering, Encoded};
 use crate::discovery::NodeId;
 use crate::protocol::{Entry, FrameError, ResponseMsg, TableDelta, TableSnapshot, encode_payload};
 use plume::Error;
@@ -227,9 +227,13 @@ pub(crate) fn response(result: Result<Answer, Error>) -> Bytes {
     let msg = match result {
         // Encoded by the handler: its bytes are the response.
         Ok(Answer::Encoded(e)) => return e.into_response(),
-        Ok(Answer::Value(v)) => ResponseMsg {
-            ok: Some(v),
-            err: None,
+        // Written directly (the bytes serde would write; see `protocol::value`).
+        Ok(Answer::Value(v)) => match Encoded::of_value(&v) {
+            Ok(e) => return e.into_response(),
+            Err(_) => ResponseMsg {
+                ok: Some(v),
+                err: None,
+            },
         },
         Err(e) => ResponseMsg {
             ok: None,

@@ -27,6 +27,7 @@
 //! See `docs/distribution.md` for every option and its default.
 
 mod app_ext;
+mod call_body;
 mod consumer;
 mod handle;
 mod health;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use plume::{Error, Method, Result, ServiceHandle};
 use serde_json::{Map, Value};
 
+use super::call_body::read_call_body;
 use super::runtime::{LOG, Shared, same_service};
 use super::wire::{
     CallBody, DESCRIPTOR_VERSION, EventContext, EventEnvelope, HEALTH_METHOD, MAX_SCHEMA_BYTES,
@@ -186,7 +187,12 @@ impl Shared {
             return Err(Error::method_not_allowed_on(name, path));
         }
         let method = Method::from_name(name);
-        let body: CallBody = req.body.decode()?;
+        // Walked from the bytes in the usual form (`call_body`); serde otherwise.
+        let walked = req.body.msgpack_bytes().and_then(|b| read_call_body(&b));
+        let body: CallBody = match walked {
+            Some(body) => body,
+            None => req.body.decode()?,
+        };
         Ok(Some((handle, method, body)))
     }
 

@@ -127,6 +127,12 @@ impl<'a> Reader<'a> {
         self.at
     }
 
+    /// How many bytes are left after the cursor.
+    #[inline]
+    pub fn left(&self) -> usize {
+        self.b.len().saturating_sub(self.at)
+    }
+
     /// The marker byte at the cursor, not moved past.
     #[inline]
     pub fn peek(&self) -> Option<u8> {

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub(crate) mod caller;
 pub(crate) mod head;
+pub(crate) mod value;
 pub(crate) use head::read_request_head;
 pub use head::{Reader, skip_values};
 
