@@ -51,7 +51,7 @@ impl Encoded {
     pub fn new<T: Serialize + ?Sized>(result: &T) -> Result<Encoded, Error> {
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(PREFIX);
-        rmp_serde::encode::write_named(&mut buf, result)
+        rmp_serde::encode::write_named(&mut crate::protocol::Roomy(&mut buf), result)
             .map_err(|e| Error::general_error(format!("the result does not encode: {e}")))?;
         buf.extend_from_slice(SUFFIX);
         Ok(Encoded(Bytes::from(buf)))

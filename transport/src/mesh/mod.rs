@@ -13,6 +13,7 @@ mod call;
 mod drain;
 mod handler;
 mod info;
+mod json_str;
 mod reply;
 mod request;
 mod ring;

@@ -10,8 +10,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::json_str::write_json_str;
 use crate::Answer;
-use crate::protocol::{ResponseMsg, decode_payload};
+use crate::protocol::{ResponseMsg, decode_payload, decode_payload_seed};
 
 /// A form of call result: how it is made from a reply payload (an encoded [`ResponseMsg`]) and
 /// from the value a handler on this node returned.
@@ -47,7 +48,13 @@ impl ReplyForm for Value {
 
 impl ReplyForm for RawJson {
     fn from_payload(payload: &[u8]) -> Result<Self, Error> {
-        match decode_payload::<JsonResponse>(payload) {
+        // The JSON text is about as long as the MessagePack (a string's header becomes its
+        // quotes): one buffer of that size, so that a big answer is written without regrowing
+        // (each regrowth copies all that was written).
+        let seed = JsonResponseSeed {
+            capacity: payload.len() + payload.len() / 8 + 64,
+        };
+        match decode_payload_seed(seed, payload) {
             Ok(JsonResponse { err: Some(e), .. }) => Err(Error::from_json(e)),
             Ok(JsonResponse { ok: Some(text), .. }) => Ok(RawJson::from_encoded(text.0.into())),
             Ok(JsonResponse { ok: None, .. }) => Ok(RawJson::from_encoded("null".into())),
@@ -95,10 +102,104 @@ fn malformed(reason: String) -> Error {
 }
 
 /// [`ResponseMsg`] with the result kept as JSON text.
-#[derive(Deserialize)]
 struct JsonResponse {
     ok: Option<JsonText>,
     err: Option<Value>,
+}
+
+/// Reads a [`JsonResponse`] as `#[derive(Deserialize)]` would (a map by field names, unknown
+/// fields skipped, a missing one `None`; or a sequence of both), writing the result's JSON into
+/// a buffer of `capacity` bytes.
+struct JsonResponseSeed {
+    capacity: usize,
+}
+
+/// A field of [`JsonResponse`].
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Ok,
+    Err,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> DeserializeSeed<'de> for JsonResponseSeed {
+    type Value = JsonResponse;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<JsonResponse, D::Error> {
+        deserializer.deserialize_struct("JsonResponse", &["ok", "err"], self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonResponseSeed {
+    type Value = JsonResponse;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct JsonResponse")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonResponse, A::Error> {
+        let ok = seq
+            .next_element_seed(OptionalJson(self.capacity))?
+            .ok_or_else(|| de::Error::invalid_length(0, &"struct JsonResponse with 2 elements"))?;
+        let err = seq
+            .next_element::<Option<Value>>()?
+            .ok_or_else(|| de::Error::invalid_length(1, &"struct JsonResponse with 2 elements"))?;
+        Ok(JsonResponse { ok, err })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonResponse, A::Error> {
+        let (mut ok, mut err) = (None, None);
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Ok if ok.is_some() => return Err(de::Error::duplicate_field("ok")),
+                Field::Ok => ok = Some(map.next_value_seed(OptionalJson(self.capacity))?),
+                Field::Err if err.is_some() => return Err(de::Error::duplicate_field("err")),
+                Field::Err => err = Some(map.next_value::<Option<Value>>()?),
+                Field::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(JsonResponse {
+            ok: ok.flatten(),
+            err: err.flatten(),
+        })
+    }
+}
+
+/// An `Option<JsonText>` whose text is written into a buffer of the given capacity.
+struct OptionalJson(usize);
+
+impl<'de> DeserializeSeed<'de> for OptionalJson {
+    type Value = Option<JsonText>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalJson {
+    type Value = Option<JsonText>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("option")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let mut out = Vec::with_capacity(self.0);
+        deserializer.deserialize_any(Writer(&mut out))?;
+        Ok(Some(JsonText(out)))
+    }
 }
 
 /// One value of a self-describing format (MessagePack here), written as JSON text.
@@ -160,7 +261,8 @@ impl<'de> Visitor<'de> for Writer<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.scalar(v)
+        write_json_str(self.0, v);
+        Ok(())
     }
 
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
@@ -236,7 +338,8 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        serde_json::to_writer(&mut *self.0, v).map_err(E::custom)
+        write_json_str(self.0, v);
+        Ok(())
     }
 }
 

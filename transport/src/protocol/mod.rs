@@ -146,6 +146,12 @@ impl Frame {
     /// Append the wire bytes of this frame to `dst`.
     pub fn encode_into(&self, dst: &mut BytesMut) {
         dst.reserve(HEADER_LEN + self.payload.len());
+        self.encode_header_into(dst);
+        dst.put_slice(&self.payload);
+    }
+
+    /// Append the header of this frame (the [`HEADER_LEN`] bytes before its payload) to `dst`.
+    pub(crate) fn encode_header_into(&self, dst: &mut BytesMut) {
         // invariant: payloads are bounded by the frame maximum (far below u32::MAX) by the sender;
         // saturate rather than wrap for anything larger so the peer refuses it as oversized.
         let len = u32::try_from(HEADER_LEN - 4 + self.payload.len()).unwrap_or(u32::MAX);
@@ -153,7 +159,6 @@ impl Frame {
         dst.put_u8(FRAME_VERSION);
         dst.put_u8(self.kind as u8);
         dst.put_u64(self.id);
-        dst.put_slice(&self.payload);
     }
 
     /// The wire bytes of this frame.
@@ -210,7 +215,7 @@ pub fn encode_payload<T: Serialize + ?Sized>(msg: &T) -> Bytes {
     // Most payloads are small: one allocation of this size avoids the reallocations of growing
     // from empty.
     let mut buf = Vec::with_capacity(256);
-    match rmp_serde::encode::write_named(&mut buf, msg) {
+    match rmp_serde::encode::write_named(&mut Roomy(&mut buf), msg) {
         Ok(()) => Bytes::from(buf),
         Err(e) => {
             // invariant: our payload types and serde_json::Value always serialize to MessagePack;
@@ -218,6 +223,32 @@ pub fn encode_payload<T: Serialize + ?Sized>(msg: &T) -> Bytes {
             tracing::error!(target: "plume::mesh", error = %e, "payload failed to encode");
             Bytes::new()
         }
+    }
+}
+
+/// A `Vec` writer that, when a write does not fit, grows by an eighth more than that write
+/// needs: a big string written into a small buffer leaves room for what follows it (the
+/// response's `err`), where growing by exactly what it needs would grow once more after it,
+/// copying it all again.
+pub(crate) struct Roomy<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl std::io::Write for Roomy<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.write_all(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let buf = &mut *self.0;
+        if buf.capacity() - buf.len() < bytes.len() {
+            buf.reserve(bytes.len() + bytes.len() / 8 + 64);
+        }
+        buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -232,6 +263,16 @@ pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_PAYLOAD_DEPTH);
     T::deserialize(&mut de).map_err(|e| e.to_string())
+}
+
+/// Decode a payload with a seed (a decoder that carries state of its own).
+pub(crate) fn decode_payload_seed<'de, S: serde::de::DeserializeSeed<'de>>(
+    seed: S,
+    bytes: &'de [u8],
+) -> Result<S::Value, String> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    seed.deserialize(&mut de).map_err(|e| e.to_string())
 }
 
 /// `hello`: who the sender is.

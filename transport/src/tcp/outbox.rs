@@ -15,12 +15,17 @@
 //!
 //! On an encrypted link ([`Sealer`]) what is queued is sealed into records just before it is
 //! written: one AEAD per write (per 64 KiB), not per frame.
+//!
+//! On a plain link, a big payload (a 1 MiB answer) is not copied into the buffer: its `Bytes`
+//! are queued as they are, after the bytes queued before them, and leave with them in one
+//! vectored write.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +35,10 @@ use crate::protocol::{Frame, HEADER_LEN};
 use crate::sync::lock;
 
 const LOG: &str = "plume::mesh";
+/// A payload at least this long is queued by reference on a plain link, not copied.
+const BIG_PAYLOAD: usize = 32 * 1024;
+/// Most pieces one vectored write hands the socket.
+const MAX_SLICES: usize = 64;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +51,12 @@ pub(crate) enum QueueError {
 
 #[derive(Debug)]
 struct State {
-    /// Frames not written yet (plaintext).
+    /// On a plain link: bytes that leave before `buf`, in order (runs of frames cut off `buf`
+    /// and big payloads as their senders made them).
+    pieces: VecDeque<Bytes>,
+    /// The bytes in `pieces`.
+    pieces_len: usize,
+    /// Frames not written yet (plaintext), after `pieces`.
     buf: BytesMut,
     /// On an encrypted link: sealed records not written yet.
     wire: BytesMut,
@@ -68,7 +82,39 @@ pub(crate) struct Outbox {
 impl State {
     /// Bytes waiting, sealed or not.
     fn queued(&self) -> usize {
-        self.buf.len() + self.wire.len()
+        self.pieces_len + self.buf.len() + self.wire.len()
+    }
+
+    /// Append a frame: its bytes into `buf`, or on a plain link a big payload as a piece of its
+    /// own after what is queued (no copy).
+    fn append(&mut self, frame: &Frame) {
+        if self.sealer.is_some() || frame.payload.len() < BIG_PAYLOAD {
+            frame.encode_into(&mut self.buf);
+            return;
+        }
+        frame.encode_header_into(&mut self.buf);
+        let before = self.buf.split().freeze();
+        self.pieces_len += before.len() + frame.payload.len();
+        self.pieces.push_back(before);
+        self.pieces.push_back(frame.payload.clone());
+    }
+
+    /// Everything queued on a plain link with pieces, taken out in order (for the writer task).
+    fn take_pieces(&mut self) -> VecDeque<Bytes> {
+        let mut pieces = std::mem::take(&mut self.pieces);
+        self.pieces_len = 0;
+        if !self.buf.is_empty() {
+            pieces.push_back(self.buf.split().freeze());
+        }
+        pieces
+    }
+
+    /// Drop what is queued.
+    fn clear(&mut self) {
+        self.pieces.clear();
+        self.pieces_len = 0;
+        self.buf.clear();
+        self.wire.clear();
     }
 
     /// What goes on the socket next: the frames themselves, or on an encrypted link the records
@@ -93,6 +139,8 @@ impl Outbox {
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
+                pieces: VecDeque::new(),
+                pieces_len: 0,
                 buf: BytesMut::with_capacity(64 * 1024),
                 wire: BytesMut::new(),
                 sealer,
@@ -129,30 +177,24 @@ impl Outbox {
         if st.queued() > 0 && st.queued() + need > self.limit {
             return Err(QueueError::Full);
         }
-        frame.encode_into(&mut st.buf);
+        st.append(frame);
         Ok(st)
     }
 
     /// Write the buffer with one non-blocking write; leave the rest to the writer task.
     fn write_inline(&self, mut st: MutexGuard<'_, State>) {
-        let written = st.outgoing().map_err(io::Error::other).and_then(|out| {
-            let n = match self.wr.try_write(out) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
-            crate::metrics::bytes_sent(n);
-            out.advance(n);
-            Ok(out.is_empty())
-        });
+        let written = if st.pieces.is_empty() {
+            self.write_buf_now(&mut st)
+        } else {
+            self.write_pieces_now(&mut st)
+        };
         match written {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => {
                 tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
                 st.closed = true;
-                st.buf.clear();
-                st.wire.clear();
+                st.clear();
                 drop(st);
                 self.closed.cancel();
                 return;
@@ -161,6 +203,43 @@ impl Outbox {
         st.flushing = true;
         drop(st);
         self.wake_writer.notify_one();
+    }
+
+    /// One non-blocking write of the buffer (sealed first on an encrypted link); true when all
+    /// of it left.
+    fn write_buf_now(&self, st: &mut State) -> io::Result<bool> {
+        st.outgoing().map_err(io::Error::other).and_then(|out| {
+            let n = match self.wr.try_write(out) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            crate::metrics::bytes_sent(n);
+            out.advance(n);
+            Ok(out.is_empty())
+        })
+    }
+
+    /// One non-blocking vectored write of the pieces and the buffer (a plain link); true when
+    /// all of them left.
+    fn write_pieces_now(&self, st: &mut State) -> io::Result<bool> {
+        let n = {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = gather(
+                st.pieces.iter().map(|p| &p[..]).chain([&st.buf[..]]),
+                &mut slices,
+            );
+            match self.wr.try_write_vectored(&slices[..count]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            }
+        };
+        crate::metrics::bytes_sent(n);
+        let rest = consume(&mut st.pieces, n);
+        st.pieces_len -= n - rest;
+        st.buf.advance(rest);
+        Ok(st.queued() == 0)
     }
 
     /// Hold inline writes back until the returned guard drops; then what was queued goes out
@@ -223,6 +302,27 @@ impl Outbox {
         st.queued() > 0 && st.queued() >= self.limit
     }
 
+    /// Write `pieces` in order, in vectored writes.
+    async fn write_all_pieces(&self, mut pieces: VecDeque<Bytes>) -> io::Result<()> {
+        while !pieces.is_empty() {
+            self.wr.writable().await?;
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = gather(pieces.iter().map(|p| &p[..]), &mut slices);
+                self.wr.try_write_vectored(&slices[..count])
+            };
+            match written {
+                Ok(n) => {
+                    crate::metrics::bytes_sent(n);
+                    consume(&mut pieces, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     async fn write_all(&self, mut chunk: &[u8]) -> io::Result<()> {
         while !chunk.is_empty() {
             self.wr.writable().await?;
@@ -257,11 +357,16 @@ impl Outbox {
                         st.flushing = false;
                         break;
                     }
-                    st.outgoing().map(BytesMut::split)
+                    if st.pieces.is_empty() {
+                        st.outgoing().map(|out| Chunk::Flat(out.split()))
+                    } else {
+                        Ok(Chunk::Pieces(st.take_pieces()))
+                    }
                 };
                 self.space.notify_waiters();
                 let written = match chunk {
-                    Ok(chunk) => self.write_all(&chunk).await,
+                    Ok(Chunk::Flat(chunk)) => self.write_all(&chunk).await,
+                    Ok(Chunk::Pieces(pieces)) => self.write_all_pieces(pieces).await,
                     Err(e) => Err(io::Error::other(e)),
                 };
                 if let Err(e) = written {
@@ -272,18 +377,60 @@ impl Outbox {
                 }
             }
         }
-        let rest = {
+        let (pieces, rest) = {
             let mut st = lock(&self.state);
             st.closed = true;
-            st.outgoing().map(BytesMut::split).unwrap_or_default()
+            if st.pieces.is_empty() {
+                (
+                    VecDeque::new(),
+                    st.outgoing().map(BytesMut::split).unwrap_or_default(),
+                )
+            } else {
+                (st.take_pieces(), BytesMut::new())
+            }
         };
         self.space.notify_waiters();
-        if !rest.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.write_all(&rest)).await;
+        if !pieces.is_empty() || !rest.is_empty() {
+            let flush = async {
+                self.write_all_pieces(pieces).await?;
+                self.write_all(&rest).await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
         }
         let stream: &tokio::net::TcpStream = self.wr.as_ref();
         let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// What the writer task takes out of the state to write without the lock.
+enum Chunk {
+    /// The buffer (or the sealed records).
+    Flat(BytesMut),
+    /// The pieces and the buffer after them.
+    Pieces(VecDeque<Bytes>),
+}
+
+/// Fill `slices` with the first non-empty of `bufs`; how many it filled.
+fn gather<'a>(bufs: impl Iterator<Item = &'a [u8]>, slices: &mut [IoSlice<'a>]) -> usize {
+    let mut count = 0;
+    for (slot, buf) in slices.iter_mut().zip(bufs.filter(|b| !b.is_empty())) {
+        *slot = IoSlice::new(buf);
+        count += 1;
+    }
+    count
+}
+
+/// Drop the first `n` bytes of `pieces`; what is left of `n` when they run out.
+fn consume(pieces: &mut VecDeque<Bytes>, mut n: usize) -> usize {
+    while let Some(front) = pieces.front_mut() {
+        if n < front.len() {
+            front.advance(n);
+            return 0;
+        }
+        n -= front.len();
+        pieces.pop_front();
+    }
+    n
 }
 
 /// Holds an [`Outbox`]'s inline writes back while it lives (see [`Outbox::cork`]).
@@ -294,3 +441,7 @@ impl Drop for Cork<'_> {
         self.0.uncork();
     }
 }
+
+#[cfg(test)]
+#[path = "outbox_tests.rs"]
+mod tests;
