@@ -72,3 +72,6 @@ pub use mesh::{
     Balance, CallBuilder, CallOptions, Handler, Mesh, MeshError, ProviderInfo, RawBody, RawHandler,
     RawRequest, Reply, Request, Subscription, TableEvent, TableWatch, partition_owner,
 };
+/// Requests on a NATS client through one reply subscription (see [`NatsInbox`]).
+#[cfg(feature = "nats")]
+pub use nats::inbox::{InboxError, NatsInbox};

@@ -5,7 +5,7 @@
 mod mesh;
 mod nats;
 
-use plume_transport::Mesh;
+use plume_transport::{Mesh, NatsInbox};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,6 +19,8 @@ use crate::registry::TopicOptions;
 pub(crate) use nats::ReplyNext;
 
 const LOG: &str = "plume::pattern";
+/// Acts on NATS waiting for their replies, at most (beyond: refused at once).
+const MAX_ACTS_IN_FLIGHT: usize = 1 << 16;
 
 /// The carrier of one node.
 pub(crate) struct Bus {
@@ -28,7 +30,8 @@ pub(crate) struct Bus {
 }
 
 enum Kind {
-    Nats(async_nats::Client),
+    /// The connection, and the inbox its acts' replies come through.
+    Nats(async_nats::Client, Box<NatsInbox>),
     Mesh(Mesh),
 }
 
@@ -49,7 +52,10 @@ impl Drop for Serving {
 impl Bus {
     pub(crate) fn nats(client: async_nats::Client) -> Bus {
         Bus {
-            kind: Kind::Nats(client),
+            kind: Kind::Nats(
+                client.clone(),
+                Box::new(NatsInbox::new(client, MAX_ACTS_IN_FLIGHT)),
+            ),
             serving: Mutex::new(HashMap::new()),
         }
     }
@@ -73,7 +79,7 @@ impl Bus {
         options: &TopicOptions,
     ) -> Result<(), HemeraError> {
         let serving = match &self.kind {
-            Kind::Nats(client) => nats::serve(client, node, topic, options).await?,
+            Kind::Nats(client, _) => nats::serve(client, node, topic, options).await?,
             Kind::Mesh(m) => mesh::serve(m, node, topic, options),
         };
         self.serving().insert(topic.to_owned(), serving);
@@ -94,7 +100,7 @@ impl Bus {
             m.withdraw(name);
         }
         drop(serving);
-        if let Kind::Nats(client) = &self.kind
+        if let Kind::Nats(client, _) = &self.kind
             && let Err(e) = nats::round_trip(client).await
         {
             tracing::warn!(target: LOG, topic, "unsubscribe not confirmed: {}", e.message);
@@ -103,7 +109,7 @@ impl Bus {
 
     /// Flush what is queued.
     pub(crate) async fn close(&self) {
-        if let Kind::Nats(client) = &self.kind
+        if let Kind::Nats(client, _) = &self.kind
             && let Err(e) = client.flush().await
         {
             tracing::warn!(target: LOG, "NATS flush at close failed: {e}");
@@ -113,7 +119,7 @@ impl Bus {
     /// Send an act and wait (until its timeout) for the reply's outcome.
     pub(crate) async fn request(&self, msg: &Message<'_>, app: &str) -> Result<Value, HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => nats::request(client, msg, app).await,
+            Kind::Nats(_, inbox) => nats::request(inbox, msg, app).await,
             Kind::Mesh(m) => mesh::request(m, msg, app).await,
         }
     }
@@ -126,7 +132,7 @@ impl Bus {
         app: &str,
     ) -> Result<Vec<Result<Value, HemeraError>>, HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => nats::request_many(client, msg, replies, app).await,
+            Kind::Nats(client, _) => nats::request_many(client, msg, replies, app).await,
             Kind::Mesh(_) => Err(HemeraError::hemera(
                 "`maxMessages$`/`expectedMessages$` need the NATS bus: a mesh call has one reply",
             )),
@@ -140,7 +146,7 @@ impl Bus {
         value: Value,
     ) -> Result<(), HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => nats::reply_next(client, next, value).await,
+            Kind::Nats(client, _) => nats::reply_next(client, next, value).await,
             Kind::Mesh(_) => Err(HemeraError::hemera(
                 "reply_next needs a NATS message that asks for a reply",
             )),
@@ -150,7 +156,7 @@ impl Bus {
     /// Publish a `pubsub$` message (no reply).
     pub(crate) async fn publish(&self, msg: &Message<'_>) -> Result<(), HemeraError> {
         match &self.kind {
-            Kind::Nats(client) => nats::publish(client, msg).await,
+            Kind::Nats(client, _) => nats::publish(client, msg).await,
             Kind::Mesh(m) => {
                 mesh::publish(m, msg);
                 Ok(())

@@ -8,6 +8,8 @@ use async_nats::{Client, RequestErrorKind, Subscriber};
 use futures::StreamExt;
 use serde_json::Value;
 
+use plume_transport::{InboxError, NatsInbox};
+
 use super::{LOG, Serving};
 use crate::error::HemeraError;
 use crate::hemera::{Hemera, Inner};
@@ -234,22 +236,24 @@ pub(super) async fn reply_next(
         .map_err(|e| HemeraError::hemera(format!("NATS publish of a reply: {e}")))
 }
 
+/// An act and its reply, through the node's one reply subscription (no inbox made per act).
 pub(super) async fn request(
-    client: &Client,
+    inbox: &NatsInbox,
     msg: &Message<'_>,
     app: &str,
 ) -> Result<Value, HemeraError> {
     let method = msg.method();
     let body = HemeraRequest::new(msg, &method).to_vec()?;
-    let request = async_nats::Request::new()
-        .payload(body.into())
-        .timeout(Some(msg.timeout));
-    match client.send_request(msg.topic.to_owned(), request).await {
+    let deadline = tokio::time::Instant::now() + msg.timeout;
+    match inbox
+        .request(msg.topic.into(), None, body.into(), deadline)
+        .await
+    {
         Ok(reply) => decode_outcome(&reply.payload),
-        Err(e) => Err(match e.kind() {
-            RequestErrorKind::TimedOut => HemeraError::timeout(&method, app),
-            RequestErrorKind::NoResponders => no_responders(msg.topic, &method, app),
-            _ => HemeraError::hemera(format!("NATS request on `{}` failed: {e}", msg.topic)),
+        Err(e) => Err(match e {
+            InboxError::TimedOut => HemeraError::timeout(&method, app),
+            InboxError::NoResponders => no_responders(msg.topic, &method, app),
+            e => HemeraError::hemera(format!("NATS request on `{}` failed: {e}", msg.topic)),
         }),
     }
 }

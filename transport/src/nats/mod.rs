@@ -12,6 +12,7 @@
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
+pub(crate) mod inbox;
 #[cfg(test)]
 mod props;
 mod remote;
@@ -56,6 +57,8 @@ const MAC_HEADER: &str = "Plume-Mac";
 const EVENT_QUEUE: usize = 4096;
 /// Snapshot answers queued for the engine loop.
 const RESULT_QUEUE: usize = 256;
+/// Calls waiting for their replies, at most (beyond: refused as busy at once).
+const MAX_CALLS: usize = 1 << 16;
 /// Removal notices kept for idempotent calls in flight.
 const REMOVED_CAPACITY: usize = 256;
 
@@ -92,6 +95,8 @@ pub(crate) struct NatsEngine {
     /// Itself, for the [`Remote`]s it hands out.
     this: Weak<NatsEngine>,
     client: async_nats::Client,
+    /// Calls, their replies through one subscription.
+    inbox: inbox::NatsInbox,
     prefix: String,
     node: NodeId,
     /// `node` as text, as the header every message carries names it.
@@ -199,6 +204,7 @@ impl NatsEngine {
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Arc::new_cyclic(|this| Self {
             this: this.clone(),
+            inbox: inbox::NatsInbox::new(client.clone(), MAX_CALLS),
             client,
             prefix: format!("plume.{}", token(environment)),
             node,

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use super::inbox::InboxError;
 use super::{LOG, NatsEngine};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote};
@@ -34,14 +35,11 @@ impl NatsEngine {
         };
         // The call names this node in its payload (a plain NATS message, no header block to
         // write, route and parse); in a header only when the payload is not in the usual form.
-        let request = match caller::stamp(call.payload, self.node) {
-            Ok(payload) => async_nats::Request::new().payload(payload),
-            Err(payload) => async_nats::Request::new()
-                .payload(payload)
-                .headers(self.headers()),
+        let (headers, payload) = match caller::stamp(call.payload, self.node) {
+            Ok(payload) => (None, payload),
+            Err(payload) => (Some(self.headers()), payload),
         };
-        crate::metrics::bytes_sent(request.payload.as_ref().map_or(0, Bytes::len));
-        let request = request.timeout(Some(left));
+        crate::metrics::bytes_sent(payload.len());
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
         // may have been the one holding the call.
         let mut removals = (call.idempotent && node.is_none()).then(|| self.removed.subscribe());
@@ -60,7 +58,7 @@ impl NatsEngine {
             }
         };
         let sent = tokio::select! {
-            r = self.client.send_request(subject, request) => r,
+            r = self.inbox.request(subject.into(), headers, payload, call.deadline) => r,
             () = removed => return Err(CallError::Lost),
         };
         match sent {
@@ -68,12 +66,15 @@ impl NatsEngine {
                 crate::metrics::bytes_received(reply.payload.len());
                 Ok(reply.payload)
             }
-            Err(e) => Err(match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => CallError::NoResponders,
-                async_nats::RequestErrorKind::TimedOut => CallError::Timeout,
-                async_nats::RequestErrorKind::MaxPayloadExceeded
-                | async_nats::RequestErrorKind::InvalidSubject => CallError::Refused(Box::new(e)),
-                async_nats::RequestErrorKind::Other => {
+            Err(e) => Err(match e {
+                InboxError::NoResponders => CallError::NoResponders,
+                InboxError::TimedOut => CallError::Timeout,
+                InboxError::Full(_) => CallError::Busy,
+                InboxError::Publish(e) if e.kind() == async_nats::PublishErrorKind::Send => {
+                    CallError::NotSent
+                }
+                InboxError::Publish(e) => CallError::Refused(Box::new(e)),
+                e @ InboxError::Closed(_) => {
                     tracing::debug!(target: LOG, error = &e as &dyn std::error::Error, %name, "NATS request failed");
                     CallError::Lost
                 }

@@ -1,0 +1,302 @@
+//! Requests on one NATS connection through one wildcard reply subscription of our own.
+//!
+//! async-nats's `send_request` names every request's reply subject with a fresh random token
+//! (22 samples of a ChaCha RNG, formatted), hands the request to its connection task as a
+//! command of its own, and keys its pending replies by that token in a SipHash map of owned
+//! strings; a request that times out stays in that map until its reply comes, if ever. A
+//! [`NatsInbox`] subscribes once to `<inbox>.*` (the client's own inbox prefix, so servers
+//! that restrict `_INBOX` still allow it), names replies `<inbox>.<counter>` (decimal, no RNG),
+//! publishes requests as plain messages with that reply subject, and keeps its pending calls in
+//! a bounded map keyed by the counter. A call's entry leaves the map when its reply comes, when
+//! it times out, and when its future is dropped, so the map never holds more than the calls in
+//! flight, and never more than its bound (a call beyond it fails at once with
+//! [`InboxError::Full`]).
+//!
+//! Only this module reads a reply subject, and only its own: the shape is not part of the mesh
+//! wire (a responder replies to whatever subject the request names).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_nats::{Client, HeaderMap, Message, StatusCode, Subject, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::sync::lock;
+
+const LOG: &str = "plume::nats::inbox";
+
+/// Why a request through a [`NatsInbox`] has no reply.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// As many requests as the inbox's bound are waiting for their replies already.
+    #[error("too many NATS requests in flight (at most {0})")]
+    Full(usize),
+    /// The NATS server says nobody subscribes to the subject.
+    #[error("no responders")]
+    NoResponders,
+    /// No reply before the deadline.
+    #[error("no reply before the deadline")]
+    TimedOut,
+    /// The request was not published (too large, an invalid subject, the client closed).
+    #[error("the request was not published: {0}")]
+    Publish(#[source] async_nats::PublishError),
+    /// The reply subscription could not be made or ended (the client closed).
+    #[error("the reply subscription is gone: {0}")]
+    Closed(String),
+}
+
+/// Keys are counters, unique per inbox: they need no hashing.
+#[derive(Default)]
+struct CounterHasher(u64);
+
+impl Hasher for CounterHasher {
+    fn finish(&self) -> u64 {
+        // Spread the low bits over the high ones (hashbrown takes its control bits from the
+        // top seven).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Pending = HashMap<u64, oneshot::Sender<Message>, BuildHasherDefault<CounterHasher>>;
+
+/// What the inbox and its dispatching task share.
+struct Shared {
+    client: Client,
+    /// `<inbox prefix>.<unique token>.`: a reply subject is this and a counter.
+    prefix: String,
+    next: AtomicU64,
+    pending: Mutex<Pending>,
+    /// Set when the subscription ended: no new request is taken.
+    closed: Mutex<Option<String>>,
+    max: usize,
+}
+
+/// Requests over one NATS client, their replies through one subscription (see the module
+/// documentation). Cheap to share behind an `Arc`; dropping it ends its subscription.
+pub struct NatsInbox {
+    shared: Arc<Shared>,
+    /// The dispatching task, started by the first request (aborted on drop).
+    task: OnceCell<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NatsInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsInbox")
+            .field("prefix", &self.shared.prefix)
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NatsInbox {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+impl NatsInbox {
+    /// An inbox on `client` holding at most `max` requests in flight (at least one).
+    pub fn new(client: Client, max: usize) -> NatsInbox {
+        let mut prefix = client.new_inbox();
+        prefix.push('.');
+        NatsInbox {
+            shared: Arc::new(Shared {
+                client,
+                prefix,
+                next: AtomicU64::new(0),
+                pending: Mutex::new(Pending::default()),
+                closed: Mutex::new(None),
+                max: max.max(1),
+            }),
+            task: OnceCell::new(),
+        }
+    }
+
+    /// The requests waiting for their replies.
+    pub fn pending(&self) -> usize {
+        lock(&self.shared.pending).len()
+    }
+
+    /// The prefix of every reply subject this inbox hands out (`<inbox>.<token>.`).
+    pub fn reply_prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// Publish `payload` (with `headers`, when given) to `subject` and wait for its reply until
+    /// `deadline`.
+    pub async fn request(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Result<Message, InboxError> {
+        self.start().await?;
+        let (reply, mut entry) = self.register()?;
+        let published = match headers {
+            Some(h) => {
+                self.shared
+                    .client
+                    .publish_with_reply_and_headers(subject, reply, h, payload)
+                    .await
+            }
+            None => {
+                self.shared
+                    .client
+                    .publish_with_reply(subject, reply, payload)
+                    .await
+            }
+        };
+        published.map_err(InboxError::Publish)?;
+        let message = match tokio::time::timeout_at(deadline, &mut entry.rx).await {
+            Ok(Ok(message)) => message,
+            // The dispatching task ended (the subscription is gone) and dropped the sender.
+            Ok(Err(_)) => return Err(InboxError::Closed(self.closed_reason())),
+            Err(_) => return Err(InboxError::TimedOut),
+        };
+        entry.answered = true;
+        if message.status == Some(StatusCode::NO_RESPONDERS) {
+            return Err(InboxError::NoResponders);
+        }
+        Ok(message)
+    }
+
+    fn closed_reason(&self) -> String {
+        lock(&self.shared.closed)
+            .clone()
+            .unwrap_or_else(|| "the NATS client closed".to_owned())
+    }
+
+    /// Subscribe and start the dispatching task, once.
+    async fn start(&self) -> Result<(), InboxError> {
+        if self.task.initialized() {
+            return Ok(());
+        }
+        self.task
+            .get_or_try_init(|| async {
+                let wildcard = format!("{}*", self.shared.prefix);
+                let sub = self
+                    .shared
+                    .client
+                    .subscribe(wildcard)
+                    .await
+                    .map_err(|e| InboxError::Closed(e.to_string()))?;
+                Ok::<_, InboxError>(tokio::spawn(dispatch(Arc::clone(&self.shared), sub)))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// A fresh reply subject and its entry in the map, or [`InboxError::Full`].
+    fn register(&self) -> Result<(Subject, Entry<'_>), InboxError> {
+        let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending);
+            if pending.len() >= self.shared.max {
+                return Err(InboxError::Full(self.shared.max));
+            }
+            if let Some(reason) = lock(&self.shared.closed).as_ref() {
+                return Err(InboxError::Closed(reason.clone()));
+            }
+            pending.insert(id, tx);
+        }
+        let mut reply = String::with_capacity(self.shared.prefix.len() + 20);
+        reply.push_str(&self.shared.prefix);
+        let _ = write!(reply, "{id}");
+        let entry = Entry {
+            shared: &self.shared,
+            id,
+            rx,
+            answered: false,
+        };
+        Ok((Subject::from(reply), entry))
+    }
+}
+
+/// A request's place in the map: removed on drop unless its reply took it out.
+struct Entry<'a> {
+    shared: &'a Shared,
+    id: u64,
+    rx: oneshot::Receiver<Message>,
+    answered: bool,
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            lock(&self.shared.pending).remove(&self.id);
+        }
+    }
+}
+
+/// The counter of a reply subject of this inbox, if it is one.
+fn counter(prefix: &str, subject: &str) -> Option<u64> {
+    let digits = subject.strip_prefix(prefix)?;
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Hand each reply to its request; ignore replies nobody waits for (late, or not ours).
+async fn dispatch(shared: Arc<Shared>, mut sub: Subscriber) {
+    while let Some(message) = sub.next().await {
+        let Some(id) = counter(&shared.prefix, &message.subject) else {
+            tracing::debug!(target: LOG, subject = %message.subject, "ignoring a reply to a subject this inbox never handed out");
+            continue;
+        };
+        let waiting = lock(&shared.pending).remove(&id);
+        match waiting {
+            // A request dropped between its receiver and this send: nothing to do.
+            Some(tx) => drop(tx.send(message)),
+            None => {
+                tracing::debug!(target: LOG, id, "ignoring a reply nobody waits for (late, or sent twice)");
+            }
+        }
+    }
+    // The subscription ended: fail what waits, refuse what comes.
+    *lock(&shared.closed) = Some("the reply subscription ended".to_owned());
+    lock(&shared.pending).clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter;
+
+    #[test]
+    fn only_decimal_counters_after_the_prefix_are_read() {
+        let p = "_INBOX.abc.";
+        assert_eq!(counter(p, "_INBOX.abc.0"), Some(0));
+        assert_eq!(
+            counter(p, "_INBOX.abc.18446744073709551615"),
+            Some(u64::MAX)
+        );
+        assert_eq!(counter(p, "_INBOX.abc.18446744073709551616"), None);
+        assert_eq!(counter(p, "_INBOX.abc."), None);
+        assert_eq!(counter(p, "_INBOX.abc.+1"), None);
+        assert_eq!(counter(p, "_INBOX.abc.1.2"), None);
+        assert_eq!(counter(p, "_INBOX.abd.1"), None);
+        assert_eq!(counter(p, "_INBOX.abc.12x"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! [`NatsInbox`]: requests over one reply subscription, against a real `nats-server` on a
+//! loopback port. Replies reach their own callers, late and stray replies are dropped, and the
+//! map of pending calls is bounded and emptied by timeouts and cancellations.
+
+#![cfg(feature = "nats")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, Message, Subject};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::join_all;
+use plume_transport::{InboxError, NatsInbox};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+#[path = "support/nats_server.rs"]
+mod support;
+use support::{WAIT, nats_server};
+
+fn far() -> Instant {
+    Instant::now() + WAIT
+}
+
+/// Answer every request on `subject` once `batch` of them are in, in reverse order (so replies
+/// come back in another order than the requests went out).
+async fn reversing_echo(client: &Client, subject: &str, batch: usize) {
+    let mut sub = client
+        .subscribe(subject.to_owned())
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut held: Vec<Message> = Vec::with_capacity(batch);
+        while let Some(m) = sub.next().await {
+            held.push(m);
+            if held.len() == batch {
+                for m in held.drain(..).rev() {
+                    let reply = m.reply.clone().expect("a reply subject");
+                    client.publish(reply, m.payload).await.expect("reply");
+                }
+            }
+        }
+    });
+}
+
+/// Take the requests on `subject` and hand them to the test, unanswered.
+async fn holder(client: &Client, subject: &str) -> mpsc::Receiver<Message> {
+    let mut sub = client
+        .subscribe(subject.to_owned())
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    // Room for every request a test holds (10,000 at most).
+    let (tx, rx) = mpsc::channel(16_384);
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn next(rx: &mut mpsc::Receiver<Message>) -> Message {
+    timeout(WAIT, rx.recv())
+        .await
+        .expect("a request in time")
+        .expect("the holder runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_their_own_callers_under_concurrency() {
+    let (_server, client) = nats_server().await;
+    reversing_echo(&client, "echo", 50).await;
+    let inbox = Arc::new(NatsInbox::new(client.clone(), 1024));
+    let calls = (0..500u32).map(|i| {
+        let inbox = Arc::clone(&inbox);
+        tokio::spawn(async move {
+            let body = Bytes::from(format!("call {i}"));
+            let reply = inbox
+                .request(Subject::from("echo"), None, body.clone(), far())
+                .await
+                .expect("a reply");
+            assert_eq!(reply.payload, body, "call {i} got another call's reply");
+        })
+    });
+    for r in timeout(WAIT, join_all(calls)).await.expect("in time") {
+        r.expect("the call's checks pass");
+    }
+    assert_eq!(inbox.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_after_the_timeout_is_dropped() {
+    let (_server, client) = nats_server().await;
+    let mut slow = holder(&client, "slow").await;
+    reversing_echo(&client, "echo", 1).await;
+    let inbox = NatsInbox::new(client.clone(), 16);
+
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let late = inbox
+        .request(Subject::from("slow"), None, "first".into(), deadline)
+        .await;
+    assert!(matches!(late, Err(InboxError::TimedOut)), "{late:?}");
+    assert_eq!(inbox.pending(), 0, "a timed-out call leaves the map");
+
+    // The late reply comes, then a new call's own: the new call gets its own.
+    let held = next(&mut slow).await;
+    let reply_to = held.reply.expect("a reply subject");
+    assert!(reply_to.starts_with(inbox.reply_prefix()), "{reply_to}");
+    client
+        .publish(reply_to, "late answer".into())
+        .await
+        .expect("publish");
+    let reply = inbox
+        .request(Subject::from("echo"), None, "second".into(), far())
+        .await
+        .expect("a reply");
+    assert_eq!(reply.payload, Bytes::from("second"));
+    assert_eq!(inbox.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_unknown_or_garbled_subjects_are_ignored() {
+    let (_server, client) = nats_server().await;
+    let mut hold = holder(&client, "hold").await;
+    let inbox = Arc::new(NatsInbox::new(client.clone(), 16));
+    let waiting = {
+        let inbox = Arc::clone(&inbox);
+        tokio::spawn(async move {
+            inbox
+                .request(Subject::from("hold"), None, "q".into(), far())
+                .await
+        })
+    };
+    let held = next(&mut hold).await;
+    let prefix = inbox.reply_prefix().to_owned();
+    for stray in ["garbage", "99999999", "18446744073709551616", "-1", "0x1"] {
+        client
+            .publish(format!("{prefix}{stray}"), "stray".into())
+            .await
+            .expect("publish");
+    }
+    client
+        .publish(held.reply.expect("a reply subject"), "right".into())
+        .await
+        .expect("publish");
+    let reply = timeout(WAIT, waiting)
+        .await
+        .expect("in time")
+        .expect("the task")
+        .expect("a reply");
+    assert_eq!(reply.payload, Bytes::from("right"));
+    assert_eq!(inbox.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_cancelled_calls_leave_nothing_behind() {
+    const CALLS: usize = 10_000;
+    let (_server, client) = nats_server().await;
+    let mut hold = holder(&client, "hold").await;
+    let inbox = Arc::new(NatsInbox::new(client.clone(), 16_384));
+    let tasks: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let inbox = Arc::clone(&inbox);
+            tokio::spawn(async move {
+                inbox
+                    .request(Subject::from("hold"), None, Bytes::new(), far())
+                    .await
+            })
+        })
+        .collect();
+    // Every call registers before it publishes: once the holder has them all, all wait.
+    for _ in 0..CALLS {
+        drop(next(&mut hold).await);
+    }
+    assert_eq!(inbox.pending(), CALLS);
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let outcome = timeout(WAIT, t).await.expect("the task ends in time");
+        assert!(outcome.is_err_and(|e| e.is_cancelled()));
+    }
+    assert_eq!(inbox.pending(), 0, "cancelled calls leave the map");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbox_refuses_at_once_and_takes_calls_again_when_one_ends() {
+    let (_server, client) = nats_server().await;
+    let mut hold = holder(&client, "hold").await;
+    let inbox = Arc::new(NatsInbox::new(client.clone(), 4));
+    let call = |body: Bytes| {
+        let inbox = Arc::clone(&inbox);
+        tokio::spawn(async move {
+            inbox
+                .request(Subject::from("hold"), None, body, far())
+                .await
+        })
+    };
+    let mut tasks: Vec<_> = (0..4u8).map(|i| Some(call(Bytes::from(vec![i])))).collect();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(next(&mut hold).await);
+    }
+    let refused = inbox
+        .request(Subject::from("hold"), None, Bytes::new(), far())
+        .await;
+    assert!(matches!(refused, Err(InboxError::Full(4))), "{refused:?}");
+    assert_eq!(inbox.pending(), 4);
+
+    // One answered (its payload names its task): room for one more.
+    let first = held.remove(0);
+    let which = usize::from(first.payload[0]);
+    client
+        .publish(first.reply.expect("a reply subject"), "done".into())
+        .await
+        .expect("publish");
+    let task = tasks[which].take().expect("a task");
+    let reply = timeout(WAIT, task)
+        .await
+        .expect("in time")
+        .expect("the task")
+        .expect("a reply");
+    assert_eq!(reply.payload, Bytes::from("done"));
+    assert_eq!(inbox.pending(), 3);
+    let more = call(Bytes::new());
+    drop(next(&mut hold).await);
+    assert_eq!(inbox.pending(), 4);
+    more.abort();
+    for t in tasks.into_iter().flatten() {
+        t.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_nobody_subscribes_to_has_no_responders() {
+    let (_server, client) = nats_server().await;
+    let inbox = NatsInbox::new(client, 4);
+    let r = inbox
+        .request(Subject::from("nobody.here"), None, Bytes::new(), far())
+        .await;
+    assert!(matches!(r, Err(InboxError::NoResponders)), "{r:?}");
+    assert_eq!(inbox.pending(), 0);
+}
