@@ -335,8 +335,10 @@ impl Serialize for MeshRequest<'_> {
         } else {
             st.skip_field("delegate")?;
         }
-        st.serialize_field("traceId", self.trace_id())?;
-        st.serialize_field("spanId", self.span_id.as_str())?;
+        // (the span id read once: a root act's trace id is the same string)
+        let span = self.span_id.as_str();
+        st.serialize_field("traceId", self.inherited_trace_id.unwrap_or(span))?;
+        st.serialize_field("spanId", span)?;
         st.end()
     }
 }
