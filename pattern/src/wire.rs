@@ -312,6 +312,7 @@ impl<'a> MeshRequest<'a> {
     }
 
     /// The act's trace id.
+    #[cfg(test)]
     pub(crate) fn trace_id(&self) -> &str {
         self.inherited_trace_id
             .unwrap_or_else(|| self.span_id.as_str())
