@@ -26,8 +26,8 @@ fn main() {
     let kind = args.next().unwrap_or_default();
     let batches: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(
-        kind == "act" || kind == "request",
-        "usage: mesh_count act|request BATCHES"
+        kind == "act" || kind == "request" || kind == "sizes",
+        "usage: mesh_count act|request|sizes BATCHES"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -39,6 +39,17 @@ fn main() {
         let (a, b, _responder, caller) = mesh_pair(Duration::from_secs(120)).await;
         let msg = json!({"topic": "math", "cmd": "add", "a": 1, "b": 2});
         let body = json!({"a": 1, "b": 2});
+        if kind == "sizes" {
+            // The futures each call keeps (and `join_all` moves into its task): bytes.
+            let act = caller.act(&msg);
+            let request = b.to("plain.add").send(&body);
+            println!(
+                "future bytes: act {}, request {}",
+                std::mem::size_of_val(&act),
+                std::mem::size_of_val(&request)
+            );
+            return;
+        }
         // One warm-up batch (links, buffers, pools), then the counted ones.
         for _ in 0..=batches {
             if kind == "act" {

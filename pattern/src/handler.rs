@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::Hemera;
 use crate::error::HemeraError;
 use crate::payload::{Payload, Props};
+use crate::{Hemera, Id};
 
 /// A message as a handler sees it.
 #[derive(Clone)]
@@ -25,9 +25,9 @@ pub struct Req {
     /// The caller's `delegate$`, for this call only (not passed on).
     pub delegate: Map<String, Value>,
     /// The trace id of the call tree this message belongs to.
-    pub trace_id: String,
+    pub trace_id: Id,
     /// The span id of the act that sent this message.
-    pub span_id: String,
+    pub span_id: Id,
     pub(crate) hemera: Hemera,
     /// Sends one more reply before the handler's result (NATS, with a reply subject only).
     pub(crate) next: Option<ReplyNext>,

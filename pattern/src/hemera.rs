@@ -1,10 +1,12 @@
 //! The node handle: `add`, `remove`, `act`, and serving one message (shared by both buses).
 
 use std::borrow::Borrow;
+use std::future::{Future, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, Either};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -13,6 +15,7 @@ use crate::bus::Bus;
 use crate::envelope::new_id;
 use crate::error::HemeraError;
 use crate::handler::{Handler, Parent};
+use crate::id::Id;
 use crate::message::Message;
 use crate::pattern::Pattern;
 use crate::payload::Payload;
@@ -233,22 +236,32 @@ impl Hemera {
         self.inner.bus.request_many(&msg, wanted, app).await
     }
 
-    pub(crate) async fn act_in(
-        &self,
-        parent: Option<&Parent<'_>>,
-        message: &Value,
-    ) -> Result<Value, HemeraError> {
-        let msg = Message::parse(message, parent, &self.inner.options)?;
+    /// An act's future, decided before it is made: an error at once, a publication, or the
+    /// bus's request future itself (an `async fn` would keep the parsed message beside it; see
+    /// `Bus::request`).
+    #[inline(always)]
+    pub(crate) fn act_in<'a>(
+        &'a self,
+        parent: Option<&Parent<'a>>,
+        message: &'a Value,
+    ) -> impl Future<Output = Result<Value, HemeraError>> + Send + 'a {
+        let msg = match Message::parse(message, parent, &self.inner.options) {
+            Ok(msg) => msg,
+            Err(e) => return Either::Left(Box::pin(ready(Err(e))) as BoxFuture<'a, _>),
+        };
         if msg.replies.is_some() {
-            return Err(HemeraError::hemera(
+            return Either::Left(Box::pin(ready(Err(HemeraError::hemera(
                 "`maxMessages$`/`expectedMessages$` give several replies: use act_many",
-            ));
+            )))) as BoxFuture<'a, _>);
         }
         if msg.pubsub {
-            self.inner.bus.publish(&msg).await?;
-            return Ok(Value::Null);
+            return Either::Left(Box::pin(async move {
+                self.inner.bus.publish(&msg).await?;
+                Ok(Value::Null)
+            }) as BoxFuture<'a, _>);
         }
-        self.inner.bus.request(&msg, &self.inner.options.name).await
+        // (the bus's future itself: moved once, not wrapped again)
+        self.inner.bus.request(msg, &self.inner.options.name)
     }
 
     /// The topics (a short lock; never held across an await).
@@ -275,8 +288,8 @@ pub(crate) struct Incoming {
     pub(crate) pattern: Payload,
     pub(crate) meta: Map<String, Value>,
     pub(crate) delegate: Map<String, Value>,
-    pub(crate) trace_id: String,
-    pub(crate) span_id: String,
+    pub(crate) trace_id: Id,
+    pub(crate) span_id: Id,
     /// The caller's method string (`trace.method`), when it sent one.
     pub(crate) method: Option<String>,
 }

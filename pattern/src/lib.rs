@@ -35,6 +35,7 @@ pub mod envelope;
 mod error;
 mod handler;
 mod hemera;
+mod id;
 mod message;
 mod outcome;
 mod pack;
@@ -61,6 +62,7 @@ pub use error::{
 pub use handler::Matched;
 pub use handler::{Handler, Req, Typed, typed};
 pub use hemera::{Hemera, Options};
+pub use id::Id;
 pub use pattern::Pattern;
 
 impl Hemera {

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::envelope::new_id;
 use crate::error::HemeraError;
 use crate::handler::Parent;
 use crate::hemera::Options;
+use crate::id::Id;
 use crate::pattern::{kind_of, method_of};
 
 /// How many replies an act waits for.
@@ -47,9 +47,10 @@ pub(crate) struct Message<'a> {
     pub(crate) delegate: &'a Map<String, Value>,
     /// The trace id from `trace$` or the parent; `None` for a root act, whose trace id is its
     /// span id ([`trace_id`](Self::trace_id)).
-    inherited_trace_id: Option<Cow<'a, str>>,
-    pub(crate) span_id: Cow<'a, str>,
-    pub(crate) parent_span_id: Option<Cow<'a, str>>,
+    inherited_trace_id: Option<&'a str>,
+    /// The act's span id: `trace$.spanId`, or a fresh one (kept inline: no allocation).
+    pub(crate) span_id: Id,
+    pub(crate) parent_span_id: Option<&'a str>,
     /// `trace$` (its keys are sent in Hemera's `trace` over the generated ones).
     pub(crate) trace_extra: &'a Map<String, Value>,
     /// `requestId$` (a fresh id otherwise, made when a NATS envelope is written).
@@ -104,19 +105,12 @@ impl<'a> Message<'a> {
                 Cow::Owned(meta)
             }
         };
-        let id = |key: &str| {
-            own.trace
-                .get(key)
-                .and_then(Value::as_str)
-                .map(Cow::Borrowed)
-        };
-        let span_id = id("spanId").unwrap_or_else(|| Cow::Owned(new_id()));
+        let id = |key: &str| own.trace.get(key).and_then(Value::as_str);
+        let span_id = id("spanId").map_or_else(Id::fresh, Id::new);
         // A root act's trace is named after its span (as a Zipkin root span may be): one id
         // made per act, not two (and not copied).
-        let inherited_trace_id =
-            id("traceId").or_else(|| parent.map(|p| Cow::Borrowed(p.trace_id)));
-        let parent_span_id =
-            id("parentSpanId").or_else(|| parent.map(|p| Cow::Borrowed(p.span_id)));
+        let inherited_trace_id = id("traceId").or_else(|| parent.map(|p| p.trace_id));
+        let parent_span_id = id("parentSpanId").or_else(|| parent.map(|p| p.span_id));
         Ok(Message {
             topic,
             timeout: own.timeout,
@@ -135,7 +129,7 @@ impl<'a> Message<'a> {
     }
 
     /// The payload: the message without its `$` keys (`topic` and the pattern keys included).
-    pub(crate) fn payload(&self) -> Body<'_> {
+    pub(crate) fn payload(&self) -> Body<'a> {
         Body {
             message: self.message,
             skip_options: self.has_options,
@@ -144,7 +138,18 @@ impl<'a> Message<'a> {
 
     /// The act's trace id: from `trace$` or the parent, else (a root act) its span id.
     pub(crate) fn trace_id(&self) -> &str {
-        self.inherited_trace_id.as_deref().unwrap_or(&self.span_id)
+        self.inherited_trace_id
+            .unwrap_or_else(|| self.span_id.as_str())
+    }
+
+    /// The trace id from `trace$` or the parent (`None` for a root act: its span id).
+    pub(crate) fn inherited_trace_id(&self) -> Option<&'a str> {
+        self.inherited_trace_id
+    }
+
+    /// The caller's message, `$` keys included (what [`method`](Self::method) is made from).
+    pub(crate) fn message(&self) -> &'a Map<String, Value> {
+        self.message
     }
 
     /// Hemera's method string of the message (`a:1,b:2,cmd:add,topic:math`).

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::envelope::{RequestEnvelope, decode_request};
 use crate::error::HemeraError;
 use crate::hemera::Incoming;
+use crate::id::Id;
 use crate::payload::Payload;
 use crate::scan::{Scan, is_empty_object};
 
@@ -122,8 +123,8 @@ fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
         pattern: Payload::json(share(body, pattern)),
         meta: map(meta)?,
         delegate: map(delegate)?,
-        trace_id: owned(&ids[0]).unwrap_or_default(),
-        span_id: owned(&ids[1]).unwrap_or_default(),
+        trace_id: owned(&ids[0]).map(Id::from).unwrap_or_default(),
+        span_id: owned(&ids[1]).map(Id::from).unwrap_or_default(),
         method: owned(&ids[2]),
     };
     let echo = |part: Option<&[u8]>| part.map_or(Bytes::from_static(EMPTY), |p| share(body, p));
@@ -162,8 +163,8 @@ fn from_envelope(env: RequestEnvelope) -> (Incoming, Echo) {
         pattern: Payload::from_map(pattern),
         meta: meta.clone(),
         delegate,
-        trace_id: text("traceId").unwrap_or_default(),
-        span_id: text("spanId").unwrap_or_default(),
+        trace_id: text("traceId").map(Id::from).unwrap_or_default(),
+        span_id: text("spanId").map(Id::from).unwrap_or_default(),
         method: text("method"),
     };
     let echo = Echo {

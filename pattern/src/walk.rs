@@ -14,6 +14,7 @@ use plume_transport::protocol::Reader;
 use serde_json::{Map, Number};
 
 use crate::hemera::Incoming;
+use crate::id::Id;
 use crate::payload::{Payload, Prim, Props};
 
 /// A mesh request ([`MeshRequest`](crate::wire::MeshRequest)) read from `body`, its encoded
@@ -41,8 +42,8 @@ pub(crate) fn read_mesh_request(body: &Bytes) -> Option<Incoming> {
         pattern: Payload::msgpack(body.slice(payload?)),
         meta: Map::new(),
         delegate: Map::new(),
-        trace_id: trace_id.unwrap_or_default().to_owned(),
-        span_id: span_id.unwrap_or_default().to_owned(),
+        trace_id: Id::new(trace_id.unwrap_or_default()),
+        span_id: Id::new(span_id.unwrap_or_default()),
         method: None,
     })
 }
@@ -153,8 +154,8 @@ mod tests {
             Value::Object(inc.pattern.into_map()),
             Value::Object(inc.meta),
             Value::Object(inc.delegate),
-            inc.trace_id,
-            inc.span_id,
+            inc.trace_id.into(),
+            inc.span_id.into(),
         )
     }
 

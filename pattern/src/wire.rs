@@ -20,7 +20,8 @@ use crate::envelope::{
 };
 use crate::error::HemeraError;
 use crate::hemera::Incoming;
-use crate::message::Message;
+use crate::id::Id;
+use crate::message::{Body, Message};
 use crate::payload::{Bin, Payload};
 use crate::scan::Scan;
 
@@ -210,37 +211,137 @@ fn scan_outcome(body: &[u8]) -> Option<Result<Value, HemeraError>> {
 
 /// An act on the mesh as the caller writes it: the payload (the message without its `$` keys)
 /// as MessagePack bytes in one `bin`, which the responder keeps undecoded until its handler
-/// decodes them (see `crate::payload`), then what the handler sees of its caller.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// decodes them (see `crate::payload`), then what the handler sees of its caller:
+/// `{payload, meta?, delegate?, traceId, spanId}` (`meta` and `delegate` only when not empty).
+///
+/// It owns what it needs of its [`Message`] (the span id, a merged meta), so that a caller's
+/// future keeps this and not the whole message while it waits (see `crate::bus::mesh`).
+#[derive(Debug)]
 pub(crate) struct MeshRequest<'a> {
-    pub(crate) payload: Bin,
-    #[serde(skip_serializing_if = "is_empty")]
-    pub(crate) meta: &'a Map<String, Value>,
-    #[serde(skip_serializing_if = "is_empty")]
+    /// The payload, written (as a `bin`) when the request is encoded: see [`Packed`].
+    pub(crate) payload: Body<'a>,
+    pub(crate) meta: Meta<'a>,
     pub(crate) delegate: &'a Map<String, Value>,
-    pub(crate) trace_id: &'a str,
-    pub(crate) span_id: &'a str,
+    /// The trace id, when it is not the span id (a root act's trace id is its span id).
+    pub(crate) inherited_trace_id: Option<&'a str>,
+    pub(crate) span_id: Id,
 }
 
-impl<'a> MeshRequest<'a> {
-    /// The mesh request of `msg`: its payload encoded, the rest borrowed.
-    pub(crate) fn of(msg: &'a Message<'a>) -> Result<Self, HemeraError> {
-        let mut payload = Vec::with_capacity(64);
-        let body = msg.payload();
-        crate::pack::write_map(&mut payload, body.len(), body.iter());
-        Ok(MeshRequest {
-            payload: Bin(payload),
-            meta: &msg.meta,
-            delegate: msg.delegate,
-            trace_id: msg.trace_id(),
-            span_id: &msg.span_id,
+/// A payload serialized as the `bin` of its MessagePack map (`crate::pack`), written into a
+/// buffer of this thread that is kept from one request to the next: a request allocates
+/// nothing for its payload (the transport copies the bytes into its frame at once).
+struct Packed<'a>(Body<'a>);
+
+/// The most a thread's payload buffer keeps between requests (a larger one is let go).
+const KEEP_PACKED: usize = 64 * 1024;
+
+impl Serialize for Packed<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        thread_local! {
+            static PACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let write = |out: &mut Vec<u8>| {
+            crate::pack::write_map(out, self.0.len(), self.0.iter());
+        };
+        PACKED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                write(&mut buf);
+                let written = s.serialize_bytes(&buf);
+                if buf.capacity() > KEEP_PACKED {
+                    *buf = Vec::new();
+                }
+                written
+            }
+            // (not reached: nothing in writing a payload encodes another request)
+            Err(_) => {
+                let mut buf = Vec::new();
+                write(&mut buf);
+                s.serialize_bytes(&buf)
+            }
         })
     }
 }
 
-fn is_empty(map: &&Map<String, Value>) -> bool {
-    map.is_empty()
+/// A request's `meta`: the caller's own (borrowed), or one merged over a parent's (boxed: it
+/// is rare, and a reference is all most requests carry).
+#[derive(Debug)]
+pub(crate) enum Meta<'a> {
+    Borrowed(&'a Map<String, Value>),
+    Owned(Box<Map<String, Value>>),
+}
+
+impl std::ops::Deref for Meta<'_> {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        match self {
+            Meta::Borrowed(m) => m,
+            Meta::Owned(m) => m,
+        }
+    }
+}
+
+impl<'a> MeshRequest<'a> {
+    /// The mesh request of `msg`, taking what it owns: its payload encoded, the rest borrowed
+    /// from the caller's message.
+    pub(crate) fn of(msg: Message<'a>) -> Self {
+        let payload = msg.payload();
+        let inherited_trace_id = msg.inherited_trace_id();
+        let meta = match msg.meta {
+            std::borrow::Cow::Borrowed(m) => Meta::Borrowed(m),
+            std::borrow::Cow::Owned(m) => Meta::Owned(Box::new(m)),
+        };
+        MeshRequest {
+            payload,
+            meta,
+            delegate: msg.delegate,
+            inherited_trace_id,
+            span_id: msg.span_id,
+        }
+    }
+
+    /// [`of`](Self::of) a message that is kept (its span id copied).
+    pub(crate) fn of_ref<'m>(msg: &'m Message<'a>) -> MeshRequest<'m> {
+        MeshRequest {
+            payload: msg.payload(),
+            meta: Meta::Borrowed(&msg.meta),
+            delegate: msg.delegate,
+            inherited_trace_id: msg.inherited_trace_id(),
+            span_id: msg.span_id.clone(),
+        }
+    }
+
+    /// The act's trace id.
+    #[cfg(test)]
+    pub(crate) fn trace_id(&self) -> &str {
+        self.inherited_trace_id
+            .unwrap_or_else(|| self.span_id.as_str())
+    }
+}
+
+impl Serialize for MeshRequest<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (meta, delegate) = (!self.meta.is_empty(), !self.delegate.is_empty());
+        let len = 3 + usize::from(meta) + usize::from(delegate);
+        let mut st = s.serialize_struct("MeshRequest", len)?;
+        st.serialize_field("payload", &Packed(self.payload))?;
+        if meta {
+            st.serialize_field("meta", &*self.meta)?;
+        } else {
+            st.skip_field("meta")?;
+        }
+        if delegate {
+            st.serialize_field("delegate", self.delegate)?;
+        } else {
+            st.skip_field("delegate")?;
+        }
+        // (the span id read once: a root act's trace id is the same string)
+        let span = self.span_id.as_str();
+        st.serialize_field("traceId", self.inherited_trace_id.unwrap_or(span))?;
+        st.serialize_field("spanId", span)?;
+        st.end()
+    }
 }
 
 /// An act on the mesh as the responder reads it ([`MeshRequest`]).
@@ -257,9 +358,9 @@ pub(crate) struct MeshIncoming {
     #[serde(default)]
     pub(crate) delegate: Map<String, Value>,
     #[serde(default)]
-    pub(crate) trace_id: String,
+    pub(crate) trace_id: Id,
     #[serde(default)]
-    pub(crate) span_id: String,
+    pub(crate) span_id: Id,
 }
 
 impl MeshIncoming {
@@ -533,12 +634,103 @@ pub(crate) mod tests {
         }
     }
 
+    /// A mesh request as the previous version's derived `Serialize` wrote it: the wire that
+    /// [`MeshRequest`]'s own `Serialize` keeps.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct DerivedRequest<'a> {
+        payload: Bin,
+        #[serde(skip_serializing_if = "is_empty")]
+        meta: &'a Map<String, Value>,
+        #[serde(skip_serializing_if = "is_empty")]
+        delegate: &'a Map<String, Value>,
+        trace_id: &'a str,
+        span_id: &'a str,
+    }
+
+    fn is_empty(map: &&Map<String, Value>) -> bool {
+        map.is_empty()
+    }
+
+    proptest! {
+        /// Whatever the message (meta, delegate, `trace$` ids, a parent or not), the request
+        /// written by hand is byte for byte the derived one, in MessagePack (a call to another
+        /// node) and as a JSON value (a call on this node); taking the message apart (`of`) and
+        /// borrowing it (`of_ref`) write the same.
+        #[test]
+        fn written_mesh_requests_are_the_derived_ones(
+            payload in proptest::collection::btree_map("[a-z]{1,4}", leaf(), 0..4),
+            meta in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            parent_meta in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            delegate in proptest::collection::btree_map("[a-z]{1,3}", leaf(), 0..3),
+            trace in proptest::collection::btree_map(
+                prop_oneof![Just("traceId"), Just("spanId")], "[A-Z0-9]{1,30}", 0..3),
+            with_parent in any::<bool>(),
+        ) {
+            let mut message: Map<String, Value> = payload.into_iter().collect();
+            message.insert("topic".into(), json!("t"));
+            let pattern = Value::Object(message.clone());
+            let map = |m: std::collections::BTreeMap<String, Value>| -> Map<String, Value> {
+                m.into_iter().collect()
+            };
+            if !meta.is_empty() {
+                message.insert("meta$".into(), Value::Object(map(meta)));
+            }
+            if !delegate.is_empty() {
+                message.insert("delegate$".into(), Value::Object(map(delegate)));
+            }
+            if !trace.is_empty() {
+                let trace: Map<String, Value> =
+                    trace.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+                message.insert("trace$".into(), Value::Object(trace));
+            }
+            let message = Value::Object(message);
+            let parent_meta = map(parent_meta);
+            let parent = Parent { meta: &parent_meta, trace_id: "PT", span_id: "PS" };
+            let parse = || {
+                Message::parse(&message, with_parent.then_some(&parent), &Options::default())
+                    .expect("message")
+            };
+            let msg = parse();
+            let mut packed = Vec::new();
+            crate::pack::write_map(&mut packed, msg.payload().len(), msg.payload().iter());
+            let derived = DerivedRequest {
+                payload: Bin(packed),
+                meta: &msg.meta,
+                delegate: msg.delegate,
+                trace_id: msg.trace_id(),
+                span_id: &msg.span_id,
+            };
+            let want = rmp_serde::to_vec_named(&derived).expect("encodes");
+            let want_json = serde_json::to_value(&derived).expect("encodes");
+            let borrowed = MeshRequest::of_ref(&msg);
+            prop_assert_eq!(&rmp_serde::to_vec_named(&borrowed).expect("encodes"), &want);
+            prop_assert_eq!(&serde_json::to_value(&borrowed).expect("encodes"), &want_json);
+            // (a second parse: its fresh span id differs unless `trace$` gives one)
+            let owned = MeshRequest::of(parse());
+            let mut want_owned = serde_json::to_value(&derived).expect("encodes");
+            want_owned["spanId"] = json!(owned.span_id.as_str());
+            if msg.trace_id() == msg.span_id.as_str() {
+                want_owned["traceId"] = json!(owned.trace_id());
+            }
+            prop_assert_eq!(&serde_json::to_value(&owned).expect("encodes"), &want_owned);
+            let back: MeshIncoming =
+                rmp_serde::from_slice(&rmp_serde::to_vec_named(&owned).expect("encodes"))
+                    .expect("decodes");
+            let incoming = back.into_incoming().expect("a payload");
+            prop_assert_eq!(&incoming.span_id, owned.span_id.as_str());
+            prop_assert_eq!(&incoming.trace_id, owned.trace_id());
+            prop_assert_eq!(&Value::Object(incoming.meta), &Value::Object((*owned.meta).clone()));
+            prop_assert_eq!(Value::Object(incoming.pattern.into_map()), pattern);
+        }
+    }
+
     #[test]
     fn mesh_requests_carry_the_payload_as_msgpack_and_skip_empty_parts() {
         let v = json!({"topic": "math", "cmd": "add", "a": 1, "delegate$": {"d": 1},
                        "timeout$": 5});
         let m = message(&v);
-        let req = MeshRequest::of(&m).expect("encodes");
+        let req = MeshRequest::of_ref(&m);
         // what a remote responder reads: the request in MessagePack
         let packed = rmp_serde::to_vec_named(&req).expect("encodes");
         let back: MeshIncoming = rmp_serde::from_slice(&packed).expect("decodes");

@@ -7,6 +7,7 @@
 //! `{result}` or `{error}`.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -19,6 +20,7 @@ use crate::error::HemeraError;
 use crate::hemera::{Hemera, Incoming, Inner};
 use crate::message::Message;
 use crate::outcome::MeshOutcome;
+use crate::pattern::method_of;
 use crate::registry::TopicOptions;
 use crate::serve::Started;
 use crate::walk::read_mesh_request;
@@ -44,8 +46,12 @@ struct Provided {
     max: Option<u64>,
 }
 
+/// The bytes of an act's endpoint name on the stack (`hemera.` and a topic of up to 33 bytes;
+/// a longer one is allocated).
+const NAME_BUF: usize = 40;
+
 /// [`endpoint`], written into `buf` when it fits: no allocation per act.
-fn endpoint_in<'b>(topic: &str, buf: &'b mut [u8; 64]) -> Cow<'b, str> {
+fn endpoint_in<'b>(topic: &str, buf: &'b mut [u8; NAME_BUF]) -> Cow<'b, str> {
     const PREFIX: &[u8] = b"hemera.";
     let Some(out) = buf.get_mut(..PREFIX.len() + topic.len()) else {
         return Cow::Owned(endpoint(topic));
@@ -159,37 +165,49 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
     }
 }
 
-pub(super) async fn request(
-    mesh: &Mesh,
-    msg: &Message<'_>,
-    app: &str,
-) -> Result<Value, HemeraError> {
-    let options = CallOptions {
-        timeout: Some(msg.timeout),
-        idempotent: false,
-    };
-    let mut buf = [0u8; 64];
-    let name = endpoint_in(msg.topic, &mut buf);
-    let body = MeshRequest::of(msg)?;
-    match mesh
-        .to(&name)
-        .options(options)
-        .send_decoded::<MeshOutcome, _>(&body)
-        .await
-    {
-        Ok(reply) => reply.into_result(),
-        // No provider within the deadline, or one that did not answer in time: Hemera's
-        // caller sees a timeout in both cases.
-        Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {
-            Err(HemeraError::timeout(&msg.method(), app).with("cause", Value::from(e.message())))
+/// Send an act and wait for its outcome.
+///
+/// A plain function that takes the message apart before the future is made: the future (kept
+/// per act in flight, moved by `join_all` into its task) holds the request and the mesh
+/// call, not the whole [`Message`], and no copy of its arguments (an `async fn` keeps each of
+/// its arguments beside the futures it awaits).
+// (inlined: its future is then made where it is kept, not moved there)
+#[inline(always)]
+pub(super) fn request<'a>(
+    mesh: &'a Mesh,
+    msg: Message<'a>,
+    app: &'a str,
+) -> impl Future<Output = Result<Value, HemeraError>> + Send + 'a {
+    let (topic, timeout, message) = (msg.topic, msg.timeout, msg.message());
+    let body = MeshRequest::of(msg);
+    async move {
+        let options = CallOptions {
+            timeout: Some(timeout),
+            idempotent: false,
+        };
+        let mut buf = [0u8; NAME_BUF];
+        let name = endpoint_in(topic, &mut buf);
+        match mesh
+            .to(&name)
+            .options(options)
+            .send_decoded::<MeshOutcome, _>(&body)
+            .await
+        {
+            Ok(reply) => reply.into_result(),
+            // No provider within the deadline, or one that did not answer in time: Hemera's
+            // caller sees a timeout in both cases.
+            Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) => {
+                Err(HemeraError::timeout(&method_of(message), app)
+                    .with("cause", Value::from(e.message())))
+            }
+            // The provider's node no longer serves the topic (removed under the call).
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(HemeraError::pattern_not_found(&method_of(message), app)
+                    .with("isServer", Value::Bool(false))
+                    .with("cause", Value::from(e.message())))
+            }
+            Err(e) => Err(HemeraError::from(e)),
         }
-        // The provider's node no longer serves the topic (removed under the call).
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            Err(HemeraError::pattern_not_found(&msg.method(), app)
-                .with("isServer", Value::Bool(false))
-                .with("cause", Value::from(e.message())))
-        }
-        Err(e) => Err(HemeraError::from(e)),
     }
 }
 
@@ -197,9 +215,7 @@ pub(super) async fn request(
 /// endpoint when there is one (as a NATS queue group gets one copy); nobody waits for it.
 pub(super) fn publish(mesh: &Mesh, msg: &Message<'_>) {
     let name = endpoint(msg.topic);
-    let Ok(body) = MeshRequest::of(msg)
-        .and_then(|r| serde_json::to_value(r).map_err(|e| HemeraError::hemera(e.to_string())))
-    else {
+    let Ok(body) = serde_json::to_value(MeshRequest::of_ref(msg)) else {
         tracing::warn!(target: LOG, topic = %msg.topic, "pubsub message does not encode");
         return;
     };

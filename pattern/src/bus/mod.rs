@@ -5,9 +5,11 @@
 mod mesh;
 mod nats;
 
+use futures::future::{BoxFuture, Either};
 use plume_transport::{Mesh, NatsInbox};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::task::JoinHandle;
 
@@ -117,10 +119,28 @@ impl Bus {
     }
 
     /// Send an act and wait (until its timeout) for the reply's outcome.
-    pub(crate) async fn request(&self, msg: &Message<'_>, app: &str) -> Result<Value, HemeraError> {
+    ///
+    /// Not an `async fn` (which would keep `msg` in its future beside the bus's): the mesh
+    /// takes the message apart before its future is made (`mesh::request`), and the NATS
+    /// request is boxed, so that an act's future on the mesh (kept per act in flight) is not
+    /// as large as the NATS client's.
+    ///
+    /// The boxed side is for the caller's other outcomes too (`Hemera::act_in`): an act's
+    /// future is this one, not wrapped again.
+    #[inline(always)]
+    pub(crate) fn request<'a>(
+        &'a self,
+        msg: Message<'a>,
+        app: &'a str,
+    ) -> Either<
+        BoxFuture<'a, Result<Value, HemeraError>>,
+        impl Future<Output = Result<Value, HemeraError>> + Send + 'a,
+    > {
         match &self.kind {
-            Kind::Nats(_, inbox) => nats::request(inbox, msg, app).await,
-            Kind::Mesh(m) => mesh::request(m, msg, app).await,
+            Kind::Nats(_, inbox) => {
+                Either::Left(Box::pin(async move { nats::request(inbox, &msg, app).await }))
+            }
+            Kind::Mesh(m) => Either::Right(mesh::request(m, msg, app)),
         }
     }
 
@@ -156,7 +176,7 @@ impl Bus {
     /// Publish a `pubsub$` message (no reply).
     pub(crate) async fn publish(&self, msg: &Message<'_>) -> Result<(), HemeraError> {
         match &self.kind {
-            Kind::Nats(client, _) => nats::publish(client, msg).await,
+            Kind::Nats(client, _) => Box::pin(nats::publish(client, msg)).await,
             Kind::Mesh(m) => {
                 mesh::publish(m, msg);
                 Ok(())

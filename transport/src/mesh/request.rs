@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::TryFutureExt;
 use futures::future::{Either, join_all};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -170,12 +171,14 @@ impl<'a> CallBuilder<'a> {
     /// provider's MessagePack reply, without a [`Value`] on the way. A result that does not
     /// decode into `T` is a `GeneralError` ("malformed reply"); a provider's error is returned
     /// as by `send`.
-    pub async fn send_decoded<T, B>(self, body: &B) -> Result<T, Error>
+    ///
+    /// (A plain function, as `send` is: its future is the mesh's own, without this builder.)
+    pub fn send_decoded<T, B>(self, body: &B) -> impl Future<Output = Result<T, Error>>
     where
         T: DeserializeOwned + Send,
         B: Serialize + ?Sized + Sync,
     {
-        self.send_as::<B, Decoded<T>>(body).await.map(|d| d.0)
+        self.send_as::<B, Decoded<T>>(body).map_ok(|d| d.0)
     }
 
     /// The call's future: the mesh's own, without this builder kept beside it (`send` and
