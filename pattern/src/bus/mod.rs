@@ -138,7 +138,9 @@ impl Bus {
     > {
         match &self.kind {
             Kind::Nats(_, inbox) => {
-                Either::Left(Box::pin(async move { nats::request(inbox, &msg, app).await }))
+                Either::Left(Box::pin(
+                    async move { nats::request(inbox, &msg, app).await },
+                ))
             }
             Kind::Mesh(m) => Either::Right(mesh::request(m, msg, app)),
         }
