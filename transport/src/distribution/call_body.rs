@@ -80,8 +80,7 @@ fn read_object(r: &mut Reader<'_>) -> Option<Map<String, Value>> {
 
 /// nil (`None`) or a value at `depth`.
 fn read_opt_value(r: &mut Reader<'_>, depth: usize) -> Option<Option<Value>> {
-    if r.peek()? == 0xc0 {
-        r.byte()?;
+    if r.nil() {
         return Some(None);
     }
     read_value(r, depth).map(Some)
@@ -99,8 +98,7 @@ fn read_id(r: &mut Reader<'_>) -> Option<Option<Id>> {
 
 /// nil, `"rest"` or `"socketio"`.
 fn read_provider(r: &mut Reader<'_>) -> Option<Option<Provider>> {
-    if r.peek()? == 0xc0 {
-        r.byte()?;
+    if r.nil() {
         return Some(None);
     }
     match r.str_bytes()? {

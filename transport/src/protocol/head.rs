@@ -215,10 +215,19 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.str_bytes()?).ok()
     }
 
+    /// Whether a nil is next; read when it is.
+    #[inline]
+    pub fn nil(&mut self) -> bool {
+        let nil = self.b.get(self.at) == Some(&0xc0);
+        if nil {
+            self.at += 1;
+        }
+        nil
+    }
+
     #[inline]
     fn opt_str(&mut self) -> Option<Option<&'a str>> {
-        if self.b.get(self.at) == Some(&0xc0) {
-            self.at += 1;
+        if self.nil() {
             return Some(None);
         }
         self.str().map(Some)
