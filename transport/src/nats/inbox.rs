@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,29 +52,8 @@ pub enum InboxError {
     Closed(String),
 }
 
-/// Keys are counters, unique per inbox: they need no hashing.
-#[derive(Default)]
-struct CounterHasher(u64);
-
-impl Hasher for CounterHasher {
-    fn finish(&self) -> u64 {
-        // Spread the low bits over the high ones (hashbrown takes its control bits from the
-        // top seven).
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Pending = HashMap<u64, oneshot::Sender<Message>, BuildHasherDefault<CounterHasher>>;
+/// Keys are counters, unique per inbox: a fixed-seed foldhash (a multiply and a fold) is enough.
+type Pending = HashMap<u64, oneshot::Sender<Message>, foldhash::fast::FixedState>;
 
 /// What the inbox and its dispatching task share.
 struct Shared {
