@@ -22,7 +22,7 @@ use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote, Removal, Served, Sink, response};
 use crate::error::LinkError;
 use crate::protocol::{
-    EventMsg, Frame, FrameError, Goaway, Kind, TableDelta, TableSnapshot, Topic,
+    EventMsg, Frame, FrameError, Goaway, HEADER_LEN, Kind, TableDelta, TableSnapshot, Topic,
 };
 use crate::sync::lock;
 use plume::Error;
@@ -83,6 +83,7 @@ impl Link {
             id,
             payload,
         };
+        let need = HEADER_LEN + frame.payload.len();
         loop {
             let sent = {
                 // The gate orders this request against a goaway acknowledgement: a request
@@ -104,7 +105,7 @@ impl Link {
                     return Err(CallError::NotSent);
                 }
                 Err(QueueError::Full) => {
-                    if timeout_at(deadline, self.out.wait_for_space())
+                    if timeout_at(deadline, self.out.wait_for_room(need))
                         .await
                         .is_err()
                     {

@@ -66,6 +66,9 @@ struct State {
     closed: bool,
     /// Live [`Cork`]s: inline writes wait for the last one to drop.
     corked: u32,
+    /// A frame was refused as [`QueueError::Full`] since the queue last emptied: its sender
+    /// may be waiting for room, so whatever empties the queue wakes the waiters.
+    refused: bool,
 }
 
 /// A link's write buffer and socket write half.
@@ -83,6 +86,14 @@ impl State {
     /// Bytes waiting, sealed or not.
     fn queued(&self) -> usize {
         self.pieces_len + self.buf.len() + self.wire.len()
+    }
+
+    /// Whether a frame of `need` bytes may be queued under `limit`: when it fits, or when the
+    /// queue is empty (one frame bigger than the limit is admitted alone, so the queue holds at
+    /// most the larger of the limit and one frame, and a big frame never waits forever).
+    fn has_room(&self, need: usize, limit: usize) -> bool {
+        let queued = self.queued();
+        queued == 0 || queued + need <= limit
     }
 
     /// Append a frame: its bytes into `buf`, or on a plain link a big payload as a piece of its
@@ -147,6 +158,7 @@ impl Outbox {
                 flushing: false,
                 closed: false,
                 corked: 0,
+                refused: false,
             }),
             wr,
             limit,
@@ -173,8 +185,8 @@ impl Outbox {
         if st.closed {
             return Err(QueueError::Closed);
         }
-        let need = HEADER_LEN + frame.payload.len();
-        if st.queued() > 0 && st.queued() + need > self.limit {
+        if !st.has_room(HEADER_LEN + frame.payload.len(), self.limit) {
+            st.refused = true;
             return Err(QueueError::Full);
         }
         st.append(frame);
@@ -189,7 +201,15 @@ impl Outbox {
             self.write_pieces_now(&mut st)
         };
         match written {
-            Ok(true) => return,
+            Ok(true) => {
+                // Emptied here, not by the writer task: wake a sender refused meanwhile (under
+                // a cork, say), which would otherwise wait for a writer that never runs.
+                if std::mem::take(&mut st.refused) {
+                    drop(st);
+                    self.space.notify_waiters();
+                }
+                return;
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::debug!(target: LOG, error = %e, "write failed; closing the link");
@@ -285,21 +305,23 @@ impl Outbox {
         }
     }
 
-    /// Wait until the buffer may have room (or the link closed).
-    pub(crate) async fn wait_for_space(&self) {
-        let space = self.space.notified();
-        if !self.is_full() {
-            return;
+    /// Wait until a frame of `need` bytes (header and payload) fits in the buffer, or the link
+    /// closed: the frame's own size, not just "under the limit", or a big frame's sender would
+    /// retry at once while the queue is under its limit but too full for it.
+    pub(crate) async fn wait_for_room(&self, need: usize) {
+        loop {
+            let space = self.space.notified();
+            {
+                let st = lock(&self.state);
+                if st.closed || st.has_room(need, self.limit) {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = space => {}
+                () = self.closed.cancelled() => return,
+            }
         }
-        tokio::select! {
-            () = space => {}
-            () = self.closed.cancelled() => {}
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        let st = lock(&self.state);
-        st.queued() > 0 && st.queued() >= self.limit
     }
 
     /// Write `pieces` in order, in vectored writes.
@@ -357,6 +379,7 @@ impl Outbox {
                         st.flushing = false;
                         break;
                     }
+                    st.refused = false;
                     if st.pieces.is_empty() {
                         st.outgoing().map(|out| Chunk::Flat(out.split()))
                     } else {
