@@ -76,7 +76,15 @@ async fn next(rx: &mut mpsc::Receiver<Message>) -> Message {
 async fn replies_reach_their_own_callers_under_concurrency() {
     let (_server, client) = nats_server().await;
     reversing_echo(&client, "echo", 50).await;
-    let inbox = Arc::new(NatsInbox::new(client.clone(), 1024));
+    for inbox in [
+        NatsInbox::new(client.clone(), 1024),
+        NatsInbox::reusing_replies(client.clone(), 1024),
+    ] {
+        five_hundred_calls(Arc::new(inbox)).await;
+    }
+}
+
+async fn five_hundred_calls(inbox: Arc<NatsInbox>) {
     let calls = (0..500u32).map(|i| {
         let inbox = Arc::clone(&inbox);
         tokio::spawn(async move {
@@ -92,6 +100,98 @@ async fn replies_reach_their_own_callers_under_concurrency() {
         r.expect("the call's checks pass");
     }
     assert_eq!(inbox.pending(), 0);
+}
+
+/// Start a request on `inbox` to "hold" in a task of its own; the held request with it.
+async fn held_call(
+    inbox: &Arc<NatsInbox>,
+    hold: &mut mpsc::Receiver<Message>,
+    deadline: Instant,
+) -> (
+    tokio::task::JoinHandle<Result<Message, InboxError>>,
+    Subject,
+) {
+    let inbox = Arc::clone(inbox);
+    let task = tokio::spawn(async move {
+        inbox
+            .request(Subject::from("hold"), None, Bytes::new(), deadline)
+            .await
+    });
+    let held = next(hold).await;
+    (task, held.reply.expect("a reply subject"))
+}
+
+async fn reply_of(task: tokio::task::JoinHandle<Result<Message, InboxError>>) -> Bytes {
+    timeout(WAIT, task)
+        .await
+        .expect("in time")
+        .expect("the task")
+        .expect("a reply")
+        .payload
+}
+
+/// A reusing inbox hands an answered call's subject to the next call, never a timed-out
+/// call's: that call's late reply is dropped, not taken as the next call's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reusing_inbox_reuses_answered_subjects_only() {
+    let (_server, client) = nats_server().await;
+    let mut hold = holder(&client, "hold").await;
+    let inbox = Arc::new(NatsInbox::reusing_replies(client.clone(), 16));
+
+    let (first, s1) = held_call(&inbox, &mut hold, far()).await;
+    client
+        .publish(s1.clone(), "one".into())
+        .await
+        .expect("publish");
+    assert_eq!(reply_of(first).await, Bytes::from("one"));
+
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let (second, s2) = held_call(&inbox, &mut hold, deadline).await;
+    assert_eq!(s2, s1, "an answered call's subject is handed out again");
+    let late = timeout(WAIT, second).await.expect("in time").expect("task");
+    assert!(matches!(late, Err(InboxError::TimedOut)), "{late:?}");
+
+    let (third, s3) = held_call(&inbox, &mut hold, far()).await;
+    assert_ne!(s3, s2, "a timed-out call's subject is not reused");
+    client.publish(s2, "late".into()).await.expect("publish");
+    client.publish(s3, "three".into()).await.expect("publish");
+    assert_eq!(reply_of(third).await, Bytes::from("three"));
+    assert_eq!(inbox.pending(), 0);
+}
+
+/// A call dropped after its reply took it out of the map, once its subject went to another
+/// call, leaves that call waiting for its own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_after_its_reply_leaves_the_next_holder_of_its_subject_alone() {
+    let (_server, client) = nats_server().await;
+    let mut hold = holder(&client, "hold").await;
+    let inbox = Arc::new(NatsInbox::reusing_replies(client.clone(), 16));
+
+    let mut first = Box::pin(inbox.request(Subject::from("hold"), None, Bytes::new(), far()));
+    // Polled until its request is out (it registered and published).
+    let s1 = tokio::select! {
+        r = &mut first => panic!("no reply was sent yet: {r:?}"),
+        m = next(&mut hold) => m.reply.expect("a reply subject"),
+    };
+    client
+        .publish(s1.clone(), "one".into())
+        .await
+        .expect("publish");
+    // The reply takes the call out of the map (the call itself is not polled again).
+    timeout(WAIT, async {
+        while inbox.pending() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the reply comes");
+
+    let (second, s2) = held_call(&inbox, &mut hold, far()).await;
+    assert_eq!(s2, s1);
+    drop(first);
+    assert_eq!(inbox.pending(), 1, "the second call still waits");
+    client.publish(s2, "two".into()).await.expect("publish");
+    assert_eq!(reply_of(second).await, Bytes::from("two"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,13 @@
 //! flight, and never more than its bound (a call beyond it fails at once with
 //! [`InboxError::Full`]).
 //!
+//! An inbox made with [`NatsInbox::reusing_replies`] (the mesh's calls, whose every request has
+//! one responder) hands a number out again once its call got its reply: a request has at most
+//! one reply, so nothing else comes to that subject. A number whose call timed out or was
+//! dropped is never reused (its reply may still come). The reply subjects in use are then about
+//! as many as the calls in flight, so nats-server finds each reply's route in its subject cache
+//! instead of matching a new subject and caching it for every reply.
+//!
 //! Only this module reads a reply subject, and only its own: the shape is not part of the mesh
 //! wire (a responder replies to whatever subject the request names).
 
@@ -55,13 +62,23 @@ pub enum InboxError {
 /// Keys are counters, unique per inbox: a fixed-seed foldhash (a multiply and a fold) is enough.
 type Pending = HashMap<u64, oneshot::Sender<Message>, foldhash::fast::FixedState>;
 
+/// The calls waiting for their replies, and the numbers free to hand out again.
+#[derive(Default)]
+struct Calls {
+    waiting: Pending,
+    /// Numbers whose call got its reply (only when replies are reused; at most `max`).
+    free: Vec<u64>,
+}
+
 /// What the inbox and its dispatching task share.
 struct Shared {
     client: Client,
     /// `<inbox prefix>.<unique token>.`: a reply subject is this and a counter.
     prefix: String,
     next: AtomicU64,
-    pending: Mutex<Pending>,
+    pending: Mutex<Calls>,
+    /// Hand out again the number of a call that got its reply.
+    reuse: bool,
     /// Set when the subscription ended: no new request is taken.
     closed: Mutex<Option<String>>,
     max: usize,
@@ -93,8 +110,21 @@ impl Drop for NatsInbox {
 }
 
 impl NatsInbox {
-    /// An inbox on `client` holding at most `max` requests in flight (at least one).
+    /// An inbox on `client` holding at most `max` requests in flight (at least one); every
+    /// request gets a reply subject of its own.
     pub fn new(client: Client, max: usize) -> NatsInbox {
+        Self::make(client, max, false)
+    }
+
+    /// As [`NatsInbox::new`], for requests that each have one responder (a queue group or a
+    /// single subscriber): the reply subject of a call that got its reply is handed out again
+    /// (see the module documentation). Not for subjects several responders answer: a second
+    /// reply could reach the next call given that subject.
+    pub fn reusing_replies(client: Client, max: usize) -> NatsInbox {
+        Self::make(client, max, true)
+    }
+
+    fn make(client: Client, max: usize, reuse: bool) -> NatsInbox {
         let mut prefix = client.new_inbox();
         prefix.push('.');
         NatsInbox {
@@ -102,7 +132,8 @@ impl NatsInbox {
                 client,
                 prefix,
                 next: AtomicU64::new(0),
-                pending: Mutex::new(Pending::default()),
+                pending: Mutex::new(Calls::default()),
+                reuse,
                 closed: Mutex::new(None),
                 max: max.max(1),
             }),
@@ -112,7 +143,7 @@ impl NatsInbox {
 
     /// The requests waiting for their replies.
     pub fn pending(&self) -> usize {
-        lock(&self.shared.pending).len()
+        lock(&self.shared.pending).waiting.len()
     }
 
     /// The prefix of every reply subject this inbox hands out (`<inbox>.<token>.`).
@@ -185,20 +216,24 @@ impl NatsInbox {
             .map(|_| ())
     }
 
-    /// A fresh reply subject and its entry in the map, or [`InboxError::Full`].
+    /// A reply subject nobody else waits on and its entry in the map, or [`InboxError::Full`].
     fn register(&self) -> Result<(Subject, Entry<'_>), InboxError> {
-        let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = lock(&self.shared.pending);
-            if pending.len() >= self.shared.max {
+        let id = {
+            let mut calls = lock(&self.shared.pending);
+            if calls.waiting.len() >= self.shared.max {
                 return Err(InboxError::Full(self.shared.max));
             }
             if let Some(reason) = lock(&self.shared.closed).as_ref() {
                 return Err(InboxError::Closed(reason.clone()));
             }
-            pending.insert(id, tx);
-        }
+            let id = calls
+                .free
+                .pop()
+                .unwrap_or_else(|| self.shared.next.fetch_add(1, Ordering::Relaxed));
+            calls.waiting.insert(id, tx);
+            id
+        };
         let mut reply = String::with_capacity(self.shared.prefix.len() + 20);
         reply.push_str(&self.shared.prefix);
         let _ = write!(reply, "{id}");
@@ -222,8 +257,20 @@ struct Entry<'a> {
 
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
-        if !self.answered {
-            lock(&self.shared.pending).remove(&self.id);
+        if self.answered {
+            return;
+        }
+        // Closed first, and only a closed sender is taken out: when the reply took this entry
+        // out and its number went to another call meanwhile, the map holds that call's sender,
+        // open, which stays. The number is not reused: its reply may still come.
+        self.rx.close();
+        let mut calls = lock(&self.shared.pending);
+        if calls
+            .waiting
+            .get(&self.id)
+            .is_some_and(oneshot::Sender::is_closed)
+        {
+            calls.waiting.remove(&self.id);
         }
     }
 }
@@ -244,7 +291,15 @@ async fn dispatch(shared: Arc<Shared>, mut sub: Subscriber) {
             tracing::debug!(target: LOG, subject = %message.subject, "ignoring a reply to a subject this inbox never handed out");
             continue;
         };
-        let waiting = lock(&shared.pending).remove(&id);
+        let waiting = {
+            let mut calls = lock(&shared.pending);
+            let waiting = calls.waiting.remove(&id);
+            // Its one reply came: the number may name the next call's reply.
+            if waiting.is_some() && shared.reuse && calls.free.len() < shared.max {
+                calls.free.push(id);
+            }
+            waiting
+        };
         match waiting {
             // A request dropped between its receiver and this send: nothing to do.
             Some(tx) => drop(tx.send(message)),
@@ -255,7 +310,7 @@ async fn dispatch(shared: Arc<Shared>, mut sub: Subscriber) {
     }
     // The subscription ended: fail what waits, refuse what comes.
     *lock(&shared.closed) = Some("the reply subscription ended".to_owned());
-    lock(&shared.pending).clear();
+    lock(&shared.pending).waiting.clear();
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ impl NatsEngine {
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Arc::new_cyclic(|this| Self {
             this: this.clone(),
-            inbox: inbox::NatsInbox::new(client.clone(), MAX_CALLS),
+            inbox: inbox::NatsInbox::reusing_replies(client.clone(), MAX_CALLS),
             client,
             prefix: format!("plume.{}", token(environment)),
             node,
