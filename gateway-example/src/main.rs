@@ -48,6 +48,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read when it starts (`_RJEM_MALLOC_CONF` in the environment overrides
+/// them): freed pages go back to the system 30 s after they were last needed instead of 10 s
+/// (a 1 MiB answer's buffers were returned and faulted back in page by page under load), and a
+/// background thread returns them, so memory also goes back when the process is idle (without
+/// it jemalloc returns pages only while it allocates). docs/benchmarks.md, "Payloads and NATS,
+/// round".
+#[cfg(not(feature = "system-allocator"))]
+#[allow(unsafe_code)] // the symbol jemalloc reads its settings from (a C string, NUL-terminated)
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 65] =
+    b"background_thread:true,dirty_decay_ms:30000,muzzy_decay_ms:30000\0";
+
 /// The Plume gateway demo.
 #[derive(Debug, Parser)]
 #[command(
