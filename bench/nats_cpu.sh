@@ -7,6 +7,8 @@
 # number of GETs (bench's `probe load`) through each gateway, then per request:
 #   - CPU: utime+stime ticks of /proc/<pid>/stat of the gateway, the replicas (summed) and
 #     nats-server, before and after (µs per request; load changes how long a run takes, hardly what it costs);
+#   - NATS messages and bytes per request, in and out of nats-server (its /varz counters, before
+#     and after the same run: what a GET costs the server in messages);
 #   - with NATS_CPU_STRACE=1: syscalls per request of each process (`strace -c -f`, attached for
 #     a second bounded run);
 #   - with NATS_CPU_CALLGRIND=1 (instead of the CPU figures): instructions per request of each
@@ -56,7 +58,17 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system ticks of a process
 
 NATS_PORT=$(free_port tcp)
-start nats nats-server -a 127.0.0.1 -p "$NATS_PORT"
+NATS_MON=$(free_port tcp)
+start nats nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON"
+varz() { # in_msgs out_msgs in_bytes out_bytes of nats-server, and its subject matches that
+  # missed its subject cache (a new subject is matched against every subscription and cached)
+  local v s
+  v=$(curl -s -m 10 "http://127.0.0.1:$NATS_MON/varz")
+  s=$(curl -s -m 10 "http://127.0.0.1:$NATS_MON/subsz")
+  python3 -c 'import json,sys
+v, s = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(v["in_msgs"], v["out_msgs"], v["in_bytes"], v["out_bytes"], round(s["num_matches"] * (1 - s["cache_hit_rate"])))' "$v" "$s"
+}
 wait_line nats "Server is ready"
 
 pair() { # BACKEND: a gateway and REPLICAS replicas; sets GW_URL, GW_PID, REP_PIDS
@@ -98,12 +110,22 @@ measure() { # BACKEND TOKEN: one bounded run; puts CPU µs per request of each p
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 30000 500 "$WORK/warm-$b.txt" >/dev/null
   # shellcheck disable=SC2086 # the replicas' pids, one word each
   for p in "${procs[@]}"; do before+=("$(cpu_ticks ${p#*:})"); done
+  local v0 v1
+  v0=$(varz)
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/load-$b.txt" >/dev/null
   # shellcheck disable=SC2086
   for p in "${procs[@]}"; do after+=("$(cpu_ticks ${p#*:})"); done
+  v1=$(varz)
   done=$(awk '$3 == 200' "$WORK/load-$b.txt" | wc -l)
   [[ $done -gt 0 ]] || { log "$b: no GET answered 200"; return 1; }
   put "${b}_ok" "$done"
+  if [[ $b == nats ]]; then
+    put "nats_server_per_req" "$(python3 -c 'import sys
+a, b = (list(map(int, s.split())) for s in sys.argv[1:3])
+n = int(sys.argv[3])
+d = [(y - x) / n for x, y in zip(a, b)]
+print(f"messages in {d[0]:.2f} out {d[1]:.2f}, bytes in {d[2]:,.0f} out {d[3]:,.0f}, subject cache misses {d[4]:.2f}")' "$v0" "$v1" "$done")"
+  fi
   for i in "${!procs[@]}"; do
     # user and system ticks, before and after: µs per request of each, and their sum
     read -r u0 s0 <<<"${before[$i]}"

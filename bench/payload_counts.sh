@@ -15,6 +15,11 @@
 #      PAYLOAD_REQUESTS (default 100) GETs on one keep-alive connection (curl) per path after a
 #      warm-up of 10, counters zeroed in between; instructions per GET of each process.
 #
+#      After the rounds, each process's resident memory (VmRSS) at once and again after
+#      PAYLOAD_IDLE (default 15) s without requests: whether freed buffers went back to the
+#      system. The allocator's settings come from the environment (_RJEM_MALLOC_CONF for the
+#      jemalloc build) or from the binary (docs/benchmarks.md, "Payloads and NATS, round").
+#
 #   bench/payload_counts.sh                       # PAYLOAD_BUILD=0: use the binary already built
 #   PAYLOAD_CALLGRIND=1 bench/payload_counts.sh   # PAYLOAD_KEEP=1 keeps the callgrind files
 #
@@ -116,6 +121,10 @@ for r in $(seq 1 "$RUNS"); do
   counts_run gw "$r"
   counts_run direct "$r"
 done
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+for p in gateway todos-a; do put "rss_loaded_$p" "$(rss "${PID_OF[$p-counts]}")"; done
+sleep "${PAYLOAD_IDLE:-15}"
+for p in gateway todos-a; do put "rss_idle_$p" "$(rss "${PID_OF[$p-counts]}")"; done
 stop_pid "${PID_OF[gateway-counts]}"
 stop_pid "${PID_OF[todos-a-counts]}"
 
@@ -152,7 +161,7 @@ import sys
 vals = dict(line.split() for line in open(sys.argv[1]))
 n = int(sys.argv[2])
 print(f"answer: {int(vals['counts_answer_bytes']):,} B")
-print("| per GET (wrk, 64 connections) | gateway: CPU µs | minor faults | read/write syscalls | replica: CPU µs | minor faults | read/write syscalls | req/s |")
+print("| per GET (wrk, 64 connections) | gateway: CPU µs (user + system) | minor faults | read/write syscalls | replica: CPU µs (user + system) | minor faults | read/write syscalls | req/s |")
 print("|---|---|---|---|---|---|---|---|")
 tick = 1e6 / 100
 rate = {}
@@ -165,13 +174,16 @@ for path, label in (("gw", "through the gateway"), ("direct", "direct")):
         for r in rounds:
             for i, x in enumerate(vals[f"{path}_{proc}_r{r}"].split(",")):
                 s[i] += int(x)
-        cells += [f"{(s[0] + s[1]) * tick / req:,.0f}", f"{s[2] / req:,.1f}", f"{s[3] / req:,.1f} / {s[4] / req:,.1f}"]
+        cells += [f"{(s[0] + s[1]) * tick / req:,.0f} ({s[0] * tick / req:,.0f} + {s[1] * tick / req:,.0f})", f"{s[2] / req:,.1f}", f"{s[3] / req:,.1f} / {s[4] / req:,.1f}"]
     rate[path] = req / (len(rounds) * float(sys.argv[3]))
     print(f"| {label} | " + " | ".join(cells) + f" | {rate[path]:,.0f} |")
 size = int(vals["counts_answer_bytes"])
 print(f"\ngateway {rate['gw']:,.0f} req/s ({rate['gw'] * size / 1e6:,.0f} MB/s), direct "
       f"{rate['direct']:,.0f} req/s ({rate['direct'] * size / 1e6:,.0f} MB/s): "
       f"gateway ÷ direct {rate['gw'] / rate['direct']:.2f} × (load-dependent; a quiet machine's figure)")
+print(f"VmRSS after the load, then idle: gateway {int(vals['rss_loaded_gateway']) / 1024:,.1f} → "
+      f"{int(vals['rss_idle_gateway']) / 1024:,.1f} MiB, replica {int(vals['rss_loaded_todos-a']) / 1024:,.1f} → "
+      f"{int(vals['rss_idle_todos-a']) / 1024:,.1f} MiB")
 if "cg_gw_gateway" in vals:
     print()
     print("| instructions per GET (callgrind) | gateway | replica | both |")
