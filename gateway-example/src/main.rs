@@ -49,11 +49,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read when it starts (`_RJEM_MALLOC_CONF` in the environment overrides
-/// them): freed pages go back to the system 30 s after they were last needed instead of 10 s
-/// (a 1 MiB answer's buffers were returned and faulted back in page by page under load), and a
-/// background thread returns them, so memory also goes back when the process is idle (without
-/// it jemalloc returns pages only while it allocates). docs/benchmarks.md, "Payloads and NATS,
-/// round".
+/// them): freed pages go back to the system on a 30 s decay curve, first lazily (`MADV_FREE`),
+/// instead of jemalloc's 10 s straight back (under a load of 1 MiB answers their buffers were
+/// returned and faulted back in page by page), and a background thread returns them, so memory
+/// also goes back while the process is idle (without it jemalloc returns pages only while it
+/// allocates). docs/benchmarks.md, "Payloads and NATS, round".
 #[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)] // the symbol jemalloc reads its settings from (a C string, NUL-terminated)
 #[unsafe(export_name = "_rjem_malloc_conf")]
