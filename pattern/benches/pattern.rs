@@ -4,7 +4,9 @@
 //! - `nats/raw_request_1_in_flight`: a plain async-nats request to a subscriber that echoes it
 //!   (no Hemera envelope, no pattern node): the floor that the client and server set;
 //! - `mesh/pattern_act_64` vs `mesh/request_64`: the pattern act on the TCP mesh against the
-//!   mesh's plain call (`mesh.to(name).send`), 64 in flight each.
+//!   mesh's plain call (`mesh.to(name).send`), 64 in flight each, polled on the bench's thread;
+//! - `mesh/pattern_act_64_on_worker` vs `mesh/request_64_on_worker`: the same, each batch in a
+//!   task on the runtime's workers (as a service's handler calls).
 //!
 //! Before criterion runs, the Node figures (a nats-hemera 7.0.2 responder and caller, from
 //! tests/hemera) and the load average are printed. Needs `nats-server`, `node` and `npm`.
@@ -90,6 +92,19 @@ async fn plume_pair(url: &str) -> (Hemera, Hemera) {
     (responder, caller)
 }
 
+/// Time `batch` run in a task spawned on `rt`'s workers (one spawn and one join per batch); the
+/// batch answers whether every call succeeded.
+fn on_worker<F, Fut>(b: &mut criterion::Bencher<'_>, rt: &tokio::runtime::Runtime, batch: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    b.to_async(rt).iter(|| {
+        let task = rt.spawn(batch());
+        async move { assert!(task.await.expect("the batch's task")) }
+    })
+}
+
 fn main() {
     let server = Server::start(Kind::Nats);
     let url = server.url();
@@ -152,6 +167,30 @@ fn main() {
         b.to_async(&rt).iter(|| async {
             let all = join_all((0..64).map(|_| mb.to("plain.add").send(&body))).await;
             assert!(all.iter().all(|r: &Result<Value, _>| r.is_ok()));
+        })
+    });
+    // The same two batches from a task on the runtime's workers, as a service's handler calls
+    // (above, the batch is polled on the bench's own thread, which then does all the callers'
+    // work alone: see docs/benchmarks.md, seventh round). Both kinds the same way: one spawn
+    // and one join per batch of 64.
+    let (wcaller, wmsg) = (mcaller.clone(), std::sync::Arc::new(mmsg.clone()));
+    mesh.bench_function("pattern_act_64_on_worker", |b| {
+        on_worker(b, &rt, || {
+            let (caller, msg) = (wcaller.clone(), std::sync::Arc::clone(&wmsg));
+            async move {
+                let all = join_all((0..64).map(|_| caller.act(&*msg))).await;
+                all.iter().all(Result::is_ok)
+            }
+        })
+    });
+    let (wmesh, wbody) = (mb.clone(), std::sync::Arc::new(body.clone()));
+    mesh.bench_function("request_64_on_worker", |b| {
+        on_worker(b, &rt, || {
+            let (m, body) = (wmesh.clone(), std::sync::Arc::clone(&wbody));
+            async move {
+                let all = join_all((0..64).map(|_| m.to("plain.add").send(&*body))).await;
+                all.iter().all(|r: &Result<Value, _>| r.is_ok())
+            }
         })
     });
     mesh.finish();

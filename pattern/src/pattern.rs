@@ -193,10 +193,7 @@ pub fn method_of(message: &Map<String, Value>) -> String {
         parts.sort();
         return parts.join(",");
     }
-    fn with_colon(k: &str) -> impl Iterator<Item = u8> + '_ {
-        k.bytes().chain(std::iter::once(b':'))
-    }
-    props.sort_unstable_by(|a, b| with_colon(a.0).cmp(with_colon(b.0)));
+    props.sort_unstable_by(|a, b| colon_cmp(a.0.as_bytes(), b.0.as_bytes()));
     let mut out = String::with_capacity(props.len() * 12);
     for (i, (k, v)) in props.into_iter().enumerate() {
         if i > 0 {
@@ -207,6 +204,18 @@ pub fn method_of(message: &Map<String, Value>) -> String {
         write_js(&mut out, v);
     }
     out
+}
+
+/// `a:` against `b:` (how the `key:value` strings sort), for keys without a `:`: the keys
+/// compared as bytes, except that where one is a prefix of the other the `:` after the shorter
+/// is compared with the longer's next byte.
+fn colon_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    let (ha, hb) = (a.get(..n).unwrap_or(a), b.get(..n).unwrap_or(b));
+    ha.cmp(hb).then_with(|| {
+        let next = |k: &[u8]| k.get(n).copied().unwrap_or(b':');
+        next(a).cmp(&next(b)).then(a.len().cmp(&b.len()))
+    })
 }
 
 /// A value as JavaScript's `String(v)` renders it (for primitives).
@@ -290,6 +299,15 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// The method string of a message of `props`, and the sorted `key:value` strings joined.
+    fn method_and_sorted(props: &std::collections::BTreeMap<String, String>) -> (String, String) {
+        let message: Map<String, Value> =
+            props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let mut parts: Vec<String> = props.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        parts.sort();
+        (method_of(&message), parts.join(","))
+    }
+
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
     }
@@ -362,11 +380,17 @@ mod tests {
         #[test]
         fn method_string_sorts_key_value_strings(
             props in proptest::collection::btree_map("[a-c:]{1,3}", "[0-9;z]{0,2}", 0..8)) {
-            let message: Map<String, Value> =
-                props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            let mut parts: Vec<String> = props.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-            parts.sort();
-            prop_assert_eq!(method_of(&message), parts.join(","));
+            let (made, sorted) = method_and_sorted(&props);
+            prop_assert_eq!(made, sorted);
+        }
+
+        /// Keys without a `:` (the sort by bytes, `colon_cmp`): bytes just below and above
+        /// `:`, and keys that are prefixes of others.
+        #[test]
+        fn method_string_sorts_keys_without_colons(
+            props in proptest::collection::btree_map("[a-b9;]{1,3}", "[0-9;z]{0,2}", 0..8)) {
+            let (made, sorted) = method_and_sorted(&props);
+            prop_assert_eq!(made, sorted);
         }
 
         /// Matching a served payload in place (its properties read from MessagePack or JSON

@@ -12,7 +12,10 @@ impl HemeraRequest<'_> {
     /// The envelope of a message without `trace$`, as JSON bytes.
     pub(crate) fn write(&self) -> Result<Vec<u8>, serde_json::Error> {
         let m = self.msg;
-        let mut out = Vec::with_capacity(320);
+        // The usual envelope is some 330 bytes: room for it and a longer payload, without a
+        // reallocation (each copies all that was written).
+        let named = m.topic.len() + self.method.len();
+        let mut out = Vec::with_capacity(512 + 2 * named);
         out.extend_from_slice(b"{\"pattern\":");
         serde_json::to_writer(&mut out, &m.payload())?;
         out.extend_from_slice(b",\"meta\":");

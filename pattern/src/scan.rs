@@ -37,7 +37,8 @@ impl<'a> Scan<'a> {
     /// The next byte after whitespace (not consumed).
     fn peek(&mut self) -> Option<u8> {
         while let Some(&c) = self.b.get(self.at) {
-            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            // (one comparison for the usual byte: JSON's whitespace is all at or below ' ')
+            if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(c);
             }
             self.at += 1;

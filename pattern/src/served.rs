@@ -113,19 +113,18 @@ fn read_fast(body: &Bytes) -> Option<(Incoming, Echo)> {
         Some(text) => serde_json::from_slice::<Map<String, Value>>(text).ok(),
     };
     // (the scan checked the body as UTF-8, and a string's range is within its quotes)
-    let owned = |id: &Option<Option<Range<usize>>>| {
+    let text_of = |id: &Option<Option<Range<usize>>>| {
         let range = id.clone().flatten()?;
-        std::str::from_utf8(body.get(range)?)
-            .ok()
-            .map(str::to_owned)
+        std::str::from_utf8(body.get(range)?).ok()
     };
     let incoming = Incoming {
         pattern: Payload::json(share(body, pattern)),
         meta: map(meta)?,
         delegate: map(delegate)?,
-        trace_id: owned(&ids[0]).map(Id::from).unwrap_or_default(),
-        span_id: owned(&ids[1]).map(Id::from).unwrap_or_default(),
-        method: owned(&ids[2]),
+        // (the ids kept inline when short, as they are: no `String` on the way)
+        trace_id: text_of(&ids[0]).map(Id::new).unwrap_or_default(),
+        span_id: text_of(&ids[1]).map(Id::new).unwrap_or_default(),
+        method: text_of(&ids[2]).map(str::to_owned),
     };
     let echo = |part: Option<&[u8]>| part.map_or(Bytes::from_static(EMPTY), |p| share(body, p));
     let echo = Echo {

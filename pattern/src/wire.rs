@@ -204,7 +204,11 @@ fn scan_outcome(body: &[u8]) -> Option<Result<Value, HemeraError>> {
     // As serde reads `Option<Value>`: `null` is none.
     let parse = |part: Option<std::ops::Range<usize>>| match part {
         None => Some(None),
-        Some(r) => serde_json::from_slice::<Option<Value>>(body.get(r)?).ok(),
+        Some(r) => match body.get(r)? {
+            // (the usual `"error":null` of a result, without serde: the scan read it whole)
+            b"null" => Some(None),
+            text => serde_json::from_slice::<Option<Value>>(text).ok(),
+        },
     };
     Some(outcome_of(parse(result)?, parse(error)?))
 }

@@ -6,7 +6,6 @@
 //! is decoded once, from MessagePack, straight into its parts (a raw endpoint), and the reply is
 //! `{result}` or `{error}`.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -46,24 +45,46 @@ struct Provided {
     max: Option<u64>,
 }
 
-/// The bytes of an act's endpoint name on the stack (`hemera.` and a topic of up to 33 bytes;
-/// a longer one is allocated).
+/// The bytes of an act's endpoint name kept inline (`hemera.` and a topic of up to 33 bytes; a
+/// longer one is allocated).
 const NAME_BUF: usize = 40;
 
-/// [`endpoint`], written into `buf` when it fits: no allocation per act.
-fn endpoint_in<'b>(topic: &str, buf: &'b mut [u8; NAME_BUF]) -> Cow<'b, str> {
-    const PREFIX: &[u8] = b"hemera.";
-    let Some(out) = buf.get_mut(..PREFIX.len() + topic.len()) else {
-        return Cow::Owned(endpoint(topic));
-    };
-    let (head, tail) = out.split_at_mut(PREFIX.len());
-    head.copy_from_slice(PREFIX);
-    tail.copy_from_slice(topic.as_bytes());
-    let out: &'b [u8] = out;
-    match std::str::from_utf8(out) {
-        Ok(name) => Cow::Borrowed(name),
-        // (not reached: both parts are UTF-8)
-        Err(_) => Cow::Owned(endpoint(topic)),
+/// An act's endpoint name, made before its future and kept in it in place of the topic: inline
+/// when it fits (no allocation per act). 48 bytes, where the topic, a buffer and a `Cow` of it
+/// took 80: an act's future is then under the size at which glibc's malloc serves its task
+/// from the large bins (see docs/benchmarks.md, seventh round).
+enum EndpointName {
+    Inline { len: u8, bytes: [u8; NAME_BUF] },
+    Heap(Box<str>),
+}
+
+impl EndpointName {
+    fn of(topic: &str) -> EndpointName {
+        const PREFIX: &[u8] = b"hemera.";
+        let len = PREFIX.len() + topic.len();
+        let mut bytes = [0u8; NAME_BUF];
+        match (bytes.get_mut(..len), u8::try_from(len)) {
+            (Some(out), Ok(len)) => {
+                let (head, tail) = out.split_at_mut(PREFIX.len());
+                head.copy_from_slice(PREFIX);
+                tail.copy_from_slice(topic.as_bytes());
+                EndpointName::Inline { len, bytes }
+            }
+            _ => EndpointName::Heap(endpoint(topic).into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            EndpointName::Inline { len, bytes } => {
+                match bytes.get(..usize::from(*len)).map(std::str::from_utf8) {
+                    Some(Ok(name)) => name,
+                    // (not reached: both parts are UTF-8, and `len` is within the buffer)
+                    _ => "",
+                }
+            }
+            EndpointName::Heap(name) => name,
+        }
     }
 }
 
@@ -178,17 +199,15 @@ pub(super) fn request<'a>(
     msg: Message<'a>,
     app: &'a str,
 ) -> impl Future<Output = Result<Value, HemeraError>> + Send + 'a {
-    let (topic, timeout, message) = (msg.topic, msg.timeout, msg.message());
+    let (name, timeout, message) = (EndpointName::of(msg.topic), msg.timeout, msg.message());
     let body = MeshRequest::of(msg);
     async move {
         let options = CallOptions {
             timeout: Some(timeout),
             idempotent: false,
         };
-        let mut buf = [0u8; NAME_BUF];
-        let name = endpoint_in(topic, &mut buf);
         match mesh
-            .to(&name)
+            .to(name.as_str())
             .options(options)
             .send_decoded::<MeshOutcome, _>(&body)
             .await
@@ -227,5 +246,22 @@ pub(super) fn publish(mesh: &Mesh, msg: &Message<'_>) {
                 tracing::debug!(target: LOG, %name, "pubsub call: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EndpointName, endpoint};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The inline name (and the allocated one past 40 bytes) is the endpoint's name.
+        #[test]
+        fn endpoint_names_are_the_endpoints(topic in ".{0,40}") {
+            let name = EndpointName::of(&topic);
+            prop_assert_eq!(name.as_str(), endpoint(&topic));
+            let inline = matches!(name, EndpointName::Inline { .. });
+            prop_assert_eq!(inline, "hemera.".len() + topic.len() <= 40);
+        }
     }
 }

@@ -240,6 +240,11 @@ impl std::io::Write for Roomy<'_> {
 
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let buf = &mut *self.0;
+        // A MessagePack marker (most writes): pushed, not copied by a `memcpy` call.
+        if let [byte] = bytes {
+            buf.push(*byte);
+            return Ok(());
+        }
         if buf.capacity() - buf.len() < bytes.len() {
             buf.reserve(bytes.len() + bytes.len() / 8 + 64);
         }

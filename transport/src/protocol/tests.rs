@@ -284,3 +284,13 @@ fn the_traceparent_of_an_event_is_optional_both_ways() {
     assert_eq!(new.traceparent, None);
     assert_eq!(encode_payload(&new), from_old, "no trace: the old bytes");
 }
+
+proptest! {
+    /// The payload writer (`Roomy`: markers pushed, a big write given room after it) writes the
+    /// bytes rmp_serde writes into a plain `Vec`.
+    #[test]
+    fn encoded_payloads_are_rmp_serdes(v in arb_json()) {
+        let plain = rmp_serde::to_vec_named(&v).expect("encodes");
+        prop_assert_eq!(&encode_payload(&v)[..], &plain[..]);
+    }
+}
