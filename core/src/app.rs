@@ -38,7 +38,9 @@ struct AppInner {
     hooks: HookRegistry,
     listeners: Listeners,
     settings: RwLock<Map<String, Value>>,
-    extensions: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    /// Read on every call (the auth service, the REST layers...): `TypeId`s are hashes of
+    /// our own types, so a fixed-seed foldhash, not SipHash.
+    extensions: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>, foldhash::fast::FixedState>>,
     on_added: RwLock<Vec<ServiceCallback>>,
     on_removed: RwLock<Vec<ServiceCallback>>,
     on_shutdown: Mutex<Vec<ShutdownTask>>,
@@ -123,7 +125,7 @@ impl App {
                 hooks: HookRegistry::default(),
                 listeners: Listeners::default(),
                 settings: RwLock::new(Map::new()),
-                extensions: RwLock::new(HashMap::new()),
+                extensions: RwLock::new(HashMap::default()),
                 on_added: RwLock::new(Vec::new()),
                 on_removed: RwLock::new(Vec::new()),
                 on_shutdown: Mutex::new(Vec::new()),

@@ -80,7 +80,8 @@ pub(crate) struct AuthCache {
     /// a 200-byte JWT was some 800 instructions per request, and only verified tokens are
     /// stored, so an outsider cannot fill the map with colliding keys.
     tokens: Mutex<HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>>,
-    entities: Mutex<HashMap<String, (Value, Instant)>>,
+    /// entity id → the entity. foldhash too (random seed): ids come from verified tokens.
+    entities: Mutex<HashMap<String, (Value, Instant), foldhash::fast::RandomState>>,
     /// Bumped by every invalidation: an entity loaded while it changed is not stored.
     generation: AtomicU64,
 }

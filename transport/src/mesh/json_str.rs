@@ -39,7 +39,12 @@ fn is_escaped(b: u8) -> bool {
 /// Append `s` to `out` as a JSON string, quotes included: exactly the bytes of
 /// `serde_json::to_writer(out, s)`.
 pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    write_json_bytes(out, s.as_bytes());
+}
+
+/// [`write_json_str`] of text already known to be UTF-8 (ASCII, for the reply walk): the bytes
+/// are only scanned for the ones to escape, which are all ASCII.
+pub(crate) fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     // `bytes[start..i]` is plain and not written yet.

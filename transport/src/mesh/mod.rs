@@ -15,6 +15,7 @@ mod handler;
 mod info;
 mod json_str;
 mod reply;
+mod reply_walk;
 mod request;
 mod ring;
 mod serve;
@@ -48,7 +49,7 @@ pub use handler::{Handler, RawBody, RawHandler, RawRequest, Request};
 pub use info::{LinkInfo, MAX_REPORTED_LINKS, NODE_INFO, NodeInfo};
 pub use request::{CallBuilder, Reply};
 pub use ring::partition_owner;
-use table::{LocalState, Route};
+use table::LocalState;
 
 const LOG: &str = "plume::mesh";
 /// Capacity of each watcher's broadcast buffer.
@@ -110,7 +111,7 @@ pub(crate) struct Inner {
     stopped: CancellationToken,
     local_addr: SocketAddr,
     local: Mutex<LocalState>,
-    routes: RwLock<std::collections::HashMap<String, Vec<Route>>>,
+    routes: RwLock<table::Routes>,
     table_changed: watch::Sender<u64>,
     table_events: broadcast::Sender<TableEvent>,
     activity: Arc<Activity>,
@@ -159,7 +160,7 @@ impl Mesh {
             stopped: CancellationToken::new(),
             local_addr,
             local: Mutex::new(LocalState::default()),
-            routes: RwLock::new(std::collections::HashMap::new()),
+            routes: RwLock::new(table::Routes::default()),
             table_changed: watch::Sender::new(0),
             table_events: broadcast::Sender::new(WATCH_CAPACITY),
             activity: Arc::new(Activity::default()),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::json_str::write_json_str;
+use super::reply_walk::json_reply;
 use crate::Answer;
 use crate::protocol::{ResponseMsg, decode_payload, decode_payload_seed};
 
@@ -51,19 +52,32 @@ impl ReplyForm for RawJson {
         // The JSON text is about as long as the MessagePack (a string's header becomes its
         // quotes): one buffer of that size, so that a big answer is written without regrowing
         // (each regrowth copies all that was written).
-        let seed = JsonResponseSeed {
-            capacity: payload.len() + payload.len() / 8 + 64,
-        };
-        match decode_payload_seed(seed, payload) {
-            Ok(JsonResponse { err: Some(e), .. }) => Err(Error::from_json(e)),
-            Ok(JsonResponse { ok: Some(text), .. }) => Ok(RawJson::from_encoded(text.0.into())),
-            Ok(JsonResponse { ok: None, .. }) => Ok(RawJson::from_encoded("null".into())),
-            Err(e) => Err(malformed(e)),
+        let capacity = payload.len() + payload.len() / 8 + 64;
+        if let Some(reply) = json_reply(payload, capacity) {
+            return reply;
         }
+        serde_json_reply_with(payload, capacity)
     }
 
     fn from_value(value: Value) -> Result<Self, Error> {
         Ok(RawJson::from_value(&value))
+    }
+}
+
+/// A reply payload as JSON text through serde (what [`json_reply`] leaves to it, and its
+/// reference in the tests).
+#[cfg(test)]
+pub(super) fn serde_json_reply(payload: &[u8]) -> Result<RawJson, Error> {
+    serde_json_reply_with(payload, 16)
+}
+
+fn serde_json_reply_with(payload: &[u8], capacity: usize) -> Result<RawJson, Error> {
+    let seed = JsonResponseSeed { capacity };
+    match decode_payload_seed(seed, payload) {
+        Ok(JsonResponse { err: Some(e), .. }) => Err(Error::from_json(e)),
+        Ok(JsonResponse { ok: Some(text), .. }) => Ok(RawJson::from_encoded(text.0.into())),
+        Ok(JsonResponse { ok: None, .. }) => Ok(RawJson::from_encoded("null".into())),
+        Err(e) => Err(malformed(e)),
     }
 }
 
@@ -344,13 +358,14 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::protocol::encode_payload;
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn json_value() -> impl Strategy<Value = Value> {
+    /// JSON values of every kind (the reply walk's tests use them too).
+    pub(crate) fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
@@ -358,6 +373,7 @@ mod tests {
             any::<u64>().prop_map(Value::from),
             any::<f64>().prop_map(Value::from),
             ".{0,12}".prop_map(Value::from),
+            "[ -~\t\n\"\\\\]{0,40}".prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
@@ -368,7 +384,8 @@ mod tests {
         })
     }
 
-    fn reply(ok: Option<&Value>, err: Option<&Value>) -> bytes::Bytes {
+    /// A reply payload of `ok` and `err`.
+    pub(crate) fn reply(ok: Option<&Value>, err: Option<&Value>) -> bytes::Bytes {
         #[derive(Serialize)]
         struct Msg<'a> {
             ok: Option<&'a Value>,

@@ -135,6 +135,10 @@ pub(super) enum Target {
     Remote(Arc<dyn Remote>),
 }
 
+/// The providers of each endpoint name, read on every call. Hashed with foldhash (a random seed
+/// per map) rather than SipHash: names come from peers of the mesh, not from clients.
+pub(super) type Routes = HashMap<String, Vec<Route>, foldhash::fast::RandomState>;
+
 /// One provider of a name.
 #[derive(Clone)]
 pub(super) struct Route {
@@ -192,7 +196,7 @@ fn through(route: &Route, via: &Arc<dyn Remote>) -> bool {
 
 /// How many other nodes the routes reach (for the metric).
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn peers(routes: &HashMap<String, Vec<Route>>) -> usize {
+fn peers(routes: &Routes) -> usize {
     let nodes: std::collections::HashSet<NodeId> = routes
         .values()
         .flatten()
@@ -207,9 +211,7 @@ impl Inner {
         self.table_changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    pub(super) fn routes_read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Route>>> {
+    pub(super) fn routes_read(&self) -> std::sync::RwLockReadGuard<'_, Routes> {
         read(&self.routes)
     }
 

@@ -38,7 +38,9 @@ pub(crate) struct Link {
     pub(crate) peer: NodeId,
     pub(crate) key: String,
     pub(crate) out: Arc<Outbox>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<bytes::Bytes>>>,
+    /// Our calls in flight by id. The ids are our own counter: a fixed-seed foldhash (a
+    /// multiply and a fold per lookup) instead of SipHash.
+    pending: Mutex<HashMap<u64, oneshot::Sender<bytes::Bytes>, foldhash::fast::FixedState>>,
     pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_id: AtomicU64,
     pub(crate) pending_count: AtomicUsize,
@@ -52,7 +54,8 @@ pub(crate) struct Link {
     gate: Mutex<()>,
     /// The peer acknowledged our goaway.
     pub(crate) goaway_acked: AtomicBool,
-    serving: Mutex<HashMap<u64, AbortHandle>>,
+    /// The peer's calls we serve, by the peer's ids (foldhash with a random seed).
+    serving: Mutex<HashMap<u64, AbortHandle, foldhash::fast::RandomState>>,
     serving_count: AtomicUsize,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -198,7 +201,7 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
         peer,
         key,
         out,
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::default()),
         pings: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         pending_count: AtomicUsize::new(0),
@@ -209,7 +212,7 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
         draining: AtomicBool::new(false),
         gate: Mutex::new(()),
         goaway_acked: AtomicBool::new(false),
-        serving: Mutex::new(HashMap::new()),
+        serving: Mutex::new(HashMap::default()),
         serving_count: AtomicUsize::new(0),
         writer: Mutex::new(None),
     });

@@ -1,0 +1,234 @@
+//! A reply's result turned into JSON text by walking its MessagePack bytes, for the usual form
+//! of a reply (what `engine::response` and rmp-serde write): a map of `ok` and `err`, the result
+//! made of nil, booleans, integers, floats, strings, arrays and maps with string keys.
+//!
+//! The serde transcoder of [`super::reply`] visits every value through rmp-serde's generic
+//! decoder; this walk reads the markers itself and checks an ASCII string with one pass over its
+//! bytes instead of `from_utf8`. Anything else answers `None` and the caller takes the serde
+//! path, which accepts or refuses it as before: the array form of the reply, a repeated or
+//! non-string key, `bin`, `ext`, the unused marker, text that is not ASCII and not UTF-8,
+//! nesting deeper than [`MAX_WALK_DEPTH`], truncated bytes. What the walk writes is what the
+//! serde path writes (the proptests of this module compare the two).
+
+use plume::{Error, RawJson};
+
+use super::json_str::write_json_bytes;
+use crate::protocol::head::Reader;
+use crate::protocol::value::{MAX_WALK_DEPTH, read_value};
+
+/// The reply in `payload` as [`RawJson`] (or the provider's error), or `None`: leave it to serde.
+/// `capacity` is the size of the text buffer to start with.
+pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJson, Error>> {
+    let mut r = Reader::new(payload, 0);
+    let entries = r.map_len()?;
+    // (seen, its text or nil)
+    let mut ok: Option<Option<Vec<u8>>> = None;
+    let mut err = None;
+    for _ in 0..entries {
+        match r.str_bytes()? {
+            b"ok" if ok.is_none() => {
+                ok = Some(if r.nil() {
+                    None
+                } else {
+                    let mut out = Vec::with_capacity(capacity);
+                    write_value(&mut r, &mut out, 0)?;
+                    Some(out)
+                });
+            }
+            b"err" if err.is_none() => {
+                err = Some(if r.nil() {
+                    None
+                } else {
+                    Some(read_value(&mut r, 0)?)
+                });
+            }
+            // A repeated field: serde refuses it, with its own message.
+            b"ok" | b"err" => return None,
+            // Another field: serde skips it (and checks that it is well formed).
+            _ => r.skip()?,
+        }
+    }
+    if r.left() != 0 {
+        // Trailing bytes: what serde makes of them is serde's to say.
+        return None;
+    }
+    Some(match (ok.flatten(), err.flatten()) {
+        (_, Some(e)) => Err(Error::from_json(e)),
+        (Some(text), None) => Ok(RawJson::from_encoded(text.into())),
+        (None, None) => Ok(RawJson::from_encoded("null".into())),
+    })
+}
+
+/// Write the value at the cursor as JSON (see the module); `None`: leave it to serde.
+fn write_value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+    let marker = r.peek()?;
+    match marker {
+        0xc0 => {
+            r.byte()?;
+            out.extend_from_slice(b"null");
+        }
+        0xc2 => {
+            r.byte()?;
+            out.extend_from_slice(b"false");
+        }
+        0xc3 => {
+            r.byte()?;
+            out.extend_from_slice(b"true");
+        }
+        0x00..=0x7f | 0xcc..=0xcf => {
+            serde_json::to_writer(&mut *out, &r.uint()?).ok()?;
+        }
+        0xe0..=0xff | 0xd0..=0xd3 | 0xca | 0xcb => {
+            // Negative integers and floats: as the `Value` walk reads them, written as
+            // serde_json writes that number (a non-finite float is null).
+            let value = read_value(r, depth)?;
+            serde_json::to_writer(&mut *out, &value).ok()?;
+        }
+        0xa0..=0xbf | 0xd9..=0xdb => write_str(r, out)?,
+        0x90..=0x9f | 0xdc | 0xdd => {
+            if depth >= MAX_WALK_DEPTH {
+                return None;
+            }
+            let len = match r.byte()? {
+                m @ 0x90..=0x9f => u64::from(m & 0x0f),
+                0xdc => r.be(2)?,
+                _ => r.be(4)?,
+            };
+            out.push(b'[');
+            for i in 0..len {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(r, out, depth + 1)?;
+            }
+            out.push(b']');
+        }
+        0x80..=0x8f | 0xde | 0xdf => {
+            if depth >= MAX_WALK_DEPTH {
+                return None;
+            }
+            let len = r.map_len()?;
+            out.push(b'{');
+            for i in 0..len {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(r, out)?;
+                out.push(b':');
+                write_value(r, out, depth + 1)?;
+            }
+            out.push(b'}');
+        }
+        // bin, ext, the unused marker: serde's to judge.
+        _ => return None,
+    }
+    Some(())
+}
+
+/// Write the string at the cursor as a JSON string; `None` when it is not one, or not UTF-8.
+fn write_str(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
+    let bytes = r.str_bytes()?;
+    // ASCII is UTF-8: one pass of `or`s (which the compiler vectorizes) instead of `from_utf8`.
+    if bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
+        write_json_bytes(out, bytes);
+    } else {
+        write_json_bytes(out, std::str::from_utf8(bytes).ok()?.as_bytes());
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::reply::serde_json_reply;
+    use crate::mesh::reply::tests::{json_value, reply};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// The two paths agree: the same text, or errors with the same code and message.
+    fn agree(payload: &[u8]) -> Result<bool, TestCaseError> {
+        let Some(walked) = json_reply(payload, 16) else {
+            return Ok(false);
+        };
+        match (walked, serde_json_reply(payload)) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a.as_bytes(), b.as_bytes()),
+            (Err(a), Err(b)) => {
+                prop_assert_eq!(a.code(), b.code());
+                prop_assert_eq!(a.message(), b.message());
+            }
+            (a, b) => prop_assert!(false, "they disagree: {:?} vs {:?}", a, b),
+        }
+        Ok(true)
+    }
+
+    #[test]
+    fn a_page_of_todos_is_walked() {
+        let page = json!({"total": 1, "limit": 10, "skip": 0, "data": [
+            {"id": 1, "title": "Say \"hi\"\n", "completed": false, "n": -2.5, "é": "ü"}
+        ]});
+        let payload = reply(Some(&page), None);
+        let Some(Ok(raw)) = json_reply(&payload, 16) else {
+            panic!("the usual reply is walked");
+        };
+        assert_eq!(raw.as_bytes(), serde_json::to_vec(&page).expect("encodes"));
+        let Some(Ok(raw)) = json_reply(&reply(None, None), 16) else {
+            panic!("a nil result is walked");
+        };
+        assert!(raw.is_null());
+        let err = plume::Error::not_found("gone").to_json();
+        let Some(Err(e)) = json_reply(&reply(Some(&json!(1)), Some(&err)), 16) else {
+            panic!("an error is walked");
+        };
+        assert_eq!((e.code(), e.message()), (404, "gone"));
+    }
+
+    #[test]
+    fn what_the_walk_leaves_to_serde() {
+        let cases: [&[u8]; 8] = [
+            // The array form of a reply.
+            &[0x92, 0x01, 0xc0],
+            // A repeated `ok`.
+            &[0x82, 0xa2, b'o', b'k', 0x01, 0xa2, b'o', b'k', 0x02],
+            // A non-string key inside the result.
+            &[0x81, 0xa2, b'o', b'k', 0x81, 0x01, 0x02],
+            // A bin value.
+            &[0x81, 0xa2, b'o', b'k', 0xc4, 0x01, 0x07],
+            // Invalid UTF-8 in a string.
+            &[0x81, 0xa2, b'o', b'k', 0xa2, 0xff, 0xfe],
+            // An ext value.
+            &[0x81, 0xa2, b'o', b'k', 0xd4, 0x01, 0x02],
+            // Truncated.
+            &[0x81, 0xa2, b'o', b'k', 0x92, 0x01],
+            // Trailing bytes.
+            &[0x81, 0xa2, b'o', b'k', 0x01, 0x01],
+        ];
+        for payload in cases {
+            assert!(json_reply(payload, 16).is_none(), "{payload:?}");
+        }
+        let mut deep = vec![0x81, 0xa2, b'o', b'k'];
+        deep.extend(std::iter::repeat_n(0x91, MAX_WALK_DEPTH + 1));
+        deep.push(0x01);
+        assert!(json_reply(&deep, 16).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn walked_replies_are_what_serde_makes_of_them(v in json_value(), e in any::<bool>()) {
+            let err = plume::Error::bad_request("no").with_data(v.clone()).to_json();
+            prop_assert!(agree(&reply(Some(&v), None))?, "the usual reply is walked");
+            prop_assert!(agree(&reply(Some(&v), e.then_some(&err)))?);
+            prop_assert!(agree(&reply(None, Some(&err)))?);
+        }
+
+        #[test]
+        fn the_walk_accepts_nothing_serde_refuses(
+            tail in prop::collection::vec(any::<u8>(), 0..120),
+            wrapped in any::<bool>(),
+        ) {
+            // Mostly `{"ok": <arbitrary bytes>}`, so the bytes reach the walk.
+            let mut bytes = if wrapped { vec![0x81, 0xa2, b'o', b'k'] } else { Vec::new() };
+            bytes.extend_from_slice(&tail);
+            agree(&bytes)?;
+        }
+    }
+}
