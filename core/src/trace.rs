@@ -90,22 +90,32 @@ thread_local! {
 
 /// A random non-zero u64 (xorshift64*; ids need to be unique, not secret).
 fn random_u64() -> u64 {
+    let [x] = random_u64s();
+    x
+}
+
+/// `N` random non-zero u64s ([`random_u64`]), the thread's state read and written once.
+fn random_u64s<const N: usize>() -> [u64; N] {
     RNG.with(|state| {
         let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
+        let out = std::array::from_fn(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D).max(1)
+        });
         state.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D).max(1)
+        out
     })
 }
 
 impl TraceContext {
     /// A new trace (sampled).
     pub fn new_root() -> Self {
+        let [hi, lo, span_id] = random_u64s();
         Self {
-            trace_id: (u128::from(random_u64()) << 64) | u128::from(random_u64()),
-            span_id: random_u64(),
+            trace_id: (u128::from(hi) << 64) | u128::from(lo),
+            span_id,
             flags: 1,
             parent: 0,
         }
@@ -117,7 +127,22 @@ impl TraceContext {
     /// Read by its fixed layout (the dashes at 2, 35 and 52, hex digits by a table): this runs
     /// on every mesh call a provider serves and on every REST request that has the header.
     pub fn parse(value: &str) -> Option<Self> {
-        let b = value.trim().as_bytes();
+        Self::parse_bytes(value.as_bytes())
+    }
+
+    /// [`parse`](Self::parse) of a value's bytes, which need not be checked as UTF-8 first:
+    /// the same as `std::str::from_utf8(value).ok().and_then(TraceContext::parse)`, where a
+    /// value of the usual form (55 ASCII bytes) is never checked twice (a mesh provider reads
+    /// the `traceparent` of each call from the request's bytes).
+    pub fn parse_bytes(value: &[u8]) -> Option<Self> {
+        // Trimmed only when it starts or ends with something else than visible ASCII (the
+        // usual value does not: no scan for Unicode white space then).
+        let visible = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_graphic());
+        let b = if visible(value.first()) && visible(value.last()) {
+            value
+        } else {
+            std::str::from_utf8(value).ok()?.trim().as_bytes()
+        };
         let head = b.get(..TRACEPARENT_LEN)?;
         if head[2] != b'-' || head[35] != b'-' || head[52] != b'-' {
             return None;
@@ -130,15 +155,19 @@ impl TraceContext {
         // After the flags: nothing, or (a later version) a dash and anything.
         match b.get(TRACEPARENT_LEN) {
             None => {}
-            Some(b'-') if version != 0 => {}
+            // Its head is ASCII (checked below); the rest must be UTF-8, as a `str` is.
+            Some(b'-') if version != 0 => {
+                std::str::from_utf8(&b[TRACEPARENT_LEN..]).ok()?;
+            }
             Some(_) => return None,
         }
-        let trace_id = hex_value(&head[3..35])?;
-        let span_id = hex_value(&head[36..52])?;
+        let trace_hi = hex16_value(&head[3..19])?;
+        let trace_lo = hex16_value(&head[19..35])?;
+        let span_id = hex16_value(&head[36..52])?;
         let flags = hex_value(&head[53..55])?;
         let ctx = Self {
-            trace_id,
-            span_id: u64::try_from(span_id).ok()?,
+            trace_id: (u128::from(trace_hi) << 64) | u128::from(trace_lo),
+            span_id,
             flags: u8::try_from(flags).ok()?,
             parent: 0,
         };
@@ -175,9 +204,10 @@ impl TraceContext {
         // Written with a table, not `format!`: this runs on every traced request and mesh call.
         let mut out = [0u8; TRACEPARENT_LEN];
         out[..3].copy_from_slice(b"00-");
-        hex_into(&mut out[3..35], &self.trace_id.to_be_bytes());
+        out[3..19].copy_from_slice(&hex16((self.trace_id >> 64) as u64));
+        out[19..35].copy_from_slice(&hex16(self.trace_id as u64));
         out[35] = b'-';
-        hex_into(&mut out[36..52], &self.span_id.to_be_bytes());
+        out[36..52].copy_from_slice(&hex16(self.span_id));
         out[52] = b'-';
         hex_into(&mut out[53..], &[self.flags]);
         out
@@ -232,8 +262,69 @@ fn hex_into(out: &mut [u8], bytes: &[u8]) {
     }
 }
 
-/// The value of at most 32 hex digits (either case); `None` if any byte is not one.
-fn hex_value(digits: &[u8]) -> Option<u128> {
+/// `x` as 16 lowercase hex digits, computed a word at a time (no table, no loop).
+fn hex16(x: u64) -> [u8; 16] {
+    /// Each nibble of a u32 spread into a byte of a u64, the most significant first.
+    fn spread(x: u32) -> u64 {
+        let x = u64::from(x);
+        // Nibbles to bytes in two steps: 16-bit halves apart, then the bytes, then the nibbles.
+        let x = ((x & 0xffff_0000) << 16) | (x & 0xffff);
+        let x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
+        let x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
+        // The first digit is the high nibble: in big-endian byte order.
+        x.swap_bytes()
+    }
+    /// Nibble values (one per byte) to their lowercase hex digits.
+    fn digits(n: u64) -> u64 {
+        // 6 added to each nibble carries into bit 4 exactly when it is 10 or more.
+        let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        n + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64
+    }
+    let hi = digits(spread((x >> 32) as u32));
+    let lo = digits(spread(x as u32));
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hi.to_le_bytes());
+    out[8..].copy_from_slice(&lo.to_le_bytes());
+    out
+}
+
+/// The value of 16 hex digits (either case), eight at a time in a word; `None` if `digits` is
+/// not 16 bytes or any byte is not a hex digit ([`hex_value`] of them, with no loop).
+fn hex16_value(digits: &[u8]) -> Option<u64> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// The bytes of `v` (each below 0x80) at least `lo` and at most `hi`: 0x80 in each such byte.
+    fn in_range(v: u64, lo: u8, hi: u8) -> u64 {
+        let at_least = v + LOW * u64::from(0x80 - lo);
+        let above = v + LOW * u64::from(0x7f - hi);
+        at_least & !above & HIGH
+    }
+    /// Eight hex digits (the first the most significant) to their value.
+    fn eight(chunk: [u8; 8]) -> Option<u64> {
+        let v = u64::from_le_bytes(chunk);
+        if v & HIGH != 0 {
+            return None;
+        }
+        let digit = in_range(v, b'0', b'9');
+        let letter = in_range(v | (LOW * 0x20), b'a', b'f');
+        if digit | letter != HIGH {
+            return None;
+        }
+        // A digit's low nibble is its value; a letter's is its value less 9.
+        let nibbles = (v & (LOW * 0x0f)) + (letter >> 7) * 9;
+        // The first digit into the top nibble: bytes reversed, then packed pairwise.
+        let x = nibbles.swap_bytes();
+        let x = (x | (x >> 4)) & 0x00ff_00ff_00ff_00ff;
+        let x = (x | (x >> 8)) & 0x0000_ffff_0000_ffff;
+        Some((x | (x >> 16)) & 0xffff_ffff)
+    }
+    let (hi, lo) = digits.split_first_chunk::<8>()?;
+    let lo: [u8; 8] = lo.try_into().ok()?;
+    Some((eight(*hi)? << 32) | eight(lo)?)
+}
+
+/// The value of at most 16 hex digits (either case); `None` if any byte is not one.
+fn hex_value(digits: &[u8]) -> Option<u64> {
     /// A byte's digit value, or 0xff for a byte that is no hex digit (a `static`: one table in
     /// memory, not one built per call).
     static VALUE: [u8; 256] = {
@@ -251,12 +342,12 @@ fn hex_value(digits: &[u8]) -> Option<u128> {
         }
         table
     };
-    let mut value = 0u128;
+    let mut value = 0u64;
     let mut bad = 0u8;
     for &d in digits {
         let v = VALUE[usize::from(d)];
         bad |= v;
-        value = (value << 4) | u128::from(v & 0xf);
+        value = (value << 4) | u64::from(v & 0xf);
     }
     // A digit's value has its high bits clear; the marker 0xff has them set.
     (bad & 0xf0 == 0).then_some(value)
@@ -376,6 +467,10 @@ thread_local! {
 /// `trace`-level spans with a `trace_id` field: a log filtered at `debug` or above does not
 /// create them, so with no exporter this costs a thread-local write and no span.
 pub fn hop_span<S>(ctx: TraceContext, make: impl FnOnce() -> S) -> S {
+    // With no subscriber taking `trace`-level spans, `make` creates none: no hop to tell of.
+    if !tracing::level_enabled!(tracing::Level::TRACE) {
+        return make();
+    }
     with_set(&NEW_HOP, Some(ctx), make)
 }
 

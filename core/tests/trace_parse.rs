@@ -61,6 +61,21 @@ fn traceparent() -> impl Strategy<Value = String> {
         })
 }
 
+/// `text`'s bytes with the byte at `at` changed to `byte` (`how` 0), dropped (1) or `byte`
+/// inserted there (2, or 0 and 1 at the end).
+fn garble(text: String, at: prop::sample::Index, byte: u8, how: u8) -> Vec<u8> {
+    let mut bytes = text.into_bytes();
+    let i = at.index(bytes.len() + 1);
+    match how {
+        0 if i < bytes.len() => bytes[i] = byte,
+        1 if i < bytes.len() => {
+            bytes.remove(i);
+        }
+        _ => bytes.insert(i, byte),
+    }
+    bytes
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
@@ -78,13 +93,7 @@ proptest! {
         byte in prop_oneof![Just(b'-'), Just(b'g'), Just(b' '), Just(b'0'), Just(b'F'), any::<u8>()],
         how in 0..3u8,
     ) {
-        let mut bytes = text.into_bytes();
-        let i = at.index(bytes.len() + 1);
-        match how {
-            0 if i < bytes.len() => bytes[i] = byte,
-            1 if i < bytes.len() => { bytes.remove(i); }
-            _ => bytes.insert(i, byte),
-        }
+        let bytes = garble(text, at, byte, how);
         let garbled = String::from_utf8_lossy(&bytes).into_owned();
         prop_assert_eq!(fixed_parse(&garbled), split_parse(&garbled), "{:?}", garbled);
     }
@@ -92,6 +101,22 @@ proptest! {
     #[test]
     fn agrees_on_any_text_of_the_alphabet(text in "[-0-9a-fA-FxX ]{0,70}") {
         prop_assert_eq!(fixed_parse(&text), split_parse(&text), "{:?}", text);
+    }
+
+    /// `parse_bytes` (a value read from a request's bytes, not checked as UTF-8 first) is
+    /// `from_utf8` then `parse`: on real values garbled by any byte (non-UTF-8 ones included),
+    /// of every version, with white space or not.
+    #[test]
+    fn bytes_parse_as_their_text(
+        text in traceparent(),
+        at in any::<prop::sample::Index>(),
+        byte in prop_oneof![Just(0xa0u8), Just(0xc2), Just(0xff), Just(b' '), any::<u8>()],
+        how in 0..4u8,
+    ) {
+        // `how` 3: the value as it is.
+        let bytes = if how < 3 { garble(text, at, byte, how) } else { text.into_bytes() };
+        let text = std::str::from_utf8(&bytes).ok().and_then(TraceContext::parse);
+        prop_assert_eq!(TraceContext::parse_bytes(&bytes), text, "{:?}", bytes);
     }
 }
 

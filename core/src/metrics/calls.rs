@@ -32,35 +32,34 @@ fn provider_index(params: &Params) -> usize {
 
 #[cfg(feature = "metrics")]
 mod imp {
-    use std::sync::OnceLock;
+    use std::sync::{Arc, OnceLock};
     use std::time::Instant;
 
-    use metrics::{Counter, Gauge, Histogram};
+    use metrics::Counter;
 
-    use super::{CALL_DURATION, CALLS, CALLS_IN_FLIGHT, OTHER, PROVIDERS, provider_index};
+    use super::{CALLS, OTHER, PROVIDERS, provider_index};
     use crate::error::Error;
+    use crate::metrics::series::{self, CallSeries};
     use crate::params::{Method, Params, Provider};
 
-    /// One method's handles: the latency, the in-flight gauge, and a success counter per
-    /// provider, made on its first success (a series appears once it has a sample, so a scrape
-    /// holds only the methods and providers that were used).
+    /// One method's handles: its latency histogram and in-flight gauge (Plume's own atomics,
+    /// [`series`]), and a success counter per provider, made on its first success (a series
+    /// appears once it has a sample, so a scrape holds only the methods and providers that were
+    /// used).
     struct MethodHandles {
         path: String,
         method: String,
         ok: [OnceLock<Counter>; 4],
-        duration: Histogram,
-        in_flight: Gauge,
+        series: Arc<CallSeries>,
     }
 
     impl MethodHandles {
         fn new(path: &str, method: &str) -> Self {
-            let both = [("path", path.to_owned()), ("method", method.to_owned())];
             Self {
                 path: path.to_owned(),
                 method: method.to_owned(),
                 ok: Default::default(),
-                duration: metrics::histogram!(CALL_DURATION, &both),
-                in_flight: metrics::gauge!(CALLS_IN_FLIGHT, &both),
+                series: series::series(path, method),
             }
         }
 
@@ -108,7 +107,7 @@ mod imp {
                     .map_or(OTHER, Method::as_str);
                 MethodHandles::new(path, name)
             });
-            handles.in_flight.increment(1.0);
+            handles.series.enter();
             Some(CallGuard {
                 handles,
                 provider: provider_index(params),
@@ -130,7 +129,7 @@ mod imp {
         /// latency.
         pub(crate) fn finish(self, error: Option<&Error>) {
             let h = self.handles;
-            h.duration.record(self.started.elapsed().as_secs_f64());
+            h.series.record(self.started.elapsed());
             match error {
                 None => h.ok(self.provider).increment(1),
                 Some(err) => metrics::counter!(
@@ -147,7 +146,7 @@ mod imp {
 
     impl Drop for CallGuard<'_> {
         fn drop(&mut self) {
-            self.handles.in_flight.decrement(1.0);
+            self.handles.series.leave();
         }
     }
 

@@ -8,18 +8,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::calls::{CALL_DURATION, CALLS, CALLS_IN_FLIGHT};
+use super::calls::CALLS;
+use super::series::{self, BUCKETS};
 use super::{LOGINS, SOCKETS, process};
 use crate::app::App;
 
 /// The path of the metrics page.
 pub const METRICS_PATH: &str = "/metrics";
-
-/// The latency buckets, in seconds: 100 µs to 10 s.
-const BUCKETS: [f64; 15] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    10.0,
-];
 
 /// How often histograms are drained into their buckets when nobody scrapes (keeps the samples
 /// waiting for a scrape bounded).
@@ -74,10 +69,8 @@ fn install() -> Result<&'static PrometheusHandle, MetricsError> {
 }
 
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{describe_counter, describe_gauge};
     describe_counter!(CALLS, "Service calls by path, method, provider and outcome");
-    describe_histogram!(CALL_DURATION, Unit::Seconds, "Service call latency");
-    describe_gauge!(CALLS_IN_FLIGHT, "Service calls running now");
     describe_counter!(LOGINS, "Logins by outcome");
     describe_gauge!(SOCKETS, "Open socket.io connections");
     process::describe();
@@ -88,7 +81,10 @@ fn describe() {
 pub fn render() -> Option<String> {
     let handle = HANDLE.get()?;
     process::record();
-    Some(handle.render())
+    let mut page = handle.render();
+    // The call latency and in-flight series are Plume's own (`series`), not the exporter's.
+    series::render(&mut page);
+    Some(page)
 }
 
 impl App {

@@ -22,6 +22,8 @@ pub mod calls;
 mod exporter;
 #[cfg(feature = "metrics")]
 mod process;
+#[cfg(feature = "metrics")]
+mod series;
 
 pub(crate) use calls::CallMetrics;
 #[cfg(feature = "server")]

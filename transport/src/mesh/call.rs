@@ -17,7 +17,7 @@ use super::table::Target;
 use super::{CallOptions, Inner, LOG, Mesh};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote};
-use crate::protocol::{RequestMsg, encode_payload};
+use crate::protocol::{RequestOut, TraceparentText, encode_payload_in};
 use plume::Error;
 use plume::trace::TraceContext;
 use tracing::Instrument;
@@ -49,13 +49,19 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
     hop: Option<TraceContext>,
 ) -> bytes::Bytes {
     let left = deadline.saturating_duration_since(Instant::now());
-    encode_payload(&RequestMsg {
-        name: name.to_string(),
-        method: method.map(str::to_string),
-        body,
-        timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-        traceparent: hop.map(|ctx| ctx.traceparent()),
-    })
+    // A request with a `traceparent` (its key, value and markers: 69 bytes) starts in a larger
+    // buffer than the usual 256 bytes, which it would outgrow (a copy) at its last field.
+    let capacity = if hop.is_some() { 384 } else { 256 };
+    encode_payload_in(
+        &RequestOut {
+            name,
+            method,
+            body,
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            traceparent: hop.as_ref().map(TraceparentText::new),
+        },
+        capacity,
+    )
 }
 
 /// How [`Mesh::call_as`] picks its provider.

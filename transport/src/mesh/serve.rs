@@ -21,6 +21,23 @@ use crate::protocol::{
 use plume::Error;
 use plume::trace::TraceContext;
 
+/// A request from a peer, decoded for the kind of handler of its endpoint.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    pub(super) name: String,
+    pub(super) method: Option<String>,
+    pub(super) body: RawBody,
+    pub(super) timeout_ms: u64,
+    /// The caller's trace context (read from the request's `traceparent` where it was decoded,
+    /// with no `String` of it made): none when the request has none or one that does not parse.
+    pub(super) trace: Option<TraceContext>,
+}
+
+/// The trace context a request's `traceparent` says, if any.
+fn trace_of(traceparent: Option<&str>) -> Option<TraceContext> {
+    traceparent.and_then(TraceContext::parse)
+}
+
 impl Inner {
     /// Serve `payload` from node `from` ([`Sink::serve`](crate::engine::Sink::serve)).
     pub(super) fn serve_payload(
@@ -49,18 +66,18 @@ impl Inner {
     pub(super) fn decode_request(
         &self,
         payload: Bytes,
-    ) -> Result<(RequestMsg<RawBody>, Option<EndpointHandler>), String> {
+    ) -> Result<(Incoming, Option<EndpointHandler>), String> {
         let peeked = peek_request_name(&payload).map(|name| (name, self.local_handler(name)));
         if let Some((name, Some(handler @ EndpointHandler::Plain(_)))) = &peeked
             && let Ok(m) = decode_payload::<RequestMsg>(&payload)
             && m.name == *name
         {
-            let req = RequestMsg {
+            let req = Incoming {
+                trace: trace_of(m.traceparent.as_deref()),
                 name: m.name,
                 method: m.method,
                 body: RawBody::value(m.body),
                 timeout_ms: m.timeout_ms,
-                traceparent: m.traceparent,
             };
             return Ok((req, Some(handler.clone())));
         }
@@ -72,17 +89,17 @@ impl Inner {
         {
             let handler = handler.clone();
             let (body, timeout_ms) = (head.body.clone(), head.timeout_ms);
-            let (name, method, traceparent) = (
+            let (name, method, trace) = (
                 head.name.to_owned(),
                 head.method.map(str::to_owned),
-                head.traceparent.map(str::to_owned),
+                head.trace,
             );
-            let req = RequestMsg {
+            let req = Incoming {
                 name,
                 method,
                 body: RawBody::located(payload, body),
                 timeout_ms,
-                traceparent,
+                trace,
             };
             return Ok((req, Some(handler)));
         }
@@ -93,12 +110,12 @@ impl Inner {
             Some((name, handler)) if name == head.name => handler,
             _ => self.local_handler(&head.name),
         };
-        let req = RequestMsg {
+        let req = Incoming {
+            trace: trace_of(head.traceparent.as_deref()),
             name: head.name,
             method: head.method,
             body: RawBody::msgpack(payload),
             timeout_ms: head.timeout_ms,
-            traceparent: head.traceparent,
         };
         Ok((req, handler))
     }
@@ -112,7 +129,7 @@ impl Inner {
 pub(super) fn start(
     node: NodeId,
     handler: Option<EndpointHandler>,
-    req: RequestMsg<RawBody>,
+    req: Incoming,
     from: NodeId,
 ) -> Served {
     let Some(handler) = handler else {
@@ -123,11 +140,7 @@ pub(super) fn start(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
     // The provider's hop is a child of the caller's (whose span id is the caller's `call`).
-    let trace = req
-        .traceparent
-        .as_deref()
-        .and_then(TraceContext::parse)
-        .map(|caller| caller.child());
+    let trace = req.trace.map(|caller| caller.child());
     let request = RawRequest {
         name: req.name,
         method: req.method,

@@ -12,13 +12,17 @@
 
 use std::ops::Range;
 
+use plume::trace::TraceContext;
+
 /// The head of a request, borrowed from its payload, and the byte range of its body.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RequestHead<'a> {
     pub(crate) name: &'a str,
     pub(crate) method: Option<&'a str>,
     pub(crate) timeout_ms: u64,
-    pub(crate) traceparent: Option<&'a str>,
+    /// The trace context its `traceparent` says (none: no `traceparent`, or one that is no
+    /// trace context), read from the bytes ([`TraceContext::parse_bytes`]).
+    pub(crate) trace: Option<TraceContext>,
     /// Where the body's MessagePack value lies in the payload.
     pub(crate) body: Range<usize>,
 }
@@ -34,7 +38,7 @@ pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
             b"name" if name.is_none() => name = Some(r.str()?),
             b"method" if method.is_none() => method = Some(r.opt_str()?),
             b"timeout_ms" if timeout_ms.is_none() => timeout_ms = Some(r.uint()?),
-            b"traceparent" if traceparent.is_none() => traceparent = Some(r.opt_str()?),
+            b"traceparent" if traceparent.is_none() => traceparent = Some(r.opt_traceparent()?),
             b"body" if body.is_none() => {
                 let start = r.at;
                 r.at = skip_values(payload, start, 1)?;
@@ -50,7 +54,7 @@ pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
         name: name?,
         method: method.flatten(),
         timeout_ms: timeout_ms?,
-        traceparent: traceparent.flatten(),
+        trace: traceparent.flatten(),
         body: body?,
     })
 }
@@ -233,6 +237,21 @@ impl<'a> Reader<'a> {
         self.str().map(Some)
     }
 
+    /// A nil or a string (UTF-8, as [`opt_str`](Self::opt_str) checks), read as a
+    /// `traceparent`: the trace context it says, if any. A value of the usual form is checked
+    /// by its parse alone (55 hex digits and dashes are UTF-8).
+    #[inline]
+    fn opt_traceparent(&mut self) -> Option<Option<TraceContext>> {
+        if self.nil() {
+            return Some(None);
+        }
+        let bytes = self.str_bytes()?;
+        match TraceContext::parse_bytes(bytes) {
+            Some(ctx) => Some(Some(ctx)),
+            None => std::str::from_utf8(bytes).ok().map(|_| None),
+        }
+    }
+
     /// An unsigned integer (a non-negative fixint or `uint` 8 to 64).
     #[inline]
     pub fn uint(&mut self) -> Option<u64> {
@@ -298,7 +317,7 @@ pub(crate) mod tests {
             prop_assert_eq!(head.name, name.as_str());
             prop_assert_eq!(head.method, method.as_deref());
             prop_assert_eq!(head.timeout_ms, timeout_ms);
-            prop_assert_eq!(head.traceparent, traceparent.as_deref());
+            prop_assert_eq!(head.trace, traceparent.as_deref().and_then(TraceContext::parse));
             let back: Value = decode_payload(&payload[head.body.clone()]).expect("the body");
             prop_assert_eq!(back, body);
             prop_assert_eq!(skip_values(&payload, 0, 1), Some(payload.len()));

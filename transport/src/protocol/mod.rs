@@ -214,7 +214,13 @@ impl Frame {
 pub fn encode_payload<T: Serialize + ?Sized>(msg: &T) -> Bytes {
     // Most payloads are small: one allocation of this size avoids the reallocations of growing
     // from empty.
-    let mut buf = Vec::with_capacity(256);
+    encode_payload_in(msg, 256)
+}
+
+/// [`encode_payload`] into a buffer of `capacity` bytes to start with (a payload known to be
+/// larger than most: a traced request's `traceparent` would grow the usual one once more).
+pub(crate) fn encode_payload_in<T: Serialize + ?Sized>(msg: &T, capacity: usize) -> Bytes {
+    let mut buf = Vec::with_capacity(capacity);
     match rmp_serde::encode::write_named(&mut Roomy(&mut buf), msg) {
         Ok(()) => Bytes::from(buf),
         Err(e) => {
@@ -357,6 +363,37 @@ pub struct RequestMsg<B = Value> {
     /// of an earlier version neither sends nor reads it (see docs/protocol.md, "Calls").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+}
+
+/// A [`RequestMsg`] as a caller encodes it, borrowing its name, method and body, with the
+/// `traceparent` written on the stack ([`TraceparentText`]): the same bytes as the
+/// `RequestMsg` with these fields (same field names, order and attributes), with no `String`
+/// made for any of them.
+#[derive(Serialize)]
+pub(crate) struct RequestOut<'a, B: ?Sized> {
+    pub(crate) name: &'a str,
+    pub(crate) method: Option<&'a str>,
+    pub(crate) body: &'a B,
+    pub(crate) timeout_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) traceparent: Option<TraceparentText>,
+}
+
+/// A `traceparent` value's text on the stack, serialized as the string it is.
+#[derive(Clone, Copy)]
+pub(crate) struct TraceparentText([u8; plume::trace::TRACEPARENT_LEN]);
+
+impl TraceparentText {
+    pub(crate) fn new(ctx: &plume::trace::TraceContext) -> Self {
+        Self(ctx.traceparent_bytes())
+    }
+}
+
+impl Serialize for TraceparentText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Always ASCII (hex digits and dashes): never the empty fallback.
+        serializer.serialize_str(std::str::from_utf8(&self.0).unwrap_or_default())
+    }
 }
 
 /// The body of an encoded [`RequestMsg`] alone: the other fields are skipped, not built (and may

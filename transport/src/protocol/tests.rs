@@ -293,4 +293,35 @@ proptest! {
         let plain = rmp_serde::to_vec_named(&v).expect("encodes");
         prop_assert_eq!(&encode_payload(&v)[..], &plain[..]);
     }
+
+    /// A caller's borrowed request (`RequestOut`, its `traceparent` written on the stack) is
+    /// the same bytes as the `RequestMsg` of the same fields.
+    #[test]
+    fn a_borrowed_request_encodes_as_the_owned_one(
+        name in "[a-z:]{0,20}",
+        method in proptest::option::of("[a-z]{0,10}"),
+        body in arb_json(),
+        timeout_ms in any::<u64>(),
+        trace in proptest::option::of((1u64.., 1u64.., any::<u64>(), any::<bool>())),
+    ) {
+        let ctx = trace.and_then(|(hi, lo, span, sampled)| {
+            let text = format!("00-{hi:016x}{lo:016x}-{:016x}-0{}", span.max(1), u8::from(sampled));
+            plume::trace::TraceContext::parse(&text)
+        });
+        let owned = RequestMsg {
+            name: name.clone(),
+            method: method.clone(),
+            body: &body,
+            timeout_ms,
+            traceparent: ctx.map(|c| c.traceparent()),
+        };
+        let borrowed = RequestOut {
+            name: &name,
+            method: method.as_deref(),
+            body: &body,
+            timeout_ms,
+            traceparent: ctx.as_ref().map(TraceparentText::new),
+        };
+        prop_assert_eq!(encode_payload(&borrowed), encode_payload(&owned));
+    }
 }
