@@ -27,25 +27,18 @@ pub(crate) const BUCKETS: [f64; 15] = [
     10.0,
 ];
 
-/// [`BUCKETS`] in nanoseconds: a latency falls in the first bucket whose bound it does not
-/// exceed (`le`), compared as an integer.
-const BOUNDS_NANOS: [u64; 15] = [
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    10_000_000_000,
-];
+/// [`BUCKETS`] in nanoseconds (rounded: the bounds are whole microseconds): a latency falls in
+/// the first bucket whose bound it does not exceed (`le`), compared as an integer.
+const BOUNDS_NANOS: [u64; BUCKETS.len()] = {
+    let mut nanos = [0u64; BUCKETS.len()];
+    let mut i = 0;
+    while i < BUCKETS.len() {
+        // Positive and at most 10 s: the cast neither wraps nor truncates.
+        nanos[i] = (BUCKETS[i] * 1e9).round() as u64;
+        i += 1;
+    }
+    nanos
+};
 
 /// The help text of [`CALL_DURATION`].
 const DURATION_HELP: &str = "Service call latency";
