@@ -124,8 +124,9 @@ impl TraceContext {
     /// Parse a `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`; a later version's value is
     /// read by its first four fields). `None` for anything else, or all-zero ids.
     ///
-    /// Read by its fixed layout (the dashes at 2, 35 and 52, hex digits by a table): this runs
-    /// on every mesh call a provider serves and on every REST request that has the header.
+    /// Read by its fixed layout (the dashes at 2, 35 and 52, the ids eight hex digits at a
+    /// time): this runs on every mesh call a provider serves and on every REST request that has
+    /// the header.
     pub fn parse(value: &str) -> Option<Self> {
         Self::parse_bytes(value.as_bytes())
     }
