@@ -9,7 +9,9 @@
 #     services_N_all_providers_ms until the proxies have all 3 N providers;
 #   - services_N_rss_base_kib (the gateway before the publishers) and services_N_rss_kib (with N
 #     mounted), services_N_rss_load_kib after the GET runs;
-#   - GET /svc-{N-1} through the gateway, 64 connections (wrk_run: services_N_get_*).
+#   - GET /svc-{N-1} through the gateway, 64 connections (wrk_run: services_N_get_*), once every
+#     N is mounted: the gateways of all N stay up (idle) and the runs go round the sizes in turn,
+#     so a drift of the machine's load does not land on one N.
 # Sourced by bench/scale.sh; needs GX, SERVICES_NODE, PROBE and the helpers of run.sh's kind.
 # shellcheck shell=bash
 
@@ -25,7 +27,7 @@ services_point() { # N
   pids+=("${PID_OF[gateway-$prefix]}")
   if ! wait_for "$gw/distribution/mounted" '"count":0}' 30000; then
     log "services $n: the gateway did not start"
-    stop_group "${pids[@]}"
+    SVC_PIDS+=("${pids[@]}")
     return 0
   fi
   GW=$gw login
@@ -53,19 +55,36 @@ services_point() { # N
     put "services_${n}_all_providers_ms" "$ms"
     put "services_${n}_rss_kib" "$(rss_kib "${PID_OF[gateway-$prefix]}")"
     PROBE_TOKEN=$TOKEN wait_for "$gw/svc-$((n - 1))" "svc-$((n - 1)) on p" 10000 "$TOKEN"
-    for r in $(seq 1 "$RUNS"); do
-      WRK_HEADER="Authorization: Bearer $TOKEN" wrk_run "services_${n}_get" "$r" "$gw/svc-$((n - 1))" 64
-    done
-    put "services_${n}_rss_load_kib" "$(rss_kib "${PID_OF[gateway-$prefix]}")"
+    SVC_GW[$n]=$gw
+    SVC_TOKEN[$n]=$TOKEN
   else
     log "services $n: not all 3 × $n providers in 60 s"
   fi
-  stop_group "${pids[@]}"
+  SVC_PIDS+=("${pids[@]}")
+}
+
+services_gets() { # the GET runs, round by round over the mounted sizes
+  local r n
+  for r in $(seq 1 "$RUNS"); do
+    for n in "${SERVICE_COUNTS[@]}"; do
+      [[ -n ${SVC_GW[$n]:-} ]] || continue
+      WRK_HEADER="Authorization: Bearer ${SVC_TOKEN[$n]}" \
+        wrk_run "services_${n}_get" "$r" "${SVC_GW[$n]}/svc-$((n - 1))" 64
+    done
+  done
+  for n in "${SERVICE_COUNTS[@]}"; do
+    [[ -n ${SVC_GW[$n]:-} ]] || continue
+    put "services_${n}_rss_load_kib" "$(rss_kib "${PID_OF[gateway-services-$n]}")"
+  done
 }
 
 run_services_curve() {
   put services_sizes "${SERVICE_COUNTS[*]}"
   log "services curve: ${SERVICE_COUNTS[*]} services published by 3 nodes ($RUNS wrk runs each)"
   local n
+  declare -gA SVC_GW=() SVC_TOKEN=()
+  SVC_PIDS=()
   for n in "${SERVICE_COUNTS[@]}"; do services_point "$n"; done
+  services_gets
+  stop_group "${SVC_PIDS[@]}"
 }

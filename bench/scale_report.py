@@ -130,7 +130,8 @@ def services_section(runs, single, med, img):
         "**Services** (a fresh `gateway-example gateway`, JWT on every proxy; three `services-node` "
         "processes, bench/src/bin/services_node.rs, each publishing the same N in-memory services, "
         "so N proxies with three providers each; the gateway's `GET /distribution/mounted` polled "
-        "every 5 ms; wrk `GET /svc-(N-1)` with the JWT, 64 connections):",
+        "every 5 ms; wrk `GET /svc-(N-1)` with the JWT, 64 connections, once all N are mounted, "
+        "the runs going round the sizes in turn while the other gateways sit idle):",
         "",
         "![Mount time, gateway RSS and GET throughput against the number of services](img/curve-services.svg)",
         "",
