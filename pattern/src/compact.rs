@@ -277,6 +277,45 @@ mod tests {
     }
 
     #[test]
+    fn large_payloads_take_wider_bin_headers() {
+        for (len, marker) in [(200, 0xc4), (1_000, 0xc5), (70_000, 0xc6)] {
+            let v = json!({"topic": "big", "s": "x".repeat(len)});
+            let m = Message::parse(&v, None, &Options::default()).expect("message");
+            let packed =
+                Bytes::from(rmp_serde::to_vec_named(&MeshRequest::of_ref(&m)).expect("encodes"));
+            let back = read_request(&packed).expect("reads");
+            assert_eq!(Value::Object(back.pattern.into_map()), v);
+            // the payload's own `bin`, after the version byte, the map's header and its key
+            let inner = rmp_serde::from_slice::<serde_bytes_like::Buf>(&packed)
+                .expect("a bin")
+                .0;
+            assert_eq!(inner.get(10), Some(&marker), "{len}");
+        }
+    }
+
+    /// A request that the transport could not locate in its frame is decoded by serde
+    /// (`AnyRequest`): both versions.
+    #[test]
+    fn serde_reads_both_versions() {
+        let v = json!({"topic": "math", "a": 1, "meta$": {"m": 1}});
+        let m = Message::parse(&v, None, &Options::default()).expect("message");
+        let req = MeshRequest::of_ref(&m);
+        for packed in [
+            rmp_serde::to_vec_named(&req).expect("encodes"),
+            rmp_serde::to_vec_named(&crate::wire::MapForm(&req)).expect("encodes"),
+        ] {
+            let any: crate::wire::AnyRequest = rmp_serde::from_slice(&packed).expect("decodes");
+            let incoming = any.into_incoming().expect("incoming");
+            assert_eq!(Value::Object(incoming.meta), json!({"m": 1}));
+            assert_eq!(incoming.span_id.as_str(), m.span_id.as_str());
+            assert_eq!(
+                Value::Object(incoming.pattern.into_map()),
+                json!({"topic": "math", "a": 1})
+            );
+        }
+    }
+
+    #[test]
     fn other_versions_are_refused_clearly() {
         // a node of version 1 reads the body as its map: a version 2 `bin` does not decode
         let v = json!({"topic": "math", "a": 1});
