@@ -203,18 +203,36 @@ pub(crate) fn new_id_bytes() -> [u8; 22] {
     thread_local! {
         static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
     }
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let (hi, lo): (u64, u64) = RNG.with(|r| {
         let mut r = r.borrow_mut();
         (r.random(), r.random())
     });
-    // 11 base-32 digits (5 bits each, by shifts and masks) of each draw: 110 random bits in
-    // all.
+    id_of(hi, lo)
+}
+
+/// The digits of an id.
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Every pair of digits, by the 10 bits that make it (the low 5 bits the first digit).
+static DIGIT_PAIRS: [[u8; 2]; 1024] = {
+    let mut pairs = [[0u8; 2]; 1024];
+    let mut i = 0;
+    while i < 1024 {
+        pairs[i] = [ALPHABET[i & 31], ALPHABET[i >> 5]];
+        i += 1;
+    }
+    pairs
+};
+
+/// The id of two draws: 11 base-32 digits of the low 55 bits of each (digit `i` of a draw is
+/// its bits `5i..5i+5`), written two digits at a time.
+fn id_of(hi: u64, lo: u64) -> [u8; 22] {
     let mut id = [0u8; 22];
     for (half, bits) in id.chunks_exact_mut(11).zip([hi, lo]) {
-        for (i, digit) in half.iter_mut().enumerate() {
-            *digit = ALPHABET[((bits >> (5 * i)) & 31) as usize];
+        for (j, pair) in half.chunks_exact_mut(2).enumerate() {
+            pair.copy_from_slice(&DIGIT_PAIRS[((bits >> (10 * j)) & 1023) as usize]);
         }
+        half[10] = ALPHABET[((bits >> 50) & 31) as usize];
     }
     id
 }
@@ -388,6 +406,20 @@ mod tests {
             };
             let body = serde_json::to_vec(&env).expect("encodes");
             prop_assert_eq!(decode_request(&body).expect("decodes"), env);
+        }
+    }
+
+    proptest::proptest! {
+        /// Two digits at a time: the digits one at a time (5 bits each, low bits first).
+        #[test]
+        fn ids_are_their_digits(hi: u64, lo: u64) {
+            let mut want = [0u8; 22];
+            for (half, bits) in want.chunks_exact_mut(11).zip([hi, lo]) {
+                for (i, digit) in half.iter_mut().enumerate() {
+                    *digit = super::ALPHABET[((bits >> (5 * i)) & 31) as usize];
+                }
+            }
+            proptest::prop_assert_eq!(super::id_of(hi, lo), want);
         }
     }
 }

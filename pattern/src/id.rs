@@ -48,6 +48,14 @@ impl Id {
         })
     }
 
+    /// The id's bytes (UTF-8), without the check [`as_str`](Self::as_str) makes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         match &self.0 {

@@ -31,6 +31,7 @@
 //! ```
 
 mod bus;
+mod compact;
 pub mod envelope;
 mod error;
 mod handler;

@@ -105,7 +105,11 @@ impl<'a> Message<'a> {
                 Cow::Owned(meta)
             }
         };
-        let id = |key: &str| own.trace.get(key).and_then(Value::as_str);
+        // (no `trace$`, the usual act: no lookups in an empty map)
+        let id = |key: &str| match has_options {
+            true => own.trace.get(key).and_then(Value::as_str),
+            false => None,
+        };
         let span_id = id("spanId").map_or_else(Id::fresh, Id::new);
         // A root act's trace is named after its span (as a Zipkin root span may be): one id
         // made per act, not two (and not copied).

@@ -122,8 +122,13 @@ impl<'de> Visitor<'de> for OutcomeVisitor {
         Self::other("string")
     }
 
-    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<MeshOutcome, E> {
-        Self::other("array")
+    /// A version 2 reply (`crate::compact`), or else what a `bin` is in JSON (an array).
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<MeshOutcome, E> {
+        match crate::compact::read_reply(v) {
+            Some(Ok((result, error))) => Ok(MeshOutcome::Object { result, error }),
+            Some(Err(e)) => Err(E::custom(e)),
+            None => Self::other("array"),
+        }
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<MeshOutcome, E> {
@@ -147,8 +152,14 @@ mod tests {
     use serde_json::json;
 
     /// A reply as the responder encodes it, read back as a value.
+    /// (Also checks that its version 2 form reads as the same outcome.)
     fn mesh_reply(outcome: Result<Value, Value>) -> Value {
-        match wire::mesh_reply(&outcome).expect("encodes") {
+        if let Answer::Encoded(e) = wire::mesh_reply(&outcome, true).expect("encodes") {
+            let v2: MeshOutcome = rmp_serde::from_slice(e.result_bytes()).expect("decodes");
+            let want = outcome_of(outcome.clone().ok(), outcome.clone().err());
+            assert_eq!(v2.into_result(), want);
+        }
+        match wire::mesh_reply(&outcome, false).expect("encodes") {
             Answer::Encoded(e) => rmp_serde::from_slice(e.result_bytes()).expect("decodes"),
             Answer::Value(v) => v,
         }

@@ -16,7 +16,8 @@ pub(crate) fn write_map<'a>(
     }
 }
 
-fn value(out: &mut Vec<u8>, v: &Value) {
+/// `v` as MessagePack.
+pub(crate) fn value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
@@ -58,6 +59,11 @@ fn map_len(out: &mut Vec<u8>, len: usize) {
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
+    str_bytes(out, s.as_bytes());
+}
+
+/// A string given as its (UTF-8) bytes.
+pub(crate) fn str_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let len = s.len();
     if len < 32 {
         out.push(0xa0 | len as u8);
@@ -70,7 +76,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
         out.push(0xdb);
         out.extend_from_slice(&(len as u32).to_be_bytes());
     }
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
 }
 
 /// As `rmp`'s `write_uint`/`write_sint`/`write_f64`: the smallest form of an integer.
@@ -113,7 +119,7 @@ fn number(out: &mut Vec<u8>, n: &Number) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -147,7 +153,8 @@ mod tests {
         ]
     }
 
-    fn value() -> impl Strategy<Value = Value> {
+    /// Any JSON value (numbers at each MessagePack width's edges, long strings).
+    pub(crate) fn value() -> impl Strategy<Value = Value> {
         leaf().prop_recursive(3, 64, 20, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..20).prop_map(Value::Array),

@@ -324,7 +324,31 @@ impl<'a> MeshRequest<'a> {
 }
 
 impl Serialize for MeshRequest<'_> {
+    /// In MessagePack (to another node): the version 2 envelope (`crate::compact`); as a
+    /// value (to a provider on this node): the version 1 map ([`MapForm`]).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            self.serialize_map_form(s)
+        } else {
+            crate::compact::serialize_request(self, s)
+        }
+    }
+}
+
+/// A request in the version 1 form, `{payload, meta?, delegate?, traceId, spanId}`, whatever
+/// the serializer (what the previous version sends over the wire).
+#[cfg(test)]
+pub(crate) struct MapForm<'r, 'a>(pub(crate) &'r MeshRequest<'a>);
+
+#[cfg(test)]
+impl Serialize for MapForm<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_map_form(s)
+    }
+}
+
+impl MeshRequest<'_> {
+    fn serialize_map_form<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let (meta, delegate) = (!self.meta.is_empty(), !self.delegate.is_empty());
         let len = 3 + usize::from(meta) + usize::from(delegate);
@@ -391,10 +415,56 @@ impl MeshIncoming {
     }
 }
 
+/// A request body as serde reads it, in either version: the map of version 1
+/// ([`MeshIncoming`]) or the `bin` of version 2 (`crate::compact`).
+pub(crate) enum AnyRequest {
+    Map(MeshIncoming),
+    Compact(Result<Incoming, HemeraError>),
+}
+
+impl AnyRequest {
+    pub(crate) fn into_incoming(self) -> Result<Incoming, HemeraError> {
+        match self {
+            AnyRequest::Map(m) => m.into_incoming(),
+            AnyRequest::Compact(c) => c,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyRequest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mesh request (a map, or a version 2 bin)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AnyRequest, A::Error> {
+                MeshIncoming::deserialize(MapAccessDeserializer::new(map)).map(AnyRequest::Map)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<AnyRequest, E> {
+                Ok(AnyRequest::Compact(crate::compact::read_request_bytes(
+                    Bytes::copy_from_slice(v),
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A mesh reply, `{"result": v}` or `{"error": e}`, encoded straight into the response (no map
 /// built for it).
-pub(crate) fn mesh_reply(outcome: &Result<Value, Value>) -> Result<Answer, plume::Error> {
-    Encoded::new(&MeshReply(outcome)).map(Answer::Encoded)
+/// To a version 2 request (`compact`), the reply is version 2's (`crate::compact::Reply`).
+pub(crate) fn mesh_reply(
+    outcome: &Result<Value, Value>,
+    compact: bool,
+) -> Result<Answer, plume::Error> {
+    if compact {
+        Encoded::new(&crate::compact::Reply(outcome)).map(Answer::Encoded)
+    } else {
+        Encoded::new(&MeshReply(outcome)).map(Answer::Encoded)
+    }
 }
 
 /// `{"result": v}` or `{"error": e}`.
@@ -708,7 +778,7 @@ pub(crate) mod tests {
             let want = rmp_serde::to_vec_named(&derived).expect("encodes");
             let want_json = serde_json::to_value(&derived).expect("encodes");
             let borrowed = MeshRequest::of_ref(&msg);
-            prop_assert_eq!(&rmp_serde::to_vec_named(&borrowed).expect("encodes"), &want);
+            prop_assert_eq!(&rmp_serde::to_vec_named(&MapForm(&borrowed)).expect("encodes"), &want);
             prop_assert_eq!(&serde_json::to_value(&borrowed).expect("encodes"), &want_json);
             // (a second parse: its fresh span id differs unless `trace$` gives one)
             let owned = MeshRequest::of(parse());
@@ -719,7 +789,7 @@ pub(crate) mod tests {
             }
             prop_assert_eq!(&serde_json::to_value(&owned).expect("encodes"), &want_owned);
             let back: MeshIncoming =
-                rmp_serde::from_slice(&rmp_serde::to_vec_named(&owned).expect("encodes"))
+                rmp_serde::from_slice(&rmp_serde::to_vec_named(&MapForm(&owned)).expect("encodes"))
                     .expect("decodes");
             let incoming = back.into_incoming().expect("a payload");
             prop_assert_eq!(&incoming.span_id, owned.span_id.as_str());
@@ -735,8 +805,17 @@ pub(crate) mod tests {
                        "timeout$": 5});
         let m = message(&v);
         let req = MeshRequest::of_ref(&m);
-        // what a remote responder reads: the request in MessagePack
-        let packed = rmp_serde::to_vec_named(&req).expect("encodes");
+        // what a remote responder of version 2 reads: the request in MessagePack, a `bin`
+        let compact = bytes::Bytes::from(rmp_serde::to_vec_named(&req).expect("encodes"));
+        assert!(crate::compact::is_compact(&compact));
+        let read = crate::compact::read_request(&compact).expect("reads");
+        assert_eq!(read.delegate, *json!({"d": 1}).as_object().expect("object"));
+        assert_eq!(
+            (&*read.trace_id, &*read.span_id),
+            (m.trace_id(), &*m.span_id)
+        );
+        // and one of version 1: the map
+        let packed = rmp_serde::to_vec_named(&MapForm(&req)).expect("encodes");
         let back: MeshIncoming = rmp_serde::from_slice(&packed).expect("decodes");
         assert_eq!(back.delegate, *json!({"d": 1}).as_object().expect("object"));
         assert!(back.meta.is_empty());

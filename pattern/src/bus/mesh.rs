@@ -15,6 +15,7 @@ use plume_transport::{CallOptions, Mesh, RawRequest};
 use serde_json::Value;
 
 use super::{LOG, Serving};
+use crate::compact;
 use crate::error::HemeraError;
 use crate::hemera::{Hemera, Incoming, Inner};
 use crate::message::Message;
@@ -23,7 +24,7 @@ use crate::pattern::method_of;
 use crate::registry::TopicOptions;
 use crate::serve::Started;
 use crate::walk::read_mesh_request;
-use crate::wire::{MeshIncoming, MeshRequest, mesh_reply};
+use crate::wire::{AnyRequest, MeshIncoming, MeshRequest, mesh_reply};
 
 /// The mesh endpoint (and event topic) of a Hemera topic.
 pub(crate) fn endpoint(topic: &str) -> String {
@@ -45,46 +46,38 @@ struct Provided {
     max: Option<u64>,
 }
 
-/// The bytes of an act's endpoint name kept inline (`hemera.` and a topic of up to 33 bytes; a
-/// longer one is allocated).
-const NAME_BUF: usize = 40;
-
-/// An act's endpoint name, made before its future and kept in it in place of the topic: inline
-/// when it fits (no allocation per act). 48 bytes, where the topic, a buffer and a `Cow` of it
-/// took 80: an act's future is then under the size at which glibc's malloc serves its task
-/// from the large bins (see docs/benchmarks.md, seventh round).
-enum EndpointName {
-    Inline { len: u8, bytes: [u8; NAME_BUF] },
-    Heap(Box<str>),
-}
+/// An act's endpoint name, made before its future and kept in it: shared from this thread's
+/// last one when the topic is the same (the usual case: no allocation per act, and no UTF-8
+/// check of a name written into a buffer), made once per change of topic otherwise.
+struct EndpointName(Arc<str>);
 
 impl EndpointName {
     fn of(topic: &str) -> EndpointName {
-        const PREFIX: &[u8] = b"hemera.";
-        let len = PREFIX.len() + topic.len();
-        let mut bytes = [0u8; NAME_BUF];
-        match (bytes.get_mut(..len), u8::try_from(len)) {
-            (Some(out), Ok(len)) => {
-                let (head, tail) = out.split_at_mut(PREFIX.len());
-                head.copy_from_slice(PREFIX);
-                tail.copy_from_slice(topic.as_bytes());
-                EndpointName::Inline { len, bytes }
-            }
-            _ => EndpointName::Heap(endpoint(topic).into_boxed_str()),
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
         }
+        const PREFIX_LEN: usize = "hemera.".len();
+        let made = || -> Arc<str> { Arc::from(endpoint(topic)) };
+        LAST.with(|last| match last.try_borrow_mut() {
+            Ok(mut last) => match &*last {
+                // (every name here starts with `hemera.`: the same length and ending is the
+                // same name)
+                Some(name) if name.len() == PREFIX_LEN + topic.len() && name.ends_with(topic) => {
+                    EndpointName(Arc::clone(name))
+                }
+                _ => {
+                    let name = made();
+                    *last = Some(Arc::clone(&name));
+                    EndpointName(name)
+                }
+            },
+            // (not reached: nothing here makes another name)
+            Err(_) => EndpointName(made()),
+        })
     }
 
     fn as_str(&self) -> &str {
-        match self {
-            EndpointName::Inline { len, bytes } => {
-                match bytes.get(..usize::from(*len)).map(std::str::from_utf8) {
-                    Some(Ok(name)) => name,
-                    // (not reached: both parts are UTF-8, and `len` is within the buffer)
-                    _ => "",
-                }
-            }
-            EndpointName::Heap(name) => name,
-        }
+        &self.0
     }
 }
 
@@ -156,14 +149,21 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
         // Decoded before the first await: the body holds a piece of the link's read buffer.
         // The usual request is walked (its payload a share of the received bytes); serde
         // decodes any other form.
-        let walked = req.body.msgpack_bytes().and_then(|b| read_mesh_request(&b));
+        // A version 2 request (a `bin`, `crate::compact`) is answered in version 2.
+        let bytes = req.body.msgpack_bytes();
+        let v2 = bytes.as_deref().is_some_and(compact::is_compact);
+        let walked = match &bytes {
+            Some(b) if v2 => Some(compact::read_request(b)),
+            Some(b) => read_mesh_request(b).map(Ok),
+            None => None,
+        };
         let decoded = match walked {
-            Some(incoming) => Ok(incoming),
+            Some(incoming) => incoming,
             None => req
                 .body
-                .decode::<MeshIncoming>()
+                .decode::<AnyRequest>()
                 .map_err(|e| HemeraError::parse(format!("undecodable request: {}", e.message())))
-                .and_then(MeshIncoming::into_incoming),
+                .and_then(AnyRequest::into_incoming),
         };
         // Matched and handed to its handler here, on the link's reader: the future kept per
         // call holds only the handler's future and what an error needs.
@@ -177,7 +177,7 @@ pub(super) fn serve(mesh: &Mesh, node: &Hemera, topic: &str, options: &TopicOpti
                 node.topics().remove(topic);
                 p.mesh.withdraw(&endpoint(topic));
             }
-            mesh_reply(&outcome)
+            mesh_reply(&outcome, v2)
         }
     });
     Serving {
@@ -255,13 +255,13 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// The inline name (and the allocated one past 40 bytes) is the endpoint's name.
+        /// The shared name is the endpoint's name, whatever topic came before.
         #[test]
-        fn endpoint_names_are_the_endpoints(topic in ".{0,40}") {
-            let name = EndpointName::of(&topic);
-            prop_assert_eq!(name.as_str(), endpoint(&topic));
-            let inline = matches!(name, EndpointName::Inline { .. });
-            prop_assert_eq!(inline, "hemera.".len() + topic.len() <= 40);
+        fn endpoint_names_are_the_endpoints(topics in proptest::collection::vec(".{0,40}", 1..6)) {
+            for topic in &topics {
+                let name = EndpointName::of(topic);
+                prop_assert_eq!(name.as_str(), endpoint(topic));
+            }
         }
     }
 }
