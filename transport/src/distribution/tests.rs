@@ -278,3 +278,37 @@ fn descriptors_of_another_version_are_ignored() {
     assert_eq!(ServiceDescriptor::parse(&Value::Null), None);
     assert_eq!(path_of("respond-style"), None);
 }
+
+/// A user changed after its encoding was kept (`make_mut`) is sent as it is now, and the clone
+/// that still shares the old value is sent as it was.
+#[test]
+fn a_changed_user_is_encoded_again() {
+    let mut params = plume::Params::new().with_user(json!({"id": 1, "role": "user"}));
+    params.authentication =
+        Some(json!({"strategy": "jwt", "accessToken": "t", "payload": {"sub": "1"}}).into());
+    let sent = |params: &plume::Params| {
+        let body = CallBodyRef {
+            id: None,
+            data: None,
+            params: WireParamsRef::new(params, &[]),
+        };
+        let owned = CallBody {
+            id: None,
+            data: None,
+            params: WireParams::from_params(params, &[]),
+        };
+        let by_serde = rmp_serde::to_vec_named(&owned).expect("msgpack");
+        assert_eq!(&crate::protocol::encode_payload(&body)[..], &by_serde[..]);
+        by_serde
+    };
+    let first = sent(&params);
+    let before = params.clone();
+    if let Some(user) = params.user.as_mut() {
+        user.make_mut()["role"] = json!("admin");
+    }
+    if let Some(auth) = params.authentication.as_mut() {
+        auth.make_mut()["strategy"] = json!("other");
+    }
+    assert_ne!(sent(&params), first);
+    assert_eq!(sent(&before), first);
+}

@@ -76,3 +76,45 @@ pub(crate) fn write<S: Serializer>(serializer: S, bytes: &Bytes) -> Result<S::Ok
 pub(crate) fn is_placeholder(byte: u8) -> bool {
     byte == NIL
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode_payload;
+
+    /// A value that splices `bytes` when armed, else serializes `value`.
+    struct Kept<'a> {
+        value: &'a serde_json::Value,
+        bytes: &'a Bytes,
+    }
+
+    impl serde::Serialize for Kept<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            if armed() {
+                return write(serializer, self.bytes);
+            }
+            self.value.serialize(serializer)
+        }
+    }
+
+    #[test]
+    fn kept_bytes_are_spliced_into_a_payload_and_nowhere_else() {
+        let value = serde_json::json!({"id": 7, "tags": ["a", null]});
+        let bytes = Bytes::from(rmp_serde::to_vec_named(&value).expect("encodes"));
+        let kept = Kept {
+            value: &value,
+            bytes: &bytes,
+        };
+        // In a payload, next to other values (a `nil` of its own stays a `nil`).
+        let msg = (&kept, (), &kept, 5);
+        let expected = rmp_serde::to_vec_named(&(&value, (), &value, 5)).expect("encodes");
+        assert_eq!(&encode_payload(&msg)[..], &expected[..]);
+        // Not armed: through serde.
+        assert!(!armed());
+        assert_eq!(serde_json::to_string(&kept).ok(), Some(value.to_string()));
+        // Armed, but another serializer: an error, not a wrong `null`.
+        let _armed = arm();
+        assert!(serde_json::to_string(&kept).is_err());
+        assert!(take_pending().is_none());
+    }
+}
