@@ -34,6 +34,7 @@ mod macro_support;
 mod params;
 mod routes;
 mod service;
+mod shared;
 
 #[cfg(feature = "auth")]
 pub mod auth;
@@ -73,6 +74,7 @@ pub use params::{ConnectionId, Id, IntoMethods, IntoNullableId, Method, Params, 
 #[cfg(feature = "server")]
 pub use server::{Listening, ServerOptions};
 pub use service::{Service, ServiceOptions, dispatch};
+pub use shared::SharedValue;
 
 #[doc = include_str!("../docs/service-macro.md")]
 pub use plume_macros::service;

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::shared::SharedValue;
+
 /// A record id: an integer or a string, as Feathers allows.
 ///
 /// Ids that arrive in a URL are strings; [`Id::matches`] compares `Int(5)` and `Str("5")` as
@@ -320,10 +322,13 @@ pub struct Params {
     pub route: Map<String, Value>,
     /// The transport that made the call, or `None` for an internal call.
     pub provider: Option<Provider>,
-    /// The authenticated user, set by authentication.
-    pub user: Option<Value>,
-    /// The authentication information (`{strategy, accessToken, payload}`), set by authentication.
-    pub authentication: Option<Value>,
+    /// The authenticated user, set by authentication. Shared, not copied, between the calls
+    /// that carry it (see [`SharedValue`]): read it with `params.user.as_deref()` (an
+    /// `Option<&Value>`), set it with `params.user = Some(value.into())`.
+    pub user: Option<SharedValue>,
+    /// The authentication information (`{strategy, accessToken, payload}`), set by
+    /// authentication. Shared as `user` is.
+    pub authentication: Option<SharedValue>,
     /// Request headers (REST) or handshake headers (socket.io).
     pub headers: http::HeaderMap,
     /// True when the call came over the mesh from another node.
@@ -362,10 +367,10 @@ impl Params {
         self
     }
 
-    /// Params carrying this authenticated user.
+    /// Params carrying this authenticated user (a `Value` or a [`SharedValue`]).
     #[must_use]
-    pub fn with_user(mut self, user: Value) -> Self {
-        self.user = Some(user);
+    pub fn with_user(mut self, user: impl Into<SharedValue>) -> Self {
+        self.user = Some(user.into());
         self
     }
 }

@@ -10,7 +10,7 @@ mod users;
 use axum::body::Body;
 use http::{Request, StatusCode, header};
 use plume::auth::{AuthConfig, authenticate};
-use plume::{App, Method, Params, Result, Service, async_trait};
+use plume::{App, Method, Params, Result, Service, SharedValue, async_trait};
 use polling::{Packet, PollingSocket};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -22,7 +22,10 @@ struct WhoAmI;
 #[async_trait]
 impl Service for WhoAmI {
     async fn find(&self, params: Params) -> Result<Value> {
-        Ok(params.user.unwrap_or(Value::Null))
+        Ok(params
+            .user
+            .map(SharedValue::into_value)
+            .unwrap_or(Value::Null))
     }
     fn methods(&self) -> Vec<Method> {
         vec![Method::Find]

@@ -193,10 +193,10 @@ pub fn params_to_wire(params: &Params) -> Value {
     if let Some(p) = params.provider {
         out.insert("provider".into(), Value::String(p.as_str().into()));
     }
-    if let Some(user) = &params.user {
+    if let Some(user) = params.user.as_deref() {
         out.insert("user".into(), user.clone());
     }
-    if let Some(Value::Object(auth)) = &params.authentication {
+    if let Some(Value::Object(auth)) = params.authentication.as_deref() {
         let auth: Map<String, Value> = auth
             .iter()
             .filter(|(k, _)| k.as_str() != "accessToken")
@@ -233,8 +233,8 @@ pub fn params_from_wire(params: Option<&Value>) -> Params {
                     _ => None,
                 }
             }
-            ("user", u) if !u.is_null() => out.user = Some(u.clone()),
-            ("authentication", a) if !a.is_null() => out.authentication = Some(a.clone()),
+            ("user", u) if !u.is_null() => out.user = Some(u.clone().into()),
+            ("authentication", a) if !a.is_null() => out.authentication = Some(a.clone().into()),
             (k, _) if NODE_ONLY.contains(&k) => {}
             ("query" | "route" | "provider" | "user" | "authentication", _) => {}
             (k, v) => {
@@ -391,7 +391,7 @@ mod tests {
         assert!(p.from_remote);
         assert_eq!(p.query["$limit"], 2);
         assert_eq!(p.provider, Some(Provider::Socketio));
-        assert_eq!(p.user, Some(json!({"id": 1})));
+        assert_eq!(p.user.as_deref(), Some(&json!({"id": 1})));
         assert_eq!(p.extra.len(), 1);
         assert_eq!(p.extra["tenant"], "t");
     }

@@ -102,7 +102,7 @@ async fn params_user_and_events_cross_the_mesh_without_protected_fields() {
         .expect("login");
     let token = login["accessToken"].as_str().expect("token").to_owned();
     let mut params = Params::new().with_provider(Provider::Rest);
-    params.authentication = Some(json!({"strategy": "jwt", "accessToken": token}));
+    params.authentication = Some(json!({"strategy": "jwt", "accessToken": token}).into());
     let seen = proxy.find(params).await.expect("whoami through the mesh");
     assert_eq!(seen["user"]["email"], "a@example.com", "{seen}");
     assert_clean("params.user on the remote provider", &seen);

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use serde_json::{Map, Value};
 
 use crate::params::Id;
+use crate::shared::SharedValue;
 use crate::sync::lock;
 
 /// The most tokens and entities each map holds.
@@ -35,8 +36,9 @@ fn key(id: &Id) -> Cow<'_, str> {
 /// A verified token, with what the `jwt` strategy makes of it on every request.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Verified {
-    /// `{strategy: "jwt", accessToken, payload}`: `params.authentication`.
-    pub(crate) authentication: Value,
+    /// `{strategy: "jwt", accessToken, payload}`: `params.authentication` (shared by every call
+    /// with the token).
+    pub(crate) authentication: SharedValue,
     /// The payload's `sub`.
     pub(crate) sub: Option<Id>,
     /// The last second it is valid in, leeway included; `None` without `exp`.
@@ -58,7 +60,7 @@ impl Verified {
         authentication.insert("accessToken".into(), Value::String(token.into()));
         authentication.insert("payload".into(), Value::Object(payload));
         Self {
-            authentication: Value::Object(authentication),
+            authentication: Value::Object(authentication).into(),
             sub,
             valid_until,
         }
@@ -80,8 +82,9 @@ pub(crate) struct AuthCache {
     /// a 200-byte JWT was some 800 instructions per request, and only verified tokens are
     /// stored, so an outsider cannot fill the map with colliding keys.
     tokens: Mutex<HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>>,
-    /// entity id → the entity. foldhash too (random seed): ids come from verified tokens.
-    entities: Mutex<HashMap<String, (Value, Instant), foldhash::fast::RandomState>>,
+    /// entity id → the entity (shared by every call of the user). foldhash too (random seed):
+    /// ids come from verified tokens.
+    entities: Mutex<HashMap<String, (SharedValue, Instant), foldhash::fast::RandomState>>,
     /// Bumped by every invalidation: an entity loaded while it changed is not stored.
     generation: AtomicU64,
 }
@@ -121,7 +124,7 @@ impl AuthCache {
     }
 
     /// A cached entity younger than `ttl`.
-    pub(crate) fn entity(&self, id: &Id, ttl: Duration, now: Instant) -> Option<Value> {
+    pub(crate) fn entity(&self, id: &Id, ttl: Duration, now: Instant) -> Option<SharedValue> {
         let mut entities = lock(&self.entities);
         let k = key(id);
         match entities.get(k.as_ref()) {
@@ -138,7 +141,7 @@ impl AuthCache {
     pub(crate) fn put_entity(
         &self,
         id: &Id,
-        entity: &Value,
+        entity: &SharedValue,
         generation: u64,
         ttl: Duration,
         at: Instant,
@@ -265,7 +268,7 @@ mod tests {
         let cache = AuthCache::default();
         let t0 = Instant::now();
         let ttl = Duration::from_secs(5);
-        let user = json!({ "id": 7, "email": "a@b" });
+        let user = SharedValue::from(json!({ "id": 7, "email": "a@b" }));
         cache.put_entity(&Id::Int(7), &user, cache.generation(), ttl, t0);
         assert_eq!(
             cache.entity(&Id::Str("7".into()), ttl, t0 + Duration::from_secs(4)),
@@ -280,7 +283,7 @@ mod tests {
         let cache = AuthCache::default();
         let now = Instant::now();
         let ttl = Duration::from_secs(5);
-        let user = json!({ "id": 1 });
+        let user = SharedValue::from(json!({ "id": 1 }));
         cache.put_entity(&Id::Int(1), &user, cache.generation(), ttl, now);
         cache.put_entity(&Id::Int(2), &user, cache.generation(), ttl, now);
         cache.invalidate(Some(&Id::Str("1".into())));

@@ -7,6 +7,7 @@ use super::{AuthenticationService, password};
 use crate::error::{Error, Result};
 use crate::hooks::{Hook, HookContext};
 use crate::params::{Method, Params};
+use crate::shared::SharedValue;
 
 /// True for a call from a client or from another node (not an internal call).
 fn is_external(params: &Params) -> bool {
@@ -81,8 +82,8 @@ impl Hook for Authenticate {
                     Value::Object(mut result) => (
                         result
                             .remove(&service.config().entity)
-                            .map(|user| service.safe_entity(user)),
-                        result.remove("authentication"),
+                            .map(|user| service.safe_entity(user).into()),
+                        result.remove("authentication").map(SharedValue::from),
                     ),
                     _ => (None, None),
                 }

@@ -47,6 +47,7 @@ use crate::params::{Id, Method, Params};
 use crate::realtime::ConnectionAuthenticator;
 use crate::service::Service;
 use crate::service::ServiceOptions;
+use crate::shared::SharedValue;
 use crate::sync;
 
 pub use config::{
@@ -224,12 +225,13 @@ impl AuthenticationService {
     ///
     /// With [`AuthConfig::entity_cache`] set (the default), an entity loaded less than that
     /// long ago is served from memory; an `updated`, `patched` or `removed` event of the
-    /// entity service drops it at once.
-    pub async fn get_entity(&self, id: Id) -> Result<Value> {
+    /// entity service drops it at once. The entity is shared with the cache (a [`SharedValue`]:
+    /// a reference count, not a copy).
+    pub async fn get_entity(&self, id: Id) -> Result<SharedValue> {
         // The load (a service call) is boxed: the usual way here is the cache, and this future
         // sits in every authenticated call's hook (see `future_sizes` in `handle.rs`).
         let Some(ttl) = self.inner.config.entity_cache else {
-            return Box::pin(self.load_entity(id)).await;
+            return Box::pin(self.load_entity(id)).await.map(SharedValue::from);
         };
         let cache = &self.inner.cache;
         let now = tokio::time::Instant::now();
@@ -237,7 +239,7 @@ impl AuthenticationService {
             return Ok(entity);
         }
         let generation = cache.generation();
-        let entity = Box::pin(self.load_entity(id.clone())).await?;
+        let entity = SharedValue::from(Box::pin(self.load_entity(id.clone())).await?);
         cache.put_entity(&id, &entity, generation, ttl, now);
         Ok(entity)
     }
@@ -318,7 +320,10 @@ impl AuthenticationService {
 
     /// What the built-in `jwt` strategy gives for `token`: the entity (when the token has a
     /// `sub`) and `authentication` (`{strategy: "jwt", accessToken, payload}`).
-    pub(crate) async fn jwt_parts(&self, token: &str) -> Result<(Option<Value>, Value)> {
+    pub(crate) async fn jwt_parts(
+        &self,
+        token: &str,
+    ) -> Result<(Option<SharedValue>, SharedValue)> {
         if token.is_empty() {
             return Err(Error::not_authenticated("No access token"));
         }
@@ -382,10 +387,11 @@ impl AuthenticationService {
     /// `Authorization` header. A socket.io call never uses the header: its handshake header was
     /// checked once when it connected, and a logout must not be undone by it.
     pub fn params_authentication(params: &Params) -> Option<Value> {
+        let given = params.authentication.as_deref().cloned();
         if params.provider == Some(crate::params::Provider::Socketio) {
-            return params.authentication.clone();
+            return given;
         }
-        params.authentication.clone().or_else(|| {
+        given.or_else(|| {
             params
                 .headers
                 .get(http::header::AUTHORIZATION)

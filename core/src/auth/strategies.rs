@@ -29,9 +29,9 @@ impl AuthStrategy for JwtStrategy {
         let (entity, authentication) = service.jwt_parts(token).await?;
         let mut result = Map::new();
         result.insert("accessToken".into(), Value::String(token.into()));
-        result.insert("authentication".into(), authentication);
+        result.insert("authentication".into(), authentication.into_value());
         if let Some(entity) = entity {
-            result.insert(service.config().entity.clone(), entity);
+            result.insert(service.config().entity.clone(), entity.into_value());
         }
         Ok(Value::Object(result))
     }

@@ -298,7 +298,7 @@ fn events_of(custom: &[String]) -> Vec<String> {
 fn context_json(ctx: &HookContext) -> Value {
     let mut params = Map::new();
     params.insert("query".into(), Value::Object(ctx.params.query.clone()));
-    if let Some(u) = &ctx.params.user {
+    if let Some(u) = ctx.params.user.as_deref() {
         params.insert("user".into(), u.clone());
     }
     if let Some(p) = ctx.params.provider {

@@ -103,7 +103,7 @@ impl Todos {
 fn user_id(params: &Params) -> Result<Value> {
     params
         .user
-        .as_ref()
+        .as_deref()
         .and_then(|u| u.get("id"))
         .cloned()
         .ok_or_else(|| Error::not_authenticated("Not authenticated"))
@@ -535,7 +535,7 @@ mod tests {
         assert_eq!(login["user"], user);
         let mut params = rest();
         params.authentication =
-            Some(json!({"strategy": "jwt", "accessToken": login["accessToken"]}));
+            Some(json!({"strategy": "jwt", "accessToken": login["accessToken"]}).into());
         let todos = app.require("todos").unwrap_or_else(|e| panic!("{e}"));
         let page = todos
             .find(params.clone())

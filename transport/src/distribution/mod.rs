@@ -29,6 +29,7 @@
 mod app_ext;
 mod call_body;
 mod consumer;
+mod decoded;
 mod handle;
 mod health;
 mod merge;

@@ -69,7 +69,7 @@ proptest! {
     #[test]
     fn access_tokens_never_cross(token in "[A-Za-z0-9.]{1,40}", strategy in "[a-z]{1,8}") {
         let mut params = plume::Params::new();
-        params.authentication = Some(json!({"strategy": strategy, "accessToken": token}));
+        params.authentication = Some(json!({"strategy": strategy, "accessToken": token}).into());
         let wire = serde_json::to_string(&WireParams::from_params(&params, &[])).expect("json");
         prop_assert!(!wire.contains("accessToken"));
         let wire = serde_json::to_string(&WireParamsRef::new(&params, &[])).expect("json");
@@ -98,8 +98,8 @@ proptest! {
         let mut params = plume::Params::new();
         params.query = as_map(query);
         params.route = as_map(route);
-        params.user = user;
-        params.authentication = authentication;
+        params.user = user.map(Into::into);
+        params.authentication = authentication.map(Into::into);
         params.extra = as_map(extra);
         params.provider = rest.then_some(plume::Provider::Rest);
         let extras = vec!["plume".to_owned(), "path".to_owned()];
@@ -115,8 +115,13 @@ proptest! {
         };
         let owned_json = serde_json::to_value(&owned).expect("json");
         prop_assert_eq!(&serde_json::to_value(&borrowed).expect("json"), &owned_json);
-        let packed: Value = crate::protocol::decode_payload(&crate::protocol::encode_payload(&borrowed))
-            .expect("msgpack");
+        // Byte for byte what serde writes for the owned body, the first time (the user and the
+        // authentication encoded and kept with them) and the next (their kept bytes spliced).
+        let by_serde = rmp_serde::to_vec_named(&owned).expect("msgpack");
+        let sent = crate::protocol::encode_payload(&borrowed);
+        prop_assert_eq!(&sent[..], &by_serde[..]);
+        prop_assert_eq!(&crate::protocol::encode_payload(&borrowed)[..], &by_serde[..]);
+        let packed: Value = crate::protocol::decode_payload(&sent).expect("msgpack");
         prop_assert_eq!(&packed, &owned_json);
         let back: CallBody = serde_json::from_value(packed).expect("a call body");
         prop_assert_eq!(back.params.extra, owned.params.extra);
@@ -272,4 +277,38 @@ fn descriptors_of_another_version_are_ignored() {
     assert_eq!(ServiceDescriptor::parse(&v), None);
     assert_eq!(ServiceDescriptor::parse(&Value::Null), None);
     assert_eq!(path_of("respond-style"), None);
+}
+
+/// A user changed after its encoding was kept (`make_mut`) is sent as it is now, and the clone
+/// that still shares the old value is sent as it was.
+#[test]
+fn a_changed_user_is_encoded_again() {
+    let mut params = plume::Params::new().with_user(json!({"id": 1, "role": "user"}));
+    params.authentication =
+        Some(json!({"strategy": "jwt", "accessToken": "t", "payload": {"sub": "1"}}).into());
+    let sent = |params: &plume::Params| {
+        let body = CallBodyRef {
+            id: None,
+            data: None,
+            params: WireParamsRef::new(params, &[]),
+        };
+        let owned = CallBody {
+            id: None,
+            data: None,
+            params: WireParams::from_params(params, &[]),
+        };
+        let by_serde = rmp_serde::to_vec_named(&owned).expect("msgpack");
+        assert_eq!(&crate::protocol::encode_payload(&body)[..], &by_serde[..]);
+        by_serde
+    };
+    let first = sent(&params);
+    let before = params.clone();
+    if let Some(user) = params.user.as_mut() {
+        user.make_mut()["role"] = json!("admin");
+    }
+    if let Some(auth) = params.authentication.as_mut() {
+        auth.make_mut()["strategy"] = json!("other");
+    }
+    assert_ne!(sent(&params), first);
+    assert_eq!(sent(&before), first);
 }

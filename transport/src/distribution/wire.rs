@@ -1,9 +1,13 @@
 //! What crosses the mesh for the distribution plugin: service descriptors, call bodies with the
 //! explicit params schema, and event envelopes.
 
-use plume::{HookContext, Id, Method, Params, Provider};
+use bytes::Bytes;
+use plume::{HookContext, Id, Method, Params, Provider, SharedValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::protocol::splice;
+use crate::protocol::value::write_value;
 
 /// The version of the descriptor format; a descriptor without it is not a Plume service.
 pub(crate) const DESCRIPTOR_VERSION: u32 = 1;
@@ -97,10 +101,10 @@ pub(crate) struct WireParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) provider: Option<Provider>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) user: Option<Value>,
+    pub(crate) user: Option<SharedValue>,
     /// `authentication` without its `accessToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) authentication: Option<Value>,
+    pub(crate) authentication: Option<SharedValue>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub(crate) extra: Map<String, Value>,
 }
@@ -110,14 +114,15 @@ impl WireParams {
     /// for [`WireParamsRef`], which the proxies send).
     #[cfg(test)]
     pub(crate) fn from_params(params: &Params, extras: &[String]) -> Self {
-        let authentication = params.authentication.as_ref().map(|a| match a {
+        let authentication = params.authentication.as_deref().map(|a| match a {
             Value::Object(map) => Value::Object(
                 map.iter()
                     .filter(|(k, _)| k.as_str() != "accessToken")
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-            ),
-            _ => Value::Null,
+            )
+            .into(),
+            _ => Value::Null.into(),
         });
         Self {
             query: params.query.clone(),
@@ -183,7 +188,7 @@ pub(crate) struct WireParamsRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<Provider>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a Value>,
+    user: Option<UserOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authentication: Option<WithoutToken<'a>>,
     #[serde(skip_serializing_if = "Selected::is_empty")]
@@ -202,7 +207,7 @@ impl<'a> WireParamsRef<'a> {
             query: &params.query,
             route: &params.route,
             provider: params.provider,
-            user: params.user.as_ref(),
+            user: params.user.as_ref().map(UserOut),
             authentication: params.authentication.as_ref().map(WithoutToken),
             extra: Selected {
                 map: &params.extra,
@@ -212,14 +217,68 @@ impl<'a> WireParamsRef<'a> {
     }
 }
 
-/// `authentication` without its `accessToken` (null when it is not an object).
+/// The largest encoding of a user or an authentication kept with it ([`SharedValue::memo`]):
+/// a larger one is encoded by serde with each call rather than kept twice.
+const MAX_MEMO: usize = 16 * 1024;
+
+/// The memo kinds of a [`SharedValue`] (one is kept per value): the user's encoding, and the
+/// authentication's without its token.
+const MEMO_USER: u8 = 1;
+const MEMO_AUTHENTICATION: u8 = 2;
+
+/// `user`: a value shared between calls (a cached user) is encoded once, kept with it, and
+/// copied into each request (`protocol::splice`); the same bytes serde writes.
 #[derive(Debug)]
-struct WithoutToken<'a>(&'a Value);
+struct UserOut<'a>(&'a SharedValue);
+
+impl Serialize for UserOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if splice::armed()
+            && let Some(bytes) = self.0.memo(MEMO_USER, user_bytes)
+        {
+            return splice::write(serializer, bytes);
+        }
+        self.0.serialize(serializer)
+    }
+}
+
+/// What serde writes for a user (`None` past [`MAX_MEMO`]).
+fn user_bytes(user: &Value) -> Option<Bytes> {
+    let mut buf = Vec::new();
+    write_value(&mut buf, user).ok()?;
+    (buf.len() <= MAX_MEMO).then(|| Bytes::from(buf))
+}
+
+/// What serde writes for [`WithoutToken`] (`None` past [`MAX_MEMO`]).
+fn without_token_bytes(authentication: &Value) -> Option<Bytes> {
+    let Value::Object(map) = authentication else {
+        return Some(Bytes::from_static(&[0xc0]));
+    };
+    let kept = map.iter().filter(|(k, _)| k.as_str() != "accessToken");
+    let mut buf = Vec::new();
+    let len = u32::try_from(kept.clone().count()).ok()?;
+    rmp::encode::write_map_len(&mut buf, len).ok()?;
+    for (k, v) in kept {
+        rmp::encode::write_str(&mut buf, k).ok()?;
+        write_value(&mut buf, v).ok()?;
+    }
+    (buf.len() <= MAX_MEMO).then(|| Bytes::from(buf))
+}
+
+/// `authentication` without its `accessToken` (null when it is not an object); spliced as
+/// [`UserOut`] is.
+#[derive(Debug)]
+struct WithoutToken<'a>(&'a SharedValue);
 
 impl Serialize for WithoutToken<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let Value::Object(map) = self.0 else {
+        if splice::armed()
+            && let Some(bytes) = self.0.memo(MEMO_AUTHENTICATION, without_token_bytes)
+        {
+            return splice::write(serializer, bytes);
+        }
+        let Value::Object(map) = &**self.0 else {
             return serializer.serialize_unit();
         };
         let kept = map.iter().filter(|(k, _)| k.as_str() != "accessToken");
@@ -271,7 +330,7 @@ pub(crate) struct EventContext {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub(crate) query: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) user: Option<Value>,
+    pub(crate) user: Option<SharedValue>,
 }
 
 impl EventContext {

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub(crate) mod caller;
 pub(crate) mod head;
+pub(crate) mod splice;
 pub(crate) mod value;
 pub(crate) use head::read_request_head;
 pub use head::{Reader, skip_values};
@@ -219,9 +220,13 @@ pub fn encode_payload<T: Serialize + ?Sized>(msg: &T) -> Bytes {
 
 /// [`encode_payload`] into a buffer of `capacity` bytes to start with (a payload known to be
 /// larger than most: a traced request's `traceparent` would grow the usual one once more).
+/// Values encoded before ([`splice::Spliced`]) are copied in as they are.
 pub(crate) fn encode_payload_in<T: Serialize + ?Sized>(msg: &T, capacity: usize) -> Bytes {
     let mut buf = Vec::with_capacity(capacity);
-    match rmp_serde::encode::write_named(&mut Roomy(&mut buf), msg) {
+    let armed = splice::arm();
+    let written = rmp_serde::encode::write_named(&mut Roomy(&mut buf), msg);
+    drop(armed);
+    match written {
         Ok(()) => Bytes::from(buf),
         Err(e) => {
             // invariant: our payload types and serde_json::Value always serialize to MessagePack;
@@ -248,6 +253,12 @@ impl std::io::Write for Roomy<'_> {
         let buf = &mut *self.0;
         // A MessagePack marker (most writes): pushed, not copied by a `memcpy` call.
         if let [byte] = bytes {
+            // A `nil` may stand for bytes encoded before (`splice`).
+            if splice::is_placeholder(*byte)
+                && let Some(spliced) = splice::take_pending()
+            {
+                return self.write_all(&spliced);
+            }
             buf.push(*byte);
             return Ok(());
         }

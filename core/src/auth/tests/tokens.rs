@@ -119,7 +119,7 @@ async fn params_authentication_is_used_and_internal_calls_pass() {
     let token = token_of(&login(&f).await);
     let whoami = ok(f.app.require("whoami"));
     let mut params = Params::new().with_provider(Provider::Socketio);
-    params.authentication = Some(json!({"strategy": "jwt", "accessToken": token}));
+    params.authentication = Some(json!({"strategy": "jwt", "accessToken": token}).into());
     let out = ok(whoami.find(params).await);
     assert_eq!(out["user"]["id"], 1);
     // A socket call relies on the connection's authentication, not its handshake header.
@@ -141,7 +141,7 @@ async fn params_authentication_is_used_and_internal_calls_pass() {
     // A strategy the hook does not list is refused.
     let mut params = rest();
     params.authentication =
-        Some(json!({"strategy": "local", "email": "a@example.com", "password": "pw-1"}));
+        Some(json!({"strategy": "local", "email": "a@example.com", "password": "pw-1"}).into());
     assert_eq!(
         err(whoami.find(params).await).message(),
         STRATEGY_NOT_ALLOWED

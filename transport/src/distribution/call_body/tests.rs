@@ -36,7 +36,14 @@ prop_compose! {
         CallBody {
             id,
             data,
-            params: WireParams { query, route, provider, user, authentication, extra },
+            params: WireParams {
+                query,
+                route,
+                provider,
+                user: user.map(Into::into),
+                authentication: authentication.map(Into::into),
+                extra,
+            },
         }
     }
 }
@@ -48,11 +55,14 @@ fn gateway_find() -> Params {
         .with_provider(Provider::Rest)
         .with_query(json!({"$limit": 10, "done": false}))
         .with_user(json!({"id": 1, "email": "demo@plume.local", "password": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"}));
-    params.authentication = Some(json!({
-        "strategy": "jwt", "accessToken": "a.b.c",
-        "payload": {"iat": 1_764_820_000, "exp": 1_764_906_400, "aud": "https://yourdomain.com",
-                    "sub": "1", "jti": "9f0c3a52-0c5e-4d8c-bb8f-1f3a9e1c2d4b"},
-    }));
+    params.authentication = Some(
+        json!({
+            "strategy": "jwt", "accessToken": "a.b.c",
+            "payload": {"iat": 1_764_820_000, "exp": 1_764_906_400, "aud": "https://yourdomain.com",
+                        "sub": "1", "jti": "9f0c3a52-0c5e-4d8c-bb8f-1f3a9e1c2d4b"},
+        })
+        .into(),
+    );
     params
 }
 
@@ -62,7 +72,38 @@ proptest! {
     fn walked_call_bodies_agree_with_serde(body in call_body()) {
         let bytes = encode_payload(&body);
         let by_serde: CallBody = decode_payload(&bytes).expect("serde reads its own");
+        prop_assert_eq!(read_call_body(&bytes), Some(by_serde.clone()));
+        // Read again: the user and the authentication from the thread's cache, the same.
         prop_assert_eq!(read_call_body(&bytes), Some(by_serde));
+    }
+
+    /// The cache of decoded users answers, for any bytes, what the walk reads from them: the
+    /// same bytes give the same value (shared), other bytes their own, refused bytes nothing
+    /// (and are not kept).
+    #[test]
+    fn the_cache_answers_what_the_walk_reads(
+        values in proptest::collection::vec(value(), 1..8),
+        garbage in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 0..8),
+    ) {
+        let walk = |b: &[u8]| {
+            let mut r = Reader::new(b, 0);
+            let v = read_value(&mut r, 2)?;
+            (r.left() == 0).then_some(v)
+        };
+        let encoded = values.iter().map(|v| encode_payload(v).to_vec());
+        for bytes in encoded.chain(garbage) {
+            let first = decoded::shared(&bytes, walk);
+            let second = decoded::shared(&bytes, walk);
+            let plain = walk(&bytes);
+            prop_assert_eq!(first.as_deref(), plain.as_ref());
+            prop_assert_eq!(second.as_deref(), plain.as_ref());
+            if let (Some(a), Some(b)) = (&first, &second)
+                && bytes.len() <= decoded::MAX_BYTES
+            {
+                prop_assert!(SharedValue::ptr_eq(a, b));
+            }
+        }
+        prop_assert!(decoded::len() <= decoded::MAX_ENTRIES);
     }
 
     /// Garbled bodies: whatever the walk accepts, serde accepts as the same body.
@@ -101,9 +142,39 @@ fn what_a_gateway_sends_is_walked() {
     assert_eq!(walked.params.provider, Some(Provider::Rest));
     assert_eq!(walked.params.query, params.query);
     assert_eq!(walked.params.user, params.user);
+    // The next call of the same login shares the values decoded for the first.
+    let again = read_call_body(&sent).expect("the usual form");
+    let shared = |a: &Option<SharedValue>, b: &Option<SharedValue>| match (a, b) {
+        (Some(a), Some(b)) => SharedValue::ptr_eq(a, b),
+        _ => false,
+    };
+    assert!(shared(&again.params.user, &walked.params.user));
+    assert!(shared(
+        &again.params.authentication,
+        &walked.params.authentication
+    ));
     let auth = walked.params.authentication.expect("sent");
     assert_eq!(auth["strategy"], "jwt");
     assert!(auth.get("accessToken").is_none());
+}
+
+#[test]
+fn the_cache_of_decoded_values_stays_bounded() {
+    for n in 0..(decoded::MAX_ENTRIES + 10) {
+        let bytes = encode_payload(&json!({ "id": n }));
+        let got = decoded::shared(&bytes, |b| {
+            let mut r = Reader::new(b, 0);
+            read_value(&mut r, 2)
+        });
+        assert_eq!(got.as_deref(), Some(&json!({ "id": n })));
+        assert!(decoded::len() <= decoded::MAX_ENTRIES);
+    }
+    // A value too large to keep is decoded, not kept.
+    let before = decoded::len();
+    let big = encode_payload(&json!({ "name": "x".repeat(decoded::MAX_BYTES) }));
+    let read = |b: &[u8]| read_value(&mut Reader::new(b, 0), 2);
+    assert!(decoded::shared(&big, read).is_some());
+    assert_eq!(decoded::len(), before);
 }
 
 #[test]
