@@ -7,7 +7,7 @@
 //! runtime's timer wheel and removed again on every request.
 //!
 //! Here the `Sleep` only records its deadline in the connection's [`Watch`] when hyper polls it,
-//! and a watchdog future that runs beside the connection ([`Watch::run`], one tokio timer per
+//! and a watchdog that runs beside the connection ([`watched`], one tokio timer per
 //! connection) sleeps until the armed deadline: past it, it marks the time and wakes hyper,
 //! whose next poll of the `Sleep` is ready, so the connection ends with hyper's own header
 //! timeout error, as before. Every deadline is `now + timeout` and only grows, so a busy
@@ -58,30 +58,53 @@ impl Watch {
         self.base + Duration::from_nanos(nanos)
     }
 
-    /// The watchdog: run it beside the connection (it never ends). `timeout` is the one hyper
-    /// adds to each deadline.
-    pub(crate) async fn run(&self, timeout: Duration) -> std::convert::Infallible {
-        let sleep = tokio::time::sleep(timeout);
-        tokio::pin!(sleep);
-        loop {
-            sleep.as_mut().await;
-            let now = Instant::now();
-            let armed = self.armed.load(Ordering::Acquire);
-            let next = if armed != 0 && self.instant(armed) > now {
-                // A later request's deadline: sleep until it.
-                self.instant(armed)
-            } else {
-                if armed != 0 {
-                    // Past due: hyper's next poll of the `Sleep` ends the connection.
-                    self.passed.store(self.nanos(now), Ordering::Release);
-                    self.waker.wake();
-                }
-                // Any deadline armed from now on is at least `now + timeout`.
-                now + timeout
-            };
-            sleep.as_mut().reset(next);
+    /// After the watchdog's timer fired: end an overdue wait, and say when to look next.
+    fn next_look(&self, timeout: Duration) -> Instant {
+        let now = Instant::now();
+        let armed = self.armed.load(Ordering::Acquire);
+        if armed != 0 && self.instant(armed) > now {
+            // A later request's deadline: sleep until it.
+            return self.instant(armed);
         }
+        if armed != 0 {
+            // Past due: hyper's next poll of the `Sleep` ends the connection.
+            self.passed.store(self.nanos(now), Ordering::Release);
+            self.waker.wake();
+        }
+        // Any deadline armed from now on is at least `now + timeout`.
+        now + timeout
     }
+}
+
+/// Run `connection` with the watchdog of `watch` beside it, in the same task. `timeout` is the
+/// one hyper adds to each deadline. The watchdog's timer is polled only when it has fired (or
+/// was just reset): a look at its state on the connection's other wake-ups.
+pub(crate) async fn watched<F: Future>(
+    watch: &Watch,
+    timeout: Duration,
+    connection: F,
+) -> F::Output {
+    let mut connection = std::pin::pin!(connection);
+    let mut sleep = std::pin::pin!(tokio::time::sleep(timeout));
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = connection.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        if !registered || sleep.is_elapsed() {
+            // Outside tokio's task budget: a `Pending` here always means the timer holds our
+            // waker, so skipping the poll until it fires misses nothing.
+            while Pin::new(&mut tokio::task::unconstrained(sleep.as_mut()))
+                .poll(cx)
+                .is_ready()
+            {
+                sleep.as_mut().reset(watch.next_look(timeout));
+            }
+            registered = true;
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The [`Timer`] of one connection (hyper uses it for the header read timeout only).
@@ -157,7 +180,8 @@ mod tests {
         let timer = HeaderTimer(watch.clone());
         let timeout = Duration::from_secs(5);
         let w = watch.clone();
-        let dog = tokio::spawn(async move { w.run(timeout).await });
+        let dog =
+            tokio::spawn(async move { watched(&w, timeout, std::future::pending::<()>()).await });
         let t0 = Instant::now();
         // A request whose headers come in time: armed, then dropped.
         let mut early = timer.sleep_until(timer.now() + timeout);

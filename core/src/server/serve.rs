@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::header_timer::{HeaderTimer, Watch};
+use super::header_timer::{HeaderTimer, Watch, watched};
 
 /// What the accept loop needs from [`ServerOptions`](super::ServerOptions).
 #[derive(Debug, Clone, Copy)]
@@ -120,11 +120,7 @@ async fn serve_connection<S>(
             }
         }
     };
-    let outcome = tokio::select! {
-        biased;
-        outcome = served => outcome,
-        never = watch.run(limits.header_timeout) => match never {},
-    };
+    let outcome = watched(&watch, limits.header_timeout, served).await;
     if let Err(err) = outcome {
         tracing::debug!(target: "plume::server", %addr, %err, "connection closed");
     }
