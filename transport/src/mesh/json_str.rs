@@ -33,6 +33,11 @@ fn stops<const NON_ASCII: bool>(w: u64) -> u64 {
     }
 }
 
+/// Eight bytes as a little-endian word (the callers pass exactly eight).
+fn load(word: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes)
+}
+
 /// Whether `serde_json` escapes byte `b`.
 fn is_escaped(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
@@ -98,20 +103,19 @@ fn write_json<const UTF8: bool>(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
     let mut i = 0;
     loop {
         // Runs of plain text, 32 bytes at a time (one branch per four words).
-        // Fixed-size chunks: the words load with no length check.
-        while let Some(block) = bytes.get(i..).and_then(<[u8]>::first_chunk::<32>) {
-            let hits = block.as_chunks::<8>().0.iter().fold(0, |hits, &word| {
-                hits | stops::<UTF8>(u64::from_le_bytes(word))
-            });
+        while let Some(block) = bytes.get(i..i + 32) {
+            let hits = block
+                .chunks_exact(8)
+                .fold(0, |hits, word| hits | stops::<UTF8>(load(word)));
             if hits != 0 {
                 break;
             }
             i += 32;
         }
-        let Some(&word) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) else {
+        let Some(word) = bytes.get(i..i + 8) else {
             break;
         };
-        let hits = stops::<UTF8>(u64::from_le_bytes(word));
+        let hits = stops::<UTF8>(load(word));
         if hits == 0 {
             i += 8;
             continue;
