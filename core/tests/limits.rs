@@ -213,18 +213,90 @@ async fn slow_headers_lose_the_connection() {
     })
     .await;
     let mut slow = connect_from(LOCALHOST, addr).await;
+    let started = tokio::time::Instant::now();
     slow.write_all(b"GET /things HTTP/1.1\r\nHost: x\r\n")
         .await
         .expect("write");
-    let mut buf = Vec::new();
-    let closed = timeout(Duration::from_secs(60), async {
-        tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut buf).await
+    closed_at_the_deadline(&mut slow, started, Duration::from_secs(5)).await;
+    app.shutdown().await;
+}
+
+/// Wait (60 s at most, paused clock) until the server closes `conn`; it must close it
+/// `deadline` after `since`, within a second.
+async fn closed_at_the_deadline(
+    conn: &mut tokio::net::TcpStream,
+    since: tokio::time::Instant,
+    deadline: Duration,
+) {
+    let mut rest = Vec::new();
+    let closed = timeout(
+        Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_to_end(conn, &mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "the connection is still open after 60 s");
+    let waited = since.elapsed();
+    assert!(
+        waited >= deadline && waited < deadline + Duration::from_secs(1),
+        "closed after {waited:?}, not at the {deadline:?} deadline"
+    );
+}
+
+/// One response on a keep-alive connection: its head (the body, per its length, is read too).
+async fn read_one_response(conn: &mut tokio::net::TcpStream) -> String {
+    let mut raw = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .expect("a content length");
+            if body.len() >= length {
+                return head.to_owned();
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(conn, &mut buf)
+            .await
+            .expect("read");
+        assert!(n > 0, "closed before the response ended");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The deadline holds for every request of a keep-alive connection: one that served requests
+/// for longer than the timeout, then stalls in the middle of its next headers, is closed one
+/// header timeout after that wait began.
+#[tokio::test(start_paused = true)]
+async fn a_keep_alive_connection_stalling_mid_headers_is_closed_on_time() {
+    let (app, addr) = things_server(ServerOptions {
+        header_timeout: Duration::from_secs(5),
+        ..ServerOptions::default()
     })
     .await;
-    assert!(
-        closed.is_ok(),
-        "the connection is still open 60 s after its headers began"
-    );
+    let mut conn = connect_from(LOCALHOST, addr).await;
+    for _ in 0..4 {
+        // Each request comes 4 s after the previous answer: within the timeout.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        conn.write_all(b"GET /things HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let head = timeout(Duration::from_secs(1), read_one_response(&mut conn))
+            .await
+            .expect("answered");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let answered = tokio::time::Instant::now();
+    conn.write_all(b"GET /things HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    closed_at_the_deadline(&mut conn, answered, Duration::from_secs(5)).await;
     app.shutdown().await;
 }
 

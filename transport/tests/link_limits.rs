@@ -7,11 +7,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use plume_transport::Mesh;
 use plume_transport::discovery::{NodeId, PeerEvent};
-use plume_transport::protocol::{Frame, Hello, Kind, PROTOCOL_VERSION, TableSnapshot, Topic};
+use plume_transport::protocol::{
+    Entry, Frame, Hello, Kind, PROTOCOL_VERSION, TableSnapshot, Topic,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// `MAX_REMOTE_TOPICS` of the link.
@@ -129,4 +131,59 @@ async fn subscribing_past_the_limit_closes_the_link() {
     }
     conn.write_all(&bytes).await.expect("write");
     assert!(closed_by_node(&mut conn).await);
+}
+
+/// A peer that takes a call and never answers it: the call ends with the Feathers timeout at its
+/// deadline (kept by the link's sweeper, no timer per call), the peer is told to cancel it, and
+/// the link stays up.
+#[tokio::test]
+async fn a_call_the_peer_never_answers_times_out_and_is_cancelled() {
+    let (node, _peers, mut conn) = raw_peer("deadline").await;
+    let entry = Entry {
+        name: "silent".into(),
+        descriptor: serde_json::Value::Null,
+    };
+    let snap = Frame::with(
+        Kind::TableSnapshot,
+        0,
+        &TableSnapshot {
+            version: 1,
+            entries: vec![entry],
+            topics: Vec::new(),
+        },
+    );
+    conn.write_all(&snap.to_bytes()).await.expect("write");
+    let deadline = Duration::from_millis(300);
+    let started = Instant::now();
+    // The call waits for the route (within its deadline), then for a reply that never comes.
+    let body = serde_json::json!(1);
+    let call = node.to("silent").timeout(deadline).send(&body);
+    let peer = async {
+        let mut buf = BytesMut::new();
+        let mut request = None;
+        loop {
+            while let Some(f) = Frame::decode(&mut buf, 1 << 24).expect("frames") {
+                match f.kind {
+                    Kind::Request => request = Some(f.id),
+                    Kind::Cancel => return (request, f.id),
+                    _ => {}
+                }
+            }
+            let n = timeout(WAIT, conn.read_buf(&mut buf))
+                .await
+                .expect("the node writes")
+                .expect("read");
+            assert!(n > 0, "the node closed the link");
+        }
+    };
+    let (got, (request, cancelled)) = tokio::join!(call, peer);
+    let err = got.expect_err("no answer");
+    assert_eq!(err.kind(), plume::ErrorKind::Timeout, "{err}");
+    assert!(started.elapsed() >= deadline);
+    assert_eq!(
+        request,
+        Some(cancelled),
+        "the call that timed out is cancelled"
+    );
+    assert!(!closed_by_node(&mut conn).await);
 }

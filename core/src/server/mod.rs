@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod header_timer;
 mod layers;
 mod query;
 mod rest;

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
+
+use super::header_timer::{HeaderTimer, Watch, watched};
 
 /// What the accept loop needs from [`ServerOptions`](super::ServerOptions).
 #[derive(Debug, Clone, Copy)]
@@ -97,22 +99,28 @@ async fn serve_connection<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    // The header read timeout: hyper's, on a timer that keeps it without a tokio timer per
+    // request (see header_timer.rs); the watchdog runs beside the connection.
+    let watch = Watch::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
+        .timer(HeaderTimer(watch.clone()))
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     let connection = builder
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(connection);
-    let outcome = tokio::select! {
-        outcome = connection.as_mut() => outcome,
-        () = stopped(stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let served = async {
+        tokio::select! {
+            outcome = connection.as_mut() => outcome,
+            () = stopped(stop) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         }
     };
+    let outcome = watched(&watch, limits.header_timeout, served).await;
     if let Err(err) = outcome {
         tracing::debug!(target: "plume::server", %addr, %err, "connection closed");
     }

@@ -15,15 +15,22 @@ const ONES: u64 = splat(0x01);
 const HIGHS: u64 = splat(0x80);
 
 /// The high bit of every byte of `w` that `serde_json` escapes (and of no byte below the first
-/// such byte): below 0x20, `"` or `\`. Bits above the first hit may be set spuriously (a borrow
-/// runs on); only the lowest set bit is exact, and the mask is zero exactly when no byte is one.
-fn escapes(w: u64) -> u64 {
+/// such byte): below 0x20, `"` or `\\`. With `NON_ASCII`, also of every byte at or above 0x80.
+/// Bits above the first hit may be set spuriously (a borrow runs on); only the lowest set bit is
+/// exact, and the mask is zero exactly when no byte is one.
+fn stops<const NON_ASCII: bool>(w: u64) -> u64 {
     let control = w.wrapping_sub(splat(0x20));
     let quote = w ^ splat(b'"');
     let backslash = w ^ splat(b'\\');
     let quote = quote.wrapping_sub(ONES) & !quote;
     let backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (control | quote | backslash) & !w & HIGHS
+    let found = control | quote | backslash;
+    if NON_ASCII {
+        // `(found & !w) | w`: a byte with its high bit set stops the run, escape or not.
+        (found | w) & HIGHS
+    } else {
+        found & !w & HIGHS
+    }
 }
 
 /// Eight bytes as a little-endian word (the callers pass exactly eight).
@@ -39,12 +46,56 @@ fn is_escaped(b: u8) -> bool {
 /// Append `s` to `out` as a JSON string, quotes included: exactly the bytes of
 /// `serde_json::to_writer(out, s)`.
 pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    write_json_bytes(out, s.as_bytes());
+    // Text already known to be UTF-8: only the bytes to escape (all ASCII) stop the scan.
+    let _ = write_json::<false>(out, s.as_bytes());
 }
 
-/// [`write_json_str`] of text already known to be UTF-8 (ASCII, for the reply walk): the bytes
-/// are only scanned for the ones to escape, which are all ASCII.
-pub(crate) fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+/// [`write_json_str`] of bytes that should be UTF-8 (a reply's string, for the reply walk): the
+/// check is the scan's, a word without high bits is ASCII and needs none. `None` when the
+/// bytes are not UTF-8 (`out` then holds part of the string: the caller drops it).
+pub(crate) fn write_json_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+    write_json::<true>(out, bytes)
+}
+
+/// The length of the UTF-8 character that starts `s` (whose first byte is at or above 0x80), as
+/// `str::from_utf8` judges it: no overlong forms, no surrogates, nothing past U+10FFFF.
+fn char_len(s: &[u8]) -> Option<usize> {
+    let (len, lo, hi) = match *s.first()? {
+        0xc2..=0xdf => (2, 0x80, 0xbf),
+        0xe0 => (3, 0xa0, 0xbf),
+        0xe1..=0xec | 0xee | 0xef => (3, 0x80, 0xbf),
+        0xed => (3, 0x80, 0x9f),
+        0xf0 => (4, 0x90, 0xbf),
+        0xf1..=0xf3 => (4, 0x80, 0xbf),
+        0xf4 => (4, 0x80, 0x8f),
+        _ => return None,
+    };
+    let second = *s.get(1)?;
+    if !(lo..=hi).contains(&second) {
+        return None;
+    }
+    for k in 2..len {
+        if *s.get(k)? & 0xc0 != 0x80 {
+            return None;
+        }
+    }
+    Some(len)
+}
+
+/// The end of the run of non-ASCII characters that starts at `at` (a byte at or above 0x80),
+/// or `None` when one of them is not UTF-8.
+fn skip_non_ascii(bytes: &[u8], mut at: usize) -> Option<usize> {
+    while let Some(&b) = bytes.get(at) {
+        if b < 0x80 {
+            break;
+        }
+        at += char_len(&bytes[at..])?;
+    }
+    Some(at)
+}
+
+/// Write `bytes` as a JSON string; with `UTF8`, check on the way that they are UTF-8.
+fn write_json<const UTF8: bool>(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     // `bytes[start..i]` is plain and not written yet.
@@ -55,7 +106,7 @@ pub(crate) fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
         while let Some(block) = bytes.get(i..i + 32) {
             let hits = block
                 .chunks_exact(8)
-                .fold(0, |hits, word| hits | escapes(load(word)));
+                .fold(0, |hits, word| hits | stops::<UTF8>(load(word)));
             if hits != 0 {
                 break;
             }
@@ -64,27 +115,39 @@ pub(crate) fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
         let Some(word) = bytes.get(i..i + 8) else {
             break;
         };
-        let hits = escapes(load(word));
+        let hits = stops::<UTF8>(load(word));
         if hits == 0 {
             i += 8;
             continue;
         }
-        // The first byte to escape: the lowest hit (little-endian, so the first in memory).
+        // The first byte to stop at: the lowest hit (little-endian, so the first in memory).
         let at = i + (hits.trailing_zeros() / 8) as usize;
+        let b = bytes[at];
+        if UTF8 && b >= 0x80 {
+            // Written as they are: only checked.
+            i = skip_non_ascii(bytes, at)?;
+            continue;
+        }
         out.extend_from_slice(&bytes[start..at]);
-        escape(out, bytes[at]);
+        escape(out, b);
         i = at + 1;
         start = i;
     }
-    for (k, &b) in bytes.iter().enumerate().skip(i) {
-        if is_escaped(b) {
-            out.extend_from_slice(&bytes[start..k]);
-            escape(out, b);
-            start = k + 1;
+    while let Some(&b) = bytes.get(i) {
+        if UTF8 && b >= 0x80 {
+            i = skip_non_ascii(bytes, i)?;
+            continue;
         }
+        if is_escaped(b) {
+            out.extend_from_slice(&bytes[start..i]);
+            escape(out, b);
+            start = i + 1;
+        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+    Some(())
 }
 
 /// Write the escape of `b`, one of the bytes [`is_escaped`] names.
@@ -174,7 +237,115 @@ mod tests {
         prop::collection::vec(ch, 0..200).prop_map(|v| v.into_iter().collect())
     }
 
+    /// The checked writer on `bytes`: `None` exactly when they are not UTF-8, else serde's text.
+    fn checked(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let mut out = b"prefix".to_vec();
+        let got = write_json_utf8(&mut out, bytes);
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                prop_assert_eq!(got, Some(()));
+                prop_assert_eq!(&out[..6], b"prefix");
+                prop_assert_eq!(&out[6..], &serde(s)[..]);
+            }
+            Err(_) => prop_assert_eq!(got, None, "not UTF-8: {:?}", bytes),
+        }
+        Ok(())
+    }
+
+    /// Byte sequences that are not UTF-8, or are at their edges: stray continuations, leads
+    /// without their continuations, overlong forms, surrogates, past U+10FFFF, and the first
+    /// and last valid characters of each length.
+    const EDGES: &[&[u8]] = &[
+        b"\x80",
+        b"\xbf",
+        b"\xc0\x80",
+        b"\xc1\xbf",
+        b"\xc2",
+        b"\xc2\x80",
+        b"\xdf\xbf",
+        b"\xdf\xc0",
+        b"\xe0\x80\x80",
+        b"\xe0\x9f\xbf",
+        b"\xe0\xa0\x80",
+        b"\xe0\xa0",
+        b"\xed\x9f\xbf",
+        b"\xed\xa0\x80",
+        b"\xed\xbf\xbf",
+        b"\xee\x80\x80",
+        b"\xef\xbf\xbf",
+        b"\xef\xbf\x7f",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf0\x90\x80\x80",
+        b"\xf0\x90\x80",
+        b"\xf4\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"\xff",
+        b"\xfe",
+        b"\xc3\xa9",
+        b"\xe2\x82\xac",
+        b"\xf0\x9f\x98\x80",
+    ];
+
+    #[test]
+    fn the_checked_writer_at_every_position_of_a_block() {
+        for edge in EDGES {
+            for before in 0..41 {
+                for after in [0, 1, 3, 7, 8, 9, 33] {
+                    for fill in [b'a', b'"', 0x01] {
+                        let mut bytes = vec![fill; before];
+                        bytes.extend_from_slice(edge);
+                        bytes.extend(std::iter::repeat_n(b'b', after));
+                        checked(&bytes).expect("agrees with from_utf8 and serde");
+                        // And followed by a multi-byte character or an escape.
+                        bytes.extend_from_slice("é\n€".as_bytes());
+                        checked(&bytes).expect("agrees with from_utf8 and serde");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mostly ASCII, with some of [`EDGES`] and some valid characters in it.
+    fn tricky_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            6 => (0x20u8..0x7f).prop_map(|b| vec![b]),
+            1 => (0u8..0x20).prop_map(|b| vec![b]),
+            2 => prop::sample::select(EDGES).prop_map(<[u8]>::to_vec),
+            2 => any::<char>().prop_map(|c| c.to_string().into_bytes()),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        prop::collection::vec(piece, 0..120).prop_map(|v| v.concat())
+    }
+
     proptest! {
+        #[test]
+        fn the_checked_writer_is_from_utf8_then_serde(bytes in tricky_bytes()) {
+            checked(&bytes)?;
+        }
+
+        #[test]
+        fn the_checked_writer_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            checked(&bytes)?;
+        }
+
+        #[test]
+        fn the_checked_writer_on_any_string(s in any::<String>()) {
+            checked(s.as_bytes())?;
+        }
+
+        #[test]
+        fn the_checked_writer_on_long_text(
+            part in tricky_bytes(),
+            run in 0usize..5_000,
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut long = vec![b'p'; run];
+            let at = at.index(run + 1);
+            long.splice(at..at, part);
+            checked(&long)?;
+        }
+
         #[test]
         fn byte_for_byte_serde_json(s in tricky()) {
             prop_assert_eq!(ours(&s), serde(&s));

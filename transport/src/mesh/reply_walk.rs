@@ -3,8 +3,8 @@
 //! made of nil, booleans, integers, floats, strings, arrays and maps with string keys.
 //!
 //! The serde transcoder of [`super::reply`] visits every value through rmp-serde's generic
-//! decoder; this walk reads the markers itself and checks an ASCII string with one pass over its
-//! bytes instead of `from_utf8`. Anything else answers `None` and the caller takes the serde
+//! decoder; this walk reads the markers itself and checks a string's UTF-8 in the same pass
+//! that looks for the bytes to escape, instead of `from_utf8`. Anything else answers `None` and the caller takes the serde
 //! path, which accepts or refuses it as before: the array form of the reply, a repeated or
 //! non-string key, `bin`, `ext`, the unused marker, text that is not ASCII and not UTF-8,
 //! nesting deeper than [`MAX_WALK_DEPTH`], truncated bytes. What the walk writes is what the
@@ -12,7 +12,7 @@
 
 use plume::{Error, RawJson};
 
-use super::json_str::write_json_bytes;
+use super::json_str::write_json_utf8;
 use crate::protocol::head::Reader;
 use crate::protocol::value::{MAX_WALK_DEPTH, read_value};
 
@@ -127,14 +127,8 @@ fn write_value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize) -> Option<()
 
 /// Write the string at the cursor as a JSON string; `None` when it is not one, or not UTF-8.
 fn write_str(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
-    let bytes = r.str_bytes()?;
-    // ASCII is UTF-8: one pass of `or`s (which the compiler vectorizes) instead of `from_utf8`.
-    if bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
-        write_json_bytes(out, bytes);
-    } else {
-        write_json_bytes(out, std::str::from_utf8(bytes).ok()?.as_bytes());
-    }
-    Some(())
+    // The UTF-8 check is the escape scan's: a word without high bits is ASCII.
+    write_json_utf8(out, r.str_bytes()?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use super::TcpEngine;
 use super::handshake::Handshaken;
 use super::noise::Opener;
 use super::outbox::{Outbox, QueueError};
+use super::pending::{Expired, Pending};
 use crate::discovery::NodeId;
 use crate::engine::{Call, CallError, Counted, Remote, Removal, Served, Sink, response};
 use crate::error::LinkError;
@@ -38,9 +39,8 @@ pub(crate) struct Link {
     pub(crate) peer: NodeId,
     pub(crate) key: String,
     pub(crate) out: Arc<Outbox>,
-    /// Our calls in flight by id. The ids are our own counter: a fixed-seed foldhash (a
-    /// multiply and a fold per lookup) instead of SipHash.
-    pending: Mutex<HashMap<u64, oneshot::Sender<bytes::Bytes>, foldhash::fast::FixedState>>,
+    /// Our calls in flight by id, with their deadlines (kept by the link's sweeper).
+    pending: Pending,
     pings: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_id: AtomicU64,
     pub(crate) pending_count: AtomicUsize,
@@ -78,8 +78,7 @@ impl Link {
             Err(_) => return Err(CallError::Busy),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        let rx = self.pending.insert(id, deadline);
         let _guard = Counted::new(&self.pending_count);
         let frame = Frame {
             kind: Kind::Request,
@@ -104,7 +103,7 @@ impl Link {
             match sent {
                 Ok(()) => break,
                 Err(QueueError::Closed) => {
-                    lock(&self.pending).remove(&id);
+                    self.pending.remove(id);
                     return Err(CallError::NotSent);
                 }
                 Err(QueueError::Full) => {
@@ -112,20 +111,18 @@ impl Link {
                         .await
                         .is_err()
                     {
-                        lock(&self.pending).remove(&id);
+                        self.pending.remove(id);
                         return Err(CallError::Timeout);
                     }
                 }
             }
         }
-        let out = match timeout_at(deadline, rx).await {
+        // No timer of its own: the link's sweeper ends the call at its deadline (and tells
+        // the peer to cancel it).
+        let out = match rx.await {
             Ok(Ok(payload)) => Ok(payload),
-            Ok(Err(_)) => Err(CallError::Lost),
-            Err(_) => {
-                lock(&self.pending).remove(&id);
-                let _ = self.out.try_send(&Frame::empty(Kind::Cancel, id));
-                Err(CallError::Timeout)
-            }
+            Ok(Err(Expired)) => Err(CallError::Timeout),
+            Err(_) => Err(CallError::Lost),
         };
         drop(permit);
         out
@@ -201,7 +198,7 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
         peer,
         key,
         out,
-        pending: Mutex::new(HashMap::default()),
+        pending: Pending::default(),
         pings: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         pending_count: AtomicUsize::new(0),
@@ -217,6 +214,7 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
         writer: Mutex::new(None),
     });
     let writer = tokio::spawn(link.out.clone().run_writer());
+    tokio::spawn(sweep(link.clone()));
     *lock(&link.writer) = Some(writer);
     engine.register_link(sink.as_ref(), &link);
     let incoming = Incoming {
@@ -233,6 +231,16 @@ pub(super) fn start(engine: &Arc<TcpEngine>, sink: &Arc<dyn Sink>, conn: Handsha
     ));
     tracing::debug!(target: LOG, node = %engine.node, peer = %peer, "link up");
     link
+}
+
+/// The link's sweeper: ends its overdue calls with a timeout and cancels them at the peer,
+/// until the link closes.
+async fn sweep(link: Arc<Link>) {
+    link.pending
+        .run_sweeper(&link.closed, |id| {
+            let _ = link.out.try_send(&Frame::empty(Kind::Cancel, id));
+        })
+        .await;
 }
 
 async fn read_loop(
@@ -257,7 +265,7 @@ async fn read_loop(
         tracing::warn!(target: LOG, node = %engine.node, peer = %link.peer, reason, "link closed");
     }
     link.closed.cancel();
-    lock(&link.pending).clear();
+    link.pending.clear();
     lock(&link.pings).clear();
     engine.link_closed(&link);
     sink.provider_removed(&via, None, Removal::NodeLost);
@@ -412,8 +420,8 @@ impl Reader<'_> {
             Kind::Response => {
                 // The caller decodes the reply, in its own task and into the form it wants; a
                 // reply it cannot decode fails that call only.
-                if let Some(tx) = lock(&link.pending).remove(&frame.id) {
-                    let _ = tx.send(frame.payload);
+                if let Some(tx) = link.pending.take(frame.id) {
+                    let _ = tx.send(Ok(frame.payload));
                 }
             }
             Kind::Cancel => {

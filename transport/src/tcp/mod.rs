@@ -8,6 +8,7 @@ mod handshake;
 mod link;
 mod noise;
 mod outbox;
+mod pending;
 
 pub(crate) use noise::CryptoError;
 
