@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use async_nats::{HeaderMap, ServerAddr};
+use async_nats::{HeaderMap, ServerAddr, Subject};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -59,6 +59,8 @@ const EVENT_QUEUE: usize = 4096;
 const RESULT_QUEUE: usize = 256;
 /// Calls waiting for their replies, at most (beyond: refused as busy at once).
 const MAX_CALLS: usize = 1 << 16;
+/// Call subjects kept (one per endpoint called), at most.
+const CALL_SUBJECTS: usize = 1024;
 /// Removal notices kept for idempotent calls in flight.
 const REMOVED_CAPACITY: usize = 256;
 
@@ -115,6 +117,8 @@ pub(crate) struct NatsEngine {
     events_rx: Mutex<Option<mpsc::Receiver<QueuedEvent>>>,
     started: SystemTime,
     stats: Mutex<HashMap<String, EndpointStats>>,
+    /// The subjects of the endpoints called (see [`NatsEngine::call_subject`]).
+    call_subjects: Mutex<HashMap<String, Subject, foldhash::fast::FixedState>>,
     endpoints: Mutex<HashMap<String, CancellationToken>>,
     permits: Arc<Semaphore>,
     served: AtomicU64,
@@ -204,7 +208,7 @@ impl NatsEngine {
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Arc::new_cyclic(|this| Self {
             this: this.clone(),
-            inbox: inbox::NatsInbox::reusing_replies(client.clone(), MAX_CALLS),
+            inbox: inbox::NatsInbox::reusing_replies(client.clone(), MAX_CALLS).batching(true),
             client,
             prefix: format!("plume.{}", token(environment)),
             node,
@@ -220,6 +224,7 @@ impl NatsEngine {
             events_rx: Mutex::new(Some(events_rx)),
             started: SystemTime::now(),
             stats: Mutex::new(HashMap::new()),
+            call_subjects: Mutex::new(HashMap::default()),
             endpoints: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             served: AtomicU64::new(0),
@@ -258,7 +263,22 @@ impl NatsEngine {
         s
     }
 
-    /// The subject of endpoint `name`'s queue group (built in one string: it is built per call).
+    /// The subject of a call to endpoint `name`'s queue group: made once per endpoint and kept
+    /// (a clone is a reference count; the map is cleared when it reaches its bound).
+    fn call_subject(&self, name: &str) -> Subject {
+        let mut kept = lock(&self.call_subjects);
+        if let Some(subject) = kept.get(name) {
+            return subject.clone();
+        }
+        if kept.len() >= CALL_SUBJECTS {
+            kept.clear();
+        }
+        let subject = Subject::from(self.svc_subject(name));
+        kept.insert(name.to_owned(), subject.clone());
+        subject
+    }
+
+    /// The subject of endpoint `name`'s queue group (built in one string).
     fn svc_subject(&self, name: &str) -> String {
         let mut s = String::with_capacity(self.prefix.len() + 5 + name.len() + 8);
         s.push_str(&self.prefix);

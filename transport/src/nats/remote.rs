@@ -30,8 +30,8 @@ impl NatsEngine {
             return Err(CallError::Timeout);
         }
         let subject = match node {
-            Some(n) => self.node_subject(n, "call"),
-            None => self.svc_subject(name),
+            Some(n) => self.node_subject(n, "call").into(),
+            None => self.call_subject(name),
         };
         // The call names this node in its payload (a plain NATS message, no header block to
         // write, route and parse); in a header only when the payload is not in the usual form.
@@ -58,7 +58,7 @@ impl NatsEngine {
             }
         };
         let sent = tokio::select! {
-            r = self.inbox.request(subject.into(), headers, payload, call.deadline) => r,
+            r = self.inbox.request(subject, headers, payload, call.deadline) => r,
             () = removed => return Err(CallError::Lost),
         };
         match sent {
