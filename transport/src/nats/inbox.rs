@@ -66,16 +66,23 @@ pub enum InboxError {
     /// The reply subscription could not be made or ended (the client closed).
     #[error("the reply subscription is gone: {0}")]
     Closed(String),
+    /// A provider of the request's subject left while it waited ([`NatsInbox::lose`]): it may
+    /// have been the one holding the request.
+    #[error("a provider of the subject left while the request waited")]
+    Lost,
 }
 
-/// What a waiting request gets: its reply, or why its batched publish failed.
-type Outcome = Result<Message, async_nats::PublishError>;
+/// What a waiting request gets: its reply, or why it has none (its batched publish failed, or
+/// a provider of its subject left).
+type Outcome = Result<Message, InboxError>;
 
 /// A request waiting for its reply: where the reply goes, and (when replies are reused) its
 /// reply subject, kept to name the next call given its number.
 struct Waiting {
     tx: oneshot::Sender<Outcome>,
     reply: Option<Subject>,
+    /// The request's subject, when the request is lost if a provider of it leaves.
+    losable: Option<Subject>,
 }
 
 /// Keys are counters, unique per inbox: a fixed-seed foldhash (a multiply and a fold) is enough.
@@ -208,8 +215,23 @@ impl NatsInbox {
         payload: Bytes,
         deadline: Instant,
     ) -> Result<Message, InboxError> {
+        self.request_losable(subject, headers, payload, deadline, false)
+            .await
+    }
+
+    /// As [`NatsInbox::request`]; when `losable`, [`NatsInbox::lose`] on its subject ends the
+    /// request with [`InboxError::Lost`] (kept in the request's entry: nothing to subscribe to
+    /// or poll per request).
+    pub async fn request_losable(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        deadline: Instant,
+        losable: bool,
+    ) -> Result<Message, InboxError> {
         self.start().await?;
-        let (out, mut entry, others) = self.register(subject, headers, payload)?;
+        let (out, mut entry, others) = self.register(subject, headers, payload, losable)?;
         if self.shared.batching && others {
             // Others wait: this one leaves with the next batch.
             let was_empty = {
@@ -231,13 +253,39 @@ impl NatsInbox {
             Ok(Err(_)) => return Err(InboxError::Closed(self.closed_reason())),
             Err(_) => return Err(InboxError::TimedOut),
         };
-        // Taken out of the map by its reply, or by the publishing task that failed to send it.
+        // Taken out of the map by its reply, by the publishing task that failed to send it, or
+        // by `lose`.
         entry.answered = true;
-        let message = outcome.map_err(InboxError::Publish)?;
+        let message = outcome?;
         if message.status == Some(StatusCode::NO_RESPONDERS) {
             return Err(InboxError::NoResponders);
         }
         Ok(message)
+    }
+
+    /// End the losable requests waiting on one of `subjects` with [`InboxError::Lost`] (their
+    /// numbers are not reused: a reply may still come). For rare events (a provider leaving):
+    /// it walks every waiting request.
+    pub fn lose(&self, subjects: &[String]) {
+        if subjects.is_empty() {
+            return;
+        }
+        let mut calls = lock(&self.shared.pending);
+        let lost: Vec<u64> = calls
+            .waiting
+            .iter()
+            .filter(|(_, w)| {
+                w.losable
+                    .as_ref()
+                    .is_some_and(|s| subjects.iter().any(|l| l.as_str() == s.as_str()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(w) = calls.waiting.remove(&id) {
+                drop(w.tx.send(Err(InboxError::Lost)));
+            }
+        }
     }
 
     fn closed_reason(&self) -> String {
@@ -276,6 +324,7 @@ impl NatsInbox {
         subject: Subject,
         headers: Option<HeaderMap>,
         payload: Bytes,
+        losable: bool,
     ) -> Result<(Outgoing, Entry<'_>, bool), InboxError> {
         let (tx, rx) = oneshot::channel();
         let (id, reply, others) = {
@@ -298,7 +347,15 @@ impl NatsInbox {
             };
             // Kept (a reference count, not a copy) to name the next call given this number.
             let kept = self.shared.reuse.then(|| reply.clone());
-            calls.waiting.insert(id, Waiting { tx, reply: kept });
+            let losable = losable.then(|| subject.clone());
+            calls.waiting.insert(
+                id,
+                Waiting {
+                    tx,
+                    reply: kept,
+                    losable,
+                },
+            );
             (id, reply, calls.waiting.len() > 1)
         };
         let entry = Entry {
@@ -348,7 +405,7 @@ async fn publish_batches(shared: Arc<Shared>) {
                 // Its caller learns why (the number is not reused).
                 let waiting = lock(&shared.pending).waiting.remove(&id);
                 if let Some(w) = waiting {
-                    drop(w.tx.send(Err(e)));
+                    drop(w.tx.send(Err(InboxError::Publish(e))));
                 }
             }
         }

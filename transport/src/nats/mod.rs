@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -61,8 +61,6 @@ const RESULT_QUEUE: usize = 256;
 const MAX_CALLS: usize = 1 << 16;
 /// Call subjects kept (one per endpoint called), at most.
 const CALL_SUBJECTS: usize = 1024;
-/// Removal notices kept for idempotent calls in flight.
-const REMOVED_CAPACITY: usize = 256;
 
 /// A hello: a node's heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,9 +125,6 @@ pub(crate) struct NatsEngine {
     peers_seen: AtomicUsize,
     /// The nodes the engine loop tracks (for the mesh monitor), updated when they change.
     known: Mutex<Vec<NodeId>>,
-    /// The names of endpoints whose provider left: an idempotent call in flight to one of them
-    /// is sent again.
-    removed: broadcast::Sender<String>,
 }
 
 impl std::fmt::Debug for NatsEngine {
@@ -232,7 +227,6 @@ impl NatsEngine {
             version: AtomicU64::new(0),
             peers_seen: AtomicUsize::new(0),
             known: Mutex::new(Vec::new()),
-            removed: broadcast::Sender::new(REMOVED_CAPACITY),
         });
         // Connection events: log outages once, and say hello again on every reconnection.
         let weak = Arc::downgrade(&engine);

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::inbox::InboxError;
@@ -41,26 +40,12 @@ impl NatsEngine {
         };
         crate::metrics::bytes_sent(payload.len());
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
-        // may have been the one holding the call.
-        let mut removals = (call.idempotent && node.is_none()).then(|| self.removed.subscribe());
-        let removed = async {
-            let Some(removals) = removals.as_mut() else {
-                return std::future::pending().await;
-            };
-            loop {
-                match removals.recv().await {
-                    Ok(n) if n == name => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return std::future::pending().await;
-                    }
-                }
-            }
-        };
-        let sent = tokio::select! {
-            r = self.inbox.request(subject, headers, payload, call.deadline) => r,
-            () = removed => return Err(CallError::Lost),
-        };
+        // may have been the one holding the call (`NatsInbox::lose`, from the table loop).
+        let losable = call.idempotent && node.is_none();
+        let sent = self
+            .inbox
+            .request_losable(subject, headers, payload, call.deadline, losable)
+            .await;
         match sent {
             Ok(reply) => {
                 crate::metrics::bytes_received(reply.payload.len());
@@ -70,6 +55,7 @@ impl NatsEngine {
                 InboxError::NoResponders => CallError::NoResponders,
                 InboxError::TimedOut => CallError::Timeout,
                 InboxError::Full(_) => CallError::Busy,
+                InboxError::Lost => CallError::Lost,
                 InboxError::Publish(e) if e.kind() == async_nats::PublishErrorKind::Send => {
                     CallError::NotSent
                 }

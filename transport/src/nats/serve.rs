@@ -104,9 +104,13 @@ impl NatsEngine {
         mut sub: Subscriber,
         stop: CancellationToken,
     ) {
+        // One wait for the stop, made once (not a new registration per call), polled first.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let m = tokio::select! {
-                () = stop.cancelled() => break,
+                biased;
+                () = &mut stopped => break,
                 m = sub.next() => m,
             };
             let Some(m) = m else { return };
