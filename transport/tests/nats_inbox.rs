@@ -347,3 +347,44 @@ async fn a_subject_nobody_subscribes_to_has_no_responders() {
     assert!(matches!(r, Err(InboxError::NoResponders)), "{r:?}");
     assert_eq!(inbox.pending(), 0);
 }
+
+/// `lose` ends the losable requests waiting on the subjects it names, at once, and no other:
+/// not a request to another subject, not one that is not losable; their numbers are not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_subjects_end_their_losable_requests_only() {
+    let (_server, client) = nats_server().await;
+    let mut hold = holder(&client, "hold").await;
+    let mut other = holder(&client, "other").await;
+    let inbox = Arc::new(NatsInbox::reusing_replies(client.clone(), 16).batching(true));
+    let call = |subject: &'static str, losable: bool| {
+        let inbox = Arc::clone(&inbox);
+        tokio::spawn(async move {
+            inbox
+                .request_losable(Subject::from(subject), None, Bytes::new(), far(), losable)
+                .await
+        })
+    };
+    let lost = call("hold", true);
+    let kept = call("hold", false);
+    let elsewhere = call("other", true);
+    let (m1, m2, m3) = (
+        next(&mut hold).await,
+        next(&mut hold).await,
+        next(&mut other).await,
+    );
+    assert_eq!(inbox.pending(), 3);
+    inbox.lose(&["hold".to_owned()]);
+    let r = timeout(WAIT, lost).await.expect("in time").expect("task");
+    assert!(matches!(r, Err(InboxError::Lost)), "{r:?}");
+    assert_eq!(inbox.pending(), 2, "the other two still wait");
+    // The replies come: to the two that wait, and one to the lost request's subject, dropped.
+    for m in [m1, m2, m3] {
+        client
+            .publish(m.reply.expect("a reply subject"), "answer".into())
+            .await
+            .expect("publish");
+    }
+    assert_eq!(reply_of(kept).await, Bytes::from("answer"));
+    assert_eq!(reply_of(elsewhere).await, Bytes::from("answer"));
+    assert_eq!(inbox.pending(), 0);
+}

@@ -19,6 +19,13 @@
 //! as many as the calls in flight, so nats-server finds each reply's route in its subject cache
 //! instead of matching a new subject and caching it for every reply.
 //!
+//! An inbox with [`NatsInbox::batching`] on (the mesh's calls) publishes a request made while
+//! other requests wait through a task of its own, which first lets the other ready tasks of its
+//! worker run (and queue their requests) and then hands them all to the client at once: the
+//! client's connection task is woken once per batch and writes the batch in one `writev`, as
+//! the TCP link's writer does (`tcp/outbox.rs`). A request made while none waits is published
+//! at once. The bytes on the wire are the same either way.
+//!
 //! Only this module reads a reply subject, and only its own: the shape is not part of the mesh
 //! wire (a responder replies to whatever subject the request names).
 
@@ -27,10 +34,12 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use async_nats::client::traits::Publisher as _;
+use async_nats::message::OutboundMessage;
 use async_nats::{Client, HeaderMap, Message, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{Notify, OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -57,17 +66,44 @@ pub enum InboxError {
     /// The reply subscription could not be made or ended (the client closed).
     #[error("the reply subscription is gone: {0}")]
     Closed(String),
+    /// A provider of the request's subject left while it waited ([`NatsInbox::lose`]): it may
+    /// have been the one holding the request.
+    #[error("a provider of the subject left while the request waited")]
+    Lost,
+}
+
+/// What a waiting request gets: its reply, or why it has none (its batched publish failed, or
+/// a provider of its subject left).
+type Outcome = Result<Message, InboxError>;
+
+/// A request waiting for its reply: where the reply goes, and (when replies are reused) its
+/// reply subject, kept to name the next call given its number.
+struct Waiting {
+    tx: oneshot::Sender<Outcome>,
+    reply: Option<Subject>,
+    /// The request's subject, when the request is lost if a provider of it leaves.
+    losable: Option<Subject>,
 }
 
 /// Keys are counters, unique per inbox: a fixed-seed foldhash (a multiply and a fold) is enough.
-type Pending = HashMap<u64, oneshot::Sender<Message>, foldhash::fast::FixedState>;
+type Pending = HashMap<u64, Waiting, foldhash::fast::FixedState>;
+
+/// A request queued for the publishing task.
+struct Outgoing {
+    id: u64,
+    subject: Subject,
+    reply: Subject,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
+}
 
 /// The calls waiting for their replies, and the numbers free to hand out again.
 #[derive(Default)]
 struct Calls {
     waiting: Pending,
-    /// Numbers whose call got its reply (only when replies are reused; at most `max`).
-    free: Vec<u64>,
+    /// Numbers whose call got its reply, with their subjects (only when replies are reused; at
+    /// most `max`): the subject is handed out again as it is, not formatted again.
+    free: Vec<(u64, Subject)>,
 }
 
 /// What the inbox and its dispatching task share.
@@ -82,14 +118,20 @@ struct Shared {
     /// Set when the subscription ended: no new request is taken.
     closed: Mutex<Option<String>>,
     max: usize,
+    /// Publish a request made while others wait through the publishing task.
+    batching: bool,
+    /// Requests for the publishing task (each has its entry in `pending`, so at most `max`).
+    queue: Mutex<Vec<Outgoing>>,
+    /// Wakes the publishing task when the queue stops being empty.
+    queued: Notify,
 }
 
 /// Requests over one NATS client, their replies through one subscription (see the module
 /// documentation). Cheap to share behind an `Arc`; dropping it ends its subscription.
 pub struct NatsInbox {
     shared: Arc<Shared>,
-    /// The dispatching task, started by the first request (aborted on drop).
-    task: OnceCell<JoinHandle<()>>,
+    /// The dispatching and publishing tasks, started by the first request (aborted on drop).
+    task: OnceCell<[JoinHandle<()>; 2]>,
 }
 
 impl std::fmt::Debug for NatsInbox {
@@ -103,7 +145,7 @@ impl std::fmt::Debug for NatsInbox {
 
 impl Drop for NatsInbox {
     fn drop(&mut self) {
-        if let Some(task) = self.task.get() {
+        for task in self.task.get().into_iter().flatten() {
             task.abort();
         }
     }
@@ -136,9 +178,22 @@ impl NatsInbox {
                 reuse,
                 closed: Mutex::new(None),
                 max: max.max(1),
+                batching: false,
+                queue: Mutex::new(Vec::new()),
+                queued: Notify::new(),
             }),
             task: OnceCell::new(),
         }
+    }
+
+    /// Publish the requests made while others wait in batches (see the module documentation);
+    /// off by default. Set before the first request.
+    #[must_use]
+    pub fn batching(mut self, on: bool) -> NatsInbox {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.batching = on;
+        }
+        self
     }
 
     /// The requests waiting for their replies.
@@ -160,34 +215,77 @@ impl NatsInbox {
         payload: Bytes,
         deadline: Instant,
     ) -> Result<Message, InboxError> {
+        self.request_losable(subject, headers, payload, deadline, false)
+            .await
+    }
+
+    /// As [`NatsInbox::request`]; when `losable`, [`NatsInbox::lose`] on its subject ends the
+    /// request with [`InboxError::Lost`] (kept in the request's entry: nothing to subscribe to
+    /// or poll per request).
+    pub async fn request_losable(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        deadline: Instant,
+        losable: bool,
+    ) -> Result<Message, InboxError> {
         self.start().await?;
-        let (reply, mut entry) = self.register()?;
-        let published = match headers {
-            Some(h) => {
-                self.shared
-                    .client
-                    .publish_with_reply_and_headers(subject, reply, h, payload)
-                    .await
+        let (out, mut entry, others) = self.register(subject, headers, payload, losable)?;
+        if self.shared.batching && others {
+            // Others wait: this one leaves with the next batch.
+            let was_empty = {
+                let mut queue = lock(&self.shared.queue);
+                queue.push(out);
+                queue.len() == 1
+            };
+            if was_empty {
+                self.shared.queued.notify_one();
             }
-            None => {
-                self.shared
-                    .client
-                    .publish_with_reply(subject, reply, payload)
-                    .await
-            }
-        };
-        published.map_err(InboxError::Publish)?;
-        let message = match tokio::time::timeout_at(deadline, &mut entry.rx).await {
-            Ok(Ok(message)) => message,
+        } else {
+            publish(&self.shared.client, out)
+                .await
+                .map_err(InboxError::Publish)?;
+        }
+        let outcome = match tokio::time::timeout_at(deadline, &mut entry.rx).await {
+            Ok(Ok(outcome)) => outcome,
             // The dispatching task ended (the subscription is gone) and dropped the sender.
             Ok(Err(_)) => return Err(InboxError::Closed(self.closed_reason())),
             Err(_) => return Err(InboxError::TimedOut),
         };
+        // Taken out of the map by its reply, by the publishing task that failed to send it, or
+        // by `lose`.
         entry.answered = true;
+        let message = outcome?;
         if message.status == Some(StatusCode::NO_RESPONDERS) {
             return Err(InboxError::NoResponders);
         }
         Ok(message)
+    }
+
+    /// End the losable requests waiting on one of `subjects` with [`InboxError::Lost`] (their
+    /// numbers are not reused: a reply may still come). For rare events (a provider leaving):
+    /// it walks every waiting request.
+    pub fn lose(&self, subjects: &[String]) {
+        if subjects.is_empty() {
+            return;
+        }
+        let mut calls = lock(&self.shared.pending);
+        let lost: Vec<u64> = calls
+            .waiting
+            .iter()
+            .filter(|(_, w)| {
+                w.losable
+                    .as_ref()
+                    .is_some_and(|s| subjects.iter().any(|l| l.as_str() == s.as_str()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(w) = calls.waiting.remove(&id) {
+                drop(w.tx.send(Err(InboxError::Lost)));
+            }
+        }
     }
 
     fn closed_reason(&self) -> String {
@@ -196,7 +294,7 @@ impl NatsInbox {
             .unwrap_or_else(|| "the NATS client closed".to_owned())
     }
 
-    /// Subscribe and start the dispatching task, once.
+    /// Subscribe and start the dispatching and publishing tasks, once.
     async fn start(&self) -> Result<(), InboxError> {
         if self.task.initialized() {
             return Ok(());
@@ -210,16 +308,26 @@ impl NatsInbox {
                     .subscribe(wildcard)
                     .await
                     .map_err(|e| InboxError::Closed(e.to_string()))?;
-                Ok::<_, InboxError>(tokio::spawn(dispatch(Arc::clone(&self.shared), sub)))
+                Ok::<_, InboxError>([
+                    tokio::spawn(dispatch(Arc::clone(&self.shared), sub)),
+                    tokio::spawn(publish_batches(Arc::clone(&self.shared))),
+                ])
             })
             .await
             .map(|_| ())
     }
 
-    /// A reply subject nobody else waits on and its entry in the map, or [`InboxError::Full`].
-    fn register(&self) -> Result<(Subject, Entry<'_>), InboxError> {
+    /// The request with a reply subject nobody else waits on, its entry in the map, and whether
+    /// other requests wait; or [`InboxError::Full`].
+    fn register(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        losable: bool,
+    ) -> Result<(Outgoing, Entry<'_>, bool), InboxError> {
         let (tx, rx) = oneshot::channel();
-        let id = {
+        let (id, reply, others) = {
             let mut calls = lock(&self.shared.pending);
             if calls.waiting.len() >= self.shared.max {
                 return Err(InboxError::Full(self.shared.max));
@@ -227,23 +335,80 @@ impl NatsInbox {
             if let Some(reason) = lock(&self.shared.closed).as_ref() {
                 return Err(InboxError::Closed(reason.clone()));
             }
-            let id = calls
-                .free
-                .pop()
-                .unwrap_or_else(|| self.shared.next.fetch_add(1, Ordering::Relaxed));
-            calls.waiting.insert(id, tx);
-            id
+            let (id, reply) = match calls.free.pop() {
+                Some(free) => free,
+                None => {
+                    let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+                    let mut reply = String::with_capacity(self.shared.prefix.len() + 20);
+                    reply.push_str(&self.shared.prefix);
+                    let _ = write!(reply, "{id}");
+                    (id, Subject::from(reply))
+                }
+            };
+            // Kept (a reference count, not a copy) to name the next call given this number.
+            let kept = self.shared.reuse.then(|| reply.clone());
+            let losable = losable.then(|| subject.clone());
+            calls.waiting.insert(
+                id,
+                Waiting {
+                    tx,
+                    reply: kept,
+                    losable,
+                },
+            );
+            (id, reply, calls.waiting.len() > 1)
         };
-        let mut reply = String::with_capacity(self.shared.prefix.len() + 20);
-        reply.push_str(&self.shared.prefix);
-        let _ = write!(reply, "{id}");
         let entry = Entry {
             shared: &self.shared,
             id,
             rx,
             answered: false,
         };
-        Ok((Subject::from(reply), entry))
+        let out = Outgoing {
+            id,
+            subject,
+            reply,
+            headers,
+            payload,
+        };
+        Ok((out, entry, others))
+    }
+}
+
+/// Publish one request (a plain message with a reply subject; with its headers when given).
+/// As one [`OutboundMessage`]: its subjects are moved to the client's connection task, not
+/// copied (`publish_with_reply` clones both, and checks the reply subject this inbox made).
+async fn publish(client: &Client, out: Outgoing) -> Result<(), async_nats::PublishError> {
+    client
+        .publish_message(OutboundMessage {
+            subject: out.subject,
+            reply: Some(out.reply),
+            payload: out.payload,
+            headers: out.headers,
+        })
+        .await
+}
+
+/// Publish the queued requests in batches: woken when the queue stops being empty, it first
+/// lets the other ready tasks of its worker run (their requests join the batch), then hands the
+/// whole batch to the client's command channel, whose connection task is woken once for it.
+async fn publish_batches(shared: Arc<Shared>) {
+    let mut batch = Vec::new();
+    loop {
+        shared.queued.notified().await;
+        tokio::task::yield_now().await;
+        // Swapped, not drained: both vectors keep their room for the next batches.
+        std::mem::swap(&mut batch, &mut *lock(&shared.queue));
+        for out in batch.drain(..) {
+            let id = out.id;
+            if let Err(e) = publish(&shared.client, out).await {
+                // Its caller learns why (the number is not reused).
+                let waiting = lock(&shared.pending).waiting.remove(&id);
+                if let Some(w) = waiting {
+                    drop(w.tx.send(Err(InboxError::Publish(e))));
+                }
+            }
+        }
     }
 }
 
@@ -251,7 +416,7 @@ impl NatsInbox {
 struct Entry<'a> {
     shared: &'a Shared,
     id: u64,
-    rx: oneshot::Receiver<Message>,
+    rx: oneshot::Receiver<Outcome>,
     answered: bool,
 }
 
@@ -268,7 +433,7 @@ impl Drop for Entry<'_> {
         if calls
             .waiting
             .get(&self.id)
-            .is_some_and(oneshot::Sender::is_closed)
+            .is_some_and(|w| w.tx.is_closed())
         {
             calls.waiting.remove(&self.id);
         }
@@ -294,15 +459,19 @@ async fn dispatch(shared: Arc<Shared>, mut sub: Subscriber) {
         let waiting = {
             let mut calls = lock(&shared.pending);
             let waiting = calls.waiting.remove(&id);
-            // Its one reply came: the number may name the next call's reply.
-            if waiting.is_some() && shared.reuse && calls.free.len() < shared.max {
-                calls.free.push(id);
-            }
-            waiting
+            // Its one reply came: the number (and its subject) may name the next call's reply.
+            waiting.map(|w| {
+                if let Some(reply) = w.reply
+                    && calls.free.len() < shared.max
+                {
+                    calls.free.push((id, reply));
+                }
+                w.tx
+            })
         };
         match waiting {
             // A request dropped between its receiver and this send: nothing to do.
-            Some(tx) => drop(tx.send(message)),
+            Some(tx) => drop(tx.send(Ok(message))),
             None => {
                 tracing::debug!(target: LOG, id, "ignoring a reply nobody waits for (late, or sent twice)");
             }

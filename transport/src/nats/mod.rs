@@ -26,13 +26,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use async_nats::{HeaderMap, ServerAddr};
+use async_nats::{HeaderMap, ServerAddr, Subject};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -59,8 +59,8 @@ const EVENT_QUEUE: usize = 4096;
 const RESULT_QUEUE: usize = 256;
 /// Calls waiting for their replies, at most (beyond: refused as busy at once).
 const MAX_CALLS: usize = 1 << 16;
-/// Removal notices kept for idempotent calls in flight.
-const REMOVED_CAPACITY: usize = 256;
+/// Call subjects kept (one per endpoint called), at most.
+const CALL_SUBJECTS: usize = 1024;
 
 /// A hello: a node's heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +115,8 @@ pub(crate) struct NatsEngine {
     events_rx: Mutex<Option<mpsc::Receiver<QueuedEvent>>>,
     started: SystemTime,
     stats: Mutex<HashMap<String, EndpointStats>>,
+    /// The subjects of the endpoints called (see [`NatsEngine::call_subject`]).
+    call_subjects: Mutex<HashMap<String, Subject, foldhash::fast::FixedState>>,
     endpoints: Mutex<HashMap<String, CancellationToken>>,
     permits: Arc<Semaphore>,
     served: AtomicU64,
@@ -123,9 +125,6 @@ pub(crate) struct NatsEngine {
     peers_seen: AtomicUsize,
     /// The nodes the engine loop tracks (for the mesh monitor), updated when they change.
     known: Mutex<Vec<NodeId>>,
-    /// The names of endpoints whose provider left: an idempotent call in flight to one of them
-    /// is sent again.
-    removed: broadcast::Sender<String>,
 }
 
 impl std::fmt::Debug for NatsEngine {
@@ -204,7 +203,7 @@ impl NatsEngine {
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Arc::new_cyclic(|this| Self {
             this: this.clone(),
-            inbox: inbox::NatsInbox::reusing_replies(client.clone(), MAX_CALLS),
+            inbox: inbox::NatsInbox::reusing_replies(client.clone(), MAX_CALLS).batching(true),
             client,
             prefix: format!("plume.{}", token(environment)),
             node,
@@ -220,6 +219,7 @@ impl NatsEngine {
             events_rx: Mutex::new(Some(events_rx)),
             started: SystemTime::now(),
             stats: Mutex::new(HashMap::new()),
+            call_subjects: Mutex::new(HashMap::default()),
             endpoints: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             served: AtomicU64::new(0),
@@ -227,7 +227,6 @@ impl NatsEngine {
             version: AtomicU64::new(0),
             peers_seen: AtomicUsize::new(0),
             known: Mutex::new(Vec::new()),
-            removed: broadcast::Sender::new(REMOVED_CAPACITY),
         });
         // Connection events: log outages once, and say hello again on every reconnection.
         let weak = Arc::downgrade(&engine);
@@ -258,7 +257,22 @@ impl NatsEngine {
         s
     }
 
-    /// The subject of endpoint `name`'s queue group (built in one string: it is built per call).
+    /// The subject of a call to endpoint `name`'s queue group: made once per endpoint and kept
+    /// (a clone is a reference count; the map is cleared when it reaches its bound).
+    fn call_subject(&self, name: &str) -> Subject {
+        let mut kept = lock(&self.call_subjects);
+        if let Some(subject) = kept.get(name) {
+            return subject.clone();
+        }
+        if kept.len() >= CALL_SUBJECTS {
+            kept.clear();
+        }
+        let subject = Subject::from(self.svc_subject(name));
+        kept.insert(name.to_owned(), subject.clone());
+        subject
+    }
+
+    /// The subject of endpoint `name`'s queue group (built in one string).
     fn svc_subject(&self, name: &str) -> String {
         let mut s = String::with_capacity(self.prefix.len() + 5 + name.len() + 8);
         s.push_str(&self.prefix);

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::inbox::InboxError;
@@ -30,8 +29,8 @@ impl NatsEngine {
             return Err(CallError::Timeout);
         }
         let subject = match node {
-            Some(n) => self.node_subject(n, "call"),
-            None => self.svc_subject(name),
+            Some(n) => self.node_subject(n, "call").into(),
+            None => self.call_subject(name),
         };
         // The call names this node in its payload (a plain NATS message, no header block to
         // write, route and parse); in a header only when the payload is not in the usual form.
@@ -41,26 +40,12 @@ impl NatsEngine {
         };
         crate::metrics::bytes_sent(payload.len());
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
-        // may have been the one holding the call.
-        let mut removals = (call.idempotent && node.is_none()).then(|| self.removed.subscribe());
-        let removed = async {
-            let Some(removals) = removals.as_mut() else {
-                return std::future::pending().await;
-            };
-            loop {
-                match removals.recv().await {
-                    Ok(n) if n == name => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return std::future::pending().await;
-                    }
-                }
-            }
-        };
-        let sent = tokio::select! {
-            r = self.inbox.request(subject.into(), headers, payload, call.deadline) => r,
-            () = removed => return Err(CallError::Lost),
-        };
+        // may have been the one holding the call (`NatsInbox::lose`, from the table loop).
+        let losable = call.idempotent && node.is_none();
+        let sent = self
+            .inbox
+            .request_losable(subject, headers, payload, call.deadline, losable)
+            .await;
         match sent {
             Ok(reply) => {
                 crate::metrics::bytes_received(reply.payload.len());
@@ -70,6 +55,7 @@ impl NatsEngine {
                 InboxError::NoResponders => CallError::NoResponders,
                 InboxError::TimedOut => CallError::Timeout,
                 InboxError::Full(_) => CallError::Busy,
+                InboxError::Lost => CallError::Lost,
                 InboxError::Publish(e) if e.kind() == async_nats::PublishErrorKind::Send => {
                     CallError::NotSent
                 }

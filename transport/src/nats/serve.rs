@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
+use async_nats::client::traits::Publisher as _;
+use async_nats::message::OutboundMessage;
 use async_nats::{Message, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -102,9 +104,13 @@ impl NatsEngine {
         mut sub: Subscriber,
         stop: CancellationToken,
     ) {
+        // One wait for the stop, made once (not a new registration per call), polled first.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let m = tokio::select! {
-                () = stop.cancelled() => break,
+                biased;
+                () = &mut stopped => break,
                 m = sub.next() => m,
             };
             let Some(m) = m else { return };
@@ -244,7 +250,14 @@ impl NatsEngine {
         }
         let answer = response(result);
         crate::metrics::bytes_sent(answer.len());
-        if let Err(e) = self.client.publish(reply, answer).await {
+        // As one message: the reply subject is moved to the connection task, not copied.
+        let answer = OutboundMessage {
+            subject: reply,
+            reply: None,
+            payload: answer,
+            headers: None,
+        };
+        if let Err(e) = self.client.publish_message(answer).await {
             tracing::debug!(target: LOG, error = %e, "reply not sent");
         }
     }

@@ -262,9 +262,7 @@ impl NatsEngine {
     ) {
         if !removed.is_empty() {
             sink.provider_removed(&peer.remote, Some(removed), Removal::Withdrawn);
-            for name in removed {
-                let _ = self.removed.send(name.clone());
-            }
+            self.lose_calls(removed.iter());
         }
         sink.provider_added(&peer.remote, &peer.key, added);
     }
@@ -272,9 +270,14 @@ impl NatsEngine {
     /// `peer` left or went silent.
     fn peer_gone(&self, sink: &dyn Sink, peer: &Peer, why: Removal) {
         sink.provider_removed(&peer.remote, None, why);
-        for name in &peer.names {
-            let _ = self.removed.send(name.clone());
-        }
+        self.lose_calls(peer.names.iter());
+    }
+
+    /// The idempotent calls in flight to endpoints `names` are sent again: their provider may
+    /// have been the one that left.
+    fn lose_calls<'a>(&self, names: impl Iterator<Item = &'a String>) {
+        let subjects: Vec<String> = names.map(|n| self.svc_subject(n)).collect();
+        self.inbox.lose(&subjects);
     }
 
     fn peer(self: &Arc<Self>, node: NodeId, key: String) -> Peer {
