@@ -1,8 +1,12 @@
 //! Pattern RPC against nats-hemera, same run, same `nats-server`, one responder each:
 //! - `nats/act_1_in_flight`: one Plume act at a time (Plume responder, Plume caller);
-//! - `nats/act_64_in_flight`: 64 acts at once;
+//! - `nats/act_64_in_flight`: batches of 64 acts at once, each batch joined before the next;
+//! - `nats/act_64_window`: 64 acts in flight at every moment (a new one as soon as one ends), the
+//!   shape of nats-hemera's own 64-in-flight figure (tests/hemera/bench.js);
+//!   `nats/act_64_window_on_worker` the same from a task on the runtime's workers;
 //! - `nats/raw_request_1_in_flight`: a plain async-nats request to a subscriber that echoes it
 //!   (no Hemera envelope, no pattern node): the floor that the client and server set;
+//!   `nats/raw_request_64_window` the same with 64 in flight at every moment;
 //! - `mesh/pattern_act_64` vs `mesh/request_64`: the pattern act on the TCP mesh against the
 //!   mesh's plain call (`mesh.to(name).send`), 64 in flight each, polled on the bench's thread;
 //! - `mesh/pattern_act_64_on_worker` vs `mesh/request_64_on_worker`: the same, each batch in a
@@ -35,11 +39,17 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use mesh_pair::{Add, mesh_pair};
 use plume_pattern::{Hemera, HemeraError, Options, Req, typed};
 use raw_nats::raw_nats_pair;
 use serde_json::{Value, json};
 use servers::{Kind, Server};
+
+/// jemalloc, as in Plume's own binaries (gateway-example, whose `math` command serves these
+/// patterns): the system allocator's free lists were a tenth of this process's samples.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
@@ -105,6 +115,33 @@ where
     })
 }
 
+/// Run `total` calls of `call`, keeping 64 in flight until the last ones (a new call starts as
+/// soon as one ends); the time they took. Every call must succeed.
+async fn window_of_64<F, Fut, T, E>(total: u64, call: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    let start = std::time::Instant::now();
+    let mut running = FuturesUnordered::new();
+    let mut started = 0;
+    while started < total.min(64) {
+        running.push(call());
+        started += 1;
+    }
+    while let Some(outcome) = running.next().await {
+        if let Err(e) = outcome {
+            panic!("a call of the window failed: {e:?}");
+        }
+        if started < total {
+            running.push(call());
+            started += 1;
+        }
+    }
+    start.elapsed()
+}
+
 fn main() {
     let server = Server::start(Kind::Nats);
     let url = server.url();
@@ -140,6 +177,23 @@ fn main() {
             assert!(all.iter().all(Result::is_ok));
         })
     });
+    // 64 in flight at every moment, as nats-hemera's bench.js keeps them (a new act starts as
+    // soon as one ends), where `act_64_in_flight` above joins batches of 64 and lets the
+    // pipeline drain at the end of each: this one is the target's measure (same shape as Node's).
+    nats.bench_function("act_64_window", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| window_of_64(iters * 64, || caller.act(&msg)))
+    });
+    // The same window from a task on the runtime's workers (as a service's handler acts).
+    let (ncaller, nmsg) = (caller.clone(), std::sync::Arc::new(msg.clone()));
+    nats.bench_function("act_64_window_on_worker", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (caller, msg) = (ncaller.clone(), std::sync::Arc::clone(&nmsg));
+            let task =
+                rt.spawn(async move { window_of_64(iters * 64, || caller.act(&*msg)).await });
+            async move { task.await.expect("the window's task") }
+        })
+    });
     // The floor under both: a plain async-nats request to a subscriber that answers at once
     // (same server, same process layout, no Hemera envelope).
     let raw = rt.block_on(raw_nats_pair(&url, Duration::from_secs(10)));
@@ -149,6 +203,12 @@ fn main() {
             let reply = raw.request("raw.echo", "3".into()).await.expect("reply");
             assert_eq!(&reply.payload[..], b"3");
         })
+    });
+    // The floor of the window: plain async-nats requests, 64 in flight at every moment.
+    nats.throughput(Throughput::Elements(64));
+    nats.bench_function("raw_request_64_window", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| window_of_64(iters * 64, || raw.request("raw.echo", "3".into())))
     });
     nats.finish();
 
