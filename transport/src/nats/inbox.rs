@@ -130,8 +130,9 @@ struct Shared {
 /// documentation). Cheap to share behind an `Arc`; dropping it ends its subscription.
 pub struct NatsInbox {
     shared: Arc<Shared>,
-    /// The dispatching and publishing tasks, started by the first request (aborted on drop).
-    task: OnceCell<[JoinHandle<()>; 2]>,
+    /// The dispatching task and (with [`NatsInbox::batching`]) the publishing task, started by
+    /// the first request (aborted on drop).
+    task: OnceCell<(JoinHandle<()>, Option<JoinHandle<()>>)>,
 }
 
 impl std::fmt::Debug for NatsInbox {
@@ -145,8 +146,11 @@ impl std::fmt::Debug for NatsInbox {
 
 impl Drop for NatsInbox {
     fn drop(&mut self) {
-        for task in self.task.get().into_iter().flatten() {
-            task.abort();
+        if let Some((dispatching, publishing)) = self.task.get() {
+            dispatching.abort();
+            if let Some(publishing) = publishing {
+                publishing.abort();
+            }
         }
     }
 }
@@ -294,7 +298,7 @@ impl NatsInbox {
             .unwrap_or_else(|| "the NATS client closed".to_owned())
     }
 
-    /// Subscribe and start the dispatching and publishing tasks, once.
+    /// Subscribe and start the dispatching task (and the publishing task, when batching), once.
     async fn start(&self) -> Result<(), InboxError> {
         if self.task.initialized() {
             return Ok(());
@@ -308,10 +312,14 @@ impl NatsInbox {
                     .subscribe(wildcard)
                     .await
                     .map_err(|e| InboxError::Closed(e.to_string()))?;
-                Ok::<_, InboxError>([
+                let publishing = self
+                    .shared
+                    .batching
+                    .then(|| tokio::spawn(publish_batches(Arc::clone(&self.shared))));
+                Ok::<_, InboxError>((
                     tokio::spawn(dispatch(Arc::clone(&self.shared), sub)),
-                    tokio::spawn(publish_batches(Arc::clone(&self.shared))),
-                ])
+                    publishing,
+                ))
             })
             .await
             .map(|_| ())
