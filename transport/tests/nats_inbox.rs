@@ -18,10 +18,9 @@ use tokio::time::{Instant, timeout};
 #[path = "support/nats_server.rs"]
 mod support;
 use support::{WAIT, nats_server};
-
-fn far() -> Instant {
-    Instant::now() + WAIT
-}
+#[path = "support/inbox_calls.rs"]
+mod calls;
+use calls::{far, holder, next, reply_of};
 
 /// Answer every request on `subject` once `batch` of them are in, in reverse order (so replies
 /// come back in another order than the requests went out).
@@ -44,32 +43,6 @@ async fn reversing_echo(client: &Client, subject: &str, batch: usize) {
             }
         }
     });
-}
-
-/// Take the requests on `subject` and hand them to the test, unanswered.
-async fn holder(client: &Client, subject: &str) -> mpsc::Receiver<Message> {
-    let mut sub = client
-        .subscribe(subject.to_owned())
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
-    // Room for every request a test holds (10,000 at most).
-    let (tx, rx) = mpsc::channel(16_384);
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-async fn next(rx: &mut mpsc::Receiver<Message>) -> Message {
-    timeout(WAIT, rx.recv())
-        .await
-        .expect("a request in time")
-        .expect("the holder runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,15 +92,6 @@ async fn held_call(
     });
     let held = next(hold).await;
     (task, held.reply.expect("a reply subject"))
-}
-
-async fn reply_of(task: tokio::task::JoinHandle<Result<Message, InboxError>>) -> Bytes {
-    timeout(WAIT, task)
-        .await
-        .expect("in time")
-        .expect("the task")
-        .expect("a reply")
-        .payload
 }
 
 /// A reusing inbox hands an answered call's subject to the next call, never a timed-out
@@ -249,12 +213,7 @@ async fn replies_to_unknown_or_garbled_subjects_are_ignored() {
         .publish(held.reply.expect("a reply subject"), "right".into())
         .await
         .expect("publish");
-    let reply = timeout(WAIT, waiting)
-        .await
-        .expect("in time")
-        .expect("the task")
-        .expect("a reply");
-    assert_eq!(reply.payload, Bytes::from("right"));
+    assert_eq!(reply_of(waiting).await, Bytes::from("right"));
     assert_eq!(inbox.pending(), 0);
 }
 
@@ -321,12 +280,7 @@ async fn a_full_inbox_refuses_at_once_and_takes_calls_again_when_one_ends() {
         .await
         .expect("publish");
     let task = tasks[which].take().expect("a task");
-    let reply = timeout(WAIT, task)
-        .await
-        .expect("in time")
-        .expect("the task")
-        .expect("a reply");
-    assert_eq!(reply.payload, Bytes::from("done"));
+    assert_eq!(reply_of(task).await, Bytes::from("done"));
     assert_eq!(inbox.pending(), 3);
     let more = call(Bytes::new());
     drop(next(&mut hold).await);

@@ -14,16 +14,14 @@ use futures::future::join_all;
 use plume_transport::{InboxError, NatsInbox};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 
 #[path = "support/nats_server.rs"]
 mod support;
 use support::{WAIT, nats_server};
-
-fn far() -> Instant {
-    Instant::now() + WAIT
-}
+#[path = "support/inbox_calls.rs"]
+mod calls;
+use calls::{far, holder, next, reply_of};
 
 /// What the responder saw of a request: its subject, payload and `X-Case` header, and whether
 /// its reply subject was one of the inbox's.
@@ -157,16 +155,7 @@ fn batched_requests_deliver_what_plain_requests_deliver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batched_publish_that_fails_reaches_its_own_caller() {
     let (_server, client) = nats_server().await;
-    let mut sub = client.subscribe("hold").await.expect("subscribe");
-    client.flush().await.expect("flush");
-    let (tx, mut held) = mpsc::channel::<Message>(16);
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-    });
+    let mut held = holder(&client, "hold").await;
     let inbox = Arc::new(NatsInbox::reusing_replies(client.clone(), 16).batching(true));
     let first = {
         let inbox = Arc::clone(&inbox);
@@ -176,10 +165,7 @@ async fn a_batched_publish_that_fails_reaches_its_own_caller() {
                 .await
         })
     };
-    let m = timeout(WAIT, held.recv())
-        .await
-        .expect("in time")
-        .expect("held");
+    let m = next(&mut held).await;
     // One call waits: the next one is batched, and too large for the server.
     let big = Bytes::from(vec![0u8; client.server_info().max_payload + 1]);
     let refused = timeout(WAIT, inbox.request(Subject::from("hold"), None, big, far()))
@@ -194,11 +180,6 @@ async fn a_batched_publish_that_fails_reaches_its_own_caller() {
         .publish(m.reply.expect("a reply subject"), "one".into())
         .await
         .expect("publish");
-    let reply = timeout(WAIT, first)
-        .await
-        .expect("in time")
-        .expect("the task")
-        .expect("a reply");
-    assert_eq!(reply.payload, Bytes::from("one"));
+    assert_eq!(reply_of(first).await, Bytes::from("one"));
     assert_eq!(inbox.pending(), 0);
 }
