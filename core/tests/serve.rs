@@ -101,3 +101,40 @@ async fn app_shutdown_ends_a_serve_without_a_signal() {
         .expect("task")
         .expect("served without an error");
 }
+
+/// A client may shut its side of the connection once its request is sent (HTTP/1.1 allows a
+/// half-closed connection): the request still runs and is answered, as Node's HTTP server does.
+#[tokio::test]
+async fn a_half_closed_connection_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = App::new();
+    let gate = Arc::new(Gate::default());
+    app.use_arc("gate", gate.clone(), ServiceOptions::new());
+    let (listener, addr) = bound().await;
+    let server = tokio::spawn(app.serve_on(listener).into_future());
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /gate HTTP/1.1\r\nhost: plume\r\n\r\n")
+        .await
+        .expect("send the request");
+    // The end of the client's side arrives with the request, before the service runs.
+    stream.shutdown().await.expect("half-close");
+    timeout(DEADLINE, gate.started.notified())
+        .await
+        .expect("the request reaches the service");
+    gate.release.notify_one();
+    let mut response = Vec::new();
+    timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read the answer");
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK\r\n"),
+        "answered: {response:?}"
+    );
+    assert!(response.ends_with("[\"done\"]"), "answered: {response:?}");
+    server.abort();
+}

@@ -4,7 +4,8 @@
 //! resolves every request path against the App's live service table, so a service mounted after
 //! the server started is routable at once. Routes you add yourself (with `.route(..)`, `.merge(..)`
 //! or `.nest_service(..)`, or through [`App::add_routes`] so that [`App::listen`] includes them)
-//! are tried first; do not set another fallback. `/socket.io/` is answered by the socket.io layer.
+//! are tried first; do not set another fallback. `/socket.io` and every path under it are routes
+//! of the socket.io service (do not add routes there).
 //!
 //! [`App::serve`] runs the server as a future, as `axum::serve` does, until a shutdown signal:
 //!
@@ -100,6 +101,9 @@ impl Default for ServerOptions {
     }
 }
 
+/// The paths socket.io answers (engineioxide's `/socket.io` and everything under it).
+const SOCKETIO_PATHS: [&str; 3] = ["/socket.io", "/socket.io/", "/socket.io/{*rest}"];
+
 type RouteFn = Arc<dyn Fn(Router) -> Router + Send + Sync>;
 
 #[derive(Default)]
@@ -192,8 +196,8 @@ impl App {
     }
 
     /// The App as an axum router: the routes added with [`add_routes`](App::add_routes), REST as
-    /// the fallback, socket.io on `/socket.io/` and the CORS layer, per
-    /// [`ServerOptions`]. Merge your own routes into it as you like; the fallback is Plume's.
+    /// the fallback, socket.io routed on `/socket.io` and the paths under it, and the CORS layer,
+    /// per [`ServerOptions`]. Merge your own routes into it as you like; the fallback is Plume's.
     pub fn into_router(&self) -> Router {
         let options = self.server_options();
         let mut router = self.rest_router();
@@ -204,11 +208,19 @@ impl App {
             }
         }
         if options.socketio {
+            // socket.io is routed, not layered: a layer on the router would wrap every route, and
+            // axum clones each layer's service for every request (REST paid about 2,000
+            // instructions a request for a socket.io service it never used). Its paths are all
+            // that engineioxide answers, so its inner service (REST) is never reached there.
             // The compaction runs first: socketioxide keeps the parts of the request that opens
             // a session for the socket's whole life (see realtime/compact.rs).
-            router = router
+            let socketio = tower::ServiceBuilder::new()
+                .layer(crate::realtime::CompactHandshakeLayer)
                 .layer(self.socketio_layer())
-                .layer(crate::realtime::CompactHandshakeLayer);
+                .service(self.rest_router());
+            for path in SOCKETIO_PATHS {
+                router = router.route_service(path, socketio.clone());
+            }
         }
         if let Some(cors) = options.cors {
             router = router.layer(cors);
