@@ -138,3 +138,63 @@ async fn a_half_closed_connection_gets_its_answer() {
     assert!(response.ends_with("[\"done\"]"), "answered: {response:?}");
     server.abort();
 }
+
+/// `listen` binds with a backlog big enough for a crowd: a thousand socket.io clients
+/// connecting at once overflowed std's and tokio's 128, and those past it waited for a SYN
+/// retransmit (a second). The kernel's view of the listening socket (`ss`, iproute2: its
+/// `Send-Q` is the backlog) is read, for the server made by `listen` and by `serve`.
+#[tokio::test]
+async fn listen_and_serve_bind_with_a_backlog_of_4096() {
+    // The kernel caps a backlog at `net.core.somaxconn` (4096 by default since Linux 5.4).
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("read somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    let expected = somaxconn.min(4096);
+    let app = App::new();
+    let listening = app.listen("127.0.0.1:0").await.expect("listen");
+    assert_eq!(backlog(listening.local_addr().port()), expected, "listen");
+
+    // `serve` binds the address itself: a free port, learnt from a listener closed first.
+    let port = {
+        let (taken, addr) = bound().await;
+        drop(taken);
+        addr.port()
+    };
+    let server = tokio::spawn(App::new().serve(("127.0.0.1", port)).into_future());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve listens in time"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(backlog(port), expected, "serve");
+    server.abort();
+}
+
+/// The backlog of the socket listening on 127.0.0.1:`port`, as `ss -ltn` reports it.
+fn backlog(port: u16) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    assert!(out.status.success(), "ss: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // State, Recv-Q, Send-Q (the backlog), local address, peer address.
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        fields.first(),
+        Some(&"LISTEN"),
+        "one listening socket: {text}"
+    );
+    fields
+        .get(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no backlog in {text}"))
+}

@@ -239,7 +239,7 @@ impl App {
     /// It sets the App up first ([`App::setup`]): a plugin that failed to start is its error.
     pub async fn listen(&self, addr: impl ToSocketAddrs) -> Result<Listening> {
         self.setup().await?;
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = serve::bind(addr)
             .await
             .map_err(|e| Error::unavailable(format!("cannot bind: {e}")))?;
         self.listen_on(listener)

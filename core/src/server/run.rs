@@ -112,7 +112,7 @@ impl App {
     pub fn serve(&self, addr: impl ToSocketAddrs + Send + 'static) -> Serve {
         Serve {
             app: self.clone(),
-            bind: Box::pin(TcpListener::bind(addr)),
+            bind: Box::pin(super::serve::bind(addr)),
         }
     }
 

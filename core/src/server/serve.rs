@@ -5,6 +5,7 @@
 //! `axum::serve` has neither a header read timeout nor a connection cap: a client that opens
 //! connections and sends its headers one byte at a time (slowloris) would hold them forever.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,49 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::header_timer::{HeaderTimer, Watch, watched};
+
+/// The listen backlog of the sockets [`App::listen`](crate::App::listen) and
+/// [`App::serve`](crate::App::serve) bind: connections the kernel completes and holds until they
+/// are accepted (and while the connection cap is reached). std's and tokio's 128 overflowed when
+/// a thousand socket.io clients connected at once, and the clients past it waited for a SYN
+/// retransmit (a second). The kernel caps it at `net.core.somaxconn` (4096 by default).
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind the first address `addr` resolves to that binds, as `TcpListener::bind` does, with
+/// [`LISTEN_BACKLOG`].
+pub(crate) async fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match bind_one(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to no address",
+        )
+    }))
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's `TcpListener::bind` (a restarted server rebinds at once).
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// What the accept loop needs from [`ServerOptions`](super::ServerOptions).
 #[derive(Debug, Clone, Copy)]
