@@ -32,8 +32,7 @@ if [[ ${#BINS[@]} -eq 0 ]]; then
   build_bench release
   BINS=("$TARGET/release/gateway-example")
 else
-  TARGET=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  TARGET=$(cargo_target_dir)
   cargo build --release -q -p plume-bench
 fi
 PROBE="$TARGET/release/probe"
@@ -41,24 +40,16 @@ export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
 export RUST_LOG=${RUST_LOG:-warn} PLUME_DISCOVERY=loopback
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-ticks() { # PID...: user and system ticks, summed
-  local p u=0 s=0 a b
-  for p in "$@"; do
-    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat")
-    u=$((u + a)) s=$((s + b))
-  done
-  echo "$u $s"
-}
 machine() { awk '/^cpu / {print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; } # busy and idle jiffies
 
 run() { # NAME URL TOKEN FRONT_PIDS REPLICA_PIDS: one wrk run, its CPU per GET
   local name=$1 url=$2 tok=$3 front=$4 reps=$5 hdr=() f0 f1 r0 r1 m0 m1 n
   [[ -n $tok ]] && hdr=(-H "Authorization: Bearer $tok")
   # shellcheck disable=SC2086 # pid lists, one word each
-  f0=$(ticks $front) r0=$(ticks $reps) m0=$(machine)
+  f0=$(user_sys_ticks $front) r0=$(user_sys_ticks $reps) m0=$(machine)
   /usr/bin/time -f "%U %S" -o "$WORK/time" wrk -t2 -c64 -d"${SECS}s" "${hdr[@]}" "$url" >"$WORK/wrk"
   # shellcheck disable=SC2086
-  f1=$(ticks $front) r1=$(ticks $reps) m1=$(machine)
+  f1=$(user_sys_ticks $front) r1=$(user_sys_ticks $reps) m1=$(machine)
   n=$(awk '/requests in/ {print $1}' "$WORK/wrk")
   python3 - "$name" "$n" "$SECS" "$TICK_US" "$f0" "$f1" "$r0" "$r1" "$m0" "$m1" "$(cat "$WORK/time")" <<'EOF'
 import sys

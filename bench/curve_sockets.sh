@@ -94,8 +94,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     log "building $PROFILE binaries"
     cargo build --profile "$PROFILE" -q -p gateway-example -p plume-bench --bin gateway-example --bin sockets
   fi
-  TARGET=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  TARGET=$(cargo_target_dir)
   BIN_DIR="$TARGET/$([[ $PROFILE == dev ]] && echo debug || echo "$PROFILE")"
   GX=${BENCH_GATEWAY_BIN:-$BIN_DIR/gateway-example}
   SOCKETS_BIN="$BIN_DIR/sockets"

@@ -33,8 +33,7 @@ if [[ -z "${BENCH_SKIP_BUILD:-}" ]]; then
     --bin gateway-example
   cargo build --release -q -p plume-bench --bin sockets
 fi
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET=$(cargo_target_dir)
 GX=$TARGET/release/gateway-example
 export PLUME_DISCOVERY=loopback PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM" RUST_LOG=warn
 ulimit -n "$(ulimit -Hn)"

@@ -7,6 +7,10 @@
 declare -A PID_OF=()
 STARTED=()
 
+# cargo_target_dir (the workspace's target directory) and the other helpers of the test scripts.
+# shellcheck source=scripts/lib/npm.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/npm.sh"
+
 need_wrk() { # wrk, from Debian's packages when missing
   command -v wrk >/dev/null && return 0
   log "installing wrk"
@@ -58,6 +62,15 @@ start() { # start NAME CMD...: run in the background, log to $WORK/NAME.log
   STARTED+=("$!")
 }
 
+user_sys_ticks() { # PID...: their user and system clock ticks so far, summed ("USER SYSTEM")
+  local p u s tu=0 ts=0
+  for p in "$@"; do
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat")
+    tu=$((tu + u)) ts=$((ts + s))
+  done
+  echo "$tu $ts"
+}
+
 build_bench() { # PROFILE: build gateway-example and bench's binaries in PROFILE (release|debug); sets TARGET
   log "building the $1 binaries"
   if [[ $1 == release ]]; then
@@ -65,8 +78,7 @@ build_bench() { # PROFILE: build gateway-example and bench's binaries in PROFILE
   else
     cargo build -q -p gateway-example -p plume-bench
   fi
-  TARGET=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  TARGET=$(cargo_target_dir)
 }
 
 bench_bins() { # PROFILE [BUILD]: build_bench PROFILE unless BUILD is 0; sets TARGET, GX and PROBE
@@ -74,8 +86,7 @@ bench_bins() { # PROFILE [BUILD]: build_bench PROFILE unless BUILD is 0; sets TA
   if [[ ${2:-1} != 0 ]]; then
     build_bench "$1"
   else
-    TARGET=$(cargo metadata --format-version 1 --no-deps |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    TARGET=$(cargo_target_dir)
   fi
   GX=${BENCH_GATEWAY_BIN:-$TARGET/$1/gateway-example}
   PROBE=${BENCH_PROBE_BIN:-$TARGET/$1/probe}

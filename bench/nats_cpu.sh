@@ -41,8 +41,7 @@ PROFILE=${BENCH_PROFILE:-release}
 if [[ -z ${NATS_CPU_NO_BUILD:-} ]]; then
   build_bench "$PROFILE"
 else
-  TARGET=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  TARGET=$(cargo_target_dir)
 fi
 GX=${NATS_CPU_GX:-"$TARGET/$PROFILE/gateway-example"}
 PROBE="$TARGET/$PROFILE/probe"
@@ -55,7 +54,6 @@ export RUST_LOG=${RUST_LOG:-warn}
 unset PLUME_DISCOVERY PLUME_DISCOVERY_PORT PLUME_NATS_URL PLUME_ENV
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
-ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user and system ticks of a process
 
 NATS_PORT=$(free_port tcp)
 NATS_MON=$(free_port tcp)
@@ -95,26 +93,17 @@ pair() { # BACKEND: a gateway and REPLICAS replicas; sets GW_URL, GW_PID, REP_PI
     "\"count\":1,\"providers\":$REPLICAS}" 120000 >/dev/null
 }
 
-cpu_ticks() { # PID...: their user and system ticks, summed
-  local p u s tu=0 ts=0
-  for p in "$@"; do
-    read -r u s <<<"$(ticks "$p")"
-    tu=$((tu + u)) ts=$((ts + s))
-  done
-  echo "$tu $ts"
-}
-
 measure() { # BACKEND TOKEN: one bounded run; puts CPU µs per request of each process
   local b=$1 tok=$2 p done procs=(gateway:"$GW_PID" replica:"${REP_PIDS[*]}") before=() after=() i
   [[ $b == nats ]] && procs+=(natsserver:"${PID_OF[nats]}")
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 30000 500 "$WORK/warm-$b.txt" >/dev/null
   # shellcheck disable=SC2086 # the replicas' pids, one word each
-  for p in "${procs[@]}"; do before+=("$(cpu_ticks ${p#*:})"); done
+  for p in "${procs[@]}"; do before+=("$(user_sys_ticks ${p#*:})"); done
   local v0 v1
   v0=$(varz)
   PROBE_TOKEN=$tok "$PROBE" load "$GW_URL/todos" "$CONNS" 600000 "$REQS" "$WORK/load-$b.txt" >/dev/null
   # shellcheck disable=SC2086
-  for p in "${procs[@]}"; do after+=("$(cpu_ticks ${p#*:})"); done
+  for p in "${procs[@]}"; do after+=("$(user_sys_ticks ${p#*:})"); done
   v1=$(varz)
   done=$(awk '$3 == 200' "$WORK/load-$b.txt" | wc -l)
   [[ $done -gt 0 ]] || { log "$b: no GET answered 200"; return 1; }

@@ -27,8 +27,7 @@ need_wrk
 PROFILE=${BENCH_PROFILE:-release}
 log "building $PROFILE binaries"
 cargo build --profile "${PROFILE/debug/dev}" -q -p gateway-example -p plume-bench
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET=$(cargo_target_dir)
 GX=${BENCH_GATEWAY_BIN:-$TARGET/$PROFILE/gateway-example}
 PROBE="$TARGET/$PROFILE/probe"
 export PLUME_DISCOVERY=loopback

@@ -45,8 +45,7 @@ if [[ ${PAYLOAD_BUILD:-1} != 0 ]]; then
   log "building gateway-example ($PROFILE)"
   if [[ $PROFILE == release ]]; then cargo build --release -q -p gateway-example; else cargo build -q -p gateway-example; fi
 fi
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET=$(cargo_target_dir)
 GX=${BENCH_GATEWAY_BIN:-$TARGET/$PROFILE/gateway-example}
 export PLUME_DISCOVERY=loopback
 export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"

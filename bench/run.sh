@@ -30,8 +30,7 @@ command -v node >/dev/null || { log "node is required for the event relay probe"
 
 log "building release binaries"
 cargo build --release -q -p gateway-example -p plume-bench
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET=$(cargo_target_dir)
 GX=${BENCH_GATEWAY_BIN:-$TARGET/release/gateway-example}
 PROBE="$TARGET/release/probe"
 FLOOR="$TARGET/release/floor"

@@ -41,8 +41,7 @@ done
 
 log "building sql-people (release)"
 cargo build --release -q --locked -p plume-bench --bin sql-people
-TARGET=$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET=$(cargo_target_dir)
 PLUME="$TARGET/release/sql-people"
 
 # npm ci builds better-sqlite3 from source (minutes): installed once per lockfile, under the
