@@ -26,7 +26,7 @@ use super::header_timer::{HeaderTimer, Watch, watched};
 /// are accepted (and while the connection cap is reached). std's and tokio's 128 overflowed when
 /// a thousand socket.io clients connected at once, and the clients past it waited for a SYN
 /// retransmit (a second). The kernel caps it at `net.core.somaxconn` (4096 by default).
-pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Bind the first address `addr` resolves to that binds, as `TcpListener::bind` does, with
 /// [`LISTEN_BACKLOG`].
