@@ -237,10 +237,18 @@ pub(crate) fn encode_payload_in<T: Serialize + ?Sized>(msg: &T, capacity: usize)
     }
 }
 
-/// A `Vec` writer that, when a write does not fit, grows by an eighth more than that write
-/// needs: a big string written into a small buffer leaves room for what follows it (the
-/// response's `err`), where growing by exactly what it needs would grow once more after it,
-/// copying it all again.
+/// Make room in `buf` for a write of `len` bytes: when it does not fit, grow by an eighth more
+/// than it needs (and at least double, as `Vec` does). A big string written into a small buffer
+/// then leaves room for what follows it (the response's `err`, the fields after a big one), where
+/// growing by exactly what it needs would grow once more after it: a second allocation of the
+/// whole size, a copy of it all, and the page faults of fresh memory.
+pub(crate) fn make_room(buf: &mut Vec<u8>, len: usize) {
+    if buf.capacity() - buf.len() < len {
+        buf.reserve(len + len / 8 + 64);
+    }
+}
+
+/// A `Vec` writer that makes room for each write as [`make_room`] does.
 pub(crate) struct Roomy<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl std::io::Write for Roomy<'_> {
@@ -262,9 +270,7 @@ impl std::io::Write for Roomy<'_> {
             buf.push(*byte);
             return Ok(());
         }
-        if buf.capacity() - buf.len() < bytes.len() {
-            buf.reserve(bytes.len() + bytes.len() / 8 + 64);
-        }
+        make_room(buf, bytes.len());
         buf.extend_from_slice(bytes);
         Ok(())
     }

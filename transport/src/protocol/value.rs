@@ -37,7 +37,11 @@ pub(crate) fn write_value(buf: &mut Vec<u8>, value: &Value) -> Result<(), String
                 return Err(format!("a number that is none of u64, i64, f64: {n}"));
             }
         }
-        Value::String(s) => encode::write_str(buf, s).map_err(e)?,
+        Value::String(s) => {
+            // (the marker and length take 5 bytes at most)
+            super::make_room(buf, s.len() + 5);
+            encode::write_str(buf, s).map_err(e)?;
+        }
         Value::Array(items) => {
             encode::write_array_len(buf, len32(items.len())?).map_err(e)?;
             for item in items {

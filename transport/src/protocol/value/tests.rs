@@ -139,3 +139,21 @@ fn a_forged_length_reserves_nothing_large() {
         assert_eq!(walked(b), None);
     }
 }
+
+#[test]
+fn a_big_string_is_written_without_growing_the_buffer_again_after_it() {
+    // A 1 MiB todo as a replica answers it: small fields, the big text, small fields after it.
+    let text = "x".repeat(1 << 20);
+    let todo = json!({"a": 1, "text": text, "z": false});
+    let mut buf = Vec::with_capacity(256);
+    write_value(&mut buf, &todo).expect("writes");
+    assert_eq!(buf, serde_bytes(&todo));
+    // Growing by exactly what the text needed would double the buffer for the field after it
+    // (a second 1 MiB allocation and copy): the room made for the text holds what follows.
+    assert!(
+        buf.capacity() < buf.len() + buf.len() / 4,
+        "capacity {} for {} bytes",
+        buf.capacity(),
+        buf.len()
+    );
+}
