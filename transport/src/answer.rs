@@ -40,6 +40,11 @@ impl From<Encoded> for Answer {
 const PREFIX: &[u8] = &[0x82, 0xa2, b'o', b'k'];
 const SUFFIX: &[u8] = &[0xa3, b'e', b'r', b'r', 0xc0];
 
+/// The bytes of a response in the JSON form before its text: a map of one entry, the key
+/// `json` ([`JSON_REPLY_KEY`](crate::protocol::JSON_REPLY_KEY)) and a `str32` header whose
+/// length (the last four bytes, zero here) is written once the text is.
+const JSON_PREFIX: [u8; 11] = [0x81, 0xa4, b'j', b's', b'o', b'n', 0xdb, 0, 0, 0, 0];
+
 /// A call's result encoded by its handler (MessagePack, structs as maps, as the mesh encodes a
 /// value), written into the response frame as it is: a handler that answers a typed result
 /// builds no `serde_json::Value` for it, and the mesh does not encode it again.
@@ -68,6 +73,20 @@ impl Encoded {
         Ok(Encoded(Bytes::from(buf)))
     }
 
+    /// A value result in the JSON form of a response (`{"json": <its JSON text>}`), for a
+    /// caller that takes its result as JSON text; `None` when the text would not fit a
+    /// MessagePack string (4 GiB). Made only for the wire (`in_json_form`), never handed to a
+    /// [`ReplyForm`](crate::mesh) or to [`result_bytes`](Self::result_bytes).
+    fn json_of_value(result: &Value) -> Option<Encoded> {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&JSON_PREFIX);
+        crate::mesh::json_value::write_json_value(&mut buf, result);
+        let len = u32::try_from(buf.len() - JSON_PREFIX.len()).ok()?;
+        buf.get_mut(JSON_PREFIX.len() - 4..JSON_PREFIX.len())?
+            .copy_from_slice(&len.to_be_bytes());
+        Some(Encoded(Bytes::from(buf)))
+    }
+
     /// The result's own MessagePack bytes.
     pub fn result_bytes(&self) -> &[u8] {
         self.0
@@ -78,6 +97,19 @@ impl Encoded {
     /// The whole response payload.
     pub(crate) fn into_response(self) -> Bytes {
         self.0
+    }
+}
+
+/// The answer to a caller that takes its result as JSON text (its request's `json` hint): a
+/// value in the JSON form of a response; an answer its handler encoded, or an error, as it is
+/// (the caller reads the MessagePack form as well).
+pub(crate) fn in_json_form(result: Result<Answer, Error>) -> Result<Answer, Error> {
+    match result {
+        Ok(Answer::Value(v)) => Ok(match Encoded::json_of_value(&v) {
+            Some(e) => Answer::Encoded(e),
+            None => Answer::Value(v),
+        }),
+        other => other,
     }
 }
 

@@ -193,12 +193,16 @@ pub(crate) enum Served {
 pub(crate) struct Running {
     pub(crate) fut: Answering,
     pub(crate) deadline: Instant,
+    /// The caller takes the result as JSON text: a value is answered in the JSON form.
+    pub(crate) json: bool,
 }
 
 impl Running {
-    /// The answer: the handler's, GeneralError when it panics, Timeout past the deadline.
+    /// The answer: the handler's (in the JSON form when the caller asked for it),
+    /// GeneralError when it panics, Timeout past the deadline.
     pub(crate) async fn finish(self) -> Result<Answer, Error> {
         match timeout_at(self.deadline, AssertUnwindSafe(self.fut).catch_unwind()).await {
+            Ok(Ok(r)) if self.json => crate::answer::in_json_form(r),
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(panicked()),
             Err(_) => Err(Error::timeout(

@@ -40,13 +40,14 @@ pub(super) fn next_hop(name: &str) -> (Option<TraceContext>, tracing::Span) {
 }
 
 /// The encoded request for `name`, with the time left until `deadline`, in the trace `hop`
-/// ([`next_hop`]).
+/// ([`next_hop`]); `json`: the caller takes the result as JSON text.
 pub(super) fn request_payload<B: Serialize + ?Sized>(
     name: &str,
     method: Option<&str>,
     body: &B,
     deadline: Instant,
     hop: Option<TraceContext>,
+    json: bool,
 ) -> bytes::Bytes {
     let left = deadline.saturating_duration_since(Instant::now());
     // A request with a `traceparent` (its key, value and markers: 69 bytes) starts in a larger
@@ -59,6 +60,7 @@ pub(super) fn request_payload<B: Serialize + ?Sized>(
             body,
             timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
             traceparent: hop.as_ref().map(TraceparentText::new),
+            json,
         },
         capacity,
     )
@@ -145,7 +147,7 @@ impl Mesh {
             let (hop, span) = next_hop(name);
             let call = Call {
                 name,
-                payload: request_payload(name, method, body, deadline, hop),
+                payload: request_payload(name, method, body, deadline, hop, R::JSON),
                 deadline,
                 idempotent: options.idempotent,
             };
@@ -205,7 +207,7 @@ impl Mesh {
         let (hop, span) = next_hop(name);
         let call = Call {
             name,
-            payload: request_payload(name, method, body, deadline, hop),
+            payload: request_payload(name, method, body, deadline, hop, R::JSON),
             deadline,
             idempotent: false,
         };

@@ -94,9 +94,38 @@ fn skip_non_ascii(bytes: &[u8], mut at: usize) -> Option<usize> {
     Some(at)
 }
 
+/// Whether any of the (at most 16) bytes of `bytes` stops the scan: two words that together
+/// hold every byte (overlapping when there are fewer than 16; for fewer than 4, the first,
+/// middle and last byte repeated), so no byte outside the string is tested.
+fn short_stops<const NON_ASCII: bool>(bytes: &[u8]) -> bool {
+    let n = bytes.len();
+    let (a, b) = if n >= 8 {
+        (load(&bytes[..8]), load(&bytes[n - 8..]))
+    } else if n >= 4 {
+        let word =
+            |at: usize| <[u8; 4]>::try_from(&bytes[at..at + 4]).map_or(0, u32::from_le_bytes);
+        let w = u64::from(word(0)) | (u64::from(word(n - 4)) << 32);
+        (w, w)
+    } else {
+        let (f, m, l) = (bytes[0], bytes[n / 2], bytes[n - 1]);
+        let w = u64::from_le_bytes([f, m, l, f, m, l, f, m]);
+        (w, w)
+    };
+    stops::<NON_ASCII>(a) | stops::<NON_ASCII>(b) != 0
+}
+
 /// Write `bytes` as a JSON string; with `UTF8`, check on the way that they are UTF-8.
 fn write_json<const UTF8: bool>(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
-    out.reserve(bytes.len() + 2);
+    // (room for what follows a big string too: `make_room`)
+    crate::protocol::make_room(out, bytes.len() + 2);
+    // Most strings of an answer are short keys and values with nothing to escape (and, for
+    // `UTF8`, ASCII): tested in two words and copied whole, without the scan's loops.
+    if (1..=16).contains(&bytes.len()) && !short_stops::<UTF8>(bytes) {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return Some(());
+    }
     out.push(b'"');
     // `bytes[start..i]` is plain and not written yet.
     let mut start = 0;
@@ -250,6 +279,35 @@ mod tests {
             Err(_) => prop_assert_eq!(got, None, "not UTF-8: {:?}", bytes),
         }
         Ok(())
+    }
+
+    /// Strings of 1 to 17 bytes (the short path's two words and the scan just past it) with
+    /// one byte of every class at every position, among plain text: both writers give serde's
+    /// text, and the checked one refuses exactly what is not UTF-8.
+    #[test]
+    fn short_strings_with_a_stop_at_every_position() {
+        for len in 1..=17 {
+            for at in 0..len {
+                for b in [
+                    0x00, 0x08, 0x1f, 0x20, b'"', b'\\', b'a', 0x7f, 0x80, 0xc3, 0xff,
+                ] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    checked(&bytes).expect("the checked writer");
+                    if let Ok(s) = std::str::from_utf8(&bytes) {
+                        assert_eq!(ours(s), serde(s), "{s:?}");
+                    }
+                }
+                // A two-byte character across the position (when it fits).
+                if at + 1 < len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at..at + 2].copy_from_slice("é".as_bytes());
+                    checked(&bytes).expect("the checked writer");
+                    let s = std::str::from_utf8(&bytes).expect("UTF-8");
+                    assert_eq!(ours(s), serde(s), "{s:?}");
+                }
+            }
+        }
     }
 
     /// Byte sequences that are not UTF-8, or are at their edges: stray continuations, leads

@@ -18,6 +18,9 @@ use crate::protocol::{ResponseMsg, decode_payload, decode_payload_seed};
 /// A form of call result: how it is made from a reply payload (an encoded [`ResponseMsg`]) and
 /// from the value a handler on this node returned.
 pub(crate) trait ReplyForm: Sized + Send {
+    /// This form takes a result as JSON text: its requests carry the `json` hint, and a
+    /// provider may answer in the JSON form of a reply (which only this form reads).
+    const JSON: bool = false;
     /// Decode a reply payload: the result, or the provider's error.
     fn from_payload(payload: &[u8]) -> Result<Self, Error>;
     /// A result that never crossed a wire.
@@ -48,6 +51,8 @@ impl ReplyForm for Value {
 }
 
 impl ReplyForm for RawJson {
+    const JSON: bool = true;
+
     fn from_payload(payload: &[u8]) -> Result<Self, Error> {
         // The JSON text is about as long as the MessagePack (a string's header becomes its
         // quotes): one buffer of that size, so that a big answer is written without regrowing
@@ -134,6 +139,9 @@ struct JsonResponseSeed {
 enum Field {
     Ok,
     Err,
+    /// The JSON form's key, which the walk reads (`reply_walk`): a reply that has it and did
+    /// not walk is malformed, not a result of `null`.
+    Json,
     #[serde(other)]
     Other,
 }
@@ -171,6 +179,7 @@ impl<'de> Visitor<'de> for JsonResponseSeed {
                 Field::Ok => ok = Some(map.next_value_seed(OptionalJson(self.capacity))?),
                 Field::Err if err.is_some() => return Err(de::Error::duplicate_field("err")),
                 Field::Err => err = Some(map.next_value::<Option<Value>>()?),
+                Field::Json => return Err(de::Error::custom("a JSON-form reply out of form")),
                 Field::Other => {
                     map.next_value::<de::IgnoredAny>()?;
                 }

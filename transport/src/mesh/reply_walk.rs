@@ -9,10 +9,16 @@
 //! non-string key, `bin`, `ext`, the unused marker, text that is not ASCII and not UTF-8,
 //! nesting deeper than [`MAX_WALK_DEPTH`], truncated bytes. What the walk writes is what the
 //! serde path writes (the proptests of this module compare the two).
+//!
+//! A reply in the JSON form (`{"json": <text>}`, what a provider answers a request with the
+//! `json` hint: docs/protocol.md, "Calls") is the provider's own JSON text, checked as UTF-8
+//! and passed on as it is, as the mesh trusts a peer's MessagePack; out of form it goes to the
+//! serde path, which refuses it.
 
 use plume::{Error, RawJson};
 
 use super::json_str::write_json_utf8;
+use crate::protocol::JSON_REPLY_KEY;
 use crate::protocol::head::Reader;
 use crate::protocol::value::{MAX_WALK_DEPTH, read_value};
 
@@ -24,8 +30,15 @@ pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJs
     // (seen, its text or nil)
     let mut ok: Option<Option<Vec<u8>>> = None;
     let mut err = None;
+    // The JSON form's text (a provider's own JSON, passed on as it is: checked as UTF-8)
+    let mut text: Option<&[u8]> = None;
     for _ in 0..entries {
         match r.str_bytes()? {
+            key if key == JSON_REPLY_KEY && text.is_none() => {
+                let bytes = r.str_bytes()?;
+                std::str::from_utf8(bytes).ok()?;
+                text = Some(bytes);
+            }
             b"ok" if ok.is_none() => {
                 ok = Some(if r.nil() {
                     None
@@ -43,7 +56,7 @@ pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJs
                 });
             }
             // A repeated field: serde refuses it, with its own message.
-            b"ok" | b"err" => return None,
+            b"ok" | b"err" | b"json" => return None,
             // Another field: serde skips it (and checks that it is well formed).
             _ => r.skip()?,
         }
@@ -51,6 +64,15 @@ pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJs
     if r.left() != 0 {
         // Trailing bytes: what serde makes of them is serde's to say.
         return None;
+    }
+    if let Some(text) = text {
+        // The JSON form is the whole reply: with `ok` or `err` beside it, it is out of form.
+        return match (ok, err) {
+            (None, None) => Some(Ok(RawJson::from_encoded(bytes::Bytes::copy_from_slice(
+                text,
+            )))),
+            _ => None,
+        };
     }
     Some(match (ok.flatten(), err.flatten()) {
         (_, Some(e)) => Err(Error::from_json(e)),
@@ -134,8 +156,8 @@ fn write_str(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::reply::serde_json_reply;
     use crate::mesh::reply::tests::{json_value, reply};
+    use crate::mesh::reply::{ReplyForm, serde_json_reply};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -174,6 +196,56 @@ mod tests {
             panic!("an error is walked");
         };
         assert_eq!((e.code(), e.message()), (404, "gone"));
+    }
+
+    /// The JSON form (`{"json": <text>}`) is read as the provider's text, passed on as it is;
+    /// out of form (beside `ok` or `err`, repeated, not UTF-8, not a string) it is refused
+    /// with "malformed reply", never read as a `null` result.
+    #[test]
+    fn the_json_form_is_passed_on_or_refused() {
+        let form = |value: &[u8]| {
+            let mut p = vec![0x81, 0xa4, b'j', b's', b'o', b'n'];
+            p.extend_from_slice(value);
+            p
+        };
+        let text = br#"{"id":1,"t":"\u0001"}"#;
+        let mut str8 = vec![0xd9, u8::try_from(text.len()).expect("short")];
+        str8.extend_from_slice(text);
+        for payload in [form(&str8), {
+            let mut p = vec![0x81, 0xa4, b'j', b's', b'o', b'n', 0xdb, 0, 0, 0];
+            p.push(u8::try_from(text.len()).expect("short"));
+            p.extend_from_slice(text);
+            p
+        }] {
+            let raw = RawJson::from_payload(&payload).expect("the JSON form");
+            assert_eq!(raw.as_bytes(), text);
+        }
+        let mut beside_ok = vec![0x82, 0xa2, b'o', b'k', 0x01, 0xa4, b'j', b's', b'o', b'n'];
+        beside_ok.extend_from_slice(&str8);
+        let mut beside_err = vec![
+            0x82, 0xa3, b'e', b'r', b'r', 0xc0, 0xa4, b'j', b's', b'o', b'n',
+        ];
+        beside_err.extend_from_slice(&str8);
+        let mut twice = form(&str8);
+        twice[0] = 0x82;
+        twice.extend_from_slice(&[0xa4, b'j', b's', b'o', b'n']);
+        twice.extend_from_slice(&str8);
+        for payload in [
+            beside_ok,
+            beside_err,
+            twice,
+            form(&[0xa2, 0xff, 0xfe]),
+            form(&[0x01]),
+            form(&[0xc0]),
+            form(&[0xa5, b'{']),
+        ] {
+            assert!(json_reply(&payload, 16).is_none(), "{payload:?}");
+            let e = RawJson::from_payload(&payload).expect_err("out of form");
+            assert!(
+                e.message().starts_with("malformed reply"),
+                "{payload:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -157,9 +157,11 @@ impl<'a> CallBuilder<'a> {
         self.send_as(body)
     }
 
-    /// [`send`](Self::send), with the result as JSON text: a provider's MessagePack reply is
-    /// written out as JSON directly, without a [`Value`] on the way (what a gateway wants for
-    /// an HTTP response body).
+    /// [`send`](Self::send), with the result as JSON text, without a [`Value`] on the way
+    /// (what a gateway wants for an HTTP response body). The request asks the provider for its
+    /// JSON (the `json` hint: docs/protocol.md, "Calls"); a provider of this version answers a
+    /// raw handler's value as its JSON text, which is passed on as it is (checked as UTF-8),
+    /// and any other reply, MessagePack, is written out as JSON here.
     pub fn send_json<B: Serialize + ?Sized + Sync>(
         self,
         body: &B,
@@ -237,7 +239,7 @@ impl<'a> CallBuilder<'a> {
         }
         // One encoding for every remote provider.
         let (hop, span) = next_hop(name);
-        let payload = request_payload(name, method, body, deadline, hop);
+        let payload = request_payload(name, method, body, deadline, hop, false);
         let calls = providers.into_iter().map(|(node, target)| {
             let payload = payload.clone();
             async move {

@@ -31,6 +31,10 @@ pub(super) struct Incoming {
     /// The caller's trace context (read from the request's `traceparent` where it was decoded,
     /// with no `String` of it made): none when the request has none or one that does not parse.
     pub(super) trace: Option<TraceContext>,
+    /// The caller takes the result as JSON text (its `json` hint, read where the head is
+    /// walked: a raw handler's request; elsewhere the answer stays MessagePack, which such a
+    /// caller reads too).
+    pub(super) json: bool,
 }
 
 /// The trace context a request's `traceparent` says, if any.
@@ -78,6 +82,7 @@ impl Inner {
                 method: m.method,
                 body: RawBody::value(m.body),
                 timeout_ms: m.timeout_ms,
+                json: false,
             };
             return Ok((req, Some(handler.clone())));
         }
@@ -88,7 +93,7 @@ impl Inner {
             && head.name == *name
         {
             let handler = handler.clone();
-            let (body, timeout_ms) = (head.body.clone(), head.timeout_ms);
+            let (body, timeout_ms, json) = (head.body.clone(), head.timeout_ms, head.json);
             let (name, method, trace) = (
                 head.name.to_owned(),
                 head.method.map(str::to_owned),
@@ -100,6 +105,7 @@ impl Inner {
                 body: RawBody::located(payload, body),
                 timeout_ms,
                 trace,
+                json,
             };
             return Ok((req, Some(handler)));
         }
@@ -116,6 +122,7 @@ impl Inner {
             method: head.method,
             body: RawBody::msgpack(payload),
             timeout_ms: head.timeout_ms,
+            json: false,
         };
         Ok((req, handler))
     }
@@ -139,6 +146,7 @@ pub(super) fn start(
         ))));
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
+    let json = req.json;
     // The provider's hop is a child of the caller's (whose span id is the caller's `call`).
     let trace = req.trace.map(|caller| caller.child());
     let request = RawRequest {
@@ -172,8 +180,13 @@ pub(super) fn start(
     match catch_unwind(AssertUnwindSafe(|| {
         std::pin::Pin::new(&mut fut).poll(&mut cx)
     })) {
+        Ok(Poll::Ready(result)) if json => Served::Ready(crate::answer::in_json_form(result)),
         Ok(Poll::Ready(result)) => Served::Ready(result),
-        Ok(Poll::Pending) => Served::Running(Running { fut, deadline }),
+        Ok(Poll::Pending) => Served::Running(Running {
+            fut,
+            deadline,
+            json,
+        }),
         Err(_) => Served::Ready(Err(panicked())),
     }
 }

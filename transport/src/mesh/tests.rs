@@ -210,6 +210,68 @@ async fn requests_decode_for_the_kind_of_their_handler() {
     );
 }
 
+/// A caller that takes its result as JSON text (`json: true`) gets a raw handler's value in
+/// the JSON form: the provider's JSON, byte for byte serde_json's, which the caller passes on.
+/// Without the hint, or from a plain handler, the answer stays MessagePack; an encoded answer
+/// or an error is never turned into JSON. Either form reads as the same text.
+#[tokio::test]
+async fn a_json_caller_gets_the_json_form_of_a_value() {
+    use crate::engine::Served;
+    use crate::mesh::reply::ReplyForm;
+    use plume::RawJson;
+    let (mesh, _peers) = lone_node().await;
+    let todo =
+        serde_json::json!({"id": "a-1", "text": "say \"hi\"\n", "done": false, "n": [1, -2, 0.5]});
+    let answer = todo.clone();
+    mesh.provide_raw("raw", Value::Null, move |_: RawRequest| {
+        let answer = answer.clone();
+        async move { Ok(answer) }
+    });
+    mesh.respond("plain", |r: Request| async move { Ok(r.body) });
+    mesh.provide_raw("encoded", Value::Null, |_: RawRequest| async move {
+        crate::Encoded::new(&7).map(crate::Answer::Encoded)
+    });
+    mesh.provide_raw("failing", Value::Null, |_: RawRequest| async move {
+        Err::<Value, _>(plume::Error::bad_request("no"))
+    });
+    let inner = &mesh.inner;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let serve = |name: &str, json: bool| {
+        let payload = super::call::request_payload(name, None, &todo, deadline, None, json);
+        match inner.serve_payload(payload, NodeId(1), &mut |_, _| Ok(())) {
+            Ok(Served::Ready(result)) => result,
+            _ => panic!("{name}: not answered at once"),
+        }
+    };
+    let text = serde_json::to_vec(&todo).expect("encodes");
+
+    let payload = crate::engine::response(serve("raw", true));
+    let mut form = vec![0x81, 0xa4, b'j', b's', b'o', b'n', 0xdb];
+    form.extend_from_slice(&u32::try_from(text.len()).expect("short").to_be_bytes());
+    form.extend_from_slice(&text);
+    assert_eq!(payload[..], form[..], "the JSON form");
+    let raw = RawJson::from_payload(&payload).expect("reads");
+    assert_eq!(raw.as_bytes(), &text[..]);
+
+    for (name, json) in [("raw", false), ("plain", true), ("plain", false)] {
+        let payload = crate::engine::response(serve(name, json));
+        assert_eq!(payload[0], 0x82, "{name} {json}: MessagePack {{ok, err}}");
+        let raw = RawJson::from_payload(&payload).expect("reads");
+        assert_eq!(raw.as_bytes(), &text[..], "{name} {json}");
+    }
+    let payload = crate::engine::response(serve("encoded", true));
+    assert_eq!(
+        RawJson::from_payload(&payload).expect("reads").as_bytes(),
+        b"7"
+    );
+    let payload = crate::engine::response(serve("failing", true));
+    let e = RawJson::from_payload(&payload).expect_err("the provider's error");
+    assert_eq!(
+        (e.kind(), e.message()),
+        (plume::ErrorKind::BadRequest, "no")
+    );
+}
+
 /// Wait (a bounded number of scheduler turns) until nothing holds the node any more.
 async fn released(weak: std::sync::Weak<Inner>) -> bool {
     for _ in 0..1000 {

@@ -4,7 +4,8 @@
 //! (which checks every string of the body as UTF-8) and then again to reach the body.
 //!
 //! Only the form this crate writes is read here: a map with string keys, `name` a string,
-//! `method` and `traceparent` nil or a string, `timeout_ms` an unsigned integer, each key once.
+//! `method` and `traceparent` nil or a string, `timeout_ms` an unsigned integer, each key once;
+//! `json`, the caller's hint that it takes the result as JSON text, is read as `true` or not.
 //! Anything else answers `None`, and the caller decodes the payload with serde as before (so
 //! both accept and refuse the same payloads).
 //!
@@ -25,6 +26,9 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) trace: Option<TraceContext>,
     /// Where the body's MessagePack value lies in the payload.
     pub(crate) body: Range<usize>,
+    /// The caller takes the result as JSON text (its `json` is `true`; a hint: anything else,
+    /// or no `json`, reads as `false`).
+    pub(crate) json: bool,
 }
 
 /// Read the head of `payload` (see the module); `None` when it is not in the usual form.
@@ -33,6 +37,7 @@ pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
     let entries = r.map_len()?;
     let (mut name, mut method, mut timeout_ms, mut traceparent, mut body) =
         (None, None, None, None, None);
+    let mut json = false;
     for _ in 0..entries {
         match r.str_bytes()? {
             b"name" if name.is_none() => name = Some(r.str()?),
@@ -43,6 +48,10 @@ pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
                 let start = r.at;
                 r.at = skip_values(payload, start, 1)?;
                 body = Some(start..r.at);
+            }
+            b"json" => {
+                json = r.peek() == Some(0xc3);
+                r.at = skip_values(payload, r.at, 1)?;
             }
             // A repeated key (serde refuses it): the serde path says so.
             b"name" | b"method" | b"timeout_ms" | b"traceparent" | b"body" => return None,
@@ -56,6 +65,7 @@ pub(crate) fn read_request_head(payload: &[u8]) -> Option<RequestHead<'_>> {
         timeout_ms: timeout_ms?,
         trace: traceparent.flatten(),
         body: body?,
+        json,
     })
 }
 
@@ -346,6 +356,52 @@ pub(crate) mod tests {
                     prop_assert_eq!(m.timeout_ms, head.timeout_ms);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_json_hint_is_read_and_skipped_by_serde() {
+        let out = |json| {
+            encode_payload(&crate::protocol::RequestOut {
+                name: "n",
+                method: None,
+                body: &json!({"a": 1}),
+                timeout_ms: 5,
+                traceparent: None,
+                json,
+            })
+        };
+        let hinted = out(true);
+        let head = read_request_head(&hinted).expect("our own form");
+        assert!(head.json);
+        assert_eq!(
+            &hinted[head.body.clone()],
+            &encode_payload(&json!({"a": 1}))[..]
+        );
+        // What a node without the hint reads: the same request, the key skipped.
+        let m: RequestMsg = decode_payload(&hinted).expect("serde skips the key");
+        assert_eq!(
+            (m.name.as_str(), m.body, m.timeout_ms),
+            ("n", json!({"a": 1}), 5)
+        );
+        // No hint: no key, the bytes of before.
+        let plain = out(false);
+        assert!(!read_request_head(&plain).expect("our own form").json);
+        let before = encode_payload(&RequestMsg {
+            name: "n".into(),
+            method: None,
+            body: json!({"a": 1}),
+            timeout_ms: 5,
+            traceparent: None,
+        });
+        assert_eq!(plain, before);
+        // Anything but `true` is no hint.
+        for other in [json!(false), json!(1), json!("true"), json!(null)] {
+            let bytes = rmp_serde::to_vec_named(
+                &json!({"name": "n", "body": 1, "timeout_ms": 1, "json": other}),
+            )
+            .expect("encodes");
+            assert!(!read_request_head(&bytes).expect("read").json, "{other}");
         }
     }
 

@@ -394,7 +394,17 @@ pub(crate) struct RequestOut<'a, B: ?Sized> {
     pub(crate) timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) traceparent: Option<TraceparentText>,
+    /// The caller takes the result as JSON text (`true`; absent otherwise): a provider may
+    /// then answer in the JSON form ([`JSON_REPLY_KEY`]). A hint, not in [`RequestMsg`]: a node
+    /// of an earlier version skips the key and answers MessagePack, which the caller reads as
+    /// before (see docs/protocol.md, "Calls").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) json: bool,
 }
+
+/// The key of a response in the JSON form: `{"json": <the result as JSON text, a str>}`, the
+/// answer to a request with `json: true` whose handler answered a value.
+pub(crate) const JSON_REPLY_KEY: &[u8] = b"json";
 
 /// A `traceparent` value's text on the stack, serialized as the string it is.
 #[derive(Clone, Copy)]

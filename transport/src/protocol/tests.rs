@@ -321,6 +321,7 @@ proptest! {
             body: &body,
             timeout_ms,
             traceparent: ctx.as_ref().map(TraceparentText::new),
+            json: false,
         };
         prop_assert_eq!(encode_payload(&borrowed), encode_payload(&owned));
     }
