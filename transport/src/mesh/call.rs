@@ -155,7 +155,7 @@ impl Mesh {
             let sent = remote.call(call).instrument(span).await;
             crate::metrics::call(sent.as_ref().map(|_| ()));
             match sent {
-                Ok(payload) => return R::from_payload(&payload),
+                Ok(payload) => return R::from_payload_bytes(&payload),
                 Err(CallError::NotSent) => {
                     crate::metrics::retry();
                     lost_provider = true;
@@ -215,7 +215,7 @@ impl Mesh {
         let sent = remote.call(call).instrument(span).await;
         crate::metrics::call(sent.as_ref().map(|_| ()));
         match sent {
-            Ok(payload) => R::from_payload(&payload),
+            Ok(payload) => R::from_payload_bytes(&payload),
             Err(e) => Err(e.into_error(name, Some(node))),
         }
     }

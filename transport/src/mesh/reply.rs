@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use plume::{Error, RawJson};
 use serde::de::DeserializeOwned;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::json_str::write_json_str;
-use super::reply_walk::json_reply;
+use super::reply_walk::{json_form_text, json_reply};
 use crate::Answer;
 use crate::protocol::{ResponseMsg, decode_payload, decode_payload_seed};
 
@@ -23,6 +25,11 @@ pub(crate) trait ReplyForm: Sized + Send {
     const JSON: bool = false;
     /// Decode a reply payload: the result, or the provider's error.
     fn from_payload(payload: &[u8]) -> Result<Self, Error>;
+    /// [`from_payload`](Self::from_payload) of a payload in its own buffer, which the result
+    /// may keep a slice of instead of copying out of it.
+    fn from_payload_bytes(payload: &Bytes) -> Result<Self, Error> {
+        Self::from_payload(payload)
+    }
     /// A result that never crossed a wire.
     fn from_value(value: Value) -> Result<Self, Error>;
     /// What a handler on this node answered.
@@ -64,10 +71,24 @@ impl ReplyForm for RawJson {
         serde_json_reply_with(payload, capacity)
     }
 
+    /// A big text in the JSON form is kept as a slice of the reply (no copy of it); a small one
+    /// is copied, so the link's read buffer it came in is not held while the HTTP answer waits.
+    fn from_payload_bytes(payload: &Bytes) -> Result<Self, Error> {
+        if let Some(text) = json_form_text(payload)
+            && text.len() >= KEEP_BY_REFERENCE
+        {
+            return Ok(RawJson::from_encoded(payload.slice(text)));
+        }
+        Self::from_payload(payload)
+    }
+
     fn from_value(value: Value) -> Result<Self, Error> {
         Ok(RawJson::from_value(&value))
     }
 }
+
+/// From this size on, the JSON text of a reply is kept as a slice of the reply's buffer.
+const KEEP_BY_REFERENCE: usize = 32 * 1024;
 
 /// A reply payload as JSON text through serde (what [`json_reply`] leaves to it, and its
 /// reference in the tests).

@@ -81,6 +81,22 @@ pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJs
     })
 }
 
+/// Where the text of a reply in the JSON form lies in `payload`: a map of the one key `json`
+/// and a UTF-8 string, nothing after it. `None` for any other reply.
+pub(super) fn json_form_text(payload: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut r = Reader::new(payload, 0);
+    if r.map_len()? != 1 || r.str_bytes()? != JSON_REPLY_KEY {
+        return None;
+    }
+    let text = r.str_bytes()?;
+    let end = r.at();
+    if end != payload.len() {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?;
+    Some(end - text.len()..end)
+}
+
 /// Write the value at the cursor as JSON (see the module); `None`: leave it to serde.
 fn write_value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize) -> Option<()> {
     let marker = r.peek()?;
@@ -246,6 +262,44 @@ mod tests {
                 "{payload:?}: {e}"
             );
         }
+    }
+
+    /// A big JSON-form text is kept as a slice of the reply (the same bytes, no copy); a small
+    /// one is copied out; a reply in another form is never sliced.
+    #[test]
+    fn a_big_json_text_is_kept_in_the_reply() {
+        let payload = |text: &[u8]| {
+            let mut p = vec![0x81, 0xa4, b'j', b's', b'o', b'n', 0xdb];
+            p.extend_from_slice(&u32::try_from(text.len()).expect("fits").to_be_bytes());
+            p.extend_from_slice(text);
+            bytes::Bytes::from(p)
+        };
+        let inside =
+            |raw: &RawJson, p: &bytes::Bytes| p.as_ptr_range().contains(&raw.as_bytes().as_ptr());
+        let big = format!("\"{}\"", "é".repeat(40 * 1024));
+        let p = payload(big.as_bytes());
+        assert_eq!(json_form_text(&p), Some(11..p.len()));
+        let raw = RawJson::from_payload_bytes(&p).expect("the JSON form");
+        assert_eq!(raw.as_bytes(), big.as_bytes());
+        assert!(inside(&raw, &p), "kept in the reply");
+        let p = payload(b"[1,2]");
+        let raw = RawJson::from_payload_bytes(&p).expect("the JSON form");
+        assert_eq!(raw.as_bytes(), b"[1,2]");
+        assert!(!inside(&raw, &p), "copied");
+        // Not UTF-8, or trailing bytes: not sliced, refused.
+        let mut bad = payload(big.as_bytes()).to_vec();
+        bad[20] = 0xff;
+        assert_eq!(json_form_text(&bad), None);
+        assert!(RawJson::from_payload_bytes(&bytes::Bytes::from(bad)).is_err());
+        let mut trailing = payload(big.as_bytes()).to_vec();
+        trailing.push(0xc0);
+        assert_eq!(json_form_text(&trailing), None);
+        assert!(RawJson::from_payload_bytes(&bytes::Bytes::from(trailing)).is_err());
+        // The usual form, however big, is written out, not sliced.
+        let usual = reply(Some(&json!("x".repeat(64 * 1024))), None);
+        assert_eq!(json_form_text(&usual), None);
+        let raw = RawJson::from_payload_bytes(&usual).expect("the usual form");
+        assert!(!inside(&raw, &usual));
     }
 
     #[test]
