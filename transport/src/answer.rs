@@ -74,14 +74,18 @@ impl Encoded {
     }
 
     /// A value result in the JSON form of a response (`{"json": <its JSON text>}`), for a
-    /// caller that takes its result as JSON text; `None` when the text would not fit a
-    /// MessagePack string (4 GiB). Made only for the wire (`in_json_form`), never handed to a
+    /// caller that takes its result as JSON text; `None` when the text is longer than
+    /// `max_text` bytes. Made only for the wire (`in_json_form`), never handed to a
     /// [`ReplyForm`](crate::mesh) or to [`result_bytes`](Self::result_bytes).
-    fn json_of_value(result: &Value) -> Option<Encoded> {
+    fn json_of_value(result: &Value, max_text: usize) -> Option<Encoded> {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&JSON_PREFIX);
         crate::mesh::json_value::write_json_value(&mut buf, result);
-        let len = u32::try_from(buf.len() - JSON_PREFIX.len()).ok()?;
+        let text = buf.len() - JSON_PREFIX.len();
+        if text > max_text {
+            return None;
+        }
+        let len = u32::try_from(text).ok()?;
         buf.get_mut(JSON_PREFIX.len() - 4..JSON_PREFIX.len())?
             .copy_from_slice(&len.to_be_bytes());
         Some(Encoded(Bytes::from(buf)))
@@ -101,11 +105,17 @@ impl Encoded {
 }
 
 /// The answer to a caller that takes its result as JSON text (its request's `json` hint): a
-/// value in the JSON form of a response; an answer its handler encoded, or an error, as it is
-/// (the caller reads the MessagePack form as well).
-pub(crate) fn in_json_form(result: Result<Answer, Error>) -> Result<Answer, Error> {
+/// value in the JSON form of a response when its text is at most `max_text` bytes; a longer
+/// one, an answer its handler encoded, or an error, as it is (the caller reads the MessagePack
+/// form as well). The bound keeps the JSON form under the engines' limits: JSON can be the
+/// larger (numbers as digits, escaped control bytes), and a result whose MessagePack fits a
+/// limit must still fit it.
+pub(crate) fn in_json_form(
+    result: Result<Answer, Error>,
+    max_text: usize,
+) -> Result<Answer, Error> {
     match result {
-        Ok(Answer::Value(v)) => Ok(match Encoded::json_of_value(&v) {
+        Ok(Answer::Value(v)) => Ok(match Encoded::json_of_value(&v, max_text) {
             Some(e) => Answer::Encoded(e),
             None => Answer::Value(v),
         }),

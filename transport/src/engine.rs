@@ -193,8 +193,9 @@ pub(crate) enum Served {
 pub(crate) struct Running {
     pub(crate) fut: Answering,
     pub(crate) deadline: Instant,
-    /// The caller takes the result as JSON text: a value is answered in the JSON form.
-    pub(crate) json: bool,
+    /// The caller takes the result as JSON text: a value whose text is at most this many
+    /// bytes is answered in the JSON form (0: never).
+    pub(crate) json_max: usize,
 }
 
 impl Running {
@@ -202,7 +203,7 @@ impl Running {
     /// GeneralError when it panics, Timeout past the deadline.
     pub(crate) async fn finish(self) -> Result<Answer, Error> {
         match timeout_at(self.deadline, AssertUnwindSafe(self.fut).catch_unwind()).await {
-            Ok(Ok(r)) if self.json => crate::answer::in_json_form(r),
+            Ok(Ok(r)) if self.json_max > 0 => crate::answer::in_json_form(r, self.json_max),
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(panicked()),
             Err(_) => Err(Error::timeout(

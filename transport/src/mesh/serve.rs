@@ -21,6 +21,12 @@ use crate::protocol::{
 use plume::Error;
 use plume::trace::TraceContext;
 
+/// The longest JSON text answered in the JSON form (a longer result is answered as
+/// MessagePack): a quarter of NATS's default `max_payload`, so that a reply whose MessagePack
+/// fits an engine's limit still fits it as JSON, where JSON is larger (up to about 2.5 × for
+/// numbers).
+pub(crate) const JSON_FORM_MAX: usize = 256 * 1024;
+
 /// A request from a peer, decoded for the kind of handler of its endpoint.
 #[derive(Debug)]
 pub(super) struct Incoming {
@@ -59,7 +65,9 @@ impl Inner {
         if let Err(e) = admit(&req.name, handler.is_some()) {
             return Ok(Served::Ready(Err(e)));
         }
-        Ok(start(self.node, handler, req, from))
+        // The JSON form's bound: well under the frame limit (and NATS's usual 1 MiB).
+        let json_max = JSON_FORM_MAX.min(self.cfg.max_frame / 4);
+        Ok(start(self.node, handler, req, from, json_max))
     }
 
     /// Decode a request from a peer for the endpoint of this node that it names (`None` when
@@ -138,6 +146,7 @@ pub(super) fn start(
     handler: Option<EndpointHandler>,
     req: Incoming,
     from: NodeId,
+    json_max: usize,
 ) -> Served {
     let Some(handler) = handler else {
         return Served::Ready(Err(Error::not_found(format!(
@@ -146,7 +155,7 @@ pub(super) fn start(
         ))));
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms);
-    let json = req.json;
+    let json_max = if req.json { json_max } else { 0 };
     // The provider's hop is a child of the caller's (whose span id is the caller's `call`).
     let trace = req.trace.map(|caller| caller.child());
     let request = RawRequest {
@@ -180,12 +189,14 @@ pub(super) fn start(
     match catch_unwind(AssertUnwindSafe(|| {
         std::pin::Pin::new(&mut fut).poll(&mut cx)
     })) {
-        Ok(Poll::Ready(result)) if json => Served::Ready(crate::answer::in_json_form(result)),
+        Ok(Poll::Ready(result)) if json_max > 0 => {
+            Served::Ready(crate::answer::in_json_form(result, json_max))
+        }
         Ok(Poll::Ready(result)) => Served::Ready(result),
         Ok(Poll::Pending) => Served::Running(Running {
             fut,
             deadline,
-            json,
+            json_max,
         }),
         Err(_) => Served::Ready(Err(panicked())),
     }

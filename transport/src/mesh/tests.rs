@@ -272,6 +272,43 @@ async fn a_json_caller_gets_the_json_form_of_a_value() {
     );
 }
 
+/// A result whose JSON text is longer than `JSON_FORM_MAX` (or a quarter of the frame limit)
+/// is answered as MessagePack: JSON can be the larger, and what fits an engine's limit as
+/// MessagePack must still fit it. Up to the bound, the JSON form.
+#[tokio::test]
+async fn a_long_json_text_is_answered_as_msgpack() {
+    use crate::engine::Served;
+    use crate::mesh::reply::ReplyForm;
+    use plume::RawJson;
+    let (mesh, _peers) = lone_node().await;
+    mesh.provide_raw("echo", Value::Null, |r: RawRequest| async move {
+        r.body.decode::<Value>()
+    });
+    let inner = &mesh.inner;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let bound = super::serve::JSON_FORM_MAX;
+    // A string of n bytes is n + 2 bytes of JSON text.
+    for (n, json_form) in [(bound - 2, true), (bound - 1, false)] {
+        let body = Value::String("x".repeat(n));
+        let payload = super::call::request_payload("echo", None, &body, deadline, None, true);
+        let Ok(Served::Ready(result)) = inner.serve_payload(payload, NodeId(1), &mut |_, _| Ok(()))
+        else {
+            panic!("not answered at once");
+        };
+        let payload = crate::engine::response(result);
+        assert_eq!(
+            payload[0] == 0x81,
+            json_form,
+            "{n}: the JSON form or MessagePack"
+        );
+        let raw = RawJson::from_payload(&payload).expect("reads");
+        assert_eq!(
+            raw.as_bytes(),
+            &serde_json::to_vec(&body).expect("encodes")[..]
+        );
+    }
+}
+
 /// Wait (a bounded number of scheduler turns) until nothing holds the node any more.
 async fn released(weak: std::sync::Weak<Inner>) -> bool {
     for _ in 0..1000 {
