@@ -80,12 +80,11 @@ impl Encoded {
     fn json_of_value(result: &Value, max_text: usize) -> Option<Encoded> {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&JSON_PREFIX);
-        crate::mesh::json_value::write_json_value(&mut buf, result);
-        let text = buf.len() - JSON_PREFIX.len();
-        if text > max_text {
+        let limit = JSON_PREFIX.len().saturating_add(max_text);
+        if !crate::mesh::json_value::write_json_value(&mut buf, result, limit) {
             return None;
         }
-        let len = u32::try_from(text).ok()?;
+        let len = u32::try_from(buf.len() - JSON_PREFIX.len()).ok()?;
         buf.get_mut(JSON_PREFIX.len() - 4..JSON_PREFIX.len())?
             .copy_from_slice(&len.to_be_bytes());
         Some(Encoded(Bytes::from(buf)))

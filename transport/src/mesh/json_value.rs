@@ -7,8 +7,11 @@ use serde_json::Value;
 
 use super::json_str::write_json_str;
 
-/// Append `value` to `out` as JSON: exactly the bytes of `serde_json::to_writer(out, value)`.
-pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value) {
+/// Append `value` to `out` as JSON: exactly the bytes of `serde_json::to_writer(out, value)`,
+/// as long as `out` stays within `limit` bytes. `false` as soon as it would pass them (`out`
+/// then holds part of the text: the caller drops it); a string that would is not written at
+/// all, so a big one costs nothing past the bound.
+pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value, limit: usize) -> bool {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -18,14 +21,16 @@ pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value) {
         Value::Number(n) => {
             let _ = serde_json::to_writer(&mut *out, n);
         }
-        Value::String(s) => write_json_str(out, s),
+        Value::String(s) => return write_str(out, s, limit),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json_value(out, item);
+                if !write_json_value(out, item, limit) {
+                    return false;
+                }
             }
             out.push(b']');
         }
@@ -35,13 +40,27 @@ pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json_str(out, k);
+                if !write_str(out, k, limit) {
+                    return false;
+                }
                 out.push(b':');
-                write_json_value(out, v);
+                if !write_json_value(out, v, limit) {
+                    return false;
+                }
             }
             out.push(b'}');
         }
     }
+    out.len() <= limit
+}
+
+/// A string, unless its text (at least its bytes and two quotes) would pass `limit`.
+fn write_str(out: &mut Vec<u8>, s: &str, limit: usize) -> bool {
+    if out.len().saturating_add(s.len()).saturating_add(2) > limit {
+        return false;
+    }
+    write_json_str(out, s);
+    out.len() <= limit
 }
 
 #[cfg(test)]
@@ -53,7 +72,7 @@ mod tests {
 
     fn ours(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
-        write_json_value(&mut out, v);
+        assert!(write_json_value(&mut out, v, usize::MAX));
         out
     }
 
@@ -73,10 +92,39 @@ mod tests {
         assert_eq!(ours(&v), serde_json::to_vec(&v).expect("encodes"));
     }
 
+    #[test]
+    fn a_text_past_the_limit_stops_the_writer() {
+        let v = json!({"id": "a", "text": "x".repeat(1 << 20), "n": [1, 2, 3]});
+        let whole = serde_json::to_vec(&v).expect("encodes");
+        let mut out = Vec::new();
+        assert!(write_json_value(&mut out, &v, whole.len()));
+        assert_eq!(out, whole);
+        let mut out = Vec::new();
+        assert!(!write_json_value(&mut out, &v, whole.len() - 1), "one byte short");
+        let mut out = Vec::new();
+        assert!(!write_json_value(&mut out, &v, 1 << 20));
+        // The big string was not written: the writer stopped before it.
+        assert!(out.len() < 64, "{} bytes written", out.len());
+    }
+
     proptest! {
         #[test]
         fn byte_for_byte_serde_json(v in value()) {
             prop_assert_eq!(ours(&v), serde_json::to_vec(&v).expect("encodes"));
+        }
+
+        /// Within any limit, the writer gives serde_json's text when it fits, and says so
+        /// exactly then.
+        #[test]
+        fn the_limit_is_exact(v in value(), cut in any::<prop::sample::Index>()) {
+            let whole = serde_json::to_vec(&v).expect("encodes");
+            let limit = cut.index(whole.len() + 1);
+            let mut out = Vec::new();
+            let fits = write_json_value(&mut out, &v, limit);
+            prop_assert_eq!(fits, whole.len() <= limit);
+            if fits {
+                prop_assert_eq!(out, whole);
+            }
         }
     }
 }
