@@ -100,7 +100,10 @@ mod tests {
         assert!(write_json_value(&mut out, &v, whole.len()));
         assert_eq!(out, whole);
         let mut out = Vec::new();
-        assert!(!write_json_value(&mut out, &v, whole.len() - 1), "one byte short");
+        assert!(
+            !write_json_value(&mut out, &v, whole.len() - 1),
+            "one byte short"
+        );
         let mut out = Vec::new();
         assert!(!write_json_value(&mut out, &v, 1 << 20));
         // The big string was not written: the writer stopped before it.
