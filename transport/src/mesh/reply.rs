@@ -74,12 +74,15 @@ impl ReplyForm for RawJson {
     /// A big text in the JSON form is kept as a slice of the reply (no copy of it); a small one
     /// is copied, so the link's read buffer it came in is not held while the HTTP answer waits.
     fn from_payload_bytes(payload: &Bytes) -> Result<Self, Error> {
-        if let Some(text) = json_form_text(payload)
-            && text.len() >= KEEP_BY_REFERENCE
-        {
-            return Ok(RawJson::from_encoded(payload.slice(text)));
+        match json_form_text(payload) {
+            Some(text) if text.len() >= KEEP_BY_REFERENCE => {
+                Ok(RawJson::from_encoded(payload.slice(text)))
+            }
+            Some(text) => Ok(RawJson::from_encoded(Bytes::copy_from_slice(
+                &payload[text],
+            ))),
+            None => Self::from_payload(payload),
         }
-        Self::from_payload(payload)
     }
 
     fn from_value(value: Value) -> Result<Self, Error> {

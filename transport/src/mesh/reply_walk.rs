@@ -25,20 +25,22 @@ use crate::protocol::value::{MAX_WALK_DEPTH, read_value};
 /// The reply in `payload` as [`RawJson`] (or the provider's error), or `None`: leave it to serde.
 /// `capacity` is the size of the text buffer to start with.
 pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJson, Error>> {
+    // The JSON form: the provider's text, passed on as it is.
+    if let Some(text) = json_form_text(payload) {
+        return Some(Ok(RawJson::from_encoded(bytes::Bytes::copy_from_slice(
+            &payload[text],
+        ))));
+    }
     let mut r = Reader::new(payload, 0);
     let entries = r.map_len()?;
     // (seen, its text or nil)
     let mut ok: Option<Option<Vec<u8>>> = None;
     let mut err = None;
-    // The JSON form's text (a provider's own JSON, passed on as it is: checked as UTF-8)
-    let mut text: Option<&[u8]> = None;
     for _ in 0..entries {
         match r.str_bytes()? {
-            key if key == JSON_REPLY_KEY && text.is_none() => {
-                let bytes = r.str_bytes()?;
-                std::str::from_utf8(bytes).ok()?;
-                text = Some(bytes);
-            }
+            // The JSON form's key out of its form (beside `ok` or `err`, repeated, not a UTF-8
+            // string): serde refuses it.
+            key if key == JSON_REPLY_KEY => return None,
             b"ok" if ok.is_none() => {
                 ok = Some(if r.nil() {
                     None
@@ -56,7 +58,7 @@ pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJs
                 });
             }
             // A repeated field: serde refuses it, with its own message.
-            b"ok" | b"err" | b"json" => return None,
+            b"ok" | b"err" => return None,
             // Another field: serde skips it (and checks that it is well formed).
             _ => r.skip()?,
         }
@@ -64,15 +66,6 @@ pub(super) fn json_reply(payload: &[u8], capacity: usize) -> Option<Result<RawJs
     if r.left() != 0 {
         // Trailing bytes: what serde makes of them is serde's to say.
         return None;
-    }
-    if let Some(text) = text {
-        // The JSON form is the whole reply: with `ok` or `err` beside it, it is out of form.
-        return match (ok, err) {
-            (None, None) => Some(Ok(RawJson::from_encoded(bytes::Bytes::copy_from_slice(
-                text,
-            )))),
-            _ => None,
-        };
     }
     Some(match (ok.flatten(), err.flatten()) {
         (_, Some(e)) => Err(Error::from_json(e)),
