@@ -68,12 +68,7 @@ impl RawJson {
 
     /// Encode a value.
     pub fn from_value(value: &Value) -> Self {
-        // invariant: a serde_json::Value always serializes (its map keys are strings).
-        Self(
-            serde_json::to_vec(value)
-                .unwrap_or_else(|_| b"null".to_vec())
-                .into(),
-        )
+        Self(plume_json::to_vec(value).into())
     }
 
     /// The JSON text.

@@ -319,6 +319,25 @@ async fn crud_mapping_statuses_and_content_type() {
     assert_eq!(r.body["message"], "No record found for id '1'");
 }
 
+/// An answer's body is serde_json's text byte for byte (the REST server writes it with
+/// `plume_json`): escapes of every class, non-ASCII, numbers, and a string of about a megabyte.
+#[tokio::test]
+async fn answers_are_serde_json_text_byte_for_byte() {
+    let router = app().into_router();
+    let tricky: String = (0u8..0x80).map(char::from).chain("é€😀".chars()).collect();
+    for text in [tricky.repeat(3), "x".repeat(1_000_000)] {
+        let data = json!({"text": text, "n": [-1.5, u64::MAX, i64::MIN, 0.25], "t": true});
+        let sent = serde_json::to_string(&data).expect("encodes");
+        let r = send(&router, "POST", "/todos", &[], Some(&sent)).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let id = r.body["id"].clone();
+        let r = send(&router, "GET", &format!("/todos/{id}"), &[], None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["text"], data["text"]);
+        assert_eq!(r.raw, serde_json::to_vec(&r.body).expect("encodes"));
+    }
+}
+
 #[tokio::test]
 async fn multi_patch_and_remove_without_id() {
     let router = app().into_router();

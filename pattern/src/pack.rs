@@ -124,45 +124,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            any::<u64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_map(|f| json!(f)),
-            prop_oneof![
-                Just(0i64),
-                Just(-32),
-                Just(-33),
-                Just(127),
-                Just(128),
-                Just(-128),
-                Just(-129),
-                Just(255),
-                Just(256),
-                Just(65_535),
-                Just(65_536),
-                Just(-32_768),
-                Just(-32_769),
-                Just(i64::from(i32::MIN) - 1),
-            ]
-            .prop_map(|n| json!(n)),
-            ".{0,40}".prop_map(Value::String),
-            "[a-z]{250,300}".prop_map(Value::String),
-        ]
-    }
-
-    /// Any JSON value (numbers at each MessagePack width's edges, long strings).
-    pub(crate) fn value() -> impl Strategy<Value = Value> {
-        leaf().prop_recursive(3, 64, 20, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..20).prop_map(Value::Array),
-                proptest::collection::btree_map(".{0,6}", inner, 0..20)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
+    pub(crate) use plume_json::arbitrary::value;
 
     proptest! {
         /// Whatever the payload, its bytes are `rmp_serde`'s.

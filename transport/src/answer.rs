@@ -81,7 +81,7 @@ impl Encoded {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&JSON_PREFIX);
         let limit = JSON_PREFIX.len().saturating_add(max_text);
-        if !crate::mesh::json_value::write_json_value(&mut buf, result, limit) {
+        if !plume_json::write_value(&mut buf, result, limit) {
             return None;
         }
         let len = u32::try_from(buf.len() - JSON_PREFIX.len()).ok()?;
@@ -144,8 +144,8 @@ impl Future for Answering {
 mod tests {
     use super::*;
     use crate::engine::response;
-    use crate::protocol::head::tests::value;
     use crate::protocol::{ResponseMsg, decode_payload};
+    use plume_json::arbitrary::value;
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -13,8 +13,6 @@ mod call;
 mod drain;
 mod handler;
 mod info;
-mod json_str;
-pub(crate) mod json_value;
 mod reply;
 mod reply_walk;
 mod request;

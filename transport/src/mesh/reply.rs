@@ -12,7 +12,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::json_str::write_json_str;
 use super::reply_walk::{json_form_text, json_reply};
 use crate::Answer;
 use crate::protocol::{ResponseMsg, decode_payload, decode_payload_seed};
@@ -308,7 +307,7 @@ impl<'de> Visitor<'de> for Writer<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        write_json_str(self.0, v);
+        plume_json::write_str(self.0, v);
         Ok(())
     }
 
@@ -385,7 +384,7 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        write_json_str(self.0, v);
+        plume_json::write_str(self.0, v);
         Ok(())
     }
 }
@@ -394,28 +393,9 @@ impl<'de> Visitor<'de> for KeyWriter<'_> {
 pub(super) mod tests {
     use super::*;
     use crate::protocol::encode_payload;
+    use plume_json::arbitrary::value;
     use proptest::prelude::*;
     use serde_json::json;
-
-    /// JSON values of every kind (the reply walk's tests use them too).
-    pub(crate) fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            ".{0,12}".prop_map(Value::from),
-            "[ -~\t\n\"\\\\]{0,40}".prop_map(Value::from),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((".{0,8}", inner), 0..6)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-            ]
-        })
-    }
 
     /// A reply payload of `ok` and `err`.
     pub(crate) fn reply(ok: Option<&Value>, err: Option<&Value>) -> bytes::Bytes {
@@ -478,7 +458,7 @@ pub(super) mod tests {
 
     proptest! {
         #[test]
-        fn json_text_equals_the_encoded_value(v in json_value()) {
+        fn json_text_equals_the_encoded_value(v in value()) {
             let payload = reply(Some(&v), None);
             let by_value = Value::from_payload(&payload).expect("decodes");
             let raw = RawJson::from_payload(&payload).expect("decodes");

@@ -17,10 +17,10 @@
 
 use plume::{Error, RawJson};
 
-use super::json_str::write_json_utf8;
 use crate::protocol::JSON_REPLY_KEY;
 use crate::protocol::head::Reader;
 use crate::protocol::value::{MAX_WALK_DEPTH, read_value};
+use plume_json::write_utf8;
 
 /// The reply in `payload` as [`RawJson`] (or the provider's error), or `None`: leave it to serde.
 /// `capacity` is the size of the text buffer to start with.
@@ -159,14 +159,15 @@ fn write_value(r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize) -> Option<()
 /// Write the string at the cursor as a JSON string; `None` when it is not one, or not UTF-8.
 fn write_str(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Option<()> {
     // The UTF-8 check is the escape scan's: a word without high bits is ASCII.
-    write_json_utf8(out, r.str_bytes()?)
+    write_utf8(out, r.str_bytes()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::reply::tests::{json_value, reply};
+    use crate::mesh::reply::tests::reply;
     use crate::mesh::reply::{ReplyForm, serde_json_reply};
+    use plume_json::arbitrary::value;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -326,7 +327,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn walked_replies_are_what_serde_makes_of_them(v in json_value(), e in any::<bool>()) {
+        fn walked_replies_are_what_serde_makes_of_them(v in value(), e in any::<bool>()) {
             let err = plume::Error::bad_request("no").with_data(v.clone()).to_json();
             prop_assert!(agree(&reply(Some(&v), None))?, "the usual reply is walked");
             prop_assert!(agree(&reply(Some(&v), e.then_some(&err)))?);

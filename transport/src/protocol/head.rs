@@ -280,30 +280,9 @@ impl<'a> Reader<'a> {
 pub(crate) mod tests {
     use super::*;
     use crate::protocol::{RequestMsg, decode_payload, encode_payload};
+    use plume_json::arbitrary::value;
     use proptest::prelude::*;
     use serde_json::{Value, json};
-
-    fn leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            any::<u64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_map(|f| json!(f)),
-            ".{0,40}".prop_map(Value::String),
-        ]
-    }
-
-    /// Any JSON value (nested up to 4 deep).
-    pub(crate) fn value() -> impl Strategy<Value = Value> {
-        leaf().prop_recursive(4, 64, 20, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..20).prop_map(Value::Array),
-                proptest::collection::btree_map(".{0,8}", inner, 0..20)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
 
     proptest! {
         /// Whatever the body, the head read from the bytes is the one serde decodes, and the

@@ -237,16 +237,8 @@ pub(crate) fn encode_payload_in<T: Serialize + ?Sized>(msg: &T, capacity: usize)
     }
 }
 
-/// Make room in `buf` for a write of `len` bytes: when it does not fit, grow by an eighth more
-/// than it needs (and at least double, as `Vec` does). A big string written into a small buffer
-/// then leaves room for what follows it (the response's `err`, the fields after a big one), where
-/// growing by exactly what it needs would grow once more after it: a second allocation of the
-/// whole size, a copy of it all, and the page faults of fresh memory.
-pub(crate) fn make_room(buf: &mut Vec<u8>, len: usize) {
-    if buf.capacity() - buf.len() < len {
-        buf.reserve(len + len / 8 + 64);
-    }
-}
+/// Room for a write, grown by an eighth more than it needs ([`plume_json::make_room`]).
+pub(crate) use plume_json::make_room;
 
 /// A `Vec` writer that makes room for each write as [`make_room`] does.
 pub(crate) struct Roomy<'a>(pub(crate) &'a mut Vec<u8>);

@@ -1,8 +1,8 @@
 use super::*;
 use crate::distribution::wire::{CallBodyRef, WireParamsRef};
-use crate::protocol::head::tests::value;
 use crate::protocol::{decode_payload, encode_payload};
 use plume::Params;
+use plume_json::arbitrary::value;
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::protocol::decode_payload;
-use crate::protocol::head::tests::value;
+use plume_json::arbitrary::value;
 use proptest::prelude::*;
 use serde_json::json;
 

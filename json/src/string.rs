@@ -1,6 +1,6 @@
 //! A string written as JSON, byte for byte as `serde_json` writes it, but scanned eight bytes
-//! at a time: the transcoder of a reply ([`super::reply`]) spends most of a big answer's time
-//! here, and a long run of plain text (the common case) is copied in one piece.
+//! at a time: a big answer spends most of its writing time here, and a long run of plain text
+//! (the common case) is copied in one piece.
 //!
 //! What `serde_json` escapes: `"` and `\`, and every byte below 0x20 (`\b`, `\t`, `\n`, `\f`
 //! and `\r` by their short forms, the others as `\u00XX` with lowercase hex digits). Nothing
@@ -45,15 +45,15 @@ fn is_escaped(b: u8) -> bool {
 
 /// Append `s` to `out` as a JSON string, quotes included: exactly the bytes of
 /// `serde_json::to_writer(out, s)`.
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     // Text already known to be UTF-8: only the bytes to escape (all ASCII) stop the scan.
     let _ = write_json::<false>(out, s.as_bytes());
 }
 
-/// [`write_json_str`] of bytes that should be UTF-8 (a reply's string, for the reply walk): the
+/// [`write_str`] of bytes that should be UTF-8 (a reply's string, for the reply walk): the
 /// check is the scan's, a word without high bits is ASCII and needs none. `None` when the
 /// bytes are not UTF-8 (`out` then holds part of the string: the caller drops it).
-pub(crate) fn write_json_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
     write_json::<true>(out, bytes)
 }
 
@@ -117,7 +117,7 @@ fn short_stops<const NON_ASCII: bool>(bytes: &[u8]) -> bool {
 /// Write `bytes` as a JSON string; with `UTF8`, check on the way that they are UTF-8.
 fn write_json<const UTF8: bool>(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
     // (room for what follows a big string too: `make_room`)
-    crate::protocol::make_room(out, bytes.len() + 2);
+    crate::make_room(out, bytes.len() + 2);
     // Most strings of an answer are short keys and values with nothing to escape (and, for
     // `UTF8`, ASCII): tested in two words and copied whole, without the scan's loops.
     if (1..=16).contains(&bytes.len()) && !short_stops::<UTF8>(bytes) {
@@ -212,7 +212,7 @@ mod tests {
 
     fn ours(s: &str) -> Vec<u8> {
         let mut out = b"prefix".to_vec();
-        write_json_str(&mut out, s);
+        write_str(&mut out, s);
         assert_eq!(&out[..6], b"prefix", "what was there stays");
         out.split_off(6)
     }
@@ -269,7 +269,7 @@ mod tests {
     /// The checked writer on `bytes`: `None` exactly when they are not UTF-8, else serde's text.
     fn checked(bytes: &[u8]) -> Result<(), TestCaseError> {
         let mut out = b"prefix".to_vec();
-        let got = write_json_utf8(&mut out, bytes);
+        let got = write_utf8(&mut out, bytes);
         match std::str::from_utf8(bytes) {
             Ok(s) => {
                 prop_assert_eq!(got, Some(()));

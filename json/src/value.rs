@@ -1,17 +1,16 @@
 //! A [`Value`] written as compact JSON text, byte for byte as `serde_json::to_writer` writes it,
-//! with strings through the scan of [`json_str`](super::json_str) (eight bytes at a time,
-//! instead of serde_json's table lookup per byte): what a provider answers a caller that takes
-//! its result as JSON text (the JSON form of a reply, docs/protocol.md, "Calls").
+//! with strings through the scan of [`string`] (eight bytes at a time, instead of serde_json's
+//! table lookup per byte).
 
 use serde_json::Value;
 
-use super::json_str::write_json_str;
+use crate::string;
 
 /// Append `value` to `out` as JSON: exactly the bytes of `serde_json::to_writer(out, value)`,
 /// as long as `out` stays within `limit` bytes. `false` as soon as it would pass them (`out`
 /// then holds part of the text: the caller drops it); a string that would is not written at
 /// all, so a big one costs nothing past the bound.
-pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value, limit: usize) -> bool {
+pub fn write_value(out: &mut Vec<u8>, value: &Value, limit: usize) -> bool {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -21,14 +20,14 @@ pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value, limit: usize) -
         Value::Number(n) => {
             let _ = serde_json::to_writer(&mut *out, n);
         }
-        Value::String(s) => return write_str(out, s, limit),
+        Value::String(s) => return write_bounded_str(out, s, limit),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                if !write_json_value(out, item, limit) {
+                if !write_value(out, item, limit) {
                     return false;
                 }
             }
@@ -40,11 +39,11 @@ pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value, limit: usize) -
                 if i > 0 {
                     out.push(b',');
                 }
-                if !write_str(out, k, limit) {
+                if !write_bounded_str(out, k, limit) {
                     return false;
                 }
                 out.push(b':');
-                if !write_json_value(out, v, limit) {
+                if !write_value(out, v, limit) {
                     return false;
                 }
             }
@@ -55,24 +54,24 @@ pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value, limit: usize) -
 }
 
 /// A string, unless its text (at least its bytes and two quotes) would pass `limit`.
-fn write_str(out: &mut Vec<u8>, s: &str, limit: usize) -> bool {
+fn write_bounded_str(out: &mut Vec<u8>, s: &str, limit: usize) -> bool {
     if out.len().saturating_add(s.len()).saturating_add(2) > limit {
         return false;
     }
-    write_json_str(out, s);
+    string::write_str(out, s);
     out.len() <= limit
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::head::tests::value;
+    use crate::arbitrary::value;
     use proptest::prelude::*;
     use serde_json::json;
 
     fn ours(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
-        assert!(write_json_value(&mut out, v, usize::MAX));
+        assert!(write_value(&mut out, v, usize::MAX));
         out
     }
 
@@ -97,15 +96,15 @@ mod tests {
         let v = json!({"id": "a", "text": "x".repeat(1 << 20), "n": [1, 2, 3]});
         let whole = serde_json::to_vec(&v).expect("encodes");
         let mut out = Vec::new();
-        assert!(write_json_value(&mut out, &v, whole.len()));
+        assert!(write_value(&mut out, &v, whole.len()));
         assert_eq!(out, whole);
         let mut out = Vec::new();
         assert!(
-            !write_json_value(&mut out, &v, whole.len() - 1),
+            !write_value(&mut out, &v, whole.len() - 1),
             "one byte short"
         );
         let mut out = Vec::new();
-        assert!(!write_json_value(&mut out, &v, 1 << 20));
+        assert!(!write_value(&mut out, &v, 1 << 20));
         // The big string was not written: the writer stopped before it.
         assert!(out.len() < 64, "{} bytes written", out.len());
     }
@@ -123,7 +122,7 @@ mod tests {
             let whole = serde_json::to_vec(&v).expect("encodes");
             let limit = cut.index(whole.len() + 1);
             let mut out = Vec::new();
-            let fits = write_json_value(&mut out, &v, limit);
+            let fits = write_value(&mut out, &v, limit);
             prop_assert_eq!(fits, whole.len() <= limit);
             if fits {
                 prop_assert_eq!(out, whole);
