@@ -107,17 +107,7 @@ mod tests {
 
     const MAX_DEPTH: usize = plume_transport::protocol::MAX_PAYLOAD_DEPTH;
 
-    fn leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            any::<u64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_map(|f| json!(f)),
-            (-200i64..200).prop_map(|n| json!(n)),
-            ".{0,40}".prop_map(Value::String),
-        ]
-    }
+    use plume_json::arbitrary::leaf;
 
     fn value() -> impl Strategy<Value = Value> {
         leaf().prop_recursive(3, 24, 6, |inner| {
