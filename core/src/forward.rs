@@ -91,6 +91,14 @@ impl RawJson {
         serde_json::from_slice(&self.0)
             .map_err(|e| Error::general_error(format!("a result is not valid JSON: {e}")))
     }
+
+    /// The text as a `RawValue`, checked as JSON but not decoded (the socket.io ack of a
+    /// result that stays text). The same error as [`to_value`](Self::to_value).
+    #[cfg(feature = "server")]
+    pub(crate) fn as_raw_value(&self) -> Result<&serde_json::value::RawValue> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| Error::general_error(format!("a result is not valid JSON: {e}")))
+    }
 }
 
 impl std::fmt::Debug for RawJson {

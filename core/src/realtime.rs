@@ -25,6 +25,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 
+mod ack;
 mod compact;
 mod conns;
 mod expiry;
@@ -35,6 +36,7 @@ use conns::{Conn, Connections};
 use crate::app::App;
 use crate::channels::{ANONYMOUS, AUTHENTICATED};
 use crate::error::{Error, Result};
+use crate::handle::Reply;
 use crate::params::{ConnectionId, Id, Method, Params, Provider};
 use crate::sync;
 use crate::trace::{self, TraceContext};
@@ -452,18 +454,7 @@ async fn on_message<E: fmt::Display>(
         Err(err) => Err(Error::bad_request(format!("Invalid arguments: {err}"))),
     };
     drop(slot);
-    let sent = match outcome {
-        Ok(result) => ack.send(&(Value::Null, result)),
-        Err(err) => {
-            if err.code() >= 500 {
-                tracing::error!(target: "plume::realtime", conn = %id, %event, %err, "call failed");
-            }
-            ack.send(&err.to_json())
-        }
-    };
-    if let Err(err) = sent {
-        tracing::debug!(target: "plume::realtime", conn = %id, %err, "acknowledgement not sent");
-    }
+    ack::send(ack, &id, &event, outcome);
 }
 
 /// The position of `params.query` among a method's arguments (after the path).
@@ -490,7 +481,7 @@ async fn run_method(
     conn: &ConnectionId,
     event: &str,
     args: Vec<Value>,
-) -> Result<Value> {
+) -> Result<Reply> {
     let mut args = args.into_iter();
     let path = match args.next() {
         Some(Value::String(p)) => p,
@@ -538,23 +529,30 @@ async fn run_method(
     };
     let auth_path = app.realtime_options().auth_path;
     let is_auth = lookup.handle.path() == auth_path;
-    let result = lookup
+    // (a result the service hands over as JSON text stays text unless a hook needs it: the
+    // ack passes it on)
+    let reply = lookup
         .handle
-        .dispatch(method.clone(), id, data, params)
+        .dispatch_reply(method.clone(), id, data, params)
         .await?;
-    if is_auth {
-        match method {
-            Method::Create => {
-                let authentication = match result.get("accessToken") {
-                    Some(token) => serde_json::json!({"strategy": "jwt", "accessToken": token}),
-                    None => result.get("authentication").cloned().unwrap_or(Value::Null),
-                };
-                let user = result.get("user").cloned().unwrap_or(Value::Null);
-                app.login_connection(conn, authentication, user);
-            }
-            Method::Remove => app.logout_connection(conn),
-            _ => {}
-        }
+    if !is_auth {
+        return Ok(reply);
     }
-    Ok(result)
+    let result = match reply {
+        Reply::Value(value) => value,
+        Reply::Json(raw) => raw.to_value()?,
+    };
+    match method {
+        Method::Create => {
+            let authentication = match result.get("accessToken") {
+                Some(token) => serde_json::json!({"strategy": "jwt", "accessToken": token}),
+                None => result.get("authentication").cloned().unwrap_or(Value::Null),
+            };
+            let user = result.get("user").cloned().unwrap_or(Value::Null);
+            app.login_connection(conn, authentication, user);
+        }
+        Method::Remove => app.logout_connection(conn),
+        _ => {}
+    }
+    Ok(Reply::Value(result))
 }

@@ -2,6 +2,8 @@
 
 #[path = "support/http.rs"]
 mod http_client;
+#[path = "support/prejsoned.rs"]
+mod prejsoned;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,6 +16,8 @@ use plume::{
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use prejsoned::{PREJSONED, Prejsoned, prejsoned_app};
 
 /// A small in-memory todo store (the memory adapter is not used here on purpose).
 #[derive(Default)]
@@ -752,79 +756,6 @@ async fn real_server_routes_a_late_service_and_shuts_down() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed"
     );
-}
-
-/// A service whose results arrive as JSON text (as a proxy's do). The text has spaces, which a
-/// re-encoding would drop, so a test can tell whether it was passed through.
-struct Prejsoned {
-    /// Counts the calls that took the JSON path.
-    json_calls: std::sync::atomic::AtomicUsize,
-}
-
-const PREJSONED: &str = r#"{"b": 2, "a": [1, "x"]}"#;
-
-impl Prejsoned {
-    fn value(method: &Method, id: Option<&Id>) -> Result<Value> {
-        match (method, id) {
-            (Method::Get, Some(Id::Int(404))) => Err(Error::not_found("no 404")),
-            (Method::Get, Some(Id::Int(0))) => Ok(Value::Null),
-            _ => Ok(serde_json::from_str(PREJSONED).expect("valid")),
-        }
-    }
-}
-
-#[async_trait]
-impl Service for Prejsoned {
-    async fn find(&self, _params: Params) -> Result<Value> {
-        Self::value(&Method::Find, None)
-    }
-    async fn get(&self, id: Id, _params: Params) -> Result<Value> {
-        Self::value(&Method::Get, Some(&id))
-    }
-    async fn create(&self, _data: Value, _params: Params) -> Result<Value> {
-        Self::value(&Method::Create, None)
-    }
-    fn methods(&self) -> Vec<Method> {
-        vec![Method::Find, Method::Get, Method::Create]
-    }
-}
-
-/// Mounted with `App::use_forwarding`, as the distribution plugin mounts its proxies.
-impl plume::Forward for Prejsoned {
-    fn forward_borrowed<'a>(
-        &'a self,
-        method: &'a Method,
-        id: Option<&'a Id>,
-        _data: Option<&'a Value>,
-        _params: &'a Params,
-    ) -> futures::future::BoxFuture<'a, Result<Value>> {
-        Box::pin(async move { Self::value(method, id) })
-    }
-    fn forward_json<'a>(
-        &'a self,
-        method: &'a Method,
-        id: Option<&'a Id>,
-        _data: Option<&'a Value>,
-        _params: &'a Params,
-    ) -> futures::future::BoxFuture<'a, Result<plume::RawJson>> {
-        self.json_calls
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
-            Self::value(method, id).map(|v| match v {
-                Value::Null => plume::RawJson::from_encoded("null".into()),
-                _ => plume::RawJson::from_encoded(PREJSONED.into()),
-            })
-        })
-    }
-}
-
-fn prejsoned_app() -> (App, std::sync::Arc<Prejsoned>) {
-    let app = App::new();
-    let service = std::sync::Arc::new(Prejsoned {
-        json_calls: Default::default(),
-    });
-    app.use_forwarding("pre", service.clone(), ServiceOptions::default());
-    (app, service)
 }
 
 #[tokio::test]

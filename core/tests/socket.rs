@@ -6,6 +6,8 @@
 
 #[path = "support/npm.rs"]
 mod npm;
+#[path = "support/prejsoned.rs"]
+mod prejsoned;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use plume::realtime::ConnectionAuthenticator;
 use plume::{App, Error, Id, Method, Params, Result, Service, ServiceOptions, async_trait};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use prejsoned::{PREJSONED, Prejsoned};
 
 #[derive(Default)]
 struct Todos {
@@ -136,7 +140,14 @@ impl ConnectionAuthenticator for HeaderAuth {
 }
 
 fn app() -> App {
+    app_with(std::sync::Arc::new(Prejsoned {
+        json_calls: Default::default(),
+    }))
+}
+
+fn app_with(pre: std::sync::Arc<Prejsoned>) -> App {
     let app = App::new();
+    app.use_forwarding("pre", pre, ServiceOptions::default());
     app.use_service("todos", Todos::default());
     app.use_service("whoami", WhoAmI);
     app.use_service("authentication", FakeAuth);
@@ -258,9 +269,25 @@ async fn feathers_socket_protocol_with_the_official_client() {
     let dir = tokio::task::spawn_blocking(install_client)
         .await
         .expect("install");
-    let app = app();
+    let pre = std::sync::Arc::new(Prejsoned {
+        json_calls: Default::default(),
+    });
+    let app = app_with(pre.clone());
     let server = app.listen("127.0.0.1:0").await.expect("listen");
     let s = run_client(&dir, &format!("http://{}", server.local_addr())).await;
+
+    // a result handed over as JSON text reaches the client as that value, on a websocket and
+    // on polling, without being decoded on the way; text that is not JSON is a GeneralError
+    let expected: Value = serde_json::from_str(PREJSONED).expect("valid");
+    assert_eq!(ok(&s["pre_ws"]), &expected);
+    assert_eq!(ok(&s["pre_polling"]), &expected);
+    assert_error(
+        &s["pre_bad"],
+        "GeneralError",
+        500,
+        "a result is not valid JSON: expected value at line 1 column 9",
+    );
+    assert_eq!(pre.json_calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 
     // transports
     assert_eq!(

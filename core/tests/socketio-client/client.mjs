@@ -81,6 +81,9 @@ try {
   out('get_missing', await raw(a, 'get', 'todos', 999, {}))
   out('custom', await raw(a, 'stats', 'todos', { tag: 't' }, {}))
   out('get_ok', await raw(a, 'get', 'todos', 1))
+  out('pre_ws', await raw(a, 'get', 'pre', 1))
+  out('pre_polling', await raw(c, 'get', 'pre', 1))
+  out('pre_bad', await raw(a, 'get', 'pre', 2))
 
   // login over the socket
   out('login_bad', await raw(a, 'create', 'authentication', { strategy: 'local', password: 'wrong' }, {}))
