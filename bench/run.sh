@@ -35,11 +35,9 @@ GX=${BENCH_GATEWAY_BIN:-$TARGET/release/gateway-example}
 PROBE="$TARGET/release/probe"
 FLOOR="$TARGET/release/floor"
 
-log "installing the socket.io client for the relay probe"
+log "installing the socket.io client for the relay probe (npm ci, bench/relay/package-lock.json)"
 mkdir -p "$WORK/relay"
-cp bench/relay/package.json bench/relay/relay.js "$WORK/relay/"
-(cd "$WORK/relay" && npm install --no-audit --no-fund --silent >/dev/null 2>&1) ||
-  { log "npm install failed"; exit 1; }
+npm_ci_copy bench/relay "$WORK/relay" >/dev/null || { log "npm ci failed"; exit 1; }
 
 # --- topology --------------------------------------------------------------------------------
 export PLUME_ENV="bench-$$-$RANDOM"

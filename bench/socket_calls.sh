@@ -34,11 +34,9 @@ source "$ROOT/bench/lib.sh"
 command -v node >/dev/null || { log "node is required for the socket call probe"; exit 1; }
 command -v valgrind >/dev/null || { log "valgrind is missing (apt-get install valgrind)"; exit 1; }
 bench_bins release "${SOCKET_BUILD:-1}"
-log "installing the socket.io client for the probe"
+log "installing the socket.io client for the probe (npm ci, bench/relay/package-lock.json)"
 mkdir -p "$WORK/relay"
-cp bench/relay/package.json bench/relay/calls.js "$WORK/relay/"
-(cd "$WORK/relay" && npm install --no-audit --no-fund --silent >/dev/null 2>&1) ||
-  { log "npm install failed"; exit 1; }
+npm_ci_copy bench/relay "$WORK/relay" >/dev/null || { log "npm ci failed"; exit 1; }
 
 export PLUME_DISCOVERY=loopback
 export PLUME_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
