@@ -256,10 +256,18 @@ fn build_server(app: &App, options: RealtimeOptions, conns: Arc<Connections>) ->
                 return;
             }
             let name = format!("{} {}", ev.path, ev.event);
+            // Encoded once for every recipient: each socket's packet copies the text.
+            let data = match serde_json::value::to_raw_value(&ev.data) {
+                Ok(data) => data,
+                Err(err) => {
+                    tracing::warn!(target: "plume::realtime", event = %name, %err, "event not encoded");
+                    return;
+                }
+            };
             let map = sync::read(&conns.map);
             for conn in recipients {
                 if let Some(socket) = map.get(&conn).and_then(|c| c.socket.as_ref())
-                    && let Err(err) = socket.emit(name.as_str(), &ev.data)
+                    && let Err(err) = socket.emit(name.as_str(), &data)
                 {
                     tracing::warn!(target: "plume::realtime", %conn, event = %name, %err, "event not delivered");
                 }
