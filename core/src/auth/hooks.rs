@@ -55,10 +55,11 @@ where
 impl Hook for Authenticate {
     async fn run(&self, ctx: &mut HookContext) -> Result<()> {
         let service = ctx.app.extension::<AuthenticationService>();
-        // The usual REST case: a bearer token for the built-in `jwt` strategy, checked without
-        // building and matching the generic authentication object.
+        // The usual cases: a bearer token (REST) or a connection's `{strategy: "jwt",
+        // accessToken}` (socket.io) for the built-in `jwt` strategy, checked through its cache
+        // without building the strategy's generic result (the same user and authentication).
         let token = self
-            .header_token(ctx)
+            .jwt_token(ctx)
             .filter(|_| service.as_ref().is_some_and(|s| s.builtin_jwt()));
         let (user, authentication) = match (token, service) {
             (Some(token), Some(service)) => {
@@ -103,13 +104,21 @@ impl Hook for Authenticate {
 }
 
 impl Authenticate {
-    /// The `Authorization` header's token, when the call has no `params.authentication`, is
-    /// not a socket.io call, and `jwt` is one of this hook's strategies.
-    fn header_token<'c>(&self, ctx: &'c HookContext) -> Option<&'c str> {
-        if ctx.params.authentication.is_some()
-            || ctx.params.provider == Some(crate::params::Provider::Socketio)
-            || !self.strategies.iter().any(|s| s == "jwt")
-        {
+    /// The token for the `jwt` strategy, when it is one of this hook's strategies: the
+    /// `accessToken` of a `params.authentication` of strategy `jwt` (a string: anything else
+    /// goes to the strategy, which refuses it), or else the `Authorization` header's token
+    /// (not on a socket.io call, whose headers are the handshake's).
+    fn jwt_token<'c>(&self, ctx: &'c HookContext) -> Option<&'c str> {
+        if !self.strategies.iter().any(|s| s == "jwt") {
+            return None;
+        }
+        if let Some(auth) = ctx.params.authentication.as_deref() {
+            return match auth.get("strategy").and_then(Value::as_str) {
+                Some("jwt") => auth.get("accessToken").and_then(Value::as_str),
+                _ => None,
+            };
+        }
+        if ctx.params.provider == Some(crate::params::Provider::Socketio) {
             return None;
         }
         let header = ctx.params.headers.get(http::header::AUTHORIZATION)?;

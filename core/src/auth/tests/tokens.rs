@@ -122,6 +122,25 @@ async fn params_authentication_is_used_and_internal_calls_pass() {
     params.authentication = Some(json!({"strategy": "jwt", "accessToken": token}).into());
     let out = ok(whoami.find(params).await);
     assert_eq!(out["user"]["id"], 1);
+    // The same user (without its password) and authentication as a bearer token gives.
+    let by_header = ok(whoami.find(bearer(&format!("Bearer {token}"))).await);
+    assert_eq!(out["user"], by_header["user"]);
+    assert_eq!(out["user"].get("password"), None);
+    assert_eq!(out["authentication"], by_header["authentication"]);
+    assert_eq!(out["authentication"]["payload"]["sub"], "1");
+    // A `jwt` authentication without a string token is the strategy's refusal.
+    for bad in [
+        json!({"strategy": "jwt"}),
+        json!({"strategy": "jwt", "accessToken": 5}),
+    ] {
+        let mut params = Params::new().with_provider(Provider::Socketio);
+        params.authentication = Some(bad.into());
+        let e = err(whoami.find(params).await);
+        assert_eq!((e.code(), e.message()), (401, "No access token"));
+    }
+    let mut params = Params::new().with_provider(Provider::Socketio);
+    params.authentication = Some(json!({"strategy": "jwt", "accessToken": "not.a.jwt"}).into());
+    assert_eq!(err(whoami.find(params).await).code(), 401);
     // A socket call relies on the connection's authentication, not its handshake header.
     let mut socket = bearer(&format!("Bearer {token}"));
     socket.provider = Some(Provider::Socketio);
