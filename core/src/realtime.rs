@@ -523,13 +523,17 @@ async fn run_method(
         Method::Update | Method::Patch => (parse_id(rest.first())?, rest.get(1).cloned()),
         Method::Create | Method::Custom(_) => (None, rest.first().cloned()),
     };
-    let info = app.connection(conn).unwrap_or_default();
+    let info = {
+        let conns = Connections::of(app);
+        let map = sync::read(&conns.map);
+        map.get(conn).map(Conn::call_info).unwrap_or_default()
+    };
     let params = Params {
         query,
         route: lookup.route,
         provider: Some(Provider::Socketio),
-        user: info.user.map(crate::SharedValue::from),
-        authentication: info.authentication.map(crate::SharedValue::from),
+        user: info.user,
+        authentication: info.authentication,
         headers: info.headers,
         remote_addr: info.remote_addr,
         connection: Some(conn.clone()),

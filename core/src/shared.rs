@@ -38,17 +38,53 @@ use serde_json::Value;
 pub struct SharedValue(Arc<Inner>);
 
 struct Inner {
+    /// The value (`null` while `lazy` holds it unread).
     value: Value,
+    /// A value made from JSON text ([`SharedValue::from_json_text`]), read on first use.
+    lazy: Option<Lazy>,
     /// One encoding of `value`, kept by a transport (see [`SharedValue::memo`]); dropped by
     /// [`SharedValue::make_mut`].
     memo: OnceLock<Memo>,
+}
+
+/// JSON text and the value read from it, once.
+struct Lazy {
+    text: Box<str>,
+    value: OnceLock<Value>,
+}
+
+impl Inner {
+    fn value(&self) -> &Value {
+        match &self.lazy {
+            Some(lazy) => lazy.value.get_or_init(|| read(&lazy.text)),
+            None => &self.value,
+        }
+    }
+
+    /// The value, read from its text first if it is lazy and unread.
+    fn into_value(self) -> Value {
+        match self.lazy {
+            Some(lazy) => lazy.value.into_inner().unwrap_or_else(|| read(&lazy.text)),
+            None => self.value,
+        }
+    }
+}
+
+/// The value of JSON text Plume wrote. Text that does not read back (nested deeper than
+/// serde_json's recursion limit) reads as `null`, with a warning.
+fn read(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|err| {
+        tracing::warn!(target: "plume::shared", %err, "a value's JSON text did not read back");
+        Value::Null
+    })
 }
 
 impl Clone for Inner {
     /// A copy of the value, without the memo (the copy is about to change).
     fn clone(&self) -> Self {
         Self {
-            value: self.value.clone(),
+            value: self.value().clone(),
+            lazy: None,
             memo: OnceLock::new(),
         }
     }
@@ -66,6 +102,21 @@ impl SharedValue {
     pub fn new(value: Value) -> Self {
         Self(Arc::new(Inner {
             value,
+            lazy: None,
+            memo: OnceLock::new(),
+        }))
+    }
+
+    /// The value of `text` (JSON that Plume wrote), read when it is first used: a value that
+    /// a call may never look at (a connection's login, which the `authenticate` hook replaces)
+    /// costs a copy of its text, not a parse.
+    pub(crate) fn from_json_text(text: Box<str>) -> Self {
+        Self(Arc::new(Inner {
+            value: Value::Null,
+            lazy: Some(Lazy {
+                text,
+                value: OnceLock::new(),
+            }),
             memo: OnceLock::new(),
         }))
     }
@@ -76,14 +127,17 @@ impl SharedValue {
         let inner = Arc::make_mut(&mut self.0);
         // Unique already: what was kept of the old value no longer describes it.
         inner.memo.take();
+        if let Some(lazy) = inner.lazy.take() {
+            inner.value = lazy.value.into_inner().unwrap_or_else(|| read(&lazy.text));
+        }
         &mut inner.value
     }
 
     /// The value itself: moved out when no one else holds it, copied otherwise.
     pub fn into_value(self) -> Value {
         match Arc::try_unwrap(self.0) {
-            Ok(inner) => inner.value,
-            Err(shared) => shared.value.clone(),
+            Ok(inner) => inner.into_value(),
+            Err(shared) => shared.value().clone(),
         }
     }
 
@@ -101,7 +155,7 @@ impl SharedValue {
     pub fn memo(&self, kind: u8, encode: impl FnOnce(&Value) -> Option<Bytes>) -> Option<&Bytes> {
         let memo = self.0.memo.get_or_init(|| Memo {
             kind,
-            bytes: encode(&self.0.value),
+            bytes: encode(self.0.value()),
         });
         if memo.kind == kind {
             memo.bytes.as_ref()
@@ -115,13 +169,13 @@ impl Deref for SharedValue {
     type Target = Value;
 
     fn deref(&self) -> &Value {
-        &self.0.value
+        self.0.value()
     }
 }
 
 impl AsRef<Value> for SharedValue {
     fn as_ref(&self) -> &Value {
-        &self.0.value
+        self.0.value()
     }
 }
 
@@ -146,7 +200,7 @@ impl Default for SharedValue {
 
 impl PartialEq for SharedValue {
     fn eq(&self, other: &Self) -> bool {
-        Self::ptr_eq(self, other) || self.0.value == other.0.value
+        Self::ptr_eq(self, other) || self.0.value() == other.0.value()
     }
 }
 
@@ -154,33 +208,33 @@ impl Eq for SharedValue {}
 
 impl PartialEq<Value> for SharedValue {
     fn eq(&self, other: &Value) -> bool {
-        self.0.value == *other
+        self.0.value() == other
     }
 }
 
 impl PartialEq<SharedValue> for Value {
     fn eq(&self, other: &SharedValue) -> bool {
-        *self == other.0.value
+        self == other.0.value()
     }
 }
 
 impl fmt::Debug for SharedValue {
     /// As the value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0.value, f)
+        fmt::Debug::fmt(self.0.value(), f)
     }
 }
 
 impl fmt::Display for SharedValue {
     /// The value's JSON text.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.value, f)
+        fmt::Display::fmt(self.0.value(), f)
     }
 }
 
 impl Serialize for SharedValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.value.serialize(serializer)
+        self.0.value().serialize(serializer)
     }
 }
 
@@ -249,5 +303,54 @@ mod tests {
         assert_eq!(back, v);
         assert_eq!(json!({"a": [1, "x"]}), v);
         assert_eq!(SharedValue::default(), json!(null));
+    }
+
+    fn lazy(v: &Value) -> SharedValue {
+        SharedValue::from_json_text(v.to_string().into())
+    }
+
+    fn is_read(v: &SharedValue) -> bool {
+        v.0.lazy.as_ref().is_none_or(|l| l.value.get().is_some())
+    }
+
+    #[test]
+    fn a_value_from_json_text_is_read_when_first_used_and_behaves_as_its_value() {
+        let value = json!({"id": 7, "name": "é\"x", "tags": [1, null, {"k": true}]});
+        // Not read until asked.
+        let v = lazy(&value);
+        let shared = v.clone();
+        assert!(!is_read(&v));
+        assert_eq!(*v, value);
+        assert!(is_read(&shared), "one read, for every holder");
+        // Every way of looking at it sees the value.
+        for v in [lazy(&value), lazy(&value)] {
+            assert_eq!(v.to_string(), value.to_string());
+        }
+        assert_eq!(lazy(&value), SharedValue::from(value.clone()));
+        assert_eq!(lazy(&value), value);
+        assert_eq!(value, lazy(&value));
+        assert_eq!(format!("{:?}", lazy(&value)), format!("{value:?}"));
+        assert_eq!(
+            serde_json::to_string(&lazy(&value)).ok(),
+            serde_json::to_string(&value).ok()
+        );
+        assert_eq!(lazy(&value).into_value(), value);
+        assert_eq!(lazy(&value).clone().into_value(), value);
+        let memo = lazy(&value)
+            .memo(1, |v| Some(Bytes::from(v.to_string())))
+            .cloned();
+        assert_eq!(memo, Some(Bytes::from(value.to_string())));
+        // A change: read first (shared or alone, read or not), then changed.
+        let mut alone = lazy(&value);
+        alone.make_mut()["id"] = json!(8);
+        assert_eq!(alone["id"], 8);
+        assert_eq!(alone["name"], value["name"]);
+        let a = lazy(&value);
+        let mut b = a.clone();
+        b.make_mut()["id"] = json!(9);
+        assert_eq!((a["id"].clone(), b["id"].clone()), (json!(7), json!(9)));
+        // Text nested past serde_json's recursion limit reads as null.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(*SharedValue::from_json_text(deep.into()), Value::Null);
     }
 }

@@ -5,11 +5,11 @@
 //!
 //! - The handshake headers are not copied: they are read from socketioxide's copy of the
 //!   handshake request when asked.
-//! - A login's authentication and user are kept as compact JSON text and parsed back when a
-//!   call asks for them. As `serde_json::Value`s (an `IndexMap` per object with
-//!   `preserve_order`: an entries vector and a hash index) the two cost about 700 bytes more
-//!   per socket than their text; parsing them back is a microsecond or so per call, next to
-//!   the call's own parsing and dispatch.
+//! - A login's authentication and user are kept as compact JSON text. As `serde_json::Value`s
+//!   (an `IndexMap` per object with `preserve_order`: an entries vector and a hash index) the
+//!   two cost about 700 bytes more per socket than their text. Each call gets them as shared
+//!   values read from the text when it first looks at them; a call whose `authenticate` hook
+//!   replaces the user never parses the stored one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use socketioxide::extract::SocketRef;
 use super::ConnectionInfo;
 use crate::app::App;
 use crate::params::ConnectionId;
+use crate::shared::SharedValue;
 
 /// One connection.
 pub(super) struct Conn {
@@ -60,10 +61,25 @@ impl Conn {
         self.login = None;
     }
 
+    /// What [`App::connection`] answers.
     pub(super) fn info(&self) -> ConnectionInfo {
+        let call = self.call_info();
         ConnectionInfo {
-            authentication: self.login.as_ref().map(|l| unpack(&l.authentication)),
-            user: self.login.as_ref().map(|l| unpack(&l.user)),
+            authentication: call.authentication.map(SharedValue::into_value),
+            user: call.user.map(SharedValue::into_value),
+            headers: call.headers,
+            remote_addr: call.remote_addr,
+        }
+    }
+
+    /// What a call on this connection passes on, with the login's values read from their
+    /// text when the call first looks at them: a call whose `authenticate` hook replaces the
+    /// user never parses the stored one.
+    pub(super) fn call_info(&self) -> CallInfo {
+        let lazy = |text: &str| SharedValue::from_json_text(text.into());
+        CallInfo {
+            authentication: self.login.as_ref().map(|l| lazy(&l.authentication)),
+            user: self.login.as_ref().map(|l| lazy(&l.user)),
             headers: self
                 .socket
                 .as_ref()
@@ -74,18 +90,19 @@ impl Conn {
     }
 }
 
-/// A value as compact JSON text, in an allocation of its own size.
-fn pack(value: &Value) -> Box<str> {
-    value.to_string().into_boxed_str()
+/// [`ConnectionInfo`] with the login as shared values, read when first used.
+#[derive(Default)]
+pub(super) struct CallInfo {
+    pub(super) authentication: Option<SharedValue>,
+    pub(super) user: Option<SharedValue>,
+    pub(super) headers: http::HeaderMap,
+    pub(super) remote_addr: Option<SocketAddr>,
 }
 
-/// The value [`pack`] wrote. Only a value nested deeper than serde_json's recursion limit
-/// (128) does not read back; it reads as `null`, with a warning.
-fn unpack(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|err| {
-        tracing::warn!(target: "plume::realtime", %err, "a connection's stored login did not read back");
-        Value::Null
-    })
+/// A value as compact JSON text, in an allocation of its own size (read back by
+/// [`SharedValue::from_json_text`]).
+fn pack(value: &Value) -> Box<str> {
+    value.to_string().into_boxed_str()
 }
 
 /// The live connections of an App (an App extension).
@@ -113,6 +130,7 @@ mod tests {
         });
         let text = pack(&value);
         assert_eq!(&*text, value.to_string());
+        let unpack = |text: &str| SharedValue::from_json_text(text.into()).into_value();
         assert_eq!(unpack(&text), value);
         // Key order is kept (preserve_order).
         let keys: Vec<_> = unpack(&text)
