@@ -110,6 +110,7 @@ impl SharedValue {
     /// The value of `text` (JSON that Plume wrote), read when it is first used: a value that
     /// a call may never look at (a connection's login, which the `authenticate` hook replaces)
     /// costs a copy of its text, not a parse.
+    #[cfg(feature = "server")]
     pub(crate) fn from_json_text(text: Box<str>) -> Self {
         Self(Arc::new(Inner {
             value: Value::Null,
@@ -305,14 +306,17 @@ mod tests {
         assert_eq!(SharedValue::default(), json!(null));
     }
 
+    #[cfg(feature = "server")]
     fn lazy(v: &Value) -> SharedValue {
         SharedValue::from_json_text(v.to_string().into())
     }
 
+    #[cfg(feature = "server")]
     fn is_read(v: &SharedValue) -> bool {
         v.0.lazy.as_ref().is_none_or(|l| l.value.get().is_some())
     }
 
+    #[cfg(feature = "server")]
     #[test]
     fn a_value_from_json_text_is_read_when_first_used_and_behaves_as_its_value() {
         let value = json!({"id": 7, "name": "é\"x", "tags": [1, null, {"k": true}]});
