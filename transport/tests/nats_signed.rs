@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use plume_transport::discovery::{DiscoveryConfig, DiscoveryMode, NodeId};
+use plume_transport::discovery::NodeId;
 use plume_transport::protocol::{Entry, encode_payload};
 use plume_transport::{Mesh, Request};
 use serde::Serialize;
@@ -18,34 +18,12 @@ use tokio::time::{Instant, timeout};
 #[path = "support/nats_server.rs"]
 mod support;
 use support::{WAIT, nats_server};
+#[path = "support/nats_nodes.rs"]
+mod nodes;
+use nodes::{node_with, wait_providers};
 
 async fn node(url: &str, env: &str, key: &str) -> Mesh {
     node_with(url, env, key, Some(Arc::from(&b"nats-secret"[..]))).await
-}
-
-async fn node_with(url: &str, env: &str, key: &str, secret: Option<Arc<[u8]>>) -> Mesh {
-    Mesh::builder()
-        .environment(env)
-        .key(key)
-        .discovery(DiscoveryConfig {
-            mode: DiscoveryMode::Nats { url: url.into() },
-            heartbeat: Duration::from_millis(200),
-            node_timeout: Duration::from_secs(5),
-            secret,
-        })
-        .start()
-        .await
-        .expect("node")
-}
-
-async fn wait_providers(mesh: &Mesh, name: &str, n: usize) {
-    let mut events = mesh.watch();
-    let seen = async {
-        while mesh.providers(name).len() != n {
-            events.recv().await.expect("table events");
-        }
-    };
-    timeout(WAIT, seen).await.expect("providers in time");
 }
 
 /// A table delta as the NATS engine encodes it.

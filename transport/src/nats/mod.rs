@@ -6,12 +6,14 @@
 //! - `plume.{env}.table.{node}`: service-table deltas;
 //! - `plume.{env}.node.{node}.{table|call|ping}`: a node's own request subjects;
 //! - `plume.{env}.svc.{endpoint}`: calls, one queue group per endpoint (NATS balances replicas);
+//! - `plume.{env}.svcb.{endpoint}`: batches of calls, the same way ([`batch`]);
 //! - `plume.{env}.evt.{topic}`: events;
 //! - `$SRV.{PING|INFO|STATS}[.{name}[.{id}]]`: the NATS service API, for standard tooling
 //!   ([`srv`]).
 //!
 //! See `docs/protocol.md`, "NATS backend".
 
+mod batch;
 pub(crate) mod inbox;
 #[cfg(test)]
 mod props;
@@ -115,8 +117,9 @@ pub(crate) struct NatsEngine {
     events_rx: Mutex<Option<mpsc::Receiver<QueuedEvent>>>,
     started: SystemTime,
     stats: Mutex<HashMap<String, EndpointStats>>,
-    /// The subjects of the endpoints called (see [`NatsEngine::call_subject`]).
-    call_subjects: Mutex<HashMap<String, Subject, foldhash::fast::FixedState>>,
+    /// The subjects of the endpoints called, and their batch subjects (see
+    /// [`NatsEngine::call_subject`]).
+    call_subjects: Mutex<HashMap<String, (Subject, Subject), foldhash::fast::FixedState>>,
     endpoints: Mutex<HashMap<String, CancellationToken>>,
     permits: Arc<Semaphore>,
     served: AtomicU64,
@@ -257,26 +260,41 @@ impl NatsEngine {
         s
     }
 
-    /// The subject of a call to endpoint `name`'s queue group: made once per endpoint and kept
-    /// (a clone is a reference count; the map is cleared when it reaches its bound).
-    fn call_subject(&self, name: &str) -> Subject {
+    /// The subject of a call to endpoint `name`'s queue group, and of a batch of calls to it:
+    /// made once per endpoint and kept (a clone is a reference count; the map is cleared when
+    /// it reaches its bound).
+    fn call_subject(&self, name: &str) -> (Subject, Subject) {
         let mut kept = lock(&self.call_subjects);
-        if let Some(subject) = kept.get(name) {
-            return subject.clone();
+        if let Some(subjects) = kept.get(name) {
+            return subjects.clone();
         }
         if kept.len() >= CALL_SUBJECTS {
             kept.clear();
         }
-        let subject = Subject::from(self.svc_subject(name));
-        kept.insert(name.to_owned(), subject.clone());
-        subject
+        let subjects = (
+            Subject::from(self.svc_subject(name)),
+            Subject::from(self.batch_subject(name)),
+        );
+        kept.insert(name.to_owned(), subjects.clone());
+        subjects
     }
 
     /// The subject of endpoint `name`'s queue group (built in one string).
     fn svc_subject(&self, name: &str) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + 5 + name.len() + 8);
+        self.endpoint_subject("svc", name)
+    }
+
+    /// The subject of the queue group taking batches of calls to endpoint `name`.
+    fn batch_subject(&self, name: &str) -> String {
+        self.endpoint_subject("svcb", name)
+    }
+
+    fn endpoint_subject(&self, what: &str, name: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + what.len() + 2 + name.len() + 8);
         s.push_str(&self.prefix);
-        s.push_str(".svc.");
+        s.push('.');
+        s.push_str(what);
+        s.push('.');
         subjects::push_token(&mut s, name);
         s
     }

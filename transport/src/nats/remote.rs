@@ -28,9 +28,12 @@ impl NatsEngine {
         if left.is_zero() {
             return Err(CallError::Timeout);
         }
-        let subject = match node {
-            Some(n) => self.node_subject(n, "call").into(),
-            None => self.call_subject(name),
+        let (subject, batch) = match node {
+            Some(n) => (self.node_subject(n, "call").into(), None),
+            None => {
+                let (subject, batch) = self.call_subject(name);
+                (subject, Some(batch))
+            }
         };
         // The call names this node in its payload (a plain NATS message, no header block to
         // write, route and parse); in a header only when the payload is not in the usual form.
@@ -42,10 +45,18 @@ impl NatsEngine {
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
         // may have been the one holding the call (`NatsInbox::lose`, from the table loop).
         let losable = call.idempotent && node.is_none();
-        let sent = self
-            .inbox
-            .request_losable(subject, headers, payload, call.deadline, losable)
-            .await;
+        let sent = match batch {
+            Some(batch) => {
+                self.inbox
+                    .request_batchable(subject, batch, headers, payload, call.deadline, losable)
+                    .await
+            }
+            None => {
+                self.inbox
+                    .request_losable(subject, headers, payload, call.deadline, losable)
+                    .await
+            }
+        };
         match sent {
             Ok(reply) => {
                 crate::metrics::bytes_received(reply.payload.len());

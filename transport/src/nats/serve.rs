@@ -10,16 +10,17 @@ use async_nats::{Message, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, mpsc};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{self, Batch, Writer};
 use super::srv::EndpointStats;
 use super::subjects::token;
 use super::{LOG, NODE_HEADER, NatsEngine};
 use crate::answer::Answer;
 use crate::discovery::NodeId;
-use crate::engine::{Served, Sink, malformed, response};
+use crate::engine::{Running, Served, Serving, Sink, malformed, response};
 use crate::protocol::{FrameError, Kind, caller, encode_payload};
 use crate::sync::lock;
 use plume::Error;
@@ -97,11 +98,14 @@ impl NatsEngine {
         let _ = sub.unsubscribe().await;
     }
 
+    /// Serve the calls to endpoint `name` that `sub` takes: one call a message, or (`batches`)
+    /// a batch of them ([`super::batch`]).
     pub(super) async fn serve_endpoint(
         self: Arc<Self>,
         sink: Weak<dyn Sink>,
         name: String,
         mut sub: Subscriber,
+        batches: bool,
         stop: CancellationToken,
     ) {
         // One wait for the stop, made once (not a new registration per call), polled first.
@@ -114,16 +118,30 @@ impl NatsEngine {
                 m = sub.next() => m,
             };
             let Some(m) = m else { return };
-            self.serve_call(&sink, m, Some(&name)).await;
+            self.serve_message(&sink, m, &name, batches).await;
         }
         // Stop taking calls, but answer those NATS already handed to us.
         if sub.drain().await.is_ok() {
             let _ = timeout(self.node_timeout, async {
                 while let Some(m) = sub.next().await {
-                    self.serve_call(&sink, m, Some(&name)).await;
+                    self.serve_message(&sink, m, &name, batches).await;
                 }
             })
             .await;
+        }
+    }
+
+    async fn serve_message(
+        self: &Arc<Self>,
+        sink: &Weak<dyn Sink>,
+        m: Message,
+        name: &str,
+        batches: bool,
+    ) {
+        if batches {
+            self.serve_batch(sink, m, name).await;
+        } else {
+            self.serve_call(sink, m, Some(name)).await;
         }
     }
 
@@ -169,13 +187,78 @@ impl NatsEngine {
         let from = sender(&m);
         let Message { reply, payload, .. } = m;
         let Some(reply) = reply else { return };
+        let Some(sink) = sink.upgrade() else { return };
+        match self.start_call(&sink, payload, from, endpoint) {
+            Started::Ready(ready) => self.answer(ready, endpoint, reply).await,
+            Started::Running(running) => self.finish(running, endpoint, reply),
+        }
+    }
+
+    /// Serve a batch of calls to `endpoint` ([`super::batch`]): the answers ready at once go
+    /// back together to the batch's reply subject, a late or large one on its own to its
+    /// call's. A batch that does not read is answered as a malformed call on its reply subject
+    /// (its first call's).
+    pub(super) async fn serve_batch(
+        self: &Arc<Self>,
+        sink: &Weak<dyn Sink>,
+        m: Message,
+        endpoint: &str,
+    ) {
+        let Message { reply, payload, .. } = m;
+        let Some(reply) = reply else { return };
+        let Some(sink) = sink.upgrade() else { return };
+        let calls = match Batch::calls(&payload) {
+            Ok(calls) => calls,
+            Err(e) => {
+                tracing::debug!(target: LOG, error = %e, %endpoint, "malformed batch of calls");
+                let answer = response(Err(Error::bad_request(format!("malformed call: {e}"))));
+                self.send(reply, answer).await;
+                return;
+            }
+        };
+        let limit = batch::limit(self.client.max_payload());
+        let mut answers = Writer::answers(calls.entries.len() * 256);
+        for (tag, payload) in calls.entries {
+            let alone = || Subject::from(batch::reply_subject(&calls.prefix, tag));
+            match self.start_call(&sink, payload, None, Some(endpoint)) {
+                Started::Ready(ready) => {
+                    let answer = self.answered(ready, Some(endpoint));
+                    if answer.len() > batch::ENTRY_MAX {
+                        self.send(alone(), answer).await;
+                        continue;
+                    }
+                    if answers.count() > 0
+                        && (answers.len() + answer.len() + 12 > limit
+                            || answers.count() >= batch::MAX_ENTRIES)
+                    {
+                        let full = std::mem::replace(&mut answers, Writer::answers(limit));
+                        self.send(reply.clone(), full.finish()).await;
+                    }
+                    let _ = answers.push(tag, &answer);
+                }
+                Started::Running(running) => self.finish(running, Some(endpoint), alone()),
+            }
+        }
+        if answers.count() > 0 {
+            self.send(reply, answers.finish()).await;
+        }
+    }
+
+    /// Admit and start one call (the handler's first poll runs here). `from` is the caller
+    /// named in a header (an earlier version); otherwise the payload names it.
+    fn start_call(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        payload: Bytes,
+        from: Option<NodeId>,
+        endpoint: Option<&str>,
+    ) -> Started {
         // A caller of an earlier version names itself in the header; this version in the
         // payload.
         let from = match from {
             Some(node) => Ok(node),
             None => caller::read(&payload).map(|n| n.unwrap_or(NodeId(0))),
         };
-        let Some(sink) = sink.upgrade() else { return };
         let serving = sink.activity().serving();
         crate::metrics::bytes_received(payload.len());
         let started = Instant::now();
@@ -201,31 +284,59 @@ impl NatsEngine {
         match served {
             Served::Ready(result) => {
                 drop(permit);
-                self.answer(endpoint, started, reply, result).await;
-                drop(serving);
+                Started::Ready(Ready {
+                    started,
+                    result,
+                    _serving: serving,
+                })
             }
-            Served::Running(running) => {
-                let this = self.clone();
-                let endpoint = endpoint.map(str::to_owned);
-                tokio::spawn(async move {
-                    let result = running.finish().await;
-                    drop(permit);
-                    this.answer(endpoint.as_deref(), started, reply, result)
-                        .await;
-                    drop(serving);
-                });
-            }
+            Served::Running(running) => Started::Running(Late {
+                running,
+                permit,
+                serving,
+                started,
+            }),
         }
     }
 
-    /// Count the call in its endpoint's statistics and send its answer to `reply`.
-    async fn answer(
+    /// Let a call that was not ready at once run to its answer in a task of its own (bounded
+    /// by the in-flight cap), the answer sent to `reply`.
+    fn finish(self: &Arc<Self>, late: Late, endpoint: Option<&str>, reply: Subject) {
+        let this = self.clone();
+        let endpoint = endpoint.map(str::to_owned);
+        tokio::spawn(async move {
+            let Late {
+                running,
+                permit,
+                serving,
+                started,
+            } = late;
+            let result = running.finish().await;
+            drop(permit);
+            let answer = this.account(endpoint.as_deref(), started, result);
+            this.send(reply, answer).await;
+            drop(serving);
+        });
+    }
+
+    /// Count a call to `endpoint` answered at once and encode its answer.
+    fn answered(&self, ready: Ready, endpoint: Option<&str>) -> Bytes {
+        self.account(endpoint, ready.started, ready.result)
+    }
+
+    /// Answer a call to `endpoint` answered at once.
+    async fn answer(&self, ready: Ready, endpoint: Option<&str>, reply: Subject) {
+        let answer = self.answered(ready, endpoint);
+        self.send(reply, answer).await;
+    }
+
+    /// Count the call in its endpoint's statistics and encode its answer.
+    fn account(
         &self,
         endpoint: Option<&str>,
         started: Instant,
-        reply: Subject,
         result: Result<Answer, Error>,
-    ) {
+    ) -> Bytes {
         self.served.fetch_add(1, Ordering::Relaxed);
         if let Some(name) = endpoint {
             let count = |s: &mut EndpointStats| {
@@ -248,7 +359,11 @@ impl NatsEngine {
                 }
             }
         }
-        let answer = response(result);
+        response(result)
+    }
+
+    /// Send `answer` (a call's, or a batch's) to `reply`.
+    async fn send(&self, reply: Subject, answer: Bytes) {
         crate::metrics::bytes_sent(answer.len());
         // As one message: the reply subject is moved to the connection task, not copied.
         let answer = OutboundMessage {
@@ -261,6 +376,28 @@ impl NatsEngine {
             tracing::debug!(target: LOG, error = %e, "reply not sent");
         }
     }
+}
+
+/// What happens to a call once started: answered at once, or still running.
+pub(super) enum Started {
+    Ready(Ready),
+    Running(Late),
+}
+
+/// A call that was not ready at once (see [`NatsEngine::finish`]).
+pub(super) struct Late {
+    running: Running,
+    permit: Result<OwnedSemaphorePermit, TryAcquireError>,
+    serving: Serving,
+    started: Instant,
+}
+
+/// A call answered at once, not yet counted.
+pub(super) struct Ready {
+    started: Instant,
+    result: Result<Answer, Error>,
+    /// The call counts as served (for the drain) until its answer is sent.
+    _serving: Serving,
 }
 
 /// The node that sent `m` as its header says (a caller of an earlier version), if it does.

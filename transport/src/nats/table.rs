@@ -342,34 +342,45 @@ impl NatsEngine {
         }
     }
 
-    /// Take calls to endpoint `name` (once: its queue subscription stays until withdrawn).
+    /// Take calls to endpoint `name`, one by one and in batches (once: its queue
+    /// subscriptions stay until withdrawn).
     async fn serve_endpoint_of(self: &Arc<Self>, sink: &Arc<dyn Sink>, name: &str) {
         if lock(&self.endpoints).contains_key(name) {
             return;
         }
         let name = name.to_owned();
-        let subject = self.svc_subject(&name);
-        match self
-            .client
-            .queue_subscribe(subject.clone(), token(&name))
-            .await
-        {
-            Ok(sub) => {
-                let stop = CancellationToken::new();
-                lock(&self.endpoints).insert(name.clone(), stop.clone());
-                tokio::spawn(self.clone().serve_endpoint(
-                    Arc::downgrade(sink),
-                    name.clone(),
-                    sub,
-                    stop,
-                ));
-                // The subscription reaches the server before peers learn of it.
-                let _ = self.client.flush().await;
-            }
-            Err(e) => {
-                tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint")
+        let subjects = [self.svc_subject(&name), self.batch_subject(&name)];
+        let mut subs = Vec::with_capacity(2);
+        for subject in subjects {
+            match self
+                .client
+                .queue_subscribe(subject.clone(), token(&name))
+                .await
+            {
+                Ok(sub) => subs.push(sub),
+                Err(e) => {
+                    tracing::error!(target: LOG, error = %e, %subject, "cannot subscribe an endpoint");
+                    break;
+                }
             }
         }
+        if subs.is_empty() {
+            return;
+        }
+        let stop = CancellationToken::new();
+        lock(&self.endpoints).insert(name.clone(), stop.clone());
+        // The first takes calls, the second batches of them.
+        for (batches, sub) in subs.into_iter().enumerate() {
+            tokio::spawn(self.clone().serve_endpoint(
+                Arc::downgrade(sink),
+                name.clone(),
+                sub,
+                batches == 1,
+                stop.clone(),
+            ));
+        }
+        // The subscriptions reach the server before peers learn of them.
+        let _ = self.client.flush().await;
     }
 
     async fn send_delta(&self, delta: TableDelta) {

@@ -24,7 +24,10 @@
 //! worker run (and queue their requests) and then hands them all to the client at once: the
 //! client's connection task is woken once per batch and writes the batch in one `writev`, as
 //! the TCP link's writer does (`tcp/outbox.rs`). A request made while none waits is published
-//! at once. The bytes on the wire are the same either way.
+//! at once. The bytes on the wire are the same either way, but for the requests made with a
+//! batch subject ([`NatsInbox::request_batchable`], the mesh's calls to an endpoint): those of
+//! one batch that go to the same endpoint leave as one message, and their replies come back as
+//! one ([`batches`], `super::batch`).
 //!
 //! Only this module reads a reply subject, and only its own: the shape is not part of the mesh
 //! wire (a responder replies to whatever subject the request names).
@@ -44,6 +47,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::sync::lock;
+
+mod batches;
+/// A real `nats-server` for the tests (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../../tests/support/nats_server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod nats_server;
 
 const LOG: &str = "plume::nats::inbox";
 
@@ -95,6 +105,8 @@ struct Outgoing {
     reply: Subject,
     headers: Option<HeaderMap>,
     payload: Bytes,
+    /// The batch subject of `subject`'s endpoint, when the request may leave in a batch.
+    batch: Option<Subject>,
 }
 
 /// The calls waiting for their replies, and the numbers free to hand out again.
@@ -104,6 +116,23 @@ struct Calls {
     /// Numbers whose call got its reply, with their subjects (only when replies are reused; at
     /// most `max`): the subject is handed out again as it is, not formatted again.
     free: Vec<(u64, Subject)>,
+    /// The batches sent lately (see [`batches`]).
+    batches: batches::Sent,
+}
+
+impl Calls {
+    /// The sender of call `id`, taken out of the map by its reply; its number is free again
+    /// (when replies are reused), and a batch it led has found a responder.
+    fn answered(&mut self, id: u64, max: usize) -> Option<oneshot::Sender<Outcome>> {
+        let w = self.waiting.remove(&id)?;
+        if let Some(reply) = w.reply
+            && self.free.len() < max
+        {
+            self.free.push((id, reply));
+        }
+        self.batches.answered(id);
+        Some(w.tx)
+    }
 }
 
 /// What the inbox and its dispatching task share.
@@ -219,7 +248,7 @@ impl NatsInbox {
         payload: Bytes,
         deadline: Instant,
     ) -> Result<Message, InboxError> {
-        self.request_losable(subject, headers, payload, deadline, false)
+        self.ask(subject, None, headers, payload, deadline, false)
             .await
     }
 
@@ -234,8 +263,39 @@ impl NatsInbox {
         deadline: Instant,
         losable: bool,
     ) -> Result<Message, InboxError> {
+        self.ask(subject, None, headers, payload, deadline, losable)
+            .await
+    }
+
+    /// As [`NatsInbox::request_losable`], for a request to an endpoint whose batch subject is
+    /// `batch`: made while others wait, it may leave in one message with the other requests to
+    /// that endpoint, and get its reply in one message with theirs (see `super::batch`). When
+    /// nobody serves `batch`, the requests of the batch are sent again each on its own.
+    pub(crate) async fn request_batchable(
+        &self,
+        subject: Subject,
+        batch: Subject,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        deadline: Instant,
+        losable: bool,
+    ) -> Result<Message, InboxError> {
+        self.ask(subject, Some(batch), headers, payload, deadline, losable)
+            .await
+    }
+
+    async fn ask(
+        &self,
+        subject: Subject,
+        batch: Option<Subject>,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+        deadline: Instant,
+        losable: bool,
+    ) -> Result<Message, InboxError> {
         self.start().await?;
-        let (out, mut entry, others) = self.register(subject, headers, payload, losable)?;
+        let (mut out, mut entry, others) = self.register(subject, headers, payload, losable)?;
+        out.batch = batch;
         if self.shared.batching && others {
             // Others wait: this one leaves with the next batch.
             let was_empty = {
@@ -315,7 +375,7 @@ impl NatsInbox {
                 let publishing = self
                     .shared
                     .batching
-                    .then(|| tokio::spawn(publish_batches(Arc::clone(&self.shared))));
+                    .then(|| tokio::spawn(batches::publishing(Arc::clone(&self.shared))));
                 Ok::<_, InboxError>((
                     tokio::spawn(dispatch(Arc::clone(&self.shared), sub)),
                     publishing,
@@ -378,6 +438,7 @@ impl NatsInbox {
             reply,
             headers,
             payload,
+            batch: None,
         };
         Ok((out, entry, others))
     }
@@ -395,29 +456,6 @@ async fn publish(client: &Client, out: Outgoing) -> Result<(), async_nats::Publi
             headers: out.headers,
         })
         .await
-}
-
-/// Publish the queued requests in batches: woken when the queue stops being empty, it first
-/// lets the other ready tasks of its worker run (their requests join the batch), then hands the
-/// whole batch to the client's command channel, whose connection task is woken once for it.
-async fn publish_batches(shared: Arc<Shared>) {
-    let mut batch = Vec::new();
-    loop {
-        shared.queued.notified().await;
-        tokio::task::yield_now().await;
-        // Swapped, not drained: both vectors keep their room for the next batches.
-        std::mem::swap(&mut batch, &mut *lock(&shared.queue));
-        for out in batch.drain(..) {
-            let id = out.id;
-            if let Err(e) = publish(&shared.client, out).await {
-                // Its caller learns why (the number is not reused).
-                let waiting = lock(&shared.pending).waiting.remove(&id);
-                if let Some(w) = waiting {
-                    drop(w.tx.send(Err(InboxError::Publish(e))));
-                }
-            }
-        }
-    }
 }
 
 /// A request's place in the map: removed on drop unless its reply took it out.
@@ -460,23 +498,20 @@ fn counter(prefix: &str, subject: &str) -> Option<u64> {
 /// Hand each reply to its request; ignore replies nobody waits for (late, or not ours).
 async fn dispatch(shared: Arc<Shared>, mut sub: Subscriber) {
     while let Some(message) = sub.next().await {
+        if crate::nats::batch::is_batch(&message.payload) {
+            batches::answers(&shared, message);
+            continue;
+        }
         let Some(id) = counter(&shared.prefix, &message.subject) else {
             tracing::debug!(target: LOG, subject = %message.subject, "ignoring a reply to a subject this inbox never handed out");
             continue;
         };
-        let waiting = {
-            let mut calls = lock(&shared.pending);
-            let waiting = calls.waiting.remove(&id);
-            // Its one reply came: the number (and its subject) may name the next call's reply.
-            waiting.map(|w| {
-                if let Some(reply) = w.reply
-                    && calls.free.len() < shared.max
-                {
-                    calls.free.push((id, reply));
-                }
-                w.tx
-            })
-        };
+        if message.status == Some(StatusCode::NO_RESPONDERS) && batches::unserved(&shared, id).await
+        {
+            continue;
+        }
+        // Its one reply came: the number (and its subject) may name the next call's reply.
+        let waiting = lock(&shared.pending).answered(id, shared.max);
         match waiting {
             // A request dropped between its receiver and this send: nothing to do.
             Some(tx) => drop(tx.send(Ok(message))),
