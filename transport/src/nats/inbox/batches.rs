@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::client::traits::Publisher as _;
@@ -185,6 +186,7 @@ async fn send(shared: &Shared, g: Group) {
     // Remembered before it leaves: its answers may come before this task runs again.
     let ids: Vec<u64> = outs.iter().map(|o| o.id).collect();
     lock(&shared.pending).batches.remember(head, outs);
+    shared.sent_batches.store(true, Ordering::Relaxed);
     if let Err(e) = shared.client.publish_message(message).await {
         let outs = take(shared, head);
         if e.kind() == PublishErrorKind::MaxPayloadExceeded {
@@ -324,6 +326,38 @@ mod tests {
                 client.publish(reply, payload.into()).await.expect("reply");
             }
         });
+    }
+
+    /// An inbox that never sent a batch (plume-pattern's, any caller of `request`) passes a
+    /// reply that looks like a batch of answers on as it is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_an_inbox_that_sent_batches_reads_batches_of_answers() {
+        let (_server, client) = nats_server().await;
+        let mut sub = client.subscribe("odd").await.expect("subscribe");
+        client.flush().await.expect("flush");
+        let responder = client.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let reply = m.reply.expect("a reply subject");
+                let looks = Bytes::from_static(b"\xc1\x01\x00\x00");
+                responder.publish(reply, looks).await.expect("reply");
+            }
+        });
+        for inbox in [
+            NatsInbox::new(client.clone(), 16),
+            NatsInbox::reusing_replies(client.clone(), 16).batching(true),
+        ] {
+            let reply = inbox
+                .request(
+                    "odd".into(),
+                    None,
+                    Bytes::new(),
+                    tokio::time::Instant::now() + WAIT,
+                )
+                .await
+                .expect("a reply");
+            assert_eq!(&reply.payload[..], b"\xc1\x01\x00\x00");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_nats::client::traits::Publisher as _;
@@ -149,6 +149,8 @@ struct Shared {
     max: usize,
     /// Publish a request made while others wait through the publishing task.
     batching: bool,
+    /// Set once a batch of calls was published: replies may then be batches of answers.
+    sent_batches: AtomicBool,
     /// Requests for the publishing task (each has its entry in `pending`, so at most `max`).
     queue: Mutex<Vec<Outgoing>>,
     /// Wakes the publishing task when the queue stops being empty.
@@ -212,6 +214,7 @@ impl NatsInbox {
                 closed: Mutex::new(None),
                 max: max.max(1),
                 batching: false,
+                sent_batches: AtomicBool::new(false),
                 queue: Mutex::new(Vec::new()),
                 queued: Notify::new(),
             }),
@@ -498,7 +501,11 @@ fn counter(prefix: &str, subject: &str) -> Option<u64> {
 /// Hand each reply to its request; ignore replies nobody waits for (late, or not ours).
 async fn dispatch(shared: Arc<Shared>, mut sub: Subscriber) {
     while let Some(message) = sub.next().await {
-        if crate::nats::batch::is_batch(&message.payload) {
+        // Only an inbox that has sent a batch gets batches of answers: another passes every
+        // reply on as it is.
+        if shared.sent_batches.load(Ordering::Relaxed)
+            && crate::nats::batch::is_batch(&message.payload)
+        {
             batches::answers(&shared, message);
             continue;
         }
