@@ -10,7 +10,8 @@
 //! a bounded map keyed by the counter. A call's entry leaves the map when its reply comes, when
 //! it times out, and when its future is dropped, so the map never holds more than the calls in
 //! flight, and never more than its bound (a call beyond it fails at once with
-//! [`InboxError::Full`]).
+//! [`InboxError::Full`]). Deadlines are kept by one sweeper task, not a timer per request
+//! ([`sweep`]).
 //!
 //! An inbox made with [`NatsInbox::reusing_replies`] (the mesh's calls, whose every request has
 //! one responder) hands a number out again once its call got its reply: a request has at most
@@ -54,6 +55,7 @@ mod batches;
 #[path = "../../../tests/support/nats_server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod nats_server;
+mod sweep;
 
 const LOG: &str = "plume::nats::inbox";
 
@@ -93,6 +95,8 @@ struct Waiting {
     reply: Option<Subject>,
     /// The request's subject, when the request is lost if a provider of it leaves.
     losable: Option<Subject>,
+    /// When the sweeper ends it with [`InboxError::TimedOut`].
+    deadline: Instant,
 }
 
 /// Keys are counters, unique per inbox: a fixed-seed foldhash (a multiply and a fold) is enough.
@@ -118,6 +122,8 @@ struct Calls {
     free: Vec<(u64, Subject)>,
     /// The batches sent lately (see [`batches`]).
     batches: batches::Sent,
+    /// When the sweeper wakes next ([`sweep`]); `None`: it waits without a timer.
+    due: Option<Instant>,
 }
 
 impl Calls {
@@ -155,15 +161,24 @@ struct Shared {
     queue: Mutex<Vec<Outgoing>>,
     /// Wakes the publishing task when the queue stops being empty.
     queued: Notify,
+    /// Wakes the sweeper for a deadline earlier than the one it sleeps until.
+    sweep: Notify,
 }
 
 /// Requests over one NATS client, their replies through one subscription (see the module
 /// documentation). Cheap to share behind an `Arc`; dropping it ends its subscription.
 pub struct NatsInbox {
     shared: Arc<Shared>,
-    /// The dispatching task and (with [`NatsInbox::batching`]) the publishing task, started by
-    /// the first request (aborted on drop).
-    task: OnceCell<(JoinHandle<()>, Option<JoinHandle<()>>)>,
+    /// The dispatching task, the sweeper and (with [`NatsInbox::batching`]) the publishing
+    /// task, started by the first request (aborted on drop).
+    task: OnceCell<Tasks>,
+}
+
+/// An inbox's tasks (see [`NatsInbox`]'s `task`).
+struct Tasks {
+    dispatching: JoinHandle<()>,
+    sweeping: JoinHandle<()>,
+    publishing: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for NatsInbox {
@@ -177,9 +192,10 @@ impl std::fmt::Debug for NatsInbox {
 
 impl Drop for NatsInbox {
     fn drop(&mut self) {
-        if let Some((dispatching, publishing)) = self.task.get() {
-            dispatching.abort();
-            if let Some(publishing) = publishing {
+        if let Some(tasks) = self.task.get() {
+            tasks.dispatching.abort();
+            tasks.sweeping.abort();
+            if let Some(publishing) = &tasks.publishing {
                 publishing.abort();
             }
         }
@@ -217,6 +233,7 @@ impl NatsInbox {
                 sent_batches: AtomicBool::new(false),
                 queue: Mutex::new(Vec::new()),
                 queued: Notify::new(),
+                sweep: Notify::new(),
             }),
             task: OnceCell::new(),
         }
@@ -297,7 +314,8 @@ impl NatsInbox {
         losable: bool,
     ) -> Result<Message, InboxError> {
         self.start().await?;
-        let (mut out, mut entry, others) = self.register(subject, headers, payload, losable)?;
+        let (mut out, mut entry, others) =
+            self.register(subject, headers, payload, deadline, losable)?;
         out.batch = batch;
         if self.shared.batching && others {
             // Others wait: this one leaves with the next batch.
@@ -314,14 +332,13 @@ impl NatsInbox {
                 .await
                 .map_err(InboxError::Publish)?;
         }
-        let outcome = match tokio::time::timeout_at(deadline, &mut entry.rx).await {
-            Ok(Ok(outcome)) => outcome,
+        // No timer of its own: the sweeper ends it at its deadline (`sweep`).
+        let Ok(outcome) = (&mut entry.rx).await else {
             // The dispatching task ended (the subscription is gone) and dropped the sender.
-            Ok(Err(_)) => return Err(InboxError::Closed(self.closed_reason())),
-            Err(_) => return Err(InboxError::TimedOut),
+            return Err(InboxError::Closed(self.closed_reason()));
         };
-        // Taken out of the map by its reply, by the publishing task that failed to send it, or
-        // by `lose`.
+        // Taken out of the map by its reply, by the sweeper at its deadline, by the publishing
+        // task that failed to send it, or by `lose`.
         entry.answered = true;
         let message = outcome?;
         if message.status == Some(StatusCode::NO_RESPONDERS) {
@@ -379,10 +396,11 @@ impl NatsInbox {
                     .shared
                     .batching
                     .then(|| tokio::spawn(batches::publishing(Arc::clone(&self.shared))));
-                Ok::<_, InboxError>((
-                    tokio::spawn(dispatch(Arc::clone(&self.shared), sub)),
+                Ok::<_, InboxError>(Tasks {
+                    dispatching: tokio::spawn(dispatch(Arc::clone(&self.shared), sub)),
+                    sweeping: tokio::spawn(sweep::sweeping(Arc::clone(&self.shared))),
                     publishing,
-                ))
+                })
             })
             .await
             .map(|_| ())
@@ -395,10 +413,11 @@ impl NatsInbox {
         subject: Subject,
         headers: Option<HeaderMap>,
         payload: Bytes,
+        deadline: Instant,
         losable: bool,
     ) -> Result<(Outgoing, Entry<'_>, bool), InboxError> {
         let (tx, rx) = oneshot::channel();
-        let (id, reply, others) = {
+        let (id, reply, others, wake) = {
             let mut calls = lock(&self.shared.pending);
             if calls.waiting.len() >= self.shared.max {
                 return Err(InboxError::Full(self.shared.max));
@@ -425,10 +444,15 @@ impl NatsInbox {
                     tx,
                     reply: kept,
                     losable,
+                    deadline,
                 },
             );
-            (id, reply, calls.waiting.len() > 1)
+            let wake = calls.due_by(deadline);
+            (id, reply, calls.waiting.len() > 1, wake)
         };
+        if wake {
+            self.shared.sweep.notify_one();
+        }
         let entry = Entry {
             shared: &self.shared,
             id,
