@@ -45,18 +45,10 @@ impl NatsEngine {
         // An idempotent call is sent again when a provider of the endpoint leaves meanwhile: it
         // may have been the one holding the call (`NatsInbox::lose`, from the table loop).
         let losable = call.idempotent && node.is_none();
-        let sent = match batch {
-            Some(batch) => {
-                self.inbox
-                    .request_batchable(subject, batch, headers, payload, call.deadline, losable)
-                    .await
-            }
-            None => {
-                self.inbox
-                    .request_losable(subject, headers, payload, call.deadline, losable)
-                    .await
-            }
-        };
+        let sent = self
+            .inbox
+            .request_batchable(subject, batch, headers, payload, call.deadline, losable)
+            .await;
         match sent {
             Ok(reply) => {
                 crate::metrics::bytes_received(reply.payload.len());

@@ -106,17 +106,10 @@ pub(super) async fn publishing(shared: Arc<Shared>) {
                 Some(at) => {
                     let g = &mut groups[at];
                     if g.bytes + size > limit || g.outs.len() >= batch::MAX_ENTRIES {
-                        let full = std::mem::replace(
-                            g,
-                            Group {
-                                subject: g.subject.clone(),
-                                outs: Vec::new(),
-                                bytes: 0,
-                            },
-                        );
-                        send(&shared, full).await;
+                        let full = std::mem::take(&mut g.outs);
+                        g.bytes = 0;
+                        send(&shared, g.subject.clone(), full).await;
                     }
-                    let g = &mut groups[at];
                     g.bytes += size;
                     g.outs.push(out);
                 }
@@ -128,7 +121,7 @@ pub(super) async fn publishing(shared: Arc<Shared>) {
             }
         }
         for g in groups.drain(..) {
-            send(&shared, g).await;
+            send(&shared, g.subject, g.outs).await;
         }
     }
 }
@@ -152,8 +145,7 @@ fn failed(shared: &Shared, id: u64, e: PublishError) {
 /// Publish a group: one request on its own, several as one batch to their endpoint's batch
 /// subject (unless nobody served that lately), the batch remembered until a call of it is
 /// answered.
-async fn send(shared: &Shared, g: Group) {
-    let Group { subject, outs, .. } = g;
+async fn send(shared: &Shared, subject: Subject, outs: Vec<Outgoing>) {
     let plain = outs.len() < 2
         || lock(&shared.pending)
             .batches
@@ -184,7 +176,6 @@ async fn send(shared: &Shared, g: Group) {
         headers: None,
     };
     // Remembered before it leaves: its answers may come before this task runs again.
-    let ids: Vec<u64> = outs.iter().map(|o| o.id).collect();
     lock(&shared.pending).batches.remember(head, outs);
     shared.sent_batches.store(true, Ordering::Relaxed);
     if let Err(e) = shared.client.publish_message(message).await {
@@ -196,10 +187,10 @@ async fn send(shared: &Shared, g: Group) {
             }
             return;
         }
-        for id in ids {
+        for out in outs {
             failed(
                 shared,
-                id,
+                out.id,
                 PublishError::with_source(e.kind(), e.to_string()),
             );
         }
@@ -295,7 +286,7 @@ mod tests {
         let calls = (0..n).map(|i| {
             inbox.request_batchable(
                 subject.into(),
-                batch.into(),
+                Some(batch.into()),
                 None,
                 Bytes::from(i.to_string()),
                 tokio::time::Instant::now() + WAIT,

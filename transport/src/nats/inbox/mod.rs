@@ -34,7 +34,6 @@
 //! wire (a responder replies to whatever subject the request names).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -268,7 +267,7 @@ impl NatsInbox {
         payload: Bytes,
         deadline: Instant,
     ) -> Result<Message, InboxError> {
-        self.ask(subject, None, headers, payload, deadline, false)
+        self.request_batchable(subject, None, headers, payload, deadline, false)
             .await
     }
 
@@ -283,28 +282,16 @@ impl NatsInbox {
         deadline: Instant,
         losable: bool,
     ) -> Result<Message, InboxError> {
-        self.ask(subject, None, headers, payload, deadline, losable)
+        self.request_batchable(subject, None, headers, payload, deadline, losable)
             .await
     }
 
-    /// As [`NatsInbox::request_losable`], for a request to an endpoint whose batch subject is
-    /// `batch`: made while others wait, it may leave in one message with the other requests to
-    /// that endpoint, and get its reply in one message with theirs (see `super::batch`). When
-    /// nobody serves `batch`, the requests of the batch are sent again each on its own.
+    /// As [`NatsInbox::request_losable`]; with `batch`, the batch subject of the request's
+    /// endpoint, a request made while others wait may leave in one message with the other
+    /// requests to that endpoint, and get its reply in one message with theirs (see
+    /// `super::batch`). When nobody serves `batch`, the requests of the batch are sent again
+    /// each on its own.
     pub(crate) async fn request_batchable(
-        &self,
-        subject: Subject,
-        batch: Subject,
-        headers: Option<HeaderMap>,
-        payload: Bytes,
-        deadline: Instant,
-        losable: bool,
-    ) -> Result<Message, InboxError> {
-        self.ask(subject, Some(batch), headers, payload, deadline, losable)
-            .await
-    }
-
-    async fn ask(
         &self,
         subject: Subject,
         batch: Option<Subject>,
@@ -429,9 +416,7 @@ impl NatsInbox {
                 Some(free) => free,
                 None => {
                     let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
-                    let mut reply = String::with_capacity(self.shared.prefix.len() + 20);
-                    reply.push_str(&self.shared.prefix);
-                    let _ = write!(reply, "{id}");
+                    let reply = crate::nats::batch::reply_subject(&self.shared.prefix, id);
                     (id, Subject::from(reply))
                 }
             };
